@@ -1,0 +1,69 @@
+"""fsm: durable, crash-safe, multi-step actions written as state machines.
+
+The public namespace; the modules behind it are private to the package layout and may move.
+"""
+
+from fsm.codec import CONVERTER, KindCodec, make_converter
+from fsm.errors import (
+    ActionBusy,
+    DecodeError,
+    FsmError,
+    InvalidActionId,
+    KindMismatch,
+    LeaseLost,
+    Rejected,
+    ResourceConflict,
+    SchemaError,
+    UnknownKind,
+)
+from fsm.executor import DriveResult, DriveStatus, Executor, ResumeReport
+from fsm.ids import check_id
+from fsm.protocol import (
+    Action,
+    Done,
+    DriveMode,
+    Failed,
+    Next,
+    Outcome,
+    Park,
+    StepContext,
+    park_with_backoff,
+)
+from fsm.registry import Registry
+from fsm.retry import RetryPolicy
+from fsm.store import Store
+from fsm.sync import SyncExecutor
+
+__all__ = [
+    "CONVERTER",
+    "Action",
+    "ActionBusy",
+    "DecodeError",
+    "Done",
+    "DriveMode",
+    "DriveResult",
+    "DriveStatus",
+    "Executor",
+    "Failed",
+    "FsmError",
+    "InvalidActionId",
+    "KindCodec",
+    "KindMismatch",
+    "LeaseLost",
+    "Next",
+    "Outcome",
+    "Park",
+    "Registry",
+    "Rejected",
+    "ResourceConflict",
+    "ResumeReport",
+    "RetryPolicy",
+    "SchemaError",
+    "StepContext",
+    "Store",
+    "SyncExecutor",
+    "UnknownKind",
+    "check_id",
+    "make_converter",
+    "park_with_backoff",
+]

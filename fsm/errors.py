@@ -1,0 +1,59 @@
+"""Every error fsm raises on purpose, in one place so callers can catch them by type."""
+
+from __future__ import annotations
+
+
+class FsmError(Exception):
+    """Base class of every error fsm raises deliberately."""
+
+
+class Rejected(FsmError):
+    """The remote side refused the request and changed nothing.
+
+    Raise it from a step to route the failure to the action's rejection handling instead of the
+    retry path; any other exception is treated as transient.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class InvalidActionId(FsmError, ValueError):
+    """An action id breaks the key rules (see `fsm.ids`)."""
+
+
+class KindMismatch(FsmError):
+    """`start` was given an id that already belongs to a live action of another kind."""
+
+
+class UnknownKind(FsmError, LookupError):
+    """No kind with this name is registered."""
+
+
+class ResourceConflict(FsmError):
+    """A resource is already held by another live action."""
+
+    def __init__(self, resource: str, holder: str, wanted_by: str) -> None:
+        super().__init__(
+            f"resource {resource!r} is held by action {holder!r}, wanted by {wanted_by!r}"
+        )
+        self.resource = resource
+        self.holder = holder
+        self.wanted_by = wanted_by
+
+
+class LeaseLost(FsmError):
+    """Our claim on an action was taken over; the write was refused and the action dropped."""
+
+
+class DecodeError(FsmError):
+    """A checkpoint row cannot be turned back into an action; the row gets quarantined."""
+
+
+class SchemaError(FsmError):
+    """The database schema is newer than this code, or otherwise unusable."""
+
+
+class ActionBusy(FsmError):
+    """Another driver holds this action right now (raised by `stop`; `drive` just returns)."""

@@ -1,0 +1,236 @@
+"""The step protocol: what one `advance` returns and what an action must offer.
+
+This is the seed's contract (bark's ``WalletAction`` / ``Advance``) in Python:
+
+* ``advance(ctx)`` does the side effects of exactly one step and returns an outcome:
+  `Next` (persist and advance again at once), `Park` (persist and stop, or sleep and go on),
+  `Done` or `Failed` (terminal: release everything, delete the checkpoint).
+* Raising `fsm.Rejected` means the remote side refused and changed nothing: the executor calls
+  ``on_rejection``. Any other exception is transient: the executor calls ``on_retry``. Both
+  handlers run on the action as it was *before* the failed step.
+* ``advance`` must be re-entrant and its effects idempotent: after a crash the same step runs
+  again from the last checkpoint. `StepContext.idempotency_key` is the same on every re-run of
+  a step, so it can be handed to the outside world to deduplicate.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeAlias, TypeVar
+
+import attrs
+
+from fsm.errors import Rejected, ResourceConflict
+from fsm.retry import SEED_POLICY, RetryPolicy
+
+if TYPE_CHECKING:
+    import logging
+
+S = TypeVar("S")
+"""The services object handed to every step (bark's ``Wallet``)."""
+
+
+@attrs.frozen(slots=True)
+class Next:
+    """Persist ``state`` as the new checkpoint, reset the retry counter, advance again at once."""
+
+    state: Action
+
+
+@attrs.frozen(slots=True)
+class Park:
+    """Persist ``state`` and stop.
+
+    With ``wake_after`` (seconds) the action is due again after that delay: an ``UNTIL_DONE``
+    drive sleeps and goes on, and the wake-up time is stored on the row so a worker or
+    ``run_due`` finds it after a restart. Without it, only `Executor.notify` or
+    `Executor.resume_all` drive it again. ``error`` is reported to the caller of the drive.
+    """
+
+    state: Action
+    wake_after: float | None = None
+    error: BaseException | None = None
+
+
+@attrs.frozen(slots=True)
+class Done:
+    """Terminal success: release every resource the action holds and delete its checkpoint."""
+
+
+@attrs.frozen(slots=True)
+class Failed:
+    """Terminal failure: the same clean-up as `Done`; ``error`` reaches the caller."""
+
+    error: BaseException | str
+
+
+Outcome: TypeAlias = Next | Park | Done | Failed
+MaybeAwaitable: TypeAlias = Outcome | Awaitable[Outcome]
+
+
+class DriveMode(enum.Enum):
+    """How far one drive goes."""
+
+    UNTIL_PARK_OR_DONE = "until_park_or_done"
+    """Stop at the first park or terminal outcome (every background drive)."""
+    UNTIL_DONE = "until_done"
+    """Sleep through parks that carry ``wake_after``; stop at a park without one, or at the end."""
+
+
+class StepContext(Generic[S]):
+    """What one step may use: the services, its idempotency key, and the action's resources.
+
+    Resources are named claims (the seed's vtxo locks, generalised). `acquire` and `release`
+    are recorded and written in the same transaction as the step's checkpoint, so a crash can
+    never leave a resource held by an action that does not exist. `acquire` also checks at once
+    and raises `fsm.ResourceConflict` if another action holds the name, so a step can take its
+    resources before doing anything irreversible.
+    """
+
+    __slots__ = (
+        "_acquired",
+        "_holder_of",
+        "_held",
+        "_load_held",
+        "_released",
+        "action_id",
+        "attempts",
+        "log",
+        "now",
+        "retry",
+        "seq",
+        "services",
+    )
+
+    def __init__(
+        self,
+        services: S,
+        action_id: str,
+        seq: int,
+        attempts: int,
+        now: float,
+        retry: RetryPolicy,
+        log: logging.LoggerAdapter[logging.Logger],
+        load_held: Callable[[], Iterable[str]],
+        holder_of: Callable[[str], str | None],
+    ) -> None:
+        self.services = services
+        self.action_id = action_id
+        self.seq = seq
+        self.attempts = attempts
+        self.now = now
+        self.retry = retry
+        self.log = log
+        self._load_held = load_held
+        self._holder_of = holder_of
+        self._held: set[str] | None = None
+        self._acquired: list[str] = []
+        self._released: list[str] = []
+
+    @property
+    def idempotency_key(self) -> str:
+        """``<action id>.<step sequence>``: identical on every re-run of this step."""
+        return f"{self.action_id}.{self.seq}"
+
+    @property
+    def resources(self) -> frozenset[str]:
+        """The resources this action holds, including this step's pending changes."""
+        return frozenset(self._held_set())
+
+    def holds(self, name: str) -> bool:
+        return name in self._held_set()
+
+    def acquire(self, *names: str) -> None:
+        """Take ``names`` for this action, written with the step's checkpoint.
+
+        Raises `fsm.ResourceConflict` now if another live action holds one of them.
+        """
+        held = self._held_set()
+        for name in names:
+            if name in held:
+                continue
+            holder = self._holder_of(name)
+            if holder is not None and holder != self.action_id:
+                raise ResourceConflict(name, holder, self.action_id)
+            held.add(name)
+            if name in self._released:
+                self._released.remove(name)
+            else:
+                self._acquired.append(name)
+
+    def release(self, *names: str) -> None:
+        """Give ``names`` back, written with the step's checkpoint (no-op if not held)."""
+        held = self._held_set()
+        for name in names:
+            if name not in held:
+                continue
+            held.discard(name)
+            if name in self._acquired:
+                self._acquired.remove(name)
+            else:
+                self._released.append(name)
+
+    def resource_changes(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(acquired, released) by this step, for the executor to write."""
+        return tuple(self._acquired), tuple(self._released)
+
+    def _held_set(self) -> set[str]:
+        if self._held is None:
+            self._held = set(self._load_held())
+        return self._held
+
+
+class Action(Generic[S]):
+    """Base class for a hand-written action kind, as bark writes them.
+
+    Subclass it (usually as an attrs class: its fields are the checkpoint), set ``namespace``
+    (the kind name stored on the row), implement `id` and `advance`. `on_retry` defaults to
+    the seed's park-with-backoff, `on_rejection` to `Failed`. ``state`` names the current
+    phase for logs, the transition log and diagrams; by default it is the class name.
+    """
+
+    namespace: ClassVar[str]
+    version: ClassVar[int] = 1
+
+    @property
+    def id(self) -> str:
+        raise NotImplementedError(f"{type(self).__name__} must define the `id` property")
+
+    @property
+    def state(self) -> str:
+        return type(self).__name__
+
+    def advance(self, ctx: StepContext[S]) -> MaybeAwaitable:
+        raise NotImplementedError(f"{type(self).__name__} must define `advance`")
+
+    def on_retry(
+        self, ctx: StepContext[S], attempts: int, error: BaseException
+    ) -> MaybeAwaitable:
+        """Transient error: park this (pre-step) state and retry after the policy's delay."""
+        return park_with_backoff(self, attempts, ctx.retry)
+
+    def on_rejection(self, ctx: StepContext[S], error: Rejected) -> MaybeAwaitable:
+        """The remote side refused and changed nothing: fail (every resource is released)."""
+        return Failed(error)
+
+
+def park_with_backoff(
+    state: Action[Any], attempts: int, policy: RetryPolicy = SEED_POLICY
+) -> Park:
+    """The seed's default retry: park the unchanged state, wake after the backoff delay."""
+    return Park(state, wake_after=policy.delay(attempts))
+
+__all__ = [
+    "Action",
+    "Done",
+    "DriveMode",
+    "Failed",
+    "MaybeAwaitable",
+    "Next",
+    "Outcome",
+    "Park",
+    "Rejected",
+    "StepContext",
+    "park_with_backoff",
+]

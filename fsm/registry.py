@@ -1,0 +1,68 @@
+"""The kinds an executor knows, by name: the tag of the checkpoint union.
+
+A row's ``kind`` column selects the codec that reads its payload; a name nobody registered
+is not an error for the whole store, only for that row (it gets quarantined).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from fsm.codec import AttrsCodec, KindCodec
+from fsm.errors import UnknownKind
+
+
+def codec_of(kind: Any) -> KindCodec:
+    """The codec for ``kind``: its own (``kind.codec``, declarative kinds) or `AttrsCodec`."""
+    own = getattr(kind, "__fsm_codec__", None)
+    if own is not None:
+        return own  # type: ignore[no-any-return]
+    return AttrsCodec(kind)
+
+
+class Registry:
+    """Name -> codec, for every kind one executor drives."""
+
+    def __init__(self, kinds: Iterable[Any] = ()) -> None:
+        self._by_name: dict[str, KindCodec] = {}
+        for kind in kinds:
+            self.register(kind)
+
+    def register(self, kind: Any) -> KindCodec:
+        """Register a kind (an attrs `fsm.Action` subclass, or a declarative kind)."""
+        codec = codec_of(kind)
+        existing = self._by_name.get(codec.name)
+        if existing is not None and existing is not codec and _origin(existing) is not kind:
+            raise ValueError(
+                f"kind name {codec.name!r} is registered twice ({_origin(existing)!r} and "
+                f"{kind!r}); give one of them another `namespace`"
+            )
+        self._by_name[codec.name] = codec
+        return codec
+
+    def get(self, name: str) -> KindCodec:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnknownKind(
+                f"kind {name!r} is not registered; known kinds: {sorted(self._by_name)}"
+            ) from None
+
+    def of(self, action: Any) -> KindCodec:
+        """The codec of a live action object, registering its class on first sight."""
+        name = action.namespace
+        codec = self._by_name.get(name)
+        if codec is None:
+            codec = self.register(getattr(action, "__fsm_kind__", type(action)))
+        return codec
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._by_name))
+
+
+def _origin(codec: KindCodec) -> Any:
+    return getattr(codec, "cls", codec)

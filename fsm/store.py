@@ -1,0 +1,565 @@
+"""The checkpoint store: peewee models for the schema, prepared SQL for the hot path.
+
+One row per live action (``fsm_action``), one row per held resource (``fsm_resource``), one
+row per step in the transition log (``fsm_transition``), and the schema version
+(``fsm_meta``). The models create and describe the tables and serve the cold paths (listing,
+inspection); the three statements every step runs (claim, fenced update, terminal delete) are
+plain SQL strings sent through peewee's database object, because the query builder costs
+several times the commit itself on SQLite.
+
+Every checkpoint write is *fenced*: ``UPDATE ... WHERE id = ? AND epoch = ?``. A drive claims
+the row by bumping ``epoch`` and setting a lease (owner, expiry); any write from an older
+claim matches no row and is refused with `LeaseLost`. On one host a lease whose owner process
+is dead is taken over at once, so a crashed driver never blocks the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import attrs
+import peewee
+
+from fsm.errors import LeaseLost, ResourceConflict, SchemaError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+HOST = socket.gethostname()
+
+
+class _Base(peewee.Model):
+    class Meta:
+        legacy_table_names = False
+
+
+class ActionRow(_Base):
+    """A live action: its checkpoint, retry bookkeeping, wake-up time and lease."""
+
+    id = peewee.CharField(primary_key=True, max_length=200)
+    kind = peewee.CharField(max_length=200)
+    state = peewee.CharField(max_length=200)
+    version = peewee.IntegerField(default=1)
+    payload = peewee.TextField()
+    seq = peewee.IntegerField(default=0)
+    attempts = peewee.IntegerField(default=0)
+    last_error = peewee.TextField(null=True)
+    wake_at = peewee.DoubleField(null=True, index=True)
+    lease_owner = peewee.CharField(max_length=255, null=True)
+    lease_expires = peewee.DoubleField(null=True)
+    epoch = peewee.IntegerField(default=0)
+    quarantine = peewee.TextField(null=True)
+    created_at = peewee.DoubleField()
+    updated_at = peewee.DoubleField()
+
+    class Meta:
+        table_name = "fsm_action"
+
+
+class ResourceRow(_Base):
+    """A named resource and the live action holding it."""
+
+    name = peewee.CharField(primary_key=True, max_length=255)
+    action_id = peewee.CharField(max_length=200, index=True)
+    acquired_at = peewee.DoubleField()
+
+    class Meta:
+        table_name = "fsm_resource"
+
+
+class TransitionRow(_Base):
+    """One step of one action, written in the step's own transaction."""
+
+    id = peewee.AutoField()
+    action_id = peewee.CharField(max_length=200, index=True)
+    kind = peewee.CharField(max_length=200)
+    seq = peewee.IntegerField()
+    from_state = peewee.CharField(max_length=200)
+    to_state = peewee.CharField(max_length=200, null=True)
+    outcome = peewee.CharField(max_length=16)
+    via = peewee.CharField(max_length=16)
+    attempt = peewee.IntegerField()
+    error = peewee.TextField(null=True)
+    duration = peewee.DoubleField()
+    at = peewee.DoubleField(index=True)
+
+    class Meta:
+        table_name = "fsm_transition"
+
+
+class MetaRow(_Base):
+    key = peewee.CharField(primary_key=True, max_length=64)
+    value = peewee.TextField()
+
+    class Meta:
+        table_name = "fsm_meta"
+
+
+MODELS: tuple[type[_Base], ...] = (ActionRow, ResourceRow, TransitionRow, MetaRow)
+
+
+@attrs.frozen(slots=True)
+class Claimed:
+    """A row we now hold the lease on, as read in the same statement that claimed it."""
+
+    id: str
+    kind: str
+    state: str
+    version: int
+    payload: str
+    seq: int
+    attempts: int
+    last_error: str | None
+    wake_at: float | None
+    epoch: int
+
+
+ClaimMiss = Literal["missing", "busy", "quarantined"]
+
+
+@attrs.frozen(slots=True)
+class LogEntry:
+    """What the transition log records for one step (``seq``: the step's sequence number)."""
+
+    kind: str
+    seq: int
+    from_state: str
+    to_state: str | None
+    outcome: str
+    via: str
+    attempt: int
+    error: str | None
+    duration: float
+
+
+@attrs.frozen(slots=True)
+class RowInfo:
+    """A row as seen by the cold paths (listing, inspection, quarantine reports)."""
+
+    id: str
+    kind: str
+    state: str
+    version: int
+    attempts: int
+    last_error: str | None
+    wake_at: float | None
+    lease_owner: str | None
+    quarantine: str | None
+
+
+def new_owner() -> str:
+    """A lease owner token: host, pid and a random part (two executors in one process differ)."""
+    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _owner_is_dead(owner: str) -> bool:
+    """True when ``owner`` names a process on this host that no longer exists."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != HOST or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class Store:
+    """The checkpoint store over one peewee database (SQLite by default).
+
+    ``synchronous``: SQLite's durability level; ``NORMAL`` (the default) loses at most the
+    last commits on power loss, never on a process crash; ``FULL`` syncs every commit.
+    ``lease_ttl``: seconds a claim stays valid without a write.
+    ``log_transitions``: write the per-step transition log.
+    """
+
+    def __init__(
+        self,
+        database: peewee.Database,
+        *,
+        lease_ttl: float = 30.0,
+        log_transitions: bool = True,
+    ) -> None:
+        self.db = database
+        self.lease_ttl = lease_ttl
+        self.log_transitions = log_transitions
+        self._sqlite = isinstance(database, peewee.SqliteDatabase)
+        self._begin = "BEGIN IMMEDIATE" if self._sqlite else "BEGIN"
+        self._sql = _Statements(database.param)
+        self.db.bind(MODELS)
+        self.db.connect(reuse_if_open=True)
+        self._migrate()
+
+    @classmethod
+    def sqlite(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL",
+        busy_timeout: float = 10.0,
+        **kwargs: Any,
+    ) -> Store:
+        """A store on a SQLite file in WAL mode."""
+        db = peewee.SqliteDatabase(
+            os.fspath(path),
+            pragmas={
+                "journal_mode": "wal",
+                "synchronous": synchronous,
+                "foreign_keys": 1,
+            },
+            timeout=busy_timeout,
+        )
+        return cls(db, **kwargs)
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self.db.atomic():
+            self.db.create_tables(MODELS, safe=True)
+            row = MetaRow.get_or_none(MetaRow.key == "schema_version")
+            if row is None:
+                MetaRow.create(key="schema_version", value=str(SCHEMA_VERSION))
+                return
+            found = int(row.value)
+        if found > SCHEMA_VERSION:
+            raise SchemaError(
+                f"database schema v{found} is newer than this fsm (v{SCHEMA_VERSION}); "
+                "upgrade fsm"
+            )
+        # Future versions: apply migrations found+1 .. SCHEMA_VERSION here, in one transaction.
+
+    @property
+    def schema_version(self) -> int:
+        return int(MetaRow.get(MetaRow.key == "schema_version").value)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- the hot path ---------------------------------------------------------------------
+
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.db.execute_sql(sql, params)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._exec(self._begin)
+        try:
+            yield
+        except BaseException:
+            self._exec("ROLLBACK")
+            raise
+        self._exec("COMMIT")
+
+    def insert(
+        self,
+        action_id: str,
+        kind: str,
+        state: str,
+        version: int,
+        payload: str,
+        resources: Iterable[str],
+        now: float,
+    ) -> str | None:
+        """Create a live action with its resources, in one transaction.
+
+        Returns ``None`` if created, else the kind of the action that already has this id
+        (nothing is changed then). Raises `ResourceConflict` if a resource is taken.
+        """
+        with self._transaction():
+            cur = self._exec(
+                self._sql.insert, (action_id, kind, state, version, payload, now, now, now)
+            )
+            if cur.rowcount != 1:
+                row = self._exec(self._sql.kind_of, (action_id,)).fetchone()
+                return str(row[0])
+            self._acquire(action_id, resources, now)
+        return None
+
+    def claim(self, action_id: str, owner: str, now: float) -> Claimed | ClaimMiss:
+        """Take the lease on a live action and read it, in one statement.
+
+        Returns ``"busy"`` when another live driver holds it, ``"missing"`` when there is no
+        such action, ``"quarantined"`` when the row is set aside.
+        """
+        params = (owner, now + self.lease_ttl, action_id, now)
+        row = self._exec(self._sql.claim, params).fetchone()
+        if row is not None:
+            return Claimed(action_id, *row)
+        info = self._exec(self._sql.lease_of, (action_id,)).fetchone()
+        if info is None:
+            return "missing"
+        holder, quarantined = info
+        if quarantined is not None:
+            return "quarantined"
+        if holder is not None and _owner_is_dead(holder):
+            log.info("action %s: taking over the lease of dead driver %s", action_id, holder)
+            params2 = (owner, now + self.lease_ttl, action_id, holder)
+            row = self._exec(self._sql.steal, params2).fetchone()
+            if row is not None:
+                return Claimed(action_id, *row)
+        return "busy"
+
+    def write(
+        self,
+        action_id: str,
+        epoch: int,
+        *,
+        state: str,
+        version: int,
+        payload: str,
+        seq: int,
+        attempts: int,
+        last_error: str | None,
+        wake_at: float | None,
+        keep_lease_until: float | None,
+        acquired: Sequence[str],
+        released: Sequence[str],
+        entry: LogEntry | None,
+        now: float,
+    ) -> None:
+        """Persist a checkpoint, its resource changes and its log entry in one transaction.
+
+        ``keep_lease_until``: the lease's new expiry, or ``None`` to let go of it (the drive
+        is returning). Raises `LeaseLost` if another driver has claimed the row since.
+        """
+        with self._transaction():
+            owner_clause = keep_lease_until is not None
+            cur = self._exec(
+                self._sql.update_keep if owner_clause else self._sql.update_release,
+                (
+                    state,
+                    version,
+                    payload,
+                    seq,
+                    attempts,
+                    last_error,
+                    wake_at,
+                    now,
+                    *((keep_lease_until,) if owner_clause else ()),
+                    action_id,
+                    epoch,
+                ),
+            )
+            if cur.rowcount != 1:
+                raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
+            if acquired:
+                self._acquire(action_id, acquired, now)
+            for name in released:
+                self._exec(self._sql.release_one, (name, action_id))
+            if entry is not None and self.log_transitions:
+                self._log(action_id, entry, now)
+
+    def finish(self, action_id: str, epoch: int, entry: LogEntry, now: float) -> None:
+        """Terminal: delete the row and release every resource, in one transaction."""
+        with self._transaction():
+            cur = self._exec(self._sql.delete_fenced, (action_id, epoch))
+            if cur.rowcount != 1:
+                raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
+            self._exec(self._sql.release_all, (action_id,))
+            if self.log_transitions:
+                self._log(action_id, entry, now)
+
+    def unclaim(self, action_id: str, epoch: int) -> None:
+        """Let go of the lease without touching the checkpoint."""
+        self._exec(self._sql.unclaim, (action_id, epoch))
+
+    def _acquire(self, action_id: str, names: Iterable[str], now: float) -> None:
+        for name in names:
+            cur = self._exec(self._sql.acquire, (name, action_id, now))
+            if cur.rowcount == 1:
+                continue
+            row = self._exec(self._sql.holder_of, (name,)).fetchone()
+            if row is not None and row[0] != action_id:
+                raise ResourceConflict(name, row[0], action_id)
+
+    def _log(self, action_id: str, e: LogEntry, now: float) -> None:
+        self._exec(
+            self._sql.log,
+            (
+                action_id,
+                e.kind,
+                e.seq,
+                e.from_state,
+                e.to_state,
+                e.outcome,
+                e.via,
+                e.attempt,
+                e.error,
+                e.duration,
+                now,
+            ),
+        )
+
+    # -- reads used by steps --------------------------------------------------------------
+
+    def holder_of(self, name: str) -> str | None:
+        row = self._exec(self._sql.holder_of, (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def resources_of(self, action_id: str) -> list[str]:
+        rows = self._exec(self._sql.resources_of, (action_id,)).fetchall()
+        return [str(r[0]) for r in rows]
+
+    # -- cold paths -----------------------------------------------------------------------
+
+    def quarantine(self, action_id: str, reason: str) -> None:
+        """Set a row aside: never driven, never deleted, reported with ``reason``."""
+        (
+            ActionRow.update(quarantine=reason, lease_owner=None, lease_expires=None)
+            .where(ActionRow.id == action_id)
+            .execute()
+        )
+
+    def remove_quarantined(self, action_id: str) -> None:
+        """Delete a quarantined row and its resources (manual clean-up only)."""
+        with self.db.atomic():
+            ActionRow.delete().where(
+                ActionRow.id == action_id, ActionRow.quarantine.is_null(False)
+            ).execute()
+            ResourceRow.delete().where(ResourceRow.action_id == action_id).execute()
+
+    def release_quarantine(self, action_id: str) -> bool:
+        """Put a quarantined row back into service (after fixing the code or the row)."""
+        n = ActionRow.update(quarantine=None).where(ActionRow.id == action_id).execute()
+        return bool(n)
+
+    def mark_due(self, action_id: str, now: float) -> bool:
+        n = ActionRow.update(wake_at=now).where(ActionRow.id == action_id).execute()
+        return bool(n)
+
+    def live_ids(self) -> list[str]:
+        q = ActionRow.select(ActionRow.id).where(ActionRow.quarantine.is_null()).order_by(
+            ActionRow.created_at, ActionRow.id
+        )
+        return [r.id for r in q]
+
+    def due_ids(self, now: float, limit: int = 1000) -> list[str]:
+        q = (
+            ActionRow.select(ActionRow.id)
+            .where(
+                ActionRow.quarantine.is_null(),
+                ActionRow.wake_at.is_null(False),
+                ActionRow.wake_at <= now,
+            )
+            .order_by(ActionRow.wake_at)
+            .limit(limit)
+        )
+        return [r.id for r in q]
+
+    def next_wake(self) -> float | None:
+        """The earliest wake-up time of any live action, or ``None``."""
+        q = ActionRow.select(peewee.fn.MIN(ActionRow.wake_at)).where(
+            ActionRow.quarantine.is_null()
+        )
+        value = q.scalar()
+        return None if value is None else float(value)
+
+    def quarantined(self) -> list[RowInfo]:
+        q = ActionRow.select().where(ActionRow.quarantine.is_null(False)).order_by(ActionRow.id)
+        return [_info(r) for r in q]
+
+    def row(self, action_id: str) -> RowInfo | None:
+        r = ActionRow.get_or_none(ActionRow.id == action_id)
+        return None if r is None else _info(r)
+
+    def rows(self) -> list[RowInfo]:
+        return [_info(r) for r in ActionRow.select().order_by(ActionRow.id)]
+
+    def count_by_state(self, kind: str | None = None) -> dict[tuple[str, str], int]:
+        q = ActionRow.select(ActionRow.kind, ActionRow.state, peewee.fn.COUNT(ActionRow.id))
+        if kind is not None:
+            q = q.where(ActionRow.kind == kind)
+        q = q.group_by(ActionRow.kind, ActionRow.state).tuples()
+        return {(k, s): int(n) for k, s, n in q}
+
+    def transitions(self, action_id: str | None = None) -> list[TransitionRow]:
+        q = TransitionRow.select().order_by(TransitionRow.id)
+        if action_id is not None:
+            q = q.where(TransitionRow.action_id == action_id)
+        return list(q)
+
+    def prune_log(self, older_than: float) -> int:
+        """Delete transition-log rows written before ``older_than`` (a unix time)."""
+        return int(TransitionRow.delete().where(TransitionRow.at < older_than).execute())
+
+    def all_resources(self) -> dict[str, str]:
+        return {r.name: r.action_id for r in ResourceRow.select()}
+
+
+def _info(r: ActionRow) -> RowInfo:
+    return RowInfo(
+        r.id,
+        r.kind,
+        r.state,
+        r.version,
+        r.attempts,
+        r.last_error,
+        r.wake_at,
+        r.lease_owner,
+        r.quarantine,
+    )
+
+
+class _Statements:
+    """The hot-path SQL, written once with the database's parameter marker."""
+
+    def __init__(self, p: str) -> None:
+        cols = "kind, state, version, payload, seq, attempts, last_error, wake_at, epoch"
+        self.insert = (
+            "INSERT INTO fsm_action (id, kind, state, version, payload, seq, attempts, "
+            "wake_at, epoch, created_at, updated_at) "
+            f"VALUES ({p}, {p}, {p}, {p}, {p}, 0, 0, {p}, 0, {p}, {p}) "
+            "ON CONFLICT (id) DO NOTHING"
+        )
+        self.kind_of = f"SELECT kind FROM fsm_action WHERE id = {p}"
+        self.claim = (
+            f"UPDATE fsm_action SET lease_owner = {p}, lease_expires = {p}, epoch = epoch + 1 "
+            f"WHERE id = {p} AND quarantine IS NULL "
+            f"AND (lease_owner IS NULL OR lease_expires < {p}) RETURNING {cols}"
+        )
+        self.steal = (
+            f"UPDATE fsm_action SET lease_owner = {p}, lease_expires = {p}, epoch = epoch + 1 "
+            f"WHERE id = {p} AND quarantine IS NULL AND lease_owner = {p} RETURNING {cols}"
+        )
+        self.lease_of = f"SELECT lease_owner, quarantine FROM fsm_action WHERE id = {p}"
+        sets = (
+            f"state = {p}, version = {p}, payload = {p}, seq = {p}, attempts = {p}, "
+            f"last_error = {p}, wake_at = {p}, updated_at = {p}"
+        )
+        self.update_keep = (
+            f"UPDATE fsm_action SET {sets}, lease_expires = {p} WHERE id = {p} AND epoch = {p}"
+        )
+        self.update_release = (
+            f"UPDATE fsm_action SET {sets}, lease_owner = NULL, lease_expires = NULL "
+            f"WHERE id = {p} AND epoch = {p}"
+        )
+        self.delete_fenced = f"DELETE FROM fsm_action WHERE id = {p} AND epoch = {p}"
+        self.unclaim = (
+            "UPDATE fsm_action SET lease_owner = NULL, lease_expires = NULL "
+            f"WHERE id = {p} AND epoch = {p}"
+        )
+        self.acquire = (
+            f"INSERT INTO fsm_resource (name, action_id, acquired_at) VALUES ({p}, {p}, {p}) "
+            "ON CONFLICT (name) DO NOTHING"
+        )
+        self.holder_of = f"SELECT action_id FROM fsm_resource WHERE name = {p}"
+        self.resources_of = (
+            f"SELECT name FROM fsm_resource WHERE action_id = {p} ORDER BY name"
+        )
+        self.release_one = f"DELETE FROM fsm_resource WHERE name = {p} AND action_id = {p}"
+        self.release_all = f"DELETE FROM fsm_resource WHERE action_id = {p}"
+        self.log = (
+            "INSERT INTO fsm_transition (action_id, kind, seq, from_state, to_state, outcome, "
+            f"via, attempt, error, duration, at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, "
+            f"{p}, {p}, {p}, {p})"
+        )
+

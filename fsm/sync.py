@@ -1,0 +1,54 @@
+"""A synchronous face of the executor, for scripts, the CLI and plain test code.
+
+Everything in fsm is asyncio-native; this runs the same coroutines on one private event loop
+so a caller without one can write ``SyncExecutor(store, kinds=[Pay]).drive(action)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, Generic
+
+from fsm.executor import DriveResult, Executor, ResumeReport
+from fsm.protocol import Action, DriveMode, S
+from fsm.store import Store
+
+
+class SyncExecutor(Generic[S]):
+    """`Executor` with blocking methods; close it (or use ``with``) to end its event loop."""
+
+    def __init__(self, store: Store, services: S = None, **kwargs: Any) -> None:  # type: ignore[assignment]
+        self.executor: Executor[S] = Executor(store, services, **kwargs)
+        self._runner = asyncio.Runner()
+
+    def start(self, action: Action[S], *, resources: Sequence[str] = ()) -> bool:
+        return self._runner.run(self.executor.start(action, resources=resources))
+
+    def drive(
+        self, target: str | Action[S], mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE
+    ) -> DriveResult:
+        return self._runner.run(self.executor.drive(target, mode))
+
+    def notify(
+        self, action_id: str, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE
+    ) -> DriveResult:
+        return self._runner.run(self.executor.notify(action_id, mode))
+
+    def stop(self, action_id: str) -> bool:
+        return self._runner.run(self.executor.stop(action_id))
+
+    def resume_all(self, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE) -> ResumeReport:
+        return self._runner.run(self.executor.resume_all(mode))
+
+    def run_due(self, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE) -> ResumeReport:
+        return self._runner.run(self.executor.run_due(mode))
+
+    def close(self) -> None:
+        self._runner.close()
+
+    def __enter__(self) -> SyncExecutor[S]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
