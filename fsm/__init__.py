@@ -7,6 +7,7 @@ from fsm.codec import CONVERTER, KindCodec, make_converter
 from fsm.errors import (
     ActionBusy,
     DecodeError,
+    DefinitionError,
     FsmError,
     InvalidActionId,
     KindMismatch,
@@ -31,7 +32,7 @@ from fsm.protocol import (
 )
 from fsm.registry import Registry
 from fsm.retry import RetryPolicy
-from fsm.store import Store
+from fsm.store import Store, open_store
 from fsm.sync import SyncExecutor
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "Action",
     "ActionBusy",
     "DecodeError",
+    "DefinitionError",
     "Done",
     "DriveMode",
     "DriveResult",
@@ -65,5 +67,6 @@ __all__ = [
     "UnknownKind",
     "check_id",
     "make_converter",
+    "open_store",
     "park_with_backoff",
 ]

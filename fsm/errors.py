@@ -57,3 +57,7 @@ class SchemaError(FsmError):
 
 class ActionBusy(FsmError):
     """Another driver holds this action right now (raised by `stop`; `drive` just returns)."""
+
+
+class DefinitionError(FsmError):
+    """A kind's definition is wrong; raised at import, naming the kind, the state and the fix."""

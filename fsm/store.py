@@ -173,6 +173,21 @@ def _owner_is_dead(owner: str) -> bool:
     return False
 
 
+def open_store(url: str, **kwargs: Any) -> Store:
+    """A store from a URL: ``sqlite:///relative/path``, ``sqlite:////abs/path`` or a plain path.
+
+    Raises ``ValueError`` naming the accepted forms for anything else.
+    """
+    if url.startswith("sqlite:///"):
+        return Store.sqlite(url[len("sqlite:///") :], **kwargs)
+    if "://" in url:
+        scheme = url.split("://", 1)[0]
+        raise ValueError(
+            f"unsupported database URL scheme {scheme!r}: use sqlite:///PATH or a file path"
+        )
+    return Store.sqlite(url, **kwargs)
+
+
 class Store:
     """The checkpoint store over one peewee database (SQLite by default).
 
