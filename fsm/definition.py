@@ -1,0 +1,104 @@
+"""A kind's declaration, collected from its class into one plain, inspectable record.
+
+`fsm.validate` checks a `Definition` and `fsm.interpreter` compiles it; neither looks at the
+class itself, so both can also be exercised on a definition built by hand, and the rules for
+*where* things are declared (class attributes, generic arguments, inheritance) live only here.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from fsm.errors import DefinitionError
+from fsm.retry import RetryPolicy
+from fsm.state import RejectionHandler, State, Transition, Upcaster
+
+
+@attrs.frozen
+class Definition:
+    """Everything a kind declares, in declaration order."""
+
+    name: str
+    qualname: str
+    data_type: Any
+    services_type: Any
+    states: tuple[State, ...]
+    transitions: tuple[Transition[Any, Any], ...]
+    rejections: tuple[tuple[State, State | RejectionHandler[Any, Any]], ...]
+    retry: RetryPolicy | None
+    version: Any
+    upcasters: Mapping[Any, Upcaster]
+    action_id: Callable[[Any], str] | None
+
+    def label(self) -> str:
+        """How messages name the kind: ``kind 'order' (OrderKind)``."""
+        return f"kind {self.name!r} ({self.qualname})"
+
+    def problem(self, state: State | str | None, what: str, fix: str) -> DefinitionError:
+        """The one shape of every definition error: the kind, the state, the problem, the fix."""
+        where = self.label()
+        if state is not None:
+            where += f", state {state if isinstance(state, str) else state.name!r}"
+        return DefinitionError(f"{where}: {what}. Fix: {fix}")
+
+    def exits(self, state: State) -> tuple[Transition[Any, Any], ...]:
+        """The transitions leaving ``state``, in table order."""
+        return tuple(t for t in self.transitions if t.source is state)
+
+
+def collect(cls: type, base: type) -> Definition:
+    """Read the declaration of kind class ``cls`` (a subclass of ``base``, `fsm.kind.Kind`).
+
+    States are the `State` attributes of the class and its kind bases, in declaration order
+    (a subclass may add states or replace a table). ``D`` and ``S`` come from the generic base,
+    ``class OrderKind(Kind[Order, Shop])``.
+    """
+    states: dict[str, State] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is base or not issubclass(klass, base):
+            continue
+        for attr, value in vars(klass).items():
+            if isinstance(value, State):
+                states[attr] = value
+    data_type, services_type = _type_arguments(cls, base)
+    transitions = tuple(getattr(cls, "transitions", ()))
+    raw_rejections = getattr(cls, "rejections", {})
+    if not isinstance(raw_rejections, Mapping):
+        raise DefinitionError(
+            f"kind {getattr(cls, 'name', cls.__name__)!r} ({cls.__qualname__}): `rejections` "
+            f"is a {type(raw_rejections).__name__}. Fix: make it a dict "
+            "{state: compensating_state_or_handler}"
+        )
+    action_id = getattr(cls, "action_id", None)
+    if action_id is getattr(base, "action_id", None):  # the base's placeholder: not defined
+        action_id = None
+    name = getattr(cls, "name", None)
+    return Definition(
+        name=name if isinstance(name, str) else "",
+        qualname=cls.__qualname__,
+        data_type=data_type,
+        services_type=services_type,
+        states=tuple(states.values()),
+        transitions=transitions,
+        rejections=tuple(raw_rejections.items()),
+        retry=getattr(cls, "retry", None),
+        version=getattr(cls, "version", 1),
+        upcasters=dict(getattr(cls, "upcasters", {})),
+        action_id=action_id,
+    )
+
+
+def _type_arguments(cls: type, base: type) -> tuple[Any, Any]:
+    """(D, S) from the nearest ``Kind[D, S]`` in the class's generic bases, or (None, None)."""
+    for klass in cls.__mro__:
+        for orig in getattr(klass, "__orig_bases__", ()):
+            origin = typing.get_origin(orig)
+            if isinstance(origin, type) and issubclass(origin, base):
+                args = typing.get_args(orig)
+                if len(args) == 2:
+                    return args[0], args[1]
+    return None, None

@@ -1,0 +1,131 @@
+"""Declarative kinds: a state machine written as a class, checked and compiled at import.
+
+::
+
+    @attrs.frozen
+    class Order:
+        order_id: str
+        paid: bool = False
+
+    async def charge(ctx: StepContext[Shop], order: Order) -> Order:
+        await ctx.services.charge(order.order_id, key=ctx.idempotency_key)
+        return attrs.evolve(order, paid=True)
+
+    class OrderKind(Kind[Order, Shop]):
+        name = "order"
+
+        new = State(initial=True)
+        paid = State.done()
+
+        transitions = [new.to(paid, effect=charge)]
+
+        @staticmethod
+        def action_id(order: Order) -> str:
+            return f"order-{order.order_id}"
+
+    executor.start(OrderKind.create(Order("42")))
+
+Creating the class collects the declaration (`fsm.definition`), runs every check
+(`fsm.validate`, raising `fsm.DefinitionError` at import) and compiles the table
+(`fsm.interpreter`). ``OrderKind.__fsm_codec__`` is what the executor's registry stores rows
+with; ``OrderKind.graph()`` is what diagrams are drawn from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Generic, cast
+
+from fsm.codec import KindCodec
+from fsm.definition import Definition, collect
+from fsm.graph import Edge, KindGraph, StateNode
+from fsm.interpreter import Compiled, Instance
+from fsm.protocol import Next
+from fsm.retry import RetryPolicy
+from fsm.state import D, RejectionHandler, S, State, Transition, Upcaster, callable_name
+from fsm.validate import check_definition, emit
+
+
+class Kind(Generic[D, S]):
+    """Base class of a declarative kind over data ``D`` (an attrs class) and services ``S``.
+
+    Declare in the class body: ``name``; the states (`State` attributes, exactly one
+    initial); ``transitions``, the ordered table; ``action_id(data)``, a staticmethod; and
+    optionally ``retry`` (the kind's `RetryPolicy`; default: the executor's), ``rejections``
+    (``{state: compensating_state_or_handler}``), ``version`` and ``upcasters``
+    (``{n: fn(data_dict_vn) -> data_dict_vn+1}``). A kind is never instantiated: its
+    actions are made with `create`.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    retry: ClassVar[RetryPolicy | None] = None
+    upcasters: ClassVar[Mapping[int, Upcaster]]
+    transitions: Sequence[Transition[D, S]]
+    rejections: Mapping[State, State | RejectionHandler[S, D]]
+
+    __fsm_definition__: ClassVar[Definition]
+    __fsm_compiled__: ClassVar[Compiled]
+    __fsm_codec__: ClassVar[KindCodec]
+
+    @staticmethod
+    def action_id(data: D) -> str:
+        """The action's id, derived from its data; must be the same in every state."""
+        raise NotImplementedError
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        definition = collect(cls, Kind)
+        emit(check_definition(definition), stacklevel=3)
+        compiled = Compiled(definition, cls)
+        cls.__fsm_definition__ = definition
+        cls.__fsm_compiled__ = compiled
+        cls.__fsm_codec__ = compiled.codec
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Kind[D, S]:
+        raise TypeError(f"{cls.__qualname__} is a kind; make actions with {cls.__name__}.create")
+
+    @classmethod
+    def create(cls, data: D, state: State | None = None) -> Instance[D, S]:
+        """A new action of this kind with ``data``, in the initial state (or ``state``)."""
+        compiled = cls.__fsm_compiled__
+        name = compiled.initial if state is None else cls._state_name(state)
+        return cast(Instance[D, S], compiled.instance_type(name, data))
+
+    @classmethod
+    def goto(cls, state: State, data: D) -> Next:
+        """`Next` into ``state`` with ``data``: what a rejection handler returns to move on."""
+        return Next(cls.create(data, state))
+
+    @classmethod
+    def graph(cls) -> KindGraph:
+        """The kind as a diagram IR: states in declaration order, edges in table order."""
+        d = cls.__fsm_definition__
+        states = tuple(StateNode(s.name, s.role, s.initial, _doc(s)) for s in d.states)
+        edges = [
+            Edge(
+                t.source.name,
+                t.target.name,
+                callable_name(t.guard) if t.guard is not None else None,
+                callable_name(t.effect) if t.effect is not None else None,
+            )
+            for t in d.transitions
+        ]
+        edges += [
+            Edge(src.name, route.name, style="rejection")
+            for src, route in d.rejections
+            if isinstance(route, State)
+        ]
+        return KindGraph(d.name, d.version, states, tuple(edges))
+
+    @classmethod
+    def _state_name(cls, state: State) -> str:
+        if state not in cls.__fsm_definition__.states:
+            raise ValueError(f"{state!r} is not a state of kind {cls.name!r}")
+        return state.name
+
+
+def _doc(s: State) -> str | None:
+    if s.doc is not None or s.wake is None:
+        return s.doc
+    return f"wakes {s.wake.describe()}"

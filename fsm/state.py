@@ -1,0 +1,170 @@
+"""The vocabulary of a declarative kind: states, wake policies and transitions.
+
+These objects only *describe* a kind. `fsm.kind.Kind` collects them when the class is
+created, `fsm.validate` checks them and `fsm.interpreter` compiles them into plain tuples, so
+nothing here is on the hot path and nothing here knows about storage.
+
+The callables are typed against the kind's data type ``D`` and services type ``S``: in
+``class OrderKind(Kind[Order, Shop])`` the table is declared as
+``Sequence[Transition[Order, Shop]]``, so a type checker infers ``D`` and ``S`` of every
+``a.to(b, guard=..., effect=...)`` from that context and flags an effect that takes or returns
+another data type, or expects other services.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
+
+import attrs
+
+from fsm.errors import DefinitionError
+from fsm.protocol import MaybeAwaitable, StepContext
+from fsm.retry import RetryPolicy
+
+D = TypeVar("D")
+"""The kind's data: the attrs class stored in the checkpoint."""
+S = TypeVar("S")
+"""The services object handed to every step as ``ctx.services``."""
+
+Role = Literal["step", "wait", "done", "failed"]
+TERMINAL_ROLES: frozenset[str] = frozenset({"done", "failed"})
+
+Guard: TypeAlias = Callable[[StepContext[S], D], bool | Awaitable[bool]]
+"""``guard(ctx, data) -> bool`` (or an async def): may this transition be taken now?"""
+Effect: TypeAlias = Callable[[StepContext[S], D], D | Awaitable[D]]
+"""``effect(ctx, data) -> new data`` (or an async def): the side effects of the transition."""
+RejectionHandler: TypeAlias = Callable[[StepContext[S], D, BaseException], MaybeAwaitable]
+"""``handler(ctx, data, error) -> Outcome``: decides what a rejection (or a spent retry
+budget) leads to; build a move to another state with ``MyKind.goto(state, data)``."""
+Upcaster: TypeAlias = Callable[[dict[str, Any]], dict[str, Any]]
+"""Turns the data dict of version N into the data dict of version N + 1."""
+
+
+@attrs.frozen
+class Wake:
+    """When a parked wait state is driven again without an external notify.
+
+    ``after``: a fixed delay in seconds. ``backoff``: a growing delay, ``backoff.delay(n)``
+    after the n-th consecutive park in this state (the count is kept in the checkpoint
+    envelope, see `fsm.interpreter`). Neither: only `Executor.notify` (or ``resume_all``)
+    wakes it.
+    """
+
+    after: float | None = None
+    backoff: RetryPolicy | None = None
+
+    def describe(self) -> str:
+        if self.after is not None:
+            return f"every {self.after:g}s"
+        if self.backoff is not None:
+            return "with backoff"
+        return "on notify"
+
+
+class State:
+    """One state of a kind; its name is the class attribute it is assigned to.
+
+    Build them with ``State()`` (an ordinary step state), ``State(initial=True)``,
+    ``State.wait(...)``, ``State.done()`` and ``State.failed()``. ``retry`` overrides the
+    kind's retry policy for transient errors raised in this state; ``doc`` is shown in
+    diagrams.
+    """
+
+    __slots__ = ("doc", "initial", "name", "retry", "role", "wake")
+
+    def __init__(
+        self,
+        *,
+        initial: bool = False,
+        retry: RetryPolicy | None = None,
+        doc: str | None = None,
+        role: Role = "step",
+        wake: Wake | None = None,
+    ) -> None:
+        self.name = ""
+        self.initial = initial
+        self.retry = retry
+        self.doc = doc
+        self.role: Role = role
+        self.wake = wake
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if not self.name:
+            self.name = name
+
+    @classmethod
+    def wait(
+        cls,
+        *,
+        after: float | None = None,
+        backoff: RetryPolicy | None = None,
+        initial: bool = False,
+        retry: RetryPolicy | None = None,
+        doc: str | None = None,
+    ) -> State:
+        """A state that parks until one of its guards holds (see `Wake` for ``after``)."""
+        if after is not None and backoff is not None:
+            raise DefinitionError("State.wait: give `after` or `backoff`, not both")
+        if after is not None and after < 0:
+            raise DefinitionError(f"State.wait: `after` must be >= 0 seconds, got {after}")
+        return cls(initial=initial, retry=retry, doc=doc, role="wait", wake=Wake(after, backoff))
+
+    @classmethod
+    def done(cls, *, doc: str | None = None) -> State:
+        """Terminal success: reaching it ends the action with `fsm.Done`."""
+        return cls(doc=doc, role="done")
+
+    @classmethod
+    def failed(cls, *, doc: str | None = None) -> State:
+        """Terminal failure: reaching it ends the action with `fsm.Failed`."""
+        return cls(doc=doc, role="failed")
+
+    @property
+    def terminal(self) -> bool:
+        return self.role in TERMINAL_ROLES
+
+    def to(
+        self,
+        target: State,
+        *,
+        guard: Guard[S, D] | None = None,
+        effect: Effect[S, D] | None = None,
+    ) -> Transition[D, S]:
+        """The transition ``self -> target``, taken when ``guard`` holds, running ``effect``."""
+        return Transition(self, target, guard, effect)
+
+    def __repr__(self) -> str:
+        flag = " initial" if self.initial else ""
+        return f"<State {self.name or '?'} ({self.role}{flag})>"
+
+
+class Transition(Generic[D, S]):
+    """One row of the table: ``source -> target`` with an optional guard and effect."""
+
+    __slots__ = ("effect", "guard", "source", "target")
+
+    def __init__(
+        self,
+        source: State,
+        target: State,
+        guard: Guard[S, D] | None = None,
+        effect: Effect[S, D] | None = None,
+    ) -> None:
+        self.source = source
+        self.target = target
+        self.guard = guard
+        self.effect = effect
+
+    def __repr__(self) -> str:
+        parts = [f"{self.source.name} -> {self.target.name}"]
+        if self.guard is not None:
+            parts.append(f"guard={callable_name(self.guard)}")
+        if self.effect is not None:
+            parts.append(f"effect={callable_name(self.effect)}")
+        return f"<Transition {' '.join(parts)}>"
+
+
+def callable_name(fn: object) -> str:
+    """The label of a callback in messages and diagrams: its ``__name__`` or its repr."""
+    return str(getattr(fn, "__name__", None) or repr(fn))
