@@ -35,7 +35,7 @@ S = TypeVar("S")
 class Next:
     """Persist ``state`` as the new checkpoint, reset the retry counter, advance again at once."""
 
-    state: Action
+    state: Action[Any]
 
 
 @attrs.frozen(slots=True)
@@ -48,7 +48,7 @@ class Park:
     `Executor.resume_all` drive it again. ``error`` is reported to the caller of the drive.
     """
 
-    state: Action
+    state: Action[Any]
     wake_after: float | None = None
     error: BaseException | None = None
 
@@ -90,8 +90,8 @@ class StepContext(Generic[S]):
 
     __slots__ = (
         "_acquired",
-        "_holder_of",
         "_held",
+        "_holder_of",
         "_load_held",
         "_released",
         "action_id",
@@ -204,9 +204,7 @@ class Action(Generic[S]):
     def advance(self, ctx: StepContext[S]) -> MaybeAwaitable:
         raise NotImplementedError(f"{type(self).__name__} must define `advance`")
 
-    def on_retry(
-        self, ctx: StepContext[S], attempts: int, error: BaseException
-    ) -> MaybeAwaitable:
+    def on_retry(self, ctx: StepContext[S], attempts: int, error: BaseException) -> MaybeAwaitable:
         """Transient error: park this (pre-step) state and retry after the policy's delay."""
         return park_with_backoff(self, attempts, ctx.retry)
 
@@ -215,11 +213,10 @@ class Action(Generic[S]):
         return Failed(error)
 
 
-def park_with_backoff(
-    state: Action[Any], attempts: int, policy: RetryPolicy = SEED_POLICY
-) -> Park:
+def park_with_backoff(state: Action[Any], attempts: int, policy: RetryPolicy = SEED_POLICY) -> Park:
     """The seed's default retry: park the unchanged state, wake after the backoff delay."""
     return Park(state, wake_after=policy.delay(attempts))
+
 
 __all__ = [
     "Action",

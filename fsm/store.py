@@ -31,6 +31,7 @@ from fsm.errors import LeaseLost, ResourceConflict, SchemaError
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+_WRAP_ERRORS = peewee.__exception_wrapper__  # type: ignore[attr-defined]
 HOST = socket.gethostname()
 
 
@@ -55,18 +56,28 @@ class ActionRow(_Base):
     lease_expires = peewee.DoubleField(null=True)
     epoch = peewee.IntegerField(default=0)
     quarantine = peewee.TextField(null=True)
+    step_outcome = peewee.CharField(max_length=16, null=True)
+    step_via = peewee.CharField(max_length=16, null=True)
+    step_duration = peewee.DoubleField(null=True)
     created_at = peewee.DoubleField()
     updated_at = peewee.DoubleField()
 
     class Meta:
         table_name = "fsm_action"
+        without_rowid = True
 
 
 class ResourceRow(_Base):
-    """A named resource and the live action holding it."""
+    """A named resource and the live action holding it.
+
+    The foreign key cascades: deleting an action's row releases its resources in the same
+    statement, so the database itself guarantees no resource outlives its action.
+    """
 
     name = peewee.CharField(primary_key=True, max_length=255)
-    action_id = peewee.CharField(max_length=200, index=True)
+    action = peewee.ForeignKeyField(
+        ActionRow, column_name="action_id", field="id", on_delete="CASCADE", index=True
+    )
     acquired_at = peewee.DoubleField()
 
     class Meta:
@@ -74,10 +85,14 @@ class ResourceRow(_Base):
 
 
 class TransitionRow(_Base):
-    """One step of one action, written in the step's own transaction."""
+    """One step of one action, written in the step's own transaction.
+
+    No secondary indexes: every index is one more page written per step, and the log is read
+    only on cold paths (inspection, invariant checks, pruning by ``id``).
+    """
 
     id = peewee.AutoField()
-    action_id = peewee.CharField(max_length=200, index=True)
+    action_id = peewee.CharField(max_length=200)
     kind = peewee.CharField(max_length=200)
     seq = peewee.IntegerField()
     from_state = peewee.CharField(max_length=200)
@@ -87,7 +102,7 @@ class TransitionRow(_Base):
     attempt = peewee.IntegerField()
     error = peewee.TextField(null=True)
     duration = peewee.DoubleField()
-    at = peewee.DoubleField(index=True)
+    at = peewee.DoubleField()
 
     class Meta:
         table_name = "fsm_transition"
@@ -240,6 +255,8 @@ class Store:
     def _migrate(self) -> None:
         with self.db.atomic():
             self.db.create_tables(MODELS, safe=True)
+            if self._sqlite:
+                self.db.execute_sql(_SQLITE_LOG_TRIGGER)
             row = MetaRow.get_or_none(MetaRow.key == "schema_version")
             if row is None:
                 MetaRow.create(key="schema_version", value=str(SCHEMA_VERSION))
@@ -247,8 +264,7 @@ class Store:
             found = int(row.value)
         if found > SCHEMA_VERSION:
             raise SchemaError(
-                f"database schema v{found} is newer than this fsm (v{SCHEMA_VERSION}); "
-                "upgrade fsm"
+                f"database schema v{found} is newer than this fsm (v{SCHEMA_VERSION}); upgrade fsm"
             )
         # Future versions: apply migrations found+1 .. SCHEMA_VERSION here, in one transaction.
 
@@ -262,7 +278,10 @@ class Store:
     # -- the hot path ---------------------------------------------------------------------
 
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self.db.execute_sql(sql, params)
+        # The driver's own statement cache keeps these prepared; peewee's exception wrapper
+        # turns driver errors into peewee's types, the same on every database.
+        with _WRAP_ERRORS:
+            return self.db.connection().execute(sql, params)
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -341,45 +360,52 @@ class Store:
         entry: LogEntry | None,
         now: float,
     ) -> None:
-        """Persist a checkpoint, its resource changes and its log entry in one transaction.
+        """Persist a checkpoint, its resource changes and its log entry atomically.
 
         ``keep_lease_until``: the lease's new expiry, or ``None`` to let go of it (the drive
         is returning). Raises `LeaseLost` if another driver has claimed the row since.
+
+        On SQLite a step without resource changes is one autocommit ``UPDATE``: the log row
+        is written by a trigger inside the same statement, so there is no BEGIN/COMMIT
+        round-trip. Anything else runs in an explicit transaction.
         """
+        logged = entry is not None and self.log_transitions
+        params = (
+            state,
+            version,
+            payload,
+            seq,
+            attempts,
+            last_error,
+            wake_at,
+            now,
+            entry.outcome if logged and entry else None,
+            entry.via if entry else None,
+            entry.duration if entry else None,
+            *(() if keep_lease_until is None else (keep_lease_until,)),
+            action_id,
+            epoch,
+        )
+        sql = self._sql.update_release if keep_lease_until is None else self._sql.update_keep
+        if self._sqlite and not acquired and not released:
+            if self._exec(sql, params).rowcount != 1:
+                raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
+            return
         with self._transaction():
-            owner_clause = keep_lease_until is not None
-            cur = self._exec(
-                self._sql.update_keep if owner_clause else self._sql.update_release,
-                (
-                    state,
-                    version,
-                    payload,
-                    seq,
-                    attempts,
-                    last_error,
-                    wake_at,
-                    now,
-                    *((keep_lease_until,) if owner_clause else ()),
-                    action_id,
-                    epoch,
-                ),
-            )
-            if cur.rowcount != 1:
+            if self._exec(sql, params).rowcount != 1:
                 raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
             if acquired:
                 self._acquire(action_id, acquired, now)
             for name in released:
                 self._exec(self._sql.release_one, (name, action_id))
-            if entry is not None and self.log_transitions:
+            if logged and entry is not None and not self._sqlite:
                 self._log(action_id, entry, now)
 
     def finish(self, action_id: str, epoch: int, entry: LogEntry, now: float) -> None:
-        """Terminal: delete the row and release every resource, in one transaction."""
+        """Terminal: delete the row (its resources go with it, by cascade) and log the end."""
         with self._transaction():
-            cur = self._exec(self._sql.delete_fenced, (action_id, epoch))
-            if cur.rowcount != 1:
+            if self._exec(self._sql.delete_fenced, (action_id, epoch)).rowcount != 1:
                 raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
-            self._exec(self._sql.release_all, (action_id,))
             if self.log_transitions:
                 self._log(action_id, entry, now)
 
@@ -440,7 +466,7 @@ class Store:
             ActionRow.delete().where(
                 ActionRow.id == action_id, ActionRow.quarantine.is_null(False)
             ).execute()
-            ResourceRow.delete().where(ResourceRow.action_id == action_id).execute()
+            ResourceRow.delete().where(ResourceRow.action == action_id).execute()
 
     def release_quarantine(self, action_id: str) -> bool:
         """Put a quarantined row back into service (after fixing the code or the row)."""
@@ -452,8 +478,10 @@ class Store:
         return bool(n)
 
     def live_ids(self) -> list[str]:
-        q = ActionRow.select(ActionRow.id).where(ActionRow.quarantine.is_null()).order_by(
-            ActionRow.created_at, ActionRow.id
+        q = (
+            ActionRow.select(ActionRow.id)
+            .where(ActionRow.quarantine.is_null())
+            .order_by(ActionRow.created_at, ActionRow.id)
         )
         return [r.id for r in q]
 
@@ -472,9 +500,7 @@ class Store:
 
     def next_wake(self) -> float | None:
         """The earliest wake-up time of any live action, or ``None``."""
-        q = ActionRow.select(peewee.fn.MIN(ActionRow.wake_at)).where(
-            ActionRow.quarantine.is_null()
-        )
+        q = ActionRow.select(peewee.fn.MIN(ActionRow.wake_at)).where(ActionRow.quarantine.is_null())
         value = q.scalar()
         return None if value is None else float(value)
 
@@ -494,7 +520,7 @@ class Store:
         if kind is not None:
             q = q.where(ActionRow.kind == kind)
         q = q.group_by(ActionRow.kind, ActionRow.state).tuples()
-        return {(k, s): int(n) for k, s, n in q}
+        return {(str(k), str(s)): int(n) for k, s, n in q.iterator()}
 
     def transitions(self, action_id: str | None = None) -> list[TransitionRow]:
         q = TransitionRow.select().order_by(TransitionRow.id)
@@ -507,7 +533,7 @@ class Store:
         return int(TransitionRow.delete().where(TransitionRow.at < older_than).execute())
 
     def all_resources(self) -> dict[str, str]:
-        return {r.name: r.action_id for r in ResourceRow.select()}
+        return {str(name): str(holder) for name, holder in self._exec(self._sql.all_resources)}
 
 
 def _info(r: ActionRow) -> RowInfo:
@@ -522,6 +548,20 @@ def _info(r: ActionRow) -> RowInfo:
         r.lease_owner,
         r.quarantine,
     )
+
+
+_SQLITE_LOG_TRIGGER = """
+CREATE TRIGGER IF NOT EXISTS fsm_transition_log
+AFTER UPDATE OF payload ON fsm_action
+WHEN NEW.step_outcome IS NOT NULL
+BEGIN
+    INSERT INTO fsm_transition (action_id, kind, seq, from_state, to_state, outcome, via,
+                                attempt, error, duration, at)
+    VALUES (NEW.id, NEW.kind, OLD.seq, OLD.state, NEW.state, NEW.step_outcome, NEW.step_via,
+            NEW.attempts, NEW.last_error, NEW.step_duration, NEW.updated_at);
+END
+"""
+"""Writes the log row of a step inside the step's own UPDATE (one statement, one commit)."""
 
 
 class _Statements:
@@ -548,7 +588,8 @@ class _Statements:
         self.lease_of = f"SELECT lease_owner, quarantine FROM fsm_action WHERE id = {p}"
         sets = (
             f"state = {p}, version = {p}, payload = {p}, seq = {p}, attempts = {p}, "
-            f"last_error = {p}, wake_at = {p}, updated_at = {p}"
+            f"last_error = {p}, wake_at = {p}, updated_at = {p}, step_outcome = {p}, "
+            f"step_via = {p}, step_duration = {p}"
         )
         self.update_keep = (
             f"UPDATE fsm_action SET {sets}, lease_expires = {p} WHERE id = {p} AND epoch = {p}"
@@ -567,14 +608,11 @@ class _Statements:
             "ON CONFLICT (name) DO NOTHING"
         )
         self.holder_of = f"SELECT action_id FROM fsm_resource WHERE name = {p}"
-        self.resources_of = (
-            f"SELECT name FROM fsm_resource WHERE action_id = {p} ORDER BY name"
-        )
+        self.resources_of = f"SELECT name FROM fsm_resource WHERE action_id = {p} ORDER BY name"
+        self.all_resources = "SELECT name, action_id FROM fsm_resource ORDER BY name"
         self.release_one = f"DELETE FROM fsm_resource WHERE name = {p} AND action_id = {p}"
-        self.release_all = f"DELETE FROM fsm_resource WHERE action_id = {p}"
         self.log = (
             "INSERT INTO fsm_transition (action_id, kind, seq, from_state, to_state, outcome, "
             f"via, attempt, error, duration, at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, "
             f"{p}, {p}, {p}, {p})"
         )
-

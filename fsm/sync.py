@@ -30,9 +30,7 @@ class SyncExecutor(Generic[S]):
     ) -> DriveResult:
         return self._runner.run(self.executor.drive(target, mode))
 
-    def notify(
-        self, action_id: str, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE
-    ) -> DriveResult:
+    def notify(self, action_id: str, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE) -> DriveResult:
         return self._runner.run(self.executor.notify(action_id, mode))
 
     def stop(self, action_id: str) -> bool:

@@ -1,0 +1,349 @@
+"""The step protocol and the drive loop, on a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import attrs
+import pytest
+from corekinds import Other, Script
+
+import fsm
+from fsm import DriveMode, DriveStatus
+
+T0 = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Sleeps:
+    """Records sleeps and advances the clock instead of waiting."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        self.clock.now += seconds
+
+
+def make(
+    store: fsm.Store, services: dict[Any, Any], **kw: Any
+) -> tuple[fsm.Executor[Any], Clock, Sleeps]:
+    clock = Clock()
+    sleeps = Sleeps(clock)
+    ex: fsm.Executor[Any] = fsm.Executor(
+        store, services, kinds=[Script, Other], clock=clock, sleep=sleeps, **kw
+    )
+    return ex, clock, sleeps
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_next_steps_persist_and_done_deletes(store: fsm.Store) -> None:
+    seen: list[tuple[int, str]] = []
+
+    def record(a: Script, ctx: fsm.StepContext[Any]) -> None:
+        seen.append((a.n, ctx.idempotency_key))
+
+    services = {("a", i): record for i in range(4)}
+    ex, _, _ = make(store, services)
+    result = run(ex.drive(Script("a")))
+    assert result.status is DriveStatus.DONE and result.error is None and result.steps == 4
+    assert seen == [(0, "a.0"), (1, "a.1"), (2, "a.2"), (3, "a.3")]
+    assert store.row("a") is None
+    log = [(t.from_state, t.to_state, t.outcome, t.seq) for t in store.transitions("a")]
+    assert log == [
+        ("s0", "s1", "next", 0),
+        ("s1", "s2", "next", 1),
+        ("s2", "s3", "next", 2),
+        ("s3", None, "done", 3),
+    ]
+
+
+def test_park_persists_and_returns_its_error(store: fsm.Store) -> None:
+    boom = RuntimeError("server said wait")
+    services = {("a", 1): lambda a, ctx: fsm.Park(a, wake_after=30, error=boom)}
+    ex, _, _ = make(store, services)
+    result = run(ex.drive(Script("a")))
+    assert result.status is DriveStatus.PARKED
+    assert result.error is boom and result.state == "s1"
+    row = store.row("a")
+    assert row is not None and row.state == "s1" and row.wake_at == T0 + 30
+    assert row.last_error == "RuntimeError: server said wait"
+    assert row.lease_owner is None
+
+
+def test_park_without_wake_waits_for_notify(store: fsm.Store) -> None:
+    gate = {"open": False}
+
+    def wait(a: Script, ctx: fsm.StepContext[Any]) -> Any:
+        return None if gate["open"] else fsm.Park(a)
+
+    ex, _, sleeps = make(store, {("a", 1): wait})
+    first = run(ex.drive(Script("a"), DriveMode.UNTIL_DONE))
+    assert first.status is DriveStatus.PARKED and sleeps.calls == []
+    row = store.row("a")
+    assert row is not None and row.wake_at is None
+    assert run(ex.run_due()).results == ()
+    gate["open"] = True
+    assert run(ex.notify("a")).status is DriveStatus.DONE
+
+
+def test_failed_deletes_and_reports(store: fsm.Store) -> None:
+    services = {("a", 2): lambda a, ctx: fsm.Failed("insufficient funds")}
+    ex, _, _ = make(store, services)
+    result = run(ex.drive(Script("a")))
+    assert result.status is DriveStatus.FAILED and result.error == "insufficient funds"
+    assert store.row("a") is None
+    assert store.transitions("a")[-1].outcome == "failed"
+
+
+def test_transient_errors_back_off_with_the_seed_curve_and_persist(store: fsm.Store) -> None:
+    failures = {"left": 3}
+
+    def flaky(a: Script, ctx: fsm.StepContext[Any]) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("server unavailable")
+
+    ex, clock, _ = make(store, {("a", 1): flaky})
+    waits = []
+    for expected_attempts in (1, 2, 3):
+        result = run(ex.drive("a") if expected_attempts > 1 else ex.drive(Script("a")))
+        assert result.status is DriveStatus.PARKED and result.error is None
+        row = store.row("a")
+        assert row is not None and row.attempts == expected_attempts
+        assert row.last_error == "ConnectionError: server unavailable"
+        waits.append(row.wake_at - clock.now)
+    assert waits == [1.0, 4.0, 9.0]
+    done = run(ex.drive("a"))
+    assert done.status is DriveStatus.DONE
+
+
+def test_next_resets_the_retry_counter(store: fsm.Store) -> None:
+    calls = {"s1": 0, "s2": 0}
+    attempts_seen: list[int] = []
+
+    def fail_once(a: Script, ctx: fsm.StepContext[Any]) -> None:
+        attempts_seen.append(ctx.attempts)
+        key = a.state
+        calls[key] += 1
+        if calls[key] == 1:
+            raise TimeoutError("slow")
+
+    ex, _, sleeps = make(store, {("a", 1): fail_once, ("a", 2): fail_once})
+    result = run(ex.drive(Script("a"), DriveMode.UNTIL_DONE))
+    assert result.status is DriveStatus.DONE
+    assert sleeps.calls == [1.0, 1.0]  # counter back to 0 after the Next out of s1
+    assert attempts_seen == [0, 1, 0, 1]
+
+
+def test_backoff_cap_and_jitter() -> None:
+    capped = fsm.RetryPolicy(base=1.0, cap=10.0)
+    assert [capped.delay(n) for n in (1, 2, 3, 4, 100)] == [1.0, 4.0, 9.0, 10.0, 10.0]
+    assert fsm.RetryPolicy(cap=None).delay(100) == 10_000.0
+    import random
+
+    rng = random.Random(7)
+    jittered = fsm.RetryPolicy(jitter=True)
+    draws = [jittered.delay(3, rng) for _ in range(200)]
+    assert all(0.0 <= d <= 9.0 for d in draws) and len(set(draws)) > 100
+    with pytest.raises(ValueError, match="cap"):
+        fsm.RetryPolicy(cap=-1)
+
+
+def test_rejection_goes_to_on_rejection_with_the_pre_step_state(store: fsm.Store) -> None:
+    seen: list[Any] = []
+
+    def mutate_then_reject(a: Script, ctx: fsm.StepContext[Any]) -> None:
+        ctx.acquire("should-not-stick")
+        raise fsm.Rejected("invalid argument", code="InvalidArgument")
+
+    def handler(a: Script, ctx: fsm.StepContext[Any], error: fsm.Rejected) -> Any:
+        seen.append((a, error.code, ctx.resources))
+        return fsm.Next(attrs.evolve(a, n=3))
+
+    ex, _, _ = make(store, {("a", 1): mutate_then_reject, ("a", "rejection"): handler})
+    result = run(ex.drive(Script("a")))
+    assert result.status is DriveStatus.DONE
+    assert seen == [(Script("a", 1), "InvalidArgument", frozenset())]
+    vias = [(t.from_state, t.via) for t in store.transitions("a")]
+    assert ("s1", "rejection") in vias
+    assert store.all_resources() == {}
+
+
+def test_default_rejection_fails_and_transient_does_not(store: fsm.Store) -> None:
+    ex, _, _ = make(store, {("a", 0): lambda a, c: (_ for _ in ()).throw(fsm.Rejected("no"))})
+    result = run(ex.drive(Script("a")))
+    assert result.status is DriveStatus.FAILED and isinstance(result.error, fsm.Rejected)
+    ex2, _, _ = make(store, {("b", 0): lambda a, c: (_ for _ in ()).throw(ValueError("x"))})
+    result2 = run(ex2.drive(Script("b")))
+    assert result2.status is DriveStatus.PARKED and store.row("b") is not None
+
+
+@pytest.mark.parametrize("route", ["retry", "rejection"])
+def test_failing_handler_leaves_the_checkpoint_untouched(store: fsm.Store, route: str) -> None:
+    error: BaseException = fsm.Rejected("no") if route == "rejection" else OSError("down")
+
+    def boom(a: Script, ctx: fsm.StepContext[Any]) -> None:
+        raise error
+
+    def bad_handler(*args: Any) -> Any:
+        raise RuntimeError("handler broke")
+
+    ex, _, _ = make(store, {("a", 1): boom, ("a", route): bad_handler})
+    result = run(ex.drive(Script("a")))
+    assert result.status is DriveStatus.ERROR
+    assert isinstance(result.error, RuntimeError) and str(result.error) == "handler broke"
+    row = store.row("a")
+    assert row is not None and row.state == "s1" and row.attempts == 0 and row.last_error is None
+    assert row.lease_owner is None
+    assert [t.outcome for t in store.transitions("a")] == ["next"]
+
+
+def test_until_done_sleeps_through_parks_and_continues(store: fsm.Store) -> None:
+    polls = {"n": 0}
+
+    def pending(a: Script, ctx: fsm.StepContext[Any]) -> Any:
+        polls["n"] += 1
+        return fsm.Park(a, wake_after=2.0) if polls["n"] < 3 else None
+
+    ex, _, sleeps = make(store, {("a", 1): pending})
+    result = run(ex.drive(Script("a"), DriveMode.UNTIL_DONE))
+    assert result.status is DriveStatus.DONE
+    assert sleeps.calls == [2.0, 2.0]
+    # the same action under UNTIL_PARK_OR_DONE returns at the first park
+    polls["n"] = 0
+    ex2, _, sleeps2 = make(store, {("b", 1): pending})
+    assert run(ex2.drive(Script("b"))).status is DriveStatus.PARKED and sleeps2.calls == []
+
+
+def test_idempotency_key_is_stable_across_redrives_and_parks(store: fsm.Store) -> None:
+    keys: list[str] = []
+    fail = {"n": 2}
+
+    def effect(a: Script, ctx: fsm.StepContext[Any]) -> None:
+        keys.append(ctx.idempotency_key)
+        if fail["n"]:
+            fail["n"] -= 1
+            raise OSError("lost response")
+
+    ex, _, _ = make(store, {("a", 2): effect})
+    run(ex.drive(Script("a")))
+    run(ex.drive("a"))
+    run(ex.drive("a"))
+    assert keys == ["a.2", "a.2", "a.2"]
+
+
+def test_start_is_idempotent_and_checks_kind_and_id(store: fsm.Store) -> None:
+    ex, _, _ = make(store, {})
+    assert run(ex.start(Script("a", n=1))) is True
+    assert run(ex.start(Script("a", n=2))) is False
+    row = store.row("a")
+    assert row is not None and row.state == "s1"
+    with pytest.raises(fsm.KindMismatch, match="already belongs to a live 'script'"):
+        run(ex.start(Other("a")))
+    for bad in ["", "has:colon", "-leading", "trailing.", "sp ace", "é", "x" * 201]:
+        with pytest.raises(fsm.InvalidActionId):
+            run(ex.start(Script(bad)))
+    assert run(ex.start(Script("ok-id_1.2"))) is True
+    assert run(ex.start(Script("y" * 200))) is True
+
+
+def test_outcome_of_the_wrong_type_is_a_transient_error(store: fsm.Store) -> None:
+    ex, _, _ = make(store, {("a", 0): lambda a, c: "oops"})
+    result = run(ex.drive(Script("a")))
+    assert result.status is DriveStatus.PARKED
+    row = store.row("a")
+    assert (
+        row is not None
+        and row.attempts == 1
+        and "expected Next, Park, Done or Failed" in (row.last_error or "")
+    )
+
+
+def test_two_tasks_never_drive_the_same_action(store: fsm.Store) -> None:
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold(a: Script, ctx: fsm.StepContext[Any]) -> None:
+        entered.set()
+        await release.wait()
+
+    class Holder(Script):
+        namespace = "holder"
+
+        async def advance(self, ctx: fsm.StepContext[Any]) -> Any:  # type: ignore[override]
+            if self.n == 0:
+                await hold(self, ctx)
+            return super().advance(ctx)
+
+    ex, _, _ = make(store, {})
+    ex.registry.register(Holder)
+
+    async def scenario() -> tuple[fsm.DriveResult, fsm.DriveResult]:
+        await ex.start(Holder("h"))
+        first = asyncio.create_task(ex.drive("h"))
+        await entered.wait()
+        second = await ex.drive("h")
+        release.set()
+        return await first, second
+
+    first, second = run(scenario())
+    assert second.status is DriveStatus.BUSY and second.steps == 0
+    assert first.status is DriveStatus.DONE
+
+
+def test_stop_releases_resources_and_removes_the_row(store: fsm.Store) -> None:
+    ex, _, _ = make(store, {("a", 1): lambda a, c: fsm.Park(a)})
+    run(ex.start(Script("a"), resources=["vtxo.1", "vtxo.2"]))
+    run(ex.drive("a"))
+    assert store.all_resources() == {"vtxo.1": "a", "vtxo.2": "a"}
+    assert run(ex.stop("a")) is True
+    assert store.row("a") is None and store.all_resources() == {}
+    assert run(ex.stop("a")) is False
+
+
+def test_resume_all_drives_every_live_action(store: fsm.Store) -> None:
+    ex, _, _ = make(store, {("b", 1): lambda a, c: fsm.Park(a)})
+    for name in "abc":
+        run(ex.start(Script(name)))
+    report = run(ex.resume_all())
+    statuses = {r.id: r.status for r in report.results}
+    assert statuses == {"a": DriveStatus.DONE, "b": DriveStatus.PARKED, "c": DriveStatus.DONE}
+    assert report.count(DriveStatus.DONE) == 2 and report.quarantined == ()
+
+
+def test_lease_lost_write_is_refused(store: fsm.Store) -> None:
+    """A driver whose claim was taken over cannot overwrite the newer state."""
+
+    def steal(a: Script, ctx: fsm.StepContext[Any]) -> None:
+        # Another driver claims the action while this step runs (our lease looks expired).
+        assert isinstance(store.claim("a", "intruder", T0 + 10_000), fsm.store.Claimed)
+
+    ex, _, _ = make(store, {("a", 1): steal})
+    result = run(ex.drive(Script("a")))
+    assert result.status is DriveStatus.LEASE_LOST
+    row = store.row("a")
+    assert row is not None and row.state == "s1" and row.lease_owner == "intruder"
+
+
+def test_newer_schema_is_refused(db_path: Any) -> None:
+    s = fsm.Store.sqlite(db_path)
+    from fsm.store import MetaRow
+
+    MetaRow.update(value="999").where(MetaRow.key == "schema_version").execute()
+    s.close()
+    with pytest.raises(fsm.SchemaError, match="newer than this fsm"):
+        fsm.Store.sqlite(db_path)

@@ -1,0 +1,108 @@
+"""Rows that cannot be read are set aside with a reason; every other action keeps running."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+import attrs
+import pytest
+from corekinds import Script
+
+import fsm
+from fsm import DriveStatus
+
+BAD_ROWS = {
+    "unknown-kind": ("ghost", 1, '{"name": "unknown-kind"}', "kind 'ghost' is not registered"),
+    "bad-json": ("script", 1, '{"name": "bad-json", n: }', "not valid JSON"),
+    "bad-shape": ("script", 1, '{"name": "bad-shape", "n": "seven"}', "does not structure"),
+    "too-new": ("script", 7, '{"name": "too-new"}', "newer than the code"),
+    "wrong-id": ("script", 1, '{"name": "someone-else"}', "belongs to action 'someone-else'"),
+    "bad:id": ("script", 1, '{"name": "bad:id"}', "breaks the key rules"),
+}
+
+
+def test_each_bad_row_is_quarantined_and_the_rest_runs(store: fsm.Store) -> None:
+    for action_id, (kind, version, payload, _) in BAD_ROWS.items():
+        store.insert(action_id, kind, "s0", version, payload, [f"res.{action_id}"], 1.0)
+    ex: fsm.Executor[Any] = fsm.Executor(store, {}, kinds=[Script])
+    for name in ("good-1", "good-2"):
+        asyncio.run(ex.start(Script(name)))
+
+    report = asyncio.run(ex.resume_all())
+
+    statuses = {r.id: r.status for r in report.results}
+    assert statuses["good-1"] is DriveStatus.DONE and statuses["good-2"] is DriveStatus.DONE
+    reasons = {row.id: row.quarantine for row in report.quarantined}
+    assert set(reasons) == set(BAD_ROWS)
+    for action_id, (*_, fragment) in BAD_ROWS.items():
+        assert fragment in (reasons[action_id] or ""), (action_id, reasons[action_id])
+        assert statuses[action_id] is DriveStatus.QUARANTINED
+    # never deleted, never driven again
+    again = asyncio.run(ex.resume_all())
+    assert {r.id for r in again.results} == set()
+    assert {row.id for row in store.quarantined()} == set(BAD_ROWS)
+    assert asyncio.run(ex.drive("bad-json")).status is DriveStatus.QUARANTINED
+
+
+def test_stop_removes_a_quarantined_row_and_its_resources(store: fsm.Store) -> None:
+    store.insert("lost", "ghost", "s0", 1, "{}", ["coin.1"], 1.0)
+    ex: fsm.Executor[Any] = fsm.Executor(store, {}, kinds=[Script])
+    assert asyncio.run(ex.drive("lost")).status is DriveStatus.QUARANTINED
+    assert asyncio.run(ex.stop("lost")) is True
+    assert store.row("lost") is None and store.all_resources() == {}
+
+
+@attrs.frozen
+class Renamed(fsm.Action[Any]):
+    """v2 renamed ``who`` to ``name``; ``upcast`` turns v1 rows into v2."""
+
+    namespace = "renamed"
+    version: ClassVar[int] = 2
+    name: str
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+    def advance(self, ctx: fsm.StepContext[Any]) -> fsm.Outcome:
+        return fsm.Done()
+
+    @staticmethod
+    def upcast(version: int, payload: dict[str, Any]) -> dict[str, Any]:
+        assert version == 1
+        return {"name": payload.pop("who")}
+
+
+def test_old_rows_are_upcast_and_rewritten(store: fsm.Store) -> None:
+    store.insert("old", "renamed", "Renamed", 1, '{"who": "old"}', [], 1.0)
+    ex: fsm.Executor[Any] = fsm.Executor(store, {}, kinds=[Renamed])
+    assert asyncio.run(ex.drive("old")).status is DriveStatus.DONE
+
+
+def test_missing_upcaster_is_a_clear_quarantine(store: fsm.Store) -> None:
+    @attrs.frozen
+    class NoUpcast(fsm.Action[Any]):
+        namespace = "noup"
+        version: ClassVar[int] = 3
+        name: str
+
+        @property
+        def id(self) -> str:
+            return self.name
+
+    store.insert("n", "noup", "NoUpcast", 2, '{"name": "n"}', [], 1.0)
+    ex: fsm.Executor[Any] = fsm.Executor(store, {}, kinds=[NoUpcast])
+    result = asyncio.run(ex.drive("n"))
+    assert result.status is DriveStatus.QUARANTINED
+    assert "no upcaster from v2 to v3" in str(result.error)
+
+
+def test_registering_two_kinds_under_one_name_is_refused() -> None:
+    @attrs.frozen
+    class Twin(fsm.Action[Any]):
+        namespace = "script"
+        name: str
+
+    with pytest.raises(ValueError, match="registered twice"):
+        fsm.Registry([Script, Twin])
