@@ -1,0 +1,339 @@
+"""The ``fsm`` command: list and validate kinds, draw them, inspect a database.
+
+Each subcommand is one entry of `COMMANDS` (its help, how it adds its arguments, and its
+handler), so later subcommands (``drive``, ``worker``, ``demo``) are added without touching
+the dispatch. Errors follow one rule, so scripts can rely on them: bad arguments exit 2 and
+runtime problems (a missing kind, an unreadable database, no Graphviz) exit 1, each with a
+single ``fsm: error: <reason>`` line on stderr and no traceback.
+
+The current directory is put at the front of ``sys.path`` (as ``python -m`` does), so
+``--module examples.order`` works from a project checkout with the installed ``fsm`` script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NoReturn, TextIO, cast
+
+import attrs
+import peewee
+
+from fsm.diagram import (
+    BINARY_FORMATS,
+    FORMATS,
+    Format,
+    Overlay,
+    action_overlay,
+    live_counts,
+    render,
+)
+from fsm.discover import KindClass, discover, kinds_in, load_module
+from fsm.errors import DefinitionError, FsmError
+from fsm.graph import KindGraph
+from fsm.store import Store, open_store
+from fsm.validate import KindWarning, validate_kind
+
+PROG = "fsm"
+
+
+class UsageError(Exception):
+    """Bad command-line arguments: exit code 2."""
+
+
+class CommandError(Exception):
+    """The command cannot do what was asked: exit code 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage dump on errors replaced by the one-line `UsageError`."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+@attrs.frozen
+class Command:
+    """A subcommand: its one-line help, its arguments, and its handler (returns exit code)."""
+
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Left-aligned columns, two spaces apart; the last column is not padded."""
+    body = [list(headers), *(list(r) for r in rows)]
+    widths = [max(len(r[i]) for r in body) for i in range(len(headers) - 1)]
+    lines = [
+        "  ".join([*(cell.ljust(w) for cell, w in zip(r, widths, strict=False)), r[-1]]).rstrip()
+        for r in body
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _sqlite_path(url: str) -> str | None:
+    """The file a SQLite URL names (the forms `fsm.store.open_store` accepts), else None."""
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///") :]
+    return None if "://" in url else url
+
+
+def _open_db(url: str) -> Store:
+    """Open an existing database; never create one because of a mistyped path."""
+    path = _sqlite_path(url)
+    if path is not None and not Path(path).is_file():
+        raise CommandError(f"no database at {path!r} (from --db {url!r})")
+    try:
+        return open_store(url)
+    except (ValueError, FsmError) as exc:
+        raise CommandError(f"cannot open database {url!r}: {exc}") from None
+    except (peewee.PeeweeException, sqlite3.Error) as exc:
+        raise CommandError(f"cannot read database {url!r}: {exc}") from None
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def _split_target(target: str) -> tuple[str, str | None]:
+    """``MODULE[:KIND]`` -> (module, kind); a colon is a separator only before an identifier."""
+    head, sep, tail = target.rpartition(":")
+    if sep and head and tail.isidentifier():
+        return head, tail
+    return target, None
+
+
+# -- fsm kinds ----------------------------------------------------------------------------
+
+
+def _configure_kinds(p: argparse.ArgumentParser) -> None:
+    _add_module_option(p)
+
+
+def _add_module_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--module",
+        "-m",
+        action="append",
+        default=[],
+        metavar="M",
+        help="definitions module (dotted name or .py path); repeatable",
+    )
+
+
+def _report_problems(problems: Iterable[str], out: TextIO) -> None:
+    for problem in problems:
+        out.write(f"{PROG}: warning: {_one_line(problem)}\n")
+
+
+def _run_kinds(args: argparse.Namespace) -> int:
+    found = discover(args.module)
+    _report_problems(found.problems, sys.stderr)
+    if not found.kinds:
+        sys.stdout.write(
+            "no kinds found: name a definitions module with --module, or install a package "
+            "with `fsm.kinds` entry points\n"
+        )
+        return 1 if found.problems else 0
+    rows = []
+    for kind in found.kinds:
+        graph = kind.cls.graph()
+        defined = f"{kind.location} ({kind.qualname})"
+        rows.append([graph.name, str(graph.version), str(len(graph.states)), defined])
+    sys.stdout.write(_table(["NAME", "VERSION", "STATES", "DEFINED IN"], rows))
+    return 1 if found.problems else 0
+
+
+# -- fsm validate -------------------------------------------------------------------------
+
+
+def _configure_validate(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "target",
+        metavar="MODULE[:KIND]",
+        help="definitions module (dotted name or .py path), optionally one kind in it",
+    )
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    spec, wanted = _split_target(args.target)
+    try:
+        with warnings.catch_warnings():
+            # Class creation warns; validate_kind returns the same warnings, printed below.
+            warnings.simplefilter("ignore", KindWarning)
+            module = load_module(spec)
+    except DefinitionError as exc:
+        sys.stdout.write(f"{spec}: invalid: {_one_line(str(exc))}\n")
+        return 1
+    classes: list[type[KindClass]] = kinds_in(module)
+    if wanted is not None:
+        classes = [c for c in classes if wanted in (c.name, c.__name__)]
+        if not classes:
+            names = ", ".join(c.name for c in kinds_in(module)) or "none"
+            raise CommandError(f"module {spec!r} has no kind {wanted!r} (its kinds: {names})")
+    elif not classes:
+        raise CommandError(f"module {spec!r} defines no kinds")
+    status = 0
+    for cls in classes:
+        try:
+            found = validate_kind(cls)
+        except (DefinitionError, TypeError) as exc:
+            sys.stdout.write(f"{cls.name}: invalid: {_one_line(str(exc))}\n")
+            status = 1
+            continue
+        for warning in found:
+            sys.stdout.write(f"{cls.name}: warning: {_one_line(str(warning))}\n")
+        sys.stdout.write(f"{cls.name}: ok\n")
+    return status
+
+
+# -- fsm diagram --------------------------------------------------------------------------
+
+
+def _configure_diagram(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", metavar="KIND", help="the kind's name")
+    p.add_argument("--format", "-f", choices=FORMATS, default="mermaid", help="output format")
+    p.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    p.add_argument("--db", metavar="URL", help="overlay live data from this database")
+    p.add_argument("--action", metavar="ID", help="highlight this action's state (needs --db)")
+    _add_module_option(p)
+
+
+def _overlay(store: Store, graph: KindGraph, action_id: str | None) -> Overlay:
+    """The current state of ``action_id``, or else the live actions per state of the kind.
+
+    Counts in states the code does not know (rows of an older version) cannot be drawn;
+    they are reported on stderr rather than dropped silently.
+    """
+    if action_id is not None:
+        return action_overlay(store, graph, action_id)
+    known = {s.name for s in graph.states}
+    counts = live_counts(store, graph.name)
+    unknown = [f"{s} ({n})" for s, n in counts.items() if s not in known]
+    if unknown:
+        _report_problems(
+            [
+                f"live {graph.name!r} actions in states this code does not have: "
+                + ", ".join(unknown)
+            ],
+            sys.stderr,
+        )
+    return Overlay(counts={s: n for s, n in counts.items() if s in known})
+
+
+def _run_diagram(args: argparse.Namespace) -> int:
+    fmt = cast(Format, args.format)
+    if args.action is not None and args.db is None:
+        raise UsageError("--action needs --db (the database to read the action from)")
+    if fmt in BINARY_FORMATS and args.output is None:
+        raise UsageError(f"--format {fmt} is binary: give --output FILE")
+    graph = discover(args.module).find(args.kind).cls.graph()
+    overlay = Overlay()
+    if args.db is not None:
+        store = _open_db(args.db)
+        try:
+            overlay = _overlay(store, graph, args.action)
+        finally:
+            store.close()
+    data = render(graph, fmt, overlay)
+    if args.output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        Path(args.output).write_bytes(data)
+    return 0
+
+
+# -- fsm actions --------------------------------------------------------------------------
+
+
+def _configure_actions(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", metavar="URL", required=True, help="the database to read")
+    p.add_argument("--kind", metavar="K", help="only actions of this kind")
+
+
+def _run_actions(args: argparse.Namespace) -> int:
+    store = _open_db(args.db)
+    try:
+        rows = [r for r in store.rows() if args.kind is None or r.kind == args.kind]
+    finally:
+        store.close()
+    if not rows:
+        sys.stdout.write("no actions\n")
+        return 0
+    table = [
+        [
+            r.id,
+            r.kind,
+            r.state,
+            "quarantined" if r.quarantine is not None else "live",
+            str(r.attempts),
+            _when(r.wake_at),
+            _one_line(
+                f"quarantined: {r.quarantine}" if r.quarantine is not None else r.last_error or ""
+            ),
+        ]
+        for r in rows
+    ]
+    headers = ["ID", "KIND", "STATE", "STATUS", "ATTEMPTS", "WAKE_AT", "ERROR"]
+    sys.stdout.write(_table(headers, table))
+    return 0
+
+
+# -- dispatch -----------------------------------------------------------------------------
+
+COMMANDS: dict[str, Command] = {
+    "kinds": Command("list the kinds found", _configure_kinds, _run_kinds),
+    "validate": Command("check a definitions module", _configure_validate, _run_validate),
+    "diagram": Command("draw a kind, with live overlays", _configure_diagram, _run_diagram),
+    "actions": Command("list live and quarantined actions", _configure_actions, _run_actions),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Durable actions as declarative state machines.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        command.configure(sub.add_parser(name, help=command.help, description=command.help))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``fsm`` command; returns the exit code (the console script exits with it)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command].run(args)
+    except UsageError as exc:
+        return _fail(2, str(exc))
+    except (CommandError, FsmError, OSError) as exc:
+        return _fail(1, str(exc))
+    except (peewee.PeeweeException, sqlite3.Error) as exc:
+        return _fail(1, f"database error: {exc}")
+
+
+def _fail(code: int, message: str) -> int:
+    sys.stderr.write(f"{PROG}: error: {_one_line(message)}\n")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
