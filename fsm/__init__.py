@@ -19,6 +19,7 @@ from fsm.errors import (
 )
 from fsm.executor import DriveResult, DriveStatus, Executor, ResumeReport
 from fsm.ids import check_id
+from fsm.kind import Kind
 from fsm.protocol import (
     Action,
     Done,
@@ -32,8 +33,10 @@ from fsm.protocol import (
 )
 from fsm.registry import Registry
 from fsm.retry import RetryPolicy
+from fsm.state import State, Transition, Wake
 from fsm.store import Store, open_store
 from fsm.sync import SyncExecutor
+from fsm.validate import KindWarning, validate_kind
 
 __all__ = [
     "CONVERTER",
@@ -49,8 +52,10 @@ __all__ = [
     "Failed",
     "FsmError",
     "InvalidActionId",
+    "Kind",
     "KindCodec",
     "KindMismatch",
+    "KindWarning",
     "LeaseLost",
     "Next",
     "Outcome",
@@ -61,12 +66,16 @@ __all__ = [
     "ResumeReport",
     "RetryPolicy",
     "SchemaError",
+    "State",
     "StepContext",
     "Store",
     "SyncExecutor",
+    "Transition",
     "UnknownKind",
+    "Wake",
     "check_id",
     "make_converter",
     "open_store",
     "park_with_backoff",
+    "validate_kind",
 ]

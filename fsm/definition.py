@@ -36,6 +36,8 @@ class Definition:
 
     def label(self) -> str:
         """How messages name the kind: ``kind 'order' (OrderKind)``."""
+        if not self.name:
+            return f"kind class {self.qualname}"
         return f"kind {self.name!r} ({self.qualname})"
 
     def problem(self, state: State | str | None, what: str, fix: str) -> DefinitionError:
@@ -79,7 +81,7 @@ def collect(cls: type, base: type) -> Definition:
     name = getattr(cls, "name", None)
     return Definition(
         name=name if isinstance(name, str) else "",
-        qualname=cls.__qualname__,
+        qualname=cls.__qualname__.rsplit("<locals>.", 1)[-1],
         data_type=data_type,
         services_type=services_type,
         states=tuple(states.values()),

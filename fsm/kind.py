@@ -76,7 +76,7 @@ class Kind(Generic[D, S]):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         definition = collect(cls, Kind)
-        emit(check_definition(definition), stacklevel=3)
+        emit(check_definition(definition), stacklevel=2)
         compiled = Compiled(definition, cls)
         cls.__fsm_definition__ = definition
         cls.__fsm_compiled__ = compiled

@@ -1,0 +1,317 @@
+"""One interpreter step, in memory: the outcome for every state role, guards, callbacks, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import attrs
+import pytest
+
+import fsm
+from fsm import Done, Failed, Kind, Next, Park, RetryPolicy, State, StepContext
+from fsm.errors import DefinitionError
+from fsm.validate import GuardedExitWarning
+
+log = logging.getLogger("test")
+
+
+@attrs.frozen
+class Data:
+    key: str
+    n: int = 0
+    trail: tuple[str, ...] = ()
+
+
+class Svc:
+    def __init__(self) -> None:
+        self.flag = False
+        self.calls: list[str] = []
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+def ctx(services: Any = None, attempts: int = 0, retry: RetryPolicy = DEFAULT_RETRY) -> Any:
+    return StepContext(
+        services,
+        "a-1",
+        0,
+        attempts,
+        0.0,
+        retry,
+        logging.LoggerAdapter(log, {}),
+        tuple,
+        lambda _: None,
+    )
+
+
+def run(result: Any) -> Any:
+    """The outcome of a sync step, or of an async one run to completion."""
+    if asyncio.iscoroutine(result):
+        return asyncio.run(result)
+    return result
+
+
+def note(label: str) -> Any:
+    def effect(c: StepContext[Svc], d: Data) -> Data:
+        c.services.calls.append(label)
+        return attrs.evolve(d, n=d.n + 1, trail=(*d.trail, label))
+
+    effect.__name__ = label
+    return effect
+
+
+def flag_set(c: StepContext[Svc], d: Data) -> bool:
+    return c.services.flag
+
+
+def always(c: StepContext[Svc], d: Data) -> bool:
+    return True
+
+
+def never(c: StepContext[Svc], d: Data) -> bool:
+    return False
+
+
+with pytest.warns(GuardedExitWarning, match="state 'stuck'"):  # the point of `stuck`
+
+    class Roles(Kind[Data, Svc]):
+        name = "roles"
+
+        a = State(initial=True)
+        b = State()
+        notified = State.wait()
+        polled = State.wait(after=30.0)
+        backed_off = State.wait(backoff=RetryPolicy(base=2.0, cap=100.0))
+        stuck = State()
+        ok = State.done()
+        bad = State.failed()
+
+        transitions = (
+            a.to(b, guard=never, effect=note("never")),
+            a.to(b, guard=always, effect=note("first")),
+            a.to(ok, effect=note("unused last resort")),
+            b.to(notified, guard=flag_set),
+            b.to(bad),
+            notified.to(polled, guard=flag_set),
+            polled.to(backed_off, guard=flag_set),
+            backed_off.to(stuck, guard=flag_set),
+            stuck.to(ok, guard=flag_set),
+        )
+
+        @staticmethod
+        def action_id(d: Data) -> str:
+            return d.key
+
+
+def test_step_state_takes_first_holding_guard_in_table_order() -> None:
+    svc = Svc()
+    out = run(Roles.create(Data("k")).advance(ctx(svc)))
+    assert isinstance(out, Next)
+    assert out.state.state == "b"
+    assert out.state.data == Data("k", 1, ("first",))
+    assert svc.calls == ["first"]  # the effect of the transition with the false guard never ran
+
+
+def test_transition_into_done_and_failed_states() -> None:
+    svc = Svc()
+    assert run(Roles.create(Data("k"), Roles.stuck).advance(ctx(Svc()))) != Done()
+    svc.flag = True
+    assert run(Roles.create(Data("k"), Roles.stuck).advance(ctx(svc))) == Done()
+    out = run(Roles.create(Data("k"), Roles.b).advance(ctx(Svc())))
+    assert isinstance(out, Failed)
+    assert "failed state 'bad'" in str(out.error)
+
+
+def test_wait_state_without_wake_parks_until_notified() -> None:
+    action = Roles.create(Data("k"), Roles.notified)
+    out = run(action.advance(ctx(Svc())))
+    assert out == Park(action, wake_after=None)
+    svc = Svc()
+    svc.flag = True
+    out = run(action.advance(ctx(svc)))
+    assert isinstance(out, Next) and out.state.state == "polled"
+
+
+def test_wait_state_with_fixed_delay() -> None:
+    action = Roles.create(Data("k"), Roles.polled)
+    out = run(action.advance(ctx(Svc())))
+    assert isinstance(out, Park)
+    assert out.state is action
+    assert out.wake_after == 30.0
+    assert out.error is None
+
+
+def test_wait_state_with_backoff_counts_consecutive_parks() -> None:
+    action = Roles.create(Data("k"), Roles.backed_off)
+    delays = []
+    for _ in range(3):
+        out = run(action.advance(ctx(Svc())))
+        assert isinstance(out, Park)
+        delays.append(out.wake_after)
+        action = out.state
+    assert delays == [2.0, 8.0, 18.0]
+    assert action.parks == 3
+    svc = Svc()
+    svc.flag = True
+    out = run(action.advance(ctx(svc)))
+    assert isinstance(out, Next)
+    assert out.state.parks == 0  # leaving the state resets the count
+
+
+def test_step_state_with_no_holding_guard_parks_with_definition_error_and_no_wake() -> None:
+    action = Roles.create(Data("k"), Roles.stuck)
+    out = run(action.advance(ctx(Svc())))
+    assert isinstance(out, Park)
+    assert out.wake_after is None
+    assert out.state is action
+    assert isinstance(out.error, DefinitionError)
+    message = str(out.error)
+    assert "kind 'roles'" in message and "state 'stuck'" in message and "Fix:" in message
+
+
+async def async_guard(c: StepContext[Svc], d: Data) -> bool:
+    await asyncio.sleep(0)
+    return d.n > 0
+
+
+async def async_effect(c: StepContext[Svc], d: Data) -> Data:
+    await asyncio.sleep(0)
+    return attrs.evolve(d, trail=(*d.trail, "async"))
+
+
+class Mixed(Kind[Data, Svc]):
+    name = "mixed"
+
+    a = State(initial=True)
+    b = State()
+    end = State.done()
+
+    transitions = (
+        a.to(b, guard=async_guard, effect=note("sync-after-async-guard")),
+        a.to(b, effect=async_effect),
+        b.to(end),
+    )
+
+    @staticmethod
+    def action_id(d: Data) -> str:
+        return d.key
+
+
+def test_async_guard_false_falls_through_to_async_effect() -> None:
+    result = Mixed.create(Data("k", n=0)).advance(ctx(Svc()))
+    assert asyncio.iscoroutine(result)
+    out = asyncio.run(result)
+    assert isinstance(out, Next)
+    assert out.state.data.trail == ("async",)
+
+
+def test_async_guard_true_runs_sync_effect() -> None:
+    svc = Svc()
+    out = run(Mixed.create(Data("k", n=1)).advance(ctx(svc)))
+    assert isinstance(out, Next)
+    assert out.state.data.trail == ("sync-after-async-guard",)
+    assert svc.calls == ["sync-after-async-guard"]
+
+
+def test_states_without_async_callbacks_step_synchronously() -> None:
+    result = Mixed.create(Data("k"), Mixed.b).advance(ctx(Svc()))
+    assert result == Done()
+
+
+# -- retries and rejections --------------------------------------------------------------------
+
+
+def compensate(c: StepContext[Svc], d: Data, error: BaseException) -> fsm.Outcome:
+    if isinstance(error, fsm.Rejected) and error.code == "retry-later":
+        return Failed(f"handled: {error}")
+    return Routes.goto(Routes.undo, attrs.evolve(d, trail=(*d.trail, f"handled {error}")))
+
+
+class Routes(Kind[Data, Svc]):
+    name = "routes"
+    retry = RetryPolicy(base=1.0, cap=None, max_attempts=5)
+
+    a = State(initial=True, retry=RetryPolicy(base=10.0, max_attempts=2))
+    b = State()
+    c = State()
+    d = State()
+    undo = State()
+    end = State.done()
+    gave_up = State.failed()
+
+    transitions = (
+        a.to(b),
+        b.to(c),
+        c.to(d),
+        d.to(end),
+        undo.to(gave_up),
+    )
+    rejections = {a: undo, b: gave_up, c: compensate}  # noqa: RUF012
+
+    @staticmethod
+    def action_id(d: Data) -> str:
+        return d.key
+
+
+def test_retry_uses_state_policy_then_follows_route_when_exhausted() -> None:
+    action = Routes.create(Data("k"))
+    out = run(action.on_retry(ctx(attempts=1), 1, TimeoutError("slow")))
+    assert out == Park(action, wake_after=10.0)
+    out = run(action.on_retry(ctx(attempts=2), 2, TimeoutError("slow")))
+    assert isinstance(out, Next) and out.state.state == "undo"
+    assert out.state.data == action.data
+
+
+def test_retry_uses_kind_policy_and_fails_when_exhausted_without_route() -> None:
+    action = Routes.create(Data("k"), Routes.d)
+    out = run(action.on_retry(ctx(attempts=4), 4, TimeoutError("slow")))
+    assert out == Park(action, wake_after=16.0)
+    error = TimeoutError("slow")
+    assert run(action.on_retry(ctx(attempts=5), 5, error)) == Failed(error)
+
+
+def test_retry_falls_back_to_the_executor_policy() -> None:
+    action = Roles.create(Data("k"))
+    out = run(action.on_retry(ctx(attempts=3, retry=RetryPolicy(base=0.5)), 3, OSError()))
+    assert out == Park(action, wake_after=4.5)
+
+
+def test_rejection_routes_to_compensating_state() -> None:
+    action = Routes.create(Data("k"))
+    out = run(action.on_rejection(ctx(), fsm.Rejected("no")))
+    assert isinstance(out, Next)
+    assert out.state.state == "undo"
+
+
+def test_rejection_route_to_failed_state_fails_with_the_rejection() -> None:
+    error = fsm.Rejected("no")
+    out = run(Routes.create(Data("k"), Routes.b).on_rejection(ctx(), error))
+    assert out == Failed(error)
+
+
+def test_rejection_handler_decides() -> None:
+    action = Routes.create(Data("k"), Routes.c)
+    out = run(action.on_rejection(ctx(), fsm.Rejected("nope")))
+    assert isinstance(out, Next)
+    assert out.state.state == "undo"
+    assert out.state.data.trail == ("handled nope",)
+    out = run(action.on_rejection(ctx(), fsm.Rejected("later", code="retry-later")))
+    assert out == Failed("handled: later")
+
+
+def test_rejection_without_route_fails() -> None:
+    error = fsm.Rejected("no")
+    assert run(Routes.create(Data("k"), Routes.d).on_rejection(ctx(), error)) == Failed(error)
+
+
+def test_create_rejects_foreign_state() -> None:
+    with pytest.raises(ValueError, match="not a state of kind 'routes'"):
+        Routes.create(Data("k"), Roles.a)
+
+
+def test_kind_is_not_instantiable() -> None:
+    with pytest.raises(TypeError, match=r"Routes\.create"):
+        Routes()

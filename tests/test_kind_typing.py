@@ -1,0 +1,136 @@
+"""A type checker sees the kind's data and services types in every guard and effect."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+mypy_api = pytest.importorskip("mypy.api")
+
+# Each `# expect:` comment is part of the error mypy must report on that line, and the only ones.
+SNIPPET = textwrap.dedent(
+    """
+    import attrs
+    from fsm import Kind, State, StepContext
+
+
+    @attrs.frozen
+    class Order:
+        order_id: str
+
+
+    @attrs.frozen
+    class Invoice:
+        number: int
+
+
+    class Shop:
+        pass
+
+
+    def reserve(ctx: StepContext[Shop], order: Order) -> Order:
+        return order
+
+
+    async def charge(ctx: StepContext[Shop], order: Order) -> Order:
+        return order
+
+
+    def paid(ctx: StepContext[Shop], order: Order) -> bool:
+        return True
+
+
+    def bill(ctx: StepContext[Shop], invoice: Invoice) -> Invoice:
+        return invoice
+
+
+    def wrong_services(ctx: StepContext[int], order: Order) -> Order:
+        return order
+
+
+    class Good(Kind[Order, Shop]):
+        name = "good"
+        a = State(initial=True)
+        b = State()
+        end = State.done()
+        transitions = (
+            a.to(b, effect=reserve),
+            b.to(end, guard=paid, effect=charge),
+            b.to(end),
+        )
+
+        @staticmethod
+        def action_id(order: Order) -> str:
+            return order.order_id
+
+
+    class WrongData(Kind[Order, Shop]):
+        name = "wrong_data"
+        a = State(initial=True)
+        end = State.done()
+        transitions = (a.to(end, effect=bill),)  # expect: [[StepContext[Shop], Invoice]
+
+        @staticmethod
+        def action_id(order: Order) -> str:
+            return order.order_id
+
+
+    class WrongServices(Kind[Order, Shop]):
+        name = "wrong_services"
+        a = State(initial=True)
+        end = State.done()
+        transitions = [a.to(end, effect=wrong_services)]  # expect: [[StepContext[int], Order]
+
+        @staticmethod
+        def action_id(order: Order) -> str:
+            return order.order_id
+
+
+    class WrongId(Kind[Order, Shop]):
+        name = "wrong_id"
+        a = State(initial=True)
+        end = State.done()
+        transitions = (a.to(end),)
+
+        @staticmethod
+        def action_id(invoice: Invoice) -> str:  # expect: Argument 1 of "action_id" is incompatible
+            return str(invoice.number)
+
+
+    action = Good.create(Order("1"))
+    reveal_type(action.data)  # expect: Revealed type is "kinds_snippet.Order"
+    Good.create(Invoice(1))  # expect: to "create" of "Kind" has incompatible type "Invoice"
+    """
+)
+
+
+def test_mypy_flags_callbacks_that_do_not_match_the_kind(tmp_path: Path) -> None:
+    snippet = tmp_path / "kinds_snippet.py"
+    snippet.write_text(SNIPPET)
+    stdout, stderr, status = mypy_api.run(
+        [
+            "--strict",
+            "--follow-imports=silent",
+            "--no-incremental",
+            "--cache-dir=/dev/null",
+            "--hide-error-context",
+            "--no-error-summary",
+            str(snippet),
+        ]
+    )
+    assert status == 1, stderr
+    expected = {
+        n: line.split("# expect: ", 1)[1]
+        for n, line in enumerate(SNIPPET.splitlines(), start=1)
+        if "# expect: " in line
+    }
+    found: dict[int, str] = {}
+    for line in stdout.splitlines():
+        _, number, message = line.split(":", 2)
+        if " note: " not in message or "Revealed type" in message:
+            found.setdefault(int(number), message)
+    assert sorted(found) == sorted(expected), stdout
+    for n, fragment in expected.items():
+        assert fragment in found[n], (n, found[n])
