@@ -15,13 +15,14 @@ is dead is taken over at once, so a crashed driver never blocks the next run.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import attrs
 import peewee
@@ -168,6 +169,25 @@ class RowInfo:
     quarantine: str | None
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _cold(method: Callable[Concatenate[Store, P], R]) -> Callable[Concatenate[Store, P], R]:
+    """Run a cold-path method with the models bound to this store's database.
+
+    Models are bound per call, not once globally, so several stores (a SQLite file and a
+    PostgreSQL database, or two files) can live in one process.
+    """
+
+    @functools.wraps(method)
+    def bound(self: Store, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self.db.bind_ctx(MODELS):
+            return method(self, *args, **kwargs)
+
+    return bound
+
+
 def new_owner() -> str:
     """A lease owner token: host, pid and a random part (two executors in one process differ)."""
     return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -189,18 +209,41 @@ def _owner_is_dead(owner: str) -> bool:
 
 
 def open_store(url: str, **kwargs: Any) -> Store:
-    """A store from a URL: ``sqlite:///relative/path``, ``sqlite:////abs/path`` or a plain path.
+    """A store from a URL.
 
-    Raises ``ValueError`` naming the accepted forms for anything else.
+    ``sqlite:///relative/path``, ``sqlite:////abs/path`` or a plain file path: SQLite (WAL).
+    ``postgresql://user@host:port/dbname`` (``postgres://`` too): PostgreSQL through psycopg
+    (``pip install 'fsm[postgres]'``); ``?options=-c%20search_path%3Dmyschema`` and other
+    query parameters are passed to the driver. Raises ``ValueError`` naming the accepted
+    forms for anything else.
     """
     if url.startswith("sqlite:///"):
         return Store.sqlite(url[len("sqlite:///") :], **kwargs)
-    if "://" in url:
-        scheme = url.split("://", 1)[0]
+    scheme = url.split("://", 1)[0] if "://" in url else None
+    if scheme in ("postgres", "postgresql"):
+        from playhouse.db_url import parse
+
+        params = parse(url)
+        params.pop("autorollback", None)
+        return _postgres(params, **kwargs)
+    if scheme is not None:
         raise ValueError(
-            f"unsupported database URL scheme {scheme!r}: use sqlite:///PATH or a file path"
+            f"unsupported database URL scheme {scheme!r}: use sqlite:///PATH, a file path, "
+            "or postgresql://USER@HOST:PORT/DB"
         )
     return Store.sqlite(url, **kwargs)
+
+
+def _postgres(params: dict[str, Any], **kwargs: Any) -> Store:
+    """A store on PostgreSQL; ``params`` are peewee/psycopg connection parameters."""
+    try:
+        import psycopg  # noqa: F401  (peewee picks psycopg 3 when it is importable)
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise ValueError(
+            "PostgreSQL needs the psycopg driver: pip install 'fsm[postgres]'"
+        ) from exc
+    database = params.pop("database")
+    return Store(peewee.PostgresqlDatabase(database, **params), **kwargs)
 
 
 class Store:
@@ -225,7 +268,6 @@ class Store:
         self._sqlite = isinstance(database, peewee.SqliteDatabase)
         self._begin = "BEGIN IMMEDIATE" if self._sqlite else "BEGIN"
         self._sql = _Statements(database.param)
-        self.db.bind(MODELS)
         self.db.connect(reuse_if_open=True)
         self._migrate()
 
@@ -252,8 +294,10 @@ class Store:
 
     # -- schema ---------------------------------------------------------------------------
 
+    @_cold
     def _migrate(self) -> None:
         with self.db.atomic():
+            ActionRow._meta.without_rowid = self._sqlite  # a SQLite-only table option
             self.db.create_tables(MODELS, safe=True)
             if self._sqlite:
                 self.db.execute_sql(_SQLITE_LOG_TRIGGER)
@@ -269,6 +313,7 @@ class Store:
         # Future versions: apply migrations found+1 .. SCHEMA_VERSION here, in one transaction.
 
     @property
+    @_cold
     def schema_version(self) -> int:
         return int(MetaRow.get(MetaRow.key == "schema_version").value)
 
@@ -316,6 +361,7 @@ class Store:
                 row = self._exec(self._sql.kind_of, (action_id,)).fetchone()
                 return str(row[0])
             self._acquire(action_id, resources, now)
+            self.wake_workers()
         return None
 
     def claim(self, action_id: str, owner: str, now: float) -> Claimed | ClaimMiss:
@@ -409,6 +455,25 @@ class Store:
             if self.log_transitions:
                 self._log(action_id, entry, now)
 
+    def claim_due(self, owner: str, now: float, limit: int) -> list[Claimed]:
+        """Take the leases of up to ``limit`` due actions (a worker's batch), oldest first.
+
+        Due: not quarantined, ``wake_at`` passed, no live lease. On PostgreSQL the rows are
+        picked ``FOR UPDATE SKIP LOCKED``, so concurrent workers never wait on each other;
+        on SQLite the statement runs under the database's single write lock.
+        """
+        params = (owner, now + self.lease_ttl, now, now, limit)
+        return [Claimed(*row) for row in self._exec(self._sql.claim_due, params).fetchall()]
+
+    def renew(self, owner: str, until: float) -> int:
+        """Extend every lease ``owner`` holds to ``until``; returns how many it still holds."""
+        return int(self._exec(self._sql.renew, (until, owner)).rowcount)
+
+    def wake_workers(self) -> None:
+        """Tell listening workers that something became due (PostgreSQL NOTIFY; no-op else)."""
+        if not self._sqlite:
+            self._exec("NOTIFY fsm_due")
+
     def unclaim(self, action_id: str, epoch: int) -> None:
         """Let go of the lease without touching the checkpoint."""
         self._exec(self._sql.unclaim, (action_id, epoch))
@@ -452,6 +517,7 @@ class Store:
 
     # -- cold paths -----------------------------------------------------------------------
 
+    @_cold
     def quarantine(self, action_id: str, reason: str) -> None:
         """Set a row aside: never driven, never deleted, reported with ``reason``."""
         (
@@ -460,6 +526,7 @@ class Store:
             .execute()
         )
 
+    @_cold
     def remove_quarantined(self, action_id: str) -> None:
         """Delete a quarantined row and its resources (manual clean-up only)."""
         with self.db.atomic():
@@ -468,15 +535,19 @@ class Store:
             ).execute()
             ResourceRow.delete().where(ResourceRow.action == action_id).execute()
 
+    @_cold
     def release_quarantine(self, action_id: str) -> bool:
         """Put a quarantined row back into service (after fixing the code or the row)."""
         n = ActionRow.update(quarantine=None).where(ActionRow.id == action_id).execute()
         return bool(n)
 
+    @_cold
     def mark_due(self, action_id: str, now: float) -> bool:
         n = ActionRow.update(wake_at=now).where(ActionRow.id == action_id).execute()
+        self.wake_workers()
         return bool(n)
 
+    @_cold
     def live_ids(self) -> list[str]:
         q = (
             ActionRow.select(ActionRow.id)
@@ -485,6 +556,7 @@ class Store:
         )
         return [r.id for r in q]
 
+    @_cold
     def due_ids(self, now: float, limit: int = 1000) -> list[str]:
         q = (
             ActionRow.select(ActionRow.id)
@@ -498,23 +570,28 @@ class Store:
         )
         return [r.id for r in q]
 
+    @_cold
     def next_wake(self) -> float | None:
         """The earliest wake-up time of any live action, or ``None``."""
         q = ActionRow.select(peewee.fn.MIN(ActionRow.wake_at)).where(ActionRow.quarantine.is_null())
         value = q.scalar()
         return None if value is None else float(value)
 
+    @_cold
     def quarantined(self) -> list[RowInfo]:
         q = ActionRow.select().where(ActionRow.quarantine.is_null(False)).order_by(ActionRow.id)
         return [_info(r) for r in q]
 
+    @_cold
     def row(self, action_id: str) -> RowInfo | None:
         r = ActionRow.get_or_none(ActionRow.id == action_id)
         return None if r is None else _info(r)
 
+    @_cold
     def rows(self) -> list[RowInfo]:
         return [_info(r) for r in ActionRow.select().order_by(ActionRow.id)]
 
+    @_cold
     def count_by_state(self, kind: str | None = None) -> dict[tuple[str, str], int]:
         q = ActionRow.select(ActionRow.kind, ActionRow.state, peewee.fn.COUNT(ActionRow.id))
         if kind is not None:
@@ -522,12 +599,14 @@ class Store:
         q = q.group_by(ActionRow.kind, ActionRow.state).tuples()
         return {(str(k), str(s)): int(n) for k, s, n in q.iterator()}
 
+    @_cold
     def transitions(self, action_id: str | None = None) -> list[TransitionRow]:
         q = TransitionRow.select().order_by(TransitionRow.id)
         if action_id is not None:
             q = q.where(TransitionRow.action_id == action_id)
         return list(q)
 
+    @_cold
     def prune_log(self, older_than: float) -> int:
         """Delete transition-log rows written before ``older_than`` (a unix time)."""
         return int(TransitionRow.delete().where(TransitionRow.at < older_than).execute())
@@ -586,6 +665,15 @@ class _Statements:
             f"WHERE id = {p} AND quarantine IS NULL AND lease_owner = {p} RETURNING {cols}"
         )
         self.lease_of = f"SELECT lease_owner, quarantine FROM fsm_action WHERE id = {p}"
+        lock = "" if p == "?" else " FOR UPDATE SKIP LOCKED"
+        self.claim_due = (
+            f"UPDATE fsm_action SET lease_owner = {p}, lease_expires = {p}, epoch = epoch + 1 "
+            "WHERE id IN (SELECT id FROM fsm_action WHERE quarantine IS NULL "
+            f"AND wake_at IS NOT NULL AND wake_at <= {p} "
+            f"AND (lease_owner IS NULL OR lease_expires < {p}) "
+            f"ORDER BY wake_at LIMIT {p}{lock}) RETURNING id, {cols}"
+        )
+        self.renew = f"UPDATE fsm_action SET lease_expires = {p} WHERE lease_owner = {p}"
         sets = (
             f"state = {p}, version = {p}, payload = {p}, seq = {p}, attempts = {p}, "
             f"last_error = {p}, wake_at = {p}, updated_at = {p}, step_outcome = {p}, "

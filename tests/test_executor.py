@@ -339,11 +339,7 @@ def test_lease_lost_write_is_refused(store: fsm.Store) -> None:
     assert row is not None and row.state == "s1" and row.lease_owner == "intruder"
 
 
-def test_newer_schema_is_refused(db_path: Any) -> None:
-    s = fsm.Store.sqlite(db_path)
-    from fsm.store import MetaRow
-
-    MetaRow.update(value="999").where(MetaRow.key == "schema_version").execute()
-    s.close()
+def test_newer_schema_is_refused(store: fsm.Store, open_store: Any) -> None:
+    store.db.execute_sql("UPDATE fsm_meta SET value = '999' WHERE key = 'schema_version'")
     with pytest.raises(fsm.SchemaError, match="newer than this fsm"):
-        fsm.Store.sqlite(db_path)
+        open_store()

@@ -85,14 +85,12 @@ def test_start_with_a_taken_resource_creates_nothing(store: fsm.Store) -> None:
     assert store.all_resources() == {"coin.1": "a"}
 
 
-def test_conflict_at_commit_writes_nothing(store: fsm.Store) -> None:
+def test_conflict_at_commit_writes_nothing(store: fsm.Store, open_store: Any) -> None:
     """Another action takes the resource after the step's check: the step is not persisted."""
 
     def take_late(a: Script, ctx: fsm.StepContext[Any]) -> None:
         ctx.acquire("coin.9")
-        run_other = fsm.Store.sqlite(store.db.database)
-        run_other.insert("z", "script", "s0", 1, '{"name": "z"}', ["coin.9"], 0.0)
-        run_other.close()
+        open_store().insert("z", "script", "s0", 1, '{"name": "z"}', ["coin.9"], 0.0)
 
     ex = executor(store, {("a", 1): take_late})
     result = asyncio.run(ex.drive(Script("a")))
