@@ -374,3 +374,64 @@ def test_action_in_a_state_the_graph_lacks(tmp_path: Path) -> None:
         ex.start(OrderAction("old", "legacy_state"))
     with pytest.raises(OverlayError, match=r"'legacy_state'.*v2 does not have"):
         action_overlay(store, ORDER, "old")
+
+
+# -- a real declarative kind --------------------------------------------------------------
+
+
+@attrs.frozen
+class Parcel:
+    parcel_id: str
+    weighed: bool = False
+
+
+def is_weighed(ctx: fsm.StepContext[None], parcel: Parcel) -> bool:
+    return parcel.weighed
+
+
+def print_label(ctx: fsm.StepContext[None], parcel: Parcel) -> Parcel:
+    return parcel
+
+
+class ParcelKind(fsm.Kind[Parcel, None]):
+    name = "parcel"
+
+    received = fsm.State(initial=True)
+    weighing = fsm.State.wait(after=10.0)
+    labelled = fsm.State.done()
+    lost = fsm.State.failed()
+
+    transitions = (
+        received.to(weighing),
+        weighing.to(labelled, guard=is_weighed, effect=print_label),
+    )
+    rejections = {received: lost}  # noqa: RUF012
+
+    @staticmethod
+    def action_id(parcel: Parcel) -> str:
+        return parcel.parcel_id
+
+
+def test_declarative_kind_is_drawn_from_its_table() -> None:
+    graph = ParcelKind.graph()
+    parsed = parse_mermaid(to_mermaid(graph, Overlay(current="weighing")))
+    assert parsed.triples() == [
+        ("received", "weighing", ""),
+        ("weighing", "labelled", "[is_weighed] / print_label"),
+        ("received", "lost", "rejected"),
+    ]
+    assert parsed.initial == ["received"]
+    assert parsed.terminal == ["labelled", "lost"]
+    assert parsed.class_of == {"weighing": "current", "labelled": "done", "lost": "failed"}
+    nodes, _ = parse_dot(to_dot(graph))
+    assert nodes["weighing"]["tooltip"] == "wakes every 10s"  # the wake policy, as a tooltip
+
+
+def test_overlays_from_a_declarative_kinds_rows(tmp_path: Path) -> None:
+    store = fsm.Store.sqlite(tmp_path / "x.sqlite")
+    with fsm.SyncExecutor(store, kinds=[ParcelKind]) as ex:
+        for i in range(3):
+            ex.start(ParcelKind.create(Parcel(f"p{i}")))
+        ex.drive("p0")  # received -> weighing, then parks
+    assert live_counts(store, "parcel") == {"received": 2, "weighing": 1}
+    assert action_overlay(store, ParcelKind.graph(), "p0") == Overlay(current="weighing")
