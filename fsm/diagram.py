@@ -51,7 +51,8 @@ class Overlay:
     """Live data drawn over a kind's diagram.
 
     ``current``: the state of one action, highlighted. ``counts``: live actions per state,
-    shown as ``state (n)``; states absent from it show no count.
+    shown as ``state (n)``; states absent from it show no count. Compared by value; not
+    hashable, since ``counts`` is a mapping.
     """
 
     current: str | None = None
@@ -275,6 +276,20 @@ def _dot_edge(edge: Edge) -> dict[str, str | int | float]:
     return out
 
 
+_DOT_GRAPH: Mapping[str, str | int | float] = {
+    "rankdir": "LR",
+    "labelloc": "t",
+    "fontname": "Helvetica",
+}
+_DOT_NODE: Mapping[str, str | int | float] = {
+    "shape": "box",
+    "style": "rounded,filled",
+    "fontname": "Helvetica",
+    "fontsize": 12,
+}
+_DOT_EDGE: Mapping[str, str | int | float] = {"fontname": "Helvetica", "fontsize": 10}
+
+
 def to_dot(graph: KindGraph, overlay: Overlay = NO_OVERLAY) -> str:
     """Graphviz DOT: roles as fill colours (terminals doubled, wait states dashed), the
     initial state thick and entered from a point, rejection routes dashed red, retry routes
@@ -282,22 +297,9 @@ def to_dot(graph: KindGraph, overlay: Overlay = NO_OVERLAY) -> str:
     overlay.check(graph)
     lines = [
         f"digraph {dot_quote(graph.name)} {{",
-        "    graph"
-        + _dot_attrs(
-            {
-                "rankdir": "LR",
-                "label": f"{graph.name} v{graph.version}",
-                "labelloc": "t",
-                "fontname": "Helvetica",
-            }
-        )
-        + ";",
-        "    node"
-        + _dot_attrs(
-            {"shape": "box", "style": "rounded,filled", "fontname": "Helvetica", "fontsize": 12}
-        )
-        + ";",
-        "    edge" + _dot_attrs({"fontname": "Helvetica", "fontsize": 10}) + ";",
+        "    graph" + _dot_attrs({**_DOT_GRAPH, "label": f"{graph.name} v{graph.version}"}) + ";",
+        "    node" + _dot_attrs(_DOT_NODE) + ";",
+        "    edge" + _dot_attrs(_DOT_EDGE) + ";",
     ]
     initial = [s for s in graph.states if s.initial]
     start = dot_quote(_fresh(START_NODE, {s.name for s in graph.states}))
