@@ -46,6 +46,23 @@ class GuardedExitWarning(KindWarning):
 # -- structure --------------------------------------------------------------------------------
 
 
+RESERVED = frozenset(
+    {"name", "version", "retry", "upcasters", "transitions", "rejections", "action_id"}
+    | {"create", "goto", "graph"}
+)
+"""Class attributes a kind already uses: a state with one of these names would replace it."""
+
+
+def check_reserved_names(d: Definition) -> None:
+    for s in d.states:
+        if s.name in RESERVED or s.name.startswith("_"):
+            raise d.problem(
+                s,
+                "this name is taken by the kind itself (or private)",
+                f"rename the state, e.g. `{s.name.strip('_')}_state`",
+            )
+
+
 def check_name(d: Definition) -> None:
     if not d.name:
         raise d.problem(None, "the kind has no name", "set `name = 'my_kind'` in the class body")
@@ -203,6 +220,7 @@ def check_rejection_routes(d: Definition) -> None:
 
 
 STRUCTURE_CHECKS: tuple[Callable[[Definition], None], ...] = (
+    check_reserved_names,
     check_name,
     check_data_type,
     check_version,

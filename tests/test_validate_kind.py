@@ -341,6 +341,19 @@ def test_id_function_written_as_method() -> None:
     assert "action_id" in problem(err, None, "@staticmethod")
 
 
+def test_state_named_like_a_kind_attribute() -> None:
+    with pytest.raises(DefinitionError) as err:
+
+        class Bad(Kind[Data, None]):
+            name = "bad"
+            a = State(initial=True)
+            graph = State.done()  # type: ignore[assignment]
+            transitions = (a.to(graph),)
+            action_id = staticmethod(key_of)
+
+    assert "taken by the kind itself" in problem(err, "graph", "rename the state")
+
+
 def test_missing_name() -> None:
     with pytest.raises(DefinitionError) as err:
 
