@@ -210,7 +210,7 @@ def main() -> None:
     charged = sum(n for op, _, n in shop.ledger if op == "charge")
     refunded = sum(n for op, _, n in shop.ledger if op == "refund")
     print(f"ledger: {len(shop.ledger)} entries, charged {charged}, refunded {refunded}")
-    print(f"stock left: {shop.stock}; open reservations: {len(shop.reservations)}")
+    print(f"stock left: {shop.stock}; reservations of shipped orders: {len(shop.reservations)}")
     print(f"database: {path}")
 
 
