@@ -159,6 +159,7 @@ class Executor(Generic[S]):
         self.clock = clock
         self.sleep = sleep
         self.owner = owner or new_owner()
+        self.stopping = False
 
     # -- public API -----------------------------------------------------------------------
 
@@ -209,11 +210,25 @@ class Executor(Generic[S]):
             if claimed == "busy":
                 log.debug("action %s: already being driven, skipping", action_id)
             return DriveResult(action_id, DriveStatus(claimed))
+        return await self.drive_claimed(claimed, mode)
+
+    async def drive_claimed(
+        self, claimed: Claimed, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE
+    ) -> DriveResult:
+        """Drive an action whose lease this executor already took (`Store.claim_due`)."""
         try:
             return await self._run(claimed, mode)
         except BaseException:
             self._let_go(claimed.id, claimed.epoch)
             raise
+
+    def stop_after_current_steps(self) -> None:
+        """Graceful shutdown: every drive ends after the step it is running.
+
+        The checkpoint is written as usual, the lease released, and the action left due, so
+        another driver picks it up at once.
+        """
+        self.stopping = True
 
     async def notify(
         self, action_id: str, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE
@@ -440,6 +455,8 @@ class Executor(Generic[S]):
             state, payload, version = new_state, new_payload, codec.version
             action = outcome.state
             if returning:
+                if isinstance(outcome, Next):
+                    adapter.info("stopping after this step; the action stays due")
                 return DriveResult(action_id, DriveStatus.PARKED, state, error, steps)
             if sleep_for is not None:
                 adapter.debug("parked; sleeping %.3fs before the next attempt", sleep_for)

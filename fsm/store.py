@@ -292,6 +292,10 @@ class Store:
         )
         return cls(db, **kwargs)
 
+    @property
+    def is_sqlite(self) -> bool:
+        return self._sqlite
+
     # -- schema ---------------------------------------------------------------------------
 
     @_cold
@@ -570,11 +574,9 @@ class Store:
         )
         return [r.id for r in q]
 
-    @_cold
     def next_wake(self) -> float | None:
-        """The earliest wake-up time of any live action, or ``None``."""
-        q = ActionRow.select(peewee.fn.MIN(ActionRow.wake_at)).where(ActionRow.quarantine.is_null())
-        value = q.scalar()
+        """When the next action becomes claimable: its wake-up time, or its lease's expiry."""
+        value = self._exec(self._sql.next_wake).fetchone()[0]
         return None if value is None else float(value)
 
     @_cold
@@ -672,6 +674,11 @@ class _Statements:
             f"AND wake_at IS NOT NULL AND wake_at <= {p} "
             f"AND (lease_owner IS NULL OR lease_expires < {p}) "
             f"ORDER BY wake_at LIMIT {p}{lock}) RETURNING id, {cols}"
+        )
+        self.next_wake = (
+            "SELECT MIN(CASE WHEN lease_owner IS NULL OR lease_expires < wake_at "
+            "THEN wake_at ELSE lease_expires END) FROM fsm_action "
+            "WHERE quarantine IS NULL AND wake_at IS NOT NULL"
         )
         self.renew = f"UPDATE fsm_action SET lease_expires = {p} WHERE lease_owner = {p}"
         sets = (

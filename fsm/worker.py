@@ -1,0 +1,191 @@
+"""A worker: drives due actions from a shared database until told to stop.
+
+Any number of workers, on any number of hosts, can share one PostgreSQL database (or several
+processes one SQLite file). Each loop iteration claims a batch of due actions with
+`Store.claim_due` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so workers never queue behind
+each other), drives each until it parks or ends, and meanwhile renews its leases so a long
+step is not taken over. A worker that stalls past its lease (paused, cut off) loses the
+action to another worker; its own writes are then refused by the fencing epoch.
+
+Between batches it sleeps until the earliest wake-up, a notification (PostgreSQL
+``LISTEN fsm_due``, sent when an action is started or notified), or a short poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Generic
+
+import attrs
+
+from fsm.executor import DriveResult, DriveStatus, Executor
+from fsm.protocol import S
+
+log = logging.getLogger(__name__)
+
+
+@attrs.define
+class WorkerStats:
+    """What one worker did, by drive status."""
+
+    claimed: int = 0
+    by_status: dict[str, int] = attrs.Factory(dict)
+
+    def count(self, result: DriveResult) -> None:
+        key = result.status.value
+        self.by_status[key] = self.by_status.get(key, 0) + 1
+
+
+class Worker(Generic[S]):
+    """Drives due actions through ``executor`` until `stop` is called.
+
+    ``concurrency``: drives in flight at once. ``poll``: the longest sleep between two looks
+    for due work (the only wake-up source on SQLite besides wake-up times).
+    ``on_result``: called with every finished drive (the CLI logs one line per outcome).
+    """
+
+    def __init__(
+        self,
+        executor: Executor[S],
+        *,
+        concurrency: int = 8,
+        poll: float = 0.2,
+        on_result: Callable[[DriveResult], None] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.executor = executor
+        self.store = executor.store
+        self.concurrency = concurrency
+        self.poll = poll
+        self.on_result = on_result
+        self.stats = WorkerStats()
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    def stop(self) -> None:
+        """Finish the steps in flight, release the leases, and return from `run`."""
+        self.executor.stop_after_current_steps()
+        self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Look for due work now (thread-safe through the loop; used by the listener)."""
+        self._wake.set()
+
+    async def run(self) -> WorkerStats:
+        in_flight: set[asyncio.Task[DriveResult]] = set()
+        renewer = asyncio.create_task(self._renew_leases())
+        listener = _Listener.start(self)
+        try:
+            while not self._stop.is_set():
+                free = self.concurrency - len(in_flight)
+                batch = (
+                    self.store.claim_due(self.executor.owner, self.executor.clock(), free)
+                    if free
+                    else []
+                )
+                self.stats.claimed += len(batch)
+                for claimed in batch:
+                    task = asyncio.create_task(self.executor.drive_claimed(claimed))
+                    in_flight.add(task)
+                    task.add_done_callback(self._finished(in_flight))
+                if not batch:
+                    await self._wait(in_flight, timeout=self._idle_timeout())
+                elif len(in_flight) >= self.concurrency:
+                    await self._wait(in_flight, timeout=None)
+            if in_flight:
+                await asyncio.wait(in_flight)
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            if listener is not None:
+                listener.close()
+        return self.stats
+
+    def _finished(
+        self, in_flight: set[asyncio.Task[DriveResult]]
+    ) -> Callable[[asyncio.Task[DriveResult]], None]:
+        def done(task: asyncio.Task[DriveResult]) -> None:
+            in_flight.discard(task)
+            self._wake.set()
+            if task.cancelled():
+                return
+            exc = task.exception()
+            if exc is not None:
+                log.error("drive crashed: %r", exc)
+                return
+            result = task.result()
+            self.stats.count(result)
+            if self.on_result is not None:
+                self.on_result(result)
+
+        return done
+
+    def _idle_timeout(self) -> float:
+        next_wake = self.store.next_wake()
+        if next_wake is None:
+            return self.poll
+        return max(0.0, min(self.poll, next_wake - self.executor.clock()))
+
+    async def _wait(self, in_flight: set[asyncio.Task[DriveResult]], timeout: float | None) -> None:
+        """Sleep until a drive finishes, a notification arrives, stop, or ``timeout``."""
+        self._wake.clear()
+        waker = asyncio.create_task(self._wake.wait())
+        try:
+            await asyncio.wait({waker, *in_flight}, timeout=timeout, return_when="FIRST_COMPLETED")
+        finally:
+            waker.cancel()
+
+    async def _renew_leases(self) -> None:
+        ttl = self.store.lease_ttl
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                self.store.renew(self.executor.owner, self.executor.clock() + ttl)
+            except Exception as exc:  # the next write will tell whether the lease survived
+                log.warning("could not renew leases: %s", exc)
+
+
+class _Listener:
+    """PostgreSQL ``LISTEN fsm_due`` on a connection of its own, in a daemon thread."""
+
+    def __init__(self, worker: Worker[Any], conn: Any) -> None:
+        self._conn = conn
+        self._closed = threading.Event()
+        loop = asyncio.get_running_loop()
+
+        def listen() -> None:
+            while not self._closed.is_set():
+                try:
+                    for _ in conn.notifies(timeout=0.5):
+                        loop.call_soon_threadsafe(worker.wake)
+                except Exception:  # connection closed on shutdown
+                    return
+
+        self._thread = threading.Thread(target=listen, name="fsm-listen", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def start(cls, worker: Worker[Any]) -> _Listener | None:
+        db = worker.store.db
+        if worker.store.is_sqlite:
+            return None
+        import psycopg
+
+        conn = psycopg.connect(dbname=db.database, autocommit=True, **db.connect_params)
+        conn.execute("LISTEN fsm_due")
+        return cls(worker, conn)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=2)
+        self._conn.close()
+
+
+__all__ = ["DriveStatus", "Worker", "WorkerStats"]
