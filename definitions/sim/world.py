@@ -1,0 +1,194 @@
+"""The simulated world as one object: server, chain, Lightning node, clock, faults, ledger.
+
+Its state lives in ``<folder>/world.sqlite`` (it outlives the wallet process, as a remote
+server would), the wallet's in ``<folder>/wallet.sqlite``. `make_world` creates or reopens
+both; the seed and the fault configuration are stored on creation and reused on reopening.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import fsm
+from definitions.model import OutPoint, PubkeyPolicy, Tx, TxOut, Vtxo, VtxoState, digest
+from definitions.services import InsufficientFunds, Services, WalletConfig
+from definitions.sim.chain import CHAIN_SCHEMA, ChainState, SimChain
+from definitions.sim.clock import SimClock
+from definitions.sim.db import META_SCHEMA, Db, dump, load
+from definitions.sim.faults import FAULTS_SCHEMA, Fault, FaultGate, Faults
+from definitions.sim.ledger import LEDGER_SCHEMA, Flow, Ledger
+from definitions.sim.lightning import LIGHTNING_SCHEMA, LightningState, SimLightning
+from definitions.sim.rpc import SimServer
+from definitions.sim.server import LIVE, SERVER_SCHEMA
+from definitions.sim.server_ln import LN_SERVER_SCHEMA, ServerState
+from definitions.sim.wallet_store import SqliteWalletStore
+
+WORLD_SCHEMA = ";".join(
+    [
+        META_SCHEMA,
+        FAULTS_SCHEMA,
+        LEDGER_SCHEMA,
+        CHAIN_SCHEMA,
+        LIGHTNING_SCHEMA,
+        SERVER_SCHEMA,
+        LN_SERVER_SCHEMA,
+    ]
+)
+WALLET_NAME = "wallet"
+FUNDING_EXPIRY_DELTA = 500
+
+
+def wallet_address(wallet_name: str) -> str:
+    """The on-chain address of a wallet's coins (the sim tracks ``wallet:*`` addresses)."""
+    return f"wallet:{wallet_name}"
+
+
+class SimOnchainWallet:
+    """`OnchainWallet` over the simulated chain: the unspent outputs to one address."""
+
+    def __init__(self, chain: ChainState, address: str) -> None:
+        self.chain = chain
+        self._address = address
+
+    def address(self) -> str:
+        return self._address
+
+    def balance(self) -> int:
+        return sum(o.amount for _, o in self.chain.unspent(self._address))
+
+    def build_tx(self, outputs: list[TxOut], fee: int, *, signed: bool = True) -> Tx:
+        need = sum(o.amount for o in outputs) + fee
+        coins: list[OutPoint] = []
+        total = 0
+        for op, out in sorted(self.chain.unspent(self._address), key=lambda c: str(c[0])):
+            if total >= need:
+                break
+            coins.append(op)
+            total += out.amount
+        if total < need:
+            raise InsufficientFunds(f"need {need} sats on chain, have {total}")
+        change = [TxOut(self._address, total - need)] if total > need else []
+        return Tx.build(coins, [*outputs, *change], signed=signed)
+
+
+class World:
+    def __init__(self, folder: Path, seed: int, faults: Faults | None) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.db = Db(folder / "world.sqlite", WORLD_SCHEMA)
+        with self.db.transaction():
+            stored_seed = int(self.db.meta("seed", str(seed)))
+            if stored_seed != seed:
+                raise ValueError(f"world in {folder} was made with seed {stored_seed}, not {seed}")
+            self.db.set_meta("seed", str(seed))
+            stored = self.db.meta("faults", "")
+            if faults is None:
+                faults = load(stored, Faults) if stored else Faults()
+            self.db.set_meta("faults", dump(faults))
+        self.seed = seed
+        self.gate = FaultGate(self.db, seed, faults)
+        self.clock = SimClock(self.db)
+        self.ledger = Ledger(self.db)
+        self.chain = ChainState(self.db, self.gate)
+        self.lightning = LightningState(self.db, self.gate, self.clock)
+        self.server = ServerState(self.db, self.ledger, self.chain, self.lightning, self.clock)
+        self.rpc = SimServer(self.server, self.gate)
+
+    @property
+    def faults(self) -> Faults:
+        return self.gate.faults
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- the wallet side -----------------------------------------------------------------
+
+    def wallet_store(
+        self, holder_of: Callable[[str], object | None] | None = None
+    ) -> SqliteWalletStore:
+        path = self.folder / "wallet.sqlite"
+        if holder_of is None:
+            return SqliteWalletStore(path, WALLET_NAME)
+        return SqliteWalletStore(path, WALLET_NAME, holder_of)
+
+    def onchain_wallet(self) -> SimOnchainWallet:
+        return SimOnchainWallet(self.chain, wallet_address(WALLET_NAME))
+
+    def services(self, fsm_store: fsm.Store, config: WalletConfig | None = None) -> Services:
+        """Everything the kinds need, the wallet store asking ``fsm_store`` what is held."""
+        return Services(
+            server=self.rpc,
+            chain=SimChain(self.chain),
+            lightning=SimLightning(self.lightning, self.server),
+            onchain=self.onchain_wallet(),
+            wallet=self.wallet_store(fsm_store.holder_of),
+            clock=self.clock,
+            config=config or WalletConfig(),
+        )
+
+    # -- driving the world ---------------------------------------------------------------
+
+    def mine(self, blocks: int = 1) -> int:
+        """Mine ``blocks`` blocks one by one (chain faults drawn per block); after each, the
+        server takes back expired, unclaimed Lightning receive HTLCs. Returns the tip."""
+        for _ in range(blocks):
+            self.chain.mine(1)
+            self.server.expire_receives()
+        return self.chain.tip()
+
+    def advance_time(self, seconds: float) -> float:
+        return self.clock.advance(seconds)
+
+    def restart_server(self) -> None:
+        self.server.restart()
+
+    def script_fault(self, rpc: str, fault: Fault, times: int = 1) -> None:
+        self.gate.script(rpc, fault, times)
+
+    def set_offboard_fee_rate(self, rate: int) -> None:
+        with self.db.transaction():
+            self.db.set_meta("offboard_fee_rate", str(rate))
+
+    # -- funding -------------------------------------------------------------------------
+
+    def _funding_tag(self) -> str:
+        n = int(self.db.meta("fund_counter", "0"))
+        self.db.set_meta("fund_counter", str(n + 1))
+        return f"world.fund.{n}"
+
+    def fund_vtxos(self, wallet: SqliteWalletStore, amounts: list[int]) -> list[Vtxo]:
+        """Give the wallet registered, spendable VTXOs of ``amounts`` (one fresh key each)."""
+        created = []
+        for amount in amounts:
+            pubkey = wallet.derive_key(wallet.next_key_index())
+            with self.db.transaction():
+                tag = self._funding_tag()
+                vtxo = Vtxo(
+                    f"{digest('funding', self.seed, tag)}:0",
+                    amount,
+                    self.chain.tip() + FUNDING_EXPIRY_DELTA,
+                    PubkeyPolicy(pubkey),
+                    digest("funding-anchor", tag),
+                )
+                self.server.insert_vtxos([vtxo], LIVE, registered=True)
+                self.ledger.flow(tag, Flow.FUNDING, amount, f"vtxo {vtxo.id}")
+            wallet.insert_vtxo(vtxo, VtxoState.SPENDABLE)
+            created.append(vtxo)
+        return created
+
+    def fund_onchain(self, amount: int) -> OutPoint:
+        """Give the wallet's on-chain address a confirmed coin of ``amount`` (to fund boards)."""
+        with self.db.transaction():
+            tag = self._funding_tag()
+            outpoint = self.chain.mint(wallet_address(WALLET_NAME), amount, tag)
+            self.ledger.flow(tag, Flow.FUNDING, amount, f"coin {outpoint}")
+        return outpoint
+
+
+def make_world(folder: Path, seed: int, faults: Faults | None = None) -> World:
+    """Create the world in ``folder``, or reopen it (``faults=None`` keeps the stored ones)."""
+    return World(Path(folder), seed, faults)
+
+
+__all__ = ["SimOnchainWallet", "World", "make_world", "wallet_address"]
