@@ -34,7 +34,7 @@ from fsm.diagram import (
     live_counts,
     render,
 )
-from fsm.discover import KindClass, discover, kinds_in, load_module
+from fsm.discover import KindClass, actions_in, discover, kinds_in, load_module
 from fsm.errors import DefinitionError, FsmError
 from fsm.graph import KindGraph
 from fsm.store import Store, open_store
@@ -296,6 +296,70 @@ def _run_actions(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- fsm worker -----------------------------------------------------------------------------
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
+def _configure_worker(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", metavar="URL", required=True, help="sqlite:///PATH or postgresql://")
+    _add_module_option(p)
+    p.add_argument(
+        "--services",
+        metavar="MODULE:FACTORY",
+        help="a callable taking the store and returning the services handed to every step",
+    )
+    p.add_argument("--concurrency", type=_positive(int), default=8, metavar="N")
+    p.add_argument("--lease-ttl", type=_positive(float), default=30.0, metavar="SECONDS")
+    p.add_argument("--poll", type=_positive(float), default=0.2, metavar="SECONDS")
+    p.add_argument("--json", action="store_true", help="log one JSON object per line")
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    from fsm.worker import run_worker
+
+    if not args.module:
+        raise UsageError("worker needs at least one --module with the kinds to drive")
+    kinds: list[object] = []
+    for spec in args.module:
+        module = load_module(spec)
+        found = [*kinds_in(module), *actions_in(module)]
+        if not found:
+            raise CommandError(f"module {spec!r} defines no kinds and no fsm.Action classes")
+        kinds += found
+    factory: Callable[[Store], object] | None = None
+    if args.services:
+        module, sep, attr = args.services.rpartition(":")
+        if not sep or not module or not attr.isidentifier():
+            raise UsageError(f"--services must be MODULE:FACTORY, got {args.services!r}")
+        found_factory = getattr(load_module(module), attr, None)
+        if not callable(found_factory):
+            raise CommandError(f"{args.services!r} is not a callable")
+        factory = found_factory
+    store = _open_db(args.db)
+    store.lease_ttl = args.lease_ttl
+    services = None if factory is None else factory(store)
+    return run_worker(
+        store,
+        services,
+        kinds,
+        concurrency=args.concurrency,
+        poll=args.poll,
+        json_logs=args.json,
+    )
+
+
 # -- dispatch -----------------------------------------------------------------------------
 
 COMMANDS: dict[str, Command] = {
@@ -303,6 +367,7 @@ COMMANDS: dict[str, Command] = {
     "validate": Command("check a definitions module", _configure_validate, _run_validate),
     "diagram": Command("draw a kind, with live overlays", _configure_diagram, _run_diagram),
     "actions": Command("list live and quarantined actions", _configure_actions, _run_actions),
+    "worker": Command("drive due actions until SIGTERM/SIGINT", _configure_worker, _run_worker),
 }
 
 

@@ -101,6 +101,23 @@ def kinds_in(module: ModuleType) -> list[type[KindClass]]:
     ]
 
 
+def actions_in(module: ModuleType) -> list[type]:
+    """Hand-written `fsm.Action` classes ``module`` defines (those with their own namespace).
+
+    Workers drive these beside the declarative kinds; they have no table, so no diagram.
+    """
+    from fsm.protocol import Action
+
+    return [
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type)
+        and issubclass(obj, Action)
+        and obj.__module__ == module.__name__
+        and "namespace" in vars(obj)
+    ]
+
+
 def load_module(spec: str) -> ModuleType:
     """Import a module named by a dotted name or by the path of a ``.py`` file.
 

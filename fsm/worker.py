@@ -16,14 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Generic
 
 import attrs
+import orjson
 
 from fsm.executor import DriveResult, DriveStatus, Executor
 from fsm.protocol import S
+from fsm.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +154,82 @@ class Worker(Generic[S]):
                 self.store.renew(self.executor.owner, self.executor.clock() + ttl)
             except Exception as exc:  # the next write will tell whether the lease survived
                 log.warning("could not renew leases: %s", exc)
+
+
+def run_worker(
+    store: Store,
+    services: Any,
+    kinds: Iterable[Any],
+    *,
+    concurrency: int = 8,
+    poll: float = 0.2,
+    json_logs: bool = False,
+) -> int:
+    """The ``fsm worker`` process: log one line per outcome, stop cleanly on SIGTERM/SIGINT.
+
+    Returns the exit code: 0 after a clean stop (steps in flight finished, leases released).
+    """
+    _configure_logging(json_logs)
+    executor: Executor[Any] = Executor(store, services, kinds=kinds)
+    outcome_log = logging.getLogger("fsm.worker.outcome")
+
+    def report(result: DriveResult) -> None:
+        error = None if result.error is None else str(result.error)
+        outcome_log.info(
+            "action %s: %s in %s after %d step(s)%s",
+            result.id,
+            result.status.value,
+            result.state,
+            result.steps,
+            f" ({error})" if error else "",
+            extra={
+                "action": result.id,
+                "status": result.status.value,
+                "state": result.state,
+                "steps": result.steps,
+                "error": error,
+            },
+        )
+
+    async def main() -> None:
+        worker = Worker(executor, concurrency=concurrency, poll=poll, on_result=report)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        log.info("worker %s started (concurrency %d)", executor.owner, concurrency)
+        stats = await worker.run()
+        log.info("worker %s stopped: %s", executor.owner, stats.by_status)
+
+    asyncio.run(main())
+    store.close()
+    return 0
+
+
+class _JsonFormatter(logging.Formatter):
+    FIELDS = ("action", "status", "state", "steps", "error")
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": record.created,
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in self.FIELDS:
+            if name in record.__dict__:
+                entry[name] = record.__dict__[name]
+        return orjson.dumps(entry).decode()
+
+
+def _configure_logging(json_logs: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        _JsonFormatter() if json_logs else logging.Formatter("%(asctime)s %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    logging.getLogger("fsm.executor").setLevel(logging.WARNING)
 
 
 class _Listener:
