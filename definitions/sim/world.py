@@ -12,7 +12,7 @@ from pathlib import Path
 
 import fsm
 from definitions.model import OutPoint, PubkeyPolicy, Tx, TxOut, Vtxo, VtxoState, digest
-from definitions.services import InsufficientFunds, Services, WalletConfig
+from definitions.services import InsufficientFunds, Services, WalletConfig, WalletStore
 from definitions.sim.chain import CHAIN_SCHEMA, ChainState, SimChain
 from definitions.sim.clock import SimClock
 from definitions.sim.db import META_SCHEMA, Db, dump, load
@@ -157,7 +157,7 @@ class World:
         self.db.set_meta("fund_counter", str(n + 1))
         return f"world.fund.{n}"
 
-    def fund_vtxos(self, wallet: SqliteWalletStore, amounts: list[int]) -> list[Vtxo]:
+    def fund_vtxos(self, wallet: WalletStore, amounts: list[int]) -> list[Vtxo]:
         """Give the wallet registered, spendable VTXOs of ``amounts`` (one fresh key each)."""
         created = []
         for amount in amounts:
