@@ -415,9 +415,10 @@ class Store:
         ``keep_lease_until``: the lease's new expiry, or ``None`` to let go of it (the drive
         is returning). Raises `LeaseLost` if another driver has claimed the row since.
 
-        On SQLite a step without resource changes is one autocommit ``UPDATE``: the log row
-        is written by a trigger inside the same statement, so there is no BEGIN/COMMIT
-        round-trip. Anything else runs in an explicit transaction.
+        A step without resource changes is one autocommit statement: on SQLite an ``UPDATE``
+        whose log row a trigger writes inside the same statement; on PostgreSQL an ``UPDATE``
+        and the log ``INSERT`` joined in one data-modifying CTE (one round-trip). Anything
+        else runs in an explicit transaction.
         """
         logged = entry is not None and self.log_transitions
         params = (
@@ -437,7 +438,10 @@ class Store:
             epoch,
         )
         sql = self._sql.update_release if keep_lease_until is None else self._sql.update_keep
-        if self._sqlite and not acquired and not released:
+        if not acquired and not released:
+            if logged and entry is not None and not self._sqlite:
+                sql = self._sql.logged(sql)
+                params = (*params, *_log_values(entry)[1:], now)
             if self._exec(sql, params).rowcount != 1:
                 raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
             return
@@ -453,6 +457,12 @@ class Store:
 
     def finish(self, action_id: str, epoch: int, entry: LogEntry, now: float) -> None:
         """Terminal: delete the row (its resources go with it, by cascade) and log the end."""
+        if self.log_transitions and not self._sqlite:
+            sql = self._sql.logged(self._sql.delete_fenced)
+            params = (action_id, epoch, *_log_values(entry)[1:], now)
+            if self._exec(sql, params).rowcount != 1:
+                raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
+            return
         with self._transaction():
             if self._exec(self._sql.delete_fenced, (action_id, epoch)).rowcount != 1:
                 raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
@@ -492,22 +502,7 @@ class Store:
                 raise ResourceConflict(name, row[0], action_id)
 
     def _log(self, action_id: str, e: LogEntry, now: float) -> None:
-        self._exec(
-            self._sql.log,
-            (
-                action_id,
-                e.kind,
-                e.seq,
-                e.from_state,
-                e.to_state,
-                e.outcome,
-                e.via,
-                e.attempt,
-                e.error,
-                e.duration,
-                now,
-            ),
-        )
+        self._exec(self._sql.log, (action_id, *_log_values(e), now))
 
     # -- reads used by steps --------------------------------------------------------------
 
@@ -617,6 +612,21 @@ class Store:
         return {str(name): str(holder) for name, holder in self._exec(self._sql.all_resources)}
 
 
+def _log_values(e: LogEntry) -> tuple[Any, ...]:
+    """The log row's columns after ``action_id`` and before ``at``."""
+    return (
+        e.kind,
+        e.seq,
+        e.from_state,
+        e.to_state,
+        e.outcome,
+        e.via,
+        e.attempt,
+        e.error,
+        e.duration,
+    )
+
+
 def _info(r: ActionRow) -> RowInfo:
     return RowInfo(
         r.id,
@@ -630,6 +640,10 @@ def _info(r: ActionRow) -> RowInfo:
         r.quarantine,
     )
 
+
+_LOG_COLUMNS = (
+    "action_id, kind, seq, from_state, to_state, outcome, via, attempt, error, duration, at"
+)
 
 _SQLITE_LOG_TRIGGER = """
 CREATE TRIGGER IF NOT EXISTS fsm_transition_log
@@ -706,8 +720,26 @@ class _Statements:
         self.resources_of = f"SELECT name FROM fsm_resource WHERE action_id = {p} ORDER BY name"
         self.all_resources = "SELECT name, action_id FROM fsm_resource ORDER BY name"
         self.release_one = f"DELETE FROM fsm_resource WHERE name = {p} AND action_id = {p}"
+        self._p = p
+        self._logged: dict[str, str] = {}
         self.log = (
             "INSERT INTO fsm_transition (action_id, kind, seq, from_state, to_state, outcome, "
             f"via, attempt, error, duration, at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, "
             f"{p}, {p}, {p}, {p})"
         )
+
+    def logged(self, statement: str) -> str:
+        """``statement`` (an UPDATE or DELETE on one action) plus its log row, as one CTE.
+
+        PostgreSQL only. The log's ``action_id`` and ``kind`` come from the changed row, so
+        the statement affects one row exactly when the fenced change did.
+        """
+        cached = self._logged.get(statement)
+        if cached is None:
+            values = ", ".join([self._p] * 9)
+            cached = self._logged[statement] = (
+                f"WITH changed AS ({statement} RETURNING id, kind) "
+                f"INSERT INTO fsm_transition ({_LOG_COLUMNS}) "
+                f"SELECT changed.id, changed.kind, {values} FROM changed"
+            )
+        return cached

@@ -67,5 +67,9 @@ class Job(fsm.Action[Ledger]):
 
 def start_jobs(store: fsm.Store, n: int) -> None:
     ex: fsm.Executor[Any] = fsm.Executor(store, None, kinds=[Job])
-    for i in range(n):
-        asyncio.run(ex.start(Job(f"job-{i:04d}")))
+
+    async def start_all() -> None:
+        for i in range(n):
+            await ex.start(Job(f"job-{i:04d}"))
+
+    asyncio.run(start_all())
