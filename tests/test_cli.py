@@ -18,7 +18,6 @@ from fsm.diagram import CURRENT_FILL, to_mermaid
 from fsm.discover import load_module
 
 REPO = Path(__file__).resolve().parent.parent
-needs_graphviz = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz not installed")
 
 KINDS_SOURCE = textwrap.dedent(
     '''
@@ -255,7 +254,6 @@ def test_diagram_dot_to_file(kinds_file: Path, tmp_path: Path) -> None:
     assert '    "a" -> "b";' in text.splitlines()
 
 
-@needs_graphviz
 def test_diagram_svg_with_current_action(kinds_file: Path, ticket_db: Path, tmp_path: Path) -> None:
     out = tmp_path / "t.svg"
     proc = run_fsm(
@@ -276,7 +274,6 @@ def test_diagram_svg_with_current_action(kinds_file: Path, ticket_db: Path, tmp_
     assert highlighted == {"opened"}
 
 
-@needs_graphviz
 def test_diagram_png(kinds_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "t.png"
     assert run_fsm("diagram", "ticket", "-m", kinds_file, "-f", "png", "-o", out).returncode == 0
@@ -379,8 +376,7 @@ def test_bad_arguments_exit_2_with_one_line(args: tuple[str, ...], reason: str) 
 
 def test_console_script() -> None:
     script = shutil.which("fsm")
-    if script is None:
-        pytest.skip("the fsm console script is not installed")
+    assert script is not None, "the fsm console script is not installed: pip install -e ."
     proc = subprocess.run([script, "diagram"], capture_output=True, text=True, check=False)
     assert_one_line_error(proc, 2, "required: KIND")
     proc = subprocess.run([script, "--help"], capture_output=True, text=True, check=False)

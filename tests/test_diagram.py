@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import struct
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -34,7 +33,6 @@ from fsm.graph import Edge, KindGraph, StateNode
 # pydot's parser still calls pyparsing's old camelCase names.
 pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated - use:DeprecationWarning")
 
-needs_graphviz = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz not installed")
 
 ORDER = KindGraph(
     name="order",
@@ -276,7 +274,6 @@ def _svg_nodes(svg: bytes) -> dict[str, ET.Element]:
     return out
 
 
-@needs_graphviz
 def test_svg_has_every_state_and_highlights_the_current_one() -> None:
     svg = to_svg(ORDER, Overlay(current="awaiting_shipment", counts={"charging": 2}))
     nodes = _svg_nodes(svg)
@@ -293,7 +290,6 @@ def test_svg_has_every_state_and_highlights_the_current_one() -> None:
     assert {"rejected", "[in_stock] / reserve"} <= edge_labels
 
 
-@needs_graphviz
 def test_png_signature_and_size() -> None:
     png = to_png(ORDER)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -311,7 +307,6 @@ def test_missing_graphviz_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None
     assert render(ORDER, "mermaid").startswith(b"stateDiagram-v2")  # text formats still work
 
 
-@needs_graphviz
 def test_graphviz_failure_is_reported() -> None:
     with pytest.raises(GraphvizError, match="dot failed"):
         run_dot("digraph {", "svg")

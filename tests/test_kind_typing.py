@@ -5,9 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import pytest
-
-mypy_api = pytest.importorskip("mypy.api")
+from mypy import api as mypy_api
 
 # Each `# expect:` comment is part of the error mypy must report on that line, and the only ones.
 SNIPPET = textwrap.dedent(
