@@ -135,7 +135,8 @@ class Executor(Generic[S]):
 
     ``services`` is handed to every step as ``ctx.services`` (bark's ``Wallet``).
     ``retry`` is the default backoff of `Action.on_retry`. ``clock`` (unix seconds) and
-    ``sleep`` can be replaced in tests.
+    ``sleep`` can be replaced in tests. ``on_commit(action_id, entry)`` is called after every
+    committed step (progress displays, statistics, crash-test hooks).
     """
 
     def __init__(
@@ -148,6 +149,7 @@ class Executor(Generic[S]):
         retry: RetryPolicy = SEED_POLICY,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_commit: Callable[[str, LogEntry], None] | None = None,
         owner: str | None = None,
     ) -> None:
         self.store = store
@@ -158,6 +160,7 @@ class Executor(Generic[S]):
         self.retry = retry
         self.clock = clock
         self.sleep = sleep
+        self.on_commit = on_commit
         self.owner = owner or new_owner()
         self.stopping = False
 
@@ -378,6 +381,9 @@ class Executor(Generic[S]):
                 except Exception as exc:  # the seed logs clean-up errors and reports the outcome
                     adapter.warning("finished but could not delete the checkpoint: %s", exc)
                     self._let_go(action_id, epoch)
+                else:
+                    if self.on_commit is not None:
+                        self.on_commit(action_id, entry)
                 if failed:
                     adapter.info("failed: %s", _error_text(error))
                     return DriveResult(action_id, DriveStatus.FAILED, state, error, steps)
@@ -452,6 +458,8 @@ class Executor(Generic[S]):
                 return DriveResult(action_id, DriveStatus.ERROR, state, exc, steps)
 
             adapter.debug("%s -> %s (%s)", state, new_state, entry.outcome)
+            if self.on_commit is not None:
+                self.on_commit(action_id, entry)
             state, payload, version = new_state, new_payload, codec.version
             action = outcome.state
             if returning:

@@ -343,3 +343,25 @@ def test_newer_schema_is_refused(store: fsm.Store, open_store: Any) -> None:
     store.db.execute_sql("UPDATE fsm_meta SET value = '999' WHERE key = 'schema_version'")
     with pytest.raises(fsm.SchemaError, match="newer than this fsm"):
         open_store()
+
+
+def test_on_commit_sees_every_committed_step(store: fsm.Store) -> None:
+    seen: list[tuple[str, str, str | None, str, str]] = []
+
+    def flaky(a: Script, ctx: fsm.StepContext[Any]) -> None:
+        if ctx.attempts == 0:
+            raise OSError("once")
+
+    ex, _, _ = make(
+        store,
+        {("a", 1): flaky},
+        on_commit=lambda i, e: seen.append((i, e.from_state, e.to_state, e.outcome, e.via)),
+    )
+    run(ex.drive(Script("a"), DriveMode.UNTIL_DONE))
+    assert seen == [
+        ("a", "s0", "s1", "next", "step"),
+        ("a", "s1", "s1", "park", "retry"),
+        ("a", "s1", "s2", "next", "step"),
+        ("a", "s2", "s3", "next", "step"),
+        ("a", "s3", None, "done", "step"),
+    ]
