@@ -69,9 +69,17 @@ class LedgerEntry:
 
 
 def action_of(key: str) -> str:
-    """The action id inside an fsm idempotency key ``<action id>.<seq>``."""
+    """The action id inside an fsm idempotency key ``<action id>.<seq>``.
+
+    A step that makes several state-changing calls keys each one ``<action id>.<seq>.<call>``
+    (``<call>`` not all digits, e.g. ``outputs`` or ``mailbox-0``): the ledger refuses one
+    key for two different requests, and these are still the same action's.
+    """
     head, sep, tail = key.rpartition(".")
-    return head if sep and tail.isdigit() else key
+    if sep and not tail.isdigit():
+        inner, sep, seq = head.rpartition(".")
+        return inner if sep and seq.isdigit() else key
+    return head if sep else key
 
 
 def request_digest(request: str) -> str:
