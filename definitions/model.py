@@ -135,6 +135,14 @@ class Vtxo:
         return vtxo_resource(self.id)
 
 
+BOARD_PREFIX = "board:"
+
+
+def board_address(pubkey: str) -> str:
+    """The on-chain address a board funding tx pays (the board script of ``pubkey``)."""
+    return f"{BOARD_PREFIX}{pubkey}"
+
+
 def vtxo_resource(vtxo_id: str) -> str:
     """``vtxo.<id>``: the resource name that stands for bark's ``Locked{Action{id}}``."""
     return f"vtxo.{vtxo_id}"

@@ -417,6 +417,16 @@ class WalletStore(Protocol):
         """The fewest of `spendable_vtxos` (largest first) covering ``amount``."""
         ...
 
+    # unilateral exits
+    def start_exit(self, vtxo_id: str) -> bool:
+        """Start a unilateral exit of ``vtxo_id`` unless one is running (``True``: started
+        now). The exit runs outside the actions; once it completes the VTXO is ``Exited``."""
+        ...
+
+    def exiting(self, vtxo_id: str) -> bool:
+        """Whether a unilateral exit of ``vtxo_id`` was started."""
+        ...
+
     # movements
     def get_or_create_movement(
         self,

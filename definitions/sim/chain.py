@@ -9,7 +9,8 @@ mined conflicting spend evicts the mempool txs it conflicts with, with their des
 
 from __future__ import annotations
 
-from definitions.model import OutPoint, Tx, TxOut, digest
+from definitions.model import BOARD_PREFIX, OutPoint, Tx, TxOut, digest
+from definitions.model import board_address as board_address  # re-exported (moved to model)
 from definitions.services import ChainRejected, SpendInfo, TxState, TxStatus
 from definitions.sim.db import Db, dump, load
 from definitions.sim.faults import FaultGate
@@ -32,12 +33,6 @@ MEMPOOL = "mempool"
 CONFIRMED = "confirmed"
 DROPPED = "dropped"
 CONFLICT_FEE = 100
-BOARD_PREFIX = "board:"
-
-
-def board_address(pubkey: str) -> str:
-    """The on-chain address a board funding tx pays (the board script of ``pubkey``)."""
-    return f"{BOARD_PREFIX}{pubkey}"
 
 
 class ChainState:

@@ -17,8 +17,7 @@ from __future__ import annotations
 import attrs
 
 import fsm
-from definitions.model import OutPoint, PubkeyPolicy, VtxoState
-from definitions.sim.chain import BOARD_PREFIX
+from definitions.model import BOARD_PREFIX, OutPoint, PubkeyPolicy, VtxoState
 from definitions.sim.ledger import Flow
 from definitions.sim.server import BOARD_PENDING, LIVE
 from definitions.sim.wallet_store import SqliteWalletStore

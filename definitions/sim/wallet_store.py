@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS w_paid_invoice (
 );
 CREATE TABLE IF NOT EXISTS w_settled_receive (
     payment_hash TEXT PRIMARY KEY, preimage TEXT NOT NULL, amount INTEGER NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS w_exit (vtxo_id TEXT PRIMARY KEY)
 """
 )
 
@@ -163,6 +164,18 @@ class SqliteWalletStore:
         if total < amount:
             raise InsufficientFunds(f"need {amount} sats, {total} spendable and free")
         return chosen
+
+    # -- unilateral exits ----------------------------------------------------------------
+
+    def start_exit(self, vtxo_id: str) -> bool:
+        """Records the exit as started; the sim does not play exits out on chain (a test or
+        demo finishes one by setting the VTXO ``Exited``)."""
+        with self.db.transaction():
+            cur = self.db.run("INSERT OR IGNORE INTO w_exit (vtxo_id) VALUES (?)", (vtxo_id,))
+        return cur.rowcount == 1
+
+    def exiting(self, vtxo_id: str) -> bool:
+        return self.db.one("SELECT 1 FROM w_exit WHERE vtxo_id = ?", (vtxo_id,)) is not None
 
     # -- movements -----------------------------------------------------------------------
 
