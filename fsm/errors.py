@@ -61,3 +61,7 @@ class ActionBusy(FsmError):
 
 class DefinitionError(FsmError):
     """A kind's definition is wrong; raised at import, naming the kind, the state and the fix."""
+
+
+class DoubleDriveMismatch(FsmError):
+    """Double-drive mode ran a step twice from the same state and got different results."""

@@ -23,6 +23,7 @@ import asyncio
 import enum
 import inspect
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Generic
@@ -33,6 +34,7 @@ from fsm.codec import KindCodec
 from fsm.errors import (
     ActionBusy,
     DecodeError,
+    DoubleDriveMismatch,
     FsmError,
     KindMismatch,
     LeaseLost,
@@ -58,6 +60,9 @@ from fsm.retry import SEED_POLICY, RetryPolicy
 from fsm.store import Claimed, LogEntry, RowInfo, Store, new_owner
 
 log = logging.getLogger(__name__)
+
+DOUBLE_DRIVE_ENV = "FSM_DOUBLE_DRIVE"
+"""Set to 1/true/yes to run every step twice and fail loudly if the two runs differ."""
 
 RUN_NOW = 0.0
 """``wake_at`` of an action between two steps of a drive: due at once if the drive dies.
@@ -117,12 +122,38 @@ class ResumeReport:
         return sum(1 for r in self.results if r.status is status)
 
 
+async def _advance(action: Action[Any], ctx: StepContext[Any]) -> Outcome:
+    """One call of ``advance``, awaited if needed, with its result checked."""
+    result = action.advance(ctx)
+    outcome = await result if inspect.isawaitable(result) else result
+    if not isinstance(outcome, Next | Park | Done | Failed):
+        raise TypeError(
+            f"{type(action).__name__}.advance returned {outcome!r}; expected "
+            "Next, Park, Done or Failed"
+        )
+    if isinstance(outcome, Next | Park) and outcome.state.id != ctx.action_id:
+        raise FsmError(f"step changed the action id to {outcome.state.id!r}; ids must be stable")
+    return outcome
+
+
+def _describe(codec: KindCodec, outcome: Outcome) -> str:
+    """An outcome as text two runs can be compared by: its kind and its checkpoint."""
+    if isinstance(outcome, Next | Park):
+        state, payload = codec.dump(outcome.state)
+        return f"{type(outcome).__name__}({state}, {payload.decode()})"
+    return type(outcome).__name__
+
+
 def _error_text(error: BaseException | str | None) -> str | None:
     if error is None:
         return None
     if isinstance(error, str):
         return error
     return f"{type(error).__name__}: {error}"
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
 class _Adapter(logging.LoggerAdapter[logging.Logger]):
@@ -136,7 +167,9 @@ class Executor(Generic[S]):
     ``services`` is handed to every step as ``ctx.services`` (bark's ``Wallet``).
     ``retry`` is the default backoff of `Action.on_retry`. ``clock`` (unix seconds) and
     ``sleep`` can be replaced in tests. ``on_commit(action_id, entry)`` is called after every
-    committed step (progress displays, statistics, crash-test hooks).
+    committed step (progress displays, statistics, crash-test hooks). ``double_drive`` runs
+    every step twice from the same state and raises `DoubleDriveMismatch` if the results
+    differ (default: the ``FSM_DOUBLE_DRIVE`` environment variable).
     """
 
     def __init__(
@@ -150,6 +183,7 @@ class Executor(Generic[S]):
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_commit: Callable[[str, LogEntry], None] | None = None,
+        double_drive: bool | None = None,
         owner: str | None = None,
     ) -> None:
         self.store = store
@@ -161,8 +195,12 @@ class Executor(Generic[S]):
         self.clock = clock
         self.sleep = sleep
         self.on_commit = on_commit
+        self.double_drive = (
+            double_drive if double_drive is not None else _env_flag(DOUBLE_DRIVE_ENV)
+        )
         self.owner = owner or new_owner()
         self.stopping = False
+        self._driving: set[str] = set()
 
     # -- public API -----------------------------------------------------------------------
 
@@ -208,6 +246,9 @@ class Executor(Generic[S]):
         else:
             await self.start(target)
             action_id = target.id
+        if action_id in self._driving:
+            log.debug("action %s: already being driven by this executor, skipping", action_id)
+            return DriveResult(action_id, DriveStatus.BUSY)
         claimed = self.store.claim(action_id, self.owner, self.clock())
         if isinstance(claimed, str):
             if claimed == "busy":
@@ -219,11 +260,14 @@ class Executor(Generic[S]):
         self, claimed: Claimed, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE
     ) -> DriveResult:
         """Drive an action whose lease this executor already took (`Store.claim_due`)."""
+        self._driving.add(claimed.id)
         try:
             return await self._run(claimed, mode)
         except BaseException:
             self._let_go(claimed.id, claimed.epoch)
             raise
+        finally:
+            self._driving.discard(claimed.id)
 
     def stop_after_current_steps(self) -> None:
         """Graceful shutdown: every drive ends after the step it is running.
@@ -247,6 +291,8 @@ class Executor(Generic[S]):
         `ActionBusy` if a driver holds it right now.
         """
         now = self.clock()
+        if action_id in self._driving:
+            raise ActionBusy(f"action {action_id} is being driven; stop it once it parks")
         claimed = self.store.claim(action_id, self.owner, now)
         if claimed == "missing":
             return False
@@ -335,17 +381,14 @@ class Executor(Generic[S]):
             via = "step"
             cause: BaseException | None = None
             try:
-                result = action.advance(ctx)
-                outcome = await result if inspect.isawaitable(result) else result
-                if not isinstance(outcome, Next | Park | Done | Failed):
-                    raise TypeError(
-                        f"{type(action).__name__}.advance returned {outcome!r}; expected "
-                        "Next, Park, Done or Failed"
-                    )
-                if isinstance(outcome, Next | Park) and outcome.state.id != action_id:
-                    raise FsmError(
-                        f"step changed the action id to {outcome.state.id!r}; ids must be stable"
-                    )
+                outcome = await _advance(action, ctx)
+                if self.double_drive:
+                    ctx = self._context(action_id, seq, attempts, now, adapter)
+                    again = codec.load(state, version, payload)
+                    outcome = await self._drive_again(codec, outcome, again, ctx)
+            except DoubleDriveMismatch:
+                self._let_go(action_id, epoch)
+                raise
             except Exception as exc:
                 handled = await self._handle(
                     exc, codec, action_id, state, version, payload, seq, attempts, now, adapter
@@ -474,6 +517,31 @@ class Executor(Generic[S]):
                 # Synchronous steps never suspend: let other actions' effects run.
                 await asyncio.sleep(0)
                 held_since = time.perf_counter()
+
+    async def _drive_again(
+        self, codec: KindCodec, first: Outcome, action: Action[S], ctx: StepContext[S]
+    ) -> Outcome:
+        """Double-drive mode: run the step again from the same state; the results must agree.
+
+        As in bark's checker, a first run that parks is exempt (the second run is then a
+        legitimate later re-drive), and the second result is the one used.
+        """
+        try:
+            second = await _advance(action, ctx)
+        except Exception as exc:
+            if not isinstance(first, Park):
+                raise DoubleDriveMismatch(
+                    f"action {ctx.action_id}: step {ctx.seq} gave {_describe(codec, first)} "
+                    f"once and raised {type(exc).__name__}: {exc} the second time; it is not "
+                    "idempotent"
+                ) from exc
+            raise
+        if not isinstance(first, Park) and _describe(codec, first) != _describe(codec, second):
+            raise DoubleDriveMismatch(
+                f"action {ctx.action_id}: step {ctx.seq} gave {_describe(codec, first)} once "
+                f"and {_describe(codec, second)} the second time; it is not idempotent"
+            )
+        return second
 
     async def _handle(
         self,

@@ -28,6 +28,7 @@ import attrs
 import peewee
 
 from fsm.errors import LeaseLost, ResourceConflict, SchemaError
+from fsm.faults import CrashPlan, DatabaseFaults
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +254,8 @@ class Store:
     last commits on power loss, never on a process crash; ``FULL`` syncs every commit.
     ``lease_ttl``: seconds a claim stays valid without a write.
     ``log_transitions``: write the per-step transition log.
+    ``faults``: inject database errors into a fraction of the statements (testing only).
+    The ``FSM_CRASH`` environment variable arms a crash point (see `fsm.faults`).
     """
 
     def __init__(
@@ -261,10 +264,13 @@ class Store:
         *,
         lease_ttl: float = 30.0,
         log_transitions: bool = True,
+        faults: DatabaseFaults | None = None,
     ) -> None:
         self.db = database
         self.lease_ttl = lease_ttl
         self.log_transitions = log_transitions
+        self.faults = faults
+        self.crash = CrashPlan.from_env()
         self._sqlite = isinstance(database, peewee.SqliteDatabase)
         self._begin = "BEGIN IMMEDIATE" if self._sqlite else "BEGIN"
         self._sql = _Statements(database.param)
@@ -330,17 +336,32 @@ class Store:
         # The driver's own statement cache keeps these prepared; peewee's exception wrapper
         # turns driver errors into peewee's types, the same on every database.
         with _WRAP_ERRORS:
+            if self.faults is not None and sql != "ROLLBACK":
+                self.faults.maybe_fail(self._sqlite)
             return self.db.connection().execute(sql, params)
+
+    @contextmanager
+    def _write_point(self, name: str) -> Iterator[None]:
+        """The named write point around a write: ``<name>.before`` and ``<name>.after``."""
+        if self.crash is None:
+            yield
+            return
+        self.crash.hit(f"{name}.before")
+        yield
+        self.crash.hit(f"{name}.after")
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         self._exec(self._begin)
         try:
             yield
+            self._exec("COMMIT")
         except BaseException:
-            self._exec("ROLLBACK")
+            try:
+                self._exec("ROLLBACK")
+            except Exception as exc:  # nothing to roll back, or the connection is gone
+                log.debug("rollback failed: %s", exc)
             raise
-        self._exec("COMMIT")
 
     def insert(
         self,
@@ -357,7 +378,7 @@ class Store:
         Returns ``None`` if created, else the kind of the action that already has this id
         (nothing is changed then). Raises `ResourceConflict` if a resource is taken.
         """
-        with self._transaction():
+        with self._write_point("start"), self._transaction():
             cur = self._exec(
                 self._sql.insert, (action_id, kind, state, version, payload, now, now, now)
             )
@@ -372,10 +393,13 @@ class Store:
         """Take the lease on a live action and read it, in one statement.
 
         Returns ``"busy"`` when another live driver holds it, ``"missing"`` when there is no
-        such action, ``"quarantined"`` when the row is set aside.
+        such action, ``"quarantined"`` when the row is set aside. A lease ``owner`` already
+        holds (left behind by a drive whose store call failed) is taken again at once; the
+        executor keeps two of its own tasks apart in memory.
         """
-        params = (owner, now + self.lease_ttl, action_id, now)
-        row = self._exec(self._sql.claim, params).fetchone()
+        params = (owner, now + self.lease_ttl, action_id, now, owner)
+        with self._write_point("claim"):
+            row = self._exec(self._sql.claim, params).fetchone()
         if row is not None:
             return Claimed(action_id, *row)
         info = self._exec(self._sql.lease_of, (action_id,)).fetchone()
@@ -442,10 +466,11 @@ class Store:
             if logged and entry is not None and not self._sqlite:
                 sql = self._sql.logged(sql)
                 params = (*params, *_log_values(entry)[1:], now)
-            if self._exec(sql, params).rowcount != 1:
-                raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
+            with self._write_point("checkpoint"):
+                if self._exec(sql, params).rowcount != 1:
+                    raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
             return
-        with self._transaction():
+        with self._write_point("resources"), self._transaction():
             if self._exec(sql, params).rowcount != 1:
                 raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
             if acquired:
@@ -460,10 +485,11 @@ class Store:
         if self.log_transitions and not self._sqlite:
             sql = self._sql.logged(self._sql.delete_fenced)
             params = (action_id, epoch, *_log_values(entry)[1:], now)
-            if self._exec(sql, params).rowcount != 1:
-                raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
+            with self._write_point("finish"):
+                if self._exec(sql, params).rowcount != 1:
+                    raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
             return
-        with self._transaction():
+        with self._write_point("finish"), self._transaction():
             if self._exec(self._sql.delete_fenced, (action_id, epoch)).rowcount != 1:
                 raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
             if self.log_transitions:
@@ -477,7 +503,9 @@ class Store:
         on SQLite the statement runs under the database's single write lock.
         """
         params = (owner, now + self.lease_ttl, now, now, limit)
-        return [Claimed(*row) for row in self._exec(self._sql.claim_due, params).fetchall()]
+        with self._write_point("claim"):
+            rows = self._exec(self._sql.claim_due, params).fetchall()
+        return [Claimed(*row) for row in rows]
 
     def renew(self, owner: str, until: float) -> int:
         """Extend every lease ``owner`` holds to ``until``; returns how many it still holds."""
@@ -490,7 +518,8 @@ class Store:
 
     def unclaim(self, action_id: str, epoch: int) -> None:
         """Let go of the lease without touching the checkpoint."""
-        self._exec(self._sql.unclaim, (action_id, epoch))
+        with self._write_point("unclaim"):
+            self._exec(self._sql.unclaim, (action_id, epoch))
 
     def _acquire(self, action_id: str, names: Iterable[str], now: float) -> None:
         for name in names:
@@ -519,11 +548,12 @@ class Store:
     @_cold
     def quarantine(self, action_id: str, reason: str) -> None:
         """Set a row aside: never driven, never deleted, reported with ``reason``."""
-        (
-            ActionRow.update(quarantine=reason, lease_owner=None, lease_expires=None)
-            .where(ActionRow.id == action_id)
-            .execute()
-        )
+        with self._write_point("quarantine"):
+            (
+                ActionRow.update(quarantine=reason, lease_owner=None, lease_expires=None)
+                .where(ActionRow.id == action_id)
+                .execute()
+            )
 
     @_cold
     def remove_quarantined(self, action_id: str) -> None:
@@ -542,7 +572,8 @@ class Store:
 
     @_cold
     def mark_due(self, action_id: str, now: float) -> bool:
-        n = ActionRow.update(wake_at=now).where(ActionRow.id == action_id).execute()
+        with self._write_point("wake"):
+            n = ActionRow.update(wake_at=now).where(ActionRow.id == action_id).execute()
         self.wake_workers()
         return bool(n)
 
@@ -674,7 +705,8 @@ class _Statements:
         self.claim = (
             f"UPDATE fsm_action SET lease_owner = {p}, lease_expires = {p}, epoch = epoch + 1 "
             f"WHERE id = {p} AND quarantine IS NULL "
-            f"AND (lease_owner IS NULL OR lease_expires < {p}) RETURNING {cols}"
+            f"AND (lease_owner IS NULL OR lease_expires < {p} OR lease_owner = {p}) "
+            f"RETURNING {cols}"
         )
         self.steal = (
             f"UPDATE fsm_action SET lease_owner = {p}, lease_expires = {p}, epoch = epoch + 1 "
