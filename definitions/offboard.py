@@ -1,0 +1,492 @@
+"""Offboard: send Ark funds to an on-chain address (bark reference 2.2), as a declarative kind.
+
+Two flavours share one table. *OffboardWhole* forfeits whole VTXOs, the fee taken from the
+gross (`offboard_vtxos`). *SendOnchain* pays an exact amount: an arkoor split first makes a
+VTXO of exactly amount + fee (plus change), which is then offboarded (`send_onchain`).
+
+The inputs are held as fsm resources ``vtxo.<id>`` from the first checkpoint on (the entry
+functions return them for ``Executor.start``), so no crash can leave them locked by an action
+that does not exist. Every server call that refuses keeps its typed status (``fsm.Rejected``),
+so the rejection handling bark wrote for the arkoor split and its registration actually runs.
+See docs/definitions/offboard.md for the table and the defects fixed.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import attrs
+
+import fsm
+from definitions.model import (
+    MovementStatus,
+    MovementUpdate,
+    PubkeyPolicy,
+    Tx,
+    Vtxo,
+    VtxoRequest,
+    VtxoState,
+    change_pieces,
+    digest,
+    vtxo_resource,
+)
+from definitions.services import OffboardRequest, Services, TxState, WalletStore
+from fsm import Kind, RetryPolicy, State, StepContext
+from fsm.interpreter import Instance
+from fsm.state import RejectionHandler
+
+POLL_SECONDS = 30.0
+"""bark's offboard poll: confirmations, re-broadcasts and re-prepares every 30 s."""
+SPENDABLE_PROOFS = (
+    "fee rate is no longer valid",
+    "does not match expected amount",
+    "output address is blocked",
+)
+"""Refusals the server gives only after checking the inputs are unspent (reference 2.2)."""
+
+Ctx = StepContext[Services]
+UNSPENT = frozenset({VtxoState.SPENDABLE})
+
+
+@attrs.frozen
+class SendOnchain:
+    """The SendOnchain flavour: keys reserved at start and the change split, so a retried
+    arkoor split is byte-identical (the server takes it as a replay)."""
+
+    arkoor_key_index: int
+    change_key_index: int
+    change_pieces: list[int]
+
+
+@attrs.frozen
+class Offboard:
+    """The checkpoint. The first block is fixed at start; the rest is phase data.
+
+    ``send_onchain`` is ``None`` for OffboardWhole. ``offboard_tx`` is the unsigned tx once
+    prepared, the signed one once finished; ``created_at`` is when it was first broadcast or
+    adopted (the lost-tx grace period counts from there).
+    """
+
+    id: str
+    destination: str
+    onchain_output_amount: int
+    committed_fee: int
+    committed_fee_rate: int
+    input_vtxo_ids: list[str]
+    send_onchain: SendOnchain | None = None
+    offboard_vtxo_ids: list[str] = attrs.Factory(list)
+    change_vtxo_ids: list[str] = attrs.Factory(list)
+    prior_txid: str | None = None
+    offboard_tx: Tx | None = None
+    forfeit_nonces: list[str] = attrs.Factory(list)
+    movement_id: int | None = None
+    created_at: float | None = None
+
+
+def _tx(d: Offboard) -> Tx:
+    assert d.offboard_tx is not None, f"offboard {d.id}: no offboard tx in this phase"
+    return d.offboard_tx
+
+
+def _movement(wallet: WalletStore, d: Offboard) -> int:
+    """Get-or-create the movement keyed by the action id (re-entrant by construction)."""
+    net, fee = d.onchain_output_amount, d.committed_fee
+    sent_to = {"sent_to": d.destination, "sent_amount": str(net)}
+    if d.send_onchain is None:
+        m = wallet.get_or_create_movement(
+            d.id,
+            "offboard",
+            intended_balance=-(net + fee),
+            effective_balance=-(net + fee),
+            fee=fee,
+            consumed=d.input_vtxo_ids,
+            metadata=sent_to,
+        )
+    else:
+        m = wallet.get_or_create_movement(
+            d.id,
+            "send_onchain",
+            intended_balance=-net,
+            effective_balance=-(net + fee),
+            fee=fee,
+            consumed=d.input_vtxo_ids,
+            produced=d.change_vtxo_ids,
+            metadata={**sent_to, "offboard_vtxos": ",".join(d.offboard_vtxo_ids)},
+        )
+    return m.id
+
+
+async def _on_chain(ctx: Ctx, txid: str) -> Tx | None:
+    """The tx, if the chain has it in the mempool or a block."""
+    status = await ctx.services.chain.tx_status(txid)
+    if status.state is TxState.NOT_FOUND:
+        return None
+    return await ctx.services.chain.get_tx(txid)
+
+
+def _adopt(ctx: Ctx, d: Offboard, tx: Tx) -> fsm.Outcome:
+    """The tx is out there: follow it to its confirmations instead of preparing again."""
+    adopted = attrs.evolve(
+        d,
+        offboard_tx=tx,
+        movement_id=_movement(ctx.services.wallet, d),
+        created_at=ctx.now,
+        prior_txid=None,
+    )
+    return OffboardKind.goto(OffboardKind.awaiting_confirmations, adopted)
+
+
+# -- start -------------------------------------------------------------------------------------
+
+
+def is_send_onchain(ctx: Ctx, d: Offboard) -> bool:
+    return d.send_onchain is not None
+
+
+def check_inputs(ctx: Ctx, d: Offboard) -> Offboard:
+    """bark locks the inputs here; fsm took them with the first checkpoint. Check that they
+    are still spendable and ours: if not, the offboard fails at once (nothing happened)."""
+    wallet = ctx.services.wallet
+    for vid in d.input_vtxo_ids:
+        if wallet.vtxo_state(vid) is not VtxoState.SPENDABLE or not ctx.holds(vtxo_resource(vid)):
+            raise ValueError(f"input {vid} is not spendable and held by this offboard")
+    return attrs.evolve(d, offboard_vtxo_ids=sorted(d.input_vtxo_ids))
+
+
+# -- send onchain: the arkoor split ------------------------------------------------------------
+
+
+async def arkoor_split(ctx: Ctx, d: Offboard) -> Offboard:
+    """Split the inputs into one VTXO of net + fee (arkoor key) and the change pieces
+    (change key). The outputs are stored and held by this action; the inputs are spent."""
+    assert d.send_onchain is not None
+    svc, split = ctx.services, d.send_onchain
+    inputs = [_vtxo(svc.wallet, vid) for vid in sorted(d.input_vtxo_ids)]
+    outputs = [
+        VtxoRequest(
+            d.onchain_output_amount + d.committed_fee,
+            PubkeyPolicy(svc.wallet.derive_key(split.arkoor_key_index)),
+        ),
+        *(
+            VtxoRequest(piece, PubkeyPolicy(svc.wallet.derive_key(split.change_key_index)))
+            for piece in split.change_pieces
+        ),
+    ]
+    key = ctx.idempotency_key
+    await svc.server.register_vtxo_transactions(inputs, f"{key}.inputs")
+    created = await svc.server.request_arkoor_cosign([v.id for v in inputs], outputs, key)
+    ctx.acquire(*(v.resource for v in created))
+    for vtxo in created:
+        svc.wallet.insert_vtxo(vtxo, VtxoState.SPENDABLE)
+    try:
+        await svc.server.post_to_mailbox(svc.wallet.mailbox_id(), created, f"{key}.mailbox")
+    except Exception as exc:  # best effort, as in bark
+        ctx.log.warning("recovery mailbox post failed: %s", exc)
+    svc.wallet.set_vtxo_state([v.id for v in inputs], VtxoState.SPENT, allowed_from=UNSPENT)
+    ctx.release(*(v.resource for v in inputs))
+    split_done = attrs.evolve(
+        d,
+        offboard_vtxo_ids=[created[0].id],
+        change_vtxo_ids=sorted(v.id for v in created[1:]),
+    )
+    return attrs.evolve(split_done, movement_id=_movement(svc.wallet, split_done))
+
+
+async def register_split(ctx: Ctx, d: Offboard) -> Offboard:
+    """Register the new VTXOs' chains with the server, then let the change go."""
+    svc = ctx.services
+    vtxos = [_vtxo(svc.wallet, vid) for vid in [*d.offboard_vtxo_ids, *d.change_vtxo_ids]]
+    await svc.server.register_vtxo_transactions(vtxos, ctx.idempotency_key)
+    ctx.release(*(vtxo_resource(vid) for vid in d.change_vtxo_ids))
+    return attrs.evolve(d, prior_txid=None)
+
+
+def _vtxo(wallet: WalletStore, vtxo_id: str) -> Vtxo:
+    vtxo = wallet.get_vtxo(vtxo_id)
+    if vtxo is None:
+        raise LookupError(f"vtxo {vtxo_id} is not in the wallet")
+    return vtxo
+
+
+# -- prepare, finish, broadcast ----------------------------------------------------------------
+
+
+def offboard_request(d: Offboard) -> OffboardRequest:
+    """Sorted inputs and the fee rate committed at start: the server replays identical
+    requests."""
+    return OffboardRequest(
+        sorted(d.offboard_vtxo_ids),
+        d.destination,
+        d.onchain_output_amount,
+        d.send_onchain is None,
+        d.committed_fee_rate,
+    )
+
+
+async def prepare(ctx: Ctx, d: Offboard) -> Offboard:
+    """Ask the server for the unsigned offboard tx; check it pays what we asked."""
+    req = offboard_request(d)
+    prepared = await ctx.services.server.prepare_offboard(req, ctx.idempotency_key)
+    tx = prepared.unsigned_tx
+    paid = sum(o.amount for o in tx.outputs if o.address == d.destination)
+    if paid != d.onchain_output_amount:
+        raise ValueError(f"prepared tx {tx.txid} pays {paid}, not {d.onchain_output_amount}")
+    return attrs.evolve(
+        d,
+        offboard_tx=tx,
+        forfeit_nonces=list(prepared.forfeit_nonces),
+        movement_id=_movement(ctx.services.wallet, d),
+    )
+
+
+async def finish(ctx: Ctx, d: Offboard) -> Offboard:
+    """Sign the forfeits (never stored: made again on every attempt; the sim has no
+    cryptography, so they are a digest of what they sign) and have the server finish."""
+    tx = _tx(d)
+    signatures = [
+        digest("forfeit", tx.txid, vid, server_nonce)
+        for vid, server_nonce in zip(sorted(d.offboard_vtxo_ids), d.forfeit_nonces, strict=True)
+    ]
+    signed = await ctx.services.server.finish_offboard(tx.txid, signatures, ctx.idempotency_key)
+    if signed.txid != tx.txid or not signed.signed:
+        raise ValueError(f"server returned {signed.txid} (signed={signed.signed}) for {tx.txid}")
+    assert d.movement_id is not None
+    ctx.services.wallet.update_movement(
+        d.movement_id, MovementUpdate(metadata={"offboard_txid": signed.txid})
+    )
+    return attrs.evolve(d, offboard_tx=signed, forfeit_nonces=[])
+
+
+async def broadcast(ctx: Ctx, d: Offboard) -> Offboard:
+    """Broadcast the signed tx (a tx the chain knows is accepted again silently)."""
+    await ctx.services.chain.broadcast(_tx(d))
+    return attrs.evolve(d, created_at=ctx.now)
+
+
+# -- awaiting confirmations --------------------------------------------------------------------
+
+
+async def confirmed_enough(ctx: Ctx, d: Offboard) -> bool:
+    """confs = tip - height + 1, saturating (bark's unchecked subtraction could wrap)."""
+    chain, need = ctx.services.chain, ctx.services.config.offboard_required_confirmations
+    tip = await chain.tip_height()  # an error here is transient: backoff
+    try:
+        status = await chain.tx_status(_tx(d).txid)
+    except Exception as exc:
+        ctx.log.warning("tx status unknown: %s", exc)
+        return False
+    if status.state is TxState.MEMPOOL:
+        return need == 0
+    return status.state is TxState.CONFIRMED and status.confirmations(tip) >= need
+
+
+async def missing(ctx: Ctx, d: Offboard) -> bool:
+    try:
+        status = await ctx.services.chain.tx_status(_tx(d).txid)
+    except Exception:
+        return False
+    return status.state is TxState.NOT_FOUND
+
+
+def within_grace(ctx: Ctx, d: Offboard) -> bool:
+    grace = ctx.services.config.offboard_lost_tx_grace_period_secs
+    return d.created_at is None or ctx.now - d.created_at <= grace
+
+
+async def missing_within_grace(ctx: Ctx, d: Offboard) -> bool:
+    return within_grace(ctx, d) and await missing(ctx, d)
+
+
+async def lost_after_grace(ctx: Ctx, d: Offboard) -> bool:
+    """Gone from the chain for longer than the grace period. The VTXOs stay held: the
+    server has the signed tx and can still confirm it, which makes the forfeits valid."""
+    return not within_grace(ctx, d) and await missing(ctx, d)
+
+
+async def visible(ctx: Ctx, d: Offboard) -> bool:
+    return not await missing(ctx, d)
+
+
+async def rebroadcast(ctx: Ctx, d: Offboard) -> Offboard:
+    """Re-broadcast (``created_at`` is not refreshed: the grace counts from the first
+    broadcast). Raise if the chain still does not show it, so this cannot spin."""
+    await ctx.services.chain.broadcast(_tx(d))
+    if await missing(ctx, d):
+        raise RuntimeError(f"re-broadcast tx {_tx(d).txid} is still not visible")
+    return d
+
+
+def settle(ctx: Ctx, d: Offboard) -> Offboard:
+    """The forfeited VTXOs are spent (before Done releases them) and the movement done."""
+    wallet = ctx.services.wallet
+    wallet.set_vtxo_state(d.offboard_vtxo_ids, VtxoState.SPENT, allowed_from=UNSPENT)
+    assert d.movement_id is not None
+    wallet.finish_movement(d.movement_id, MovementStatus.SUCCESSFUL)
+    return d
+
+
+def fail_movement(ctx: Ctx, d: Offboard) -> Offboard:
+    """Nothing was forfeited: the movement fails with nothing moved, and the failed state
+    releases the inputs (or the arkoor outputs) the action holds."""
+    wallet = ctx.services.wallet
+    wallet.finish_movement(_movement(wallet, d), MovementStatus.FAILED, effective_balance=0)
+    return d
+
+
+# -- rejection handlers ------------------------------------------------------------------------
+
+
+async def prepare_refused(ctx: Ctx, d: Offboard, error: BaseException) -> fsm.Outcome:
+    """ReadyForOffboard refused. Without a prior tx nothing was forfeited: fail. With one
+    (we lost a finish session): adopt it if the chain has it; fail if the refusal proves the
+    inputs unspent; else keep looking (our chain view may lag the server's broadcast)."""
+    if d.prior_txid is None:
+        return OffboardKind.goto(OffboardKind.abandoning, d)
+    prior = await _on_chain(ctx, d.prior_txid)
+    if prior is not None:
+        return _adopt(ctx, d, prior)
+    if any(proof in str(error) for proof in SPENDABLE_PROOFS):
+        return OffboardKind.goto(OffboardKind.abandoning, d)
+    here = OffboardKind.create(d, OffboardKind.ready_for_offboard)
+    return fsm.Park(here, wake_after=POLL_SECONDS, error=error)
+
+
+async def finish_refused(ctx: Ctx, d: Offboard, error: BaseException) -> fsm.Outcome:
+    """The finish session is gone. If the tx made it to the chain anyway, adopt it; else
+    prepare again, remembering this txid. A park, not a Next: repeated refusals must not
+    spin creating fresh server sessions."""
+    tx = _tx(d)
+    on_chain = await _on_chain(ctx, tx.txid)
+    if on_chain is not None:
+        return _adopt(ctx, d, on_chain)
+    again = attrs.evolve(d, prior_txid=tx.txid, offboard_tx=None, forfeit_nonces=[])
+    return fsm.Park(OffboardKind.create(again, OffboardKind.ready_for_offboard), POLL_SECONDS)
+
+
+def hold(state: State) -> RejectionHandler[Services, Offboard]:
+    """Park this phase without a wake-up, with the error: the inputs may be forfeited or the
+    split outputs registered half-way, so failing (and releasing them) is not safe. bark's
+    "consider exiting" arms."""
+
+    def park_with_error(ctx: Ctx, d: Offboard, error: BaseException) -> fsm.Outcome:
+        return fsm.Park(OffboardKind.create(d, state), error=error)
+
+    return park_with_error
+
+
+# -- the kind ----------------------------------------------------------------------------------
+
+
+class OffboardKind(Kind[Offboard, Services]):
+    """Start -> [SplitWithArkoor -> ArkoorRegistrationRequired ->] ReadyForOffboard ->
+    OffboardTxPrepared -> ReadyForBroadcast -> AwaitingConfirmations -> done."""
+
+    name = "offboard"
+
+    start = State(initial=True, retry=RetryPolicy(max_attempts=1), doc="inputs held")
+    split_with_arkoor = State(doc="SendOnchain: arkoor split to an exact VTXO")
+    arkoor_registration_required = State(doc="register the split, free the change")
+    ready_for_offboard = State(doc="prepare (prior_txid: after a lost session)")
+    offboard_tx_prepared = State(doc="sign forfeits, finish")
+    ready_for_broadcast = State(doc="broadcast the signed tx")
+    awaiting_confirmations = State.wait(after=POLL_SECONDS)
+    lost = State.wait(doc="gone after the grace period; checked on every drive")
+    abandoning = State(doc="fail the movement")
+    settled = State.done(doc="inputs spent, movement successful")
+    failed = State.failed(doc="held VTXOs released")
+
+    transitions = (
+        start.to(split_with_arkoor, guard=is_send_onchain, effect=check_inputs),
+        start.to(ready_for_offboard, effect=check_inputs),
+        split_with_arkoor.to(arkoor_registration_required, effect=arkoor_split),
+        arkoor_registration_required.to(ready_for_offboard, effect=register_split),
+        ready_for_offboard.to(offboard_tx_prepared, effect=prepare),
+        offboard_tx_prepared.to(ready_for_broadcast, effect=finish),
+        ready_for_broadcast.to(awaiting_confirmations, effect=broadcast),
+        awaiting_confirmations.to(settled, guard=confirmed_enough, effect=settle),
+        awaiting_confirmations.to(
+            awaiting_confirmations, guard=missing_within_grace, effect=rebroadcast
+        ),
+        awaiting_confirmations.to(lost, guard=lost_after_grace),
+        lost.to(settled, guard=confirmed_enough, effect=settle),
+        lost.to(awaiting_confirmations, guard=visible),
+        abandoning.to(failed, effect=fail_movement),
+    )
+    rejections = {  # noqa: RUF012 - read once, at class creation
+        start: failed,
+        split_with_arkoor: abandoning,
+        arkoor_registration_required: hold(arkoor_registration_required),
+        ready_for_offboard: prepare_refused,
+        offboard_tx_prepared: finish_refused,
+        ready_for_broadcast: hold(ready_for_broadcast),
+        awaiting_confirmations: hold(awaiting_confirmations),
+        lost: hold(lost),
+    }
+
+    @staticmethod
+    def action_id(data: Offboard) -> str:
+        return data.id
+
+
+# -- entry points ------------------------------------------------------------------------------
+
+
+class OffboardError(ValueError):
+    """The offboard cannot start (checked before anything is held or asked)."""
+
+
+Started = tuple[Instance[Offboard, Services], list[str]]
+
+
+def new_offboard_id() -> str:
+    """16 random bytes, lowercase hex: bark's offboard ids."""
+    return secrets.token_hex(16)
+
+
+async def offboard_vtxos(services: Services, vtxo_ids: list[str], destination: str) -> Started:
+    """OffboardWhole: forfeit exactly these VTXOs, the fee deducted from their total."""
+    if len(set(vtxo_ids)) != len(vtxo_ids) or not vtxo_ids:
+        raise OffboardError("offboard needs distinct inputs")
+    info = await services.server.info()
+    if len(vtxo_ids) > info.max_offboard_inputs:
+        raise OffboardError(f"{len(vtxo_ids)} inputs, at most {info.max_offboard_inputs}")
+    free = {v.id: v for v in services.wallet.spendable_vtxos()}
+    missing_ids = [vid for vid in vtxo_ids if vid not in free]
+    if missing_ids:
+        raise OffboardError(f"not spendable or in use: {', '.join(missing_ids)}")
+    total = sum(free[vid].amount for vid in vtxo_ids)
+    fee = info.offboard_fee(len(vtxo_ids))
+    if total - fee < info.dust_limit:
+        raise OffboardError(f"{total} sats minus fee {fee} is dust")
+    data = Offboard(
+        new_offboard_id(), destination, total - fee, fee, info.offboard_fee_rate, sorted(vtxo_ids)
+    )
+    return OffboardKind.create(data), [vtxo_resource(vid) for vid in data.input_vtxo_ids]
+
+
+async def offboard_all(services: Services, destination: str) -> Started:
+    """OffboardWhole of every spendable VTXO not in use (bark's ``offboard_all``)."""
+    return await offboard_vtxos(
+        services, [v.id for v in services.wallet.spendable_vtxos()], destination
+    )
+
+
+async def send_onchain(services: Services, destination: str, amount: int) -> Started:
+    """SendOnchain: pay ``amount`` exactly; the offboard spends one split VTXO, so the fee
+    is that of a one-input offboard."""
+    info = await services.server.info()
+    if amount < info.dust_limit:
+        raise OffboardError(f"{amount} sats is dust (limit {info.dust_limit})")
+    fee = info.offboard_fee(1)
+    inputs = services.wallet.select_coins(amount + fee)
+    if len(inputs) > info.max_offboard_inputs:
+        raise OffboardError(f"{len(inputs)} inputs needed, at most {info.max_offboard_inputs}")
+    change = sum(v.amount for v in inputs) - amount - fee
+    split = SendOnchain(
+        services.wallet.next_key_index(),
+        services.wallet.next_key_index(),
+        change_pieces(change, amount, services.config.change_vtxo_split_factor),
+    )
+    ids = sorted(v.id for v in inputs)
+    data = Offboard(new_offboard_id(), destination, amount, fee, info.offboard_fee_rate, ids, split)
+    return OffboardKind.create(data), [vtxo_resource(vid) for vid in ids]
