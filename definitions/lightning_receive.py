@@ -1,0 +1,441 @@
+"""Lightning receive (bark reference §2.5) as a declarative fsm kind.
+
+The wallet asks the Ark server for an invoice (`start_lightning_receive`, before the action
+exists, as bark does: an unused invoice just expires). The action then waits for the payer's
+HTLC, takes the server's grant of HTLC-recv VTXOs, checkpoints the decision to reveal the
+preimage, claims the HTLCs with it, and for an external destination delivers the claimed VTXO
+to the destination's mailbox::
+
+    awaiting_payment -> htlcs_ready -> preimage_revealed -> (delivering) -> settled
+
+Each step's main server call uses ``ctx.idempotency_key`` (the claim's output registration and
+the mailbox posts use keys derived from it, `definitions.calls.call_key`), so a re-run after a
+crash or a lost response is a replay on the server. The reference's defects this kind fixes
+are listed in docs/definitions/lightning_receive.md; `definitions.lightning_receive_ops` has
+the user operations (cancel, exit, status).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import attrs
+
+import fsm
+from definitions.calls import call_key
+from definitions.model import (
+    ArkAddress,
+    HtlcRecvPolicy,
+    Invoice,
+    MovementStatus,
+    MovementUpdate,
+    PubkeyPolicy,
+    Vtxo,
+    VtxoState,
+    digest,
+    payment_hash_of,
+)
+from definitions.services import (
+    INVALID_ARGUMENT,
+    ReceiveGrant,
+    ReceiveState,
+    ReceiveStatus,
+    ServerUnavailable,
+    Services,
+    WalletConfig,
+)
+from fsm import Kind, RetryPolicy, State, StepContext
+
+Ctx = StepContext[Services]
+
+INVOICE_EXPIRY_GRACE = 60.0
+"""Seconds after the invoice's expiry before an unpaid receive is dropped (bark: 60 s)."""
+PROOF_MIN_EXPIRY_MARGIN = 2
+"""A VTXO used for the anti-DoS proof must expire more than this many blocks from the tip."""
+CLAIM_RETRY = RetryPolicy(max_attempts=WalletConfig().lightning_receive_claim_retries)
+"""The claim retry budget (bark's ``lightning_receive_claim_retries``, default 5). The
+attempts count is on the row, so the budget holds across drives and restarts."""
+SPENDABLE = frozenset({VtxoState.SPENDABLE})
+
+
+@attrs.frozen
+class GrantRequest:
+    """The grant request, fixed in the checkpoint before it is sent, so a re-run sends the
+    identical request under the same idempotency key (the tip may have moved meanwhile)."""
+
+    htlc_expiry: int
+    proof: str | None
+
+
+@attrs.frozen
+class LightningReceive:
+    """The checkpoint. Fixed at creation: ``invoice`` to ``claim_destination``; filled in as
+    the action goes: the pinned grant request, the HTLCs and movement, the claim outputs
+    (external destination only: they exist nowhere else until delivered)."""
+
+    invoice: Invoice
+    preimage: str
+    cltv_delta: int
+    key_index: int
+    anti_dos_token: str | None = None
+    claim_destination: ArkAddress | None = None
+    grant_request: GrantRequest | None = None
+    htlc_vtxo_ids: list[str] = attrs.Factory(list)
+    movement_id: int | None = None
+    claim_outputs: list[Vtxo] = attrs.Factory(list)
+
+    @property
+    def payment_hash(self) -> str:
+        return self.invoice.payment_hash
+
+
+def receive_id(payment_hash: str) -> str:
+    return f"ln_recv.{payment_hash}"
+
+
+def _movement(d: LightningReceive) -> int:
+    if d.movement_id is None:
+        raise ValueError(f"receive {d.payment_hash} has HTLCs but no movement")
+    return d.movement_id
+
+
+# -- the server's view of the receive: one read per step ------------------------------------
+
+_STATUS: dict[int, tuple[Ctx, ReceiveStatus]] = {}
+
+
+async def _status(ctx: Ctx, d: LightningReceive) -> ReceiveStatus:
+    """The server's receive status, read once per step so every guard of the step decides on
+    the same answer (the context object identifies the step)."""
+    hit = _STATUS.get(id(ctx))
+    if hit is not None and hit[0] is ctx:
+        return hit[1]
+    status = await ctx.services.server.check_lightning_receive(d.payment_hash)
+    if len(_STATUS) > 64:
+        _STATUS.clear()
+    _STATUS[id(ctx)] = (ctx, status)
+    return status
+
+
+# -- awaiting_payment -------------------------------------------------------------------------
+
+
+def grant_request_pinned(ctx: Ctx, d: LightningReceive) -> bool:
+    return d.grant_request is not None
+
+
+async def receive_canceled(ctx: Ctx, d: LightningReceive) -> bool:
+    return (await _status(ctx, d)).state is ReceiveState.CANCELED
+
+
+async def payment_arrived(ctx: Ctx, d: LightningReceive) -> bool:
+    """The payer's HTLC is there. ``SETTLED`` counts too: the grant and the claim are replays
+    on the server, so the action walks forward to its end instead of retrying forever."""
+    state = (await _status(ctx, d)).state
+    return state in (ReceiveState.ACCEPTED, ReceiveState.HTLCS_READY, ReceiveState.SETTLED)
+
+
+async def invoice_expired(ctx: Ctx, d: LightningReceive) -> bool:
+    if (await _status(ctx, d)).state is not ReceiveState.CREATED:
+        return False
+    return ctx.services.clock.now() - INVOICE_EXPIRY_GRACE > d.invoice.expires_at
+
+
+async def pin_grant_request(ctx: Ctx, d: LightningReceive) -> LightningReceive:
+    """Fix the HTLC expiry and the anti-DoS proof: the token if given, else an attestation
+    over a spendable VTXO that does not expire within two blocks, else none."""
+    tip = await ctx.services.chain.tip_height()
+    proof = None if d.anti_dos_token is None else f"token:{d.anti_dos_token}"
+    if proof is None:
+        usable = [
+            v
+            for v in ctx.services.wallet.spendable_vtxos()
+            if v.expiry_height > tip + PROOF_MIN_EXPIRY_MARGIN
+        ]
+        if usable:
+            v = usable[0]
+            proof = f"vtxo:{v.id}:{digest('attest', v.id, d.payment_hash)}"
+    return attrs.evolve(d, grant_request=GrantRequest(tip + d.cltv_delta, proof))
+
+
+async def _grant_problem(ctx: Ctx, d: LightningReceive, grant: ReceiveGrant) -> str | None:
+    """Why the grant is unacceptable (None: it is fine). Every check is terminal."""
+    svc = ctx.services
+    assert d.grant_request is not None
+    info = await svc.server.info()
+    tip = await svc.chain.tip_height()
+    cfg = svc.config
+    pubkey = svc.wallet.derive_key(d.key_index)
+    deadline = (
+        tip
+        + info.vtxo_exit_delta
+        + info.htlc_expiry_delta
+        + cfg.vtxo_exit_margin
+        + cfg.htlc_recv_claim_delta
+    )
+    if not grant.htlc_vtxos:
+        return "no HTLC VTXOs granted"
+    for v in grant.htlc_vtxos:
+        p = v.policy
+        if not isinstance(p, HtlcRecvPolicy):
+            return f"vtxo {v.id} is not an HTLC-recv VTXO"
+        if p.payment_hash != d.payment_hash or p.pubkey != pubkey:
+            return f"vtxo {v.id} is for another payment hash or key"
+        if p.expiry_height < d.grant_request.htlc_expiry:
+            return f"vtxo {v.id} expires at {p.expiry_height}, before the requested height"
+        if deadline > p.expiry_height:
+            return f"vtxo {v.id} expires at {p.expiry_height}, before the claim deadline {deadline}"
+    total = sum(v.amount for v in grant.htlc_vtxos)
+    fee = grant.amount - total if grant.amount >= total else d.invoice.amount - total
+    if total + fee < d.invoice.amount:
+        return f"HTLCs of {total} sats plus fee {fee} do not cover the invoice"
+    return None
+
+
+async def take_grant(ctx: Ctx, d: LightningReceive) -> LightningReceive:
+    """Ask for the HTLC-recv VTXOs, check them, record the movement, hold and store them."""
+    svc = ctx.services
+    req = d.grant_request
+    assert req is not None
+    grant = await svc.server.prepare_lightning_receive_claim(
+        d.payment_hash,
+        svc.wallet.derive_key(d.key_index),
+        req.htlc_expiry,
+        req.proof,
+        ctx.idempotency_key,
+    )
+    problem = await _grant_problem(ctx, d, grant)
+    if problem is not None:
+        raise fsm.Rejected(f"grant rejected: {problem}", code=INVALID_ARGUMENT)
+    htlcs = sorted(grant.htlc_vtxos, key=lambda v: v.id)
+    total = sum(v.amount for v in htlcs)
+    movement = svc.wallet.get_or_create_movement(
+        ctx.action_id,
+        "lightning_receive",
+        intended_balance=d.invoice.amount,
+        effective_balance=total,
+        fee=max(0, grant.amount - total),
+        metadata={"payment_hash": d.payment_hash, "received_on": d.invoice.encoded},
+    )
+    ctx.acquire(*(v.resource for v in htlcs))
+    for v in htlcs:
+        svc.wallet.insert_vtxo(v, VtxoState.SPENDABLE)
+    return attrs.evolve(d, htlc_vtxo_ids=[v.id for v in htlcs], movement_id=movement.id)
+
+
+# -- htlcs_ready ----------------------------------------------------------------------------
+
+
+async def htlc_near_expiry(ctx: Ctx, d: LightningReceive) -> bool:
+    """The tip is within the refresh threshold of the first HTLC's expiry: too late to claim."""
+    first = ctx.services.wallet.get_vtxo(d.htlc_vtxo_ids[0])
+    if first is None or not isinstance(first.policy, HtlcRecvPolicy):
+        raise ValueError(f"HTLC {d.htlc_vtxo_ids[0]} is not in the wallet")
+    tip = await ctx.services.chain.tip_height()
+    threshold = ctx.services.config.vtxo_refresh_expiry_threshold
+    return tip > first.policy.expiry_height - threshold
+
+
+def abandon(ctx: Ctx, d: LightningReceive) -> LightningReceive:
+    """Give up before revealing: the payer's HTLC times out and the money goes back."""
+    wallet = ctx.services.wallet
+    wallet.set_vtxo_state(d.htlc_vtxo_ids, VtxoState.SPENT, allowed_from=SPENDABLE)
+    wallet.finish_movement(_movement(d), MovementStatus.CANCELED, effective_balance=0)
+    return d
+
+
+# -- preimage_revealed ------------------------------------------------------------------------
+
+
+def _local_target(ctx: Ctx, d: LightningReceive) -> PubkeyPolicy | None:
+    """Where a claim to this wallet goes; None when the destination is someone else's."""
+    wallet = ctx.services.wallet
+    dest = d.claim_destination
+    if dest is None:
+        return PubkeyPolicy(wallet.derive_key(d.key_index))
+    if wallet.key_index_of(dest.pubkey) is not None:
+        return PubkeyPolicy(dest.pubkey)
+    return None
+
+
+def claims_to_wallet(ctx: Ctx, d: LightningReceive) -> bool:
+    return _local_target(ctx, d) is not None
+
+
+async def _claim(ctx: Ctx, d: LightningReceive, target: PubkeyPolicy) -> list[Vtxo]:
+    """Reveal the preimage for the HTLCs, register the outputs, check them."""
+    server = ctx.services.server
+    key = ctx.idempotency_key
+    ids = sorted(d.htlc_vtxo_ids)
+    outputs = await server.claim_lightning_receive(d.payment_hash, d.preimage, ids, target, key)
+    await server.register_vtxo_transactions(outputs, call_key(ctx, "register"))
+    htlc_total = sum(v.amount for i in ids if (v := ctx.services.wallet.get_vtxo(i)) is not None)
+    if sum(o.amount for o in outputs) != htlc_total or any(o.policy != target for o in outputs):
+        raise ValueError(f"claim outputs of {d.payment_hash} do not match the HTLCs")
+    ctx.services.wallet.set_vtxo_state(ids, VtxoState.SPENT, allowed_from=SPENDABLE)
+    return sorted(outputs, key=lambda v: v.id)
+
+
+async def claim_to_wallet(ctx: Ctx, d: LightningReceive) -> LightningReceive:
+    target = _local_target(ctx, d)
+    assert target is not None
+    outputs = await _claim(ctx, d, target)
+    wallet = ctx.services.wallet
+    for v in outputs:
+        wallet.insert_vtxo(v, VtxoState.SPENDABLE)
+    total = sum(v.amount for v in outputs)
+    movement = _movement(d)
+    wallet.update_movement(movement, MovementUpdate(produced=[v.id for v in outputs]))
+    wallet.finish_movement(movement, MovementStatus.SUCCESSFUL, effective_balance=total)
+    wallet.record_settled_receive(d.payment_hash, d.preimage, total)
+    return d
+
+
+async def claim_for_destination(ctx: Ctx, d: LightningReceive) -> LightningReceive:
+    assert d.claim_destination is not None
+    outputs = await _claim(ctx, d, PubkeyPolicy(d.claim_destination.pubkey))
+    return attrs.evolve(d, claim_outputs=outputs)
+
+
+# -- delivering -------------------------------------------------------------------------------
+
+
+class DeliveryFailed(ServerUnavailable):
+    """No mailbox of the destination accepted the claimed VTXOs (transient: retried)."""
+
+
+async def deliver(ctx: Ctx, d: LightningReceive) -> LightningReceive:
+    """Post the claimed VTXOs to the destination's mailboxes (one acceptance suffices)."""
+    dest = d.claim_destination
+    assert dest is not None
+    errors: list[Exception] = []
+    for i, mailbox in enumerate(dest.mailbox_ids):
+        try:
+            key = call_key(ctx, f"post{i}")
+            await ctx.services.server.post_to_mailbox(mailbox, d.claim_outputs, key)
+        except (ServerUnavailable, fsm.Rejected) as exc:
+            errors.append(exc)
+    if len(errors) == len(dest.mailbox_ids):
+        rejected = [e for e in errors if isinstance(e, fsm.Rejected)]
+        if errors and len(rejected) == len(errors):
+            raise rejected[0]
+        raise DeliveryFailed(f"no mailbox accepted the claim of {d.payment_hash}: {errors}")
+    wallet = ctx.services.wallet
+    movement = _movement(d)
+    wallet.update_movement(movement, MovementUpdate(metadata={"sent_to": dest.pubkey}))
+    wallet.finish_movement(movement, MovementStatus.SUCCESSFUL, effective_balance=0)
+    wallet.record_settled_receive(d.payment_hash, d.preimage, d.invoice.amount)
+    return d
+
+
+# -- after a rejection or a spent claim budget ---------------------------------------------
+
+
+def keep_pending(ctx: Ctx, d: LightningReceive, error: BaseException) -> fsm.Outcome:
+    """The preimage is out: never give up. Park with the error and no wake-up; the next
+    drive (a sync, a notify) tries again, or the user exits (`lightning_receive_ops`)."""
+    state = (
+        LightningReceiveKind.delivering
+        if d.claim_outputs
+        else LightningReceiveKind.preimage_revealed
+    )
+    note = "retry budget exhausted" if not isinstance(error, fsm.Rejected) else "rejected"
+    return fsm.Park(
+        LightningReceiveKind.create(d, state), error=ServerUnavailable(f"{note}: {error}")
+    )
+
+
+class LightningReceiveKind(Kind[LightningReceive, Services]):
+    """bark's lightning receive: wait for the payer, take the HTLCs, claim, deliver."""
+
+    name = "lightning_receive"
+
+    awaiting_payment = State.wait(after=4.0, initial=True, doc="poll the server every 4 s")
+    htlcs_ready = State(doc="HTLCs held; preimage not revealed; abandonable")
+    preimage_revealed = State(retry=CLAIM_RETRY, doc="point of no return: claim")
+    delivering = State(retry=CLAIM_RETRY, doc="claim outputs only in the checkpoint")
+    settled = State.done()
+    expired = State.done(doc="invoice expired unpaid")
+    abandoned = State.done(doc="HTLC near expiry before the reveal")
+    canceled = State.failed(doc="canceled on the server")
+    refused = State.failed(doc="server rejection or grant rejected")
+
+    transitions = (
+        awaiting_payment.to(htlcs_ready, guard=grant_request_pinned, effect=take_grant),
+        awaiting_payment.to(canceled, guard=receive_canceled),
+        awaiting_payment.to(awaiting_payment, guard=payment_arrived, effect=pin_grant_request),
+        awaiting_payment.to(expired, guard=invoice_expired),
+        htlcs_ready.to(abandoned, guard=htlc_near_expiry, effect=abandon),
+        htlcs_ready.to(preimage_revealed),
+        preimage_revealed.to(settled, guard=claims_to_wallet, effect=claim_to_wallet),
+        preimage_revealed.to(delivering, effect=claim_for_destination),
+        delivering.to(settled, effect=deliver),
+    )
+    rejections = {  # noqa: RUF012 - read once, at class creation
+        awaiting_payment: refused,
+        preimage_revealed: keep_pending,
+        delivering: keep_pending,
+    }
+
+    @staticmethod
+    def action_id(data: LightningReceive) -> str:
+        return receive_id(data.payment_hash)
+
+
+async def start_lightning_receive(
+    services: Services,
+    amount: int,
+    *,
+    description: str = "",
+    claim_destination: ArkAddress | None = None,
+    anti_dos_token: str | None = None,
+    preimage: str | None = None,
+) -> fsm.Action[Services]:
+    """Create the invoice on the server and return the action to `fsm.Executor.start`.
+
+    ``preimage`` defaults to 32 random bytes; pass one to make a retry of this call (after a
+    lost response) a replay on the server. Raises ValueError for a bad amount or a server
+    whose limits leave no room for the receive's CLTV delta.
+    """
+    if amount <= 0:
+        raise ValueError(f"amount must be positive, got {amount}")
+    info = await services.server.info()
+    cfg = services.config
+    if amount <= info.lightning_receive_fee:
+        raise ValueError(
+            f"amount {amount} does not cover the receive fee {info.lightning_receive_fee}"
+        )
+    cltv = (
+        info.vtxo_exit_delta
+        + info.htlc_expiry_delta
+        + cfg.vtxo_exit_margin
+        + cfg.htlc_recv_claim_delta
+        + 2
+    )
+    if cltv > info.max_htlc_recv_cltv_delta:
+        raise ValueError(f"CLTV delta {cltv} above the server's {info.max_htlc_recv_cltv_delta}")
+    preimage = preimage or secrets.token_hex(32)
+    payment_hash = payment_hash_of(preimage)
+    wallet = services.wallet
+    key_index = wallet.next_key_index()
+    invoice = await services.server.start_lightning_receive(
+        payment_hash,
+        amount,
+        cltv,
+        wallet.mailbox_id(),
+        description,
+        f"{receive_id(payment_hash)}.invoice",
+    )
+    if invoice.payment_hash != payment_hash:
+        raise ValueError(f"server invoice is for {invoice.payment_hash}, not {payment_hash}")
+    data = LightningReceive(invoice, preimage, cltv, key_index, anti_dos_token, claim_destination)
+    return LightningReceiveKind.create(data)
+
+
+__all__ = [
+    "GrantRequest",
+    "LightningReceive",
+    "LightningReceiveKind",
+    "receive_id",
+    "start_lightning_receive",
+]

@@ -1,0 +1,92 @@
+"""User operations on lightning receives: read, cancel, exit, status (bark §2.5 "Other paths").
+
+Cancel goes through the kind's table: the server cancels, then a notify lets the
+``awaiting_payment`` guard see it and end the action in ``canceled``. Exit cannot (the sim has
+no unilateral exits and the table must not exit on its own: receives never auto-exit), so it
+does bark's steps under the action's lease and then stops the action.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import fsm
+from definitions.lightning_receive import LightningReceive, LightningReceiveKind, receive_id
+from definitions.model import MovementStatus, VtxoState
+from definitions.services import Services
+from fsm.interpreter import Instance
+from fsm.store import Claimed, new_owner
+
+
+class ReceiveNotInState(fsm.FsmError):
+    """The operation needs the receive in another state (or the receive does not exist)."""
+
+
+class ReceiveOutcome(enum.Enum):
+    SETTLED = "settled"
+    PENDING = "pending"
+    GONE = "gone"
+    """Neither settled nor in flight: expired, canceled, abandoned or refused."""
+
+
+def read_receive(store: fsm.Store, payment_hash: str) -> tuple[str, LightningReceive] | None:
+    """The live receive's state and data, read under a brief lease (None: no such action)."""
+    action_id = receive_id(payment_hash)
+    claimed = store.claim(action_id, new_owner(), 0.0)
+    if not isinstance(claimed, Claimed):
+        if claimed == "missing":
+            return None
+        raise ReceiveNotInState(f"receive {action_id} is {claimed}")
+    try:
+        action = LightningReceiveKind.__fsm_codec__.load(
+            claimed.state, claimed.version, claimed.payload
+        )
+    finally:
+        store.unclaim(action_id, claimed.epoch)
+    assert isinstance(action, Instance) and isinstance(action.data, LightningReceive)
+    return claimed.state, action.data
+
+
+def _require(store: fsm.Store, payment_hash: str, state: str) -> LightningReceive:
+    found = read_receive(store, payment_hash)
+    if found is None or found[0] != state:
+        now = "no such receive" if found is None else f"it is in {found[0]}"
+        raise ReceiveNotInState(f"receive {payment_hash} must be in {state}; {now}")
+    return found[1]
+
+
+async def cancel_receive(executor: fsm.Executor[Services], payment_hash: str) -> fsm.DriveResult:
+    """Cancel an unpaid receive: the server first (a refusal, e.g. the HTLCs are already
+    granted, raises ``fsm.Rejected`` and changes nothing), then the action ends ``canceled``."""
+    _require(executor.store, payment_hash, LightningReceiveKind.awaiting_payment.name)
+    key = f"{receive_id(payment_hash)}.cancel"
+    await executor.services.server.cancel_lightning_receive(payment_hash, key)
+    return await executor.notify(receive_id(payment_hash))
+
+
+async def exit_receive(executor: fsm.Executor[Services], payment_hash: str) -> None:
+    """After the preimage is out but the claim keeps failing: take the HTLCs on chain (the
+    wallet marks them exited), fail the movement, keep the preimage as the settled record
+    (an exit needs it), then stop the action. Raises `fsm.ActionBusy` if it is being driven."""
+    d = _require(executor.store, payment_hash, LightningReceiveKind.preimage_revealed.name)
+    wallet = executor.services.wallet
+    for vtxo_id in d.htlc_vtxo_ids:
+        wallet.start_exit(vtxo_id)
+    wallet.set_vtxo_state(
+        d.htlc_vtxo_ids, VtxoState.EXITED, allowed_from=frozenset({VtxoState.SPENDABLE})
+    )
+    if d.movement_id is not None:
+        wallet.finish_movement(d.movement_id, MovementStatus.FAILED)
+    amount = sum(v.amount for i in d.htlc_vtxo_ids if (v := wallet.get_vtxo(i)) is not None)
+    wallet.record_settled_receive(payment_hash, d.preimage, amount)
+    await executor.stop(receive_id(payment_hash))
+
+
+def receive_outcome(store: fsm.Store, services: Services, payment_hash: str) -> ReceiveOutcome:
+    """Settled (the fact table), pending (a live action) or gone: always an answer, never an
+    error for a receive that ended without settling."""
+    if services.wallet.settled_receive(payment_hash) is not None:
+        return ReceiveOutcome.SETTLED
+    if store.row(receive_id(payment_hash)) is not None:
+        return ReceiveOutcome.PENDING
+    return ReceiveOutcome.GONE
