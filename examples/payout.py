@@ -3,10 +3,14 @@
 Three payouts each go through ``reserve -> send -> confirm``. The bank is a separate SQLite
 file that applies a transfer once per idempotency key, as a real payment API would.
 
-    python examples/payout.py              # run (or resume) until every payout is done
+    python examples/payout.py              # start three payouts (on a new database) or
+                                           # resume the ones in flight, until every one is done
     python examples/payout.py --crash      # die with SIGKILL right after the first transfer,
                                            # before its checkpoint is saved; run again to resume
     python examples/payout.py --fresh      # start over with new files
+
+``TORTURE`` at the bottom describes this program to ``fsm torture --module
+examples/payout.py``, which kills it at every write point and checks nothing was lost.
 
 Run it with ``--crash``, then without: the second run picks up the checkpoints of the first
 and the bank ledger still shows every transfer exactly once.
@@ -25,6 +29,7 @@ from pathlib import Path
 import attrs
 
 import fsm
+from fsm.testing import Scenario, check_invariants
 
 
 class Bank:
@@ -53,6 +58,9 @@ class Bank:
         return self.conn.execute(
             "SELECT key, account, amount, requests FROM transfer ORDER BY key"
         ).fetchall()
+
+
+PAYOUTS = [("alice", 120), ("bob", 75), ("carol", 30)]
 
 
 @attrs.frozen
@@ -106,6 +114,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", default=".", help="where the two SQLite files live")
     parser.add_argument("--crash", action="store_true", help="SIGKILL after the first transfer")
     parser.add_argument("--fresh", action="store_true", help="delete earlier files first")
+    parser.add_argument("--start-only", action="store_true", help="start the payouts and exit")
     args = parser.parse_args(argv)
     folder = Path(args.dir)
     db, bank_db = folder / "payout.sqlite", folder / "payout-bank.sqlite"
@@ -113,17 +122,21 @@ async def main(argv: list[str] | None = None) -> int:
         for path in folder.glob("payout*.sqlite*"):
             path.unlink()
 
+    new = not db.exists()
     store = fsm.Store.sqlite(db)
     services = Services(Bank(bank_db), crash=args.crash)
     executor = fsm.Executor(store, services, kinds=[Payout])
 
-    live = store.rows()
-    if live:
-        print(f"resuming {len(live)} payout(s) from {db}: " + ", ".join(r.state for r in live))
-    else:
+    if new:
         print(f"starting 3 payouts in {db}")
-        for n, (account, amount) in enumerate([("alice", 120), ("bob", 75), ("carol", 30)]):
+        for n, (account, amount) in enumerate(PAYOUTS):
             await executor.start(Payout(f"p{n}", account, amount))
+        if args.start_only:
+            store.close()
+            return 0
+    else:
+        live = store.rows()
+        print(f"resuming {len(live)} payout(s) from {db}: " + ", ".join(r.state for r in live))
 
     for row in store.rows():
         result = await executor.drive(row.id, fsm.DriveMode.UNTIL_DONE)
@@ -139,6 +152,34 @@ async def main(argv: list[str] | None = None) -> int:
         return 1
     print("all payouts done; each transfer was applied once")
     return 0
+
+
+def _check(folder: Path) -> list[str]:
+    """After a finished run: each payout paid exactly once, nothing left in flight."""
+    problems = []
+    bank = Bank(folder / "payout-bank.sqlite")
+    paid = sorted((account, amount) for _, account, amount, _ in bank.statement())
+    if paid != sorted(PAYOUTS):
+        problems.append(f"bank paid {paid}, expected each of {sorted(PAYOUTS)} once")
+    store = fsm.Store.sqlite(folder / "payout.sqlite")
+    problems += check_invariants(store, [Payout])
+    if store.rows():
+        problems.append(f"{len(store.rows())} payout(s) still live")
+    store.close()
+    return problems
+
+
+def _setup(folder: Path) -> None:
+    asyncio.run(main(["--dir", str(folder), "--start-only"]))
+
+
+TORTURE = Scenario(
+    name="payout",
+    setup=_setup,
+    driver=lambda folder: [sys.executable, __file__, "--dir", str(folder)],
+    database=lambda folder: f"sqlite:///{folder / 'payout.sqlite'}",
+    check=_check,
+)
 
 
 if __name__ == "__main__":

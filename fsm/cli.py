@@ -360,6 +360,51 @@ def _run_worker(args: argparse.Namespace) -> int:
     )
 
 
+# -- fsm torture ----------------------------------------------------------------------------
+
+
+def _configure_torture(p: argparse.ArgumentParser) -> None:
+    _add_module_option(p)
+    p.add_argument("--quick", action="store_true", help="the short run (a few minutes; CI)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the random kills and faults")
+    p.add_argument(
+        "--kills",
+        type=_positive(int),
+        default=40,
+        metavar="N",
+        help="random kills in the soak of the full run",
+    )
+    p.add_argument("--workdir", metavar="DIR", help="keep the runs' files here")
+
+
+def _run_torture(args: argparse.Namespace) -> int:
+    from fsm import torture
+
+    scenarios = torture.installed_scenarios()
+    for spec in args.module:
+        found = torture.scenarios_in(getattr(load_module(spec), "TORTURE", None))
+        if not found:
+            raise CommandError(f"module {spec!r} has no TORTURE scenario")
+        scenarios += found
+    if not scenarios:
+        raise CommandError(
+            "no scenarios: name a module with a TORTURE scenario (--module examples/payout.py) "
+            "or install a package with `fsm.torture` entry points"
+        )
+    plan = (
+        torture.Plan.quick(args.seed)
+        if args.quick
+        else torture.Plan.full(args.seed, kills=int(args.kills))
+    )
+    workdir = Path(args.workdir) if args.workdir else None
+    reports, bad, seconds = torture.run(scenarios, plan, workdir)
+    sys.stderr.write("\n" if sys.stderr.isatty() else "")
+    text = torture.table(reports, bad, args.seed, seconds)
+    sys.stdout.write(text)
+    violations = sum(len(r.violations) for r in reports) + len(bad[1])
+    return 0 if violations == 0 else 1
+
+
 # -- dispatch -----------------------------------------------------------------------------
 
 COMMANDS: dict[str, Command] = {
@@ -368,6 +413,9 @@ COMMANDS: dict[str, Command] = {
     "diagram": Command("draw a kind, with live overlays", _configure_diagram, _run_diagram),
     "actions": Command("list live and quarantined actions", _configure_actions, _run_actions),
     "worker": Command("drive due actions until SIGTERM/SIGINT", _configure_worker, _run_worker),
+    "torture": Command(
+        "crash, fault and bad-input tests, one table", _configure_torture, _run_torture
+    ),
 }
 
 

@@ -39,6 +39,9 @@ WRITE_POINTS: tuple[str, ...] = (
 
 PHASES = ("before", "after")
 CRASH_ENV = "FSM_CRASH"
+TRACE_ENV = "FSM_CRASH_TRACE"
+DB_FAULTS_ENV = "FSM_DB_FAULTS"
+DB_FAULTS_TRACE_ENV = "FSM_DB_FAULTS_TRACE"
 
 
 def all_points() -> list[str]:
@@ -48,11 +51,17 @@ def all_points() -> list[str]:
 
 @attrs.define
 class CrashPlan:
-    """Die with SIGKILL at the ``n``-th pass of ``point`` (counted in this process)."""
+    """Die with SIGKILL at the ``n``-th pass of ``point`` (counted in this process).
 
-    point: str
+    With ``trace`` set (``FSM_CRASH_TRACE=FILE``), every pass of every point is also appended
+    to that file, one name per line: a dry run tells the crash runner which (point, n) pairs
+    a scenario reaches.
+    """
+
+    point: str | None
     n: int
     passes: int = 0
+    trace: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> CrashPlan:
@@ -67,9 +76,17 @@ class CrashPlan:
     @classmethod
     def from_env(cls) -> CrashPlan | None:
         text = os.environ.get(CRASH_ENV)
-        return cls.parse(text) if text else None
+        trace = os.environ.get(TRACE_ENV) or None
+        if not text and trace is None:
+            return None
+        plan = cls.parse(text) if text else cls(None, 0)
+        plan.trace = trace
+        return plan
 
     def hit(self, point: str) -> None:
+        if self.trace is not None:
+            with open(self.trace, "a", encoding="ascii") as out:
+                out.write(point + "\n")
         if point != self.point:
             return
         self.passes += 1
@@ -91,6 +108,7 @@ class DatabaseFaults:
     seed: int = 0
     kinds: Sequence[str] = ("locked", "io", "connection")
     injected: int = 0
+    trace: str | None = None
     rng: random.Random = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -98,11 +116,34 @@ class DatabaseFaults:
             raise ValueError(f"fault rate must be within [0, 1], got {self.rate}")
         self.rng = random.Random(self.seed)
 
+    @classmethod
+    def from_env(cls) -> DatabaseFaults | None:
+        """``FSM_DB_FAULTS=RATE:SEED`` (e.g. ``0.05:7``) switches faults on in a process.
+
+        With ``FSM_DB_FAULTS_TRACE=FILE`` each injected fault is appended to that file, so a
+        parent process can count them.
+        """
+        text = os.environ.get(DB_FAULTS_ENV)
+        if not text:
+            return None
+        rate, _, seed = text.partition(":")
+        try:
+            return cls(
+                float(rate), int(seed or 0), trace=os.environ.get(DB_FAULTS_TRACE_ENV) or None
+            )
+        except ValueError:
+            raise ValueError(
+                f"{DB_FAULTS_ENV}={text!r}: expected RATE:SEED, e.g. 0.05:7"
+            ) from None
+
     def maybe_fail(self, sqlite: bool) -> None:
         if self.rng.random() >= self.rate:
             return
         self.injected += 1
         kind = self.rng.choice(list(self.kinds))
+        if self.trace is not None:
+            with open(self.trace, "a", encoding="ascii") as out:
+                out.write(kind + "\n")
         if sqlite:
             raise sqlite3.OperationalError(_SQLITE_MESSAGES[kind])
         import psycopg

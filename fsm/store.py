@@ -255,7 +255,8 @@ class Store:
     ``lease_ttl``: seconds a claim stays valid without a write.
     ``log_transitions``: write the per-step transition log.
     ``faults``: inject database errors into a fraction of the statements (testing only).
-    The ``FSM_CRASH`` environment variable arms a crash point (see `fsm.faults`).
+    The ``FSM_CRASH``, ``FSM_CRASH_TRACE`` and ``FSM_DB_FAULTS`` environment variables arm
+    a crash point, trace the write points, or switch database faults on (see `fsm.faults`).
     """
 
     def __init__(
@@ -269,7 +270,7 @@ class Store:
         self.db = database
         self.lease_ttl = lease_ttl
         self.log_transitions = log_transitions
-        self.faults = faults
+        self.faults = faults if faults is not None else DatabaseFaults.from_env()
         self.crash = CrashPlan.from_env()
         self._sqlite = isinstance(database, peewee.SqliteDatabase)
         self._begin = "BEGIN IMMEDIATE" if self._sqlite else "BEGIN"
@@ -615,6 +616,13 @@ class Store:
         r = ActionRow.get_or_none(ActionRow.id == action_id)
         return None if r is None else _info(r)
 
+    def payload_of(self, action_id: str) -> str:
+        """The stored checkpoint payload of an action (inspection and invariant checks)."""
+        row = self._exec(self._sql.payload_of, (action_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no action {action_id!r}")
+        return str(row[0])
+
     @_cold
     def rows(self) -> list[RowInfo]:
         return [_info(r) for r in ActionRow.select().order_by(ActionRow.id)]
@@ -702,6 +710,7 @@ class _Statements:
             "ON CONFLICT (id) DO NOTHING"
         )
         self.kind_of = f"SELECT kind FROM fsm_action WHERE id = {p}"
+        self.payload_of = f"SELECT payload FROM fsm_action WHERE id = {p}"
         self.claim = (
             f"UPDATE fsm_action SET lease_owner = {p}, lease_expires = {p}, epoch = epoch + 1 "
             f"WHERE id = {p} AND quarantine IS NULL "

@@ -41,4 +41,6 @@ def test_crash_then_resume_applies_each_transfer_once(tmp_path: Path) -> None:
 def test_a_second_run_has_nothing_left_to_do(tmp_path: Path) -> None:
     assert run(tmp_path).returncode == 0
     again = run(tmp_path)
-    assert again.returncode == 0 and "starting 3 payouts" in again.stdout
+    assert again.returncode == 0 and "resuming 0 payout(s)" in again.stdout
+    fresh = run(tmp_path, "--fresh")
+    assert fresh.returncode == 0 and "starting 3 payouts" in fresh.stdout

@@ -1,0 +1,26 @@
+"""Tools to prove an fsm program loses nothing: crash enumeration, soaks, invariants.
+
+Use them in your own pytest suite (see docs/testing-your-kinds.md):
+
+* `check_invariants(store, kinds, effects=...)`: the database-level invariants;
+* `Scenario` + `enumerate_crashes` / `soak`: SIGKILL a real driver process at every write
+  point, or at random, and check after each run;
+* double-drive mode: ``fsm.Executor(..., double_drive=True)`` or ``FSM_DOUBLE_DRIVE=1``;
+* database faults: ``fsm.Store(..., faults=DatabaseFaults(rate, seed))`` or
+  ``FSM_DB_FAULTS=RATE:SEED``.
+"""
+
+from fsm.faults import WRITE_POINTS, DatabaseFaults, all_points
+from fsm.testing.crash import CrashReport, Scenario, enumerate_crashes, soak
+from fsm.testing.invariants import check_invariants
+
+__all__ = [
+    "WRITE_POINTS",
+    "CrashReport",
+    "DatabaseFaults",
+    "Scenario",
+    "all_points",
+    "check_invariants",
+    "enumerate_crashes",
+    "soak",
+]

@@ -1,0 +1,200 @@
+"""Bad input of every sort, each of which must get a clear error or a quarantine.
+
+Rows a store may hold after a bug, a downgrade or a hand edit (unknown kind, unreadable JSON,
+an unknown state, a version newer than the code, an id that breaks the key rules, a payload
+of another action); broken kind definitions; bad command-line arguments. `try_bad_inputs`
+feeds each to the real code and returns how many it tried and every expectation that failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from fsm.errors import DefinitionError
+from fsm.executor import DriveStatus, Executor
+from fsm.kind import Kind
+from fsm.state import State
+from fsm.store import Store
+
+
+@attrs.frozen
+class Ticket:
+    ticket_id: str
+
+
+class TicketKind(Kind[Ticket, None]):
+    """The smallest valid kind: the good rows beside the bad ones are of this kind."""
+
+    name = "ticket"
+    version = 2
+    upcasters = {1: lambda data: data}  # noqa: RUF012
+    open = State(initial=True)
+    closed = State.done()
+    transitions = (open.to(closed),)
+
+    @staticmethod
+    def action_id(data: Ticket) -> str:
+        return f"ticket.{data.ticket_id}"
+
+
+BAD_ROWS: dict[str, tuple[str, str, int, str]] = {
+    # id: (kind, state, version, payload)
+    "ticket.ghost-kind": ("no-such-kind", "open", 2, '{"data": {"ticket_id": "ghost-kind"}}'),
+    "ticket.bad-json": ("ticket", "open", 2, '{"data": {"ticket_id": '),
+    "ticket.bad-state": ("ticket", "nowhere", 2, '{"data": {"ticket_id": "bad-state"}}'),
+    "ticket.too-new": ("ticket", "open", 9, '{"data": {"ticket_id": "too-new"}}'),
+    "ticket.bad:id": ("ticket", "open", 2, '{"data": {"ticket_id": "bad:id"}}'),
+    "ticket.not-mine": ("ticket", "open", 2, '{"data": {"ticket_id": "someone"}}'),
+    "ticket.bad-shape": ("ticket", "open", 2, '{"data": {"ticket": 1}}'),
+}
+
+
+def _bad_rows(folder: Path) -> tuple[int, list[str]]:
+    store = Store.sqlite(folder / "bad-rows.sqlite")
+    for action_id, (kind, state, version, payload) in BAD_ROWS.items():
+        store.insert(action_id, kind, state, version, payload, [f"res.{action_id}"], 0.0)
+    executor: Executor[None] = Executor(store, None, kinds=[TicketKind])
+    good = [f"good-{i}" for i in range(3)]
+
+    async def run() -> list[str]:
+        for name in good:
+            await executor.start(TicketKind.create(Ticket(name)))
+        report = await executor.resume_all()
+        problems = []
+        for result in report.results:
+            expected = DriveStatus.QUARANTINED if result.id in BAD_ROWS else DriveStatus.DONE
+            if result.status is not expected:
+                problems.append(f"row {result.id}: {result.status.value}, expected {expected}")
+        reasons = {row.id: row.quarantine for row in report.quarantined}
+        problems += [f"row {i} was not quarantined" for i in BAD_ROWS if not reasons.get(i)]
+        return problems
+
+    problems = asyncio.run(run())
+    store.close()
+    return len(BAD_ROWS), problems
+
+
+def _definitions() -> list[Callable[[], Any]]:
+    """Kinds with one mistake each; every one must raise DefinitionError at class creation."""
+
+    def no_initial() -> Any:
+        class NoInitial(Kind[Ticket, None]):
+            name = "bad1"
+            a = State()
+            b = State.done()
+            transitions = (a.to(b),)
+
+            @staticmethod
+            def action_id(data: Ticket) -> str:
+                return data.ticket_id
+
+    def shadowed() -> Any:
+        class Shadowed(Kind[Ticket, None]):
+            name = "bad2"
+            a = State(initial=True)
+            b = State.done()
+            c = State.failed()
+            transitions = (a.to(b), a.to(c))
+
+            @staticmethod
+            def action_id(data: Ticket) -> str:
+                return data.ticket_id
+
+    def unreachable() -> Any:
+        class Unreachable(Kind[Ticket, None]):
+            name = "bad3"
+            a = State(initial=True)
+            b = State.done()
+            island = State()
+            transitions = (a.to(b), island.to(b))
+
+            @staticmethod
+            def action_id(data: Ticket) -> str:
+                return data.ticket_id
+
+    def wrong_arity() -> Any:
+        def effect(data: Ticket) -> Ticket:
+            return data
+
+        class WrongArity(Kind[Ticket, None]):
+            name = "bad4"
+            a = State(initial=True)
+            b = State.done()
+            transitions = (a.to(b, effect=effect),)  # type: ignore[arg-type]
+
+            @staticmethod
+            def action_id(data: Ticket) -> str:
+                return data.ticket_id
+
+    def no_id() -> Any:
+        class NoId(Kind[Ticket, None]):
+            name = "bad5"
+            a = State(initial=True)
+            b = State.done()
+            transitions = (a.to(b),)
+
+    return [no_initial, shadowed, unreachable, wrong_arity, no_id]
+
+
+def _bad_definitions() -> tuple[int, list[str]]:
+    problems = []
+    cases = _definitions()
+    for case in cases:
+        try:
+            case()
+        except DefinitionError as exc:
+            if "Fix" not in str(exc) or "kind" not in str(exc):
+                problems.append(f"{case.__name__}: unclear message: {exc}")
+        else:
+            problems.append(f"{case.__name__}: no DefinitionError")
+    return len(cases), problems
+
+
+BAD_ARGUMENTS: list[list[str]] = [
+    [],
+    ["no-such-command"],
+    ["diagram"],
+    ["diagram", "ticket", "--format", "gif"],
+    ["actions"],
+    ["worker", "--db", "x.sqlite", "--concurrency", "0", "--module", "m"],
+    ["torture", "--kills", "-1"],
+]
+
+
+def _bad_arguments() -> tuple[int, list[str]]:
+    from fsm.cli import main
+
+    problems = []
+    for argv in BAD_ARGUMENTS:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(argv)
+        lines = err.getvalue().strip().splitlines()
+        if code != 2 or len(lines) != 1:
+            problems.append(f"fsm {' '.join(argv)}: exit {code}, {len(lines)} stderr line(s)")
+    return len(BAD_ARGUMENTS), problems
+
+
+def try_bad_inputs() -> tuple[int, list[str]]:
+    """Feed every bad input to the real code; (how many were tried, what went wrong)."""
+    tried = 0
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        parts: list[Callable[[], tuple[int, list[str]]]] = [
+            lambda: _bad_rows(Path(tmp)),
+            _bad_definitions,
+            _bad_arguments,
+        ]
+        for part in parts:
+            n, found = part()
+            tried += n
+            problems += found
+    return tried, problems

@@ -1,0 +1,116 @@
+"""The invariants every fsm database must satisfy, checked by one function.
+
+1. Every live action is terminal-or-resumable: its row decodes with the registered kinds
+   (quarantined rows are reported separately, they are not violations by themselves).
+2. No resource is held by a finished or missing action.
+3. No effect was applied twice (given the outside world's ledger: key -> times applied).
+4. The transition log of every action is a path: each step starts where the previous one
+   ended (an id used again after its action ended starts a new path), and for declarative
+   kinds each move is an edge of the kind's table (a transition or a rejection route), a
+   park in place, or an end reached from a state with a terminal edge.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from fsm.errors import DecodeError, UnknownKind
+from fsm.graph import KindGraph
+from fsm.registry import Registry
+from fsm.store import Store, TransitionRow
+
+
+def check_invariants(
+    store: Store,
+    kinds: Iterable[Any],
+    *,
+    effects: Mapping[str, int] | None = None,
+    allow_quarantined: bool = False,
+) -> list[str]:
+    """Every violation found, as one readable line each; an empty list means all hold."""
+    kinds = list(kinds)
+    registry = Registry(kinds)
+    graphs = {g.name: g for g in (k.graph() for k in kinds if hasattr(k, "graph"))}
+    problems: list[str] = []
+    problems += _rows_resumable(store, registry, allow_quarantined)
+    problems += _resources_held_by_live_actions(store)
+    if effects is not None:
+        problems += [f"effect {key!r} applied {n} times" for key, n in effects.items() if n > 1]
+    problems += _log_is_a_path(store.transitions(), graphs)
+    return problems
+
+
+def _rows_resumable(store: Store, registry: Registry, allow_quarantined: bool) -> list[str]:
+    problems = []
+    for row in store.rows():
+        if row.quarantine is not None:
+            if not allow_quarantined:
+                problems.append(f"action {row.id} is quarantined: {row.quarantine}")
+            continue
+        try:
+            codec = registry.get(row.kind)
+        except UnknownKind as exc:
+            problems.append(f"action {row.id}: {exc}")
+            continue
+        payload = store.payload_of(row.id)
+        try:
+            codec.load(row.state, row.version, payload)
+        except DecodeError as exc:
+            problems.append(f"action {row.id} cannot be resumed: {exc}")
+    return problems
+
+
+def _resources_held_by_live_actions(store: Store) -> list[str]:
+    live = {row.id for row in store.rows()}
+    return [
+        f"resource {name!r} is held by {holder!r}, which is finished or missing"
+        for name, holder in store.all_resources().items()
+        if holder not in live
+    ]
+
+
+def _log_is_a_path(rows: Iterable[TransitionRow], graphs: Mapping[str, KindGraph]) -> list[str]:
+    by_action: dict[str, list[TransitionRow]] = defaultdict(list)
+    for row in rows:
+        by_action[row.action_id].append(row)
+    problems = []
+    for action_id, steps in by_action.items():
+        for before, after in itertools.pairwise(steps):
+            if before.to_state is None:
+                continue  # the id was used again by a new action (e.g. a payment retried)
+            if after.from_state != before.to_state:
+                problems.append(
+                    f"action {action_id}: log jumps from {before.to_state!r} to "
+                    f"{after.from_state!r}"
+                )
+        graph = graphs.get(steps[0].kind)
+        if graph is not None:
+            problems += _moves_follow_the_table(action_id, steps, graph)
+    return problems
+
+
+def _moves_follow_the_table(
+    action_id: str, steps: list[TransitionRow], graph: KindGraph
+) -> list[str]:
+    edges = {(e.source, e.target) for e in graph.edges}
+    roles = {s.name: s.role for s in graph.states}
+    ends = {e.source for e in graph.edges if roles.get(e.target) in ("done", "failed")}
+    problems = []
+    for step in steps:
+        if step.to_state is None:
+            if step.outcome == "failed" or step.outcome == "stopped":
+                continue  # retries exhausted or a rejection may fail from any state
+            if step.from_state not in ends:
+                problems.append(
+                    f"action {action_id} ({graph.name}): ended from {step.from_state!r}, "
+                    "which has no edge to a done state"
+                )
+        elif step.to_state != step.from_state and (step.from_state, step.to_state) not in edges:
+            problems.append(
+                f"action {action_id} ({graph.name}): moved {step.from_state!r} -> "
+                f"{step.to_state!r}, which is not in the table"
+            )
+    return problems
