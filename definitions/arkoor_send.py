@@ -1,0 +1,245 @@
+"""Arkoor send: an out-of-round payment to an Ark address (bark's ``ArkoorSend``, reference 2.3).
+
+The inputs are spent into the destination output plus change pieces with the server's
+cosignature, the outputs' transactions are registered, the destination VTXOs are posted to
+the recipient's mailboxes, and the change is stored in the wallet::
+
+    cosigning -> registration -> delivery -> finalizing -> sent
+                                         \\-> salvaging  -> undelivered
+
+Differences from bark, each named in docs/definitions/arkoor_send.md: the inputs are fsm
+resources written with the first checkpoint (`start_arkoor_send` returns them for
+``Executor.start``), so a crash can never leave them locked; the salvage path is reachable
+(a delivery refused by every mailbox, or failing for ``DELIVERY_ATTEMPTS`` attempts, keeps the
+change and fails the movement instead of retrying forever); the inputs are marked spent as
+soon as the server has spent them.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+import fsm
+from definitions.calls import call_key
+from definitions.model import (
+    ArkAddress,
+    MovementStatus,
+    MovementUpdate,
+    PubkeyPolicy,
+    Vtxo,
+    VtxoRequest,
+    VtxoState,
+    change_pieces,
+    digest,
+    vtxo_resource,
+)
+from definitions.services import ServerUnavailable, Services
+from fsm import Kind, RetryPolicy, State, StepContext
+
+DELIVERY_ATTEMPTS = 30
+"""Consecutive failed deliveries (one a minute) before the send is salvaged."""
+
+DELIVERY_RETRY = RetryPolicy(base=60.0, cap=60.0, max_attempts=DELIVERY_ATTEMPTS)
+"""bark parks a failed delivery for 60 s, forever; fsm gives up after the budget."""
+
+SPENDABLE_ONLY = frozenset({VtxoState.SPENDABLE})
+
+Ctx = StepContext[Services]
+
+
+@attrs.frozen
+class ArkoorSend:
+    """The checkpoint. Everything up to ``change_pieces`` is fixed at creation; the cosigned
+    outputs are filled in by the cosign step (the change exists only here until finalizing)."""
+
+    id: str
+    destination: ArkAddress
+    amount: int
+    input_ids: list[str]
+    """Sorted, so the checkpoint and the cosign request are the same on every run."""
+    change_key_index: int
+    change_pieces: list[int]
+    movement_id: int | None = None
+    destination_vtxos: list[Vtxo] = attrs.Factory(list)
+    change_vtxos: list[Vtxo] = attrs.Factory(list)
+
+
+# -- steps -------------------------------------------------------------------------------------
+
+
+async def cosign(ctx: Ctx, send: ArkoorSend) -> ArkoorSend:
+    """Spend the inputs with the server; the same inputs and change key replay the same spend.
+
+    The inputs are marked spent right away (bark waits for finalizing): the server has spent
+    them, so the wallet must not show them as spendable a moment longer.
+    """
+    wallet = ctx.services.wallet
+    payee = PubkeyPolicy(send.destination.pubkey)
+    change_policy = PubkeyPolicy(wallet.derive_key(send.change_key_index))
+    outputs = [VtxoRequest(send.amount, payee)]
+    outputs += [VtxoRequest(piece, change_policy) for piece in send.change_pieces]
+    vtxos = await ctx.services.server.request_arkoor_cosign(
+        send.input_ids, outputs, ctx.idempotency_key
+    )
+    wallet.set_vtxo_state(send.input_ids, VtxoState.SPENT, allowed_from=SPENDABLE_ONLY)
+    movement = wallet.get_or_create_movement(
+        send.id,
+        "arkoor_send",
+        intended_balance=-send.amount,
+        effective_balance=-send.amount,
+        fee=0,
+        consumed=send.input_ids,
+        metadata={"sent_to": send.destination.pubkey},
+    )
+    return attrs.evolve(
+        send,
+        movement_id=movement.id,
+        destination_vtxos=[v for v in vtxos if v.policy == payee],
+        change_vtxos=[v for v in vtxos if v.policy != payee],
+    )
+
+
+async def register_outputs(ctx: Ctx, send: ArkoorSend) -> ArkoorSend:
+    """Register the outputs' transactions, so the recipient (and we) can exit from them."""
+    vtxos = send.destination_vtxos + send.change_vtxos
+    if vtxos:
+        await ctx.services.server.register_vtxo_transactions(vtxos, ctx.idempotency_key)
+    return send
+
+
+async def deliver(ctx: Ctx, send: ArkoorSend) -> ArkoorSend:
+    """Post the destination VTXOs to every mailbox of the address; one acceptance suffices.
+
+    When none accepts: a refusal by every mailbox is a rejection (the salvage route); any
+    transient failure among them is retried, up to `DELIVERY_ATTEMPTS`.
+    """
+    server = ctx.services.server
+    errors: list[Exception] = []
+    for n, mailbox in enumerate(send.destination.mailbox_ids):
+        try:
+            await server.post_to_mailbox(
+                mailbox, send.destination_vtxos, call_key(ctx, f"mailbox-{n}")
+            )
+        except (ServerUnavailable, fsm.Rejected) as exc:
+            errors.append(exc)
+        else:
+            return send
+    summary = "; ".join(f"{type(e).__name__}: {e}" for e in errors) or "no mailbox"
+    if errors and all(isinstance(e, fsm.Rejected) for e in errors):
+        first = errors[0]
+        assert isinstance(first, fsm.Rejected)
+        raise fsm.Rejected(f"every mailbox refused the delivery: {summary}", code=first.code)
+    raise ServerUnavailable(f"no mailbox accepted the delivery: {summary}")
+
+
+def _finalize(ctx: Ctx, send: ArkoorSend, status: MovementStatus) -> ArkoorSend:
+    wallet = ctx.services.wallet
+    wallet.set_vtxo_state(send.input_ids, VtxoState.SPENT, allowed_from=SPENDABLE_ONLY)
+    for vtxo in send.change_vtxos:
+        wallet.insert_vtxo(vtxo, VtxoState.SPENDABLE)
+    assert send.movement_id is not None  # set by the cosign step, before any finalizing
+    if send.change_vtxos:
+        produced = [v.id for v in send.change_vtxos]
+        wallet.update_movement(send.movement_id, MovementUpdate(produced=produced))
+    wallet.finish_movement(send.movement_id, status)
+    return send
+
+
+def finalize_delivered(ctx: Ctx, send: ArkoorSend) -> ArkoorSend:
+    """Store the change as spendable; the movement succeeded."""
+    return _finalize(ctx, send, MovementStatus.SUCCESSFUL)
+
+
+def finalize_undelivered(ctx: Ctx, send: ArkoorSend) -> ArkoorSend:
+    """Salvage: store the change all the same; the movement failed (the recipient was not
+    told, though the destination VTXOs exist and are registered)."""
+    return _finalize(ctx, send, MovementStatus.FAILED)
+
+
+# -- the kind ----------------------------------------------------------------------------------
+
+
+class ArkoorSendKind(Kind[ArkoorSend, Services]):
+    name = "arkoor_send"
+
+    cosigning = State(initial=True, doc="inputs held; cosign the spend")
+    registration = State(doc="register the outputs' transactions")
+    delivery = State(retry=DELIVERY_RETRY, doc="post to the recipient's mailboxes")
+    finalizing = State(doc="delivered: store the change")
+    salvaging = State(doc="not delivered: store the change anyway")
+    sent = State.done()
+    undelivered = State.done(doc="movement failed; change kept")
+    cancelled = State.failed(doc="cosign refused; inputs released")
+
+    transitions = (
+        cosigning.to(registration, effect=cosign),
+        registration.to(delivery, effect=register_outputs),
+        delivery.to(finalizing, effect=deliver),
+        finalizing.to(sent, effect=finalize_delivered),
+        salvaging.to(undelivered, effect=finalize_undelivered),
+    )
+    # bark's on_rejection table. Cosigning: nothing was spent, fail (fsm releases the
+    # inputs). Registration: deliver anyway, the recipient can exit from the signed chain.
+    # Delivery (and its spent retry budget): salvage the change.
+    rejections = {cosigning: cancelled, registration: delivery, delivery: salvaging}  # noqa: RUF012
+
+    @staticmethod
+    def action_id(send: ArkoorSend) -> str:
+        return send.id
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+
+def start_arkoor_send(
+    services: Services, destination: ArkAddress, amount: int
+) -> tuple[fsm.Action[Services], list[str]]:
+    """A new arkoor send and the resources it must hold from its first checkpoint.
+
+    Validates the address, selects inputs (skipping VTXOs held by other actions), reserves the
+    change key and splits the change. Start it with ``executor.start(action,
+    resources=resources)``: the inputs are taken in the transaction that writes the first
+    checkpoint, or not at all (`fsm.ResourceConflict` if another action took one meanwhile).
+    """
+    if amount <= 0:
+        raise ValueError(f"amount must be positive, got {amount}")
+    if destination.network is not services.config.network:
+        raise ValueError(
+            f"address is for {destination.network.value}, the wallet is on "
+            f"{services.config.network.value}"
+        )
+    if not destination.mailbox_ids:
+        raise ValueError("the address has no mailbox to deliver to")
+    wallet = services.wallet
+    inputs = wallet.select_coins(amount)
+    change = sum(v.amount for v in inputs) - amount
+    index = wallet.next_key_index()
+    if wallet.derive_key(index) == destination.pubkey:
+        raise ValueError("the destination is this wallet's change key")
+    send = ArkoorSend(
+        id=digest("arkoor_send", wallet.mailbox_id(), index)[:32],
+        destination=destination,
+        amount=amount,
+        input_ids=sorted(v.id for v in inputs),
+        change_key_index=index,
+        change_pieces=change_pieces(change, amount, services.config.change_vtxo_split_factor),
+    )
+    return ArkoorSendKind.create(send), [vtxo_resource(i) for i in send.input_ids]
+
+
+async def send_arkoor_payment(
+    executor: fsm.Executor[Services], destination: ArkAddress, amount: int
+) -> fsm.DriveResult:
+    """bark's ``send_arkoor_payment``: start the send and drive it until it ends."""
+    action, resources = start_arkoor_send(executor.services, destination, amount)
+    await executor.start(action, resources=resources)
+    return await executor.drive(action.id, fsm.DriveMode.UNTIL_DONE)
+
+
+__all__ = [
+    "DELIVERY_ATTEMPTS",
+    "ArkoorSend",
+    "ArkoorSendKind",
+    "send_arkoor_payment",
+    "start_arkoor_send",
+]

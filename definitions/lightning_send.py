@@ -1,0 +1,451 @@
+"""Lightning send: pay an invoice through the Ark server (bark's ``LightningSend``, ref. 2.4).
+
+The inputs become a server-HTLC VTXO (plus change), the server is asked to pay, and the
+payment ends one of three ways: paid (the preimage settles it), revoked (the server gives
+the HTLC back), or exited (revocation is stuck, the user opted in, the HTLC is near expiry)::
+
+    start -> htlc_received -> payment_initiated -> paid
+      |            \\                 \\
+      v             `-----------------> revocable -> revoked
+    abandoning -> not_sent                 |            ^
+                                  revocation_stuck -----'
+                                           |
+                                        exiting -> exited
+
+"Near expiry" is bark's rule: tip > ``htlc_expiry`` - ``vtxo_refresh_expiry_threshold``. bark
+applies it in ``on_retry``; here it is a guard checked before each attempt (a retry is the next
+attempt), so it shows in the table and the diagram.
+
+Differences from bark, each named in docs/definitions/lightning_send.md: the inputs are fsm
+resources from the first checkpoint; the movement is created by the first step and finished
+``failed`` when the send cannot start (bark leaves it pending forever); giving up at ``start``
+first asks the server whether it cosigned the HTLC, and adopts the HTLC if it did, so inputs
+the server has spent are never released; ``revocable`` tolerates a few transient errors
+before it counts as stuck; and the mailbox "payment finished" path goes through the executor
+(`lightning_send_finished`), never around the action's lease.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+import fsm
+from definitions.calls import call_key
+from definitions.model import (
+    Invoice,
+    Movement,
+    MovementStatus,
+    MovementUpdate,
+    PubkeyPolicy,
+    ServerHtlcSendPolicy,
+    Vtxo,
+    VtxoRequest,
+    VtxoState,
+    change_pieces,
+    payment_hash_of,
+    vtxo_resource,
+)
+from definitions.services import (
+    HtlcSendRequest,
+    PaymentState,
+    PaymentStatus,
+    ServerUnavailable,
+    Services,
+)
+from fsm import Kind, RetryPolicy, State, StepContext
+
+POLL_SECONDS = 2.0
+"""How often a waiting payment is polled (bark: park 2 s)."""
+
+REVOCATION_ATTEMPTS = 3
+"""Transient revocation failures before the send counts as stuck (bark: the first one)."""
+
+SPENDABLE_ONLY = frozenset({VtxoState.SPENDABLE})
+
+Ctx = StepContext[Services]
+
+
+class HtlcMismatch(Exception):
+    """The server's cosigned outputs are not the HTLC and change we asked for (transient:
+    the inputs stay held, since the server may consider them spent)."""
+
+
+@attrs.frozen
+class LightningSend:
+    """The checkpoint. All fields but the last three are fixed at creation.
+
+    ``htlc_key`` owns the HTLC and the change; ``revocation_key`` receives revoked HTLCs
+    (both reserved at creation, so every re-run builds the same requests).
+    """
+
+    invoice: Invoice
+    amount: int
+    fee: int
+    input_ids: list[str]
+    change_pieces: list[int]
+    htlc_key: str
+    revocation_key: str
+    htlc_expiry: int
+    allow_exit_of_htlcs: bool = False
+    movement_id: int | None = None
+    htlc_ids: list[str] = attrs.Factory(list)
+    mailbox_id: str | None = None
+
+    @property
+    def payment_hash(self) -> str:
+        return self.invoice.payment_hash
+
+
+def action_id_of(payment_hash: str) -> str:
+    """``ln_pay.<hash>``: at most one send of a payment hash in flight."""
+    return f"ln_pay.{payment_hash}"
+
+
+# -- reads -------------------------------------------------------------------------------------
+
+
+async def near_expiry(ctx: Ctx, send: LightningSend) -> bool:
+    """bark's rule: the HTLC expires within the wallet's refresh threshold."""
+    tip = await ctx.services.chain.tip_height()
+    return tip > send.htlc_expiry - ctx.services.config.vtxo_refresh_expiry_threshold
+
+
+async def _status(ctx: Ctx, send: LightningSend) -> PaymentStatus:
+    """The server's view; its errors read as "pending" (bark never fails on this RPC)."""
+    try:
+        return await ctx.services.server.check_lightning_payment(send.payment_hash)
+    except (ServerUnavailable, fsm.Rejected) as exc:
+        ctx.log.info("payment status unavailable, assuming pending: %s", exc)
+        return PaymentStatus(PaymentState.PENDING)
+
+
+async def _preimage(ctx: Ctx, send: LightningSend) -> str | None:
+    """The verified preimage: from the paid-invoice fact, else from the server."""
+    known = ctx.services.wallet.paid_invoice(send.payment_hash)
+    if known is not None:
+        return known
+    status = await _status(ctx, send)
+    if status.state is PaymentState.SUCCEEDED and status.preimage is not None:
+        if payment_hash_of(status.preimage) == send.payment_hash:
+            return status.preimage
+        ctx.log.warning("server reported a preimage that does not match the payment hash")
+    return None
+
+
+def _movement(ctx: Ctx, send: LightningSend) -> Movement:
+    """The send's movement, created pending the first time (keyed by the action id)."""
+    return ctx.services.wallet.get_or_create_movement(
+        ctx.action_id,
+        "lightning_send",
+        intended_balance=-send.amount,
+        effective_balance=-(send.amount + send.fee),
+        fee=send.fee,
+        consumed=send.input_ids,
+        metadata={"payment_hash": send.payment_hash, "sent_to": send.invoice.encoded},
+    )
+
+
+async def _register_best_effort(ctx: Ctx, vtxos: list[Vtxo]) -> None:
+    try:
+        await ctx.services.server.register_vtxo_transactions(vtxos, call_key(ctx, "outputs"))
+    except (ServerUnavailable, fsm.Rejected) as exc:
+        ctx.log.warning("could not register outputs (best effort): %s", exc)
+
+
+# -- guards ------------------------------------------------------------------------------------
+
+
+async def htlc_cosigned(ctx: Ctx, send: LightningSend) -> bool:
+    """Did the server cosign an HTLC for this payment (so it spent our inputs)?
+
+    Errors propagate: giving up must wait until the server can say no.
+    """
+    status = await ctx.services.server.check_lightning_payment(send.payment_hash)
+    return status.state in (PaymentState.PENDING, PaymentState.SUCCEEDED)
+
+
+async def payment_succeeded(ctx: Ctx, send: LightningSend) -> bool:
+    return await _preimage(ctx, send) is not None
+
+
+async def payment_failed_or_near_expiry(ctx: Ctx, send: LightningSend) -> bool:
+    """Failed, or not settled while the HTLC is near (or past) expiry: revoke."""
+    status = await _status(ctx, send)
+    return status.state is PaymentState.FAILED or await near_expiry(ctx, send)
+
+
+async def may_exit(ctx: Ctx, send: LightningSend) -> bool:
+    """Exit the HTLC on chain: only if the user opted in and it is near expiry."""
+    return send.allow_exit_of_htlcs and await near_expiry(ctx, send)
+
+
+# -- effects -----------------------------------------------------------------------------------
+
+
+async def request_htlc(ctx: Ctx, send: LightningSend) -> LightningSend:
+    """Turn the inputs into the HTLC (amount + fee) and change; the server replays an
+    identical request, so this is also how ``abandoning`` adopts an HTLC it finds."""
+    wallet = ctx.services.wallet
+    movement = _movement(ctx, send)
+    change = [VtxoRequest(p, PubkeyPolicy(send.htlc_key)) for p in send.change_pieces]
+    request = HtlcSendRequest(
+        send.input_ids, send.invoice, send.amount, send.htlc_key, send.htlc_expiry, change
+    )
+    outputs = await ctx.services.server.request_lightning_pay_htlc_cosign(
+        request, ctx.idempotency_key
+    )
+    htlc, change_vtxos = outputs[0], outputs[1:]
+    _check_outputs(send, htlc, change_vtxos)
+    await _register_best_effort(ctx, outputs)
+    ctx.acquire(htlc.resource)
+    wallet.insert_vtxo(htlc, VtxoState.SPENDABLE)
+    wallet.set_vtxo_state(send.input_ids, VtxoState.SPENT, allowed_from=SPENDABLE_ONLY)
+    for vtxo in change_vtxos:
+        wallet.insert_vtxo(vtxo, VtxoState.SPENDABLE)
+    wallet.update_movement(
+        movement.id,
+        MovementUpdate(
+            effective_balance=-htlc.amount,
+            produced=[v.id for v in change_vtxos],
+            metadata={"htlc_vtxos": htlc.id},
+        ),
+    )
+    return attrs.evolve(
+        send, movement_id=movement.id, htlc_ids=[htlc.id], mailbox_id=wallet.mailbox_id()
+    )
+
+
+def _check_outputs(send: LightningSend, htlc: Vtxo, change: list[Vtxo]) -> None:
+    policy = ServerHtlcSendPolicy(send.htlc_key, send.payment_hash, send.htlc_expiry)
+    if htlc.policy != policy or htlc.amount != send.amount + send.fee:
+        raise HtlcMismatch(f"server returned HTLC {htlc!r}, expected {policy!r}")
+    if [v.amount for v in change] != send.change_pieces or any(
+        v.policy != PubkeyPolicy(send.htlc_key) for v in change
+    ):
+        raise HtlcMismatch(f"server returned change {change!r}, expected {send.change_pieces}")
+
+
+def fail_movement(ctx: Ctx, send: LightningSend) -> LightningSend:
+    """Nothing was cosigned: the movement failed, moving nothing (fsm releases the inputs)."""
+    wallet = ctx.services.wallet
+    wallet.finish_movement(_movement(ctx, send).id, MovementStatus.FAILED, effective_balance=0)
+    return send
+
+
+async def initiate_payment(ctx: Ctx, send: LightningSend) -> LightningSend:
+    """Ask the server to pay the invoice with the HTLC; it notifies our mailbox when done."""
+    assert send.mailbox_id is not None  # set with the HTLC
+    await ctx.services.server.initiate_lightning_payment(
+        send.invoice, send.htlc_ids, send.amount, send.mailbox_id, ctx.idempotency_key
+    )
+    return send
+
+
+async def settle(ctx: Ctx, send: LightningSend) -> LightningSend:
+    """Paid: record the fact (it outlives the checkpoint), the HTLC is spent, movement done."""
+    preimage = await _preimage(ctx, send)
+    if preimage is None:
+        raise ServerUnavailable("the payment's preimage is no longer available; retrying")
+    wallet = ctx.services.wallet
+    wallet.record_paid_invoice(send.payment_hash, preimage, send.amount)
+    wallet.set_vtxo_state(send.htlc_ids, VtxoState.SPENT, allowed_from=SPENDABLE_ONLY)
+    movement = _movement(ctx, send)
+    wallet.update_movement(movement.id, MovementUpdate(metadata={"preimage": preimage}))
+    wallet.finish_movement(movement.id, MovementStatus.SUCCESSFUL)
+    return send
+
+
+async def revoke(ctx: Ctx, send: LightningSend) -> LightningSend:
+    """Have the server give the HTLC back to the revocation key; the movement failed."""
+    wallet = ctx.services.wallet
+    outputs = await ctx.services.server.request_lightning_pay_htlc_revocation(
+        send.htlc_ids, send.revocation_key, ctx.idempotency_key
+    )
+    await _register_best_effort(ctx, outputs)
+    effective = -(send.amount + send.fee) + sum(v.amount for v in outputs)
+    if effective != 0:
+        ctx.log.warning("revocation returned %d sats less than the HTLC held", -effective)
+    movement = _movement(ctx, send)
+    wallet.update_movement(
+        movement.id,
+        MovementUpdate(
+            effective_balance=effective, fee=abs(effective), produced=[v.id for v in outputs]
+        ),
+    )
+    for vtxo in outputs:
+        wallet.insert_vtxo(vtxo, VtxoState.SPENDABLE)
+    wallet.set_vtxo_state(send.htlc_ids, VtxoState.SPENT, allowed_from=SPENDABLE_ONLY)
+    wallet.finish_movement(movement.id, MovementStatus.FAILED)
+    return send
+
+
+def exit_htlcs(ctx: Ctx, send: LightningSend) -> LightningSend:
+    """Start the unilateral exit of the HTLC (the sim marks it exited); the movement failed."""
+    wallet = ctx.services.wallet
+    exited = [v for i in send.htlc_ids if (v := wallet.get_vtxo(i)) is not None]
+    wallet.set_vtxo_state(send.htlc_ids, VtxoState.EXITED, allowed_from=SPENDABLE_ONLY)
+    movement = _movement(ctx, send)
+    effective = -(send.amount + send.fee) + sum(v.amount for v in exited)
+    exits = {"exited_vtxos": ",".join(send.htlc_ids)}
+    wallet.update_movement(movement.id, MovementUpdate(effective_balance=effective, metadata=exits))
+    wallet.finish_movement(movement.id, MovementStatus.FAILED)
+    return send
+
+
+async def revocation_refused(ctx: Ctx, send: LightningSend, error: BaseException) -> fsm.Outcome:
+    """bark's ``RevocationStuck`` rejection: exit if opted in and near expiry, else park
+    with the error, no wake-up (a notify or the next sync tries again)."""
+    if await may_exit(ctx, send):
+        return LightningSendKind.goto(LightningSendKind.exiting, send)
+    here = LightningSendKind.create(send, LightningSendKind.revocation_stuck)
+    return fsm.Park(here, error=error)
+
+
+# -- the kind ----------------------------------------------------------------------------------
+
+
+class LightningSendKind(Kind[LightningSend, Services]):
+    name = "lightning_send"
+
+    start = State(initial=True, doc="inputs held; get the HTLC cosigned")
+    abandoning = State(doc="cannot start: adopt the HTLC if the server made it, else give up")
+    htlc_received = State(doc="ask the server to pay")
+    payment_initiated = State.wait(after=POLL_SECONDS, doc="poll the payment every 2 s")
+    revocable = State(
+        retry=RetryPolicy(max_attempts=REVOCATION_ATTEMPTS), doc="get the HTLC revoked"
+    )
+    revocation_stuck = State(doc="revocation failed; keep trying")
+    exiting = State(doc="exit the HTLC on chain")
+    paid = State.done()
+    revoked = State.done(doc="HTLC given back; movement failed")
+    exited = State.done(doc="HTLC exiting; movement failed")
+    not_sent = State.failed(doc="nothing cosigned; inputs released, movement failed")
+
+    transitions = (
+        start.to(abandoning, guard=near_expiry),
+        start.to(htlc_received, effect=request_htlc),
+        abandoning.to(htlc_received, guard=htlc_cosigned, effect=request_htlc),
+        abandoning.to(not_sent, effect=fail_movement),
+        htlc_received.to(revocable, guard=near_expiry),
+        htlc_received.to(payment_initiated, effect=initiate_payment),
+        payment_initiated.to(paid, guard=payment_succeeded, effect=settle),
+        payment_initiated.to(revocable, guard=payment_failed_or_near_expiry),
+        revocable.to(revoked, effect=revoke),
+        revocation_stuck.to(exiting, guard=may_exit),
+        revocation_stuck.to(revoked, effect=revoke),
+        exiting.to(exited, effect=exit_htlcs),
+    )
+    # bark's on_rejection table: a refused cosign changed nothing (abandoning confirms it and
+    # fails the movement); a refused payment is revoked; a refused (or repeatedly failing)
+    # revocation is stuck; a refused retry of a stuck one parks or exits.
+    rejections = {  # noqa: RUF012
+        start: abandoning,
+        htlc_received: revocable,
+        payment_initiated: revocable,
+        revocable: revocation_stuck,
+        revocation_stuck: revocation_refused,
+    }
+
+    @staticmethod
+    def action_id(send: LightningSend) -> str:
+        return action_id_of(send.payment_hash)
+
+
+# -- entry points ------------------------------------------------------------------------------
+
+
+class AlreadyPaid(ValueError):
+    """The paid-invoice fact says this payment hash was paid already."""
+
+
+async def start_lightning_send(
+    services: Services,
+    invoice: Invoice,
+    amount: int | None = None,
+    *,
+    allow_exit_of_htlcs: bool = False,
+) -> tuple[fsm.Action[Services], list[str]]:
+    """A new lightning send and the resources (its inputs) to start it with.
+
+    ``amount`` is required for an amountless invoice (``invoice.amount == 0``) and must match
+    the invoice otherwise. Selects inputs for amount + the server's fee, reserves the HTLC and
+    revocation keys, and fixes the HTLC expiry at tip + the server's delta. Nothing else is
+    written: the movement is created by the first step. Start it with ``executor.start(action,
+    resources=resources)``.
+    """
+    wallet = services.wallet
+    if wallet.paid_invoice(invoice.payment_hash) is not None:
+        raise AlreadyPaid(f"invoice {invoice.payment_hash} is already paid")
+    if invoice.network is not services.config.network:
+        raise ValueError(
+            f"invoice is for {invoice.network.value}, the wallet is on "
+            f"{services.config.network.value}"
+        )
+    if invoice.amount and amount is not None and amount != invoice.amount:
+        raise ValueError(f"invoice asks {invoice.amount} sats, not {amount}")
+    pay = invoice.amount or amount or 0
+    if pay <= 0:
+        raise ValueError("an amountless invoice needs a positive amount")
+    info = await services.server.info()
+    fee = info.lightning_send_fee(pay)
+    inputs = wallet.select_coins(pay + fee)
+    change = sum(v.amount for v in inputs) - pay - fee
+    tip = await services.chain.tip_height()
+    send = LightningSend(
+        invoice=invoice,
+        amount=pay,
+        fee=fee,
+        input_ids=sorted(v.id for v in inputs),
+        change_pieces=change_pieces(change, pay, services.config.change_vtxo_split_factor),
+        htlc_key=wallet.derive_key(wallet.next_key_index()),
+        revocation_key=wallet.derive_key(wallet.next_key_index()),
+        htlc_expiry=tip + info.htlc_send_expiry_delta,
+        allow_exit_of_htlcs=allow_exit_of_htlcs,
+    )
+    return LightningSendKind.create(send), [vtxo_resource(i) for i in send.input_ids]
+
+
+async def pay_lightning_invoice(
+    executor: fsm.Executor[Services],
+    invoice: Invoice,
+    amount: int | None = None,
+    *,
+    wait: bool = False,
+    allow_exit_of_htlcs: bool = False,
+) -> fsm.DriveResult:
+    """bark's ``make_lightning_payment``: resume the send of this hash if one is in flight,
+    else start one; drive it (until done if ``wait``)."""
+    action_id = action_id_of(invoice.payment_hash)
+    if executor.store.row(action_id) is None:
+        action, resources = await start_lightning_send(
+            executor.services, invoice, amount, allow_exit_of_htlcs=allow_exit_of_htlcs
+        )
+        await executor.start(action, resources=resources)
+    mode = fsm.DriveMode.UNTIL_DONE if wait else fsm.DriveMode.UNTIL_PARK_OR_DONE
+    return await executor.drive(action_id, mode)
+
+
+async def lightning_send_finished(
+    executor: fsm.Executor[Services], payment_hash: str
+) -> fsm.DriveResult | None:
+    """The mailbox says the server finished this payment: drive the send now.
+
+    bark settles right here, around the action lock, racing any running drive. fsm only
+    notifies the executor: the send is driven under its lease, and ``payment_initiated``
+    reads the preimage from the server and settles (or revokes) as its table says. Returns
+    ``None`` when the payment is already recorded as paid.
+    """
+    if executor.services.wallet.paid_invoice(payment_hash) is not None:
+        return None
+    return await executor.notify(action_id_of(payment_hash))
+
+
+__all__ = [
+    "AlreadyPaid",
+    "LightningSend",
+    "LightningSendKind",
+    "action_id_of",
+    "lightning_send_finished",
+    "pay_lightning_invoice",
+    "start_lightning_send",
+]

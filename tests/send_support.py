@@ -1,0 +1,160 @@
+"""Shared set-up for the arkoor send and lightning send tests (and their crash child).
+
+`Wallet` wires a simulated world to an fsm store and an executor whose clock is the world's
+clock and whose sleep advances it, so retries and polls take no real time. `double_drive`
+is bark's re-entrancy checker (reference 1.9): it walks an action to its end through the
+interpreter, running every step twice from the same state with the same idempotency key,
+and checks that both runs give the same outcome and that the second applies no new effect.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import fsm
+from definitions.arkoor_send import ArkoorSendKind
+from definitions.lightning_send import LightningSendKind
+from definitions.model import ArkAddress, digest
+from definitions.services import Services, WalletConfig
+from definitions.sim import Faults, World, check_invariants, make_world
+from definitions.sim.wallet_store import SqliteWalletStore
+
+KINDS = [ArkoorSendKind, LightningSendKind]
+
+
+class Wallet:
+    def __init__(
+        self,
+        folder: Path,
+        seed: int = 1,
+        faults: Faults | None = None,
+        config: WalletConfig | None = None,
+    ) -> None:
+        self.world: World = make_world(folder / "world", seed, faults)
+        self.store = fsm.Store.sqlite(folder / "actions.sqlite")
+        self.services: Services = self.world.services(self.store, config)
+        self.executor: fsm.Executor[Services] = fsm.Executor(
+            self.store,
+            self.services,
+            kinds=KINDS,
+            clock=self.world.clock.now,
+            sleep=self._sleep,
+        )
+
+    async def _sleep(self, seconds: float) -> None:
+        self.world.advance_time(seconds)
+
+    @property
+    def wallet(self) -> SqliteWalletStore:
+        store = self.services.wallet
+        assert isinstance(store, SqliteWalletStore)
+        return store
+
+    def problems(self) -> list[str]:
+        return check_invariants(self.world, self.wallet, self.store)
+
+    def applied(self) -> dict[str, int]:
+        """effect id -> how many times it was applied, over the whole ledger."""
+        out: dict[str, int] = {}
+        for e in self.world.ledger.entries():
+            out[e.effect_id] = out.get(e.effect_id, 0) + e.applied
+        return out
+
+    def close(self) -> None:
+        self.store.close()
+        self.wallet.close()
+        self.world.close()
+
+
+def payee(name: str = "payee", mailboxes: int = 1) -> ArkAddress:
+    return ArkAddress(digest("payee", name), [f"mbx-{name}-{n}" for n in range(mailboxes)])
+
+
+def _context(w: Wallet, action_id: str, seq: int, held: set[str]) -> fsm.StepContext[Services]:
+    log = logging.LoggerAdapter(logging.getLogger("double_drive"), {})
+    return fsm.StepContext(
+        w.services,
+        action_id,
+        seq,
+        0,
+        w.world.clock.now(),
+        fsm.RetryPolicy(),
+        log,
+        lambda: held,
+        w.store.holder_of,
+    )
+
+
+async def _outcome(action: fsm.Action[Services], ctx: fsm.StepContext[Services]) -> Any:
+    result = action.advance(ctx)
+    return await result if hasattr(result, "__await__") else result
+
+
+async def double_drive(
+    w: Wallet, action: fsm.Action[Services], held: set[str], max_steps: int = 20
+) -> list[str]:
+    """Run ``action`` to its end, each step twice; returns the states it went through."""
+    states = [action.state]
+    for seq in range(max_steps):
+        before = w.applied()
+        ledger_size = len(w.world.ledger.entries())
+        first = await _outcome(action, _context(w, action.id, seq, set(held)))
+        after_first = w.applied()
+        second_ctx = _context(w, action.id, seq, set(held))
+        second = await _outcome(action, second_ctx)
+        assert second == first, f"step {seq} from {action.state}: {first!r} then {second!r}"
+        assert w.applied() == after_first, f"step {seq} from {action.state} applied twice"
+        assert len(w.world.ledger.entries()) >= ledger_size
+        assert all(after_first.get(k, 0) >= n for k, n in before.items())
+        acquired, released = second_ctx.resource_changes()
+        held |= set(acquired)
+        held -= set(released)
+        if isinstance(first, fsm.Done | fsm.Failed):
+            states.append(type(first).__name__)
+            return states
+        assert isinstance(first, fsm.Next), f"step {seq} from {action.state}: {first!r}"
+        action = first.state
+        states.append(action.state)
+    raise AssertionError(f"no end after {max_steps} steps: {states}")
+
+
+def run_child(
+    folder: Path, kind: str, phase: str, env: dict[str, str], crash: str = ""
+) -> subprocess.CompletedProcess[bytes]:
+    """Run tests/send_child.py (see there) and wait for it."""
+    return subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "send_child.py"), str(folder), kind, phase],
+        env={**env, "FSM_DEF_CRASH": crash},
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
+REPO = Path(__file__).parent.parent
+
+
+def check_committed_diagram(kind: str) -> None:
+    """docs/diagrams/<kind>.mmd must be what ``fsm diagram`` generates from the code now."""
+    regenerate = (
+        f"fsm diagram {kind} --module definitions.{kind} --format mermaid "
+        f"--output docs/diagrams/{kind}.mmd && fsm diagram {kind} --module definitions.{kind} "
+        f"--format svg --output docs/diagrams/{kind}.svg"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "fsm.cli", "diagram", kind, "--module", f"definitions.{kind}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    committed = (REPO / "docs" / "diagrams" / f"{kind}.mmd").read_text()
+    assert proc.stdout == committed, (
+        f"docs/diagrams/{kind}.mmd is out of date; regenerate it (from the repo root) with: "
+        f"{regenerate}"
+    )
