@@ -311,7 +311,11 @@ class ArkState:
             raise rejected("offboard amount is dust")
         if req.destination.startswith(BLOCKED_PREFIX):
             raise rejected("output address is blocked")
-        coin = self.chain.mint("server", req.net_amount, tag=f"offboard:{digest(request)}")
+        # After a restart an identical request opens the same session again (same coin, same
+        # tx): a natural replay of the first prepare, not a second effect.
+        tag = f"offboard:{digest(request)}"
+        again = self.chain.tx(digest("mint", tag, "server", req.net_amount)) is not None
+        coin = self.chain.mint("server", req.net_amount, tag=tag)
         tx = Tx.build([coin], [TxOut(req.destination, req.net_amount)], signed=False)
         nonces = [digest("nonce", tx.txid, v.id) for v in inputs]
         prepared = PreparedOffboard(tx, nonces)
@@ -320,7 +324,8 @@ class ArkState:
             "VALUES (?, ?, ?)",
             (tx.txid, request, dump(prepared)),
         )
-        return Applied(prepared, f"offboard_prepare:{tx.txid}", f"prepare offboard {tx.txid}")
+        summary = f"prepare offboard {tx.txid}" + (" (after a restart)" if again else "")
+        return Applied(prepared, f"offboard_prepare:{tx.txid}", summary, not again)
 
     def finish_offboard(self, txid: str, signatures: list[str], key: str) -> Applied[Tx]:
         session = self.db.one(
