@@ -1,0 +1,143 @@
+"""Test rig for the board and offboard kinds: a simulated world, a real fsm SQLite store and
+an executor on the world's clock; plus a double-stepper that runs each step twice from the
+same state through the interpreter (bark's BARK_DOUBLE_DRIVE_ACTIONS, without the executor)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import fsm
+from definitions.board import BoardKind
+from definitions.offboard import OffboardKind
+from definitions.services import WalletConfig
+from definitions.sim import Faults, check_invariants, make_world
+
+KINDS = [BoardKind, OffboardKind]
+HERE = Path(__file__).parent
+CHILD = HERE / "onchain_child.py"
+
+
+class Rig:
+    def __init__(
+        self, folder: Path, *, seed: int = 1, faults: Faults | None = None, **config: Any
+    ) -> None:
+        self.folder = folder
+        self.world = make_world(folder / "world", seed, faults)
+        self.store = fsm.Store.sqlite(folder / "fsm.sqlite")
+        self.svc = self.world.services(self.store, WalletConfig(**config))
+        self.wallet = self.svc.wallet
+        self.ex = fsm.Executor(
+            self.store, self.svc, kinds=KINDS, clock=self.world.clock.now, sleep=self.sleep
+        )
+
+    async def sleep(self, seconds: float) -> None:
+        self.world.advance_time(seconds)
+
+    async def start(self, started: tuple[Any, list[str]]) -> str:
+        action, resources = started
+        assert await self.ex.start(action, resources=resources)
+        return str(action.id)
+
+    async def drive(self, action_id: str) -> fsm.DriveResult:
+        return await self.ex.drive(action_id)
+
+    def row(self, action_id: str) -> Any:
+        return self.store.row(action_id)
+
+    def data(self, action_id: str) -> Any:
+        return self.load(action_id).data
+
+    def load(self, action_id: str) -> Any:
+        row = self.store.row(action_id)
+        assert row is not None, f"no live action {action_id}"
+        codec = self.ex.registry.get(row.kind)
+        return codec.load(row.state, row.version, self.store.payload_of(action_id))
+
+    def held(self) -> dict[str, str]:
+        return dict(self.store.all_resources())
+
+    def invariants(self) -> list[str]:
+        return check_invariants(
+            self.world, self.world.wallet_store(self.store.holder_of), self.store
+        )
+
+    def applied(self) -> list[tuple[str, int]]:
+        return [(e.effect_id, e.applied) for e in self.world.ledger.entries()]
+
+    def close(self) -> None:
+        self.store.close()
+        self.world.close()
+
+
+class DoubleStepper:
+    """Drives one action through the interpreter alone, running every step twice from the
+    same state with the same idempotency key and checking both runs agree and the second
+    applied nothing new. Resources are kept in a set (the executor is not involved)."""
+
+    def __init__(self, rig: Rig, action: Any, resources: list[str]) -> None:
+        self.rig = rig
+        self.action = action
+        self.held = set(resources)
+        self.seq = 0
+        self.states: list[str] = [action.state]
+
+    def _ctx(self) -> fsm.StepContext[Any]:
+        held = self.held
+        aid = self.action.id
+        return fsm.StepContext(
+            self.rig.svc,
+            aid,
+            self.seq,
+            0,
+            self.rig.world.clock.now(),
+            fsm.RetryPolicy(),
+            logging.LoggerAdapter(logging.getLogger("double"), {}),
+            lambda: set(held),
+            lambda name: aid if name in held else None,
+        )
+
+    async def step(self) -> fsm.Outcome:
+        ctx1 = self._ctx()
+        first = await _run(self.action.advance(ctx1))
+        ledger = self.rig.applied()
+        ctx2 = self._ctx()
+        second = await _run(self.action.advance(ctx2))
+        assert type(first) is type(second), (self.action.state, first, second)
+        if isinstance(first, fsm.Next | fsm.Park):
+            assert first.state == second.state, (self.action.state, first, second)
+        assert self.rig.applied() == ledger, f"second run of {self.action.state} applied effects"
+        assert ctx1.resource_changes() == ctx2.resource_changes()
+        acquired, released = ctx2.resource_changes()
+        self.held |= set(acquired)
+        self.held -= set(released)
+        if isinstance(second, fsm.Next | fsm.Park):
+            if isinstance(second, fsm.Next) or second.state != self.action:
+                self.seq += 1
+                self.states.append(second.state.state)
+            self.action = second.state
+        return second
+
+    async def until_park(self) -> fsm.Outcome:
+        while True:
+            outcome = await self.step()
+            if not isinstance(outcome, fsm.Next):
+                return outcome
+
+
+async def _run(result: Any) -> Any:
+    return await result if hasattr(result, "__await__") else result
+
+
+def run_child(folder: Path, scenario: str, kill_after: int) -> subprocess.CompletedProcess[str]:
+    """Run `onchain_child.py` on ``folder``; it SIGKILLs itself after its Nth commit."""
+    return subprocess.run(
+        [sys.executable, str(CHILD), str(folder), scenario, str(kill_after)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
