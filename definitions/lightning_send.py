@@ -110,13 +110,25 @@ async def near_expiry(ctx: Ctx, send: LightningSend) -> bool:
     return tip > send.htlc_expiry - ctx.services.config.vtxo_refresh_expiry_threshold
 
 
+_STATUS: dict[int, tuple[Ctx, PaymentStatus]] = {}
+"""The status read by the current step, by context object (kept, so its id is not reused)."""
+
+
 async def _status(ctx: Ctx, send: LightningSend) -> PaymentStatus:
-    """The server's view; its errors read as "pending" (bark never fails on this RPC)."""
+    """The server's view, read once per step so its guards and its effect decide on the same
+    answer (and one poll is one poll); errors read as "pending" (bark never fails on it)."""
+    hit = _STATUS.get(id(ctx))
+    if hit is not None and hit[0] is ctx:
+        return hit[1]
     try:
-        return await ctx.services.server.check_lightning_payment(send.payment_hash)
+        status = await ctx.services.server.check_lightning_payment(send.payment_hash)
     except (ServerUnavailable, fsm.Rejected) as exc:
         ctx.log.info("payment status unavailable, assuming pending: %s", exc)
-        return PaymentStatus(PaymentState.PENDING)
+        status = PaymentStatus(PaymentState.PENDING)
+    if len(_STATUS) > 64:
+        _STATUS.clear()
+    _STATUS[id(ctx)] = (ctx, status)
+    return status
 
 
 async def _preimage(ctx: Ctx, send: LightningSend) -> str | None:
