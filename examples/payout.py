@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import os
 import signal
 import sqlite3
@@ -170,7 +172,8 @@ def _check(folder: Path) -> list[str]:
 
 
 def _setup(folder: Path) -> None:
-    asyncio.run(main(["--dir", str(folder), "--start-only"]))
+    with contextlib.redirect_stdout(io.StringIO()):
+        asyncio.run(main(["--dir", str(folder), "--start-only"]))
 
 
 TORTURE = Scenario(

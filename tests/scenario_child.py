@@ -1,0 +1,71 @@
+"""A tiny crash-test scenario for tests/test_testing.py: transfers against a ledger file.
+
+    python scenario_child.py FOLDER [--buggy]
+
+``--buggy`` derives the effect's key from a fresh random value instead of the step's
+idempotency key: the classic non-idempotent step, which crash enumeration must catch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import attrs
+from corekinds import Ledger
+
+import fsm
+
+
+@attrs.frozen
+class Pay(fsm.Action[Ledger]):
+    namespace = "pay"
+    name: str
+    step: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+    @property
+    def state(self) -> str:
+        return ("reserve", "pay", "end")[self.step]
+
+    def advance(self, ctx: fsm.StepContext[Ledger]) -> fsm.Outcome:
+        if self.step == 0:
+            ctx.acquire(f"acct.{self.name}")
+            return fsm.Next(attrs.evolve(self, step=1))
+        key = f"{self.name}.pay.{uuid.uuid4().hex}" if BUGGY else ctx.idempotency_key
+        ctx.services.apply(key, self.name, "pay")
+        return fsm.Done()
+
+
+BUGGY = "--buggy" in sys.argv
+
+
+def setup(folder: Path) -> None:
+    store = fsm.Store.sqlite(folder / "a.sqlite")
+    ex: fsm.Executor[Any] = fsm.Executor(store, None, kinds=[Pay])
+
+    async def start() -> None:
+        for i in range(3):
+            await ex.start(Pay(f"p{i}"))
+
+    asyncio.run(start())
+    store.close()
+
+
+async def drive(folder: Path) -> int:
+    store = fsm.Store.sqlite(folder / "a.sqlite")
+    ex: fsm.Executor[Any] = fsm.Executor(store, Ledger(str(folder / "ledger.sqlite")), kinds=[Pay])
+    await ex.resume_all()
+    left = store.live_ids()
+    store.close()
+    return 1 if left else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(drive(Path(sys.argv[1]))))
