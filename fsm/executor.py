@@ -284,6 +284,56 @@ class Executor(Generic[S]):
         self.store.mark_due(action_id, self.clock())
         return await self.drive(action_id, mode)
 
+    async def update(self, action_id: str, change: Callable[[Action[S]], Action[S]]) -> Action[S]:
+        """Change a live action's checkpoint from outside, under its lease.
+
+        For what a user decides while an action waits (bark's "allow this send to exit"):
+        ``change`` gets the stored action and returns the new one (same id); it is written as
+        a step of its own (``via="update"`` in the log). Raises `ActionBusy` while a driver
+        holds the action, ``LookupError`` if there is no such live action.
+        """
+        if action_id in self._driving:
+            raise ActionBusy(f"action {action_id} is being driven; update it once it parks")
+        now = self.clock()
+        claimed = self.store.claim(action_id, self.owner, now)
+        if claimed == "busy":
+            raise ActionBusy(f"action {action_id} is being driven; update it once it parks")
+        if isinstance(claimed, str):
+            raise LookupError(f"no live action {action_id!r} to update ({claimed})")
+        try:
+            decoded = self._decode(claimed)
+            if isinstance(decoded, str):
+                raise DecodeError(f"action {action_id}: {decoded}")
+            codec, action = decoded
+            new = change(action)
+            if new.id != action_id:
+                raise FsmError(f"update changed the action id to {new.id!r}; ids must be stable")
+            state, payload = codec.dump(new)
+            entry = LogEntry(
+                codec.name, claimed.seq, claimed.state, state, "park", "update", 0, None, 0.0
+            )
+            self.store.write(
+                action_id,
+                claimed.epoch,
+                state=state,
+                version=codec.version,
+                payload=payload.decode(),
+                seq=claimed.seq + 1,
+                attempts=claimed.attempts,
+                last_error=claimed.last_error,
+                wake_at=claimed.wake_at,
+                keep_lease_until=None,
+                acquired=(),
+                released=(),
+                entry=entry,
+                now=now,
+            )
+        except BaseException:
+            self._let_go(action_id, claimed.epoch)
+            raise
+        log.info("action %s: updated from outside", action_id)
+        return new
+
     async def stop(self, action_id: str) -> bool:
         """Manual clean-up: release the action's resources and remove its checkpoint.
 

@@ -7,7 +7,7 @@ so a caller without one can write ``SyncExecutor(store, kinds=[Pay]).drive(actio
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic
 
 from fsm.executor import DriveResult, Executor, ResumeReport
@@ -32,6 +32,9 @@ class SyncExecutor(Generic[S]):
 
     def notify(self, action_id: str, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE) -> DriveResult:
         return self._runner.run(self.executor.notify(action_id, mode))
+
+    def update(self, action_id: str, change: Callable[[Action[S]], Action[S]]) -> Action[S]:
+        return self._runner.run(self.executor.update(action_id, change))
 
     def stop(self, action_id: str) -> bool:
         return self._runner.run(self.executor.stop(action_id))

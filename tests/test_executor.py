@@ -365,3 +365,20 @@ def test_on_commit_sees_every_committed_step(store: fsm.Store) -> None:
         ("a", "s2", "s3", "next", "step"),
         ("a", "s3", None, "done", "step"),
     ]
+
+
+def test_update_changes_a_waiting_action_under_its_lease(store: fsm.Store) -> None:
+    ex, _, _ = make(store, {("a", 1): lambda a, c: None if a.last == 1 else fsm.Park(a)})
+    run(ex.drive(Script("a")))
+    row = store.row("a")
+    assert row is not None and row.state == "s1"
+    updated = run(ex.update("a", lambda a: attrs.evolve(a, last=1)))  # type: ignore[arg-type]
+    assert updated == Script("a", 1, last=1)
+    assert run(ex.drive("a")).status is DriveStatus.DONE  # the change took effect
+    assert [t.via for t in store.transitions("a")][:3] == ["step", "step", "update"]
+    with pytest.raises(LookupError, match="no live action"):
+        run(ex.update("a", lambda a: a))
+    with pytest.raises(fsm.FsmError, match="ids must be stable"):
+        run(ex.start(Script("b")))
+        run(ex.update("b", lambda a: Script("c")))
+    assert store.row("b") is not None and store.row("b").lease_owner is None  # type: ignore[union-attr]
