@@ -124,6 +124,16 @@ def grant_request_pinned(ctx: Ctx, d: LightningReceive) -> bool:
     return d.grant_request is not None
 
 
+async def grant_request_stale(ctx: Ctx, d: LightningReceive) -> bool:
+    """The tip moved so far since pinning that the requested expiry no longer leaves room for
+    a unilateral claim: pin again (a new step, so a new key). If the old request did reach
+    the server, the server answers with its first grant and the grant is rejected."""
+    if d.grant_request is None:
+        return False
+    tip = await ctx.services.chain.tip_height()
+    return tip + d.cltv_delta - 2 > d.grant_request.htlc_expiry
+
+
 async def receive_canceled(ctx: Ctx, d: LightningReceive) -> bool:
     return (await _status(ctx, d)).state is ReceiveState.CANCELED
 
@@ -361,6 +371,7 @@ class LightningReceiveKind(Kind[LightningReceive, Services]):
     refused = State.failed(doc="server rejection or grant rejected")
 
     transitions = (
+        awaiting_payment.to(awaiting_payment, guard=grant_request_stale, effect=pin_grant_request),
         awaiting_payment.to(htlcs_ready, guard=grant_request_pinned, effect=take_grant),
         awaiting_payment.to(canceled, guard=receive_canceled),
         awaiting_payment.to(awaiting_payment, guard=payment_arrived, effect=pin_grant_request),

@@ -19,8 +19,9 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import NoReturn, TextIO, cast
+from typing import Any, NoReturn, TextIO, cast
 
 import attrs
 import peewee
@@ -419,10 +420,50 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMAND_GROUP = "fsm.commands"
+"""Entry points adding subcommands (``name = "module:object"``; the object has ``help``,
+``configure(parser)`` and ``run(args)`` like `Command`), so packages above fsm, such as
+``definitions`` and its ``demo``, plug in without fsm importing them."""
+
+
+def all_commands() -> dict[str, Any]:
+    """The built-in commands, then those of installed packages (a built-in name wins)."""
+    commands: dict[str, Any] = dict(COMMANDS)
+    for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        if ep.name not in commands:
+            commands[ep.name] = _PluginCommand(ep)
+    return commands
+
+
+class _PluginCommand:
+    """A subcommand from an entry point. One that cannot be loaded still shows up, with the
+    reason as its help, and fails when run: it never breaks the other commands."""
+
+    def __init__(self, ep: EntryPoint) -> None:
+        self.ep = ep
+        self.error: str | None = None
+        self.command: Any = None
+        try:
+            self.command = ep.load()
+            self.help = str(self.command.help)
+        except Exception as exc:
+            self.error = f"cannot load command {ep.name!r} ({ep.value}): {exc}"
+            self.help = f"unavailable: {exc}"
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        if self.command is not None:
+            self.command.configure(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        if self.error is not None:
+            raise CommandError(self.error)
+        return int(self.command.run(args))
+
+
+def build_parser(commands: dict[str, Any] | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Durable actions as declarative state machines.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, command in COMMANDS.items():
+    for name, command in (COMMANDS if commands is None else commands).items():
         command.configure(sub.add_parser(name, help=command.help, description=command.help))
     return parser
 
@@ -433,8 +474,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     try:
-        args = build_parser().parse_args(argv)
-        return COMMANDS[args.command].run(args)
+        commands = all_commands()
+        args = build_parser(commands).parse_args(argv)
+        return int(commands[args.command].run(args))
     except UsageError as exc:
         return _fail(2, str(exc))
     except (CommandError, FsmError, OSError) as exc:

@@ -205,14 +205,24 @@ def test_server_rejection_while_awaiting_payment_fails(w: Wallet, fault: Fault) 
 def test_grant_too_close_to_the_claim_deadline_is_rejected(w: Wallet) -> None:
     action = w.receive()
     w.pay(action)
-    w.world.script_fault("prepare_lightning_receive_claim", Fault.DROP_REQUEST)
+    w.world.script_fault("prepare_lightning_receive_claim", Fault.LOSE_RESPONSE)
     parked = w.drive(action, fsm.DriveMode.UNTIL_PARK_OR_DONE)
-    assert parked.status is fsm.DriveStatus.PARKED  # pinned, then the grant request was lost
-    w.world.mine(5)  # the pinned expiry no longer leaves room for a unilateral claim
+    assert parked.status is fsm.DriveStatus.PARKED  # granted, but the answer was lost
+    w.world.mine(5)  # the granted expiry no longer leaves room for a unilateral claim
     result = w.drive(action)
     assert result.status is fsm.DriveStatus.FAILED and "grant rejected" in str(result.error)
     assert w.svc.wallet.movement_of(action.id) is None
     w.world.mine(60)  # the server takes the unclaimed HTLCs back and refunds the payer
+    assert w.problems() == []
+
+
+def test_a_stale_unsent_grant_request_is_pinned_again(w: Wallet) -> None:
+    action = w.receive()
+    w.pay(action)
+    w.world.script_fault("prepare_lightning_receive_claim", Fault.DROP_REQUEST)
+    w.drive(action, fsm.DriveMode.UNTIL_PARK_OR_DONE)
+    w.world.mine(5)
+    assert w.drive(action).status is fsm.DriveStatus.DONE
     assert w.problems() == []
 
 
