@@ -26,7 +26,17 @@ import orjson
 from fsm.codec import CONVERTER
 from fsm.definition import Definition
 from fsm.errors import DecodeError, DefinitionError, Rejected
-from fsm.protocol import Action, Done, Failed, MaybeAwaitable, Next, Outcome, Park, StepContext
+from fsm.protocol import (
+    Action,
+    Done,
+    Failed,
+    MaybeAwaitable,
+    Next,
+    Outcome,
+    Park,
+    StepContext,
+    park_with_backoff,
+)
 from fsm.retry import RetryPolicy
 from fsm.state import D, RejectionHandler, S, State, Upcaster
 
@@ -220,7 +230,7 @@ class Instance(Action[S], Generic[D, S]):
             if st.route is None and st.handler is None:
                 return Failed(error)
             return self._follow(ctx, st, error)
-        return Park(self, wake_after=policy.delay(attempts))
+        return park_with_backoff(self, attempts, policy, error)
 
     def on_rejection(self, ctx: StepContext[S], error: Rejected) -> MaybeAwaitable:
         """The remote side refused: follow the state's rejection route, else fail."""

@@ -206,16 +206,28 @@ class Action(Generic[S]):
 
     def on_retry(self, ctx: StepContext[S], attempts: int, error: BaseException) -> MaybeAwaitable:
         """Transient error: park this (pre-step) state and retry after the policy's delay."""
-        return park_with_backoff(self, attempts, ctx.retry)
+        return park_with_backoff(self, attempts, ctx.retry, error)
 
     def on_rejection(self, ctx: StepContext[S], error: Rejected) -> MaybeAwaitable:
         """The remote side refused and changed nothing: fail (every resource is released)."""
         return Failed(error)
 
 
-def park_with_backoff(state: Action[Any], attempts: int, policy: RetryPolicy = SEED_POLICY) -> Park:
-    """The seed's default retry: park the unchanged state, wake after the backoff delay."""
-    return Park(state, wake_after=policy.delay(attempts))
+def park_with_backoff(
+    state: Action[Any],
+    attempts: int,
+    policy: RetryPolicy = SEED_POLICY,
+    error: BaseException | None = None,
+) -> Park:
+    """The seed's default retry: park the unchanged state, wake after the backoff delay.
+
+    ``error`` rides on the park only when the policy says ``report_errors``.
+    """
+    return Park(
+        state,
+        wake_after=policy.delay(attempts),
+        error=error if policy.report_errors else None,
+    )
 
 
 __all__ = [

@@ -21,12 +21,16 @@ class RetryPolicy:
     ``cap``: the longest wait in seconds (``None``: unbounded, as in the seed).
     ``jitter``: full jitter, a uniform draw in ``[0, delay]``.
     ``max_attempts``: how many consecutive transient errors are tolerated (``None``: forever).
+    ``report_errors``: attach the error to the retry's park, so the caller of the drive sees
+    it (bark does this for offboards; by default a retry park carries no error and the error
+    is only recorded on the row as ``last_error``).
     """
 
     base: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     cap: float | None = attrs.field(default=3600.0)
     jitter: bool = False
     max_attempts: int | None = attrs.field(default=None)
+    report_errors: bool = False
 
     @cap.validator
     def _check_cap(self, _: attrs.Attribute[float | None], value: float | None) -> None:

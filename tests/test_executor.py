@@ -382,3 +382,16 @@ def test_update_changes_a_waiting_action_under_its_lease(store: fsm.Store) -> No
         run(ex.start(Script("b")))
         run(ex.update("b", lambda a: Script("c")))
     assert store.row("b") is not None and store.row("b").lease_owner is None  # type: ignore[union-attr]
+
+
+def test_a_retry_policy_can_report_errors_to_the_caller(store: fsm.Store) -> None:
+    boom = ConnectionError("server unavailable")
+
+    def fail(a: Script, ctx: fsm.StepContext[Any]) -> None:
+        raise boom
+
+    quiet, _, _ = make(store, {("a", 1): fail})
+    assert run(quiet.drive(Script("a"))).error is None
+    loud, _, _ = make(store, {("b", 1): fail}, retry=fsm.RetryPolicy(report_errors=True))
+    result = run(loud.drive(Script("b")))
+    assert result.status is DriveStatus.PARKED and result.error is boom
