@@ -18,12 +18,17 @@ EdgeStyle = Literal["transition", "rejection", "retry"]
 
 @attrs.frozen
 class StateNode:
-    """A state: its name, its role, and whether it is the initial state."""
+    """A state: its name, its role, and whether it is the initial state.
+
+    ``handler`` names the state's rejection handler, if it has one instead of a route: its
+    targets are decided at run time, so they cannot be drawn as edges.
+    """
 
     name: str
     role: Role
     initial: bool = False
     doc: str | None = None
+    handler: str | None = None
 
 
 @attrs.frozen

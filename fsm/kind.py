@@ -101,7 +101,14 @@ class Kind(Generic[D, S]):
     def graph(cls) -> KindGraph:
         """The kind as a diagram IR: states in declaration order, edges in table order."""
         d = cls.__fsm_definition__
-        states = tuple(StateNode(s.name, s.role, s.initial, _doc(s)) for s in d.states)
+        handlers = {
+            src.name: callable_name(route)
+            for src, route in d.rejections
+            if not isinstance(route, State)
+        }
+        states = tuple(
+            StateNode(s.name, s.role, s.initial, _doc(s), handlers.get(s.name)) for s in d.states
+        )
         edges = [
             Edge(
                 t.source.name,

@@ -222,9 +222,16 @@ def double_drive(scenario: Scenario, workdir: Path) -> CrashReport:
 
 
 def concurrent(scenario: Scenario, workdir: Path, drivers: int = 3) -> CrashReport:
-    """Several drivers on the same folder at once; nothing may be lost or done twice."""
+    """Several drivers resume the same folder at once; nothing may be lost or done twice.
+
+    A first driver is killed at its first checkpoint, so the folder holds live actions (and
+    whatever a driver sets up on its first run) before the concurrent ones start.
+    """
     report = CrashReport(scenario.name)
     folder = _fresh(workdir / "concurrent", scenario)
+    report.runs += 1
+    if run_driver(scenario, folder, {CRASH_ENV: "checkpoint.after:1"}) == -signal.SIGKILL:
+        report.kills += 1
     env = {**os.environ, **scenario.env}
     procs = [
         subprocess.Popen(

@@ -7,7 +7,8 @@
 4. The transition log of every action is a path: each step starts where the previous one
    ended (an id used again after its action ended starts a new path), and for declarative
    kinds each move is an edge of the kind's table (a transition or a rejection route), a
-   park in place, or an end reached from a state with a terminal edge.
+   park in place, a move chosen by the state's rejection handler, or an end reached from a
+   state with a terminal edge.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def _moves_follow_the_table(
 ) -> list[str]:
     edges = {(e.source, e.target) for e in graph.edges}
     roles = {s.name: s.role for s in graph.states}
+    handled = {s.name for s in graph.states if s.handler is not None}
     ends = {e.source for e in graph.edges if roles.get(e.target) in ("done", "failed")}
     problems = []
     for step in steps:
@@ -108,6 +110,8 @@ def _moves_follow_the_table(
                     f"action {action_id} ({graph.name}): ended from {step.from_state!r}, "
                     "which has no edge to a done state"
                 )
+        elif step.via in ("rejection", "retry") and step.from_state in handled:
+            continue  # the state's rejection handler decides its target at run time
         elif step.to_state != step.from_state and (step.from_state, step.to_state) not in edges:
             problems.append(
                 f"action {action_id} ({graph.name}): moved {step.from_state!r} -> "
