@@ -375,6 +375,12 @@ def _configure_torture(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="random kills in the soak of the full run",
     )
+    p.add_argument(
+        "--max-passes",
+        type=_positive(int),
+        metavar="N",
+        help="crash at most the first N passes of each write point (default: every pass)",
+    )
     p.add_argument("--workdir", metavar="DIR", help="keep the runs' files here")
 
 
@@ -395,7 +401,7 @@ def _run_torture(args: argparse.Namespace) -> int:
     plan = (
         torture.Plan.quick(args.seed)
         if args.quick
-        else torture.Plan.full(args.seed, kills=int(args.kills))
+        else torture.Plan.full(args.seed, kills=int(args.kills), max_passes=args.max_passes)
     )
     workdir = Path(args.workdir) if args.workdir else None
     reports, bad, seconds = torture.run(scenarios, plan, workdir)

@@ -48,8 +48,8 @@ class Plan:
         return cls(max_passes=2, kills=4, db_fault_rate=0.05, seed=seed)
 
     @classmethod
-    def full(cls, seed: int, kills: int = 40) -> Plan:
-        return cls(max_passes=None, kills=kills, db_fault_rate=0.05, seed=seed)
+    def full(cls, seed: int, kills: int = 40, max_passes: int | None = None) -> Plan:
+        return cls(max_passes=max_passes, kills=kills, db_fault_rate=0.05, seed=seed)
 
 
 def scenarios_in(obj: Any) -> list[Scenario]:
