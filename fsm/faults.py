@@ -132,9 +132,7 @@ class DatabaseFaults:
                 float(rate), int(seed or 0), trace=os.environ.get(DB_FAULTS_TRACE_ENV) or None
             )
         except ValueError:
-            raise ValueError(
-                f"{DB_FAULTS_ENV}={text!r}: expected RATE:SEED, e.g. 0.05:7"
-            ) from None
+            raise ValueError(f"{DB_FAULTS_ENV}={text!r}: expected RATE:SEED, e.g. 0.05:7") from None
 
     def maybe_fail(self, sqlite: bool) -> None:
         if self.rng.random() >= self.rate:
