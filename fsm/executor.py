@@ -57,7 +57,7 @@ from fsm.protocol import (
 )
 from fsm.registry import Registry
 from fsm.retry import SEED_POLICY, RetryPolicy
-from fsm.store import Claimed, LogEntry, RowInfo, Store, new_owner
+from fsm.store import Bookkeeping, Claimed, LogEntry, RowInfo, Store, new_owner
 
 log = logging.getLogger(__name__)
 
@@ -312,17 +312,21 @@ class Executor(Generic[S]):
             entry = LogEntry(
                 codec.name, claimed.seq, claimed.state, state, "park", "update", 0, None, 0.0
             )
+            was = Bookkeeping(
+                claimed.version,
+                claimed.attempts,
+                claimed.last_error,
+                claimed.wake_at,
+                claimed.lease_expires,
+            )
             self.store.write(
                 action_id,
                 claimed.epoch,
                 state=state,
-                version=codec.version,
                 payload=payload.decode(),
                 seq=claimed.seq + 1,
-                attempts=claimed.attempts,
-                last_error=claimed.last_error,
-                wake_at=claimed.wake_at,
-                keep_lease_until=None,
+                was=was,
+                new=attrs.evolve(was, version=codec.version, lease_expires=None),
                 acquired=(),
                 released=(),
                 entry=entry,
@@ -422,6 +426,14 @@ class Executor(Generic[S]):
         payload = claimed.payload
         steps = 0
         store = self.store
+        ttl = store.lease_ttl
+        row = Bookkeeping(
+            claimed.version,
+            claimed.attempts,
+            claimed.last_error,
+            claimed.wake_at,
+            claimed.lease_expires,
+        )
         held_since = time.perf_counter()
 
         while True:
@@ -489,7 +501,10 @@ class Executor(Generic[S]):
             if isinstance(outcome, Next):
                 attempts = 0
                 seq += 1
-                wake_at: float | None = RUN_NOW
+                # Due at once if the drive dies here; a due wake-up need not be rewritten.
+                wake_at = row.wake_at
+                if wake_at is None or wake_at > now:
+                    wake_at = RUN_NOW
                 error = None
                 sleep_for: float | None = None
                 returning = False
@@ -516,21 +531,23 @@ class Executor(Generic[S]):
                 duration,
             )
             write_now = self.clock()
-            keep_until = None
-            if not returning:
-                keep_until = (wake_at or write_now) + store.lease_ttl
+            lease = row.lease_expires
+            if returning:
+                lease = None
+            elif sleep_for is not None:
+                lease = (wake_at or write_now) + ttl
+            elif lease is None or lease - write_now < ttl / 2:
+                lease = write_now + ttl  # renewed when half of it is gone
+            new_row = Bookkeeping(codec.version, attempts, error_text, wake_at, lease)
             try:
                 store.write(
                     action_id,
                     epoch,
                     state=new_state,
-                    version=codec.version,
                     payload=new_payload,
                     seq=seq,
-                    attempts=attempts,
-                    last_error=error_text,
-                    wake_at=wake_at,
-                    keep_lease_until=keep_until,
+                    was=row,
+                    new=new_row,
                     acquired=acquired,
                     released=released,
                     entry=entry,
@@ -550,6 +567,7 @@ class Executor(Generic[S]):
                 self._let_go(action_id, epoch)
                 return DriveResult(action_id, DriveStatus.ERROR, state, exc, steps)
 
+            row = new_row
             adapter.debug("%s -> %s (%s)", state, new_state, entry.outcome)
             if self.on_commit is not None:
                 self.on_commit(action_id, entry)

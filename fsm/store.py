@@ -15,6 +15,7 @@ is dead is taken over at once, so a crashed driver never blocks the next run.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -135,9 +136,37 @@ class Claimed:
     last_error: str | None
     wake_at: float | None
     epoch: int
+    lease_expires: float
 
 
 ClaimMiss = Literal["missing", "busy", "quarantined"]
+
+
+@attrs.frozen(slots=True)
+class Bookkeeping:
+    """The columns of a row a drive changes besides the checkpoint itself.
+
+    The executor keeps the row's current values and asks for new ones; the store writes only
+    the columns that differ. ``lease_expires`` of ``None`` means not leased.
+    """
+
+    version: int
+    attempts: int
+    last_error: str | None
+    wake_at: float | None
+    lease_expires: float | None
+
+
+_STEP_COLUMNS = (
+    "state",
+    "payload",
+    "seq",
+    "updated_at",
+    "step_outcome",
+    "step_via",
+    "step_duration",
+)
+_BOOKKEEPING = ("version", "attempts", "last_error", "wake_at", "lease_expires")
 
 
 @attrs.frozen(slots=True)
@@ -187,6 +216,16 @@ def _cold(method: Callable[Concatenate[Store, P], R]) -> Callable[Concatenate[St
             return method(self, *args, **kwargs)
 
     return bound
+
+
+_NO_POINT = contextlib.nullcontext()
+
+
+@contextmanager
+def _armed_point(crash: CrashPlan, name: str) -> Iterator[None]:
+    crash.hit(f"{name}.before")
+    yield
+    crash.hit(f"{name}.after")
 
 
 def new_owner() -> str:
@@ -341,15 +380,14 @@ class Store:
                 self.faults.maybe_fail(self._sqlite)
             return self.db.connection().execute(sql, params)
 
-    @contextmanager
-    def _write_point(self, name: str) -> Iterator[None]:
-        """The named write point around a write: ``<name>.before`` and ``<name>.after``."""
+    def _write_point(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """The named write point around a write: ``<name>.before`` and ``<name>.after``.
+
+        Without a crash plan this is a shared no-op context (the hot path pays nothing).
+        """
         if self.crash is None:
-            yield
-            return
-        self.crash.hit(f"{name}.before")
-        yield
-        self.crash.hit(f"{name}.after")
+            return _NO_POINT
+        return _armed_point(self.crash, name)
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -423,13 +461,10 @@ class Store:
         epoch: int,
         *,
         state: str,
-        version: int,
         payload: str,
         seq: int,
-        attempts: int,
-        last_error: str | None,
-        wake_at: float | None,
-        keep_lease_until: float | None,
+        was: Bookkeeping,
+        new: Bookkeeping,
         acquired: Sequence[str],
         released: Sequence[str],
         entry: LogEntry | None,
@@ -437,8 +472,11 @@ class Store:
     ) -> None:
         """Persist a checkpoint, its resource changes and its log entry atomically.
 
-        ``keep_lease_until``: the lease's new expiry, or ``None`` to let go of it (the drive
-        is returning). Raises `LeaseLost` if another driver has claimed the row since.
+        ``was`` is the row's bookkeeping as it stands, ``new`` what it must become; only the
+        columns that differ are written (a typical step changes none of them, and every
+        column left out is work SQLite does not do). ``new.lease_expires`` of ``None`` lets go
+        of the lease (the drive is returning). Raises `LeaseLost` if another driver has
+        claimed the row since.
 
         A step without resource changes is one autocommit statement: on SQLite an ``UPDATE``
         whose log row a trigger writes inside the same statement; on PostgreSQL an ``UPDATE``
@@ -446,27 +484,30 @@ class Store:
         else runs in an explicit transaction.
         """
         logged = entry is not None and self.log_transitions
-        params = (
+        columns = list(_STEP_COLUMNS)
+        params: list[Any] = [
             state,
-            version,
             payload,
             seq,
-            attempts,
-            last_error,
-            wake_at,
             now,
             entry.outcome if logged and entry else None,
             entry.via if entry else None,
             entry.duration if entry else None,
-            *(() if keep_lease_until is None else (keep_lease_until,)),
-            action_id,
-            epoch,
-        )
-        sql = self._sql.update_release if keep_lease_until is None else self._sql.update_keep
+        ]
+        for name in _BOOKKEEPING:
+            value = getattr(new, name)
+            if value != getattr(was, name):
+                columns.append(name)
+                params.append(value)
+        if new.lease_expires is None and was.lease_expires is not None:
+            columns.append("lease_owner")
+            params.append(None)
+        sql = self._sql.update(tuple(columns))
+        params += [action_id, epoch]
         if not acquired and not released:
             if logged and entry is not None and not self._sqlite:
                 sql = self._sql.logged(sql)
-                params = (*params, *_log_values(entry)[1:], now)
+                params += [*_log_values(entry)[1:], now]
             with self._write_point("checkpoint"):
                 if self._exec(sql, params).rowcount != 1:
                     raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
@@ -702,7 +743,10 @@ class _Statements:
     """The hot-path SQL, written once with the database's parameter marker."""
 
     def __init__(self, p: str) -> None:
-        cols = "kind, state, version, payload, seq, attempts, last_error, wake_at, epoch"
+        cols = (
+            "kind, state, version, payload, seq, attempts, last_error, wake_at, epoch, "
+            "lease_expires"
+        )
         self.insert = (
             "INSERT INTO fsm_action (id, kind, state, version, payload, seq, attempts, "
             "wake_at, epoch, created_at, updated_at) "
@@ -736,18 +780,6 @@ class _Statements:
             "WHERE quarantine IS NULL AND wake_at IS NOT NULL"
         )
         self.renew = f"UPDATE fsm_action SET lease_expires = {p} WHERE lease_owner = {p}"
-        sets = (
-            f"state = {p}, version = {p}, payload = {p}, seq = {p}, attempts = {p}, "
-            f"last_error = {p}, wake_at = {p}, updated_at = {p}, step_outcome = {p}, "
-            f"step_via = {p}, step_duration = {p}"
-        )
-        self.update_keep = (
-            f"UPDATE fsm_action SET {sets}, lease_expires = {p} WHERE id = {p} AND epoch = {p}"
-        )
-        self.update_release = (
-            f"UPDATE fsm_action SET {sets}, lease_owner = NULL, lease_expires = NULL "
-            f"WHERE id = {p} AND epoch = {p}"
-        )
         self.delete_fenced = f"DELETE FROM fsm_action WHERE id = {p} AND epoch = {p}"
         self.unclaim = (
             "UPDATE fsm_action SET lease_owner = NULL, lease_expires = NULL "
@@ -763,11 +795,22 @@ class _Statements:
         self.release_one = f"DELETE FROM fsm_resource WHERE name = {p} AND action_id = {p}"
         self._p = p
         self._logged: dict[str, str] = {}
+        self._updates: dict[tuple[str, ...], str] = {}
         self.log = (
             "INSERT INTO fsm_transition (action_id, kind, seq, from_state, to_state, outcome, "
             f"via, attempt, error, duration, at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, "
             f"{p}, {p}, {p}, {p})"
         )
+
+    def update(self, columns: tuple[str, ...]) -> str:
+        """The fenced UPDATE setting ``columns``, built once per column set."""
+        cached = self._updates.get(columns)
+        if cached is None:
+            sets = ", ".join(f"{c} = {self._p}" for c in columns)
+            cached = self._updates[columns] = (
+                f"UPDATE fsm_action SET {sets} WHERE id = {self._p} AND epoch = {self._p}"
+            )
+        return cached
 
     def logged(self, statement: str) -> str:
         """``statement`` (an UPDATE or DELETE on one action) plus its log row, as one CTE.

@@ -352,10 +352,18 @@ def test_every_step_twice_gives_the_same_outcome_and_no_second_effect(
         action = outcome.state
         claimed = w.store.claim(action.id, "test", w.world.clock.now())
         assert isinstance(claimed, fsm.store.Claimed)
+        was = fsm.store.Bookkeeping(
+            claimed.version,
+            claimed.attempts,
+            claimed.last_error,
+            claimed.wake_at,
+            claimed.lease_expires,
+        )
         w.store.write(
-            action.id, claimed.epoch, state=action.state, version=1,
+            action.id, claimed.epoch, state=action.state,
             payload=LightningReceiveKind.__fsm_codec__.dump(action)[1].decode(),
-            seq=claimed.seq + 1, attempts=0, last_error=None, wake_at=0.0, keep_lease_until=None,
+            seq=claimed.seq + 1, was=was,
+            new=fsm.store.Bookkeeping(1, 0, None, 0.0, None),
             acquired=(), released=(), entry=fsm.store.LogEntry(
                 "lightning_receive", claimed.seq, "x", action.state, "next", "step", 0, None, 0.0
             ), now=w.world.clock.now(),
