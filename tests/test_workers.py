@@ -50,6 +50,18 @@ def held_by(store: fsm.Store, pid: int) -> list[str]:
     return [r.id for r in store.rows() if r.lease_owner and f":{pid}:" in r.lease_owner]
 
 
+def freeze_while_holding(store: fsm.Store, proc: subprocess.Popen[bytes]) -> list[str]:
+    """SIGSTOP ``proc`` at a moment it holds leases; returns the actions it holds."""
+    for _ in range(200):
+        wait_for(lambda: bool(held_by(store, proc.pid)), f"worker {proc.pid} to claim actions")
+        proc.send_signal(signal.SIGSTOP)
+        held = held_by(store, proc.pid)  # frozen: this cannot change under us
+        if held:
+            return held
+        proc.send_signal(signal.SIGCONT)
+    raise AssertionError(f"worker {proc.pid} never held a lease while stopped")
+
+
 def finish_and_stop(procs: list[subprocess.Popen[bytes]], store: fsm.Store) -> None:
     wait_for(lambda: not store.rows(), "every action to finish", timeout=120)
     for p in procs:
@@ -80,16 +92,13 @@ def test_three_workers_survive_a_sigkill_and_a_sigstop(
     killed, paused, survivor = procs
 
     # SIGKILL one worker while it holds leases (mid-step).
-    wait_for(lambda: bool(held_by(store, killed.pid)), "the first worker to claim actions")
+    orphans = freeze_while_holding(store, killed)
     killed.send_signal(signal.SIGKILL)
     killed.wait(timeout=30)
-    orphans = held_by(store, killed.pid)
-    assert orphans, "the killed worker held no lease"
+    assert held_by(store, killed.pid) == orphans
 
     # Pause another past its lease: the others take its actions over.
-    wait_for(lambda: bool(held_by(store, paused.pid)), "the second worker to claim actions")
-    paused.send_signal(signal.SIGSTOP)
-    stolen = held_by(store, paused.pid)
+    stolen = freeze_while_holding(store, paused)
     wait_for(lambda: not held_by(store, paused.pid), "the paused worker's leases to be taken")
     paused.send_signal(signal.SIGCONT)
 
