@@ -91,12 +91,23 @@ def board_id(funding_txid: str, vout: int) -> str:
 
 async def store_vtxo_and_broadcast(ctx: Ctx, d: Board) -> Board:
     """Store the VTXO (insert-if-absent; held by this action, so not usable yet) and broadcast
-    the funding tx if it is ours to broadcast and the chain does not know it yet."""
+    the funding tx if it is ours to broadcast and the chain does not know it yet.
+
+    A broadcast refused because an input is missing or already spent is not retried here
+    (bark retries it forever): the board goes on to ``confirming``, whose conflict probe
+    tells a confirmed double spend (teardown) from one that may still be replaced.
+    """
     svc = ctx.services
     svc.wallet.insert_vtxo(d.vtxo, VtxoState.SPENDABLE)
+    refused = None
     if d.funding.signed and not await _known(svc.chain, d.funding.txid):
-        await svc.chain.broadcast(d.funding)
-    return attrs.evolve(d, last_park_error=None, checked_tip=-1)
+        try:
+            await svc.chain.broadcast(d.funding)
+        except ChainRejected as exc:
+            if not exc.missing_inputs:
+                raise
+            refused = str(exc)
+    return attrs.evolve(d, last_park_error=refused, checked_tip=-1)
 
 
 async def _known(chain: ChainSource, txid: str) -> bool:

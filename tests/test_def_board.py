@@ -88,6 +88,26 @@ def test_confirmed_double_spend_tears_the_board_down(rig: Rig) -> None:
     asyncio.run(go())
 
 
+def test_funding_input_spent_before_the_first_broadcast_tears_down(rig: Rig) -> None:
+    """The broadcast is refused for a spent input: no retry loop, the probe decides."""
+
+    async def go() -> None:
+        aid = await board(rig)
+        d = rig.data(aid)
+        rig.world.chain.double_spend(d.funding)  # spent (and mined) before we broadcast
+        r = await rig.drive(aid)
+        assert r.status is fsm.DriveStatus.DONE
+        steps = [(t.from_state, t.to_state) for t in rig.store.transitions(aid)]
+        assert steps[0] == ("broadcasting", "confirming")  # not a retry park
+        assert rig.wallet.vtxo_state(d.vtxo.id) is VtxoState.SPENT
+        movement = rig.wallet.movement_of(aid)
+        assert movement is not None and movement.status is MovementStatus.FAILED
+        assert rig.held() == {}
+        assert rig.invariants() == []
+
+    asyncio.run(go())
+
+
 def test_evicted_funding_is_rebroadcast_by_the_probe(rig: Rig) -> None:
     async def go() -> None:
         aid = await board(rig)
