@@ -549,6 +549,21 @@ class Store:
             rows = self._exec(self._sql.claim_due, params).fetchall()
         return [Claimed(*row) for row in rows]
 
+    def release_dead_leases(self) -> int:
+        """Let go of the leases of dead processes on this host; returns how many.
+
+        A worker's batch claim cannot ask whether a lease's owner is alive, so without this
+        the actions of a driver that crashed would wait for their leases to expire. (A reused
+        pid only makes a dead owner look alive: the safe direction.)
+        """
+        owners = self._exec(self._sql.lease_owners).fetchall()
+        released = 0
+        for (owner,) in owners:
+            if _owner_is_dead(owner):
+                log.info("releasing the leases of dead driver %s", owner)
+                released += self._exec(self._sql.release_owner, (owner,)).rowcount
+        return released
+
     def renew(self, owner: str, until: float) -> int:
         """Extend every lease ``owner`` holds to ``until``; returns how many it still holds."""
         return int(self._exec(self._sql.renew, (until, owner)).rowcount)
@@ -778,6 +793,13 @@ class _Statements:
             "SELECT MIN(CASE WHEN lease_owner IS NULL OR lease_expires < wake_at "
             "THEN wake_at ELSE lease_expires END) FROM fsm_action "
             "WHERE quarantine IS NULL AND wake_at IS NOT NULL"
+        )
+        self.lease_owners = (
+            "SELECT DISTINCT lease_owner FROM fsm_action WHERE lease_owner IS NOT NULL"
+        )
+        self.release_owner = (
+            "UPDATE fsm_action SET lease_owner = NULL, lease_expires = NULL "
+            f"WHERE lease_owner = {p}"
         )
         self.renew = f"UPDATE fsm_action SET lease_expires = {p} WHERE lease_owner = {p}"
         self.delete_fenced = f"DELETE FROM fsm_action WHERE id = {p} AND epoch = {p}"

@@ -147,8 +147,13 @@ class Worker(Generic[S]):
             waker.cancel()
 
     async def _renew_leases(self) -> None:
+        """Keep our leases alive, and free those of crashed drivers on this host."""
         ttl = self.store.lease_ttl
         while True:
+            try:
+                self.store.release_dead_leases()
+            except Exception as exc:  # tried again on the next round
+                log.warning("could not release dead drivers' leases: %s", exc)
             await asyncio.sleep(ttl / 3)
             try:
                 self.store.renew(self.executor.owner, self.executor.clock() + ttl)

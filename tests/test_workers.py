@@ -153,6 +153,27 @@ def test_workers_share_one_sqlite_file(
     store.close()
 
 
+def test_a_crashed_workers_actions_do_not_wait_for_its_leases(
+    db_path: Path, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    """With hour-long leases, only the dead-owner check lets the next worker finish."""
+    url = f"sqlite:///{db_path}"
+    store = fsm.open_store(url)
+    workerkinds.start_jobs(store, 30)
+    env = {**child_env, "FSM_TEST_STEP_SECONDS": "0.05"}
+    opts = ("--lease-ttl", "3600")
+    first = spawn_worker(url, env, *opts, log=tmp_path / "first.log")
+    orphans = freeze_while_holding(store, first)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    assert held_by(store, first.pid) == orphans
+    second = spawn_worker(url, env, *opts, log=tmp_path / "second.log")
+    finish_and_stop([second], store)
+    assert second.returncode == 0
+    check_ledger(store, 30)
+    store.close()
+
+
 def test_worker_logs_json_lines(pg_url: str, child_env: dict[str, str], tmp_path: Path) -> None:
     import json
 
