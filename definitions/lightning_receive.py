@@ -83,6 +83,7 @@ class LightningReceive:
     htlc_vtxo_ids: list[str] = attrs.Factory(list)
     movement_id: int | None = None
     claim_outputs: list[Vtxo] = attrs.Factory(list)
+    exit_requested: bool = False
 
     @property
     def payment_hash(self) -> str:
@@ -338,6 +339,27 @@ async def deliver(ctx: Ctx, d: LightningReceive) -> LightningReceive:
     return d
 
 
+# -- the user's exit -----------------------------------------------------------------------------
+
+
+def exit_requested(ctx: Ctx, d: LightningReceive) -> bool:
+    return d.exit_requested
+
+
+def exit_htlcs(ctx: Ctx, d: LightningReceive) -> LightningReceive:
+    """Take the HTLCs on chain (the wallet marks them exited), fail the movement, keep the
+    preimage as the settled record (the exit needs it). Every call is a no-op when repeated."""
+    wallet = ctx.services.wallet
+    for vtxo_id in d.htlc_vtxo_ids:
+        wallet.start_exit(vtxo_id)
+    wallet.set_vtxo_state(d.htlc_vtxo_ids, VtxoState.EXITED, allowed_from=SPENDABLE)
+    if d.movement_id is not None:
+        wallet.finish_movement(d.movement_id, MovementStatus.FAILED)
+    amount = sum(v.amount for i in d.htlc_vtxo_ids if (v := wallet.get_vtxo(i)) is not None)
+    wallet.record_settled_receive(d.payment_hash, d.preimage, amount)
+    return d
+
+
 # -- after a rejection or a spent claim budget ---------------------------------------------
 
 
@@ -367,6 +389,7 @@ class LightningReceiveKind(Kind[LightningReceive, Services]):
     settled = State.done()
     expired = State.done(doc="invoice expired unpaid")
     abandoned = State.done(doc="HTLC near expiry before the reveal")
+    exited = State.done(doc="HTLCs taken on chain at the user's request")
     canceled = State.failed(doc="canceled on the server")
     refused = State.failed(doc="server rejection or grant rejected")
 
@@ -378,6 +401,7 @@ class LightningReceiveKind(Kind[LightningReceive, Services]):
         awaiting_payment.to(expired, guard=invoice_expired),
         htlcs_ready.to(abandoned, guard=htlc_near_expiry, effect=abandon),
         htlcs_ready.to(preimage_revealed),
+        preimage_revealed.to(exited, guard=exit_requested, effect=exit_htlcs),
         preimage_revealed.to(settled, guard=claims_to_wallet, effect=claim_to_wallet),
         preimage_revealed.to(delivering, effect=claim_for_destination),
         delivering.to(settled, effect=deliver),

@@ -9,10 +9,12 @@ does bark's steps under the action's lease and then stops the action.
 from __future__ import annotations
 
 import enum
+from typing import Any
+
+import attrs
 
 import fsm
 from definitions.lightning_receive import LightningReceive, LightningReceiveKind, receive_id
-from definitions.model import MovementStatus, VtxoState
 from definitions.services import Services
 from fsm.interpreter import Instance
 from fsm.store import Claimed, new_owner
@@ -64,22 +66,23 @@ async def cancel_receive(executor: fsm.Executor[Services], payment_hash: str) ->
     return await executor.notify(receive_id(payment_hash))
 
 
-async def exit_receive(executor: fsm.Executor[Services], payment_hash: str) -> None:
-    """After the preimage is out but the claim keeps failing: take the HTLCs on chain (the
-    wallet marks them exited), fail the movement, keep the preimage as the settled record
-    (an exit needs it), then stop the action. Raises `fsm.ActionBusy` if it is being driven."""
-    d = _require(executor.store, payment_hash, LightningReceiveKind.preimage_revealed.name)
-    wallet = executor.services.wallet
-    for vtxo_id in d.htlc_vtxo_ids:
-        wallet.start_exit(vtxo_id)
-    wallet.set_vtxo_state(
-        d.htlc_vtxo_ids, VtxoState.EXITED, allowed_from=frozenset({VtxoState.SPENDABLE})
-    )
-    if d.movement_id is not None:
-        wallet.finish_movement(d.movement_id, MovementStatus.FAILED)
-    amount = sum(v.amount for i in d.htlc_vtxo_ids if (v := wallet.get_vtxo(i)) is not None)
-    wallet.record_settled_receive(payment_hash, d.preimage, amount)
-    await executor.stop(receive_id(payment_hash))
+async def exit_receive(executor: fsm.Executor[Services], payment_hash: str) -> fsm.DriveResult:
+    """After the preimage is out but the claim keeps failing: ask the action to exit.
+
+    The request is written into the checkpoint under the action's lease
+    (`fsm.Executor.update`), then the action is driven: its table takes the HTLCs on chain
+    and ends in ``exited``, so a concurrent driver can never interleave with the exit.
+    Raises `fsm.ActionBusy` if it is being driven right now.
+    """
+    _require(executor.store, payment_hash, LightningReceiveKind.preimage_revealed.name)
+
+    def request_exit(action: Any) -> Any:
+        data = attrs.evolve(action.data, exit_requested=True)
+        return LightningReceiveKind.create(data, LightningReceiveKind.preimage_revealed)
+
+    action_id = receive_id(payment_hash)
+    await executor.update(action_id, request_exit)
+    return await executor.notify(action_id)
 
 
 def receive_outcome(store: fsm.Store, services: Services, payment_hash: str) -> ReceiveOutcome:
