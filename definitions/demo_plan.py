@@ -2,12 +2,10 @@
 
 Every starter is deterministic in the plan entry ``i`` and the seed (preimages, amounts,
 destinations), so a starter retried after a transient error asks the server the same thing.
-Kinds whose module is missing are left out of the plan (the demo runs with what exists).
 """
 
 from __future__ import annotations
 
-import importlib
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,7 +13,12 @@ from typing import Any
 import attrs
 
 import fsm
+from definitions.arkoor_send import ArkoorSendKind, start_arkoor_send
+from definitions.board import BoardKind, start_board
+from definitions.lightning_receive import LightningReceiveKind, start_lightning_receive
+from definitions.lightning_send import LightningSendKind, start_lightning_send
 from definitions.model import ArkAddress, TxOut, board_address, digest
+from definitions.offboard import OffboardKind, send_onchain
 from definitions.services import Services
 
 Started = tuple[fsm.Action[Services], list[str]]
@@ -25,65 +28,41 @@ Starter = Callable[[Services, int, random.Random], Awaitable[Started]]
 @attrs.frozen
 class KindSpec:
     name: str
-    module: str
-    cls: str
+    kind: type[Any]
     start: Starter
 
 
 async def _receive(svc: Services, i: int, rng: random.Random) -> Started:
-    from definitions.lightning_receive import start_lightning_receive
-
     preimage = digest("demo receive", i)
     return await start_lightning_receive(svc, rng.randrange(2_000, 8_000), preimage=preimage), []
 
 
 async def _arkoor(svc: Services, i: int, rng: random.Random) -> Started:
-    mod: Any = importlib.import_module("definitions.arkoor_send")
     peer = ArkAddress(digest("demo peer", i), [f"mbx-peer-{i}"])
-    started: Started = mod.start_arkoor_send(svc, peer, rng.randrange(1_000, 5_000))
-    return started
+    return start_arkoor_send(svc, peer, rng.randrange(1_000, 5_000))
 
 
 async def _ln_send(svc: Services, i: int, rng: random.Random) -> Started:
-    mod: Any = importlib.import_module("definitions.lightning_send")
     invoice = await svc.lightning.create_invoice(rng.randrange(1_000, 5_000), "", f"demo.inv.{i}")
-    started: Started = await mod.start_lightning_send(svc, invoice)
-    return started
+    return await start_lightning_send(svc, invoice)
 
 
 async def _board(svc: Services, i: int, rng: random.Random) -> Started:
-    mod: Any = importlib.import_module("definitions.board")
     pubkey = svc.wallet.derive_key(svc.wallet.next_key_index())
     amount = rng.randrange(5_000, 15_000)
     funding = svc.onchain.build_tx([TxOut(board_address(pubkey), amount)], fee=300)
-    started: Started = await mod.start_board(svc, funding)
-    return started
+    return await start_board(svc, funding)
 
 
 async def _offboard(svc: Services, i: int, rng: random.Random) -> Started:
-    mod: Any = importlib.import_module("definitions.offboard")
-    started: Started = await mod.send_onchain(svc, f"dest:demo-{i}", rng.randrange(1_000, 4_000))
-    return started
+    return await send_onchain(svc, f"dest:demo-{i}", rng.randrange(1_000, 4_000))
 
 
 SPECS = (
-    KindSpec(
-        "lightning_receive", "definitions.lightning_receive", "LightningReceiveKind", _receive
-    ),
-    KindSpec("arkoor_send", "definitions.arkoor_send", "ArkoorSendKind", _arkoor),
-    KindSpec("lightning_send", "definitions.lightning_send", "LightningSendKind", _ln_send),
-    KindSpec("board", "definitions.board", "BoardKind", _board),
-    KindSpec("offboard", "definitions.offboard", "OffboardKind", _offboard),
+    KindSpec("lightning_receive", LightningReceiveKind, _receive),
+    KindSpec("arkoor_send", ArkoorSendKind, _arkoor),
+    KindSpec("lightning_send", LightningSendKind, _ln_send),
+    KindSpec("board", BoardKind, _board),
+    KindSpec("offboard", OffboardKind, _offboard),
 )
-
-
-def available() -> list[tuple[KindSpec, type]]:
-    """The specs whose module imports, with their kind class."""
-    found = []
-    for spec in SPECS:
-        try:
-            module = importlib.import_module(spec.module)
-        except ImportError:
-            continue
-        found.append((spec, getattr(module, spec.cls)))
-    return found
+"""The plan cycles through these: entry ``i`` starts an action of ``SPECS[i % 5]``."""
