@@ -395,3 +395,13 @@ def test_a_retry_policy_can_report_errors_to_the_caller(store: fsm.Store) -> Non
     loud, _, _ = make(store, {("b", 1): fail}, retry=fsm.RetryPolicy(report_errors=True))
     result = run(loud.drive(Script("b")))
     assert result.status is DriveStatus.PARKED and result.error is boom
+
+
+def test_prune_log_removes_only_older_rows(store: fsm.Store) -> None:
+    clock = Clock()
+    ex: fsm.Executor[Any] = fsm.Executor(store, {}, kinds=[Script], clock=clock)
+    run(ex.drive(Script("old")))
+    clock.now += 1000
+    run(ex.drive(Script("new")))
+    assert store.prune_log(older_than=T0 + 500) == 4
+    assert {t.action_id for t in store.transitions()} == {"new"}

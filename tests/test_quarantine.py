@@ -106,3 +106,13 @@ def test_registering_two_kinds_under_one_name_is_refused() -> None:
 
     with pytest.raises(ValueError, match="registered twice"):
         fsm.Registry([Script, Twin])
+
+
+def test_a_quarantined_row_goes_back_into_service_once_its_kind_exists(store: fsm.Store) -> None:
+    store.insert("late", "script", "s0", 1, '{"name": "late"}', [], 1.0)
+    without: fsm.Executor[Any] = fsm.Executor(store, {}, kinds=[])
+    assert asyncio.run(without.drive("late")).status is DriveStatus.QUARANTINED
+    assert store.release_quarantine("late") is True
+    assert store.release_quarantine("nope") is False
+    with_kind: fsm.Executor[Any] = fsm.Executor(store, {}, kinds=[Script])
+    assert asyncio.run(with_kind.drive("late")).status is DriveStatus.DONE
