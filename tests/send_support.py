@@ -133,28 +133,3 @@ def run_child(
         timeout=120,
         check=False,
     )
-
-
-REPO = Path(__file__).parent.parent
-
-
-def check_committed_diagram(kind: str) -> None:
-    """docs/diagrams/<kind>.mmd must be what ``fsm diagram`` generates from the code now."""
-    regenerate = (
-        f"fsm diagram {kind} --module definitions.{kind} --format mermaid "
-        f"--output docs/diagrams/{kind}.mmd && fsm diagram {kind} --module definitions.{kind} "
-        f"--format svg --output docs/diagrams/{kind}.svg"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "fsm.cli", "diagram", kind, "--module", f"definitions.{kind}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    committed = (REPO / "docs" / "diagrams" / f"{kind}.mmd").read_text()
-    assert proc.stdout == committed, (
-        f"docs/diagrams/{kind}.mmd is out of date; regenerate it (from the repo root) with: "
-        f"{regenerate}"
-    )

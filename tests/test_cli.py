@@ -389,33 +389,3 @@ def test_console_script() -> None:
     proc = subprocess.run([script, "--help"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0
     assert all(name in proc.stdout for name in ("kinds", "validate", "diagram", "actions"))
-
-
-# -- the committed diagrams of the order example ------------------------------------------
-
-REGENERATE = (
-    "fsm diagram order --module examples.order --format mermaid "
-    "--output docs/diagrams/order.mmd && "
-    "fsm diagram order --module examples.order --format svg --output docs/diagrams/order.svg"
-)
-
-
-def test_committed_order_diagram_is_current() -> None:
-    proc = run_fsm("diagram", "order", "--module", "examples.order")
-    assert proc.returncode == 0, proc.stderr
-    committed = (REPO / "docs" / "diagrams" / "order.mmd").read_text()
-    assert proc.stdout == committed, (
-        f"docs/diagrams/order.mmd is out of date; regenerate it (from the repo root) with: "
-        f"{REGENERATE}"
-    )
-
-
-def test_committed_order_svg_has_the_kinds_states_and_edges() -> None:
-    graph = load_module(str(REPO / "examples" / "order.py")).OrderKind.graph()
-    ns = "{http://www.w3.org/2000/svg}"
-    groups = list(ET.parse(REPO / "docs" / "diagrams" / "order.svg").getroot().iter(f"{ns}g"))
-    nodes = {g.findtext(f"{ns}title") for g in groups if g.get("class") == "node"}
-    edges = [g for g in groups if g.get("class") == "edge"]
-    message = f"docs/diagrams/order.svg is out of date; regenerate it with: {REGENERATE}"
-    assert nodes == {"__start__", *(s.name for s in graph.states)}, message
-    assert len(edges) == len(graph.edges) + 1, message

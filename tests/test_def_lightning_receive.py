@@ -389,27 +389,3 @@ def test_resumes_after_sigkill_right_after_a_commit(tmp_path: Path, kill_after: 
     assert len(wallet.movements()) == 1
     assert wallet.movements()[0].status is MovementStatus.SUCCESSFUL
     assert check_invariants(world, wallet, store) == []
-
-
-# -- the committed diagram ---------------------------------------------------------------------
-
-REGENERATE = (
-    "fsm diagram lightning_receive --module definitions.lightning_receive --format mermaid "
-    "--output docs/diagrams/lightning_receive.mmd && fsm diagram lightning_receive "
-    "--module definitions.lightning_receive --format svg "
-    "--output docs/diagrams/lightning_receive.svg"
-)
-
-
-def test_committed_diagram_is_current() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "fsm", "diagram", "lightning_receive", "--module",
-         "definitions.lightning_receive"],
-        cwd=REPO, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    committed = (REPO / "docs" / "diagrams" / "lightning_receive.mmd").read_text()
-    assert proc.stdout == committed, (
-        f"docs/diagrams/lightning_receive.mmd is out of date; regenerate it (from the repo "
-        f"root) with: {REGENERATE}"
-    )

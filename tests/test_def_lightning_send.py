@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from send_support import Wallet, check_committed_diagram, double_drive, run_child
+from send_support import Wallet, double_drive, run_child
 
 import fsm
 from definitions.lightning_send import (
@@ -360,7 +360,3 @@ def test_sigkill_mid_send_resumes_in_a_new_process(
         assert w.problems() == []
     finally:
         w.close()
-
-
-def test_committed_diagram_is_current() -> None:
-    check_committed_diagram("lightning_send")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,6 @@ from definitions.services import TxState, TxStatus, WalletConfig
 from definitions.sim import Fault
 from definitions.sim.ledger import Flow
 
-REPO = Path(__file__).resolve().parent.parent
 DEST = "external:alice"
 
 
@@ -340,24 +337,3 @@ def test_resumes_after_sigkill(tmp_path: Path, mode: str, n: int) -> None:
     assert movement_of(rig, aid).status is MovementStatus.SUCCESSFUL
     assert rig.invariants() == []
     rig.close()
-
-
-REGENERATE = (
-    "fsm diagram offboard --module definitions.offboard --format mermaid "
-    "--output docs/diagrams/offboard.mmd && fsm diagram offboard --module "
-    "definitions.offboard --format svg --output docs/diagrams/offboard.svg"
-)
-
-
-def test_committed_diagram_is_current() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "fsm", "diagram", "offboard", "--module", "definitions.offboard"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    committed = (REPO / "docs" / "diagrams" / "offboard.mmd").read_text()
-    assert proc.stdout == committed, f"docs/diagrams/offboard.mmd is out of date; run {REGENERATE}"
-    assert OffboardKind.name == "offboard"
