@@ -312,13 +312,7 @@ class Executor(Generic[S]):
             entry = LogEntry(
                 codec.name, claimed.seq, claimed.state, state, "park", "update", 0, None, 0.0
             )
-            was = Bookkeeping(
-                claimed.version,
-                claimed.attempts,
-                claimed.last_error,
-                claimed.wake_at,
-                claimed.lease_expires,
-            )
+            was = claimed.bookkeeping
             self.store.write(
                 action_id,
                 claimed.epoch,
@@ -421,19 +415,12 @@ class Executor(Generic[S]):
         epoch = claimed.epoch
         seq = claimed.seq
         attempts = claimed.attempts
-        version = claimed.version
         state = claimed.state
         payload = claimed.payload
         steps = 0
         store = self.store
         ttl = store.lease_ttl
-        row = Bookkeeping(
-            claimed.version,
-            claimed.attempts,
-            claimed.last_error,
-            claimed.wake_at,
-            claimed.lease_expires,
-        )
+        row = claimed.bookkeeping
         held_since = time.perf_counter()
 
         while True:
@@ -446,14 +433,14 @@ class Executor(Generic[S]):
                 outcome = await _advance(action, ctx)
                 if self.double_drive:
                     ctx = self._context(action_id, seq, attempts, now, adapter)
-                    again = codec.load(state, version, payload)
+                    again = codec.load(state, row.version, payload)
                     outcome = await self._drive_again(codec, outcome, again, ctx)
             except DoubleDriveMismatch:
                 self._let_go(action_id, epoch)
                 raise
             except Exception as exc:
                 handled = await self._handle(
-                    exc, codec, action_id, state, version, payload, seq, attempts, now, adapter
+                    exc, codec, action_id, state, row.version, payload, seq, attempts, now, adapter
                 )
                 if isinstance(handled, DriveResult):
                     self._let_go(action_id, epoch)
@@ -571,7 +558,7 @@ class Executor(Generic[S]):
             adapter.debug("%s -> %s (%s)", state, new_state, entry.outcome)
             if self.on_commit is not None:
                 self.on_commit(action_id, entry)
-            state, payload, version = new_state, new_payload, codec.version
+            state, payload = new_state, new_payload
             action = outcome.state
             if returning:
                 if isinstance(outcome, Next):

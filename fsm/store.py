@@ -138,6 +138,13 @@ class Claimed:
     epoch: int
     lease_expires: float
 
+    @property
+    def bookkeeping(self) -> Bookkeeping:
+        """The row's bookkeeping columns as claimed (what a first write compares against)."""
+        return Bookkeeping(
+            self.version, self.attempts, self.last_error, self.wake_at, self.lease_expires
+        )
+
 
 ClaimMiss = Literal["missing", "busy", "quarantined"]
 

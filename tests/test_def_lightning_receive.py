@@ -352,13 +352,7 @@ def test_every_step_twice_gives_the_same_outcome_and_no_second_effect(
         action = outcome.state
         claimed = w.store.claim(action.id, "test", w.world.clock.now())
         assert isinstance(claimed, fsm.store.Claimed)
-        was = fsm.store.Bookkeeping(
-            claimed.version,
-            claimed.attempts,
-            claimed.last_error,
-            claimed.wake_at,
-            claimed.lease_expires,
-        )
+        was = claimed.bookkeeping
         w.store.write(
             action.id, claimed.epoch, state=action.state,
             payload=LightningReceiveKind.__fsm_codec__.dump(action)[1].decode(),
