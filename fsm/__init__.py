@@ -9,16 +9,19 @@ from fsm.errors import (
     DecodeError,
     DefinitionError,
     DoubleDriveMismatch,
+    EncodeError,
     FsmError,
     InvalidActionId,
+    KindError,
     KindMismatch,
     LeaseLost,
     Rejected,
     ResourceConflict,
     SchemaError,
+    StepTimeout,
     UnknownKind,
 )
-from fsm.executor import DriveResult, DriveStatus, Executor, ResumeReport
+from fsm.executor import Executor
 from fsm.ids import check_id
 from fsm.kind import Kind
 from fsm.protocol import (
@@ -33,9 +36,10 @@ from fsm.protocol import (
     park_with_backoff,
 )
 from fsm.registry import Registry
+from fsm.results import DriveResult, DriveStatus, ResumeReport, StartResult, StartStatus
 from fsm.retry import RetryPolicy
 from fsm.state import State, Transition, Wake
-from fsm.store import Store, open_store
+from fsm.store import KeptOutcome, Store, open_store
 from fsm.sync import SyncExecutor
 from fsm.validate import KindWarning, validate_kind
 
@@ -50,12 +54,15 @@ __all__ = [
     "DriveMode",
     "DriveResult",
     "DriveStatus",
+    "EncodeError",
     "Executor",
     "Failed",
     "FsmError",
     "InvalidActionId",
+    "KeptOutcome",
     "Kind",
     "KindCodec",
+    "KindError",
     "KindMismatch",
     "KindWarning",
     "LeaseLost",
@@ -68,8 +75,11 @@ __all__ = [
     "ResumeReport",
     "RetryPolicy",
     "SchemaError",
+    "StartResult",
+    "StartStatus",
     "State",
     "StepContext",
+    "StepTimeout",
     "Store",
     "SyncExecutor",
     "Transition",

@@ -10,8 +10,12 @@ names still round-trip.
 
 from __future__ import annotations
 
+import datetime
+import enum
+import math
 import types
 import typing
+import uuid
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -20,7 +24,7 @@ import cattrs
 import orjson
 from cattrs.preconf.orjson import make_converter as _make_orjson_converter
 
-from fsm.errors import DecodeError
+from fsm.errors import DecodeError, EncodeError, KindError
 
 T = TypeVar("T")
 TAG = "_type"
@@ -108,6 +112,64 @@ def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj)
 
 
+def encode(value: Any, what: str, *, check_floats: bool = True) -> bytes:
+    """``value`` (already unstructured) as JSON, or `EncodeError` saying why it cannot be.
+
+    orjson refuses ints beyond 64 bits, nesting deeper than 255 levels and types it does not
+    know; it writes inf and nan as ``null``, which would load back as something else (or not
+    at all), so those are refused here. ``check_floats=False`` skips that walk for types that
+    cannot hold a float.
+    """
+    try:
+        out = orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise EncodeError(f"{what}: checkpoint cannot be stored as JSON: {exc}") from None
+    if check_floats and _has_non_finite(value):
+        raise EncodeError(
+            f"{what}: checkpoint holds inf or nan, which JSON cannot store; "
+            "use None or a finite number"
+        )
+    return out
+
+
+def _has_non_finite(value: Any) -> bool:
+    t = type(value)
+    if t is float:
+        return not math.isfinite(value)
+    if t is dict:
+        return any(_has_non_finite(v) for v in value.values())
+    if t is list or t is tuple:
+        return any(_has_non_finite(v) for v in value)
+    return False
+
+
+def may_hold_float(tp: Any, _seen: set[int] | None = None) -> bool:
+    """Whether data of type ``tp`` can contain a float (unknown or ``Any``: assume so)."""
+    seen = _seen if _seen is not None else set()
+    if id(tp) in seen:
+        return False
+    seen.add(id(tp))
+    if tp in (str, int, bool, bytes, type(None)):
+        return False
+    if isinstance(tp, type) and attrs.has(tp):
+        try:
+            fields = attrs.fields(attrs.resolve_types(tp))
+        except Exception:  # unresolvable annotations: be safe
+            return True
+        return any(may_hold_float(f.type, seen) for f in fields)
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is typing.Literal:
+        return any(isinstance(a, float) for a in args)
+    if args:
+        return any(may_hold_float(a, seen) for a in args if a is not Ellipsis)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return any(isinstance(m.value, float) for m in tp)
+    return not (isinstance(tp, type) and issubclass(tp, _NO_FLOAT))
+
+
+_NO_FLOAT = (str, int, bytes, datetime.date, datetime.time, uuid.UUID)
+
+
 def loads(payload: bytes | str, what: str) -> Any:
     try:
         return orjson.loads(payload)
@@ -128,14 +190,23 @@ class AttrsCodec:
         namespace = getattr(cls, "namespace", None)
         if not isinstance(namespace, str) or not namespace:
             raise TypeError(f"{cls.__qualname__} must set a `namespace` string (its kind name)")
-        self.cls = cls
+        self.cls: type[Any] = cls
         self.name: str = namespace
         self.version: int = int(getattr(cls, "version", 1))
         self._unstructure = converter.get_unstructure_hook(cls)
         self._structure = converter.get_structure_hook(cls)
+        self._floats = may_hold_float(cls)
 
     def dump(self, action: Any) -> tuple[str, bytes]:
-        return action.state, orjson.dumps(self._unstructure(action))
+        if type(action) is not self.cls:
+            raise KindError(
+                f"kind {self.name!r}: a step returned a {type(action).__name__} as the next "
+                f"checkpoint, not a {self.cls.__qualname__}"
+            )
+        state: str = action.state
+        return state, encode(
+            self._unstructure(action), f"kind {self.name!r}", check_floats=self._floats
+        )
 
     def load(self, state: str, version: int, payload: bytes | str) -> Any:
         what = f"kind {self.name!r} v{version}"

@@ -65,3 +65,21 @@ class DefinitionError(FsmError):
 
 class DoubleDriveMismatch(FsmError):
     """Double-drive mode ran a step twice from the same state and got different results."""
+
+
+class KindError(FsmError, TypeError):
+    """A kind's code did something fsm cannot accept: the action is parked as *broken*.
+
+    Raised by fsm itself when a step returns something that is not an outcome, changes the
+    action's id, or produces a checkpoint that cannot be stored. Like every error that means
+    the kind's code is wrong, it is never retried on its own: the action waits, with the
+    error on its row, for a fix and a notify (see `fsm.RetryPolicy.never_retry`).
+    """
+
+
+class EncodeError(KindError):
+    """A checkpoint cannot be stored as JSON (an int beyond 64 bits, inf or nan, too deep)."""
+
+
+class StepTimeout(FsmError):
+    """A step ran past its timeout and was cancelled; retried like any transient error."""

@@ -9,6 +9,7 @@ because ``:`` is not allowed.
 from __future__ import annotations
 
 import re
+import secrets
 
 from fsm.errors import InvalidActionId
 
@@ -42,3 +43,30 @@ def is_valid_id(action_id: object) -> bool:
     except InvalidActionId:
         return False
     return True
+
+
+INCARNATION_MARK = "~"
+"""Separates an action id from its incarnation in idempotency keys (``~`` is never in an id,
+so the id can always be read back from a key)."""
+
+
+def new_incarnation() -> str:
+    """A token naming one incarnation of an id: minted at `start`, kept on the row.
+
+    Folded into every idempotency key, so an id reused after its action ended never repeats a
+    key the outside world has already seen. 48 random bits: two incarnations of the same id
+    sharing one is not a concern.
+    """
+    return secrets.token_hex(6)
+
+
+def idempotency_key(action_id: str, incarnation: str, seq: int) -> str:
+    """``<id>~<incarnation>.<seq>``; rows from before incarnations existed keep ``<id>.<seq>``."""
+    if incarnation:
+        return f"{action_id}{INCARNATION_MARK}{incarnation}.{seq}"
+    return f"{action_id}.{seq}"
+
+
+def action_of_key(key: str) -> str:
+    """The action id inside an idempotency key made by `idempotency_key` (new form only)."""
+    return key.partition(INCARNATION_MARK)[0]

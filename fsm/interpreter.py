@@ -23,9 +23,9 @@ import attrs
 import cattrs
 import orjson
 
-from fsm.codec import CONVERTER
+from fsm.codec import CONVERTER, encode, may_hold_float
 from fsm.definition import Definition
-from fsm.errors import DecodeError, DefinitionError, Rejected
+from fsm.errors import DecodeError, DefinitionError, KindError, Rejected
 from fsm.protocol import (
     Action,
     Done,
@@ -39,8 +39,6 @@ from fsm.protocol import (
 )
 from fsm.retry import RetryPolicy
 from fsm.state import D, RejectionHandler, S, State, Upcaster
-
-DONE = Done()
 
 Edge = tuple[Any, bool, Any, bool, str, Outcome | None]
 """(guard, guard is async, effect, effect is async, target name, terminal outcome or None)."""
@@ -104,9 +102,9 @@ class Compiled:
 
 def _terminal_outcome(d: Definition, target: State) -> Outcome | None:
     if target.role == "done":
-        return DONE
+        return Done(target.name)
     if target.role == "failed":
-        return Failed(f"{d.label()} ended in failed state {target.name!r}")
+        return Failed(f"{d.label()} ended in failed state {target.name!r}", target.name)
     return None
 
 
@@ -214,18 +212,23 @@ class Instance(Action[S], Generic[D, S]):
                 return Park(again, wake_after=st.wake_backoff.delay(parks))
             return Park(self, wake_after=st.wake_after)
         if st.role == "done":
-            return DONE
+            return Done(st.name)
         if st.role == "failed":
-            return Failed(f"{self._kind.name}: action is in failed state {st.name!r}")
+            return Failed(f"{self._kind.name}: action is in failed state {st.name!r}", st.name)
         ctx.log.error("%s", st.stuck)
         return Park(self, error=DefinitionError(st.stuck))
 
     # -- errors ----------------------------------------------------------------------------
 
+    def policy(self, default: RetryPolicy) -> RetryPolicy:
+        """The state's retry policy, else the kind's, else the executor's ``default``."""
+        st = self._kind.states[self._state]
+        return st.retry or self._kind.retry or default
+
     def on_retry(self, ctx: StepContext[S], attempts: int, error: BaseException) -> MaybeAwaitable:
         """Transient error: back off per the state's or kind's policy; route when spent."""
         st = self._kind.states[self._state]
-        policy = st.retry or self._kind.retry or ctx.retry
+        policy = self.policy(ctx.retry)
         if policy.exhausted(attempts):
             if st.route is None and st.handler is None:
                 return Failed(error)
@@ -248,7 +251,7 @@ class Instance(Action[S], Generic[D, S]):
         target, end = st.route
         if end is None:
             return Next(type(self)(target, self.data))
-        return end if isinstance(end, Done) else Failed(error)
+        return end if isinstance(end, Done) else Failed(error, target)
 
 
 class DeclarativeCodec:
@@ -260,13 +263,24 @@ class DeclarativeCodec:
         self.name: str = compiled.name
         self.version: int = compiled.version
         self._unstructure: Callable[[Any], Any] | None = None
+        self._floats = True
         self._structure: Callable[[Any, Any], Any] | None = None
 
     def dump(self, action: Any) -> tuple[str, bytes]:
+        c = self.compiled
+        if type(action) is not c.instance_type or not isinstance(action.data, c.data_type):
+            got = type(action).__name__
+            if isinstance(action, Instance):
+                got = f"{got} holding {type(action.data).__name__}"
+            raise KindError(
+                f"kind {c.name!r}: a step returned {got} as the next checkpoint, not "
+                f"{c.instance_type.__name__} holding {c.data_type.__name__}"
+            )
         if self._unstructure is None:  # resolved late: the data type may use forward refs
-            self._unstructure = CONVERTER.get_unstructure_hook(self.compiled.data_type)
+            self._unstructure = CONVERTER.get_unstructure_hook(c.data_type)
+            self._floats = may_hold_float(c.data_type)
         body = {"data": self._unstructure(action.data), "parks": action.parks}
-        return action.state, orjson.dumps(body)
+        return action.state, encode(body, f"kind {c.name!r}", check_floats=self._floats)
 
     def load(self, state: str, version: int, payload: bytes | str) -> Instance[Any, Any]:
         c = self.compiled

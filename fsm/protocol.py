@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeAlias, TypeVar
 import attrs
 
 from fsm.errors import Rejected, ResourceConflict
+from fsm.ids import idempotency_key as make_key
 from fsm.retry import SEED_POLICY, RetryPolicy
 
 if TYPE_CHECKING:
@@ -55,14 +56,24 @@ class Park:
 
 @attrs.frozen(slots=True)
 class Done:
-    """Terminal success: release every resource the action holds and delete its checkpoint."""
+    """Terminal success: release every resource the action holds and delete its checkpoint.
+
+    ``state`` names the terminal state reached (declarative kinds set it); the drive's result
+    and the kept outcome report it instead of the last non-terminal state.
+    """
+
+    state: str | None = None
 
 
 @attrs.frozen(slots=True)
 class Failed:
-    """Terminal failure: the same clean-up as `Done`; ``error`` reaches the caller."""
+    """Terminal failure: the same clean-up as `Done`; ``error`` reaches the caller.
+
+    ``state`` names the terminal state reached, as for `Done`.
+    """
 
     error: BaseException | str
+    state: str | None = None
 
 
 Outcome: TypeAlias = Next | Park | Done | Failed
@@ -96,6 +107,7 @@ class StepContext(Generic[S]):
         "_released",
         "action_id",
         "attempts",
+        "incarnation",
         "log",
         "now",
         "retry",
@@ -114,9 +126,11 @@ class StepContext(Generic[S]):
         log: logging.LoggerAdapter[logging.Logger],
         load_held: Callable[[], Iterable[str]],
         holder_of: Callable[[str], str | None],
+        incarnation: str = "",
     ) -> None:
         self.services = services
         self.action_id = action_id
+        self.incarnation = incarnation
         self.seq = seq
         self.attempts = attempts
         self.now = now
@@ -130,8 +144,14 @@ class StepContext(Generic[S]):
 
     @property
     def idempotency_key(self) -> str:
-        """``<action id>.<step sequence>``: identical on every re-run of this step."""
-        return f"{self.action_id}.{self.seq}"
+        """``<action id>~<incarnation>.<step sequence>``: identical on every re-run of this step.
+
+        Unique per incarnation: an id started again after its action ended gets a new
+        incarnation, so its steps never repeat a key the outside world has seen. ``seq``
+        advances only when a step changes the checkpoint (an `Executor.update` does not
+        advance it, so a step being retried keeps its key).
+        """
+        return make_key(self.action_id, self.incarnation, self.seq)
 
     @property
     def resources(self) -> frozenset[str]:
@@ -203,6 +223,18 @@ class Action(Generic[S]):
 
     def advance(self, ctx: StepContext[S]) -> MaybeAwaitable:
         raise NotImplementedError(f"{type(self).__name__} must define `advance`")
+
+    def policy(self, default: RetryPolicy) -> RetryPolicy:
+        """The retry policy for an error raised in this state (default: the executor's).
+
+        The executor asks it to tell transient errors from errors that mean the code is
+        wrong (`RetryPolicy.is_broken`) before it calls `on_retry`.
+        """
+        return default
+
+    def step_timeout(self) -> float | None:
+        """Seconds the next step may run before it is cancelled (None: the executor's)."""
+        return None
 
     def on_retry(self, ctx: StepContext[S], attempts: int, error: BaseException) -> MaybeAwaitable:
         """Transient error: park this (pre-step) state and retry after the policy's delay."""

@@ -12,6 +12,8 @@ import random
 
 import attrs
 
+from fsm.errors import KindError
+
 
 @attrs.frozen
 class RetryPolicy:
@@ -24,6 +26,12 @@ class RetryPolicy:
     ``report_errors``: attach the error to the retry's park, so the caller of the drive sees
     it (bark does this for offboards; by default a retry park carries no error and the error
     is only recorded on the row as ``last_error``).
+    ``never_retry``: errors that mean the kind's code is wrong. A step raising one is not
+    retried: the action is parked as *broken* (the error and the end of its traceback on the
+    row, the retry budget untouched, never ended as failed) until a notify after the fix.
+    fsm's own `fsm.KindError` (a wrong return type, an unstorable checkpoint) is always one.
+    ``always_retry``: errors that are transient even when they match ``never_retry`` (a
+    library that raises ``TypeError`` for a dropped connection, say).
     """
 
     base: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
@@ -31,6 +39,8 @@ class RetryPolicy:
     jitter: bool = False
     max_attempts: int | None = attrs.field(default=None)
     report_errors: bool = False
+    never_retry: tuple[type[BaseException], ...] = (TypeError, AttributeError, NameError)
+    always_retry: tuple[type[BaseException], ...] = ()
 
     @cap.validator
     def _check_cap(self, _: attrs.Attribute[float | None], value: float | None) -> None:
@@ -50,6 +60,14 @@ class RetryPolicy:
         if self.jitter:
             delay = (rng or random).uniform(0.0, delay)
         return delay
+
+    def is_broken(self, error: BaseException) -> bool:
+        """True when ``error`` means the kind's code is wrong (see ``never_retry``)."""
+        if isinstance(error, KindError):
+            return True
+        if self.always_retry and isinstance(error, self.always_retry):
+            return False
+        return isinstance(error, self.never_retry)
 
     def exhausted(self, attempts: int) -> bool:
         """True once ``attempts`` has used up the budget."""

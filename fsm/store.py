@@ -33,7 +33,7 @@ from fsm.faults import CrashPlan, DatabaseFaults
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _WRAP_ERRORS = peewee.__exception_wrapper__  # type: ignore[attr-defined]
 HOST = socket.gethostname()
 
@@ -64,10 +64,23 @@ class ActionRow(_Base):
     step_duration = peewee.DoubleField(null=True)
     created_at = peewee.DoubleField()
     updated_at = peewee.DoubleField()
+    incarnation = peewee.CharField(max_length=32, constraints=[peewee.SQL("DEFAULT ''")])
+    cause = peewee.TextField(null=True)
+    broken = peewee.BooleanField(constraints=[peewee.SQL("DEFAULT FALSE")])
+    notified = peewee.BooleanField(constraints=[peewee.SQL("DEFAULT FALSE")])
 
     class Meta:
         table_name = "fsm_action"
         without_rowid = True
+
+
+_V2_COLUMNS = (
+    ("incarnation", "VARCHAR(32) NOT NULL DEFAULT ''"),
+    ("cause", "TEXT"),
+    ("broken", "BOOLEAN NOT NULL DEFAULT FALSE"),
+    ("notified", "BOOLEAN NOT NULL DEFAULT FALSE"),
+)
+"""Columns schema v2 added to ``fsm_action`` (migrated in place from v1)."""
 
 
 class ResourceRow(_Base):
@@ -111,6 +124,29 @@ class TransitionRow(_Base):
         table_name = "fsm_transition"
 
 
+class OutcomeRow(_Base):
+    """How one incarnation of an action ended, written in the transaction that deletes it.
+
+    `Executor.start` reads it to recognise a start delivered again after its action ended
+    (a re-delivered message) within the redelivery window, and returns this outcome instead
+    of running the action a second time.
+    """
+
+    id = peewee.CharField(max_length=200)
+    incarnation = peewee.CharField(max_length=32)
+    kind = peewee.CharField(max_length=200)
+    state = peewee.CharField(max_length=200)
+    status = peewee.CharField(max_length=16)
+    error = peewee.TextField(null=True)
+    cause = peewee.TextField(null=True)
+    started_at = peewee.DoubleField()
+    finished_at = peewee.DoubleField()
+
+    class Meta:
+        table_name = "fsm_outcome"
+        primary_key = peewee.CompositeKey("id", "incarnation")
+
+
 class MetaRow(_Base):
     key = peewee.CharField(primary_key=True, max_length=64)
     value = peewee.TextField()
@@ -119,7 +155,7 @@ class MetaRow(_Base):
         table_name = "fsm_meta"
 
 
-MODELS: tuple[type[_Base], ...] = (ActionRow, ResourceRow, TransitionRow, MetaRow)
+MODELS: tuple[type[_Base], ...] = (ActionRow, ResourceRow, TransitionRow, OutcomeRow, MetaRow)
 
 
 @attrs.frozen(slots=True)
@@ -137,12 +173,21 @@ class Claimed:
     wake_at: float | None
     epoch: int
     lease_expires: float
+    incarnation: str
+    cause: str | None
+    broken: bool
 
     @property
     def bookkeeping(self) -> Bookkeeping:
         """The row's bookkeeping columns as claimed (what a first write compares against)."""
         return Bookkeeping(
-            self.version, self.attempts, self.last_error, self.wake_at, self.lease_expires
+            self.version,
+            self.attempts,
+            self.last_error,
+            self.wake_at,
+            self.lease_expires,
+            bool(self.broken),
+            self.cause,
         )
 
 
@@ -154,7 +199,9 @@ class Bookkeeping:
     """The columns of a row a drive changes besides the checkpoint itself.
 
     The executor keeps the row's current values and asks for new ones; the store writes only
-    the columns that differ. ``lease_expires`` of ``None`` means not leased.
+    the columns that differ. ``lease_expires`` of ``None`` means not leased. ``broken``: the
+    kind's code failed on this step and the action waits for a fix; ``cause``: the error of
+    the rejection (or spent retry budget) whose route the action is following.
     """
 
     version: int
@@ -162,6 +209,8 @@ class Bookkeeping:
     last_error: str | None
     wake_at: float | None
     lease_expires: float | None
+    broken: bool = False
+    cause: str | None = None
 
 
 _STEP_COLUMNS = (
@@ -173,7 +222,7 @@ _STEP_COLUMNS = (
     "step_via",
     "step_duration",
 )
-_BOOKKEEPING = ("version", "attempts", "last_error", "wake_at", "lease_expires")
+_BOOKKEEPING = ("version", "attempts", "last_error", "wake_at", "lease_expires", "broken", "cause")
 
 
 @attrs.frozen(slots=True)
@@ -204,6 +253,24 @@ class RowInfo:
     wake_at: float | None
     lease_owner: str | None
     quarantine: str | None
+    broken: bool = False
+    incarnation: str = ""
+    cause: str | None = None
+
+
+@attrs.frozen(slots=True)
+class KeptOutcome:
+    """How an incarnation of an action ended (``status``: done, failed or stopped)."""
+
+    id: str
+    incarnation: str
+    kind: str
+    state: str
+    status: str
+    error: str | None
+    cause: str | None
+    started_at: float
+    finished_at: float
 
 
 P = ParamSpec("P")
@@ -363,11 +430,26 @@ class Store:
                 MetaRow.create(key="schema_version", value=str(SCHEMA_VERSION))
                 return
             found = int(row.value)
-        if found > SCHEMA_VERSION:
-            raise SchemaError(
-                f"database schema v{found} is newer than this fsm (v{SCHEMA_VERSION}); upgrade fsm"
-            )
-        # Future versions: apply migrations found+1 .. SCHEMA_VERSION here, in one transaction.
+            if found > SCHEMA_VERSION:
+                raise SchemaError(
+                    f"database schema v{found} is newer than this fsm (v{SCHEMA_VERSION}); "
+                    "upgrade fsm"
+                )
+            if found < 2:
+                self._migrate_to_v2()
+            if found < SCHEMA_VERSION:
+                MetaRow.update(value=str(SCHEMA_VERSION)).where(
+                    MetaRow.key == "schema_version"
+                ).execute()
+
+    def _migrate_to_v2(self) -> None:
+        """v1 -> v2: incarnations, kept causes, broken and notified marks (``fsm_outcome`` is
+        created by ``create_tables``). Rows from v1 keep an empty incarnation, so the steps in
+        flight during the upgrade keep their ``<id>.<seq>`` idempotency keys."""
+        have = {c.name for c in self.db.get_columns("fsm_action")}
+        for name, ddl in _V2_COLUMNS:
+            if name not in have:
+                self.db.execute_sql(f"ALTER TABLE fsm_action ADD COLUMN {name} {ddl}")
 
     @property
     @_cold
@@ -418,19 +500,29 @@ class Store:
         payload: str,
         resources: Iterable[str],
         now: float,
-    ) -> str | None:
-        """Create a live action with its resources, in one transaction.
+        *,
+        incarnation: str = "",
+        ended_since: float | None = None,
+    ) -> str | KeptOutcome | None:
+        """Create a live action (a new ``incarnation`` of its id) with its resources, atomically.
 
-        Returns ``None`` if created, else the kind of the action that already has this id
-        (nothing is changed then). Raises `ResourceConflict` if a resource is taken.
+        Returns ``None`` if created. Otherwise nothing is changed and it returns the kind of the
+        live action that already has this id, or, when ``ended_since`` is given, the kept
+        outcome of an incarnation of this id that ended at or after that time. Raises
+        `ResourceConflict` if a resource is taken.
         """
+        since = _NEVER if ended_since is None else ended_since
+        params = (action_id, kind, state, version, payload, now, now, now, incarnation)
         with self._write_point("start"), self._transaction():
-            cur = self._exec(
-                self._sql.insert, (action_id, kind, state, version, payload, now, now, now)
-            )
+            cur = self._exec(self._sql.insert, (*params, action_id, since))
             if cur.rowcount != 1:
                 row = self._exec(self._sql.kind_of, (action_id,)).fetchone()
-                return str(row[0])
+                if row is not None:
+                    return str(row[0])
+                kept = self._exec(self._sql.outcome_of, (action_id,)).fetchone()
+                if kept is None:  # pragma: no cover - the insert lost a race with a delete
+                    raise LeaseLost(f"action {action_id}: changed while being started; retry")
+                return KeptOutcome(*kept)
             self._acquire(action_id, resources, now)
             self.wake_workers()
         return None
@@ -488,7 +580,8 @@ class Store:
         A step without resource changes is one autocommit statement: on SQLite an ``UPDATE``
         whose log row a trigger writes inside the same statement; on PostgreSQL an ``UPDATE``
         and the log ``INSERT`` joined in one data-modifying CTE (one round-trip). Anything
-        else runs in an explicit transaction.
+        else runs in an explicit transaction. A new ``wake_at`` is written only if no notify
+        arrived since the claim (`mark_due`); otherwise the action is left due now.
         """
         logged = entry is not None and self.log_transitions
         columns = list(_STEP_COLUMNS)
@@ -506,6 +599,8 @@ class Store:
             if value != getattr(was, name):
                 columns.append(name)
                 params.append(value)
+                if name == "wake_at":  # a notify that came meanwhile keeps the action due
+                    params.append(now if value is None or value > now else value)
         if new.lease_expires is None and was.lease_expires is not None:
             columns.append("lease_owner")
             params.append(None)
@@ -529,19 +624,57 @@ class Store:
             if logged and entry is not None and not self._sqlite:
                 self._log(action_id, entry, now)
 
-    def finish(self, action_id: str, epoch: int, entry: LogEntry, now: float) -> None:
-        """Terminal: delete the row (its resources go with it, by cascade) and log the end."""
-        if self.log_transitions and not self._sqlite:
-            sql = self._sql.logged(self._sql.delete_fenced)
-            params = (action_id, epoch, *_log_values(entry)[1:], now)
+    def record_failure(
+        self,
+        action_id: str,
+        epoch: int,
+        *,
+        attempts: int,
+        error: str,
+        wake_at: float | None,
+        broken: bool,
+        now: float,
+    ) -> None:
+        """Record a failed step on the row, keeping its checkpoint, and let go of the lease.
+
+        The fallback when a step's own write failed: the attempt, its error and its backoff
+        (or the broken mark) still reach the row, so the action is neither due again at once
+        nor silently retried. Raises `LeaseLost` if another driver holds the row now.
+        """
+        params = (attempts, error, wake_at, broken, now, action_id, epoch)
+        with self._write_point("checkpoint"):
+            if self._exec(self._sql.record_failure, params).rowcount != 1:
+                raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
+
+    def finish(
+        self,
+        action_id: str,
+        epoch: int,
+        entry: LogEntry,
+        now: float,
+        *,
+        status: str,
+        state: str,
+        error: str | None = None,
+        cause: str | None = None,
+    ) -> None:
+        """Terminal: delete the row (its resources go with it, by cascade), keep its outcome
+        (``status`` done, failed or stopped, the terminal ``state``, the ``error`` and the
+        ``cause`` it carried) and log the end, in one transaction."""
+        kept = (state, status, error, cause, now)
+        logged = self.log_transitions
+        if not self._sqlite:
+            log = (*_log_values(entry)[1:], now) if logged else ()
             with self._write_point("finish"):
-                if self._exec(sql, params).rowcount != 1:
+                cur = self._exec(self._sql.finish(logged), (action_id, epoch, *log, *kept))
+                if cur.rowcount != 1:
                     raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
             return
         with self._write_point("finish"), self._transaction():
+            self._exec(self._sql.keep_outcome, (*kept, action_id, epoch))
             if self._exec(self._sql.delete_fenced, (action_id, epoch)).rowcount != 1:
                 raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
-            if self.log_transitions:
+            if logged:
                 self._log(action_id, entry, now)
 
     def claim_due(self, owner: str, now: float, limit: int) -> list[Claimed]:
@@ -636,10 +769,30 @@ class Store:
 
     @_cold
     def mark_due(self, action_id: str, now: float) -> bool:
+        """Make the action due now, and mark it notified.
+
+        The mark is what keeps a notify that arrives while a driver holds the action: that
+        driver's park (which would set a later wake-up, or none) sees it and leaves the
+        action due instead; every claim clears it, since a drive starts from the newest state.
+        """
         with self._write_point("wake"):
-            n = ActionRow.update(wake_at=now).where(ActionRow.id == action_id).execute()
+            n = (
+                ActionRow.update(wake_at=now, notified=True)
+                .where(ActionRow.id == action_id)
+                .execute()
+            )
         self.wake_workers()
         return bool(n)
+
+    def outcome(self, action_id: str) -> KeptOutcome | None:
+        """The kept outcome of the latest ended incarnation of ``action_id``, if any."""
+        row = self._exec(self._sql.outcome_of, (action_id,)).fetchone()
+        return None if row is None else KeptOutcome(*row)
+
+    @_cold
+    def prune_outcomes(self, older_than: float) -> int:
+        """Forget the outcomes of actions that ended before ``older_than`` (a unix time)."""
+        return int(OutcomeRow.delete().where(OutcomeRow.finished_at < older_than).execute())
 
     @_cold
     def live_ids(self) -> list[str]:
@@ -740,8 +893,14 @@ def _info(r: ActionRow) -> RowInfo:
         r.wake_at,
         r.lease_owner,
         r.quarantine,
+        bool(r.broken),
+        r.incarnation,
+        r.cause,
     )
 
+
+_NEVER = float("inf")
+"""``ended_since`` of a start that ignores kept outcomes (a deliberate new incarnation)."""
 
 _LOG_COLUMNS = (
     "action_id, kind, seq, from_state, to_state, outcome, via, attempt, error, duration, at"
@@ -767,30 +926,52 @@ class _Statements:
     def __init__(self, p: str) -> None:
         cols = (
             "kind, state, version, payload, seq, attempts, last_error, wake_at, epoch, "
-            "lease_expires"
+            "lease_expires, incarnation, cause, broken"
         )
         self.insert = (
             "INSERT INTO fsm_action (id, kind, state, version, payload, seq, attempts, "
-            "wake_at, epoch, created_at, updated_at) "
-            f"VALUES ({p}, {p}, {p}, {p}, {p}, 0, 0, {p}, 0, {p}, {p}) "
+            "wake_at, epoch, created_at, updated_at, incarnation) "
+            f"SELECT {p}, {p}, {p}, {p}, {p}, 0, 0, {p}, 0, {p}, {p}, {p} "
+            f"WHERE NOT EXISTS (SELECT 1 FROM fsm_outcome WHERE id = {p} AND finished_at >= {p}) "
             "ON CONFLICT (id) DO NOTHING"
+        )
+        outcome_cols = "id, incarnation, kind, state, status, error, cause, started_at, finished_at"
+        self.outcome_of = (
+            f"SELECT {outcome_cols} FROM fsm_outcome WHERE id = {p} "
+            "ORDER BY finished_at DESC LIMIT 1"
+        )
+        self.keep_outcome = (
+            f"INSERT INTO fsm_outcome ({outcome_cols}) "
+            f"SELECT id, incarnation, kind, {p}, {p}, {p}, {p}, created_at, {p} "
+            f"FROM fsm_action WHERE id = {p} AND epoch = {p} "
+            "ON CONFLICT (id, incarnation) DO NOTHING"
+        )
+        self._outcome_cols = outcome_cols
+        self.record_failure = (
+            f"UPDATE fsm_action SET attempts = {p}, last_error = {p}, "
+            f"wake_at = CASE WHEN notified THEN 0 ELSE {p} END, broken = {p}, updated_at = {p}, "
+            "lease_owner = NULL, lease_expires = NULL "
+            f"WHERE id = {p} AND epoch = {p}"
         )
         self.kind_of = f"SELECT kind FROM fsm_action WHERE id = {p}"
         self.payload_of = f"SELECT payload FROM fsm_action WHERE id = {p}"
         self.claim = (
-            f"UPDATE fsm_action SET lease_owner = {p}, lease_expires = {p}, epoch = epoch + 1 "
+            f"UPDATE fsm_action SET lease_owner = {p}, lease_expires = {p}, epoch = epoch + 1, "
+            "notified = FALSE "
             f"WHERE id = {p} AND quarantine IS NULL "
             f"AND (lease_owner IS NULL OR lease_expires < {p} OR lease_owner = {p}) "
             f"RETURNING {cols}"
         )
         self.steal = (
-            f"UPDATE fsm_action SET lease_owner = {p}, lease_expires = {p}, epoch = epoch + 1 "
+            f"UPDATE fsm_action SET lease_owner = {p}, lease_expires = {p}, epoch = epoch + 1, "
+            "notified = FALSE "
             f"WHERE id = {p} AND quarantine IS NULL AND lease_owner = {p} RETURNING {cols}"
         )
         self.lease_of = f"SELECT lease_owner, quarantine FROM fsm_action WHERE id = {p}"
         lock = "" if p == "?" else " FOR UPDATE SKIP LOCKED"
         self.claim_due = (
-            f"UPDATE fsm_action SET lease_owner = {p}, lease_expires = {p}, epoch = epoch + 1 "
+            f"UPDATE fsm_action SET lease_owner = {p}, lease_expires = {p}, epoch = epoch + 1, "
+            "notified = FALSE "
             "WHERE id IN (SELECT id FROM fsm_action WHERE quarantine IS NULL "
             f"AND wake_at IS NOT NULL AND wake_at <= {p} "
             f"AND (lease_owner IS NULL OR lease_expires < {p}) "
@@ -832,14 +1013,42 @@ class _Statements:
         )
 
     def update(self, columns: tuple[str, ...]) -> str:
-        """The fenced UPDATE setting ``columns``, built once per column set."""
+        """The fenced UPDATE setting ``columns``, built once per column set.
+
+        ``wake_at`` takes two parameters: the new wake-up, and the one to use instead when a
+        notify arrived since the claim (see `Store.mark_due`).
+        """
         cached = self._updates.get(columns)
         if cached is None:
-            sets = ", ".join(f"{c} = {self._p}" for c in columns)
+            p = self._p
+            sets = ", ".join(
+                f"{c} = CASE WHEN NOT notified THEN {p} ELSE {p} END"
+                if c == "wake_at"
+                else f"{c} = {p}"
+                for c in columns
+            )
             cached = self._updates[columns] = (
                 f"UPDATE fsm_action SET {sets} WHERE id = {self._p} AND epoch = {self._p}"
             )
         return cached
+
+    def finish(self, logged: bool) -> str:
+        """PostgreSQL's terminal write as one statement: delete the row (fenced), keep its
+        outcome and, when ``logged``, write its log row, all from the deleted row."""
+        p = self._p
+        log = ""
+        if logged:
+            values = ", ".join([p] * 9)
+            log = (
+                f", logged AS (INSERT INTO fsm_transition ({_LOG_COLUMNS}) "
+                f"SELECT gone.id, gone.kind, {values} FROM gone)"
+            )
+        return (
+            f"WITH gone AS ({self.delete_fenced} RETURNING id, kind, incarnation, created_at)"
+            f"{log} INSERT INTO fsm_outcome ({self._outcome_cols}) "
+            f"SELECT gone.id, gone.incarnation, gone.kind, {p}, {p}, {p}, {p}, "
+            f"gone.created_at, {p} FROM gone"
+        )
 
     def logged(self, statement: str) -> str:
         """``statement`` (an UPDATE or DELETE on one action) plus its log row, as one CTE.

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, Generic
 
-from fsm.executor import DriveResult, Executor, ResumeReport
+from fsm.executor import DriveResult, Executor, ResumeReport, StartResult
 from fsm.protocol import Action, DriveMode, S
 from fsm.store import Store
 
@@ -22,8 +22,10 @@ class SyncExecutor(Generic[S]):
         self.executor: Executor[S] = Executor(store, services, **kwargs)
         self._runner = asyncio.Runner()
 
-    def start(self, action: Action[S], *, resources: Sequence[str] = ()) -> bool:
-        return self._runner.run(self.executor.start(action, resources=resources))
+    def start(
+        self, action: Action[S], *, resources: Sequence[str] = (), again: bool = False
+    ) -> StartResult:
+        return self._runner.run(self.executor.start(action, resources=resources, again=again))
 
     def drive(
         self, target: str | Action[S], mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE

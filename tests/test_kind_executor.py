@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import attrs
 
 import fsm
 from fsm import DriveMode, DriveStatus, Kind, RetryPolicy, State, StepContext
+
+
+def plain(ledger: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The ledger with keys stripped of their incarnation (``pay-1~3f..0.1`` -> ``pay-1.1``)."""
+    return [(what, re.sub(r"~[0-9a-f]{12}", "", key)) for what, key in ledger]
 
 
 @attrs.frozen
@@ -118,7 +124,7 @@ def test_driven_to_done_through_a_wait_state(store: fsm.Store) -> None:
     assert done.status is DriveStatus.DONE
     assert store.row("pay-1") is None
     assert store.all_resources() == {}
-    assert bank.ledger == [("hold", "pay-1.0"), ("charge", "pay-1.1")]
+    assert plain(bank.ledger) == [("hold", "pay-1.0"), ("charge", "pay-1.1")]
     assert steps(store, "pay-1") == [
         ("start", "charging", "next", "step"),
         ("charging", "settling", "next", "step"),
@@ -138,7 +144,7 @@ def test_rejection_is_routed_to_the_compensating_state(store: fsm.Store) -> None
     result = asyncio.run(go())
     assert result.status is DriveStatus.FAILED
     assert "failed state 'refused'" in str(result.error)
-    assert bank.ledger == [("hold", "pay-2.0"), ("unhold", "pay-2.2")]
+    assert plain(bank.ledger) == [("hold", "pay-2.0"), ("unhold", "pay-2.2")]
     assert steps(store, "pay-2") == [
         ("start", "charging", "next", "step"),
         ("charging", "undo", "next", "rejection"),
@@ -166,7 +172,7 @@ def test_retry_budget_exhausted_takes_the_route(store: fsm.Store) -> None:
         ("next", "retry"),
         ("failed", "step"),
     ]
-    assert ("unhold", "pay-3.2") in bank.ledger
+    assert ("unhold", "pay-3.2") in plain(bank.ledger)
 
 
 def test_transient_errors_then_success(store: fsm.Store) -> None:
@@ -181,7 +187,7 @@ def test_transient_errors_then_success(store: fsm.Store) -> None:
     result = asyncio.run(go())
     assert result.status is DriveStatus.DONE
     assert time.slept == [1.0, 4.0]
-    assert ("charge", "pay-4.1") in bank.ledger
+    assert ("charge", "pay-4.1") in plain(bank.ledger)
 
 
 def test_row_with_an_unknown_state_is_quarantined(store: fsm.Store) -> None:

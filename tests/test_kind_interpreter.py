@@ -117,9 +117,10 @@ def test_step_state_takes_first_holding_guard_in_table_order() -> None:
 
 def test_transition_into_done_and_failed_states() -> None:
     svc = Svc()
-    assert run(Roles.create(Data("k"), Roles.stuck).advance(ctx(Svc()))) != Done()
+    assert run(Roles.create(Data("k"), Roles.stuck).advance(ctx(Svc()))) != Done("ok")
     svc.flag = True
-    assert run(Roles.create(Data("k"), Roles.stuck).advance(ctx(svc))) == Done()
+    # the terminal outcome names the terminal state it reached
+    assert run(Roles.create(Data("k"), Roles.stuck).advance(ctx(svc))) == Done("ok")
     out = run(Roles.create(Data("k"), Roles.b).advance(ctx(Svc())))
     assert isinstance(out, Failed)
     assert "failed state 'bad'" in str(out.error)
@@ -218,7 +219,7 @@ def test_async_guard_true_runs_sync_effect() -> None:
 
 def test_states_without_async_callbacks_step_synchronously() -> None:
     result = Mixed.create(Data("k"), Mixed.b).advance(ctx(Svc()))
-    assert result == Done()
+    assert result == Done("end")
 
 
 # -- retries and rejections --------------------------------------------------------------------
@@ -289,7 +290,7 @@ def test_rejection_routes_to_compensating_state() -> None:
 def test_rejection_route_to_failed_state_fails_with_the_rejection() -> None:
     error = fsm.Rejected("no")
     out = run(Routes.create(Data("k"), Routes.b).on_rejection(ctx(), error))
-    assert out == Failed(error)
+    assert out == Failed(error, "gave_up")
 
 
 def test_rejection_handler_decides() -> None:

@@ -1,0 +1,49 @@
+"""How a failure becomes text on a row, in the log and in a drive's result.
+
+Error texts come from anywhere (a remote's message, a user's exception), and are stored in
+database text columns and printed by the CLI: they are made storable here (no NUL byte, which
+PostgreSQL refuses in text, and a bounded length) once, before any write.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+MAX_ERROR_CHARS = 4000
+"""Longest error text kept on a row or a log entry; the rest is cut with a marker."""
+
+_TRACEBACK_LINES = 6
+"""Lines of a broken step's traceback kept with its error (the innermost frames)."""
+
+
+def storable(text: str) -> str:
+    """``text`` without NUL bytes, cut to `MAX_ERROR_CHARS`."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS - 15] + " ...[truncated]"
+    return text
+
+
+def error_text(error: BaseException | str | None) -> str | None:
+    """``TypeName: message`` of an error (a string stays as it is), storable."""
+    if error is None:
+        return None
+    if isinstance(error, str):
+        return storable(error)
+    return storable(f"{type(error).__name__}: {error}")
+
+
+def broken_text(error: BaseException) -> str:
+    """The error of a broken step with the innermost lines of its traceback, storable."""
+    frames = traceback.format_exception(type(error), error, error.__traceback__)
+    lines = "".join(frames[1:-1]).rstrip().splitlines()[-_TRACEBACK_LINES:]
+    head = f"broken: {type(error).__name__}: {error}"
+    return storable("\n".join([head, *lines]))
+
+
+def with_cause(error: BaseException | str, cause: str | None) -> BaseException | str:
+    """A failure's error, with the cause that led there appended when it is a plain text."""
+    if cause is None or not isinstance(error, str) or cause in error:
+        return error
+    return f"{error} (cause: {cause})"

@@ -1,0 +1,103 @@
+"""What the executor's calls return: how a drive ended, how a start went, a resume's report."""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from fsm.store import KeptOutcome, RowInfo
+
+
+class DriveStatus(enum.Enum):
+    """How a drive ended."""
+
+    DONE = "done"
+    """The action finished successfully; its row and resources are gone."""
+    FAILED = "failed"
+    """The action finished with `Failed`; its row and resources are gone."""
+    PARKED = "parked"
+    """The action is waiting (for its wake-up time or a notify); its checkpoint is saved."""
+    BROKEN = "broken"
+    """The kind's code failed (a wrong return type, an unstorable checkpoint, a TypeError...):
+    the action waits, checkpoint unchanged and retry budget untouched, for a fix and a notify."""
+    BUSY = "busy"
+    """Another driver (task or process) holds the action; nothing was done."""
+    MISSING = "missing"
+    """No live action has this id (it may have finished already)."""
+    SKIPPED = "skipped"
+    """The row is of a kind this executor does not know, or newer than its code: left as it
+    is for a driver that can drive it."""
+    QUARANTINED = "quarantined"
+    """The row cannot be read; it is set aside with a reason (see `Store.quarantined`)."""
+    ERROR = "error"
+    """The checkpoint could not be written; the attempt and its backoff were recorded if the
+    database allowed it, else the lease runs out and the action is retried after it."""
+    LEASE_LOST = "lease_lost"
+    """Another driver claimed the action meanwhile; our write was refused and we stopped."""
+
+
+@attrs.frozen
+class DriveResult:
+    """What one drive did.
+
+    ``state`` is where the action stands: the terminal state reached for done and failed.
+    ``error`` is the park's error, the failure, or what went wrong; ``cause`` the error of the
+    rejection (or spent retry budget) whose route led the action to its end, if any.
+    """
+
+    id: str
+    status: DriveStatus
+    state: str | None = None
+    error: BaseException | str | None = None
+    steps: int = 0
+    cause: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing went wrong: done, or parked without an error."""
+        return self.status in (DriveStatus.DONE, DriveStatus.PARKED) and self.error is None
+
+    @classmethod
+    def of_outcome(cls, kept: KeptOutcome) -> DriveResult:
+        """The result a drive of an incarnation that already ended reports (no step runs)."""
+        if kept.status == "done":
+            return cls(kept.id, DriveStatus.DONE, kept.state, None, 0, kept.cause)
+        error = kept.error if kept.status == "failed" else f"stopped by an operator ({kept.error})"
+        return cls(kept.id, DriveStatus.FAILED, kept.state, error, 0, kept.cause)
+
+
+class StartStatus(enum.Enum):
+    """What `Executor.start` did."""
+
+    STARTED = "started"
+    """A new incarnation of the id is live."""
+    LIVE = "live"
+    """An action of the same kind is already live with this id; nothing changed."""
+    ENDED = "ended"
+    """An incarnation of this id ended within the redelivery window: nothing changed, and
+    ``outcome`` says how it ended. Pass ``again=True`` to start a new incarnation."""
+
+
+@attrs.frozen
+class StartResult:
+    """What `Executor.start` did; true only when it started a new incarnation."""
+
+    id: str
+    status: StartStatus
+    incarnation: str | None = None
+    outcome: KeptOutcome | None = None
+
+    def __bool__(self) -> bool:
+        return self.status is StartStatus.STARTED
+
+
+@attrs.frozen
+class ResumeReport:
+    """The result of `Executor.resume_all`: one result per live action, and the set-aside rows."""
+
+    results: tuple[DriveResult, ...]
+    quarantined: tuple[RowInfo, ...]
+
+    def count(self, status: DriveStatus) -> int:
+        return sum(1 for r in self.results if r.status is status)
