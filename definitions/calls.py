@@ -1,6 +1,7 @@
 """Idempotency keys for a step that makes more than one state-changing call.
 
-A step's own key (``ctx.idempotency_key``, ``<action id>.<seq>``) goes to its main call. A
+A step's own key (``ctx.idempotency_key``, ``<action id>~<incarnation>.<seq>``) goes to its
+main call. A
 second call in the same step (a best-effort registration, one post per mailbox) needs a key
 of its own, because a server refuses one key for two different requests; it must still be the
 same on every re-run of the step, so it is derived from the step's key:

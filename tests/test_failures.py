@@ -450,8 +450,10 @@ def test_double_drive_treats_a_transient_error_in_the_second_run_as_transient(
     result = run(ex.drive(BookingKind.create(Booking("d1"))))
     assert result.status is DriveStatus.PARKED
     row = store.row("booking-d1")
-    assert row is not None and row.attempts == 1 and "timeout on the second run" in (
-        row.last_error or ""
+    assert (
+        row is not None
+        and row.attempts == 1
+        and "timeout on the second run" in (row.last_error or "")
     )
 
 

@@ -16,6 +16,7 @@ import hashlib
 import attrs
 
 import fsm
+from fsm.ids import INCARNATION_MARK, action_of_key
 from definitions.services import INVALID_ARGUMENT
 from definitions.sim.db import Db
 
@@ -69,12 +70,16 @@ class LedgerEntry:
 
 
 def action_of(key: str) -> str:
-    """The action id inside an fsm idempotency key ``<action id>.<seq>``.
+    """The action id inside an fsm idempotency key ``<action id>~<incarnation>.<seq>``.
 
-    A step that makes several state-changing calls keys each one ``<action id>.<seq>.<call>``
-    (``<call>`` not all digits, e.g. ``outputs`` or ``mailbox-0``): the ledger refuses one
-    key for two different requests, and these are still the same action's.
+    A step that makes several state-changing calls keys each one
+    ``<action id>~<incarnation>.<seq>.<call>`` (``<call>`` not all digits, e.g. ``outputs`` or
+    ``mailbox-0``): the ledger refuses one key for two different requests, and these are still
+    the same action's. Keys of rows from before incarnations (``<action id>.<seq>``) are read
+    too.
     """
+    if INCARNATION_MARK in key:
+        return action_of_key(key)
     head, sep, tail = key.rpartition(".")
     if sep and not tail.isdigit():
         inner, sep, seq = head.rpartition(".")
