@@ -1,11 +1,10 @@
 """Idempotency keys for a step that makes more than one state-changing call.
 
 A step's own key (``ctx.idempotency_key``, ``<action id>~<incarnation>.<seq>``) goes to its
-main call. A
-second call in the same step (a best-effort registration, one post per mailbox) needs a key
-of its own, because a server refuses one key for two different requests; it must still be the
-same on every re-run of the step, so it is derived from the step's key:
-``<action id>.<seq>.<call>`` (the sim's ledger files it under the action, see
+main call. A second call in the same step (a best-effort registration, one post per mailbox)
+needs a key of its own, because a server refuses one key for two different requests; it must
+still be the same on every re-run of the step, so it is derived from the step's key:
+``<action id>~<incarnation>.<seq>.<call>`` (the sim's ledger files it under the action, see
 `definitions.sim.ledger.action_of`).
 """
 

@@ -303,8 +303,10 @@ def test_settled_on_the_server_walks_forward_instead_of_retrying(w: Wallet) -> N
     action = w.receive()
     w.pay(action)
     assert w.drive(action).status is fsm.DriveStatus.DONE
+    # A start delivered again is recognised: the kept outcome, nothing runs twice.
+    assert run(w.ex.start(action)).status is fsm.StartStatus.ENDED
     # The same receive again from the start (as if its checkpoint were older than the server).
-    assert run(w.ex.start(action))
+    assert run(w.ex.start(action, again=True))
     assert w.drive(action).status is fsm.DriveStatus.DONE
     assert w.applied("claim_lightning_receive") == 1
     assert w.problems() == []

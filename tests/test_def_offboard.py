@@ -117,7 +117,7 @@ def test_refused_input_registration_fails_cleanly(rig: Any) -> None:
         aid = await rig.start(await send_onchain(rig.svc, DEST, 10_000))
         rig.world.script_fault("register_vtxo_transactions", Fault.REJECT_NOT_FOUND)
         r = await rig.drive(aid)  # nothing was spent yet: fail, release the inputs
-        assert (r.status, r.state) == (fsm.DriveStatus.FAILED, "abandoning")
+        assert (r.status, r.state) == (fsm.DriveStatus.FAILED, "failed")  # the terminal state
         assert rig.held() == {} and rig.invariants() == []
 
     asyncio.run(go())

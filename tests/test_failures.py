@@ -475,5 +475,5 @@ class Fickle(fsm.Action[Any]):
 
 def test_double_drive_compares_the_step_into_a_terminal_state(store: fsm.Store) -> None:
     ex: fsm.Executor[Any] = fsm.Executor(store, {"n": 0}, kinds=[Fickle], double_drive=True)
-    with pytest.raises(fsm.DoubleDriveMismatch, match="Done\\(end-1\\).*Done\\(end-2\\)"):
+    with pytest.raises(fsm.DoubleDriveMismatch, match=r"Done\(end-1\).*Done\(end-2\)"):
         run(ex.drive(Fickle("f1")))

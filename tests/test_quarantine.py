@@ -44,7 +44,7 @@ def test_each_bad_row_is_quarantined_and_the_rest_runs(store: fsm.Store) -> None
         assert statuses[action_id] is DriveStatus.QUARANTINED
     # rows of a kind this executor does not know, or of a newer version, are not bad: they
     # are left as they are, due, for a driver that knows them (rolling deploys, team pools)
-    for action_id, (*_, fragment) in FOREIGN_ROWS.items():
+    for action_id in FOREIGN_ROWS:
         assert statuses[action_id] is DriveStatus.SKIPPED, action_id
         row = store.row(action_id)
         assert row is not None and row.quarantine is None and row.lease_owner is None

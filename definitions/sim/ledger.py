@@ -16,9 +16,9 @@ import hashlib
 import attrs
 
 import fsm
-from fsm.ids import INCARNATION_MARK, action_of_key
 from definitions.services import INVALID_ARGUMENT
 from definitions.sim.db import Db
+from fsm.ids import INCARNATION_MARK, action_of_key
 
 LEDGER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
