@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sqlite3
 import time
@@ -13,6 +14,20 @@ from typing import Any
 import attrs
 
 import fsm
+
+
+def plain_keys(effects: dict[str, int]) -> dict[str, int]:
+    """Effects by idempotency key without its incarnation (``t1~3f2a..0.2`` -> ``t1.2``).
+
+    Each action here has one incarnation, so two keys that differ only in it would mean a
+    step ran under two keys: refused.
+    """
+    out: dict[str, int] = {}
+    for key, calls in effects.items():
+        plain = re.sub(r"~[0-9a-f]{12}", "", key)
+        assert plain not in out, f"{key}: the same step ran under two incarnations"
+        out[plain] = calls
+    return out
 
 
 class Ledger:

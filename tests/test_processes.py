@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from corekinds import Ledger, Transfer
+from corekinds import Ledger, Transfer, plain_keys
 
 import fsm
 
@@ -59,7 +59,7 @@ def test_sigkill_after_an_effect_resumes_in_a_new_process(
     assert store.all_resources() == {}
     steps = [(t.from_state, t.outcome) for t in store.transitions("t1")]
     assert steps == [("debit", "next"), ("credit", "next"), ("notify", "done")]
-    effects = Ledger(str(ledger_path)).effects()
+    effects = plain_keys(Ledger(str(ledger_path)).effects())
     assert set(effects) == {"t1.0", "t1.1", "t1.2"}  # each effect applied under one key
     crashed_key = {"debit": "t1.0", "credit": "t1.1", "notify": "t1.2"}[crash_at]
     assert effects[crashed_key] == 2  # re-run once after the crash, same idempotency key
