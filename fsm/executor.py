@@ -165,11 +165,12 @@ class Executor(Generic[S]):
     """Drives actions of the registered kinds against one store.
 
     ``services`` is handed to every step as ``ctx.services`` (bark's ``Wallet``).
-    ``retry`` is the default backoff of `Action.on_retry`. ``clock`` (unix seconds) and
-    ``sleep`` can be replaced in tests. ``on_commit(action_id, entry)`` is called after every
-    committed step (progress displays, statistics, crash-test hooks). ``double_drive`` runs
-    every step twice from the same state and raises `DoubleDriveMismatch` if the results
-    differ (default: the ``FSM_DOUBLE_DRIVE`` environment variable).
+    ``retry`` is the default backoff of `Action.on_retry`. ``clock`` (unix seconds; default
+    `Store.now`, the database's clock) and ``sleep`` can be replaced in tests.
+    ``on_commit(action_id, entry)`` is called after every committed step (progress displays,
+    statistics, crash-test hooks). ``double_drive`` runs every step twice from the same state
+    and raises `DoubleDriveMismatch` if the results differ (default: the ``FSM_DOUBLE_DRIVE``
+    environment variable).
     """
 
     def __init__(
@@ -180,7 +181,7 @@ class Executor(Generic[S]):
         kinds: Iterable[Any] = (),
         registry: Registry | None = None,
         retry: RetryPolicy = SEED_POLICY,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_commit: Callable[[str, LogEntry], None] | None = None,
         double_drive: bool | None = None,
@@ -192,7 +193,7 @@ class Executor(Generic[S]):
         for kind in kinds:
             self.registry.register(kind)
         self.retry = retry
-        self.clock = clock
+        self.clock = clock if clock is not None else store.now
         self.sleep = sleep
         self.on_commit = on_commit
         self.double_drive = (
@@ -201,6 +202,11 @@ class Executor(Generic[S]):
         self.owner = owner or new_owner()
         self.stopping = False
         self._driving: set[str] = set()
+
+    @property
+    def driving(self) -> frozenset[str]:
+        """The ids this executor is driving right now (the leases a worker keeps renewing)."""
+        return frozenset(self._driving)
 
     # -- public API -----------------------------------------------------------------------
 
