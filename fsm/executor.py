@@ -7,7 +7,7 @@ return as the outcome and the `DriveMode` say. Differences from the seed, all de
 * ``attempts``, ``last_error`` and ``wake_at`` live on the row, so backoff and wake-ups
   survive a restart and `run_due` finds due actions with one indexed query.
 * The per-action lock is the row's lease, so it also holds across processes; a lease held by
-  a dead process on this host is taken over at once.
+  a certainly dead process (same host, boot and PID namespace) is taken over at once.
 * Resources change in the checkpoint's transaction and are released with the row.
 * Each step has an idempotency key, ``<id>.<seq>``, where ``seq`` counts checkpoint changes.
 * Rows that cannot be read are quarantined and reported; the other actions keep running.

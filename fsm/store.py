@@ -440,7 +440,8 @@ class Store:
         self._clock_checked_at = time.monotonic()
         try:
             before = self._local_clock()
-            server = self._exec(self._sql.server_clock).fetchone()[0]
+            with _WRAP_ERRORS:  # not a write: injected faults (``faults``) leave it alone
+                server = self.db.connection().execute(self._sql.server_clock).fetchone()[0]
             after = self._local_clock()
         except Exception as exc:  # measured again at the next check; the old offset stands
             log.warning("could not read the database clock, keeping the last offset: %s", exc)
