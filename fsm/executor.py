@@ -7,7 +7,7 @@ return as the outcome and the `DriveMode` say. Differences from the seed, all de
 * ``attempts``, ``last_error`` and ``wake_at`` live on the row, so backoff and wake-ups
   survive a restart and `run_due` finds due actions with one indexed query.
 * The per-action lock is the row's lease, so it also holds across processes; a lease held by
-  a dead process on this host is taken over at once.
+  a certainly dead process (same host, boot and PID namespace) is taken over at once.
 * Resources change in the checkpoint's transaction and are released with the row.
 * Each step has an idempotency key, ``<id>~<incarnation>.<seq>``: ``seq`` counts checkpoint
   changes, the incarnation is minted at every start, so a key is never seen twice.
@@ -176,11 +176,12 @@ class Executor(Generic[S]):
     errors (`RetryPolicy.never_retry`). ``step_timeout``: seconds an async step may run before
     it is cancelled and retried (a state or kind may say otherwise; ``None``: no limit).
     ``redelivery_window``: seconds after an action ended during which starting its id again
-    returns the kept outcome instead of running it again (`start`). ``clock`` (unix seconds)
-    and ``sleep`` can be replaced in tests. ``on_commit(action_id, entry)`` is called after
-    every committed step (progress displays, statistics, crash-test hooks). ``double_drive``
-    runs every step twice from the same state and raises `DoubleDriveMismatch` if the results
-    differ (default: the ``FSM_DOUBLE_DRIVE`` environment variable, warned about when set).
+    returns the kept outcome instead of running it again (`start`). ``clock`` (unix seconds;
+    default `Store.now`, the database's clock) and ``sleep`` can be replaced in tests.
+    ``on_commit(action_id, entry)`` is called after every committed step (progress displays,
+    statistics, crash-test hooks). ``double_drive`` runs every step twice from the same state
+    and raises `DoubleDriveMismatch` if the results differ (default: the ``FSM_DOUBLE_DRIVE``
+    environment variable, warned about when set).
     """
 
     def __init__(
@@ -193,7 +194,7 @@ class Executor(Generic[S]):
         retry: RetryPolicy = SEED_POLICY,
         step_timeout: float | None = DEFAULT_STEP_TIMEOUT,
         redelivery_window: float = DEFAULT_REDELIVERY_WINDOW,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_commit: Callable[[str, LogEntry], None] | None = None,
         double_drive: bool | None = None,
@@ -207,7 +208,7 @@ class Executor(Generic[S]):
         self.retry = retry
         self.step_timeout = step_timeout
         self.redelivery_window = redelivery_window
-        self.clock = clock
+        self.clock = clock if clock is not None else store.now
         self.sleep = sleep
         self.on_commit = on_commit
         if double_drive is None:
@@ -223,6 +224,11 @@ class Executor(Generic[S]):
         self.stopping = False
         self._driving: set[str] = set()
         self._wakers: dict[str, asyncio.Event] = {}
+
+    @property
+    def driving(self) -> frozenset[str]:
+        """The ids this executor is driving right now (the leases a worker keeps renewing)."""
+        return frozenset(self._driving)
 
     # -- public API -----------------------------------------------------------------------
 

@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import os
 import socket
+import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import attrs
+import orjson
 import peewee
 
 from fsm.errors import LeaseLost, ResourceConflict, SchemaError
@@ -302,16 +305,49 @@ def _armed_point(crash: CrashPlan, name: str) -> Iterator[None]:
     crash.hit(f"{name}.after")
 
 
+@functools.cache
+def _process_space() -> str | None:
+    """A short hash naming where a pid means this process: host, boot and PID namespace.
+
+    Two processes with the same pid name the same process only if all three agree: workers in
+    containers sharing a hostname (host networking) have PID namespaces of their own, and a
+    host that rebooted reuses pids. ``None`` when ``/proc`` does not tell (then no owner is
+    ever certainly dead).
+    """
+    try:
+        pid_ns = os.readlink("/proc/self/ns/pid")
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+    except OSError:
+        return None
+    return hashlib.sha256(f"{HOST}\0{boot}\0{pid_ns}".encode()).hexdigest()[:12]
+
+
 def new_owner() -> str:
-    """A lease owner token: host, pid and a random part (two executors in one process differ)."""
-    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """A lease owner token: ``host:pid:random:space`` (see `_process_space`).
+
+    The random part keeps two executors of one process apart. Without a readable ``/proc``
+    the token has no space part, and no one will ever take its leases before they expire.
+    """
+    token = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    space = _process_space()
+    return token if space is None else f"{token}:{space}"
 
 
 def _owner_is_dead(owner: str) -> bool:
-    """True when ``owner`` names a process on this host that no longer exists."""
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != HOST or not pid_text.isdigit():
+    """True only when ``owner`` is certainly dead: a process of our space that is gone.
+
+    Anything else (another host, another container, another boot, an older token without a
+    space, an unreadable ``/proc``) may be alive, and its lease is left to expire: taking a
+    live lease lets two drivers run one step at once. (A reused pid only makes a dead owner
+    look alive: the safe direction.)
+    """
+    parts = owner.split(":")
+    here = _process_space()
+    if len(parts) != 4 or here is None:
+        return False
+    host, pid_text, _, space = parts
+    if host != HOST or space != here or not pid_text.isdigit():
         return False
     try:
         os.kill(int(pid_text), 0)
@@ -368,6 +404,7 @@ class Store:
     ``lease_ttl``: seconds a claim stays valid without a write.
     ``log_transitions``: write the per-step transition log.
     ``faults``: inject database errors into a fraction of the statements (testing only).
+    ``local_clock``: this host's clock (unix seconds); `now` corrects it to the database's.
     The ``FSM_CRASH``, ``FSM_CRASH_TRACE`` and ``FSM_DB_FAULTS`` environment variables arm
     a crash point, trace the write points, or switch database faults on (see `fsm.faults`).
     """
@@ -379,6 +416,7 @@ class Store:
         lease_ttl: float = 30.0,
         log_transitions: bool = True,
         faults: DatabaseFaults | None = None,
+        local_clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = database
         self.lease_ttl = lease_ttl
@@ -388,8 +426,13 @@ class Store:
         self._sqlite = isinstance(database, peewee.SqliteDatabase)
         self._begin = "BEGIN IMMEDIATE" if self._sqlite else "BEGIN"
         self._sql = _Statements(database.param)
+        self._local_clock = local_clock
+        self._clock_offset = 0.0
+        self._clock_checked_at = -_CLOCK_CHECK_EVERY
         self.db.connect(reuse_if_open=True)
         self._migrate()
+        if not self._sqlite:
+            self._measure_clock()
 
     @classmethod
     def sqlite(
@@ -458,6 +501,34 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    # -- the clock ------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The current unix time on the database's clock (the executor's default clock).
+
+        Lease expiries, wake-ups and claims written by many hosts must agree on one clock, or
+        a host whose clock runs ahead takes live leases. SQLite serves one host: its clock.
+        PostgreSQL: the local clock plus its offset from the server's ``clock_timestamp()``,
+        measured at connect and again every `_CLOCK_CHECK_EVERY` seconds (one cheap query,
+        never on each call).
+        """
+        if not self._sqlite and time.monotonic() - self._clock_checked_at >= _CLOCK_CHECK_EVERY:
+            self._measure_clock()
+        return self._local_clock() + self._clock_offset
+
+    def _measure_clock(self) -> None:
+        """Measure the database clock's offset from the local one; keep the old on failure."""
+        self._clock_checked_at = time.monotonic()
+        try:
+            before = self._local_clock()
+            with _WRAP_ERRORS:  # not a write: injected faults (``faults``) leave it alone
+                server = self.db.connection().execute(self._sql.server_clock).fetchone()[0]
+            after = self._local_clock()
+        except Exception as exc:  # measured again at the next check; the old offset stands
+            log.warning("could not read the database clock, keeping the last offset: %s", exc)
+            return
+        self._clock_offset = float(server) - (before + after) / 2
 
     # -- the hot path ---------------------------------------------------------------------
 
@@ -677,24 +748,33 @@ class Store:
             if logged:
                 self._log(action_id, entry, now)
 
-    def claim_due(self, owner: str, now: float, limit: int) -> list[Claimed]:
+    def claim_due(
+        self, owner: str, now: float, limit: int, kinds: Mapping[str, int] | None = None
+    ) -> list[Claimed]:
         """Take the leases of up to ``limit`` due actions (a worker's batch), oldest first.
 
-        Due: not quarantined, ``wake_at`` passed, no live lease. On PostgreSQL the rows are
-        picked ``FOR UPDATE SKIP LOCKED``, so concurrent workers never wait on each other;
-        on SQLite the statement runs under the database's single write lock.
+        Due: not quarantined, ``wake_at`` passed, no live lease. ``kinds`` (name -> newest
+        version the caller can read) restricts the batch to the rows the caller can drive:
+        a worker must not claim (and quarantine) a kind it does not load, or a row written by
+        a newer version of its kind; those wait for a worker that can. ``None``: every kind.
+        On PostgreSQL the rows are picked ``FOR UPDATE SKIP LOCKED``, so concurrent workers
+        never wait on each other; on SQLite the statement runs under the database's single
+        write lock.
         """
-        params = (owner, now + self.lease_ttl, now, now, limit)
+        if kinds is not None and not kinds:
+            return []
+        sql, kind_params = self._sql.for_kinds(self._sql.claim_due, kinds)
+        params = (owner, now + self.lease_ttl, now, now, *kind_params, limit)
         with self._write_point("claim"):
-            rows = self._exec(self._sql.claim_due, params).fetchall()
+            rows = self._exec(sql, params).fetchall()
         return [Claimed(*row) for row in rows]
 
     def release_dead_leases(self) -> int:
-        """Let go of the leases of dead processes on this host; returns how many.
+        """Let go of the leases of certainly dead owners (see `_owner_is_dead`); returns how many.
 
         A worker's batch claim cannot ask whether a lease's owner is alive, so without this
-        the actions of a driver that crashed would wait for their leases to expire. (A reused
-        pid only makes a dead owner look alive: the safe direction.)
+        the actions of a driver that crashed would wait for their leases to expire. The
+        release bumps the epoch: were the owner alive after all, its writes are refused.
         """
         owners = self._exec(self._sql.lease_owners).fetchall()
         released = 0
@@ -704,9 +784,19 @@ class Store:
                 released += self._exec(self._sql.release_owner, (owner,)).rowcount
         return released
 
-    def renew(self, owner: str, until: float) -> int:
-        """Extend every lease ``owner`` holds to ``until``; returns how many it still holds."""
-        return int(self._exec(self._sql.renew, (until, owner)).rowcount)
+    def renew(self, owner: str, until: float, ids: Iterable[str]) -> int:
+        """Extend the leases ``owner`` holds on ``ids`` to ``until``; returns how many it holds.
+
+        Only the actions being driven right now: a lease left behind by a drive that ended
+        (its release failed) must expire, or no one drives that action again while its owner
+        lives. One statement whatever the number of ids (a JSON array on SQLite, an array
+        parameter on PostgreSQL).
+        """
+        wanted = list(ids)
+        if not wanted:
+            return 0
+        id_list = orjson.dumps(wanted).decode() if self._sqlite else wanted
+        return int(self._exec(self._sql.renew, (until, owner, id_list)).rowcount)
 
     def wake_workers(self) -> None:
         """Tell listening workers that something became due (PostgreSQL NOTIFY; no-op else)."""
@@ -714,7 +804,7 @@ class Store:
             self._exec("NOTIFY fsm_due")
 
     def unclaim(self, action_id: str, epoch: int) -> None:
-        """Let go of the lease without touching the checkpoint."""
+        """Let go of the lease without touching the checkpoint (the epoch moves on)."""
         with self._write_point("unclaim"):
             self._exec(self._sql.unclaim, (action_id, epoch))
 
@@ -747,7 +837,12 @@ class Store:
         """Set a row aside: never driven, never deleted, reported with ``reason``."""
         with self._write_point("quarantine"):
             (
-                ActionRow.update(quarantine=reason, lease_owner=None, lease_expires=None)
+                ActionRow.update(
+                    quarantine=reason,
+                    lease_owner=None,
+                    lease_expires=None,
+                    epoch=ActionRow.epoch + 1,
+                )
                 .where(ActionRow.id == action_id)
                 .execute()
             )
@@ -817,9 +912,16 @@ class Store:
         )
         return [r.id for r in q]
 
-    def next_wake(self) -> float | None:
-        """When the next action becomes claimable: its wake-up time, or its lease's expiry."""
-        value = self._exec(self._sql.next_wake).fetchone()[0]
+    def next_wake(self, kinds: Mapping[str, int] | None = None) -> float | None:
+        """When the next action becomes claimable: its wake-up time, or its lease's expiry.
+
+        ``kinds``: as in `claim_due`, so that a due row of a kind the caller does not drive
+        does not wake it at once, again and again.
+        """
+        if kinds is not None and not kinds:
+            return None
+        sql, params = self._sql.for_kinds(self._sql.next_wake, kinds)
+        value = self._exec(sql, params).fetchone()[0]
         return None if value is None else float(value)
 
     @_cold
@@ -902,6 +1004,12 @@ def _info(r: ActionRow) -> RowInfo:
 _NEVER = float("inf")
 """``ended_since`` of a start that ignores kept outcomes (a deliberate new incarnation)."""
 
+_CLOCK_CHECK_EVERY = 60.0
+"""Seconds between two measurements of the database clock's offset (`Store.now`)."""
+
+_KINDS = "/*kinds*/"
+"""Where `_Statements.for_kinds` puts its kind filter in a statement (a no-op comment)."""
+
 _LOG_COLUMNS = (
     "action_id, kind, seq, from_state, to_state, outcome, via, attempt, error, duration, at"
 )
@@ -950,7 +1058,7 @@ class _Statements:
         self.record_failure = (
             f"UPDATE fsm_action SET attempts = {p}, last_error = {p}, "
             f"wake_at = CASE WHEN notified THEN 0 ELSE {p} END, broken = {p}, updated_at = {p}, "
-            "lease_owner = NULL, lease_expires = NULL "
+            "lease_owner = NULL, lease_expires = NULL, epoch = epoch + 1 "
             f"WHERE id = {p} AND epoch = {p}"
         )
         self.kind_of = f"SELECT kind FROM fsm_action WHERE id = {p}"
@@ -974,25 +1082,29 @@ class _Statements:
             "notified = FALSE "
             "WHERE id IN (SELECT id FROM fsm_action WHERE quarantine IS NULL "
             f"AND wake_at IS NOT NULL AND wake_at <= {p} "
-            f"AND (lease_owner IS NULL OR lease_expires < {p}) "
+            f"AND (lease_owner IS NULL OR lease_expires < {p}){_KINDS} "
             f"ORDER BY wake_at LIMIT {p}{lock}) RETURNING id, {cols}"
         )
         self.next_wake = (
             "SELECT MIN(CASE WHEN lease_owner IS NULL OR lease_expires < wake_at "
             "THEN wake_at ELSE lease_expires END) FROM fsm_action "
-            "WHERE quarantine IS NULL AND wake_at IS NOT NULL"
+            f"WHERE quarantine IS NULL AND wake_at IS NOT NULL{_KINDS}"
         )
+        self.server_clock = "SELECT EXTRACT(EPOCH FROM clock_timestamp())"
         self.lease_owners = (
             "SELECT DISTINCT lease_owner FROM fsm_action WHERE lease_owner IS NOT NULL"
         )
         self.release_owner = (
-            "UPDATE fsm_action SET lease_owner = NULL, lease_expires = NULL "
+            "UPDATE fsm_action SET lease_owner = NULL, lease_expires = NULL, epoch = epoch + 1 "
             f"WHERE lease_owner = {p}"
         )
-        self.renew = f"UPDATE fsm_action SET lease_expires = {p} WHERE lease_owner = {p}"
+        ids = "IN (SELECT value FROM json_each(?))" if p == "?" else f"= ANY({p})"
+        self.renew = (
+            f"UPDATE fsm_action SET lease_expires = {p} WHERE lease_owner = {p} AND id {ids}"
+        )
         self.delete_fenced = f"DELETE FROM fsm_action WHERE id = {p} AND epoch = {p}"
         self.unclaim = (
-            "UPDATE fsm_action SET lease_owner = NULL, lease_expires = NULL "
+            "UPDATE fsm_action SET lease_owner = NULL, lease_expires = NULL, epoch = epoch + 1 "
             f"WHERE id = {p} AND epoch = {p}"
         )
         self.acquire = (
@@ -1006,6 +1118,7 @@ class _Statements:
         self._p = p
         self._logged: dict[str, str] = {}
         self._updates: dict[tuple[str, ...], str] = {}
+        self._for_kinds: dict[tuple[str, tuple[str, ...]], str] = {}
         self.log = (
             "INSERT INTO fsm_transition (action_id, kind, seq, from_state, to_state, outcome, "
             f"via, attempt, error, duration, at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, "
@@ -1016,7 +1129,8 @@ class _Statements:
         """The fenced UPDATE setting ``columns``, built once per column set.
 
         ``wake_at`` takes two parameters: the new wake-up, and the one to use instead when a
-        notify arrived since the claim (see `Store.mark_due`).
+        notify arrived since the claim (see `Store.mark_due`). Letting go of the lease
+        (``lease_owner`` among the columns) moves the epoch on, as every release does.
         """
         cached = self._updates.get(columns)
         if cached is None:
@@ -1027,6 +1141,8 @@ class _Statements:
                 else f"{c} = {p}"
                 for c in columns
             )
+            if "lease_owner" in columns:
+                sets += ", epoch = epoch + 1"
             cached = self._updates[columns] = (
                 f"UPDATE fsm_action SET {sets} WHERE id = {self._p} AND epoch = {self._p}"
             )
@@ -1049,6 +1165,26 @@ class _Statements:
             f"SELECT gone.id, gone.incarnation, gone.kind, {p}, {p}, {p}, {p}, "
             f"gone.created_at, {p} FROM gone"
         )
+
+    def for_kinds(
+        self, statement: str, kinds: Mapping[str, int] | None
+    ) -> tuple[str, tuple[Any, ...]]:
+        """``statement`` restricted to rows of ``kinds`` (name -> newest readable version).
+
+        Returns the statement and the filter's parameters (in the statement's ``_KINDS``
+        place). Built once per statement and set of kind names; ``None`` keeps every kind.
+        """
+        if kinds is None:
+            return statement, ()
+        names = tuple(sorted(kinds))
+        key = (statement, names)
+        cached = self._for_kinds.get(key)
+        if cached is None:
+            p = self._p
+            one = f"(kind = {p} AND version <= {p})"
+            where = " AND (" + " OR ".join([one] * len(names)) + ")"
+            cached = self._for_kinds[key] = statement.replace(_KINDS, where)
+        return cached, tuple(v for name in names for v in (name, kinds[name]))
 
     def logged(self, statement: str) -> str:
         """``statement`` (an UPDATE or DELETE on one action) plus its log row, as one CTE.

@@ -27,7 +27,7 @@ import orjson
 
 from fsm.executor import DriveResult, DriveStatus, Executor
 from fsm.protocol import S
-from fsm.store import Store
+from fsm.store import Claimed, Store
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +88,7 @@ class Worker(Generic[S]):
         try:
             while not self._stop.is_set():
                 free = self.concurrency - len(in_flight)
-                batch = (
-                    self.store.claim_due(self.executor.owner, self.executor.clock(), free)
-                    if free
-                    else []
-                )
+                batch = self._claim(free) if free else []
                 self.stats.claimed += len(batch)
                 for claimed in batch:
                     task = asyncio.create_task(self.executor.drive_claimed(claimed))
@@ -131,8 +127,22 @@ class Worker(Generic[S]):
 
         return done
 
+    def _kinds(self) -> dict[str, int]:
+        """What this worker can drive: each kind it loads, up to the version it reads."""
+        registry = self.executor.registry
+        return {name: registry.get(name).version for name in registry}
+
+    def _claim(self, free: int) -> list[Claimed]:
+        """Claim up to ``free`` due actions, only of the kinds and versions we can drive.
+
+        Another team's kinds, or rows a newer release wrote during a rolling deploy, are left
+        for the workers that load them: claiming them would quarantine live actions.
+        """
+        ex = self.executor
+        return self.store.claim_due(ex.owner, ex.clock(), free, kinds=self._kinds())
+
     def _idle_timeout(self) -> float:
-        next_wake = self.store.next_wake()
+        next_wake = self.store.next_wake(kinds=self._kinds())
         if next_wake is None:
             return self.poll
         return max(0.0, min(self.poll, next_wake - self.executor.clock()))
@@ -147,7 +157,12 @@ class Worker(Generic[S]):
             waker.cancel()
 
     async def _renew_leases(self) -> None:
-        """Keep our leases alive, and free those of crashed drivers on this host."""
+        """Keep the leases of the drives in flight alive; free those of dead drivers here.
+
+        Only the actions the executor is driving at this moment: a lease our owner token still
+        holds on an action whose drive ended (its release failed) must run out, so that some
+        worker drives that action again.
+        """
         ttl = self.store.lease_ttl
         while True:
             try:
@@ -155,8 +170,9 @@ class Worker(Generic[S]):
             except Exception as exc:  # tried again on the next round
                 log.warning("could not release dead drivers' leases: %s", exc)
             await asyncio.sleep(ttl / 3)
+            ex = self.executor
             try:
-                self.store.renew(self.executor.owner, self.executor.clock() + ttl)
+                self.store.renew(ex.owner, ex.clock() + ttl, ex.driving)
             except Exception as exc:  # the next write will tell whether the lease survived
                 log.warning("could not renew leases: %s", exc)
 

@@ -1,0 +1,85 @@
+"""Kinds for the lease tests: one-step kinds of two teams, a newer version, a held step."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import attrs
+
+import fsm
+
+
+@attrs.frozen
+class Alpha(fsm.Action[Any]):
+    """Team A's kind, version 1: one step, then done."""
+
+    namespace = "alpha"
+    name: str
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+    def advance(self, ctx: fsm.StepContext[Any]) -> fsm.Outcome:
+        return fsm.Done()
+
+
+@attrs.frozen
+class AlphaV2(fsm.Action[Any]):
+    """Team A's kind after a release: version 2 reads version 1 rows unchanged."""
+
+    namespace = "alpha"
+    version = 2
+    name: str
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+    @classmethod
+    def upcast(cls, version: int, payload: dict[str, Any]) -> dict[str, Any]:
+        return payload
+
+    def advance(self, ctx: fsm.StepContext[Any]) -> fsm.Outcome:
+        return fsm.Done()
+
+
+@attrs.frozen
+class Beta(fsm.Action[Any]):
+    """Team B's kind: one step, then done."""
+
+    namespace = "beta"
+    name: str
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+    def advance(self, ctx: fsm.StepContext[Any]) -> fsm.Outcome:
+        return fsm.Done()
+
+
+class Gate:
+    """The services of `Held`: its step waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.open = asyncio.Event()
+
+
+@attrs.frozen
+class Held(fsm.Action[Gate]):
+    """A step that runs as long as the test wants (a long remote call)."""
+
+    namespace = "held"
+    name: str
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+    async def advance(self, ctx: fsm.StepContext[Gate]) -> fsm.Outcome:
+        ctx.services.entered.set()
+        await ctx.services.open.wait()
+        return fsm.Done()
