@@ -34,7 +34,7 @@ from fsm.protocol import (
 )
 from fsm.registry import Registry
 from fsm.retry import RetryPolicy
-from fsm.state import State, Transition, Wake
+from fsm.state import Handled, State, Transition, Wake, handled
 from fsm.store import Store, open_store
 from fsm.sync import SyncExecutor
 from fsm.validate import KindWarning, validate_kind
@@ -53,6 +53,7 @@ __all__ = [
     "Executor",
     "Failed",
     "FsmError",
+    "Handled",
     "InvalidActionId",
     "Kind",
     "KindCodec",
@@ -76,6 +77,7 @@ __all__ = [
     "UnknownKind",
     "Wake",
     "check_id",
+    "handled",
     "make_converter",
     "open_store",
     "park_with_backoff",

@@ -90,6 +90,8 @@ class FieldProblem:
 
     def describe(self) -> str:
         """``data field 'Order.amount' has type Decimal, which fsm cannot store as JSON``."""
+        if "." not in self.path:  # the data class itself
+            return f"data type {self.type_name}, {self.reason}"
         return f"data field {self.path!r} has type {self.type_name}, {self.reason}"
 
 
@@ -286,5 +288,5 @@ def type_name(tp: Any) -> str:
     if tp is type(None):
         return "None"
     if isinstance(tp, type):
-        return tp.__qualname__
+        return tp.__qualname__.rsplit("<locals>.", 1)[-1]
     return str(getattr(tp, "_name", None) or repr(tp).replace("typing.", ""))
