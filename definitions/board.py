@@ -39,10 +39,9 @@ from definitions.services import (
     TxState,
     TxStatus,
 )
-from fsm import Kind, State, StepContext
+from fsm import Handled, Kind, State, StepContext, handled
 from fsm.interpreter import Instance
 from fsm.retry import RetryPolicy
-from fsm.state import RejectionHandler
 
 RECHECK_SECONDS = 60.0
 """How often a board is looked at again without a new block (bark's daemon sync interval)."""
@@ -277,14 +276,14 @@ def start_exit(ctx: Ctx, d: Board) -> Board:
 # -- the kind ----------------------------------------------------------------------------------
 
 
-def park_on_rejection(state: State) -> RejectionHandler[Services, Board]:
+def park_on_rejection(state: State) -> Handled[Services, Board]:
     """bark's board ``on_rejection``: park the same phase, no wake, no error; never fail and
-    release, because the funding tx is already committed."""
+    release, because the funding tx is already committed. It never leaves ``state``."""
 
     def park(ctx: Ctx, d: Board, error: BaseException) -> fsm.Outcome:
         return fsm.Park(BoardKind.create(attrs.evolve(d, last_park_error=None), state))
 
-    return park
+    return handled(park, to=())
 
 
 class BoardKind(Kind[Board, Services]):
@@ -317,7 +316,7 @@ class BoardKind(Kind[Board, Services]):
         broadcasting: park_on_rejection(broadcasting),
         confirming: park_on_rejection(confirming),
         assessing: park_on_rejection(assessing),
-        registering: registration_failed,
+        registering: handled(registration_failed, to=salvaging),
         salvaging: park_on_rejection(salvaging),
     }
 

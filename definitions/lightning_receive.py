@@ -44,7 +44,7 @@ from definitions.services import (
     Services,
     WalletConfig,
 )
-from fsm import Kind, RetryPolicy, State, StepContext
+from fsm import Kind, RetryPolicy, State, StepContext, handled
 
 Ctx = StepContext[Services]
 
@@ -408,8 +408,8 @@ class LightningReceiveKind(Kind[LightningReceive, Services]):
     )
     rejections = {  # noqa: RUF012 - read once, at class creation
         awaiting_payment: refused,
-        preimage_revealed: keep_pending,
-        delivering: keep_pending,
+        preimage_revealed: handled(keep_pending, to=()),
+        delivering: handled(keep_pending, to=()),
     }
 
     @staticmethod

@@ -52,7 +52,7 @@ from definitions.services import (
     ServerUnavailable,
     Services,
 )
-from fsm import Kind, RetryPolicy, State, StepContext
+from fsm import Kind, RetryPolicy, State, StepContext, handled
 
 POLL_SECONDS = 2.0
 """How often a waiting payment is polled (bark: park 2 s)."""
@@ -355,7 +355,7 @@ class LightningSendKind(Kind[LightningSend, Services]):
         htlc_received: revocable,
         payment_initiated: revocable,
         revocable: revocation_stuck,
-        revocation_stuck: revocation_refused,
+        revocation_stuck: handled(revocation_refused, to=exiting),
     }
 
     @staticmethod

@@ -31,9 +31,8 @@ from definitions.model import (
     vtxo_resource,
 )
 from definitions.services import OffboardRequest, Services, TxState, WalletStore
-from fsm import Kind, RetryPolicy, State, StepContext
+from fsm import Handled, Kind, RetryPolicy, State, StepContext, handled
 from fsm.interpreter import Instance
-from fsm.state import RejectionHandler
 
 POLL_SECONDS = 30.0
 """bark's offboard poll: confirmations, re-broadcasts and re-prepares every 30 s."""
@@ -363,15 +362,15 @@ async def finish_refused(ctx: Ctx, d: Offboard, error: BaseException) -> fsm.Out
     return fsm.Park(OffboardKind.create(again, OffboardKind.ready_for_offboard), POLL_SECONDS)
 
 
-def hold(state: State) -> RejectionHandler[Services, Offboard]:
+def hold(state: State) -> Handled[Services, Offboard]:
     """Park this phase without a wake-up, with the error: the inputs may be forfeited or the
     split outputs registered half-way, so failing (and releasing them) is not safe. bark's
-    "consider exiting" arms."""
+    "consider exiting" arms. It never leaves ``state``, so it declares no target."""
 
     def park_with_error(ctx: Ctx, d: Offboard, error: BaseException) -> fsm.Outcome:
         return fsm.Park(OffboardKind.create(d, state), error=error)
 
-    return park_with_error
+    return handled(park_with_error, to=())
 
 
 # -- the kind ----------------------------------------------------------------------------------
@@ -416,8 +415,10 @@ class OffboardKind(Kind[Offboard, Services]):
         start: failed,
         split_with_arkoor: abandoning,
         arkoor_registration_required: hold(arkoor_registration_required),
-        ready_for_offboard: prepare_refused,
-        offboard_tx_prepared: finish_refused,
+        ready_for_offboard: handled(prepare_refused, to=(abandoning, awaiting_confirmations)),
+        offboard_tx_prepared: handled(
+            finish_refused, to=(awaiting_confirmations, ready_for_offboard)
+        ),
         ready_for_broadcast: hold(ready_for_broadcast),
         awaiting_confirmations: hold(awaiting_confirmations),
         lost: hold(lost),

@@ -38,7 +38,7 @@ from fsm.protocol import (
 from fsm.registry import Registry
 from fsm.results import DriveResult, DriveStatus, ResumeReport, StartResult, StartStatus
 from fsm.retry import RetryPolicy
-from fsm.state import State, Transition, Wake
+from fsm.state import Handled, State, Transition, Wake, handled
 from fsm.store import KeptOutcome, Store, open_store
 from fsm.sync import SyncExecutor
 from fsm.validate import KindWarning, validate_kind
@@ -58,6 +58,7 @@ __all__ = [
     "Executor",
     "Failed",
     "FsmError",
+    "Handled",
     "InvalidActionId",
     "KeptOutcome",
     "Kind",
@@ -86,6 +87,7 @@ __all__ = [
     "UnknownKind",
     "Wake",
     "check_id",
+    "handled",
     "make_converter",
     "open_store",
     "park_with_backoff",

@@ -31,10 +31,11 @@ TAG = "_type"
 
 
 def _attrs_union_members(tp: Any) -> tuple[type, ...] | None:
+    """The attrs classes of a union of two or more of them (``None`` may join them)."""
     origin = typing.get_origin(tp)
     if origin is not typing.Union and origin is not types.UnionType:
         return None
-    members = typing.get_args(tp)
+    members = tuple(m for m in typing.get_args(tp) if m is not type(None))
     if len(members) < 2 or not all(isinstance(m, type) and attrs.has(m) for m in members):
         return None
     return members
@@ -45,6 +46,8 @@ def _tagged_unstructure(conv: cattrs.Converter, tp: Any) -> Callable[[Any], Any]
     hooks = {m: conv.get_unstructure_hook(m) for m in members}
 
     def unstructure(value: Any) -> Any:
+        if value is None:  # an optional union: None stays null
+            return None
         cls = type(value)
         out = dict(hooks[cls](value))
         out[TAG] = cls.__name__
@@ -56,8 +59,11 @@ def _tagged_unstructure(conv: cattrs.Converter, tp: Any) -> Callable[[Any], Any]
 def _tagged_structure(conv: cattrs.Converter, tp: Any) -> Callable[[Any, Any], Any]:
     members = _attrs_union_members(tp) or ()
     by_tag = {m.__name__: (m, conv.get_structure_hook(m)) for m in members}
+    optional = type(None) in typing.get_args(tp)
 
     def structure(value: Any, _: Any) -> Any:
+        if value is None and optional:
+            return None
         if not isinstance(value, dict) or TAG not in value:
             raise ValueError(f"expected an object tagged with {TAG!r} for {tp}, got {value!r}")
         data = dict(value)

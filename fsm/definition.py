@@ -15,7 +15,10 @@ import attrs
 
 from fsm.errors import DefinitionError
 from fsm.retry import RetryPolicy
-from fsm.state import RejectionHandler, State, Transition, Upcaster
+from fsm.state import Handled, RejectionHandler, State, Transition, Upcaster, callable_name
+
+Route = State | Handled[Any, Any] | RejectionHandler[Any, Any]
+"""What ``rejections`` maps a state to: a state, a declared handler, or a bare handler."""
 
 
 @attrs.frozen
@@ -28,11 +31,13 @@ class Definition:
     services_type: Any
     states: tuple[State, ...]
     transitions: tuple[Transition[Any, Any], ...]
-    rejections: tuple[tuple[State, State | RejectionHandler[Any, Any]], ...]
+    rejections: tuple[tuple[State, Route], ...]
     retry: RetryPolicy | None
     version: Any
     upcasters: Mapping[Any, Upcaster]
     action_id: Callable[[Any], str] | None
+    table_type: type = tuple
+    """The type of what the class body gave as ``transitions`` (it must be ordered)."""
 
     def label(self) -> str:
         """How messages name the kind: ``kind 'order' (OrderKind)``."""
@@ -46,6 +51,18 @@ class Definition:
         if state is not None:
             where += f", state {state if isinstance(state, str) else state.name!r}"
         return DefinitionError(f"{where}: {what}. Fix: {fix}")
+
+    def rejection_edges(self) -> tuple[tuple[State, State, str | None], ...]:
+        """(source, target, handler name or None) of every rejection route and every target
+        declared with `fsm.handled`, in table order: the edges rejections add to the graph."""
+        edges: list[tuple[State, State, str | None]] = []
+        for source, route in self.rejections:
+            if isinstance(route, State):
+                edges.append((source, route, None))
+            elif isinstance(route, Handled):
+                name = callable_name(route.handler)
+                edges.extend((source, target, name) for target in route.to)
+        return tuple(edges)
 
     def exits(self, state: State) -> tuple[Transition[Any, Any], ...]:
         """The transitions leaving ``state``, in table order."""
@@ -67,7 +84,8 @@ def collect(cls: type, base: type) -> Definition:
             if isinstance(value, State):
                 states[attr] = value
     data_type, services_type = _type_arguments(cls, base)
-    transitions = tuple(getattr(cls, "transitions", ()))
+    table = getattr(cls, "transitions", ())
+    transitions = tuple(table) if isinstance(table, list | tuple) else ()
     raw_rejections = getattr(cls, "rejections", {})
     if not isinstance(raw_rejections, Mapping):
         raise DefinitionError(
@@ -91,6 +109,7 @@ def collect(cls: type, base: type) -> Definition:
         version=getattr(cls, "version", 1),
         upcasters=dict(getattr(cls, "upcasters", {})),
         action_id=action_id,
+        table_type=type(table),
     )
 
 

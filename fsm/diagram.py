@@ -128,7 +128,8 @@ RETRY_COLOR = "#6c757d"
 
 
 def edge_label(edge: Edge) -> str:
-    """``[guard] / effect``, prefixed with ``rejected`` or ``retry`` for those routes."""
+    """``[guard] / effect``, prefixed with ``rejected`` or ``retry`` for those routes; an edge
+    a rejection handler declared reads ``rejected / handler``."""
     parts: list[str] = []
     if edge.style == "rejection":
         parts.append("rejected")
@@ -136,8 +137,9 @@ def edge_label(edge: Edge) -> str:
         parts.append("retry")
     if edge.guard:
         parts.append(f"[{edge.guard}]")
-    if edge.effect:
-        parts.append(f"/ {edge.effect}")
+    for action in (edge.effect, edge.handler):
+        if action:
+            parts.append(f"/ {action}")
     return " ".join(parts)
 
 

@@ -11,6 +11,13 @@ Checkpoint envelope. A row's payload is ``{"data": <the data, via fsm.codec.CONV
 "parks": <int>}``. ``parks`` counts consecutive parks in the current wait state, for a
 backoff wake policy; it is 0 everywhere else and reset by every transition. Upcasters see
 and return only the ``data`` dict.
+
+Wrong return types. Right after a callback returns, the step checks what it got: an effect
+must return the kind's data type, a guard a bool, a rejection handler an outcome (and, when
+it declared its targets with `fsm.handled`, one that lands on a declared state). Anything else
+raises `TypeError` naming the kind, the state and the callback, which the executor treats
+as a bug in the kind: the action parks with that reason instead of failing later with a
+cattrs error far from its cause. Each check is one identity or isinstance test.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from fsm.protocol import (
     park_with_backoff,
 )
 from fsm.retry import RetryPolicy
-from fsm.state import D, RejectionHandler, S, State, Upcaster
+from fsm.state import D, Handled, RejectionHandler, S, State, Upcaster, callable_name
 
 Edge = tuple[Any, bool, Any, bool, str, Outcome | None]
 """(guard, guard is async, effect, effect is async, target name, terminal outcome or None)."""
@@ -64,6 +71,11 @@ class CompiledState:
     retry: RetryPolicy | None
     route: tuple[str, Outcome | None] | None
     handler: RejectionHandler[Any, Any] | None
+    targets: frozenset[str] | None
+    """The states ``handler`` declared with `fsm.handled`; None for an undeclared handler."""
+    data_type: type
+    where: str
+    """``kind 'order' (OrderKind), state 'start'``: how errors name this state."""
     stuck: str
 
 
@@ -109,7 +121,7 @@ def _terminal_outcome(d: Definition, target: State) -> Outcome | None:
 
 
 def _compile_state(
-    d: Definition, s: State, route: State | RejectionHandler[Any, Any] | None
+    d: Definition, s: State, route: State | Handled[Any, Any] | RejectionHandler[Any, Any] | None
 ) -> CompiledState:
     edges = tuple(
         (
@@ -123,6 +135,10 @@ def _compile_state(
         for t in d.exits(s)
     )
     handler = route if route is not None and not isinstance(route, State) else None
+    targets = None
+    if isinstance(handler, Handled):
+        targets = frozenset(t.name for t in handler.to)
+        handler = handler.handler
     return CompiledState(
         name=s.name,
         role=s.role,
@@ -133,6 +149,9 @@ def _compile_state(
         retry=s.retry,
         route=(route.name, _terminal_outcome(d, route)) if isinstance(route, State) else None,
         handler=handler,
+        targets=targets,
+        data_type=d.data_type,
+        where=f"{d.label()}, state {s.name!r}",
         stuck=(
             f"{d.label()}, state {s.name!r}: no guard holds "
             f"({', '.join(getattr(e[0], '__name__', repr(e[0])) for e in edges)}), so the "
@@ -189,19 +208,33 @@ class Instance(Action[S], Generic[D, S]):
             return self._advance_async(ctx, st)
         data = self.data
         for guard, _, effect, _, target, end in st.edges:
-            if guard is None or guard(ctx, data):
-                if effect is not None:
-                    data = effect(ctx, data)
-                return end if end is not None else Next(type(self)(target, data))
+            if guard is not None:
+                holds = guard(ctx, data)
+                if holds is False:
+                    continue
+                if holds is not True:
+                    raise wrong_guard_result(st, guard, holds)
+            if effect is not None:
+                data = effect(ctx, data)
+                if not isinstance(data, st.data_type):
+                    raise wrong_effect_result(st, effect, data)
+            return end if end is not None else Next(type(self)(target, data))
         return self._no_exit(ctx, st)
 
     async def _advance_async(self, ctx: StepContext[S], st: CompiledState) -> Outcome:
         data = self.data
         for guard, guard_async, effect, effect_async, target, end in st.edges:
-            if guard is None or ((await guard(ctx, data)) if guard_async else guard(ctx, data)):
-                if effect is not None:
-                    data = (await effect(ctx, data)) if effect_async else effect(ctx, data)
-                return end if end is not None else Next(type(self)(target, data))
+            if guard is not None:
+                holds = (await guard(ctx, data)) if guard_async else guard(ctx, data)
+                if holds is False:
+                    continue
+                if holds is not True:
+                    raise wrong_guard_result(st, guard, holds)
+            if effect is not None:
+                data = (await effect(ctx, data)) if effect_async else effect(ctx, data)
+                if not isinstance(data, st.data_type):
+                    raise wrong_effect_result(st, effect, data)
+            return end if end is not None else Next(type(self)(target, data))
         return self._no_exit(ctx, st)
 
     def _no_exit(self, ctx: StepContext[S], st: CompiledState) -> Outcome:
@@ -246,12 +279,83 @@ class Instance(Action[S], Generic[D, S]):
         self, ctx: StepContext[S], st: CompiledState, error: BaseException
     ) -> MaybeAwaitable:
         if st.handler is not None:
-            return st.handler(ctx, self.data, error)
+            result = st.handler(ctx, self.data, error)
+            if inspect.isawaitable(result):
+                return self._checked_later(st, result)
+            return self._checked(st, result)
         assert st.route is not None
         target, end = st.route
         if end is None:
             return Next(type(self)(target, self.data))
         return end if isinstance(end, Done) else Failed(error, target)
+
+    async def _checked_later(self, st: CompiledState, result: Any) -> Outcome:
+        return self._checked(st, await result)
+
+    def _checked(self, st: CompiledState, outcome: object) -> Outcome:
+        """A rejection handler's outcome, if it is one this action may take (see module doc)."""
+        if isinstance(outcome, Done | Failed):
+            return outcome
+        if not isinstance(outcome, Next | Park):
+            raise wrong_handler_result(st, outcome, "expected Next, Park, Done or Failed")
+        action = outcome.state
+        if type(action) is not type(self):
+            raise wrong_handler_result(
+                st, outcome, f"an action of {type(action).__name__}, not {type(self).__name__}"
+            )
+        if not isinstance(action.data, st.data_type):
+            raise wrong_handler_result(
+                st,
+                outcome,
+                f"its data is a {type(action.data).__name__}, not a {st.data_type.__name__}",
+            )
+        target = action.state
+        if st.targets is not None and target != st.name and target not in st.targets:
+            raise undeclared_target(st, target)
+        return outcome
+
+
+def wrong_guard_result(st: CompiledState, guard: Any, holds: object) -> KindError:
+    """A guard returned something other than a bool (a coroutine: a sync def awaiting)."""
+    fix = "return True or False"
+    if inspect.iscoroutine(holds):
+        holds.close()  # never awaited: say so here, not in a RuntimeWarning at exit
+        fix = f"make {callable_name(guard)} an `async def` so fsm awaits it"
+    return KindError(
+        f"{st.where}: guard {callable_name(guard)} returned {type(holds).__name__}, "
+        f"expected bool. Fix: {fix}"
+    )
+
+
+def wrong_effect_result(st: CompiledState, effect: Any, data: object) -> KindError:
+    """An effect returned something other than the kind's data (None, a dict, an outcome)."""
+    fix = "return the new data, e.g. attrs.evolve(data, ...)"
+    if inspect.iscoroutine(data):
+        data.close()
+        fix = f"make {callable_name(effect)} an `async def` so fsm awaits it"
+    return KindError(
+        f"{st.where}: effect {callable_name(effect)} returned {type(data).__name__}, "
+        f"expected {st.data_type.__name__}. Fix: {fix}"
+    )
+
+
+def wrong_handler_result(st: CompiledState, outcome: object, expected: str) -> KindError:
+    name = callable_name(st.handler)
+    return KindError(
+        f"{st.where}: rejection handler {name} returned {outcome!r} ({expected}). Fix: "
+        "return MyKind.goto(state, data), fsm.Park(MyKind.create(data, state), ...), "
+        "fsm.Done() or fsm.Failed(error)"
+    )
+
+
+def undeclared_target(st: CompiledState, target: str) -> KindError:
+    name = callable_name(st.handler)
+    declared = ", ".join(sorted(st.targets or ())) or "nothing"
+    return KindError(
+        f"{st.where}: rejection handler {name} moved the action to {target!r}, which it "
+        f"does not declare (it declares {declared}). Fix: add {target} to "
+        f"handled({name}, to=...) in the kind's `rejections`, or move to a declared state"
+    )
 
 
 class DeclarativeCodec:

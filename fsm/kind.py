@@ -42,7 +42,7 @@ from fsm.graph import Edge, KindGraph, StateNode
 from fsm.interpreter import Compiled, Instance
 from fsm.protocol import Next
 from fsm.retry import RetryPolicy
-from fsm.state import D, RejectionHandler, S, State, Transition, Upcaster, callable_name
+from fsm.state import D, Handled, RejectionHandler, S, State, Transition, Upcaster, callable_name
 from fsm.validate import check_definition, emit
 
 
@@ -52,7 +52,8 @@ class Kind(Generic[D, S]):
     Declare in the class body: ``name``; the states (`State` attributes, exactly one
     initial); ``transitions``, the ordered table; ``action_id(data)``, a staticmethod; and
     optionally ``retry`` (the kind's `RetryPolicy`; default: the executor's), ``rejections``
-    (``{state: compensating_state_or_handler}``), ``version`` and ``upcasters``
+    (``{state: compensating_state_or_handler}``, a handler best wrapped in
+    ``handled(fn, to=(states...))``), ``version`` and ``upcasters``
     (``{n: fn(data_dict_vn) -> data_dict_vn+1}``). A kind is never instantiated: its
     actions are made with `create`.
     """
@@ -62,7 +63,7 @@ class Kind(Generic[D, S]):
     retry: ClassVar[RetryPolicy | None] = None
     upcasters: ClassVar[Mapping[int, Upcaster]]
     transitions: Sequence[Transition[D, S]]
-    rejections: Mapping[State, State | RejectionHandler[S, D]]
+    rejections: Mapping[State, State | Handled[S, D] | RejectionHandler[S, D]]
 
     __fsm_definition__: ClassVar[Definition]
     __fsm_compiled__: ClassVar[Compiled]
@@ -99,12 +100,14 @@ class Kind(Generic[D, S]):
 
     @classmethod
     def graph(cls) -> KindGraph:
-        """The kind as a diagram IR: states in declaration order, edges in table order."""
+        """The kind as a diagram IR: states in declaration order, edges in table order, then
+        rejection routes and declared handler targets (dashed) in the order of ``rejections``.
+        """
         d = cls.__fsm_definition__
-        handlers = {
+        handlers = {  # undeclared handlers: their targets cannot be drawn
             src.name: callable_name(route)
             for src, route in d.rejections
-            if not isinstance(route, State)
+            if not isinstance(route, State | Handled)
         }
         states = tuple(
             StateNode(s.name, s.role, s.initial, _doc(s), handlers.get(s.name)) for s in d.states
@@ -119,9 +122,8 @@ class Kind(Generic[D, S]):
             for t in d.transitions
         ]
         edges += [
-            Edge(src.name, route.name, style="rejection")
-            for src, route in d.rejections
-            if isinstance(route, State)
+            Edge(src.name, dst.name, style="rejection", handler=handler)
+            for src, dst, handler in d.rejection_edges()
         ]
         return KindGraph(d.name, d.version, states, tuple(edges))
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import attrs
+
 from fsm.codec import AttrsCodec, KindCodec
-from fsm.errors import UnknownKind
+from fsm.errors import DefinitionError, UnknownKind
+from fsm.storable import storage_problems
 
 
 def codec_of(kind: Any) -> KindCodec:
@@ -18,6 +21,13 @@ def codec_of(kind: Any) -> KindCodec:
     own = getattr(kind, "__fsm_codec__", None)
     if own is not None:
         return own  # type: ignore[no-any-return]
+    problems = [p for p in storage_problems(kind) if not p.untyped] if attrs.has(kind) else []
+    if problems:
+        name = getattr(kind, "namespace", "?")
+        raise DefinitionError(
+            f"kind {name!r} ({kind.__qualname__}): {problems[0].describe()}. "
+            f"Fix: {problems[0].fix}"
+        )
     return AttrsCodec(kind)
 
 

@@ -13,7 +13,7 @@ another data type, or expects other services.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 import attrs
@@ -163,6 +163,37 @@ class Transition(Generic[D, S]):
         if self.effect is not None:
             parts.append(f"effect={callable_name(self.effect)}")
         return f"<Transition {' '.join(parts)}>"
+
+
+class Handled(Generic[S, D]):
+    """A rejection handler together with the states its outcome may move the action to.
+
+    Made by `handled`; see there. ``to`` is kept in the order given.
+    """
+
+    __slots__ = ("handler", "to")
+
+    def __init__(self, handler: RejectionHandler[S, D], to: tuple[State, ...]) -> None:
+        self.handler = handler
+        self.to = to
+
+    def __repr__(self) -> str:
+        targets = ", ".join(s.name or "?" for s in self.to)
+        return f"<handled {callable_name(self.handler)} to=({targets})>"
+
+
+def handled(handler: RejectionHandler[S, D], *, to: State | Sequence[State]) -> Handled[S, D]:
+    """Declare where a rejection handler may send the action, in the ``rejections`` table::
+
+        rejections = {prepare: handled(prepare_refused, to=(retry_prepare, cancelled))}
+
+    Validation counts each target as an edge (so a compensating state reached only through
+    the handler is reachable), diagrams draw them as dashed rejection edges labelled with
+    the handler, and at run time a handler whose `Next` or `Park` lands anywhere else (other
+    than the state it handles, where it may always park) raises `TypeError`. ``to=()``
+    declares a handler that only parks or ends the action.
+    """
+    return Handled(handler, (to,) if isinstance(to, State) else tuple(to))
 
 
 def callable_name(fn: object) -> str:

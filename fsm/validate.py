@@ -9,13 +9,14 @@ a graph at all.
 The graph checks are python-statemachine's own (3.x ``statemachine.graph``: unreachable
 states, trap states, no path to a final state), run on a ``StateMachine`` class built from our
 table with its automatic validation switched off, so we can report each offending state in our
-own words. Rejection routes count as edges there: a compensating state reached only on
-rejection is reachable.
+own words. Rejection routes count as edges there, and so do the targets a rejection handler
+declares with `fsm.handled`: a compensating state reached only on rejection is reachable.
 
-One check is a warning, not an error: a step state whose every exit is guarded
-(`GuardedExitWarning`). The guards may well be exhaustive, which no checker can prove; if
-they are not, the interpreter parks the action with a `DefinitionError` and no wake-up, so
-the mistake shows as a stuck action with a clear message instead of a crash loop.
+Two checks are warnings, not errors: a data field typed ``Any`` (`UntypedDataWarning`, see
+`fsm.storable`), and a step state whose every exit is guarded (`GuardedExitWarning`). The
+guards may well be exhaustive, which no checker can prove; if they are not, the interpreter
+parks the action with a `DefinitionError` and no wake-up, so the mistake shows as a stuck
+action with a clear message instead of a crash loop.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from statemachine.graph import disconnected_states, states_without_path_to_final
 
 from fsm.definition import Definition
 from fsm.retry import RetryPolicy
-from fsm.state import State, Transition, callable_name
+from fsm.state import Handled, State, Transition, callable_name
+from fsm.storable import storage_problems
 
 
 class KindWarning(UserWarning):
@@ -41,6 +43,11 @@ class KindWarning(UserWarning):
 
 class GuardedExitWarning(KindWarning):
     """A step state whose every exit is guarded: it gets stuck if no guard holds."""
+
+
+class UntypedDataWarning(KindWarning):
+    """A data field typed ``Any`` (or ``object``, or a bare ``list``/``dict``): it round-trips
+    only while its value is plain JSON; an attrs instance in it comes back as a dict."""
 
 
 # -- structure --------------------------------------------------------------------------------
@@ -76,6 +83,12 @@ def check_data_type(d: Definition) -> None:
             f"declare it as `class {d.qualname}(Kind[MyData, MyServices])` with an attrs "
             "class MyData",
         )
+
+
+def check_data_storable(d: Definition) -> None:
+    for p in storage_problems(d.data_type):
+        if not p.untyped:
+            raise d.problem(None, p.describe(), p.fix)
 
 
 def check_version(d: Definition) -> None:
@@ -133,6 +146,17 @@ def check_initial_not_terminal(d: Definition) -> None:
     for s in d.states:
         if s.initial and s.terminal:
             raise d.problem(s, f"the initial state is {s.role}", "start in a step or wait state")
+
+
+def check_table_ordered(d: Definition) -> None:
+    """The first transition whose guard holds wins, so the table's order is its meaning."""
+    if not issubclass(d.table_type, list | tuple):
+        raise d.problem(
+            None,
+            f"`transitions` is a {d.table_type.__name__}, not an ordered sequence, so which "
+            "transition wins could change from run to run",
+            "write the table as a tuple or a list: `transitions = (a.to(b), b.to(c))`",
+        )
 
 
 def check_known_states(d: Definition) -> None:
@@ -209,6 +233,8 @@ def check_rejection_routes(d: Definition) -> None:
                     f"the rejection route leads to unknown state {route!r}",
                     "route to a State declared as an attribute of this kind",
                 )
+        elif isinstance(route, Handled):
+            _check_handled(d, source, route, known)
         elif callable(route):
             _check_arity(d, source, "rejection handler", route, 3, "(ctx, data, error)")
         else:
@@ -219,16 +245,30 @@ def check_rejection_routes(d: Definition) -> None:
             )
 
 
+def _check_handled(d: Definition, source: State, route: Handled[Any, Any], known: set[int]) -> None:
+    name = callable_name(route.handler)
+    _check_arity(d, source, f"rejection handler {name}", route.handler, 3, "(ctx, data, error)")
+    for target in route.to:
+        if not isinstance(target, State) or id(target) not in known:
+            raise d.problem(
+                source,
+                f"rejection handler {name} declares unknown target {target!r}",
+                "list States declared as attributes of this kind in `handled(..., to=...)`",
+            )
+
+
 STRUCTURE_CHECKS: tuple[Callable[[Definition], None], ...] = (
     check_reserved_names,
     check_name,
     check_data_type,
+    check_data_storable,
     check_version,
     check_upcasters,
     check_action_id,
     check_retry,
     check_initial,
     check_initial_not_terminal,
+    check_table_ordered,
     check_known_states,
     check_terminal_exits,
     check_callbacks,
@@ -242,7 +282,8 @@ STRUCTURE_CHECKS: tuple[Callable[[Definition], None], ...] = (
 
 
 def statemachine_of(d: Definition) -> type[StateMachine]:
-    """A python-statemachine class with our states and edges (transitions + rejection routes).
+    """A python-statemachine class with our states and edges (transitions, rejection routes
+    and the targets rejection handlers declare).
 
     Attribute names are synthetic (``s0``, ``t0``...) so no state name can clash with the
     library's reserved names; ``SmState.value`` holds the index back into ``d.states``. Its
@@ -261,7 +302,7 @@ def statemachine_of(d: Definition) -> type[StateMachine]:
         **sm_states,
     }
     edges = [(t.source, t.target) for t in d.transitions]
-    edges += [(src, route) for src, route in d.rejections if isinstance(route, State)]
+    edges += [(src, dst) for src, dst, _ in d.rejection_edges()]
     for n, (src, dst) in enumerate(edges):
         namespace[f"t{n}"] = sm_states[index[id(src)]].to(sm_states[index[id(dst)]])
     return type(f"{d.qualname}Graph", (StateMachine,), namespace)
@@ -282,13 +323,25 @@ def check_trap_states(d: Definition, sm: type[StateMachine]) -> None:
 
 def check_reachable(d: Definition, sm: type[StateMachine]) -> None:
     unreachable = _ours(d, disconnected_states(sm.initial_state, set(sm.states_map.values())))
-    if unreachable:
-        raise d.problem(
-            unreachable[0],
-            "state is unreachable from the initial state"
-            + (f" (so are {[s.name for s in unreachable[1:]]})" if len(unreachable) > 1 else ""),
-            "add a transition or rejection route into it, or delete it",
+    if not unreachable:
+        return
+    fix = "add a transition or rejection route into it, or delete it"
+    bare = [
+        callable_name(route)
+        for source, route in d.rejections
+        if source not in unreachable and not isinstance(route, State | Handled)
+    ]
+    if bare:  # such a handler may well move there: validation cannot see where it goes
+        fix = (
+            f"if {' or '.join(bare)} moves the action there, declare the handler's targets "
+            f"with handled({bare[0]}, to=...); else {fix}"
         )
+    raise d.problem(
+        unreachable[0],
+        "state is unreachable from the initial state"
+        + (f" (so are {[s.name for s in unreachable[1:]]})" if len(unreachable) > 1 else ""),
+        fix,
+    )
 
 
 def check_path_to_terminal(d: Definition, sm: type[StateMachine]) -> None:
@@ -333,7 +386,18 @@ def warn_guarded_exits(d: Definition) -> list[KindWarning]:
     return found
 
 
-WARNINGS: tuple[Callable[[Definition], list[KindWarning]], ...] = (warn_guarded_exits,)
+def warn_untyped_data(d: Definition) -> list[KindWarning]:
+    return [
+        UntypedDataWarning(f"{d.label()}: {p.describe()}. Fix: {p.fix}")
+        for p in storage_problems(d.data_type)
+        if p.untyped
+    ]
+
+
+WARNINGS: tuple[Callable[[Definition], list[KindWarning]], ...] = (
+    warn_untyped_data,
+    warn_guarded_exits,
+)
 
 
 # -- entry points -----------------------------------------------------------------------------

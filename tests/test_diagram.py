@@ -430,3 +430,40 @@ def test_overlays_from_a_declarative_kinds_rows(tmp_path: Path) -> None:
         ex.drive("p0")  # received -> weighing, then parks
     assert live_counts(store, "parcel") == {"received": 2, "weighing": 1}
     assert action_overlay(store, ParcelKind.graph(), "p0") == Overlay(current="weighing")
+
+
+def weigh_failed(ctx: fsm.StepContext[None], parcel: Parcel, error: BaseException) -> fsm.Outcome:
+    return HandledParcelKind.goto(HandledParcelKind.reweighing, parcel)
+
+
+class HandledParcelKind(fsm.Kind[Parcel, None]):
+    """A state reached only through a rejection handler that declares it."""
+
+    name = "handled_parcel"
+
+    received = fsm.State(initial=True)
+    reweighing = fsm.State()
+    labelled = fsm.State.done()
+    lost = fsm.State.failed()
+
+    transitions = (received.to(labelled), reweighing.to(labelled))
+    rejections = {received: fsm.handled(weigh_failed, to=(reweighing, lost))}  # noqa: RUF012
+
+    @staticmethod
+    def action_id(parcel: Parcel) -> str:
+        return parcel.parcel_id
+
+
+def test_declared_handler_targets_are_drawn_as_rejection_edges_in_every_format() -> None:
+    graph = HandledParcelKind.graph()
+    handler_edges = [("received", "reweighing"), ("received", "lost")]
+    label = "rejected / weigh_failed"
+    assert parse_mermaid(to_mermaid(graph)).triples()[-2:] == [(*e, label) for e in handler_edges]
+    _, edges = parse_dot(to_dot(graph))
+    drawn = {(a, b): attrs_ for a, b, attrs_ in edges}
+    for edge in handler_edges:
+        assert drawn[edge]["style"] == "dashed"
+        assert drawn[edge]["color"] == REJECTION_COLOR
+        assert drawn[edge]["label"] == label
+    svg_labels = [t.text for t in ET.fromstring(to_svg(graph)).iter(f"{SVG}text")]
+    assert svg_labels.count(label) == 2

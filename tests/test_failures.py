@@ -242,6 +242,7 @@ def test_an_unstorable_checkpoint_parks_as_broken_and_is_never_written(
     assert len(svc.calls) == 1
 
 
+@pytest.mark.filterwarnings("ignore::fsm.validate.UntypedDataWarning")
 def test_a_checkpoint_nested_too_deep_is_refused(store: fsm.Store) -> None:
     @attrs.frozen
     class Tree:
@@ -477,3 +478,15 @@ def test_double_drive_compares_the_step_into_a_terminal_state(store: fsm.Store) 
     ex: fsm.Executor[Any] = fsm.Executor(store, {"n": 0}, kinds=[Fickle], double_drive=True)
     with pytest.raises(fsm.DoubleDriveMismatch, match=r"Done\(end-1\).*Done\(end-2\)"):
         run(ex.drive(Fickle("f1")))
+
+
+def test_a_hand_written_action_with_an_unstorable_field_is_refused_at_registration() -> None:
+    import decimal
+
+    @attrs.frozen
+    class Payment(fsm.Action[Any]):
+        namespace = "payment"
+        amount: decimal.Decimal
+
+    with pytest.raises(fsm.DefinitionError, match=r"'Payment.amount' has type Decimal"):
+        fsm.Registry([Payment])

@@ -316,3 +316,212 @@ def test_create_rejects_foreign_state() -> None:
 def test_kind_is_not_instantiable() -> None:
     with pytest.raises(TypeError, match=r"Routes\.create"):
         Routes()
+
+
+# -- wrong return types ------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Other:
+    key: str
+
+
+def returns(value: Any, name: str, is_async: bool = False) -> Any:
+    """An effect (or guard) named ``name`` returning ``value`` whatever it is given."""
+
+    def sync(c: StepContext[Svc], d: Data) -> Any:
+        return value
+
+    async def coro(c: StepContext[Svc], d: Data) -> Any:
+        return value
+
+    fn = coro if is_async else sync
+    fn.__name__ = name
+    return fn
+
+
+def one_edge(guard: Any = None, effect: Any = None) -> type[Kind[Data, Svc]]:
+    class Checked(Kind[Data, Svc]):
+        name = "checked"
+        start = State.wait(initial=True)  # a guarded exit is no GuardedExitWarning here
+        end = State.done()
+        transitions = (start.to(end, guard=guard, effect=effect),)
+
+        @staticmethod
+        def action_id(d: Data) -> str:
+            return d.key
+
+    return Checked
+
+
+WRONG_DATA = [
+    ({"key": "k"}, "dict"),
+    (None, "NoneType"),
+    (Other("k"), "Other"),
+    (Next(Roles.create(Data("k"))), "Next"),
+]
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+@pytest.mark.parametrize(("value", "type_name"), WRONG_DATA)
+def test_effect_returning_the_wrong_type_names_kind_state_and_effect(
+    value: Any, type_name: str, is_async: bool
+) -> None:
+    kind = one_edge(effect=returns(value, "charge_card", is_async))
+    with pytest.raises(TypeError) as err:
+        run(kind.create(Data("k")).advance(ctx(Svc())))
+    assert str(err.value) == (
+        f"kind 'checked' (Checked), state 'start': effect charge_card returned {type_name}, "
+        "expected Data. Fix: return the new data, e.g. attrs.evolve(data, ...)"
+    )
+
+
+@attrs.frozen
+class MoreData(Data):
+    extra: int = 0
+
+
+def test_effect_may_return_a_subclass_of_the_data_type() -> None:
+    kind = one_edge(effect=returns(MoreData("k"), "upgrade"))
+    assert isinstance(kind.create(Data("k")).advance(ctx(Svc())), Done)
+
+
+def test_sync_effect_returning_a_coroutine_is_told_to_be_async() -> None:
+    async def later(c: StepContext[Svc], d: Data) -> Data:
+        return d
+
+    def forgets_await(c: StepContext[Svc], d: Data) -> Any:
+        return later(c, d)
+
+    kind = one_edge(effect=forgets_await)
+    with pytest.raises(TypeError, match=r"returned coroutine, expected Data\. Fix: make "):
+        kind.create(Data("k")).advance(ctx(Svc()))
+
+
+WRONG_BOOL = [(None, "NoneType"), (1, "int"), ("yes", "str"), (Data("k"), "Data")]
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+@pytest.mark.parametrize(("value", "type_name"), WRONG_BOOL)
+def test_guard_returning_a_non_bool_names_the_guard(
+    value: Any, type_name: str, is_async: bool
+) -> None:
+    kind = one_edge(guard=returns(value, "in_stock", is_async))
+    with pytest.raises(TypeError) as err:
+        run(kind.create(Data("k")).advance(ctx(Svc())))
+    assert str(err.value) == (
+        f"kind 'checked' (Checked), state 'start': guard in_stock returned {type_name}, "
+        "expected bool. Fix: return True or False"
+    )
+
+
+def test_sync_guard_returning_a_coroutine_is_told_to_be_async() -> None:
+    async def check(c: StepContext[Svc], d: Data) -> bool:
+        return False
+
+    def forgets_await(c: StepContext[Svc], d: Data) -> Any:
+        return check(c, d)
+
+    kind = one_edge(guard=forgets_await)
+    with pytest.raises(TypeError) as err:
+        kind.create(Data("k")).advance(ctx(Svc()))
+    assert "guard forgets_await returned coroutine, expected bool" in str(err.value)
+    assert "Fix: make forgets_await an `async def`" in str(err.value)
+
+
+# -- rejection handlers: outcomes and declared targets -----------------------------------------
+
+
+def decide(c: StepContext[Svc], d: Data, error: BaseException) -> Any:
+    """Returns whatever the services say: an outcome, or something wrong."""
+    return c.services.answer(d)
+
+
+async def decide_async(c: StepContext[Svc], d: Data, error: BaseException) -> Any:
+    return c.services.answer(d)
+
+
+class Declared(Kind[Data, Svc]):
+    name = "declared"
+
+    a = State(initial=True)
+    b = State()
+    retry_a = State()
+    elsewhere = State()
+    end = State.done()
+    cancelled = State.failed()
+
+    transitions = (a.to(b), b.to(end), retry_a.to(a), elsewhere.to(end))
+    rejections = {  # noqa: RUF012
+        a: fsm.handled(decide, to=(retry_a, cancelled)),
+        b: fsm.handled(decide_async, to=elsewhere),
+        retry_a: decide,  # undeclared: may go anywhere
+    }
+
+    @staticmethod
+    def action_id(d: Data) -> str:
+        return d.key
+
+
+class Answer:
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+
+def reject(state: State, answer: Any) -> Any:
+    action = Declared.create(Data("k"), state)
+    return run(action.on_rejection(ctx(Answer(answer)), fsm.Rejected("no")))
+
+
+def test_declared_handler_moves_to_a_declared_target() -> None:
+    out = reject(Declared.a, lambda d: Declared.goto(Declared.retry_a, d))
+    assert isinstance(out, Next) and out.state.state == "retry_a"
+
+
+def test_declared_handler_may_park_in_its_own_state_or_end() -> None:
+    here = Park(Declared.create(Data("k"), Declared.a), wake_after=5.0)
+    assert reject(Declared.a, lambda d: here) is here
+    assert reject(Declared.a, lambda d: Failed("no")) == Failed("no")
+
+
+@pytest.mark.parametrize(
+    ("state", "handler", "declared"),
+    [(Declared.a, "decide", "cancelled, retry_a"), (Declared.b, "decide_async", "elsewhere")],
+)
+def test_declared_handler_moving_elsewhere_is_a_type_error(
+    state: State, handler: str, declared: str
+) -> None:
+    with pytest.raises(TypeError) as err:
+        reject(state, lambda d: Park(Declared.create(d, Declared.end)))
+    assert str(err.value) == (
+        f"kind 'declared' (Declared), state {state.name!r}: rejection handler {handler} moved "
+        f"the action to 'end', which it does not declare (it declares {declared}). Fix: add "
+        f"end to handled({handler}, to=...) in the kind's `rejections`, or move to a declared "
+        "state"
+    )
+
+
+def test_undeclared_handler_may_move_anywhere() -> None:
+    out = reject(Declared.retry_a, lambda d: Declared.goto(Declared.elsewhere, d))
+    assert isinstance(out, Next) and out.state.state == "elsewhere"
+
+
+@pytest.mark.parametrize("state", [Declared.a, Declared.b, Declared.retry_a])
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (lambda d: None, "returned None (expected Next, Park, Done or Failed)"),
+        (lambda d: d, "returned Data(key='k', n=0, trail=()) (expected Next, Park"),
+        (lambda d: Next(Roles.create(d)), "(an action of RolesAction, not DeclaredAction)"),
+        (lambda d: Next(Declared.create(d).__class__("a", Other("k"))), "its data is a Other"),
+    ],
+)
+def test_handler_returning_a_non_outcome_names_the_handler(
+    state: State, answer: Any, expected: str
+) -> None:
+    with pytest.raises(TypeError) as err:
+        reject(state, answer)
+    message = str(err.value)
+    assert message.startswith(f"kind 'declared' (Declared), state {state.name!r}: rejection ")
+    assert expected in message
+    assert "Fix: return MyKind.goto(state, data)" in message

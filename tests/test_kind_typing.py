@@ -11,7 +11,8 @@ from mypy import api as mypy_api
 SNIPPET = textwrap.dedent(
     """
     import attrs
-    from fsm import Kind, State, StepContext
+    import fsm
+    from fsm import Kind, State, StepContext, handled
 
 
     @attrs.frozen
@@ -95,6 +96,39 @@ SNIPPET = textwrap.dedent(
         @staticmethod
         def action_id(invoice: Invoice) -> str:  # expect: Argument 1 of "action_id" is incompatible
             return str(invoice.number)
+
+
+    def refused(ctx: StepContext[Shop], order: Order, error: BaseException) -> fsm.Outcome:
+        return fsm.Failed(error)
+
+
+    def refused_invoice(ctx: StepContext[Shop], bill: Invoice, error: BaseException) -> fsm.Outcome:
+        return fsm.Failed(error)
+
+
+    class Handled(Kind[Order, Shop]):
+        name = "handled"
+        a = State(initial=True)
+        b = State()
+        end = State.done()
+        transitions = (a.to(b), b.to(end))
+        rejections = {a: handled(refused, to=(b, end)), b: handled(refused, to=end)}
+
+        @staticmethod
+        def action_id(order: Order) -> str:
+            return order.order_id
+
+
+    class WrongHandler(Kind[Order, Shop]):
+        name = "wrong_handler"
+        a = State(initial=True)
+        end = State.done()
+        transitions = (a.to(end),)
+        rejections = {a: handled(refused_invoice, to=end)}  # expect: Argument 1 to "handled"
+
+        @staticmethod
+        def action_id(order: Order) -> str:
+            return order.order_id
 
 
     action = Good.create(Order("1"))

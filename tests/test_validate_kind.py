@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import decimal
+import enum
 import subprocess
 import sys
 import textwrap
@@ -12,8 +14,9 @@ from typing import Any
 import attrs
 import pytest
 
-from fsm import DefinitionError, Kind, RetryPolicy, State, StepContext, validate_kind
-from fsm.validate import GuardedExitWarning
+import fsm
+from fsm import DefinitionError, Kind, RetryPolicy, State, StepContext, handled, validate_kind
+from fsm.validate import GuardedExitWarning, UntypedDataWarning
 
 
 @attrs.frozen
@@ -481,3 +484,269 @@ def test_importing_a_module_with_a_bad_kind_raises(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert "fsm.errors.DefinitionError: kind 'broken' (Broken), state 'b'" in proc.stderr
+
+
+# -- the table must be ordered ----------------------------------------------------------------
+
+
+def _unordered(kind: str, a: State, b: State, end: State) -> Any:
+    rows = [a.to(b), b.to(end)]
+    return {
+        "set": set(rows),
+        "frozenset": frozenset(rows),
+        "dict": dict.fromkeys(rows),
+        "generator": (row for row in rows),
+    }[kind]
+
+
+@pytest.mark.parametrize("container", ["set", "frozenset", "dict", "generator"])
+def test_transitions_must_be_a_list_or_tuple(container: str) -> None:
+    """A set's order (hence which transition wins) changes with hash seeds, run to run."""
+    with pytest.raises(DefinitionError) as err:
+
+        class Bad(Kind[Data, None]):
+            name = "bad"
+            a = State(initial=True)
+            b = State()
+            end = State.done()
+            transitions = _unordered(container, a, b, end)
+            action_id = staticmethod(key_of)
+
+    message = problem(err, None, "a tuple or a list")
+    assert f"`transitions` is a {container}, not an ordered sequence" in message
+
+
+def test_transitions_as_a_list_or_tuple_are_accepted() -> None:
+    for table in (list, tuple):
+
+        class Fine(Kind[Data, None]):
+            name = "fine"
+            a = State(initial=True)
+            end = State.done()
+            transitions = table([a.to(end)])
+            action_id = staticmethod(key_of)
+
+        assert [repr(t) for t in Fine.__fsm_definition__.transitions] == ["<Transition a -> end>"]
+
+
+# -- data must be storable --------------------------------------------------------------------
+
+
+@attrs.frozen
+class Line:
+    sku: str
+    amount: decimal.Decimal
+
+
+@attrs.frozen
+class Payout:
+    key: str
+    lines: list[Line]
+
+
+def test_data_field_the_converter_cannot_store_is_refused_with_its_path() -> None:
+    @attrs.frozen
+    class Order:
+        key: str
+        amount: decimal.Decimal | None = None
+
+    with pytest.raises(DefinitionError) as err:
+
+        class Bad(Kind[Order, None]):
+            name = "bad"
+            a = State(initial=True)
+            end = State.done()
+            transitions = (a.to(end),)
+            action_id = staticmethod(lambda d: d.key)
+
+    assert str(err.value) == (
+        "kind 'bad' (Bad): data field 'Order.amount' has type Decimal, which fsm cannot store "
+        "as JSON. Fix: use int or str, or register structure and unstructure hooks for "
+        "Decimal on fsm.codec.CONVERTER before the kind is defined"
+    )
+
+
+def test_unstorable_type_nested_in_a_collection_of_attrs_classes() -> None:
+    with pytest.raises(DefinitionError) as err:
+
+        class Bad(Kind[Payout, None]):
+            name = "bad"
+            a = State(initial=True)
+            end = State.done()
+            transitions = (a.to(end),)
+            action_id = staticmethod(lambda d: d.key)
+
+    assert "data field 'Payout.lines.amount' has type Decimal" in problem(err, None, "hooks")
+
+
+class Cents:
+    """A plain class: storable only once both hooks are on fsm.CONVERTER (this test does it)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+@attrs.frozen
+class Price:
+    key: str
+    cents: Cents
+
+
+def test_type_with_hooks_registered_before_the_kind_passes() -> None:
+    def kind() -> type:
+        class Priced(Kind[Price, None]):
+            name = "priced"
+            a = State(initial=True)
+            end = State.done()
+            transitions = (a.to(end),)
+            action_id = staticmethod(lambda d: d.key)
+
+        return Priced
+
+    with pytest.raises(DefinitionError, match=r"'Price\.cents' has type Cents"):
+        kind()
+    fsm.CONVERTER.register_unstructure_hook(Cents, lambda c: c.n)
+    with pytest.raises(DefinitionError, match=r"'Price\.cents' has type Cents"):
+        kind()  # one direction is not enough: structuring would still fail
+    fsm.CONVERTER.register_structure_hook(Cents, lambda v, _: Cents(v))
+    priced = kind()
+    _, payload = priced.__fsm_codec__.dump(priced.create(Price("p", Cents(5))))
+    assert priced.__fsm_codec__.load("a", 1, payload).data.cents.n == 5
+
+
+class Colour(enum.Enum):
+    RED = 1
+
+
+@attrs.frozen
+class Palette:
+    key: str
+    counts: dict[Colour, int]
+
+
+def test_dict_keyed_by_a_plain_enum_is_refused() -> None:
+    with pytest.raises(DefinitionError) as err:
+
+        class Bad(Kind[Palette, None]):
+            name = "bad"
+            a = State(initial=True)
+            end = State.done()
+            transitions = (a.to(end),)
+            action_id = staticmethod(lambda d: d.key)
+
+    message = problem(err, None, "key the dict by str or int")
+    assert "'Palette.counts' has type dict[Colour, int]" in message
+    assert "Colour keys would not read back" in message
+
+
+@attrs.frozen
+class Ahead:
+    key: str
+    later: NotYetDefined  # type: ignore[name-defined]  # noqa: F821
+
+
+def test_unresolvable_forward_reference_is_refused() -> None:
+    with pytest.raises(DefinitionError) as err:
+
+        class Bad(Kind[Ahead, None]):
+            name = "bad"
+            a = State(initial=True)
+            end = State.done()
+            transitions = (a.to(end),)
+            action_id = staticmethod(lambda d: d.key)
+
+    message = problem(err, None, "define (or import)")
+    assert "data field 'Ahead.later'" not in message
+    assert "data type Ahead, whose annotations cannot be resolved (NameError" in message
+    assert "NotYetDefined" in message
+
+
+def test_any_field_is_accepted_with_a_warning() -> None:
+    @attrs.frozen
+    class Loose:
+        key: str
+        extra: Any = None
+
+    with pytest.warns(UntypedDataWarning, match=r"'Loose\.extra' has type Any") as caught:
+
+        class Fine(Kind[Loose, None]):
+            name = "fine"
+            a = State(initial=True)
+            end = State.done()
+            transitions = (a.to(end),)
+            action_id = staticmethod(lambda d: d.key)
+
+    assert "kind 'fine' (Fine)" in str(caught[0].message)
+    assert [str(w) for w in validate_kind(Fine)] == [str(caught[0].message)]
+
+
+# -- rejection handlers declare their targets -------------------------------------------------
+
+
+def refused(ctx: StepContext[None], d: Data, error: BaseException) -> fsm.Outcome:
+    return fsm.Failed(error)
+
+
+def test_handler_targets_count_for_reachability() -> None:
+    class Declared(Kind[Data, None]):
+        name = "declared"
+        a = State(initial=True)
+        retry_a = State()
+        end = State.done()
+        cancelled = State.failed()
+        transitions = (a.to(end), retry_a.to(a))
+        rejections = {a: handled(refused, to=(retry_a, cancelled))}  # noqa: RUF012
+        action_id = staticmethod(key_of)
+
+    edges = [(e.source, e.target, e.style, e.handler) for e in Declared.graph().edges]
+    assert edges[-2:] == [
+        ("a", "retry_a", "rejection", "refused"),
+        ("a", "cancelled", "rejection", "refused"),
+    ]
+    assert Declared.graph().state("a").handler is None  # its targets are drawn instead
+
+
+def test_state_reached_only_through_an_undeclared_handler_says_how_to_declare_it() -> None:
+    with pytest.raises(DefinitionError) as err:
+
+        class Bad(Kind[Data, None]):
+            name = "bad"
+            a = State(initial=True)
+            retry_a = State()
+            end = State.done()
+            transitions = (a.to(end), retry_a.to(a))
+            rejections = {a: refused}  # noqa: RUF012
+            action_id = staticmethod(key_of)
+
+    message = problem(err, "retry_a", "declare the handler's targets with handled(refused, to=")
+    assert "unreachable" in message
+
+
+def test_handler_declaring_a_foreign_state_is_refused() -> None:
+    stray = State()
+    stray.name = "stray"
+    with pytest.raises(DefinitionError) as err:
+
+        class Bad(Kind[Data, None]):
+            name = "bad"
+            a = State(initial=True)
+            end = State.done()
+            transitions = (a.to(end),)
+            rejections = {a: handled(refused, to=stray)}  # noqa: RUF012
+            action_id = staticmethod(key_of)
+
+    assert "declares unknown target <State stray" in problem(err, "a", "handled(..., to=...)")
+
+
+def test_declared_handler_with_wrong_signature() -> None:
+    with pytest.raises(DefinitionError) as err:
+
+        class Bad(Kind[Data, None]):
+            name = "bad"
+            a = State(initial=True)
+            end = State.done()
+            transitions = (a.to(end),)
+            rejections = {a: handled(step, to=end)}  # type: ignore[arg-type]  # noqa: RUF012
+            action_id = staticmethod(key_of)
+
+    assert "rejection handler step" in problem(err, "a", "(ctx, data, error)")
