@@ -4,6 +4,7 @@ visible status or a refusal (issue 9), on a real SQLite file and a real PostgreS
 from __future__ import annotations
 
 import asyncio
+import decimal
 from typing import Any
 
 import attrs
@@ -481,8 +482,6 @@ def test_double_drive_compares_the_step_into_a_terminal_state(store: fsm.Store) 
 
 
 def test_a_hand_written_action_with_an_unstorable_field_is_refused_at_registration() -> None:
-    import decimal
-
     @attrs.frozen
     class Payment(fsm.Action[Any]):
         namespace = "payment"
