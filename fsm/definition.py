@@ -33,6 +33,7 @@ class Definition:
     transitions: tuple[Transition[Any, Any], ...]
     rejections: tuple[tuple[State, Route], ...]
     retry: RetryPolicy | None
+    timeout: Any
     version: Any
     upcasters: Mapping[Any, Upcaster]
     action_id: Callable[[Any], str] | None
@@ -106,6 +107,7 @@ def collect(cls: type, base: type) -> Definition:
         transitions=transitions,
         rejections=tuple(raw_rejections.items()),
         retry=getattr(cls, "retry", None),
+        timeout=getattr(cls, "timeout", None),
         version=getattr(cls, "version", 1),
         upcasters=dict(getattr(cls, "upcasters", {})),
         action_id=action_id,

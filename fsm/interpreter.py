@@ -69,6 +69,7 @@ class CompiledState:
     wake_after: float | None
     wake_backoff: RetryPolicy | None
     retry: RetryPolicy | None
+    timeout: float | None
     route: tuple[str, Outcome | None] | None
     handler: RejectionHandler[Any, Any] | None
     targets: frozenset[str] | None
@@ -147,6 +148,7 @@ def _compile_state(
         wake_after=s.wake.after if s.wake else None,
         wake_backoff=s.wake.backoff if s.wake else None,
         retry=s.retry,
+        timeout=s.timeout if s.timeout is not None else d.timeout,
         route=(route.name, _terminal_outcome(d, route)) if isinstance(route, State) else None,
         handler=handler,
         targets=targets,
@@ -252,6 +254,10 @@ class Instance(Action[S], Generic[D, S]):
         return Park(self, error=DefinitionError(st.stuck))
 
     # -- errors ----------------------------------------------------------------------------
+
+    def step_timeout(self) -> float | None:
+        """The state's timeout, else the kind's (None: the executor's ``step_timeout``)."""
+        return self._kind.states[self._state].timeout
 
     def policy(self, default: RetryPolicy) -> RetryPolicy:
         """The state's retry policy, else the kind's, else the executor's ``default``."""

@@ -51,7 +51,8 @@ class Kind(Generic[D, S]):
 
     Declare in the class body: ``name``; the states (`State` attributes, exactly one
     initial); ``transitions``, the ordered table; ``action_id(data)``, a staticmethod; and
-    optionally ``retry`` (the kind's `RetryPolicy`; default: the executor's), ``rejections``
+    optionally ``retry`` (the kind's `RetryPolicy`; default: the executor's), ``timeout``
+    (seconds an async step may run; default: the executor's ``step_timeout``), ``rejections``
     (``{state: compensating_state_or_handler}``, a handler best wrapped in
     ``handled(fn, to=(states...))``), ``version`` and ``upcasters``
     (``{n: fn(data_dict_vn) -> data_dict_vn+1}``). A kind is never instantiated: its
@@ -61,6 +62,7 @@ class Kind(Generic[D, S]):
     name: ClassVar[str]
     version: ClassVar[int] = 1
     retry: ClassVar[RetryPolicy | None] = None
+    timeout: ClassVar[float | None] = None
     upcasters: ClassVar[Mapping[int, Upcaster]]
     transitions: Sequence[Transition[D, S]]
     rejections: Mapping[State, State | Handled[S, D] | RejectionHandler[S, D]]

@@ -25,8 +25,7 @@ def codec_of(kind: Any) -> KindCodec:
     if problems:
         name = getattr(kind, "namespace", "?")
         raise DefinitionError(
-            f"kind {name!r} ({kind.__qualname__}): {problems[0].describe()}. "
-            f"Fix: {problems[0].fix}"
+            f"kind {name!r} ({kind.__qualname__}): {problems[0].describe()}. Fix: {problems[0].fix}"
         )
     return AttrsCodec(kind)
 

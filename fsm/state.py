@@ -67,11 +67,12 @@ class State:
 
     Build them with ``State()`` (an ordinary step state), ``State(initial=True)``,
     ``State.wait(...)``, ``State.done()`` and ``State.failed()``. ``retry`` overrides the
-    kind's retry policy for transient errors raised in this state; ``doc`` is shown in
-    diagrams.
+    kind's retry policy for transient errors raised in this state; ``timeout`` (seconds)
+    overrides the kind's step timeout for its steps (an async step running longer is
+    cancelled and retried); ``doc`` is shown in diagrams.
     """
 
-    __slots__ = ("doc", "initial", "name", "retry", "role", "wake")
+    __slots__ = ("doc", "initial", "name", "retry", "role", "timeout", "wake")
 
     def __init__(
         self,
@@ -81,10 +82,14 @@ class State:
         doc: str | None = None,
         role: Role = "step",
         wake: Wake | None = None,
+        timeout: float | None = None,
     ) -> None:
+        if timeout is not None and not timeout > 0:
+            raise DefinitionError(f"State: `timeout` must be > 0 seconds, got {timeout}")
         self.name = ""
         self.initial = initial
         self.retry = retry
+        self.timeout = timeout
         self.doc = doc
         self.role: Role = role
         self.wake = wake
@@ -102,13 +107,15 @@ class State:
         initial: bool = False,
         retry: RetryPolicy | None = None,
         doc: str | None = None,
+        timeout: float | None = None,
     ) -> State:
         """A state that parks until one of its guards holds (see `Wake` for ``after``)."""
         if after is not None and backoff is not None:
             raise DefinitionError("State.wait: give `after` or `backoff`, not both")
         if after is not None and after < 0:
             raise DefinitionError(f"State.wait: `after` must be >= 0 seconds, got {after}")
-        return cls(initial=initial, retry=retry, doc=doc, role="wait", wake=Wake(after, backoff))
+        wake = Wake(after, backoff)
+        return cls(initial=initial, retry=retry, doc=doc, role="wait", wake=wake, timeout=timeout)
 
     @classmethod
     def done(cls, *, doc: str | None = None) -> State:

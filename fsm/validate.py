@@ -54,7 +54,8 @@ class UntypedDataWarning(KindWarning):
 
 
 RESERVED = frozenset(
-    {"name", "version", "retry", "upcasters", "transitions", "rejections", "action_id"}
+    {"name", "version", "retry", "timeout", "upcasters", "transitions", "rejections"}
+    | {"action_id"}
     | {"create", "goto", "graph"}
 )
 """Class attributes a kind already uses: a state with one of these names would replace it."""
@@ -132,6 +133,15 @@ def check_retry(d: Definition) -> None:
     for s in d.states:
         if s.retry is not None and not isinstance(s.retry, RetryPolicy):
             raise d.problem(s, f"retry is {s.retry!r}", "use an fsm.RetryPolicy or None")
+
+
+def check_timeout(d: Definition) -> None:
+    t = d.timeout
+    finite = isinstance(t, int | float) and not isinstance(t, bool) and 0 < t < float("inf")
+    if t is not None and not finite:
+        raise d.problem(
+            None, f"timeout is {t!r}", "give the seconds an async step may run (> 0), or None"
+        )
 
 
 def check_initial(d: Definition) -> None:
@@ -266,6 +276,7 @@ STRUCTURE_CHECKS: tuple[Callable[[Definition], None], ...] = (
     check_upcasters,
     check_action_id,
     check_retry,
+    check_timeout,
     check_initial,
     check_initial_not_terminal,
     check_table_ordered,

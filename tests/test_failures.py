@@ -489,3 +489,45 @@ def test_a_hand_written_action_with_an_unstorable_field_is_refused_at_registrati
 
     with pytest.raises(fsm.DefinitionError, match=r"'Payment.amount' has type Decimal"):
         fsm.Registry([Payment])
+
+
+async def never_answers(ctx: StepContext[None], b: Booking) -> Booking:
+    await asyncio.Event().wait()
+    return b
+
+
+class HangingKind(Kind[Booking, None]):
+    name = "hanging"
+    timeout = 30.0  # the kind's default for its async steps ...
+    a = State(initial=True, timeout=0.05)  # ... and one state's own
+    b = State.done()
+    transitions = (a.to(b, effect=never_answers),)
+
+    @staticmethod
+    def action_id(b: Booking) -> str:
+        return b.ref
+
+
+def test_a_state_timeout_cancels_its_hung_step(store: fsm.Store) -> None:
+    ex: fsm.Executor[None] = fsm.Executor(store, None, kinds=[HangingKind], step_timeout=None)
+    assert HangingKind.create(Booking("x")).step_timeout() == 0.05
+    result = run(ex.drive(HangingKind.create(Booking("t2"))))
+    assert result.status is DriveStatus.PARKED
+    row = store.row("t2")
+    assert row is not None and row.attempts == 1 and "0.05s timeout" in (row.last_error or "")
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "5"])
+def test_a_kind_timeout_must_be_positive_seconds(bad: Any) -> None:
+    with pytest.raises(fsm.DefinitionError, match="timeout is"):
+
+        class Bad(Kind[Booking, None]):
+            name = "bad"
+            timeout = bad
+            a = State(initial=True)
+            b = State.done()
+            transitions = (a.to(b),)
+
+            @staticmethod
+            def action_id(b: Booking) -> str:
+                return b.ref
