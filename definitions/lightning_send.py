@@ -426,13 +426,18 @@ async def pay_lightning_invoice(
     allow_exit_of_htlcs: bool = False,
 ) -> fsm.DriveResult:
     """bark's ``make_lightning_payment``: resume the send of this hash if one is in flight,
-    else start one; drive it (until done if ``wait``)."""
+    else start one; drive it (until done if ``wait``).
+
+    Paying an invoice whose earlier send ended (revoked, refused) is a deliberate new attempt:
+    a new incarnation of ``ln_pay.<hash>`` (``again=True``), whose steps get keys of their own,
+    so the server never sees a known key with a different request.
+    """
     action_id = action_id_of(invoice.payment_hash)
     if executor.store.row(action_id) is None:
         action, resources = await start_lightning_send(
             executor.services, invoice, amount, allow_exit_of_htlcs=allow_exit_of_htlcs
         )
-        await executor.start(action, resources=resources)
+        await executor.start(action, resources=resources, again=True)
     mode = fsm.DriveMode.UNTIL_DONE if wait else fsm.DriveMode.UNTIL_PARK_OR_DONE
     return await executor.drive(action_id, mode)
 

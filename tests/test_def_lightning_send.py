@@ -133,6 +133,20 @@ def test_failed_payment_is_revoked(w: Wallet) -> None:
     assert w.problems() == []
 
 
+def test_paying_again_after_a_revoked_attempt_uses_keys_of_its_own(w: Wallet) -> None:
+    """The second send of one payment hash is a new incarnation of ``ln_pay.<hash>``: the
+    server must not see the first attempt's keys with a different request."""
+    fund(w)
+    inv = invoice(w, fail=True)
+    assert pay(w, inv).status is fsm.DriveStatus.DONE
+    assert movement(w, inv).status is MovementStatus.FAILED
+    w.world.lightning.set_outcome(inv.payment_hash, fail=False)
+    again = pay(w, inv)
+    assert again.status is fsm.DriveStatus.DONE and again.state == "paid"
+    assert w.wallet.paid_invoice(inv.payment_hash) is not None
+    assert w.problems() == []
+
+
 def test_cosign_rejection_fails_the_movement_and_releases_the_inputs(w: Wallet) -> None:
     input_id = fund(w)
     inv = invoice(w)
