@@ -141,7 +141,7 @@ class ServerState(ArkState):
     def initiate(self, invoice: Invoice, htlc_ids: list[str], amount: int) -> Applied[None]:
         h = invoice.payment_hash
         send = self._send(h)
-        effect = f"ln_send_initiate:{h}"
+        effect = f"ln_send_initiate:{h}:{min(htlc_ids, default='')}"  # one per HTLC attempt
         if send is None or sorted(htlc_ids) != sorted(v.id for v in send.outputs[:1]):
             raise rejected(f"no HTLCs for payment {h}", NOT_FOUND)
         if send.status != COSIGNED:
