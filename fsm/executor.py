@@ -558,8 +558,10 @@ class Executor(Generic[S]):
             if self.double_drive:
                 outcome = await self._drive_again(codec, outcome, cur, now, adapter)
             encoded = _encode(codec, outcome)
-        except DoubleDriveMismatch:
-            self._let_go(cur.id, cur.epoch)
+        except DoubleDriveMismatch as exc:
+            # A step that is not idempotent is a bug of the kind: parked as broken (so a
+            # worker does not pick it up again at once), then reported loudly.
+            self._park_broken(codec, cur, exc, now, t0, adapter)
             raise
         except Exception as exc:
             if not isinstance(exc, Rejected) and cur.action.policy(self.retry).is_broken(exc):
@@ -650,8 +652,7 @@ class Executor(Generic[S]):
             # The end could not be written: nothing of it happened. The step is retried.
             adapter.error("could not write the end of the action: %s", exc)
             return self._record_failure(codec, cur, exc, adapter)
-        if self.on_commit is not None:
-            self.on_commit(cur.id, entry)
+        self._committed(cur.id, entry)
         if failed:
             adapter.info("failed in %s: %s", end_state, error_text(error))
             return DriveResult(cur.id, DriveStatus.FAILED, end_state, error, cur.steps, cause_text)
@@ -747,8 +748,7 @@ class Executor(Generic[S]):
             adapter.error("could not write the checkpoint: %s", exc)
             return self._record_failure(codec, cur, exc, adapter), None
         adapter.debug("%s -> %s (%s)", cur.state, new_state, entry.outcome)
-        if self.on_commit is not None:
-            self.on_commit(cur.id, entry)
+        self._committed(cur.id, entry)
         cur.row = new_row
         cur.state, cur.payload, cur.seq = new_state, new_payload, seq
         cur.action = outcome.state
@@ -957,6 +957,15 @@ class Executor(Generic[S]):
             store.holder_of,
             cur.incarnation,
         )
+
+    def _committed(self, action_id: str, entry: LogEntry) -> None:
+        """Call the ``on_commit`` hook; its failure is logged, never taken for the step's."""
+        if self.on_commit is None:
+            return
+        try:
+            self.on_commit(action_id, entry)
+        except Exception:
+            log.exception("action %s: the on_commit hook failed (the step is committed)", action_id)
 
     def _let_go(self, action_id: str, epoch: int) -> None:
         try:
