@@ -65,3 +65,7 @@ class DefinitionError(FsmError):
 
 class DoubleDriveMismatch(FsmError):
     """Double-drive mode ran a step twice from the same state and got different results."""
+
+
+class DatabaseUnavailable(FsmError):
+    """A worker gave up on its database: out of reach too long, or its SQLite file was lost."""

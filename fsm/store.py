@@ -20,6 +20,8 @@ import functools
 import logging
 import os
 import socket
+import sqlite3
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -265,6 +267,28 @@ def _is_broken(conn: Any) -> bool:
     return bool(getattr(conn, "closed", False))
 
 
+def is_transient(exc: BaseException) -> bool:
+    """True for a database error that can go away by itself, with no change to code or setup.
+
+    A lost or refused connection, a server shutting down or restarting, a lock or I/O error
+    (``OperationalError``), an unusable connection (``InterfaceError``), an aborted
+    transaction (``InternalError``): peewee's wrapped types and the drivers' own. Anything
+    else (a missing table, a permission refused, bad data) needs a person.
+    """
+    transient: tuple[type[BaseException], ...] = (
+        peewee.OperationalError,
+        peewee.InterfaceError,
+        peewee.InternalError,
+        sqlite3.OperationalError,
+    )
+    if isinstance(exc, transient):
+        return True
+    psycopg = sys.modules.get("psycopg")  # only ever raised when it was imported
+    return psycopg is not None and isinstance(
+        exc, (psycopg.OperationalError, psycopg.InterfaceError, psycopg.InternalError)
+    )
+
+
 def open_store(url: str, **kwargs: Any) -> Store:
     """A store from a URL.
 
@@ -328,6 +352,8 @@ class Store:
         self.log_transitions = log_transitions
         self.faults = faults if faults is not None else DatabaseFaults.from_env()
         self.crash = CrashPlan.from_env()
+        self.failed_calls = 0
+        """Statements that raised so far (a worker asks whether a drive met a failure)."""
         self._sqlite = isinstance(database, peewee.SqliteDatabase)
         self._begin = "BEGIN IMMEDIATE" if self._sqlite else "BEGIN"
         self._sql = _Statements(database.param)
@@ -392,10 +418,14 @@ class Store:
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
         # The driver's own statement cache keeps these prepared; peewee's exception wrapper
         # turns driver errors into peewee's types, the same on every database.
-        with _WRAP_ERRORS:
-            if self.faults is not None and sql != "ROLLBACK":
-                self.faults.maybe_fail(self._sqlite)
-            return self._connection().execute(sql, params)
+        try:
+            with _WRAP_ERRORS:
+                if self.faults is not None and sql != "ROLLBACK":
+                    self.faults.maybe_fail(self._sqlite)
+                return self._connection().execute(sql, params)
+        except Exception:
+            self.failed_calls += 1
+            raise
 
     # -- the connection -------------------------------------------------------------------
     #

@@ -7,7 +7,12 @@ PostgreSQL faults are real: the tests terminate the backends of their own connec
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,8 @@ import psycopg
 import pytest
 import workerkinds
 from conftest import PG_URL
+from tcpproxy import TcpProxy
+from test_workers import check_ledger, finish_and_stop, held_by, spawn_worker, wait_for
 
 import fsm
 from fsm import DriveStatus
@@ -173,3 +180,145 @@ def test_a_sqlite_transaction_left_open_fails_one_call_only(db_path: Path) -> No
     assert other.live_ids() == ["a"]
     store.close()
     other.close()
+
+
+# -- the worker rides out outages ---------------------------------------------------------
+
+
+def worker_backends(app: str) -> set[int]:
+    """The backends of the worker process started with ``PGAPPNAME=app`` (and only its)."""
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (app,)
+        ).fetchall()
+    return {int(r[0]) for r in rows}
+
+
+def proxied(url: str, proxy: TcpProxy) -> str:
+    return url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
+
+
+def failures_logged(log: Path) -> int:
+    return log.read_text().count("database unavailable (failure")
+
+
+def test_a_worker_rides_out_killed_backends(
+    pg_url: str, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    n = 300
+    store = fsm.open_store(pg_url)
+    workerkinds.start_jobs(store, n)
+    app = f"fsm-test-{uuid.uuid4().hex[:8]}"
+    env = {**child_env, "FSM_TEST_STEP_SECONDS": "0.05", "PGAPPNAME": app}
+    log = tmp_path / "w.log"
+    worker = spawn_worker(pg_url, env, "--concurrency", "4", log=log)
+    killed: set[int] = set()
+    for _ in range(5):
+        wait_for(lambda: bool(worker_backends(app) - killed), "the worker's connections")
+        left = len(store.live_ids())
+        for pid in worker_backends(app) - killed:
+            kill_backend(pid)
+            killed.add(pid)
+        wait_for(
+            lambda: worker.poll() is not None or len(store.live_ids()) < left,  # noqa: B023
+            "progress after the kill",
+        )
+        assert worker.poll() is None, log.read_text()[-3000:]
+    finish_and_stop([worker], store)
+    assert worker.returncode == 0, log.read_text()[-3000:]
+    check_ledger(store, n)
+    assert "reconnecting" in log.read_text()
+    store.close()
+
+
+def test_a_worker_waits_out_an_unreachable_server(
+    pg_url: str, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Drives in flight fail and let go; the worker backs off, then finishes everything."""
+    n = 100
+    proxy = TcpProxy("127.0.0.1", 5432)
+    proxy.start()
+    store = fsm.open_store(pg_url)  # the test's own connection does not go through the proxy
+    workerkinds.start_jobs(store, n)
+    env = {**child_env, "FSM_TEST_STEP_SECONDS": "0.05"}
+    log = tmp_path / "w.log"
+    worker = spawn_worker(proxied(pg_url, proxy), env, "--concurrency", "4", log=log)
+    wait_for(lambda: bool(held_by(store, worker.pid)), "the worker to claim actions")
+    proxy.stop()
+    wait_for(lambda: worker.poll() is not None or failures_logged(log) >= 5, "5 failures")
+    assert worker.poll() is None, log.read_text()[-3000:]
+    proxy.start()
+    finish_and_stop([worker], store)  # leases held when the server went away are released
+    assert worker.returncode == 0, log.read_text()[-3000:]
+    check_ledger(store, n)
+    assert "database back after" in log.read_text()
+    proxy.close()
+    store.close()
+
+
+def test_a_worker_gives_up_after_max_outage(
+    pg_url: str, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    proxy = TcpProxy("127.0.0.1", 5432)
+    proxy.start()
+    log = tmp_path / "w.log"
+    worker = spawn_worker(proxied(pg_url, proxy), child_env, "--max-outage", "2", log=log)
+    wait_for(lambda: "started" in log.read_text(), "the worker to start")
+    proxy.stop()
+    assert worker.wait(timeout=120) == 1
+    text = log.read_text()
+    assert text.count("giving up") == 1, text
+    assert text.strip().splitlines()[-1].count("giving up") == 1
+    # backoff, not a hot loop: the waits double from 0.1 s (jitter halves them at most)
+    assert 2 <= failures_logged(log) <= 8, text
+    proxy.close()
+
+
+def test_a_worker_survives_injected_database_faults(
+    db_path: Path, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    url = f"sqlite:///{db_path}"
+    store = fsm.open_store(url)
+    workerkinds.start_jobs(store, 100)
+    env = {**child_env, "FSM_DB_FAULTS": "0.05:7", "FSM_DB_FAULTS_TRACE": str(tmp_path / "f")}
+    log = tmp_path / "w.log"
+    worker = spawn_worker(url, env, "--concurrency", "4", log=log)
+    finish_and_stop([worker], store)
+    assert worker.returncode == 0, log.read_text()[-3000:]
+    check_ledger(store, 100)
+    assert (tmp_path / "f").read_text().count("\n") > 10  # faults were injected
+    assert failures_logged(log) >= 1  # some hit the worker's own loop
+    store.close()
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_worker_stops_when_its_sqlite_file_is_lost(
+    how: str, db_path: Path, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    url = f"sqlite:///{db_path}"
+    fsm.open_store(url).close()
+    log = tmp_path / "w.log"
+    worker = spawn_worker(url, child_env, log=log)
+    wait_for(lambda: "started" in log.read_text(), "the worker to start")
+    if how == "deleted":
+        db_path.unlink()
+    else:
+        copy = tmp_path / "copy.sqlite"
+        shutil.copyfile(db_path, copy)
+        os.replace(copy, db_path)
+    assert worker.wait(timeout=120) == 1
+    lines = [line for line in log.read_text().splitlines() if str(db_path) in line]
+    assert len(lines) == 1 and f"was {how}" in lines[0], log.read_text()
+
+
+def test_worker_max_outage_bad_values_exit_2(child_env: dict[str, str]) -> None:
+    command = [sys.executable, "-m", "fsm.cli", "worker", "--db", "x.db", "-m", "m"]
+    for value in ("-1", "nan", "soon"):
+        proc = subprocess.run(
+            [*command, "--max-outage", value],
+            env=child_env,
+            capture_output=True,
+        )
+        assert proc.returncode == 2
+        assert "--max-outage" in proc.stderr.decode()
+        assert len(proc.stderr.decode().strip().splitlines()) == 1
