@@ -368,10 +368,18 @@ class _JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
+class _LineFormatter(logging.Formatter):
+    """One record, one line: libpq's errors, quoted in many messages, span several lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = " ".join(record.message.split())
+        return super().formatMessage(record)
+
+
 def _configure_logging(json_logs: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        _JsonFormatter() if json_logs else logging.Formatter("%(asctime)s %(message)s")
+        _JsonFormatter() if json_logs else _LineFormatter("%(asctime)s %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
