@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -275,6 +276,24 @@ def test_a_worker_gives_up_after_max_outage(
     assert all(line[:2] == "20" for line in lines), text  # a timestamp: one record per line
     # backoff, not a hot loop: the waits double from 0.1 s (jitter halves them at most)
     assert 2 <= failures_logged(log) <= 8, text
+    proxy.close()
+
+
+def test_sigterm_during_an_outage_stops_the_worker_cleanly(
+    pg_url: str, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The backoff wait ends on SIGTERM; the leases held run out, as after any crash."""
+    proxy = TcpProxy("127.0.0.1", 5432)
+    proxy.start()
+    log = tmp_path / "w.log"
+    worker = spawn_worker(proxied(pg_url, proxy), child_env, "--max-outage", "inf", log=log)
+    wait_for(lambda: "started" in log.read_text(), "the worker to start")
+    proxy.stop()
+    wait_for(lambda: worker.poll() is not None or failures_logged(log) >= 3, "3 failures")
+    assert worker.poll() is None, log.read_text()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0, log.read_text()
+    assert "stopped" in log.read_text().strip().splitlines()[-1]
     proxy.close()
 
 
