@@ -313,6 +313,17 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
     return parse
 
 
+def _seconds_or_inf(text: str) -> float:
+    """A duration in seconds, ``0`` or more; ``inf`` for no limit."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be >= 0 (or inf), got {text}")
+    return value
+
+
 def _configure_worker(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", metavar="URL", required=True, help="sqlite:///PATH or postgresql://")
     _add_module_option(p)
@@ -325,6 +336,14 @@ def _configure_worker(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lease-ttl", type=_positive(float), default=30.0, metavar="SECONDS")
     p.add_argument("--poll", type=_positive(float), default=0.2, metavar="SECONDS")
     p.add_argument("--json", action="store_true", help="log one JSON object per line")
+    p.add_argument(
+        "--max-outage",
+        type=_seconds_or_inf,
+        default=300.0,
+        metavar="SECONDS",
+        help="exit (code 1) after the database has failed for this long; 0: at the first "
+        "failure, inf: never (default 300)",
+    )
 
 
 def _run_worker(args: argparse.Namespace) -> int:
@@ -358,6 +377,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         poll=args.poll,
         json_logs=args.json,
+        max_outage=args.max_outage,
     )
 
 

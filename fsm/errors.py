@@ -47,6 +47,10 @@ class LeaseLost(FsmError):
     """Our claim on an action was taken over; the write was refused and the action dropped."""
 
 
+class DatabaseUnavailable(FsmError):
+    """A worker gave up on its database: out of reach too long, or its SQLite file was lost."""
+
+
 class DecodeError(FsmError):
     """A checkpoint row cannot be turned back into an action; the row gets quarantined."""
 

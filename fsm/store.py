@@ -21,6 +21,8 @@ import hashlib
 import logging
 import os
 import socket
+import sqlite3
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -38,6 +40,9 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 _WRAP_ERRORS = peewee.__exception_wrapper__  # type: ignore[attr-defined]
+# psycopg.pq.TransactionStatus values (psycopg is imported only when PostgreSQL is used)
+_PG_IDLE = 0
+_PG_INERROR = 3
 HOST = socket.gethostname()
 
 
@@ -289,6 +294,8 @@ def _cold(method: Callable[Concatenate[Store, P], R]) -> Callable[Concatenate[St
 
     @functools.wraps(method)
     def bound(self: Store, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with _WRAP_ERRORS:
+            self._connection()  # reconnects first if the last connection broke
         with self.db.bind_ctx(MODELS):
             return method(self, *args, **kwargs)
 
@@ -358,6 +365,33 @@ def _owner_is_dead(owner: str) -> bool:
     return False
 
 
+def _is_broken(conn: Any) -> bool:
+    """True when a driver connection can no longer run statements (psycopg marks it closed)."""
+    return bool(getattr(conn, "closed", False))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for a database error that can go away by itself, with no change to code or setup.
+
+    A lost or refused connection, a server shutting down or restarting, a lock or I/O error
+    (``OperationalError``), an unusable connection (``InterfaceError``), an aborted
+    transaction (``InternalError``): peewee's wrapped types and the drivers' own. Anything
+    else (a missing table, a permission refused, bad data) needs a person.
+    """
+    transient: tuple[type[BaseException], ...] = (
+        peewee.OperationalError,
+        peewee.InterfaceError,
+        peewee.InternalError,
+        sqlite3.OperationalError,
+    )
+    if isinstance(exc, transient):
+        return True
+    psycopg = sys.modules.get("psycopg")  # only ever raised when it was imported
+    return psycopg is not None and isinstance(
+        exc, (psycopg.OperationalError, psycopg.InterfaceError, psycopg.InternalError)
+    )
+
+
 def open_store(url: str, **kwargs: Any) -> Store:
     """A store from a URL.
 
@@ -423,6 +457,8 @@ class Store:
         self.log_transitions = log_transitions
         self.faults = faults if faults is not None else DatabaseFaults.from_env()
         self.crash = CrashPlan.from_env()
+        self.failed_calls = 0
+        """Statements that raised so far (a worker asks whether a drive met a failure)."""
         self._sqlite = isinstance(database, peewee.SqliteDatabase)
         self._begin = "BEGIN IMMEDIATE" if self._sqlite else "BEGIN"
         self._sql = _Statements(database.param)
@@ -535,10 +571,68 @@ class Store:
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
         # The driver's own statement cache keeps these prepared; peewee's exception wrapper
         # turns driver errors into peewee's types, the same on every database.
-        with _WRAP_ERRORS:
-            if self.faults is not None and sql != "ROLLBACK":
-                self.faults.maybe_fail(self._sqlite)
-            return self.db.connection().execute(sql, params)
+        try:
+            with _WRAP_ERRORS:
+                if self.faults is not None and sql != "ROLLBACK":
+                    self.faults.maybe_fail(self._sqlite)
+                return self._connection().execute(sql, params)
+        except Exception:
+            self.failed_calls += 1
+            raise
+
+    # -- the connection -------------------------------------------------------------------
+    #
+    # A connection can break under us: PostgreSQL terminates a backend (a restart, a failover,
+    # ``pg_terminate_backend``), the network drops, a SQLite rollback fails. The call that
+    # meets the failure raises, as it must: the store never repeats a statement on its own,
+    # because a write whose COMMIT was sent may or may not have committed. The *next* call
+    # finds the broken connection and opens a new one.
+    #
+    # Why repeating is left to the caller, and why that is safe: the executor treats any
+    # failed write as "let go of the action and claim it again later". Claiming bumps the
+    # fencing epoch and re-reads the row, so whatever the lost write's fate, the next drive
+    # starts from what the database holds: the write's state if it committed (nothing is
+    # redone), the state before it if not (the step runs again under the same idempotency
+    # key). A write still carrying the old epoch, from this process or any other, matches no
+    # row once the action has been claimed again, and is refused with `LeaseLost`.
+
+    def _connection(self) -> Any:
+        """The driver connection, made usable first.
+
+        A closed or broken connection is replaced. On PostgreSQL, an aborted transaction
+        left on the connection (by any code sharing it) is rolled back: it can only refuse
+        every statement until then ("current transaction is aborted").
+        """
+        conn = self.db.connection()
+        if _is_broken(conn):
+            log.warning("the database connection was lost; reconnecting")
+            self._discard_connection()
+            return self.db.connection()
+        if not self._sqlite and conn.pgconn.transaction_status == _PG_INERROR:
+            log.warning("rolling back an aborted transaction left on the connection")
+            conn.rollback()
+        return conn
+
+    def _discard_connection(self) -> None:
+        """Drop the current connection (its transaction with it); the next call opens one."""
+        conn = self._current_connection()
+        if conn is not None:
+            with contextlib.suppress(Exception):  # closing a dead connection may fail: it is gone
+                conn.close()
+        self.db.dispose()
+
+    def _current_connection(self) -> Any:
+        """The driver connection now open, or ``None``; never opens one."""
+        return None if self.db.is_closed() else self.db.connection()
+
+    def _idle(self) -> bool:
+        """True when the connection is usable and has no transaction open."""
+        conn = self._current_connection()
+        if conn is None or _is_broken(conn):
+            return False
+        if self._sqlite:
+            return not conn.in_transaction
+        return bool(conn.info.transaction_status == _PG_IDLE)
 
     def _write_point(self, name: str) -> contextlib.AbstractContextManager[None]:
         """The named write point around a write: ``<name>.before`` and ``<name>.after``.
@@ -551,16 +645,33 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        self._exec(self._begin)
+        """One explicit transaction; whatever fails inside it, none stays open afterwards.
+
+        On any error the transaction is rolled back; if the rollback fails too, or the
+        connection still reports a transaction (an aborted PostgreSQL transaction, a SQLite
+        "database is locked" or disk I/O error at COMMIT), the connection is dropped, so
+        the next call starts on a fresh one instead of failing for ever with "current
+        transaction is aborted" or "cannot start a transaction within a transaction".
+        """
         try:
+            self._exec(self._begin)
             yield
             self._exec("COMMIT")
         except BaseException:
+            self._abandon_transaction()
+            raise
+
+    def _abandon_transaction(self) -> None:
+        """Roll back on the same connection (never a new one); drop it if that fails."""
+        conn = self._current_connection()
+        if conn is not None and not _is_broken(conn):
             try:
-                self._exec("ROLLBACK")
+                conn.execute("ROLLBACK")
             except Exception as exc:  # nothing to roll back, or the connection is gone
                 log.debug("rollback failed: %s", exc)
-            raise
+        if not self._idle():
+            log.warning("a failed transaction could not be rolled back; dropping the connection")
+            self._discard_connection()
 
     def insert(
         self,

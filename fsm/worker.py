@@ -9,6 +9,15 @@ action to another worker; its own writes are then refused by the fencing epoch.
 
 Between batches it sleeps until the earliest wake-up, a notification (PostgreSQL
 ``LISTEN fsm_due``, sent when an action is started or notified), or a short poll interval.
+
+A worker outlives its database's outages. A transient error in its own loop (a killed backend,
+a server restart, an unreachable host, a locked SQLite file) is logged, one line per failure,
+and the loop tries again after an exponential backoff (`BACKOFF_FIRST` doubling up to
+`BACKOFF_CAP`); the store reconnects on the next call. Drives in flight keep their meaning: a
+drive whose write fails lets go of its action, which becomes due again once its lease is
+released or expires. The worker gives up (`DatabaseUnavailable`, exit code 1) only when the
+outage lasts longer than ``max_outage``, or when its SQLite file is deleted or replaced under
+it: writing on into an unlinked file would lose every step.
 """
 
 from __future__ import annotations
@@ -16,20 +25,54 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import random
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, Generic
 
 import attrs
 import orjson
 
+from fsm.errors import DatabaseUnavailable
 from fsm.executor import DriveResult, DriveStatus, Executor
 from fsm.protocol import S
-from fsm.store import Claimed, Store
+from fsm.store import Claimed, Store, is_transient
 
 log = logging.getLogger(__name__)
+
+MAX_OUTAGE = 300.0
+"""Default seconds a worker keeps trying through a database outage before it exits."""
+BACKOFF_FIRST = 0.1
+"""Seconds before the first retry after a database failure; doubles with each failure."""
+BACKOFF_CAP = 5.0
+"""The longest wait between two attempts during an outage."""
+
+
+def backoff(failures: int) -> float:
+    """The wait after the ``failures``-th failure in a row: doubling, capped, with jitter.
+
+    The jitter (a random 50-100% of the step) keeps a fleet of workers that lost the same
+    server from reconnecting in lockstep.
+    """
+    step = min(BACKOFF_CAP, BACKOFF_FIRST * 2.0 ** min(failures - 1, 30))
+    return step * random.uniform(0.5, 1.0)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error's text on one line (libpq's messages span several)."""
+    return " ".join(str(exc).split())
+
+
+@attrs.define
+class _Outage:
+    """A run of failed database calls in the worker's loop, since ``started`` (monotonic)."""
+
+    started: float
+    failures: int = 0
 
 
 @attrs.define
@@ -50,6 +93,9 @@ class Worker(Generic[S]):
     ``concurrency``: drives in flight at once. ``poll``: the longest sleep between two looks
     for due work (the only wake-up source on SQLite besides wake-up times).
     ``on_result``: called with every finished drive (the CLI logs one line per outcome).
+    ``max_outage``: seconds of consecutive database failures in the worker's loop after which
+    `run` raises `DatabaseUnavailable`; ``0`` gives up at the first failure (for a
+    supervisor that restarts the process), ``math.inf`` never gives up.
     """
 
     def __init__(
@@ -59,17 +105,24 @@ class Worker(Generic[S]):
         concurrency: int = 8,
         poll: float = 0.2,
         on_result: Callable[[DriveResult], None] | None = None,
+        max_outage: float = MAX_OUTAGE,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if not max_outage >= 0:  # also refuses NaN
+            raise ValueError(f"max_outage must be >= 0 seconds, got {max_outage}")
         self.executor = executor
         self.store = executor.store
         self.concurrency = concurrency
         self.poll = poll
         self.on_result = on_result
+        self.max_outage = max_outage
         self.stats = WorkerStats()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
+        self._outage: _Outage | None = None
+        self._unreleased: dict[str, int] = {}  # action id -> epoch of a failed drive's claim
+        self._file = _DatabaseFile.of(self.store)
 
     def stop(self) -> None:
         """Finish the steps in flight, release the leases, and return from `run`."""
@@ -82,25 +135,29 @@ class Worker(Generic[S]):
         self._wake.set()
 
     async def run(self) -> WorkerStats:
+        """Drive due actions until `stop`; raises `DatabaseUnavailable` when giving up.
+
+        Whatever ends the loop, the drives in flight finish their current step first.
+        """
         in_flight: set[asyncio.Task[DriveResult]] = set()
         renewer = asyncio.create_task(self._renew_leases())
         listener = _Listener.start(self)
         try:
             while not self._stop.is_set():
-                free = self.concurrency - len(in_flight)
-                batch = self._claim(free) if free else []
-                self.stats.claimed += len(batch)
-                for claimed in batch:
-                    task = asyncio.create_task(self.executor.drive_claimed(claimed))
-                    in_flight.add(task)
-                    task.add_done_callback(self._finished(in_flight))
-                if not batch:
-                    await self._wait(in_flight, timeout=self._idle_timeout())
-                elif len(in_flight) >= self.concurrency:
-                    await self._wait(in_flight, timeout=None)
+                if self._file is not None:
+                    self._file.check()
+                try:
+                    await self._serve_once(in_flight)
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    await self._back_off(exc)
+                else:
+                    self._database_ok()
+        finally:
+            self.executor.stop_after_current_steps()
             if in_flight:
                 await asyncio.wait(in_flight)
-        finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
@@ -108,15 +165,74 @@ class Worker(Generic[S]):
                 listener.close()
         return self.stats
 
+    async def _serve_once(self, in_flight: set[asyncio.Task[DriveResult]]) -> None:
+        """Claim a batch, start its drives, and wait for room or for work to come due."""
+        self._release_unreleased()
+        free = self.concurrency - len(in_flight)
+        batch = self._claim(free) if free else []
+        self.stats.claimed += len(batch)
+        for claimed in batch:
+            task = asyncio.create_task(self.executor.drive_claimed(claimed))
+            in_flight.add(task)
+            task.add_done_callback(self._finished(in_flight, claimed))
+        if not batch:
+            await self._wait(in_flight, timeout=self._idle_timeout())
+        elif len(in_flight) >= self.concurrency:
+            await self._wait(in_flight, timeout=None)
+
+    async def _back_off(self, exc: Exception) -> None:
+        """Log one line for this failure and wait before trying again, or give up."""
+        now = time.monotonic()
+        if self._outage is None:
+            self._outage = _Outage(now)
+        outage = self._outage
+        outage.failures += 1
+        down = now - outage.started
+        if down >= self.max_outage:
+            log.error(
+                "database unavailable for %.1fs (%d failure(s)), giving up (max outage %gs): %s",
+                down,
+                outage.failures,
+                self.max_outage,
+                _one_line(exc),
+            )
+            raise DatabaseUnavailable(
+                f"database unavailable for {down:.1f}s, longer than the "
+                f"{self.max_outage:g}s allowed: {_one_line(exc)}"
+            ) from exc
+        delay = min(backoff(outage.failures), self.max_outage - down)
+        log.warning(
+            "database unavailable (failure %d, down %.1fs): %s; retrying in %.2fs",
+            outage.failures,
+            down,
+            _one_line(exc),
+            delay,
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay)
+
+    def _database_ok(self) -> None:
+        if self._outage is not None:
+            log.warning(
+                "database back after %.1fs (%d failure(s))",
+                time.monotonic() - self._outage.started,
+                self._outage.failures,
+            )
+            self._outage = None
+
     def _finished(
-        self, in_flight: set[asyncio.Task[DriveResult]]
+        self, in_flight: set[asyncio.Task[DriveResult]], claimed: Claimed
     ) -> Callable[[asyncio.Task[DriveResult]], None]:
+        failed_before = self.store.failed_calls
+
         def done(task: asyncio.Task[DriveResult]) -> None:
             in_flight.discard(task)
             self._wake.set()
+            exc = None if task.cancelled() else task.exception()
+            if task.cancelled() or exc is not None or self.store.failed_calls != failed_before:
+                self._unreleased[claimed.id] = claimed.epoch
             if task.cancelled():
                 return
-            exc = task.exception()
             if exc is not None:
                 log.error("drive crashed: %r", exc)
                 return
@@ -140,6 +256,21 @@ class Worker(Generic[S]):
         """
         ex = self.executor
         return self.store.claim_due(ex.owner, ex.clock(), free, kinds=self._kinds())
+
+    def _release_unreleased(self) -> None:
+        """Let go again of the actions whose drives may have failed to let go themselves.
+
+        A drive that fails on the database tries to release its lease (or to delete its
+        finished row), which fails as well during an outage; the action would then wait for
+        the lease to expire. So every drive that ended while any database call of this
+        store failed is released once more, as soon as the database answers. Releasing is
+        fenced by the claim's epoch: it never touches a later claim, ours or another's, and
+        is a no-op for a drive that did let go (or whose row is gone).
+        """
+        while self._unreleased:
+            action_id, epoch = next(iter(self._unreleased.items()))
+            self.store.unclaim(action_id, epoch)
+            del self._unreleased[action_id]
 
     def _idle_timeout(self) -> float:
         next_wake = self.store.next_wake(kinds=self._kinds())
@@ -185,10 +316,12 @@ def run_worker(
     concurrency: int = 8,
     poll: float = 0.2,
     json_logs: bool = False,
+    max_outage: float = MAX_OUTAGE,
 ) -> int:
     """The ``fsm worker`` process: log one line per outcome, stop cleanly on SIGTERM/SIGINT.
 
-    Returns the exit code: 0 after a clean stop (steps in flight finished, leases released).
+    Returns the exit code: 0 after a clean stop (steps in flight finished, leases released),
+    1 after giving up on the database (`Worker` ``max_outage``, a lost SQLite file).
     """
     _configure_logging(json_logs)
     executor: Executor[Any] = Executor(store, services, kinds=kinds)
@@ -213,7 +346,13 @@ def run_worker(
         )
 
     async def main() -> None:
-        worker = Worker(executor, concurrency=concurrency, poll=poll, on_result=report)
+        worker = Worker(
+            executor,
+            concurrency=concurrency,
+            poll=poll,
+            on_result=report,
+            max_outage=max_outage,
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
@@ -221,8 +360,13 @@ def run_worker(
         stats = await worker.run()
         log.info("worker %s stopped: %s", executor.owner, stats.by_status)
 
-    asyncio.run(main())
-    store.close()
+    try:
+        asyncio.run(main())
+    except DatabaseUnavailable:
+        return 1  # the worker logged why, in one line
+    finally:
+        with contextlib.suppress(Exception):  # the connection may be long gone
+            store.close()
     return 0
 
 
@@ -242,10 +386,18 @@ class _JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
+class _LineFormatter(logging.Formatter):
+    """One record, one line: libpq's errors, quoted in many messages, span several lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = " ".join(record.message.split())
+        return super().formatMessage(record)
+
+
 def _configure_logging(json_logs: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        _JsonFormatter() if json_logs else logging.Formatter("%(asctime)s %(message)s")
+        _JsonFormatter() if json_logs else _LineFormatter("%(asctime)s %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -253,23 +405,62 @@ def _configure_logging(json_logs: bool) -> None:
     logging.getLogger("fsm.executor").setLevel(logging.WARNING)
 
 
-class _Listener:
-    """PostgreSQL ``LISTEN fsm_due`` on a connection of its own, in a daemon thread."""
+@attrs.frozen
+class _DatabaseFile:
+    """The SQLite file a worker opened, to notice when it is deleted or replaced.
 
-    def __init__(self, worker: Worker[Any], conn: Any) -> None:
-        self._conn = conn
+    SQLite keeps working on an unlinked file, so without this a worker whose database was
+    removed (or restored from a copy) would go on driving actions into a file no one sees.
+    """
+
+    path: str
+    device: int
+    inode: int
+
+    @classmethod
+    def of(cls, store: Store) -> _DatabaseFile | None:
+        """The file under ``store``; ``None`` for PostgreSQL and in-memory databases."""
+        if not store.is_sqlite:
+            return None
+        name = str(store.db.database)
+        if name == ":memory:" or name.startswith("file:"):
+            return None
+        path = os.path.abspath(name)
+        found = os.stat(path)
+        return cls(path, found.st_dev, found.st_ino)
+
+    def check(self) -> None:
+        """Raise `DatabaseUnavailable` (after one log line) if the file is gone or another."""
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            problem = "was deleted"
+        else:
+            if (found.st_dev, found.st_ino) == (self.device, self.inode):
+                return
+            problem = "was replaced by another file"
+        message = f"the database file {self.path} {problem} under the worker; stopping"
+        log.error("%s", message)
+        raise DatabaseUnavailable(message)
+
+
+class _Listener:
+    """PostgreSQL ``LISTEN fsm_due`` on a connection of its own, in a daemon thread.
+
+    The thread reconnects by itself, with the worker's backoff, when the connection is lost;
+    after each (re)connection it wakes the worker once, for notifications it may have missed.
+    """
+
+    def __init__(self, worker: Worker[Any], connect: Callable[[], Any]) -> None:
         self._closed = threading.Event()
         loop = asyncio.get_running_loop()
 
-        def listen() -> None:
-            while not self._closed.is_set():
-                try:
-                    for _ in conn.notifies(timeout=0.5):
-                        loop.call_soon_threadsafe(worker.wake)
-                except Exception:  # connection closed on shutdown
-                    return
+        def wake() -> None:
+            loop.call_soon_threadsafe(worker.wake)
 
-        self._thread = threading.Thread(target=listen, name="fsm-listen", daemon=True)
+        self._thread = threading.Thread(
+            target=self._listen, args=(connect, wake), name="fsm-listen", daemon=True
+        )
         self._thread.start()
 
     @classmethod
@@ -279,14 +470,42 @@ class _Listener:
             return None
         import psycopg
 
-        conn = psycopg.connect(dbname=db.database, autocommit=True, **db.connect_params)
-        conn.execute("LISTEN fsm_due")
-        return cls(worker, conn)
+        def connect() -> Any:
+            return psycopg.connect(dbname=db.database, autocommit=True, **db.connect_params)
+
+        return cls(worker, connect)
+
+    def _listen(self, connect: Callable[[], Any], wake: Callable[[], None]) -> None:
+        failures = 0
+        while not self._closed.is_set():
+            try:
+                with connect() as conn:
+                    conn.execute("LISTEN fsm_due")
+                    if failures:
+                        log.warning("listening for notifications again")
+                    failures = 0
+                    wake()
+                    while not self._closed.is_set():
+                        for _ in conn.notifies(timeout=0.5):
+                            wake()
+            except Exception as exc:
+                if self._closed.is_set():
+                    return
+                failures += 1
+                delay = backoff(failures)
+                # The worker's loop logs every failure of the outage; this only its start.
+                log.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
+                    "notification connection lost (failure %d): %s; reconnecting in %.2fs",
+                    failures,
+                    _one_line(exc),
+                    delay,
+                )
+                self._closed.wait(delay)
 
     def close(self) -> None:
         self._closed.set()
         self._thread.join(timeout=2)
-        self._conn.close()
 
 
 __all__ = ["DriveStatus", "Worker", "WorkerStats"]

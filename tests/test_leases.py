@@ -384,7 +384,9 @@ def test_a_worker_whose_only_due_rows_are_foreign_does_not_spin(
         await running
 
     asyncio.run(scenario())
-    assert claims == 1  # one look, then asleep until the poll interval or a notification
+    # one look, then asleep until the poll interval or a notification (on PostgreSQL the
+    # listener wakes the worker once more when its connection is up, for missed notifies)
+    assert claims <= (1 if store.is_sqlite else 2)
     assert store.quarantined() == []
     left = store.row(row.id)
     assert left is not None and left.lease_owner is None and left.quarantine is None
