@@ -33,7 +33,7 @@ with; ``OrderKind.graph()`` is what diagrams are drawn from.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, cast
 
 from fsm.codec import KindCodec
@@ -52,15 +52,17 @@ class Kind(Generic[D, S]):
     Declare in the class body: ``name``; the states (`State` attributes, exactly one
     initial); ``transitions``, the ordered table; ``action_id(data)``, a staticmethod; and
     optionally ``retry`` (the kind's `RetryPolicy`; default: the executor's), ``rejections``
-    (``{state: compensating_state_or_handler}``), ``version`` and ``upcasters``
-    (``{n: fn(data_dict_vn) -> data_dict_vn+1}``). A kind is never instantiated: its
-    actions are made with `create`.
+    (``{state: compensating_state_or_handler}``), ``version``, ``upcasters``
+    (``{n: fn(data_dict_vn) -> data_dict_vn+1}``) and ``services``, a no-argument callable
+    that builds ``S`` for ``fsm worker`` when no ``--services`` is given. A kind is never
+    instantiated: its actions are made with `create`.
     """
 
     name: ClassVar[str]
     version: ClassVar[int] = 1
     retry: ClassVar[RetryPolicy | None] = None
     upcasters: ClassVar[Mapping[int, Upcaster]]
+    services: ClassVar[Callable[[], Any] | None] = None
     transitions: Sequence[Transition[D, S]]
     rejections: Mapping[State, State | RejectionHandler[S, D]]
 
