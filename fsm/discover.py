@@ -38,6 +38,7 @@ import attrs
 
 from fsm.errors import DefinitionError, FsmError
 from fsm.graph import KindGraph
+from fsm.registry import Registry
 from fsm.state import callable_name
 
 ENTRY_POINT_GROUP = "fsm.kinds"
@@ -290,7 +291,8 @@ def drivable(
     classes of ``modules``.
 
     Unlike `discover`, an entry point that cannot be loaded is an error: a worker without
-    that kind would set every one of its actions aside as unknown.
+    that kind would set every one of its actions aside as unknown. So is a class the
+    executor cannot register (not storable, or a kind name used twice).
     """
     found = discover((), entry_point_group=entry_point_group)
     if found.problems:
@@ -302,6 +304,10 @@ def drivable(
         if not own:
             raise DiscoveryError(f"module {spec!r} defines no kinds and no fsm.Action classes")
         classes += [cls for cls in own if cls not in classes]
+    try:
+        Registry(classes)  # what the worker's executor will do: refuse now, in one line
+    except (TypeError, ValueError) as exc:
+        raise DiscoveryError(f"cannot drive these kinds: {exc}") from None
     return classes
 
 
@@ -383,7 +389,12 @@ def _build(factory: Callable[[], object], name: str) -> object:
 
 
 def _kind_label(cls: type) -> str:
-    return str(getattr(cls, "name", None) or getattr(cls, "namespace", None) or cls.__name__)
+    """A kind's ``name``, an action class's ``namespace``, else the class name."""
+    for attr in ("name", "namespace"):
+        value = getattr(cls, attr, None)
+        if isinstance(value, str):
+            return value
+    return cls.__name__
 
 
 def _type_label(t: Any) -> str:
