@@ -315,11 +315,11 @@ class Store:
     The ``FSM_CRASH``, ``FSM_CRASH_TRACE`` and ``FSM_DB_FAULTS`` environment variables arm
     a crash point, trace the write points, or switch database faults on (see `fsm.faults`).
     ``readonly``: inspection only (``fsm actions``, ``fsm diagram --db``), safe to point at
-    any file: no table is created, nothing migrated, and the connection cannot write (SQLite
-    ``mode=ro``, a PostgreSQL read-only session). The schema must be fsm's
-    (`NotAnFsmDatabase` otherwise) and not newer than this code (`SchemaError`); an older one
-    is read as it is, and a query needing what it lacks raises `SchemaError` saying how to
-    upgrade.
+    any file: no table is created and nothing migrated; through `open_store` or `sqlite` the
+    connection cannot write either (SQLite ``mode=ro``, a PostgreSQL read-only session).
+    The schema must be fsm's (`NotAnFsmDatabase` otherwise) and not newer than this code
+    (`SchemaError`); an older one is read as it is, and a query needing what it lacks raises
+    `SchemaError` saying how to upgrade.
     """
 
     def __init__(
@@ -413,6 +413,8 @@ class Store:
         row = MetaRow.get_or_none(MetaRow.key == "schema_version") if has_meta else None
         if row is None:
             raise NotAnFsmDatabase("not an fsm database: it has no fsm schema (no fsm_meta table)")
+        if not str(row.value).isdigit():
+            raise NotAnFsmDatabase(f"not an fsm database: schema version {row.value!r}")
         found = int(row.value)
         if found > SCHEMA_VERSION:
             raise SchemaError(
