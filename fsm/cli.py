@@ -6,14 +6,16 @@ the dispatch. Errors follow one rule, so scripts can rely on them: bad arguments
 runtime problems (a missing kind, an unreadable database, no Graphviz) exit 1, each with a
 single ``fsm: error: <reason>`` line on stderr and no traceback.
 
-The current directory is put at the front of ``sys.path`` (as ``python -m`` does), so
-``--module examples.order`` works from a project checkout with the installed ``fsm`` script.
+The command is safe to point at anything: it never puts the current folder on ``sys.path``
+(user modules are loaded by `fsm.discover.load_module`, which cannot shadow installed ones),
+inspection opens databases read-only, and text read from a database is printed with its
+control characters escaped.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import math
 import sqlite3
 import sys
 import warnings
@@ -35,10 +37,18 @@ from fsm.diagram import (
     live_counts,
     render,
 )
-from fsm.discover import KindClass, actions_in, discover, kinds_in, load_module
-from fsm.errors import DefinitionError, FsmError
+from fsm.discover import (
+    KindClass,
+    ServicesMissing,
+    discover,
+    drivable,
+    kinds_in,
+    load_module,
+    services_for,
+)
+from fsm.errors import DefinitionError, FsmError, NotAnFsmDatabase
 from fsm.graph import KindGraph
-from fsm.store import Store, open_store
+from fsm.store import RowInfo, Store, open_store
 from fsm.validate import KindWarning, validate_kind
 
 PROG = "fsm"
@@ -73,7 +83,7 @@ class Command:
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """Left-aligned columns, two spaces apart; the last column is not padded."""
-    body = [list(headers), *(list(r) for r in rows)]
+    body = [list(headers), *([_one_line(cell) for cell in r] for r in rows)]
     widths = [max(len(r[i]) for r in body) for i in range(len(headers) - 1)]
     lines = [
         "  ".join([*(cell.ljust(w) for cell, w in zip(r, widths, strict=False)), r[-1]]).rstrip()
@@ -83,7 +93,14 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    """``text`` safe to print on one terminal line, whoever wrote it (a remote's error, a
+    foreign database): runs of whitespace become one space, and every other unprintable
+    character (terminal escapes, bidi overrides) is shown as its escape, such as ``\\x1b``.
+    """
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+        for ch in " ".join(text.split())
+    )
 
 
 def _sqlite_path(url: str) -> str | None:
@@ -93,13 +110,19 @@ def _sqlite_path(url: str) -> str | None:
     return None if "://" in url else url
 
 
-def _open_db(url: str) -> Store:
-    """Open an existing database; never create one because of a mistyped path."""
+def _open_db(url: str, *, readonly: bool) -> Store:
+    """Open an existing database; never create one because of a mistyped path.
+
+    ``readonly`` for inspection: the file is never written (see `Store`), so any file can be
+    named; one without fsm's schema is a bad ``--db`` argument (exit 2).
+    """
     path = _sqlite_path(url)
     if path is not None and not Path(path).is_file():
         raise CommandError(f"no database at {path!r} (from --db {url!r})")
     try:
-        return open_store(url)
+        return open_store(url, readonly=readonly)
+    except NotAnFsmDatabase as exc:
+        raise UsageError(f"--db {url!r}: {exc}") from None
     except (ValueError, FsmError) as exc:
         raise CommandError(f"cannot open database {url!r}: {exc}") from None
     except (peewee.PeeweeException, sqlite3.Error) as exc:
@@ -107,9 +130,18 @@ def _open_db(url: str) -> Store:
 
 
 def _when(timestamp: float | None) -> str:
+    """A stored wake-up time for people (UTC), whatever the row holds: infinity is
+    ``never``, a time beyond the calendar ``far future (1e+12)``, NaN ``invalid (nan)``."""
     if timestamp is None:
         return "-"
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+    if math.isnan(timestamp):
+        return "invalid (nan)"
+    if math.isinf(timestamp):
+        return "never" if timestamp > 0 else "far past (-inf)"
+    try:
+        return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return f"{'far future' if timestamp > 0 else 'far past'} ({timestamp:.3g})"
 
 
 def _split_target(target: str) -> tuple[str, str | None]:
@@ -247,7 +279,7 @@ def _run_diagram(args: argparse.Namespace) -> int:
     graph = discover(args.module).find(args.kind).cls.graph()
     overlay = Overlay()
     if args.db is not None:
-        store = _open_db(args.db)
+        store = _open_db(args.db, readonly=True)
         try:
             overlay = _overlay(store, graph, args.action)
         finally:
@@ -270,7 +302,7 @@ def _configure_actions(p: argparse.ArgumentParser) -> None:
 
 
 def _run_actions(args: argparse.Namespace) -> int:
-    store = _open_db(args.db)
+    store = _open_db(args.db, readonly=True)
     try:
         rows = [r for r in store.rows() if args.kind is None or r.kind == args.kind]
     finally:
@@ -283,12 +315,10 @@ def _run_actions(args: argparse.Namespace) -> int:
             r.id,
             r.kind,
             r.state,
-            "quarantined" if r.quarantine is not None else "live",
+            _status(r),
             str(r.attempts),
             _when(r.wake_at),
-            _one_line(
-                f"quarantined: {r.quarantine}" if r.quarantine is not None else r.last_error or ""
-            ),
+            f"quarantined: {r.quarantine}" if r.quarantine is not None else r.last_error or "",
         ]
         for r in rows
     ]
@@ -297,17 +327,31 @@ def _run_actions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(r: RowInfo) -> str:
+    """What an operator needs to know first: set aside, broken (waiting for a fix), or live."""
+    if r.quarantine is not None:
+        return "quarantined"
+    if r.broken:
+        return "broken"
+    if r.lease_owner is not None:
+        return "running"
+    return "live"
+
+
 # -- fsm worker -----------------------------------------------------------------------------
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    """An argparse type: a finite number > 0 (``nan``, ``inf`` and ``0`` are refused: a NaN
+    lease would never expire, an infinite poll never wake)."""
+
     def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
         return value
 
     return parse
@@ -324,11 +368,20 @@ def _seconds_or_inf(text: str) -> float:
     return value
 
 
+def _factory_spec(text: str) -> tuple[str, str]:
+    """An argparse type: ``MODULE:FACTORY`` -> (module, attribute)."""
+    module, sep, attr = text.rpartition(":")
+    if not sep or not module or not attr.isidentifier():
+        raise argparse.ArgumentTypeError(f"must be MODULE:FACTORY, got {text!r}")
+    return module, attr
+
+
 def _configure_worker(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", metavar="URL", required=True, help="sqlite:///PATH or postgresql://")
     _add_module_option(p)
     p.add_argument(
         "--services",
+        type=_factory_spec,
         metavar="MODULE:FACTORY",
         help="a callable taking the store and returning the services handed to every step",
     )
@@ -346,30 +399,37 @@ def _configure_worker(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _load_factory(spec: tuple[str, str]) -> Callable[[Store], object]:
+    module, attr = spec
+    factory = getattr(load_module(module), attr, None)
+    if not callable(factory):
+        raise CommandError(f"--services {module}:{attr} is not a callable")
+    return cast(Callable[[Store], object], factory)
+
+
 def _run_worker(args: argparse.Namespace) -> int:
     from fsm.worker import run_worker
 
-    if not args.module:
-        raise UsageError("worker needs at least one --module with the kinds to drive")
-    kinds: list[object] = []
-    for spec in args.module:
-        module = load_module(spec)
-        found = [*kinds_in(module), *actions_in(module)]
-        if not found:
-            raise CommandError(f"module {spec!r} defines no kinds and no fsm.Action classes")
-        kinds += found
-    factory: Callable[[Store], object] | None = None
-    if args.services:
-        module, sep, attr = args.services.rpartition(":")
-        if not sep or not module or not attr.isidentifier():
-            raise UsageError(f"--services must be MODULE:FACTORY, got {args.services!r}")
-        found_factory = getattr(load_module(module), attr, None)
-        if not callable(found_factory):
-            raise CommandError(f"{args.services!r} is not a callable")
-        factory = found_factory
-    store = _open_db(args.db)
+    kinds = drivable(args.module)
+    if not kinds:
+        raise UsageError(
+            "no kinds to drive: name a definitions module with --module, or install a package "
+            "with `fsm.kinds` entry points"
+        )
+    services: object = None
+    if args.services is None:
+        services = services_for(kinds)  # refuses before any database is opened
+    factory = None if args.services is None else _load_factory(args.services)
+    store = _open_db(args.db, readonly=False)
     store.lease_ttl = args.lease_ttl
-    services = None if factory is None else factory(store)
+    if factory is not None:
+        try:
+            services = services_for(
+                kinds, lambda: factory(store), factory_name=":".join(args.services)
+            )
+        except FsmError:
+            store.close()
+            raise
     return run_worker(
         store,
         services,
@@ -496,14 +556,11 @@ def build_parser(commands: dict[str, Any] | None = None) -> argparse.ArgumentPar
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``fsm`` command; returns the exit code (the console script exits with it)."""
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
     try:
         commands = all_commands()
         args = build_parser(commands).parse_args(argv)
         return int(commands[args.command].run(args))
-    except UsageError as exc:
+    except (UsageError, ServicesMissing) as exc:
         return _fail(2, str(exc))
     except (CommandError, FsmError, OSError) as exc:
         return _fail(1, str(exc))

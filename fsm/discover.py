@@ -9,26 +9,41 @@ A module's kinds are the ones it defines, plus those it re-exports on purpose in
 importing module. Importing a definitions module must have no side effects besides defining
 its kinds, so importing it here is safe; a `fsm.DefinitionError` raised by that import is
 passed through untouched, because its message already names the kind, the state and the fix.
+
+Loading user code never lets a file shadow an installed module: a ``.py`` file is imported
+under a private name, and the folders searched for it are appended to ``sys.path``, never
+put in front (see `load_module`).
+
+A worker hands one services object to every step; `services_for` decides where it comes
+from, or refuses with a one-line reason, before a step can run without it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
+import re
 import sys
-from collections.abc import Iterable
+import typing
+from collections.abc import Callable, Iterable
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, NoneType, UnionType
 from typing import Any, Protocol, TypeGuard
 
 import attrs
 
 from fsm.errors import DefinitionError, FsmError
 from fsm.graph import KindGraph
+from fsm.registry import Registry
+from fsm.state import callable_name
 
 ENTRY_POINT_GROUP = "fsm.kinds"
+USER_MODULE_PREFIX = "_fsm_user_"
+"""Module names of ``.py`` files loaded by path: ``_fsm_user_<hash of the path>_<stem>``."""
 
 
 class KindClass(Protocol):
@@ -43,6 +58,18 @@ class KindClass(Protocol):
 
 class DiscoveryError(FsmError):
     """A module or entry point could not be imported, or a kind name cannot be resolved."""
+
+
+class ServicesError(FsmError):
+    """A worker cannot get the services its kinds need."""
+
+
+class ServicesMissing(ServicesError):
+    """Kinds need services and nothing says how to build them (a usage error)."""
+
+
+class ServicesFailed(ServicesError):
+    """The services factory raised."""
 
 
 def is_kind(obj: object) -> TypeGuard[type[KindClass]]:
@@ -68,8 +95,8 @@ class FoundKind:
 
     @property
     def qualname(self) -> str:
-        """``module:Qualname``, the form ``fsm validate`` accepts."""
-        return f"{self.cls.__module__}:{self.cls.__qualname__}"
+        """``module:Qualname`` (``path.py:Qualname`` for a file), as ``fsm validate`` takes it."""
+        return f"{module_label(self.cls.__module__)}:{self.cls.__qualname__}"
 
     @property
     def location(self) -> str:
@@ -78,10 +105,19 @@ class FoundKind:
             path = inspect.getsourcefile(self.cls)
             _, line = inspect.getsourcelines(self.cls)
         except (OSError, TypeError):
-            return self.cls.__module__
+            return module_label(self.cls.__module__)
         if path is None:
-            return self.cls.__module__
+            return module_label(self.cls.__module__)
         return f"{_relative(Path(path))}:{line}"
+
+
+def module_label(name: str) -> str:
+    """How to show module ``name``: its path (relative if below the current folder) for a
+    file loaded by `load_module`, else its dotted name."""
+    path = getattr(sys.modules.get(name), "__file__", None)
+    if name.startswith(USER_MODULE_PREFIX) and path:
+        return _relative(Path(path))
+    return name
 
 
 def _relative(path: Path) -> str:
@@ -121,13 +157,20 @@ def actions_in(module: ModuleType) -> list[type]:
 def load_module(spec: str) -> ModuleType:
     """Import a module named by a dotted name or by the path of a ``.py`` file.
 
-    A file is imported under its stem as module name (so its classes have a normal
-    ``__module__`` and cattrs can resolve their annotations). `DefinitionError` passes
-    through; any other import failure becomes a `DiscoveryError` naming the module.
+    A file is imported as ``_fsm_user_<hash>_<stem>`` (`USER_MODULE_PREFIX`), registered in
+    ``sys.modules`` so attrs, cattrs and dataclasses resolve its annotations, under a name
+    that cannot replace any other module (``kinds/json.py`` is not ``json``). Its folder is
+    appended to ``sys.path``, so it can import its siblings, but none of them can shadow an
+    installed or standard module. A dotted name is looked up on ``sys.path``; only if its
+    top-level package is found nowhere is the current folder appended (last) to find it.
+    `DefinitionError` passes through; any other import failure becomes a `DiscoveryError`
+    naming the module.
     """
     try:
         if spec.endswith(".py") or "/" in spec or "\\" in spec:
             return _load_file(Path(spec))
+        if importlib.util.find_spec(spec.partition(".")[0]) is None:
+            _append_path(os.getcwd())
         return importlib.import_module(spec)
     except (DefinitionError, DiscoveryError):
         raise
@@ -141,16 +184,24 @@ def load_module(spec: str) -> ModuleType:
         raise DiscoveryError(f"cannot import {spec!r}: {type(exc).__name__}: {exc}") from None
 
 
+def _append_path(folder: str) -> None:
+    """Make ``folder`` importable without letting it shadow anything: search it last."""
+    if folder not in sys.path:
+        sys.path.append(folder)
+
+
 def _load_file(path: Path) -> ModuleType:
     if not path.is_file():
         raise DiscoveryError(f"no such file: {path}")
-    name = path.stem
+    resolved = path.resolve()
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
+    stem = re.sub(r"\W", "_", resolved.stem)
+    name = f"{USER_MODULE_PREFIX}{digest}_{stem}"
     already = sys.modules.get(name)
-    if already is not None and Path(getattr(already, "__file__", "") or "").resolve() == (
-        path.resolve()
-    ):
+    if already is not None:
         return already
-    module_spec = importlib.util.spec_from_file_location(name, path)
+    _append_path(str(resolved.parent))
+    module_spec = importlib.util.spec_from_file_location(name, resolved)
     if module_spec is None or module_spec.loader is None:
         raise DiscoveryError(f"cannot import {path}: not a Python source file")
     module = importlib.util.module_from_spec(module_spec)
@@ -231,3 +282,124 @@ def discover(
         except (DefinitionError, DiscoveryError) as exc:
             problems.append(f"entry point {ep.name!r} ({ep.value}): {exc}")
     return Discovery(tuple(found), tuple(problems))
+
+
+def drivable(
+    modules: Iterable[str] = (), *, entry_point_group: str = ENTRY_POINT_GROUP
+) -> list[type]:
+    """What a worker drives: the kinds and `fsm.Action` classes of ``modules`` when any are
+    named, else the kinds of the installed entry points.
+
+    Naming modules narrows the worker to them: one worker pool per team, and a worker for
+    your own kinds does not also take on (and need the services of) every kind some
+    installed package declares. Unlike `discover`, an entry point that cannot be loaded is
+    an error: a worker without that kind could not drive its actions. So is a class the
+    executor cannot register (not storable, or a kind name used twice).
+    """
+    classes: list[type] = []
+    if not modules:
+        found = discover((), entry_point_group=entry_point_group)
+        if found.problems:
+            raise DiscoveryError("; ".join(found.problems))
+        classes = [k.cls for k in found.kinds]
+    for spec in modules:
+        module = load_module(spec)
+        own = [*kinds_in(module), *actions_in(module)]
+        if not own:
+            raise DiscoveryError(f"module {spec!r} defines no kinds and no fsm.Action classes")
+        classes += [cls for cls in own if cls not in classes]
+    try:
+        Registry(classes)  # what the worker's executor will do: refuse now, in one line
+    except (TypeError, ValueError) as exc:
+        raise DiscoveryError(f"cannot drive these kinds: {exc}") from None
+    return classes
+
+
+def services_type(cls: type) -> Any:
+    """The ``S`` of ``Kind[D, S]`` or ``Action[S]`` (`typing.Any` when the class leaves it
+    open: then it may need anything)."""
+    definition = getattr(cls, "__fsm_definition__", None)
+    if definition is not None:
+        return definition.services_type
+    from fsm.protocol import Action
+
+    for klass in cls.__mro__:
+        for orig in getattr(klass, "__orig_bases__", ()):
+            origin = typing.get_origin(orig)
+            if isinstance(origin, type) and issubclass(origin, Action):
+                return typing.get_args(orig)[0]
+    return Any
+
+
+def needs_services(cls: type) -> bool:
+    """False when the kind's services type admits ``None`` (``Kind[D, None]``,
+    ``Action[Shop | None]``): it runs without services."""
+    t = services_type(cls)
+    if t is None or t is NoneType:
+        return False
+    union = typing.get_origin(t) in (typing.Union, UnionType)
+    return not (union and NoneType in typing.get_args(t))
+
+
+def services_for(
+    kinds: Iterable[type],
+    factory: Callable[[], object] | None = None,
+    *,
+    factory_name: str = "--services",
+) -> object:
+    """The services object a worker hands to every step of ``kinds``.
+
+    ``factory`` (``--services``), when given, builds it. Otherwise the kinds that need
+    services must say how they are built (their ``services`` class attribute), all the same
+    way, since one object serves every step. Raises `ServicesMissing` (one line, naming the
+    kinds and the fix) rather than hand ``None`` to steps that would then fail every action,
+    and `ServicesFailed` when a factory raises. ``None`` when no kind needs services.
+    """
+    if factory is not None:
+        return _build(factory, factory_name)
+    needing = [k for k in kinds if needs_services(k)]
+    missing = [k for k in needing if _builder(k) is None]
+    if missing:
+        listed = ", ".join(f"{_kind_label(k)} ({_type_label(services_type(k))})" for k in missing)
+        raise ServicesMissing(
+            f"kinds need services and none is given: {listed}; pass --services "
+            "MODULE:FACTORY, or set `services = <callable>` on each kind"
+        )
+    builders: list[Callable[[], object]] = []
+    for k in needing:
+        if not any(_builder(k) is b for b in builders):
+            builders.append(_builder(k))
+    if len(builders) > 1:
+        listed = ", ".join(f"{_kind_label(k)} ({callable_name(_builder(k))})" for k in needing)
+        raise ServicesMissing(
+            f"kinds build their services differently: {listed}; one worker hands one "
+            "services object to every step: pass --services MODULE:FACTORY serving them all"
+        )
+    return _build(builders[0], callable_name(builders[0])) if builders else None
+
+
+def _builder(cls: type) -> Any:
+    """The kind's ``services`` class attribute: how it builds its services, or None."""
+    return getattr(cls, "services", None)
+
+
+def _build(factory: Callable[[], object], name: str) -> object:
+    try:
+        return factory()
+    except Exception as exc:  # user code: report it in one line, no traceback
+        raise ServicesFailed(
+            f"services factory {name} failed: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _kind_label(cls: type) -> str:
+    """A kind's ``name``, an action class's ``namespace``, else the class name."""
+    for attr in ("name", "namespace"):
+        value = getattr(cls, attr, None)
+        if isinstance(value, str):
+            return value
+    return cls.__name__
+
+
+def _type_label(t: Any) -> str:
+    return str(getattr(t, "__name__", None) or t)

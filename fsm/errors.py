@@ -59,6 +59,10 @@ class SchemaError(FsmError):
     """The database schema is newer than this code, or otherwise unusable."""
 
 
+class NotAnFsmDatabase(SchemaError):
+    """A database opened read-only has no fsm schema (no ``fsm_meta`` table): wrong file."""
+
+
 class ActionBusy(FsmError):
     """Another driver holds this action right now (raised by `stop`; `drive` just returns)."""
 

@@ -13,10 +13,15 @@ fall between the two.
 
 `DatabaseFaults` makes the store's statements fail with the database's own errors (locked,
 disk I/O, connection lost) at a seeded rate, to show every action still ends correctly.
+
+These are test tools that act through the environment, so a variable left set in production
+would kill or fail a real process. Whenever one arms itself it logs one WARNING naming the
+variable and its value (`warn_armed`), so it can never act without a word.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -42,6 +47,22 @@ CRASH_ENV = "FSM_CRASH"
 TRACE_ENV = "FSM_CRASH_TRACE"
 DB_FAULTS_ENV = "FSM_DB_FAULTS"
 DB_FAULTS_TRACE_ENV = "FSM_DB_FAULTS_TRACE"
+
+log = logging.getLogger(__name__)
+
+
+def warn_armed(name: str, value: str) -> None:
+    """Say, in one WARNING line, that the test-only environment variable ``name`` is acting.
+
+    Called by every reader of such a variable (crash points, database faults, the executor's
+    double-drive mode) at the moment it arms, so a variable forgotten in a production
+    environment shows in the logs instead of silently killing or failing work.
+    """
+    log.warning(
+        "%s=%r is set: test-only fault injection is armed in this process (unset it in production)",
+        name,
+        value,
+    )
 
 
 def all_points() -> list[str]:
@@ -81,6 +102,10 @@ class CrashPlan:
             return None
         plan = cls.parse(text) if text else cls(None, 0)
         plan.trace = trace
+        if text:
+            warn_armed(CRASH_ENV, text)
+        if trace is not None:
+            warn_armed(TRACE_ENV, trace)
         return plan
 
     def hit(self, point: str) -> None:
@@ -128,11 +153,13 @@ class DatabaseFaults:
             return None
         rate, _, seed = text.partition(":")
         try:
-            return cls(
+            faults = cls(
                 float(rate), int(seed or 0), trace=os.environ.get(DB_FAULTS_TRACE_ENV) or None
             )
         except ValueError:
             raise ValueError(f"{DB_FAULTS_ENV}={text!r}: expected RATE:SEED, e.g. 0.05:7") from None
+        warn_armed(DB_FAULTS_ENV, text)
+        return faults
 
     def maybe_fail(self, sqlite: bool) -> None:
         if self.rng.random() >= self.rate:

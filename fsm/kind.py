@@ -33,7 +33,7 @@ with; ``OrderKind.graph()`` is what diagrams are drawn from.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, cast
 
 from fsm.codec import KindCodec
@@ -54,9 +54,10 @@ class Kind(Generic[D, S]):
     optionally ``retry`` (the kind's `RetryPolicy`; default: the executor's), ``timeout``
     (seconds an async step may run; default: the executor's ``step_timeout``), ``rejections``
     (``{state: compensating_state_or_handler}``, a handler best wrapped in
-    ``handled(fn, to=(states...))``), ``version`` and ``upcasters``
-    (``{n: fn(data_dict_vn) -> data_dict_vn+1}``). A kind is never instantiated: its
-    actions are made with `create`.
+    ``handled(fn, to=(states...))``), ``version``, ``upcasters``
+    (``{n: fn(data_dict_vn) -> data_dict_vn+1}``) and ``services``, a no-argument callable
+    that builds ``S`` for ``fsm worker`` when no ``--services`` is given. A kind is never
+    instantiated: its actions are made with `create`.
     """
 
     name: ClassVar[str]
@@ -64,6 +65,7 @@ class Kind(Generic[D, S]):
     retry: ClassVar[RetryPolicy | None] = None
     timeout: ClassVar[float | None] = None
     upcasters: ClassVar[Mapping[int, Upcaster]]
+    services: ClassVar[Callable[[], Any] | None] = None
     transitions: Sequence[Transition[D, S]]
     rejections: Mapping[State, State | Handled[S, D] | RejectionHandler[S, D]]
 

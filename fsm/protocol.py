@@ -208,10 +208,12 @@ class Action(Generic[S]):
     (the kind name stored on the row), implement `id` and `advance`. `on_retry` defaults to
     the seed's park-with-backoff, `on_rejection` to `Failed`. ``state`` names the current
     phase for logs, the transition log and diagrams; by default it is the class name.
+    ``services`` (optional): a no-argument callable building ``S`` for ``fsm worker``.
     """
 
     namespace: ClassVar[str]
     version: ClassVar[int] = 1
+    services: ClassVar[Callable[[], Any] | None] = None
 
     @property
     def id(self) -> str:

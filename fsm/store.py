@@ -24,6 +24,7 @@ import socket
 import sqlite3
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -33,7 +34,7 @@ import attrs
 import orjson
 import peewee
 
-from fsm.errors import LeaseLost, ResourceConflict, SchemaError
+from fsm.errors import LeaseLost, NotAnFsmDatabase, ResourceConflict, SchemaError
 from fsm.faults import CrashPlan, DatabaseFaults
 
 log = logging.getLogger(__name__)
@@ -297,7 +298,11 @@ def _cold(method: Callable[Concatenate[Store, P], R]) -> Callable[Concatenate[St
         with _WRAP_ERRORS:
             self._connection()  # reconnects first if the last connection broke
         with self.db.bind_ctx(MODELS):
-            return method(self, *args, **kwargs)
+            try:
+                return method(self, *args, **kwargs)
+            except (peewee.OperationalError, peewee.ProgrammingError) as exc:
+                self._explain_missing(exc)
+                raise
 
     return bound
 
@@ -400,6 +405,9 @@ def open_store(url: str, **kwargs: Any) -> Store:
     (``pip install 'fsm[postgres]'``); ``?options=-c%20search_path%3Dmyschema`` and other
     query parameters are passed to the driver. Raises ``ValueError`` naming the accepted
     forms for anything else.
+
+    ``readonly=True`` opens an existing database for inspection only (see `Store`): nothing
+    is created, migrated or switched, on SQLite or PostgreSQL.
     """
     if url.startswith("sqlite:///"):
         return Store.sqlite(url[len("sqlite:///") :], **kwargs)
@@ -427,6 +435,9 @@ def _postgres(params: dict[str, Any], **kwargs: Any) -> Store:
             "PostgreSQL needs the psycopg driver: pip install 'fsm[postgres]'"
         ) from exc
     database = params.pop("database")
+    if kwargs.get("readonly"):
+        # A session setting given at connect time, so it holds on every reconnection too.
+        params["options"] = f"{params.get('options', '')} -c default_transaction_read_only=on"
     return Store(peewee.PostgresqlDatabase(database, **params), **kwargs)
 
 
@@ -441,6 +452,12 @@ class Store:
     ``local_clock``: this host's clock (unix seconds); `now` corrects it to the database's.
     The ``FSM_CRASH``, ``FSM_CRASH_TRACE`` and ``FSM_DB_FAULTS`` environment variables arm
     a crash point, trace the write points, or switch database faults on (see `fsm.faults`).
+    ``readonly``: inspection only (``fsm actions``, ``fsm diagram --db``), safe to point at
+    any file: no table is created and nothing migrated; through `open_store` or `sqlite` the
+    connection cannot write either (SQLite ``mode=ro``, a PostgreSQL read-only session).
+    The schema must be fsm's (`NotAnFsmDatabase` otherwise) and not newer than this code
+    (`SchemaError`); an older one is read as it is, and a query needing what it lacks raises
+    `SchemaError` saying how to upgrade.
     """
 
     def __init__(
@@ -451,8 +468,11 @@ class Store:
         log_transitions: bool = True,
         faults: DatabaseFaults | None = None,
         local_clock: Callable[[], float] = time.time,
+        readonly: bool = False,
     ) -> None:
         self.db = database
+        self.readonly = readonly
+        self._read_version: int | None = None
         self.lease_ttl = lease_ttl
         self.log_transitions = log_transitions
         self.faults = faults if faults is not None else DatabaseFaults.from_env()
@@ -466,7 +486,10 @@ class Store:
         self._clock_offset = 0.0
         self._clock_checked_at = -_CLOCK_CHECK_EVERY
         self.db.connect(reuse_if_open=True)
-        self._migrate()
+        if readonly:
+            self._check_schema()
+        else:
+            self._migrate()
         if not self._sqlite:
             self._measure_clock()
 
@@ -477,9 +500,18 @@ class Store:
         *,
         synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL",
         busy_timeout: float = 10.0,
+        readonly: bool = False,
         **kwargs: Any,
     ) -> Store:
-        """A store on a SQLite file in WAL mode."""
+        """A store on a SQLite file in WAL mode; a new file is created owner-only (0600).
+
+        ``readonly``: open the existing file through a ``mode=ro`` URI, without switching its
+        journal mode (see `_readonly_uri`).
+        """
+        if readonly:
+            uri = peewee.SqliteDatabase(_readonly_uri(path), uri=True, timeout=busy_timeout)
+            return cls(uri, readonly=True, **kwargs)
+        _create_private(path)
         db = peewee.SqliteDatabase(
             os.fspath(path),
             pragmas={
@@ -529,6 +561,49 @@ class Store:
         for name, ddl in _V2_COLUMNS:
             if name not in have:
                 self.db.execute_sql(f"ALTER TABLE fsm_action ADD COLUMN {name} {ddl}")
+
+    @_cold
+    def _check_schema(self) -> None:
+        """The read-only open: the schema must be fsm's, and not newer than this code."""
+        try:
+            has_meta = self._has_table("fsm_meta")
+        except peewee.DatabaseError as exc:
+            if "file is not a database" not in str(exc):
+                raise
+            raise NotAnFsmDatabase("not an fsm database: not a SQLite database file") from None
+        row = MetaRow.get_or_none(MetaRow.key == "schema_version") if has_meta else None
+        if row is None:
+            raise NotAnFsmDatabase("not an fsm database: it has no fsm schema (no fsm_meta table)")
+        if not str(row.value).isdigit():
+            raise NotAnFsmDatabase(f"not an fsm database: schema version {row.value!r}")
+        found = int(row.value)
+        if found > SCHEMA_VERSION:
+            raise SchemaError(
+                f"database schema v{found} is newer than this fsm (v{SCHEMA_VERSION}); "
+                "upgrade fsm to read it"
+            )
+        self._read_version = found
+
+    def _has_table(self, name: str) -> bool:
+        """Whether table ``name`` exists (on PostgreSQL: on the search path), read-only."""
+        p = self.db.param
+        sql = (
+            f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = {p}"
+            if self._sqlite
+            else f"SELECT 1 WHERE to_regclass({p}) IS NOT NULL"
+        )
+        return self._exec(sql, (name,)).fetchone() is not None
+
+    def _explain_missing(self, exc: peewee.DatabaseError) -> None:
+        """A read-only store on an older schema lacks what a query needs: say how to upgrade."""
+        text = str(exc)
+        old = self._read_version is not None and self._read_version < SCHEMA_VERSION
+        if old and ("no such" in text or "does not exist" in text):
+            raise SchemaError(
+                f"database schema v{self._read_version} is older than this fsm "
+                f"(v{SCHEMA_VERSION}) and lacks what this command reads ({text}); "
+                "run any read-write fsm command (such as fsm worker) on it to upgrade it"
+            ) from exc
 
     @property
     @_cold
@@ -1078,6 +1153,36 @@ class Store:
 
     def all_resources(self) -> dict[str, str]:
         return {str(name): str(holder) for name, holder in self._exec(self._sql.all_resources)}
+
+
+def _readonly_uri(path: str | os.PathLike[str]) -> str:
+    """A ``mode=ro`` SQLite URI for ``path``, which reads without ever writing the file.
+
+    A WAL database needs its ``-shm`` file to be read; in a directory nobody can write (a
+    read-only mount) SQLite cannot create it. When there is also no ``-wal`` file, nothing
+    can be writing the database (a writer needs one), so the file is opened ``immutable``.
+    """
+    absolute = os.path.abspath(os.fspath(path))
+    query = "mode=ro"
+    folder = os.path.dirname(absolute)
+    if not os.access(folder, os.W_OK) and not os.path.exists(absolute + "-wal"):
+        query += "&immutable=1"
+    return f"file:{urllib.parse.quote(absolute)}?{query}"
+
+
+def _create_private(path: str | os.PathLike[str]) -> None:
+    """Create a new database file owner-only (0600): SQLite gives its -wal and -shm files the
+    main file's mode, so the actions and their payloads are never world-readable.
+
+    An existing file is left as it is; any other failure is left for SQLite to report.
+    """
+    name = os.fspath(path)
+    if name in ("", ":memory:") or name.startswith("file:"):
+        return
+    try:
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:
+        return
 
 
 def _log_values(e: LogEntry) -> tuple[Any, ...]:
