@@ -47,6 +47,7 @@ from fsm.errors import (
     UnknownKind,
 )
 from fsm.failures import broken_text, error_text, with_cause
+from fsm.faults import warn_armed
 from fsm.ids import check_id, is_valid_id, new_incarnation
 from fsm.protocol import (
     Action,
@@ -214,11 +215,7 @@ class Executor(Generic[S]):
         if double_drive is None:
             double_drive = _env_flag(DOUBLE_DRIVE_ENV)
             if double_drive:
-                log.warning(
-                    "%s=%s is set: every step runs twice (a testing mode, not for production)",
-                    DOUBLE_DRIVE_ENV,
-                    os.environ[DOUBLE_DRIVE_ENV],
-                )
+                warn_armed(DOUBLE_DRIVE_ENV, os.environ[DOUBLE_DRIVE_ENV])
         self.double_drive = double_drive
         self.owner = owner or new_owner()
         self.stopping = False

@@ -541,3 +541,13 @@ def test_a_kind_timeout_must_be_positive_seconds(bad: Any) -> None:
             @staticmethod
             def action_id(b: Booking) -> str:
                 return b.ref
+
+
+def test_double_drive_armed_by_the_environment_warns(
+    store: fsm.Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("FSM_DOUBLE_DRIVE", "1")
+    with caplog.at_level("WARNING", logger="fsm"):
+        ex: fsm.Executor[Any] = fsm.Executor(store, None)
+    assert ex.double_drive
+    assert [r.getMessage() for r in caplog.records if "FSM_DOUBLE_DRIVE" in r.getMessage()]
