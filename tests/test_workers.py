@@ -125,8 +125,14 @@ def test_sigterm_finishes_the_steps_in_flight_and_releases_leases(
     env = {**child_env, "FSM_TEST_STEP_SECONDS": "0.2"}
     worker = spawn_worker(pg_url, env, "--concurrency", "8", log=tmp_path / "w.log")
     wait_for(lambda: len(held_by(store, worker.pid)) >= 4, "the worker to claim actions")
+    held = freeze_while_holding(store, worker)  # nothing moves while we count
+    applied_before = sum(workerkinds.Ledger(store).rows().values())
     worker.send_signal(signal.SIGTERM)
+    worker.send_signal(signal.SIGCONT)
     assert worker.wait(timeout=60) == 0
+    # each drive in flight ended after the step it was running: at most one more effect each
+    applied_after = sum(workerkinds.Ledger(store).rows().values())
+    assert applied_after - applied_before <= len(held), (applied_before, applied_after, held)
     assert held_by(store, worker.pid) == []  # every lease released
     assert all(r.lease_owner is None for r in store.rows())
     # a second worker finishes what is left; nothing is lost or applied twice
