@@ -956,13 +956,11 @@ class Executor(Generic[S]):
         )
 
     def _committed(self, action_id: str, entry: LogEntry) -> None:
-        """Call the ``on_commit`` hook; its failure is logged, never taken for the step's."""
-        if self.on_commit is None:
-            return
-        try:
+        """Call the ``on_commit`` hook. The step is committed; an exception from the hook
+        ends the drive like a crash would (crash tests raise there on purpose): the lease is
+        released and the action is due again."""
+        if self.on_commit is not None:
             self.on_commit(action_id, entry)
-        except Exception:
-            log.exception("action %s: the on_commit hook failed (the step is committed)", action_id)
 
     def _let_go(self, action_id: str, epoch: int) -> None:
         try:

@@ -483,14 +483,6 @@ def test_double_drive_compares_the_step_into_a_terminal_state(store: fsm.Store) 
     assert row is not None and row.broken and row.wake_at is None
 
 
-def test_a_failing_on_commit_hook_does_not_fail_the_step(store: fsm.Store) -> None:
-    def hook(action_id: str, entry: Any) -> None:
-        raise RuntimeError("progress bar broke")
-
-    ex, _ = make(store, Provider(), on_commit=hook)
-    assert run(ex.drive(BookingKind.create(Booking("h1")))).status is DriveStatus.DONE
-
-
 def test_a_hand_written_action_with_an_unstorable_field_is_refused_at_registration() -> None:
     @attrs.frozen
     class Payment(fsm.Action[Any]):
