@@ -244,19 +244,22 @@ def soak(
         env[DB_FAULTS_TRACE_ENV] = str(faults_trace)
     rounds = 0
     folder = _fresh(workdir / "soak-0", scenario)
-    touched = False
+    unfinished = False
     while report.kills < kills and report.runs < 4 * kills:
         if progress is not None:
-            progress(f"{scenario.name}: random kill {report.kills + 1}/{kills}")
+            progress(
+                f"{scenario.name}: random kill {report.kills + 1}/{kills} "
+                f"(driver {report.runs + 1}, {report.idle_kills} idle kills)"
+            )
         moment = rng.uniform(first, max(last, first + 0.01))
-        touched = _kill_at(scenario, folder, env, moment, report) != 0
-        if not touched:
+        unfinished = _kill_at(scenario, folder, env, moment, report) != 0
+        if not unfinished:
             _check_done(scenario, folder, report)
             rounds += 1
             folder = _fresh(workdir / f"soak-{rounds}", scenario)
     if faults_trace.exists():
         report.db_faults += len(faults_trace.read_text().split())
-    if touched and finish(scenario, folder, report):
+    if unfinished and finish(scenario, folder, report):
         _check_done(scenario, folder, report)
     return report
 
@@ -313,7 +316,8 @@ def _kill_at(
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGKILL)
         code = proc.wait()
-        count_kill(report, before, work(scenario, folder))
+        if code == -signal.SIGKILL:  # not if it exited just before the signal
+            count_kill(report, before, work(scenario, folder))
         return code
 
 
