@@ -226,7 +226,8 @@ def soak(
     """Kill drivers at random moments until ``kills`` kills interrupted live work; check.
 
     The moments are drawn from ``seed`` over the stretch of a clean run between its first
-    and its last write point (`_work_window`), so they fall on work. A driver that ends
+    and its last write point (`_work_window`), so they fall on work; after a kill that came
+    before the driver touched the store they move later. A driver that ends
     every action before its moment exits 0: that folder is checked and the next driver
     starts a new round on a fresh folder, so the kills keep landing on live work. A kill
     that interrupted nothing counts as an idle kill (see the module docstring); at most
@@ -236,13 +237,14 @@ def soak(
     rng = random.Random(seed)
     report = CrashReport(scenario.name)
     first, last = _work_window(scenario, workdir / "clean")
+    window = max(last - first, 0.01)
     env = {**os.environ, **scenario.env}
     faults_trace = workdir / "db-faults.trace"
     faults_trace.unlink(missing_ok=True)
     if db_fault_rate:
         env[DB_FAULTS_ENV] = f"{db_fault_rate}:{seed}"
         env[DB_FAULTS_TRACE_ENV] = str(faults_trace)
-    rounds = 0
+    rounds, lag = 0, 0.0
     folder = _fresh(workdir / "soak-0", scenario)
     unfinished = False
     while report.kills < kills and report.runs < 4 * kills:
@@ -251,8 +253,12 @@ def soak(
                 f"{scenario.name}: random kill {report.kills + 1}/{kills} "
                 f"(driver {report.runs + 1}, {report.idle_kills} idle kills)"
             )
-        moment = rng.uniform(first, max(last, first + 0.01))
-        unfinished = _kill_at(scenario, folder, env, moment, report) != 0
+        moment = lag + rng.uniform(first, first + window)
+        code, untouched = _kill_at(scenario, folder, env, moment, report)
+        # A driver killed before it touched the store started slower than the clean run
+        # did (a busy machine): aim later, and drift back once kills land again.
+        lag = lag + window if untouched else max(0.0, lag - window / 2)
+        unfinished = code != 0
         if not unfinished:
             _check_done(scenario, folder, report)
             rounds += 1
@@ -300,8 +306,11 @@ def _work_window(scenario: Scenario, folder: Path) -> tuple[float, float]:
 
 def _kill_at(
     scenario: Scenario, folder: Path, env: dict[str, str], moment: float, report: CrashReport
-) -> int:
-    """Run one driver, SIGKILL it after ``moment`` seconds unless it ended; its exit code."""
+) -> tuple[int, bool]:
+    """Run one driver, SIGKILL it after ``moment`` seconds unless it ended.
+
+    Returns its exit code, and whether it was killed before it changed anything.
+    """
     before = work(scenario, folder)
     report.runs += 1
     proc = subprocess.Popen(
@@ -312,13 +321,15 @@ def _kill_at(
         stderr=subprocess.DEVNULL,
     )
     try:
-        return proc.wait(timeout=moment)
+        return proc.wait(timeout=moment), False
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGKILL)
         code = proc.wait()
-        if code == -signal.SIGKILL:  # not if it exited just before the signal
-            count_kill(report, before, work(scenario, folder))
-        return code
+    if code != -signal.SIGKILL:  # it exited just before the signal
+        return code, False
+    after = work(scenario, folder)
+    count_kill(report, before, after)
+    return code, after == before
 
 
 def _check_done(scenario: Scenario, folder: Path, report: CrashReport) -> None:
