@@ -15,11 +15,11 @@ drivers at random moments instead. All return figures for a report.
 
 Only a kill that interrupted live work counts as one (`CrashReport.kills`): when the driver
 died, the store still held a live action (not quarantined) *and* the driver had already
-changed the store (it claimed, started or stepped an action, or ended one: a change in the
-live rows' ids, epochs or step sequence numbers, or a new transition-log row, between its
-start and its death). A driver killed while it was still starting up, or after it had ended
-everything, interrupted nothing: that kill is an *idle* kill (`CrashReport.idle_kills`) and
-proves nothing about crash safety.
+changed the store (it claimed, started, stepped or ended an action: between its start and
+its death a live row's state, attempts, wake-up time or lease owner changed, a row appeared
+or went, or the transition log grew; see `Work`). A driver killed while it was still
+starting up, or after it had ended everything, interrupted nothing: that kill is an *idle*
+kill (`CrashReport.idle_kills`) and proves nothing about crash safety.
 """
 
 from __future__ import annotations
@@ -270,7 +270,7 @@ def soak(
     return report
 
 
-def _work_window(scenario: Scenario, folder: Path) -> tuple[float, float]:
+def _work_window(scenario: Scenario, folder: Path, timeout: float = 300) -> tuple[float, float]:
     """When a clean run from a fresh folder passes its first and last write points.
 
     Seconds after the driver's start, read off the growth of its ``FSM_CRASH_TRACE`` file:
@@ -293,6 +293,10 @@ def _work_window(scenario: Scenario, folder: Path) -> tuple[float, float]:
     size, first, last = 0, 0.0, 0.0
     while proc.poll() is None:
         now = time.monotonic() - t0
+        if now > timeout:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"{scenario.name}: the clean run took over {timeout:.0f} s")
         grown = trace_file.stat().st_size if trace_file.exists() else 0
         if grown != size:
             size, last = grown, now
