@@ -1,12 +1,22 @@
-"""Shared fixtures: a real SQLite file, or a real PostgreSQL schema, per test."""
+"""Shared fixtures: a real SQLite file, or a real PostgreSQL schema, per test.
+
+Tests that need something outside Python are marked: ``needs_dot`` (Graphviz's ``dot``) by
+hand, ``needs_postgres`` here, for every test using the PostgreSQL fixtures. Without the
+program or the server they skip with a reason that says what to install. With
+``FSM_REQUIRE_ALL=1`` (set by CI) any skip is turned into a failure instead, so nothing is
+skipped silently where everything is meant to be installed.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -17,6 +27,92 @@ sys.path.insert(0, str(HERE))
 
 PG_URL = os.environ.get("FSM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 """The PostgreSQL server the tests use (running on the machine and in CI)."""
+
+REQUIRE_ALL_ENV = "FSM_REQUIRE_ALL"
+
+
+def _dot_missing() -> str | None:
+    if shutil.which("dot") is not None:
+        return None
+    return "needs Graphviz's `dot` on PATH: apt-get install graphviz (or brew install graphviz)"
+
+
+@functools.cache
+def _postgres_missing() -> str | None:
+    """Why the test server cannot be used (asked once per session), or None."""
+    try:
+        import psycopg
+    except ImportError:
+        return "needs psycopg to reach PostgreSQL: pip install -e '.[test]'"
+    try:
+        psycopg.connect(PG_URL, connect_timeout=5).close()
+    except psycopg.Error as exc:
+        where = urlsplit(PG_URL)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return (
+            f"needs PostgreSQL at {where.hostname}:{where.port or 5432}, database "
+            f"{where.path.lstrip('/')!r}, trust auth (set FSM_TEST_POSTGRES for another "
+            f"server): apt-get install postgresql; {first}"
+        )
+    return None
+
+
+NEEDS: dict[str, Callable[[], str | None]] = {
+    "needs_dot": _dot_missing,
+    "needs_postgres": _postgres_missing,
+}
+"""Marker -> why the test cannot run here (None: it can)."""
+
+
+def _uses_postgres(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params if callspec is not None else {}
+    return "pg_url" in getattr(item, "fixturenames", ()) or params.get("store_url") == "postgres"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _uses_postgres(item):
+            item.add_marker(pytest.mark.needs_postgres)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker, missing in NEEDS.items():
+        reason = missing() if item.get_closest_marker(marker) else None
+        if reason is not None:
+            pytest.skip(reason)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    _no_skip_if_required(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    report = yield
+    _no_skip_if_required(report)
+    return report
+
+
+def _no_skip_if_required(report: pytest.TestReport | pytest.CollectReport) -> None:
+    """Under FSM_REQUIRE_ALL=1, a skip (not an expected failure) becomes a failure."""
+    if (
+        report.skipped
+        and os.environ.get(REQUIRE_ALL_ENV) == "1"
+        and not hasattr(report, "wasxfail")
+    ):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        report.outcome = "failed"
+        report.longrepr = f"skipped, but {REQUIRE_ALL_ENV}=1 allows no skip: {reason}"
 
 
 @pytest.fixture

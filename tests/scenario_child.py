@@ -1,15 +1,20 @@
 """A tiny crash-test scenario for tests/test_testing.py: transfers against a ledger file.
 
-    python scenario_child.py FOLDER [--buggy]
+    python scenario_child.py FOLDER [--buggy] [--linger] [--slow]
 
 ``--buggy`` derives the effect's key from a fresh random value instead of the step's
 idempotency key: the classic non-idempotent step, which crash enumeration must catch.
+``--linger`` makes a driver that found nothing to do stay up for a few seconds before it
+exits 0, as a driver that settles or reports before exiting does: killing it then
+interrupts no work, and a soak must not count that as a kill survived. ``--slow`` makes
+each payment take a moment, as a remote call does, so random kills can land on one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -39,11 +44,14 @@ class Pay(fsm.Action[Ledger]):
             ctx.acquire(f"acct.{self.name}")
             return fsm.Next(attrs.evolve(self, step=1))
         key = f"{self.name}.pay.{uuid.uuid4().hex}" if BUGGY else ctx.idempotency_key
+        time.sleep(PAY_SECONDS)
         ctx.services.apply(key, self.name, "pay")
         return fsm.Done()
 
 
 BUGGY = "--buggy" in sys.argv
+LINGER_SECONDS = 1.5 if "--linger" in sys.argv else 0.0
+PAY_SECONDS = 0.3 if "--slow" in sys.argv else 0.0
 
 
 def setup(folder: Path) -> None:
@@ -61,9 +69,12 @@ def setup(folder: Path) -> None:
 async def drive(folder: Path) -> int:
     store = fsm.Store.sqlite(folder / "a.sqlite")
     ex: fsm.Executor[Any] = fsm.Executor(store, Ledger(str(folder / "ledger.sqlite")), kinds=[Pay])
+    idle = not store.live_ids()
     await ex.resume_all()
     left = store.live_ids()
     store.close()
+    if idle:
+        await asyncio.sleep(LINGER_SECONDS)
     return 1 if left else 0
 
 

@@ -270,6 +270,7 @@ def test_diagram_dot_to_file(kinds_file: Path, tmp_path: Path) -> None:
     assert '    "a" -> "b";' in text.splitlines()
 
 
+@pytest.mark.needs_dot
 def test_diagram_svg_with_current_action(kinds_file: Path, ticket_db: Path, tmp_path: Path) -> None:
     out = tmp_path / "t.svg"
     proc = run_fsm(
@@ -290,6 +291,7 @@ def test_diagram_svg_with_current_action(kinds_file: Path, ticket_db: Path, tmp_
     assert highlighted == {"opened"}
 
 
+@pytest.mark.needs_dot
 def test_diagram_png(kinds_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "t.png"
     assert run_fsm("diagram", "ticket", "-m", kinds_file, "-f", "png", "-o", out).returncode == 0

@@ -274,6 +274,7 @@ def _svg_nodes(svg: bytes) -> dict[str, ET.Element]:
     return out
 
 
+@pytest.mark.needs_dot
 def test_svg_has_every_state_and_highlights_the_current_one() -> None:
     svg = to_svg(ORDER, Overlay(current="awaiting_shipment", counts={"charging": 2}))
     nodes = _svg_nodes(svg)
@@ -290,6 +291,7 @@ def test_svg_has_every_state_and_highlights_the_current_one() -> None:
     assert {"rejected", "[in_stock] / reserve"} <= edge_labels
 
 
+@pytest.mark.needs_dot
 def test_png_signature_and_size() -> None:
     png = to_png(ORDER)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -307,6 +309,7 @@ def test_missing_graphviz_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None
     assert render(ORDER, "mermaid").startswith(b"stateDiagram-v2")  # text formats still work
 
 
+@pytest.mark.needs_dot
 def test_graphviz_failure_is_reported() -> None:
     with pytest.raises(GraphvizError, match="dot failed"):
         run_dot("digraph {", "svg")

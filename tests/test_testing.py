@@ -17,12 +17,17 @@ from fsm.testing import Scenario, check_invariants, enumerate_crashes, soak
 HERE = Path(__file__).parent
 
 
-def scenario(buggy: bool) -> Scenario:
+def scenario(buggy: bool, *, work: bool = True, flags: tuple[str, ...] = ()) -> Scenario:
+    """The payouts of scenario_child.py (``work=False``: none), driven with ``flags``."""
+    payouts = 3 if work else 0
+
     def check(folder: Path) -> list[str]:
         # The ledger applies each key once (a replay only counts a call), so the number of
         # distinct keys is the number of payments made.
         effects = Ledger(str(folder / "ledger.sqlite")).effects()
-        problems = [] if len(effects) == 3 else [f"{len(effects)} payments for 3 payouts"]
+        problems = []
+        if len(effects) != payouts:
+            problems.append(f"{len(effects)} payments for {payouts} payouts")
         store = fsm.Store.sqlite(folder / "a.sqlite")
         problems += check_invariants(store, [scenario_child.Pay])
         store.close()
@@ -30,12 +35,13 @@ def scenario(buggy: bool) -> Scenario:
 
     return Scenario(
         name="buggy" if buggy else "sound",
-        setup=scenario_child.setup,
+        setup=scenario_child.setup if work else lambda folder: None,
         driver=lambda folder: [
             sys.executable,
             str(HERE / "scenario_child.py"),
             str(folder),
             *(["--buggy"] if buggy else []),
+            *flags,
         ],
         database=lambda folder: f"sqlite:///{folder / 'a.sqlite'}",
         check=check,
@@ -49,7 +55,9 @@ def test_crash_enumeration_passes_a_sound_program(tmp_path: Path) -> None:
     assert report.violations == []
     assert report.points == {"resources.before", "resources.after", "finish.before",
                              "finish.after"}  # fmt: skip
-    assert report.kills >= 12 and report.actions_completed >= 3 * report.kills
+    # 3 payouts x 4 points; the kill after the last finish interrupted no work: not counted.
+    assert report.kills == 11 and report.idle_kills == 1
+    assert report.actions_completed == 3 * (report.kills + report.idle_kills)
 
 
 def test_crash_enumeration_catches_a_non_idempotent_step(tmp_path: Path) -> None:
@@ -61,7 +69,23 @@ def test_crash_enumeration_catches_a_non_idempotent_step(tmp_path: Path) -> None
 def test_soak_with_database_faults_loses_nothing(tmp_path: Path) -> None:
     report = soak(scenario(buggy=False), tmp_path, kills=3, seed=5, db_fault_rate=0.2)
     assert report.violations == []
-    assert report.runs >= 4
+    assert report.runs >= 4 and report.actions_completed >= 3
+
+
+def test_soak_kills_land_on_work(tmp_path: Path) -> None:
+    """Moments are drawn between the clean run's first and last write: mid-payment."""
+    report = soak(scenario(buggy=False, flags=("--slow",)), tmp_path, kills=2, seed=5)
+    assert report.violations == []
+    assert report.kills >= 1 and report.actions_completed >= 3
+
+
+def test_soak_does_not_count_killing_a_driver_with_nothing_to_do(tmp_path: Path) -> None:
+    """A driver with no live action that is killed while it lingers interrupted no work."""
+    idle = scenario(buggy=False, work=False, flags=("--linger",))
+    report = soak(idle, tmp_path, kills=1, seed=5)
+    assert report.violations == []
+    assert report.kills == 0
+    assert report.idle_kills >= 1
 
 
 def test_invariants_catch_each_violation(store: fsm.Store) -> None:

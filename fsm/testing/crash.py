@@ -12,6 +12,14 @@ to learn how many times each write point is passed, then, for every (point, n) p
 starts fresh, kills the driver with ``FSM_CRASH=point:n`` (a real SIGKILL from inside the
 process), restarts drivers until one exits 0, and checks the invariants. `soak` kills
 drivers at random moments instead. All return figures for a report.
+
+Only a kill that interrupted live work counts as one (`CrashReport.kills`): when the driver
+died, the store still held a live action (not quarantined) *and* the driver had already
+changed the store (it claimed, started, stepped or ended an action: between its start and
+its death a live row's state, attempts, wake-up time or lease owner changed, a row appeared
+or went, or the transition log grew; see `Work`). A driver killed while it was still
+starting up, or after it had ended everything, interrupted nothing: that kill is an *idle*
+kill (`CrashReport.idle_kills`) and proves nothing about crash safety.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ class CrashReport:
 
     scenario: str
     kills: int = 0
+    idle_kills: int = 0
     runs: int = 0
     points: set[str] = attrs.Factory(set)
     actions_completed: int = 0
@@ -61,11 +70,61 @@ class CrashReport:
 
     def merge(self, other: CrashReport) -> None:
         self.kills += other.kills
+        self.idle_kills += other.idle_kills
         self.runs += other.runs
         self.points |= other.points
         self.actions_completed += other.actions_completed
         self.db_faults += other.db_faults
         self.violations += other.violations
+
+
+@attrs.frozen
+class Work:
+    """What a store shows of its drivers' progress: its live actions and its log's end.
+
+    ``live`` holds (id, state, attempts, wake_at, lease owner) of every live, not
+    quarantined action: a claim sets the owner, a step moves the state or the wake-up time
+    (``0`` between the steps of a drive), a start adds an id and an end removes one.
+    ``logged`` is the highest transition-log id (a step that stays in its state adds a row).
+    """
+
+    live: frozenset[tuple[str, str, int, float | None, str | None]]
+    logged: int
+
+    def interrupted(self, before: Work) -> bool:
+        """Whether a driver that started at ``before`` and died at ``self`` cut live work short."""
+        return bool(self.live) and self != before
+
+
+NO_WORK = Work(frozenset(), 0)
+
+
+def work(scenario: Scenario, folder: Path) -> Work:
+    """The scenario's store as it is now (never creates a SQLite file that is not there)."""
+    url = scenario.database(folder)
+    path = _sqlite_file(url)
+    if path is not None and not path.exists():
+        return NO_WORK
+    store = open_store(url)
+    try:
+        live = frozenset(
+            (r.id, r.state, r.attempts, r.wake_at, r.lease_owner)
+            for r in store.rows()
+            if r.quarantine is None
+        )
+        log = store.transitions()
+    finally:
+        store.close()
+    return Work(live, int(log[-1].id) if log else 0)
+
+
+def count_kill(report: CrashReport, before: Work, after: Work) -> bool:
+    """Count one SIGKILL as a kill (it interrupted live work) or as an idle kill."""
+    if after.interrupted(before):
+        report.kills += 1
+        return True
+    report.idle_kills += 1
+    return False
 
 
 def run_driver(
@@ -92,11 +151,12 @@ def finish(scenario: Scenario, folder: Path, report: CrashReport, restarts: int 
     """Restart drivers until one exits 0 (every action terminal)."""
     for _ in range(restarts):
         report.runs += 1
+        before = work(scenario, folder)
         code = run_driver(scenario, folder, {})
         if code == 0:
             return True
         if code == -signal.SIGKILL:
-            report.kills += 1
+            count_kill(report, before, work(scenario, folder))
     report.violations.append(f"{scenario.name}: drivers did not finish after {restarts} runs")
     return False
 
@@ -141,10 +201,11 @@ def enumerate_crashes(
             progress(f"{scenario.name}: crash {i}/{len(pairs)} at {point}:{n}")
         folder = _fresh(workdir / "run", scenario)
         report.runs += 1
+        before = work(scenario, folder)
         code = run_driver(scenario, folder, {CRASH_ENV: f"{point}:{n}"})
         if code == -signal.SIGKILL:
-            report.kills += 1
-            report.points.add(point)
+            if count_kill(report, before, work(scenario, folder)):
+                report.points.add(point)
         elif code != 0:
             report.violations.append(f"{point}:{n}: driver exited {code} instead of dying")
         if finish(scenario, folder, report):
@@ -162,49 +223,123 @@ def soak(
     db_fault_rate: float = 0.0,
     progress: Progress | None = None,
 ) -> CrashReport:
-    """Kill a driver at random moments ``kills`` times, then finish and check.
+    """Kill drivers at random moments until ``kills`` kills interrupted live work; check.
 
-    The moments are drawn from ``seed`` over the length of a clean run; a driver that
-    finishes before its moment just exits 0 and the next one starts on the finished state.
+    The moments are drawn from ``seed`` over the stretch of a clean run between its first
+    and its last write point (`_work_window`), so they fall on work; after a kill that came
+    before the driver touched the store they move later. A driver that ends
+    every action before its moment exits 0: that folder is checked and the next driver
+    starts a new round on a fresh folder, so the kills keep landing on live work. A kill
+    that interrupted nothing counts as an idle kill (see the module docstring); at most
+    ``4 * kills`` drivers are started, so a program too quick to kill still ends.
     ``db_fault_rate`` also makes the drivers' database calls fail at that rate.
     """
     rng = random.Random(seed)
     report = CrashReport(scenario.name)
-    folder = _fresh(workdir / "clean", scenario)
-    t0 = time.monotonic()
-    if run_driver(scenario, folder, {}) != 0:
-        raise RuntimeError(f"{scenario.name}: the clean run failed")
-    clean_seconds = time.monotonic() - t0
-    folder = _fresh(workdir / "soak", scenario)
+    first, last = _work_window(scenario, workdir / "clean")
+    window = max(last - first, 0.01)
     env = {**os.environ, **scenario.env}
     faults_trace = workdir / "db-faults.trace"
     faults_trace.unlink(missing_ok=True)
     if db_fault_rate:
         env[DB_FAULTS_ENV] = f"{db_fault_rate}:{seed}"
         env[DB_FAULTS_TRACE_ENV] = str(faults_trace)
-    for k in range(kills):
+    rounds, lag = 0, 0.0
+    folder = _fresh(workdir / "soak-0", scenario)
+    unfinished = False
+    while report.kills < kills and report.runs < 4 * kills:
         if progress is not None:
-            progress(f"{scenario.name}: random kill {k + 1}/{kills}")
-        proc = subprocess.Popen(
-            list(scenario.driver(folder)),
-            env=env,
-            cwd=folder,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        report.runs += 1
-        try:
-            proc.wait(timeout=rng.uniform(0.05, max(0.1, clean_seconds)))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            report.kills += 1
+            progress(
+                f"{scenario.name}: random kill {report.kills + 1}/{kills} "
+                f"(driver {report.runs + 1}, {report.idle_kills} idle kills)"
+            )
+        moment = lag + rng.uniform(first, first + window)
+        code, untouched = _kill_at(scenario, folder, env, moment, report)
+        # A driver killed before it touched the store started slower than the clean run
+        # did (a busy machine): aim later, and drift back once kills land again.
+        lag = lag + window if untouched else max(0.0, lag - window / 2)
+        unfinished = code != 0
+        if not unfinished:
+            _check_done(scenario, folder, report)
+            rounds += 1
+            folder = _fresh(workdir / f"soak-{rounds}", scenario)
     if faults_trace.exists():
         report.db_faults += len(faults_trace.read_text().split())
-    if finish(scenario, folder, report):
-        report.violations += scenario.check(folder)
-        report.actions_completed += completed(scenario, folder)
+    if unfinished and finish(scenario, folder, report):
+        _check_done(scenario, folder, report)
     return report
+
+
+def _work_window(scenario: Scenario, folder: Path, timeout: float = 300) -> tuple[float, float]:
+    """When a clean run from a fresh folder passes its first and last write points.
+
+    Seconds after the driver's start, read off the growth of its ``FSM_CRASH_TRACE`` file:
+    before the first pass the driver is still starting up, after the last it has nothing
+    left to do, and a kill in either stretch interrupts no work.
+    """
+    folder = _fresh(folder, scenario)
+    trace_file = folder.parent / f"{folder.name}.points"
+    trace_file.unlink(missing_ok=True)
+    env = {**os.environ, **scenario.env, TRACE_ENV: str(trace_file)}
+    env.pop(CRASH_ENV, None)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        list(scenario.driver(folder)),
+        env=env,
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    size, first, last = 0, 0.0, 0.0
+    while proc.poll() is None:
+        now = time.monotonic() - t0
+        if now > timeout:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"{scenario.name}: the clean run took over {timeout:.0f} s")
+        grown = trace_file.stat().st_size if trace_file.exists() else 0
+        if grown != size:
+            size, last = grown, now
+            first = first or now
+        time.sleep(0.002)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{scenario.name}: the clean run failed")
+    end = time.monotonic() - t0
+    return (first, last) if size else (0.05, end)
+
+
+def _kill_at(
+    scenario: Scenario, folder: Path, env: dict[str, str], moment: float, report: CrashReport
+) -> tuple[int, bool]:
+    """Run one driver, SIGKILL it after ``moment`` seconds unless it ended.
+
+    Returns its exit code, and whether it was killed before it changed anything.
+    """
+    before = work(scenario, folder)
+    report.runs += 1
+    proc = subprocess.Popen(
+        list(scenario.driver(folder)),
+        env=env,
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        return proc.wait(timeout=moment), False
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        code = proc.wait()
+    if code != -signal.SIGKILL:  # it exited just before the signal
+        return code, False
+    after = work(scenario, folder)
+    count_kill(report, before, after)
+    return code, after == before
+
+
+def _check_done(scenario: Scenario, folder: Path, report: CrashReport) -> None:
+    """A folder whose driver exited 0: the scenario's checks and the actions it completed."""
+    report.violations += scenario.check(folder)
+    report.actions_completed += completed(scenario, folder)
 
 
 def double_drive(scenario: Scenario, workdir: Path) -> CrashReport:
@@ -230,8 +365,9 @@ def concurrent(scenario: Scenario, workdir: Path, drivers: int = 3) -> CrashRepo
     report = CrashReport(scenario.name)
     folder = _fresh(workdir / "concurrent", scenario)
     report.runs += 1
+    before = work(scenario, folder)
     if run_driver(scenario, folder, {CRASH_ENV: "checkpoint.after:1"}) == -signal.SIGKILL:
-        report.kills += 1
+        count_kill(report, before, work(scenario, folder))
     env = {**os.environ, **scenario.env}
     procs = [
         subprocess.Popen(
@@ -250,6 +386,13 @@ def concurrent(scenario: Scenario, workdir: Path, drivers: int = 3) -> CrashRepo
         report.violations += scenario.check(folder)
         report.actions_completed += completed(scenario, folder)
     return report
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (``open_store``'s forms), or None for a server URL."""
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///") :])
+    return None if "://" in url else Path(url)
 
 
 def _fresh(folder: Path, scenario: Scenario) -> Path:
