@@ -457,6 +457,7 @@ class HandledParcelKind(fsm.Kind[Parcel, None]):
         return parcel.parcel_id
 
 
+@pytest.mark.needs_dot
 def test_declared_handler_targets_are_drawn_as_rejection_edges_in_every_format() -> None:
     graph = HandledParcelKind.graph()
     handler_edges = [("received", "reweighing"), ("received", "lost")]
