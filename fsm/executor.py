@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -143,6 +144,13 @@ async def _within(awaitable: Awaitable[Outcome], timeout: float | None) -> Outco
 def _check_outcome(what: str, outcome: object, action_id: str) -> None:
     if not isinstance(outcome, Next | Park | Done | Failed):
         raise KindError(f"{what} returned {outcome!r}; expected Next, Park, Done or Failed")
+    if isinstance(outcome, Park) and outcome.wake_after is not None:
+        after = outcome.wake_after
+        if not (isinstance(after, int | float) and 0 <= after < math.inf):
+            raise KindError(
+                f"{what} parked with wake_after={after!r}; expected seconds >= 0 (finite), "
+                "or None to wait for a notify"
+            )
     if isinstance(outcome, Next | Park) and outcome.state.id != action_id:
         raise KindError(
             f"{what} changed the action id from {action_id!r} to {outcome.state.id!r}; "
@@ -207,6 +215,10 @@ class Executor(Generic[S]):
         for kind in kinds:
             self.registry.register(kind)
         self.retry = retry
+        if step_timeout is not None and not 0 < step_timeout < math.inf:
+            raise ValueError(f"step_timeout must be seconds > 0 (or None), got {step_timeout}")
+        if not redelivery_window >= 0:  # also refuses NaN
+            raise ValueError(f"redelivery_window must be seconds >= 0, got {redelivery_window}")
         self.step_timeout = step_timeout
         self.redelivery_window = redelivery_window
         self.clock = clock if clock is not None else store.now

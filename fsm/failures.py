@@ -31,15 +31,26 @@ def error_text(error: BaseException | str | None) -> str | None:
         return None
     if isinstance(error, str):
         return storable(error)
-    return storable(f"{type(error).__name__}: {error}")
+    return storable(f"{type(error).__name__}: {_message(error)}")
 
 
 def broken_text(error: BaseException) -> str:
     """The error of a broken step with the innermost lines of its traceback, storable."""
-    frames = traceback.format_exception(type(error), error, error.__traceback__)
+    try:
+        frames = traceback.format_exception(type(error), error, error.__traceback__)
+    except Exception:  # an exception whose __str__ fails again while formatted
+        frames = []
     lines = "".join(frames[1:-1]).rstrip().splitlines()[-_TRACEBACK_LINES:]
-    head = f"broken: {type(error).__name__}: {error}"
+    head = f"broken: {type(error).__name__}: {_message(error)}"
     return storable("\n".join([head, *lines]))
+
+
+def _message(error: BaseException) -> str:
+    """``str(error)``, or a placeholder when the error cannot even say what it is."""
+    try:
+        return str(error)
+    except Exception as exc:
+        return f"<unprintable {type(error).__name__}: its __str__ raised {type(exc).__name__}>"
 
 
 def with_cause(error: BaseException | str, cause: str | None) -> BaseException | str:

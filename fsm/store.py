@@ -19,6 +19,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import math
 import os
 import socket
 import sqlite3
@@ -473,6 +474,8 @@ class Store:
         self.db = database
         self.readonly = readonly
         self._read_version: int | None = None
+        if not (isinstance(lease_ttl, int | float) and 0 < lease_ttl < math.inf):
+            raise ValueError(f"lease_ttl must be a finite number of seconds > 0, got {lease_ttl}")
         self.lease_ttl = lease_ttl
         self.log_transitions = log_transitions
         self.faults = faults if faults is not None else DatabaseFaults.from_env()

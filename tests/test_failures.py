@@ -543,3 +543,60 @@ def test_double_drive_armed_by_the_environment_warns(
         ex: fsm.Executor[Any] = fsm.Executor(store, None)
     assert ex.double_drive
     assert [r.getMessage() for r in caplog.records if "FSM_DOUBLE_DRIVE" in r.getMessage()]
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+@pytest.mark.parametrize("error", [Unprintable(), TypeError()], ids=["transient", "broken"])
+def test_an_error_that_cannot_be_printed_still_ends_visibly(
+    store: fsm.Store, error: Exception
+) -> None:
+    svc = Provider()
+    svc.behaviour = lambda b, conf: (_ for _ in ()).throw(error)
+    ex, _ = make(store, svc)
+    result = run(ex.drive(BookingKind.create(Booking("u1"))))
+    assert result.status in (DriveStatus.PARKED, DriveStatus.BROKEN)
+    row = store.row("booking-u1")
+    assert row is not None and type(error).__name__ in (row.last_error or "")
+    assert row.wake_at is None or row.wake_at > ex.clock()  # never due again at once
+
+
+@attrs.frozen
+class BadPark(fsm.Action[Any]):
+    namespace = "badpark"
+    name: str
+    after: str = "0"
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+    def advance(self, ctx: StepContext[Any]) -> fsm.Outcome:
+        return fsm.Park(self, wake_after=float(self.after))
+
+
+@pytest.mark.parametrize("after", ["nan", "inf", "-5"])
+def test_a_park_with_an_impossible_wake_up_is_a_bug_of_the_kind(
+    store: fsm.Store, after: str
+) -> None:
+    ex: fsm.Executor[Any] = fsm.Executor(store, None, kinds=[BadPark])
+    result = run(ex.drive(BadPark("p1", after)))
+    assert result.status is DriveStatus.BROKEN and "wake_after" in str(result.error)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"step_timeout": 0}, {"step_timeout": float("nan")}, {"redelivery_window": -1.0}],
+)
+def test_executor_settings_must_make_sense(store: fsm.Store, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        fsm.Executor(store, None, **kwargs)
+
+
+@pytest.mark.parametrize("ttl", [0, -1.0, float("nan"), float("inf")])
+def test_a_lease_time_must_be_finite_and_positive(tmp_path: Any, ttl: float) -> None:
+    with pytest.raises(ValueError, match="lease_ttl"):
+        fsm.Store.sqlite(tmp_path / "x.sqlite", lease_ttl=ttl)
