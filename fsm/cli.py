@@ -47,6 +47,7 @@ from fsm.discover import (
     services_for,
 )
 from fsm.errors import DefinitionError, FsmError, NotAnFsmDatabase
+from fsm.failures import one_line as _one_line
 from fsm.graph import KindGraph
 from fsm.store import RowInfo, Store, open_store
 from fsm.validate import KindWarning, validate_kind
@@ -90,17 +91,6 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
         for r in body
     ]
     return "\n".join(lines) + "\n"
-
-
-def _one_line(text: str) -> str:
-    """``text`` safe to print on one terminal line, whoever wrote it (a remote's error, a
-    foreign database): runs of whitespace become one space, and every other unprintable
-    character (terminal escapes, bidi overrides) is shown as its escape, such as ``\\x1b``.
-    """
-    return "".join(
-        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
-        for ch in " ".join(text.split())
-    )
 
 
 def _sqlite_path(url: str) -> str | None:

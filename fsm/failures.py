@@ -16,6 +16,17 @@ _TRACEBACK_LINES = 6
 """Lines of a broken step's traceback kept with its error (the innermost frames)."""
 
 
+def one_line(text: str) -> str:
+    """``text`` safe to print on one terminal line, whoever wrote it (a remote's error, a
+    foreign database): runs of whitespace become one space, and every other unprintable
+    character (terminal escapes, bidi overrides) is shown as its escape, such as ``\\x1b``.
+    """
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+        for ch in " ".join(text.split())
+    )
+
+
 def storable(text: str) -> str:
     """``text`` without NUL bytes, cut to `MAX_ERROR_CHARS`."""
     if "\x00" in text:

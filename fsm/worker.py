@@ -39,6 +39,7 @@ import orjson
 
 from fsm.errors import DatabaseUnavailable
 from fsm.executor import DriveResult, DriveStatus, Executor
+from fsm.failures import one_line
 from fsm.protocol import S
 from fsm.store import Claimed, Store, is_transient
 
@@ -387,10 +388,11 @@ class _JsonFormatter(logging.Formatter):
 
 
 class _LineFormatter(logging.Formatter):
-    """One record, one line: libpq's errors, quoted in many messages, span several lines."""
+    """One record, one line, printable: libpq's errors span several lines, and a remote's
+    error text may carry terminal escapes (shown escaped, as ``fsm actions`` does)."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = " ".join(record.message.split())
+        record.message = one_line(record.message)
         return super().formatMessage(record)
 
 

@@ -600,3 +600,21 @@ def test_executor_settings_must_make_sense(store: fsm.Store, kwargs: dict[str, A
 def test_a_lease_time_must_be_finite_and_positive(tmp_path: Any, ttl: float) -> None:
     with pytest.raises(ValueError, match="lease_ttl"):
         fsm.Store.sqlite(tmp_path / "x.sqlite", lease_ttl=ttl)
+
+
+def test_the_worker_log_prints_a_remotes_error_text_escaped_on_one_line() -> None:
+    import logging
+
+    from fsm.worker import _LineFormatter
+
+    record = logging.LogRecord(
+        "fsm.worker",
+        logging.INFO,
+        __file__,
+        1,
+        "action %s: parked (%s)",
+        ("a1", "bad\x1b[31mred\nsecond line\u202e"),
+        None,
+    )
+    line = _LineFormatter("%(message)s").format(record)
+    assert line == "action a1: parked (bad\\x1b[31mred second line\\u202e)"
