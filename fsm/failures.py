@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import traceback
 
+from fsm.errors import KindError
+
 MAX_ERROR_CHARS = 4000
 """Longest error text kept on a row or a log entry; the rest is cut with a marker."""
 
@@ -46,13 +48,23 @@ def error_text(error: BaseException | str | None) -> str | None:
 
 
 def broken_text(error: BaseException) -> str:
-    """The error of a broken step with the innermost lines of its traceback, storable."""
+    """The error of a broken step with the innermost lines of its traceback, storable.
+
+    fsm's own `KindError` already names the kind, the state, the callback and the fix: its
+    traceback (fsm's frames) would only add noise, so it is left out.
+    """
+    head = f"broken: {type(error).__name__}: {_message(error)}"
+    if isinstance(error, KindError):
+        return storable(head)
     try:
         frames = traceback.format_exception(type(error), error, error.__traceback__)
     except Exception:  # an exception whose __str__ fails again while formatted
         frames = []
-    lines = "".join(frames[1:-1]).rstrip().splitlines()[-_TRACEBACK_LINES:]
-    head = f"broken: {type(error).__name__}: {_message(error)}"
+    lines = [
+        line
+        for line in "".join(frames[1:-1]).rstrip().splitlines()
+        if line.strip(" ^~")  # the caret lines under a frame say nothing in one line
+    ][-_TRACEBACK_LINES:]
     return storable("\n".join([head, *lines]))
 
 

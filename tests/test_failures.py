@@ -618,3 +618,16 @@ def test_the_worker_log_prints_a_remotes_error_text_escaped_on_one_line() -> Non
     )
     line = _LineFormatter("%(message)s").format(record)
     assert line == "action a1: parked (bad\\x1b[31mred second line\\u202e)"
+
+
+def test_a_broken_step_shows_the_users_frame_and_no_caret_lines(store: fsm.Store) -> None:
+    def typo(b: Booking, conf: str) -> Booking:
+        return b.confirmaton  # type: ignore[attr-defined, no-any-return]
+
+    svc = Provider()
+    svc.behaviour = typo
+    ex, _ = make(store, svc)
+    assert run(ex.drive(BookingKind.create(Booking("tb")))).status is DriveStatus.BROKEN
+    text = store.row("booking-tb").last_error or ""  # type: ignore[union-attr]
+    assert text.startswith("broken: AttributeError:") and "in typo" in text
+    assert not any(line.strip(" ^~") == "" for line in text.splitlines())
