@@ -660,7 +660,7 @@ class Executor(Generic[S]):
         except Exception as exc:
             # The end could not be written: nothing of it happened. The step is retried.
             adapter.error("could not write the end of the action: %s", exc)
-            return self._record_failure(codec, cur, exc, adapter)
+            return self._record_failure(cur, exc, adapter)
         self._committed(cur.id, entry)
         if failed:
             adapter.info("failed in %s: %s", end_state, error_text(error))
@@ -755,7 +755,7 @@ class Executor(Generic[S]):
             # Nothing of this step was written (a resource taken meanwhile, a database fault):
             # the step is retried from the stored checkpoint, under the same key, after backoff.
             adapter.error("could not write the checkpoint: %s", exc)
-            return self._record_failure(codec, cur, exc, adapter), None
+            return self._record_failure(cur, exc, adapter), None
         adapter.debug("%s -> %s (%s)", cur.state, new_state, entry.outcome)
         self._committed(cur.id, entry)
         cur.row = new_row
@@ -822,7 +822,6 @@ class Executor(Generic[S]):
 
     def _record_failure(
         self,
-        codec: KindCodec,
         cur: _Cursor,
         error: BaseException,
         adapter: logging.LoggerAdapter[logging.Logger],

@@ -376,6 +376,11 @@ def _is_broken(conn: Any) -> bool:
     return bool(getattr(conn, "closed", False))
 
 
+def _pg_status(conn: Any) -> int:
+    """A psycopg connection's transaction status (``_PG_IDLE``, ``_PG_INERROR``, ...)."""
+    return int(conn.pgconn.transaction_status)
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for a database error that can go away by itself, with no change to code or setup.
 
@@ -686,7 +691,7 @@ class Store:
             log.warning("the database connection was lost; reconnecting")
             self._discard_connection()
             return self.db.connection()
-        if not self._sqlite and conn.pgconn.transaction_status == _PG_INERROR:
+        if not self._sqlite and _pg_status(conn) == _PG_INERROR:
             log.warning("rolling back an aborted transaction left on the connection")
             conn.rollback()
         return conn
@@ -710,7 +715,7 @@ class Store:
             return False
         if self._sqlite:
             return not conn.in_transaction
-        return bool(conn.info.transaction_status == _PG_IDLE)
+        return _pg_status(conn) == _PG_IDLE
 
     def _write_point(self, name: str) -> contextlib.AbstractContextManager[None]:
         """The named write point around a write: ``<name>.before`` and ``<name>.after``.
@@ -1336,6 +1341,7 @@ class _Statements:
         self.release_one = f"DELETE FROM fsm_resource WHERE name = {p} AND action_id = {p}"
         self._p = p
         self._logged: dict[str, str] = {}
+        self._finish: dict[bool, str] = {}
         self._updates: dict[tuple[str, ...], str] = {}
         self._for_kinds: dict[tuple[str, tuple[str, ...]], str] = {}
         self.log = (
@@ -1369,20 +1375,26 @@ class _Statements:
 
     def finish(self, logged: bool) -> str:
         """PostgreSQL's terminal write as one statement: delete the row (fenced), keep its
-        outcome and, when ``logged``, write its log row, all from the deleted row."""
-        p = self._p
-        log = ""
-        if logged:
-            values = ", ".join([p] * 9)
-            log = (
-                f", logged AS (INSERT INTO fsm_transition ({_LOG_COLUMNS}) "
-                f"SELECT gone.id, gone.kind, {values} FROM gone)"
+        outcome and, when ``logged``, write its log row, all from the deleted row. Built
+        once for each value of ``logged``."""
+        cached = self._finish.get(logged)
+        if cached is None:
+            p = self._p
+            log = f", logged AS ({self._log_from('gone')})" if logged else ""
+            cached = self._finish[logged] = (
+                f"WITH gone AS ({self.delete_fenced} RETURNING id, kind, incarnation, "
+                f"created_at){log} INSERT INTO fsm_outcome ({self._outcome_cols}) "
+                f"SELECT gone.id, gone.incarnation, gone.kind, {p}, {p}, {p}, {p}, "
+                f"gone.created_at, {p} FROM gone"
             )
+        return cached
+
+    def _log_from(self, source: str) -> str:
+        """The log row's INSERT, taking ``action_id`` and ``kind`` from CTE ``source``."""
+        values = ", ".join([self._p] * 9)
         return (
-            f"WITH gone AS ({self.delete_fenced} RETURNING id, kind, incarnation, created_at)"
-            f"{log} INSERT INTO fsm_outcome ({self._outcome_cols}) "
-            f"SELECT gone.id, gone.incarnation, gone.kind, {p}, {p}, {p}, {p}, "
-            f"gone.created_at, {p} FROM gone"
+            f"INSERT INTO fsm_transition ({_LOG_COLUMNS}) "
+            f"SELECT {source}.id, {source}.kind, {values} FROM {source}"
         )
 
     def for_kinds(
@@ -1406,17 +1418,14 @@ class _Statements:
         return cached, tuple(v for name in names for v in (name, kinds[name]))
 
     def logged(self, statement: str) -> str:
-        """``statement`` (an UPDATE or DELETE on one action) plus its log row, as one CTE.
+        """``statement`` (a step's fenced UPDATE) plus its log row, as one CTE.
 
         PostgreSQL only. The log's ``action_id`` and ``kind`` come from the changed row, so
         the statement affects one row exactly when the fenced change did.
         """
         cached = self._logged.get(statement)
         if cached is None:
-            values = ", ".join([self._p] * 9)
             cached = self._logged[statement] = (
-                f"WITH changed AS ({statement} RETURNING id, kind) "
-                f"INSERT INTO fsm_transition ({_LOG_COLUMNS}) "
-                f"SELECT changed.id, changed.kind, {values} FROM changed"
+                f"WITH changed AS ({statement} RETURNING id, kind) {self._log_from('changed')}"
             )
         return cached

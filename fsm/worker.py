@@ -64,8 +64,8 @@ def backoff(failures: int) -> float:
 
 
 def _one_line(exc: BaseException) -> str:
-    """An error's text on one line (libpq's messages span several)."""
-    return " ".join(str(exc).split())
+    """An error's text on one printable line (libpq's messages span several)."""
+    return one_line(str(exc))
 
 
 @attrs.define
