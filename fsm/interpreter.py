@@ -15,9 +15,10 @@ and return only the ``data`` dict.
 Wrong return types. Right after a callback returns, the step checks what it got: an effect
 must return the kind's data type, a guard a bool, a rejection handler an outcome (and, when
 it declared its targets with `fsm.handled`, one that lands on a declared state). Anything else
-raises `TypeError` naming the kind, the state and the callback, which the executor treats
-as a bug in the kind: the action parks with that reason instead of failing later with a
-cattrs error far from its cause. Each check is one identity or isinstance test.
+raises `fsm.KindError` (a `TypeError`) naming the kind, the state and the callback, which
+the executor treats as a bug in the kind: the action is parked as broken with that reason
+instead of failing later with a cattrs error far from its cause. Each check is one identity
+or isinstance test.
 """
 
 from __future__ import annotations

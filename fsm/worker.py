@@ -124,6 +124,7 @@ class Worker(Generic[S]):
         self._outage: _Outage | None = None
         self._unreleased: dict[str, int] = {}  # action id -> epoch of a failed drive's claim
         self._file = _DatabaseFile.of(self.store)
+        self._drivable: dict[str, int] = {}
 
     def stop(self) -> None:
         """Finish the steps in flight, release the leases, and return from `run`."""
@@ -141,6 +142,7 @@ class Worker(Generic[S]):
         Whatever ends the loop, the drives in flight finish their current step first.
         """
         in_flight: set[asyncio.Task[DriveResult]] = set()
+        self._drivable = self._kinds()  # read once: every claim and wake-up filters by it
         renewer = asyncio.create_task(self._renew_leases())
         listener = _Listener.start(self)
         try:
@@ -256,7 +258,7 @@ class Worker(Generic[S]):
         for the workers that load them: claiming them would quarantine live actions.
         """
         ex = self.executor
-        return self.store.claim_due(ex.owner, ex.clock(), free, kinds=self._kinds())
+        return self.store.claim_due(ex.owner, ex.clock(), free, kinds=self._drivable)
 
     def _release_unreleased(self) -> None:
         """Let go again of the actions whose drives may have failed to let go themselves.
@@ -274,7 +276,7 @@ class Worker(Generic[S]):
             del self._unreleased[action_id]
 
     def _idle_timeout(self) -> float:
-        next_wake = self.store.next_wake(kinds=self._kinds())
+        next_wake = self.store.next_wake(kinds=self._drivable)
         if next_wake is None:
             return self.poll
         return max(0.0, min(self.poll, next_wake - self.executor.clock()))
