@@ -33,8 +33,8 @@ from definitions.sim import Fault, World, check_invariants, make_world
 from fsm.retry import SEED_POLICY
 
 T = TypeVar("T")
-HERE = Path(__file__).parent
-REPO = HERE.parent
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
+REPO = Path(__file__).resolve().parents[2]
 AMOUNT = 10_000
 FEE = 20  # the sim's lightning_receive_fee
 
@@ -373,7 +373,7 @@ def test_every_step_twice_gives_the_same_outcome_and_no_second_effect(
 
 @pytest.mark.parametrize("kill_after", [1, 2, 3, 4])
 def test_resumes_after_sigkill_right_after_a_commit(tmp_path: Path, kill_after: int) -> None:
-    child = [sys.executable, str(HERE / "lnrecv_child.py"), str(tmp_path)]
+    child = [sys.executable, str(SUPPORT / "lnrecv_child.py"), str(tmp_path)]
     killed = subprocess.run([*child, str(kill_after)], cwd=REPO, capture_output=True, check=False)
     assert killed.returncode == -9, killed.stderr.decode()
     finished = subprocess.run(child, cwd=REPO, capture_output=True, check=False)

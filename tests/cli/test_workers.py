@@ -14,7 +14,7 @@ from corekinds import plain_keys
 
 import fsm
 
-HERE = Path(__file__).parent
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
 
 
 def spawn_worker(url: str, env: dict[str, str], *extra: str, log: Path) -> subprocess.Popen[bytes]:

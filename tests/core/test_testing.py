@@ -14,7 +14,7 @@ from corekinds import Ledger, Script
 import fsm
 from fsm.testing import Scenario, check_invariants, enumerate_crashes, soak
 
-HERE = Path(__file__).parent
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
 
 
 def scenario(buggy: bool, *, work: bool = True, flags: tuple[str, ...] = ()) -> Scenario:
@@ -38,14 +38,14 @@ def scenario(buggy: bool, *, work: bool = True, flags: tuple[str, ...] = ()) -> 
         setup=scenario_child.setup if work else lambda folder: None,
         driver=lambda folder: [
             sys.executable,
-            str(HERE / "scenario_child.py"),
+            str(SUPPORT / "scenario_child.py"),
             str(folder),
             *(["--buggy"] if buggy else []),
             *flags,
         ],
         database=lambda folder: f"sqlite:///{folder / 'a.sqlite'}",
         check=check,
-        env={"PYTHONPATH": str(HERE)},
+        env={"PYTHONPATH": str(SUPPORT)},
     )
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "payout.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "payout.py"
 
 
 def run(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:

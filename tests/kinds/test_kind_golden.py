@@ -14,7 +14,7 @@ import pytest
 from fsm import Failed, Next, Park
 from fsm.golden import GoldenMismatch, check_golden, write_golden
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "examples" / "golden" / "order"
 
 

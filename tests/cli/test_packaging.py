@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # A kind whose effect takes an Invoice where the kind's data is an Order.
 SNIPPET = textwrap.dedent(

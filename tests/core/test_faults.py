@@ -17,7 +17,7 @@ import fsm
 from fsm import DriveStatus
 from fsm.faults import WRITE_POINTS, CrashPlan, DatabaseFaults, all_points
 
-HERE = Path(__file__).parent
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
 
 
 def test_crash_plan_parsing() -> None:
@@ -31,7 +31,7 @@ def test_crash_plan_parsing() -> None:
 
 def drive_in_child(db: Path, ledger: Path, env: dict[str, str]) -> int:
     proc = subprocess.run(
-        [sys.executable, str(HERE / "drive_child.py"), str(db), str(ledger)],
+        [sys.executable, str(SUPPORT / "drive_child.py"), str(db), str(ledger)],
         env=env,
         capture_output=True,
         timeout=60,

@@ -27,7 +27,7 @@ from fsm.discover import load_module
 from fsm.faults import warn_armed
 from fsm.store import SCHEMA_VERSION
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 KINDS_SOURCE = textwrap.dedent(
     '''

@@ -7,14 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GRAPHVIZ = {"dot", "neato", "circo", "fdp", "sfdp", "twopi"}
 CLOSED_PORT = "postgresql://postgres@127.0.0.1:1/test"
 # One test of each kind: two that render with `dot`, one that runs on PostgreSQL.
 TESTS = [
-    "tests/test_diagram.py::test_png_signature_and_size",
-    "tests/test_cli.py::test_diagram_png",
-    "tests/test_executor.py::test_park_persists_and_returns_its_error",
+    "tests/kinds/test_diagram.py::test_png_signature_and_size",
+    "tests/cli/test_cli.py::test_diagram_png",
+    "tests/core/test_executor.py::test_park_persists_and_returns_its_error",
 ]
 
 

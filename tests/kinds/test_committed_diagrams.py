@@ -11,7 +11,7 @@ import pytest
 
 from fsm.discover import kinds_in, load_module
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DIAGRAMS = REPO / "docs" / "diagrams"
 
 COMMITTED = [

@@ -14,12 +14,12 @@ from corekinds import Ledger, Transfer, plain_keys
 
 import fsm
 
-HERE = Path(__file__).parent
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
 
 
 def child(db: Path, ledger: Path, env: dict[str, str], rounds: int = 1) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, str(HERE / "drive_child.py"), str(db), str(ledger), str(rounds)],
+        [sys.executable, str(SUPPORT / "drive_child.py"), str(db), str(ledger), str(rounds)],
         env=env,
         stderr=subprocess.PIPE,
     )

@@ -27,7 +27,7 @@ from fsm.executor import DriveResult, DriveStatus
 from fsm.store import HOST, Claimed, new_owner
 from fsm.worker import Worker
 
-HERE = Path(__file__).parent
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
 
 OpenStore = Callable[..., fsm.Store]
 
@@ -218,7 +218,7 @@ def test_a_worker_in_another_real_pid_namespace_keeps_its_lease(
     started(store, Alpha("a"))
     pid = dead_pid_here()
     holder = subprocess.Popen(
-        [*UNSHARE_PIDS, sys.executable, str(HERE / "pidns_child.py"), pg_url, "a", str(pid)],
+        [*UNSHARE_PIDS, sys.executable, str(SUPPORT / "pidns_child.py"), pg_url, "a", str(pid)],
         env=child_env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
