@@ -22,7 +22,8 @@ import peewee
 import pytest
 
 import fsm
-from fsm.diagram import CURRENT_FILL, to_mermaid
+from fsm.diagram import to_mermaid
+from fsm.diagram.style import CURRENT_FILL
 from fsm.discover import load_module
 from fsm.faults import warn_armed
 from fsm.store import SCHEMA_VERSION
@@ -35,7 +36,7 @@ KINDS_SOURCE = textwrap.dedent(
 
     import attrs
 
-    from fsm.graph import Edge, KindGraph, StateNode
+    from fsm.diagram import Edge, KindGraph, StateNode
     from fsm.kind import Kind
     from fsm.state import State
 

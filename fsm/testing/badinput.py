@@ -9,8 +9,9 @@ feeds each to the real code and returns how many it tried and every expectation 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
+import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import attrs
 
+import fsm
 from fsm.errors import DefinitionError
 from fsm.executor import DriveStatus, Executor
 from fsm.kind import Kind
@@ -185,14 +187,22 @@ BAD_ARGUMENTS: list[list[str]] = [
 
 
 def _bad_arguments() -> tuple[int, list[str]]:
-    from fsm.cli import main
-
+    """Run ``python -m fsm`` with each of `BAD_ARGUMENTS`, as a user would (so the testing
+    tools never import the command line, which runs them)."""
+    root = str(Path(fsm.__file__).resolve().parent.parent)  # this fsm, in the child too
+    paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     problems = []
     for argv in BAD_ARGUMENTS:
-        err = io.StringIO()
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            code = main(argv)
-        lines = err.getvalue().strip().splitlines()
+        proc = subprocess.run(
+            [sys.executable, "-m", "fsm", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        code = proc.returncode
+        lines = proc.stderr.strip().splitlines()
         if code != 2 or len(lines) != 1:
             problems.append(f"fsm {' '.join(argv)}: exit {code}, {len(lines)} stderr line(s)")
     return len(BAD_ARGUMENTS), problems
