@@ -115,7 +115,10 @@ def _run(argv: Sequence[str] | None) -> int:
     # is an FsmError and lands in the exit-1 clause as it is; keep this mapping this small.
     try:
         commands = all_commands()
-        args = build_parser(commands).parse_args(argv)
+        try:
+            args = build_parser(commands).parse_args(argv)
+        except SystemExit as done:  # --help: argparse printed it and exits 0
+            return done.code if isinstance(done.code, int) else 0
         return int(commands[args.command].run(args))
     except (UsageError, ServicesMissing) as exc:
         return _fail(2, str(exc))
