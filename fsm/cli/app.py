@@ -24,19 +24,24 @@ from typing import Any, NoReturn, TextIO, cast
 import peewee
 
 from fsm import plugins
-from fsm.cli import actions, diagram, kinds, torture, validate, worker
+from fsm.cli.actions import COMMAND as ACTIONS
 from fsm.cli.common import PROG, Command, CommandError, UsageError
+from fsm.cli.diagram import COMMAND as DIAGRAM
+from fsm.cli.kinds import COMMAND as KINDS
+from fsm.cli.torture import COMMAND as TORTURE
+from fsm.cli.validate import COMMAND as VALIDATE
+from fsm.cli.worker import COMMAND as WORKER
 from fsm.errors import FsmError
 from fsm.failures import one_line
 from fsm.worker.services import ServicesMissing
 
 COMMANDS: dict[str, Command] = {
-    "kinds": kinds.COMMAND,
-    "validate": validate.COMMAND,
-    "diagram": diagram.COMMAND,
-    "actions": actions.COMMAND,
-    "worker": worker.COMMAND,
-    "torture": torture.COMMAND,
+    "kinds": KINDS,
+    "validate": VALIDATE,
+    "diagram": DIAGRAM,
+    "actions": ACTIONS,
+    "worker": WORKER,
+    "torture": TORTURE,
 }
 
 

@@ -99,57 +99,49 @@ def _bad_rows(folder: Path) -> tuple[int, list[str]]:
     return len(BAD_ROWS) + len(FOREIGN_ROWS), problems
 
 
+class _ById:
+    """What the broken kinds below share and get right: an ``action_id``."""
+
+    @staticmethod
+    def action_id(data: Ticket) -> str:
+        return data.ticket_id
+
+
 def _definitions() -> list[Callable[[], Any]]:
     """Kinds with one mistake each; every one must raise DefinitionError at class creation."""
 
     def no_initial() -> Any:
-        class NoInitial(Kind[Ticket, None]):
+        class NoInitial(_ById, Kind[Ticket, None]):
             name = "bad1"
             a = State()
             b = State.done()
             transitions = (a.to(b),)
 
-            @staticmethod
-            def action_id(data: Ticket) -> str:
-                return data.ticket_id
-
     def shadowed() -> Any:
-        class Shadowed(Kind[Ticket, None]):
+        class Shadowed(_ById, Kind[Ticket, None]):
             name = "bad2"
             a = State(initial=True)
             b = State.done()
             c = State.failed()
             transitions = (a.to(b), a.to(c))
 
-            @staticmethod
-            def action_id(data: Ticket) -> str:
-                return data.ticket_id
-
     def unreachable() -> Any:
-        class Unreachable(Kind[Ticket, None]):
+        class Unreachable(_ById, Kind[Ticket, None]):
             name = "bad3"
             a = State(initial=True)
             b = State.done()
             island = State()
             transitions = (a.to(b), island.to(b))
 
-            @staticmethod
-            def action_id(data: Ticket) -> str:
-                return data.ticket_id
-
     def wrong_arity() -> Any:
         def effect(data: Ticket) -> Ticket:
             return data
 
-        class WrongArity(Kind[Ticket, None]):
+        class WrongArity(_ById, Kind[Ticket, None]):
             name = "bad4"
             a = State(initial=True)
             b = State.done()
             transitions = (a.to(b, effect=effect),)  # type: ignore[arg-type]
-
-            @staticmethod
-            def action_id(data: Ticket) -> str:
-                return data.ticket_id
 
     def no_id() -> Any:
         class NoId(Kind[Ticket, None]):
