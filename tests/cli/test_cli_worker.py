@@ -10,11 +10,16 @@ import textwrap
 import time
 from pathlib import Path
 
+import cli_support
 import pytest
 from cli_support import Ran, assert_one_line_error, run_fsm
 
 import fsm
 from fsm.discover import load_module
+
+forget_user_modules = cli_support.forget_user_modules
+kinds_file = cli_support.kinds_file
+sale_db = cli_support.sale_db
 
 
 def run_worker_cli(*args: str | Path, cwd: Path | None = None) -> Ran:
