@@ -4,6 +4,8 @@ Rows a store may hold after a bug, a downgrade or a hand edit (unknown kind, unr
 an unknown state, a version newer than the code, an id that breaks the key rules, a payload
 of another action); broken kind definitions; bad command-line arguments. `try_bad_inputs`
 feeds each to the real code and returns how many it tried and every expectation that failed.
+The command line is run as a user runs it, ``python -m fsm``: the testing tools never import
+the CLI, which imports them for ``fsm torture``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Torture: every crash, fault and bad-input test on the scenarios it finds, one table.
+"""What ``fsm torture`` runs: every crash, fault and bad-input test on the scenarios found.
 
 Scenarios come from the ``fsm.torture`` entry-point group (an installed package's kinds, such
 as the bark wallet demo) and from ``--module`` files or modules with a ``TORTURE`` attribute
