@@ -38,7 +38,7 @@ from typing import Any, ClassVar, Generic, cast
 
 from fsm.codec import KindCodec
 from fsm.definition import Definition, collect
-from fsm.graph import Edge, KindGraph, StateNode
+from fsm.diagram.model import Edge, KindGraph, StateNode
 from fsm.interpreter import Compiled, Instance
 from fsm.protocol import Next
 from fsm.retry import RetryPolicy

@@ -13,7 +13,7 @@ CLOSED_PORT = "postgresql://postgres@127.0.0.1:1/test"
 # One test of each kind: two that render with `dot`, one that runs on PostgreSQL.
 TESTS = [
     "tests/kinds/test_diagram.py::test_png_signature_and_size",
-    "tests/cli/test_cli.py::test_diagram_png",
+    "tests/cli/test_cli_diagram.py::test_diagram_png",
     "tests/core/test_executor.py::test_park_persists_and_returns_its_error",
 ]
 

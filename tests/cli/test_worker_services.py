@@ -1,4 +1,4 @@
-"""`fsm.discover.services_for`: where a worker's services come from, or a one-line refusal."""
+"""`fsm.worker.services.services_for`: a worker's services, or a one-line refusal."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import attrs
 import pytest
 
 import fsm
-from fsm.discover import ServicesFailed, ServicesMissing, needs_services, services_for
 from fsm.kind import Kind
 from fsm.state import State
+from fsm.worker.services import ServicesFailed, ServicesMissing, needs_services, services_for
 
 
 class Shop:

@@ -605,7 +605,7 @@ def test_a_lease_time_must_be_finite_and_positive(tmp_path: Any, ttl: float) -> 
 def test_the_worker_log_prints_a_remotes_error_text_escaped_on_one_line() -> None:
     import logging
 
-    from fsm.worker import _LineFormatter
+    from fsm.worker.logs import LineFormatter
 
     record = logging.LogRecord(
         "fsm.worker",
@@ -616,7 +616,7 @@ def test_the_worker_log_prints_a_remotes_error_text_escaped_on_one_line() -> Non
         ("a1", "bad\x1b[31mred\nsecond line\u202e"),
         None,
     )
-    line = _LineFormatter("%(message)s").format(record)
+    line = LineFormatter("%(message)s").format(record)
     assert line == "action a1: parked (bad\\x1b[31mred second line\\u202e)"
 
 

@@ -14,21 +14,22 @@ import pytest
 
 import fsm
 from fsm.diagram import (
-    CURRENT_FILL,
-    REJECTION_COLOR,
+    Edge,
     GraphvizError,
+    KindGraph,
     Overlay,
     OverlayError,
+    StateNode,
     action_overlay,
     live_counts,
     render,
-    run_dot,
     to_dot,
     to_mermaid,
     to_png,
     to_svg,
 )
-from fsm.graph import Edge, KindGraph, StateNode
+from fsm.diagram.graphviz import run_dot
+from fsm.diagram.style import CURRENT_FILL, REJECTION_COLOR
 
 # pydot's parser still calls pyparsing's old camelCase names.
 pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated - use:DeprecationWarning")
@@ -303,7 +304,7 @@ def test_png_signature_and_size() -> None:
 
 
 def test_missing_graphviz_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("fsm.diagram.shutil.which", lambda _name: None)
+    monkeypatch.setattr("fsm.diagram.graphviz.shutil.which", lambda _name: None)
     with pytest.raises(GraphvizError, match=r"apt-get install graphviz / brew install graphviz"):
         to_svg(ORDER)
     assert render(ORDER, "mermaid").startswith(b"stateDiagram-v2")  # text formats still work

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from fsm import DecodeError, Kind, RetryPolicy, State, StepContext
-from fsm.graph import Edge, StateNode
+from fsm.diagram import Edge, StateNode
 
 
 @attrs.frozen

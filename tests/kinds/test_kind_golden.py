@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from fsm import Failed, Next, Park
-from fsm.golden import GoldenMismatch, check_golden, write_golden
+from fsm.testing.golden import GoldenMismatch, check_golden, write_golden
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "examples" / "golden" / "order"

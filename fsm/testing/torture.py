@@ -1,4 +1,4 @@
-"""``fsm torture``: every crash, fault and bad-input test on the scenarios it finds, one table.
+"""What ``fsm torture`` runs: every crash, fault and bad-input test on the scenarios found.
 
 Scenarios come from the ``fsm.torture`` entry-point group (an installed package's kinds, such
 as the bark wallet demo) and from ``--module`` files or modules with a ``TORTURE`` attribute
@@ -16,12 +16,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from fsm import plugins
+from fsm.discover import DiscoveryError, load_module
 from fsm.testing.badinput import try_bad_inputs
 from fsm.testing.crash import (
     CrashReport,
@@ -31,8 +32,6 @@ from fsm.testing.crash import (
     enumerate_crashes,
     soak,
 )
-
-ENTRY_POINT_GROUP = "fsm.torture"
 
 
 @attrs.frozen
@@ -63,10 +62,30 @@ def scenarios_in(obj: Any) -> list[Scenario]:
 
 
 def installed_scenarios() -> list[Scenario]:
+    """The scenarios of the ``fsm.torture`` entry points; one that fails to load raises."""
     found: list[Scenario] = []
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found += scenarios_in(ep.load())
+    for plugin in plugins.load_group(plugins.TORTURE):
+        if plugin.error is not None:
+            raise plugin.error
+        found += scenarios_in(plugin.loaded)
     return found
+
+
+def find_scenarios(modules: Iterable[str]) -> list[Scenario]:
+    """The installed scenarios, then the ``TORTURE`` of each module named; a
+    `DiscoveryError` for a module without one, or when there is nothing to torture."""
+    scenarios = installed_scenarios()
+    for spec in modules:
+        found = scenarios_in(getattr(load_module(spec), "TORTURE", None))
+        if not found:
+            raise DiscoveryError(f"module {spec!r} has no TORTURE scenario")
+        scenarios += found
+    if not scenarios:
+        raise DiscoveryError(
+            "no scenarios: name a module with a TORTURE scenario (--module examples/payout.py) "
+            "or install a package with `fsm.torture` entry points"
+        )
+    return scenarios
 
 
 def run(

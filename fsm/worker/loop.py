@@ -25,55 +25,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import random
-import signal
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any, Generic
+from collections.abc import Callable
+from typing import Generic
 
 import attrs
-import orjson
 
 from fsm.errors import DatabaseUnavailable
-from fsm.executor import DriveResult, DriveStatus, Executor
-from fsm.failures import one_line
+from fsm.executor import DriveResult, Executor
 from fsm.protocol import S
-from fsm.store import Claimed, Store, is_transient
+from fsm.store import Claimed, is_transient
+from fsm.worker.dbfile import DatabaseFile
+from fsm.worker.listener import Listener
+from fsm.worker.outage import MAX_OUTAGE, Outage, backoff, error_line
 
-log = logging.getLogger(__name__)
-
-MAX_OUTAGE = 300.0
-"""Default seconds a worker keeps trying through a database outage before it exits."""
-BACKOFF_FIRST = 0.1
-"""Seconds before the first retry after a database failure; doubles with each failure."""
-BACKOFF_CAP = 5.0
-"""The longest wait between two attempts during an outage."""
-
-
-def backoff(failures: int) -> float:
-    """The wait after the ``failures``-th failure in a row: doubling, capped, with jitter.
-
-    The jitter (a random 50-100% of the step) keeps a fleet of workers that lost the same
-    server from reconnecting in lockstep.
-    """
-    step = min(BACKOFF_CAP, BACKOFF_FIRST * 2.0 ** min(failures - 1, 30))
-    return step * random.uniform(0.5, 1.0)
-
-
-def _one_line(exc: BaseException) -> str:
-    """An error's text on one printable line (libpq's messages span several)."""
-    return one_line(str(exc))
-
-
-@attrs.define
-class _Outage:
-    """A run of failed database calls in the worker's loop, since ``started`` (monotonic)."""
-
-    started: float
-    failures: int = 0
+log = logging.getLogger("fsm.worker")
 
 
 @attrs.define
@@ -121,9 +87,9 @@ class Worker(Generic[S]):
         self.stats = WorkerStats()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
-        self._outage: _Outage | None = None
+        self._outage: Outage | None = None
         self._unreleased: dict[str, int] = {}  # action id -> epoch of a failed drive's claim
-        self._file = _DatabaseFile.of(self.store)
+        self._file = DatabaseFile.of(self.store)
         self._drivable: dict[str, int] = {}
 
     def stop(self) -> None:
@@ -144,7 +110,7 @@ class Worker(Generic[S]):
         in_flight: set[asyncio.Task[DriveResult]] = set()
         self._drivable = self._kinds()  # read once: every claim and wake-up filters by it
         renewer = asyncio.create_task(self._renew_leases())
-        listener = _Listener.start(self)
+        listener = Listener.start(self.store, self.wake)
         try:
             while not self._stop.is_set():
                 if self._file is not None:
@@ -187,7 +153,7 @@ class Worker(Generic[S]):
         """Log one line for this failure and wait before trying again, or give up."""
         now = time.monotonic()
         if self._outage is None:
-            self._outage = _Outage(now)
+            self._outage = Outage(now)
         outage = self._outage
         outage.failures += 1
         down = now - outage.started
@@ -197,18 +163,18 @@ class Worker(Generic[S]):
                 down,
                 outage.failures,
                 self.max_outage,
-                _one_line(exc),
+                error_line(exc),
             )
             raise DatabaseUnavailable(
                 f"database unavailable for {down:.1f}s, longer than the "
-                f"{self.max_outage:g}s allowed: {_one_line(exc)}"
+                f"{self.max_outage:g}s allowed: {error_line(exc)}"
             ) from exc
         delay = min(backoff(outage.failures), self.max_outage - down)
         log.warning(
             "database unavailable (failure %d, down %.1fs): %s; retrying in %.2fs",
             outage.failures,
             down,
-            _one_line(exc),
+            error_line(exc),
             delay,
         )
         with contextlib.suppress(TimeoutError):
@@ -309,207 +275,3 @@ class Worker(Generic[S]):
                 self.store.renew(ex.owner, ex.clock() + ttl, ex.driving)
             except Exception as exc:  # the next write will tell whether the lease survived
                 log.warning("could not renew leases: %s", exc)
-
-
-def run_worker(
-    store: Store,
-    services: Any,
-    kinds: Iterable[Any],
-    *,
-    concurrency: int = 8,
-    poll: float = 0.2,
-    json_logs: bool = False,
-    max_outage: float = MAX_OUTAGE,
-) -> int:
-    """The ``fsm worker`` process: log one line per outcome, stop cleanly on SIGTERM/SIGINT.
-
-    Returns the exit code: 0 after a clean stop (steps in flight finished, leases released),
-    1 after giving up on the database (`Worker` ``max_outage``, a lost SQLite file).
-    """
-    _configure_logging(json_logs)
-    executor: Executor[Any] = Executor(store, services, kinds=kinds)
-    outcome_log = logging.getLogger("fsm.worker.outcome")
-
-    def report(result: DriveResult) -> None:
-        error = None if result.error is None else str(result.error)
-        outcome_log.info(
-            "action %s: %s in %s after %d step(s)%s",
-            result.id,
-            result.status.value,
-            result.state,
-            result.steps,
-            f" ({error})" if error else "",
-            extra={
-                "action": result.id,
-                "status": result.status.value,
-                "state": result.state,
-                "steps": result.steps,
-                "error": error,
-            },
-        )
-
-    async def main() -> None:
-        worker = Worker(
-            executor,
-            concurrency=concurrency,
-            poll=poll,
-            on_result=report,
-            max_outage=max_outage,
-        )
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.stop)
-        log.info("worker %s started (concurrency %d)", executor.owner, concurrency)
-        stats = await worker.run()
-        log.info("worker %s stopped: %s", executor.owner, stats.by_status)
-
-    try:
-        asyncio.run(main())
-    except DatabaseUnavailable:
-        return 1  # the worker logged why, in one line
-    finally:
-        with contextlib.suppress(Exception):  # the connection may be long gone
-            store.close()
-    return 0
-
-
-class _JsonFormatter(logging.Formatter):
-    FIELDS = ("action", "status", "state", "steps", "error")
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": record.created,
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for name in self.FIELDS:
-            if name in record.__dict__:
-                entry[name] = record.__dict__[name]
-        return orjson.dumps(entry).decode()
-
-
-class _LineFormatter(logging.Formatter):
-    """One record, one line, printable: libpq's errors span several lines, and a remote's
-    error text may carry terminal escapes (shown escaped, as ``fsm actions`` does)."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = one_line(record.message)
-        return super().formatMessage(record)
-
-
-def _configure_logging(json_logs: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        _JsonFormatter() if json_logs else _LineFormatter("%(asctime)s %(message)s")
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    logging.getLogger("fsm.executor").setLevel(logging.WARNING)
-
-
-@attrs.frozen
-class _DatabaseFile:
-    """The SQLite file a worker opened, to notice when it is deleted or replaced.
-
-    SQLite keeps working on an unlinked file, so without this a worker whose database was
-    removed (or restored from a copy) would go on driving actions into a file no one sees.
-    """
-
-    path: str
-    device: int
-    inode: int
-
-    @classmethod
-    def of(cls, store: Store) -> _DatabaseFile | None:
-        """The file under ``store``; ``None`` for PostgreSQL and in-memory databases."""
-        if not store.is_sqlite:
-            return None
-        name = str(store.db.database)
-        if name == ":memory:" or name.startswith("file:"):
-            return None
-        path = os.path.abspath(name)
-        found = os.stat(path)
-        return cls(path, found.st_dev, found.st_ino)
-
-    def check(self) -> None:
-        """Raise `DatabaseUnavailable` (after one log line) if the file is gone or another."""
-        try:
-            found = os.stat(self.path)
-        except FileNotFoundError:
-            problem = "was deleted"
-        else:
-            if (found.st_dev, found.st_ino) == (self.device, self.inode):
-                return
-            problem = "was replaced by another file"
-        message = f"the database file {self.path} {problem} under the worker; stopping"
-        log.error("%s", message)
-        raise DatabaseUnavailable(message)
-
-
-class _Listener:
-    """PostgreSQL ``LISTEN fsm_due`` on a connection of its own, in a daemon thread.
-
-    The thread reconnects by itself, with the worker's backoff, when the connection is lost;
-    after each (re)connection it wakes the worker once, for notifications it may have missed.
-    """
-
-    def __init__(self, worker: Worker[Any], connect: Callable[[], Any]) -> None:
-        self._closed = threading.Event()
-        loop = asyncio.get_running_loop()
-
-        def wake() -> None:
-            loop.call_soon_threadsafe(worker.wake)
-
-        self._thread = threading.Thread(
-            target=self._listen, args=(connect, wake), name="fsm-listen", daemon=True
-        )
-        self._thread.start()
-
-    @classmethod
-    def start(cls, worker: Worker[Any]) -> _Listener | None:
-        db = worker.store.db
-        if worker.store.is_sqlite:
-            return None
-        import psycopg
-
-        def connect() -> Any:
-            return psycopg.connect(dbname=db.database, autocommit=True, **db.connect_params)
-
-        return cls(worker, connect)
-
-    def _listen(self, connect: Callable[[], Any], wake: Callable[[], None]) -> None:
-        failures = 0
-        while not self._closed.is_set():
-            try:
-                with connect() as conn:
-                    conn.execute("LISTEN fsm_due")
-                    if failures:
-                        log.warning("listening for notifications again")
-                    failures = 0
-                    wake()
-                    while not self._closed.is_set():
-                        for _ in conn.notifies(timeout=0.5):
-                            wake()
-            except Exception as exc:
-                if self._closed.is_set():
-                    return
-                failures += 1
-                delay = backoff(failures)
-                # The worker's loop logs every failure of the outage; this only its start.
-                log.log(
-                    logging.WARNING if failures == 1 else logging.DEBUG,
-                    "notification connection lost (failure %d): %s; reconnecting in %.2fs",
-                    failures,
-                    _one_line(exc),
-                    delay,
-                )
-                self._closed.wait(delay)
-
-    def close(self) -> None:
-        self._closed.set()
-        self._thread.join(timeout=2)
-
-
-__all__ = ["DriveStatus", "Worker", "WorkerStats"]

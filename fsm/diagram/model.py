@@ -1,9 +1,9 @@
 """The diagram IR: a kind reduced to named states and labelled edges.
 
-Extracted once from a kind's compiled table (`fsm.kind.Kind.graph`), rendered by
-`fsm.diagram` to Mermaid, DOT, SVG or PNG. Keeping this small and free of callables is what
-lets every renderer stay a short pure function, and lets overlays (current state, counts per
-state) be plain data added beside it.
+Extracted once from a kind's compiled table (`fsm.kind.Kind.graph`), rendered by the
+renderers of `fsm.diagram`. Keeping this small and free of callables is what lets every
+renderer stay a short pure function, and lets overlays (current state, counts per state) be
+plain data added beside it.
 """
 
 from __future__ import annotations
