@@ -13,13 +13,14 @@ from typing import Any
 import attrs
 
 import fsm
-from definitions.arkoor_send import ArkoorSendKind, start_arkoor_send
-from definitions.board import BoardKind, start_board
-from definitions.lightning_receive import LightningReceiveKind, start_lightning_receive
-from definitions.lightning_send import LightningSendKind, start_lightning_send
-from definitions.model import ArkAddress, TxOut, board_address, digest
-from definitions.offboard import OffboardKind, send_onchain
-from definitions.services import Services
+
+from .arkoor_send import ArkoorSendKind, start_arkoor_send
+from .board import BoardKind, start_board
+from .lightning_receive import LightningReceiveKind, start_lightning_receive
+from .lightning_send import LightningSendKind, start_lightning_send
+from .model import ArkAddress, TxOut, board_address, digest
+from .offboard import OffboardKind, send_onchain
+from .services import Services
 
 Started = tuple[fsm.Action[Services], list[str]]
 Starter = Callable[[Services, int, random.Random], Awaitable[Started]]

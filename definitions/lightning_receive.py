@@ -22,8 +22,10 @@ import secrets
 import attrs
 
 import fsm
-from definitions.calls import call_key
-from definitions.model import (
+from fsm import Kind, RetryPolicy, State, StepContext, handled
+
+from .calls import call_key
+from .model import (
     ArkAddress,
     HtlcRecvPolicy,
     Invoice,
@@ -35,16 +37,9 @@ from definitions.model import (
     digest,
     payment_hash_of,
 )
-from definitions.services import (
-    INVALID_ARGUMENT,
-    ReceiveGrant,
-    ReceiveState,
-    ReceiveStatus,
-    ServerUnavailable,
-    Services,
-    WalletConfig,
-)
-from fsm import Kind, RetryPolicy, State, StepContext, handled
+from .services import Services, WalletConfig
+from .services.ark_records import ReceiveGrant, ReceiveState, ReceiveStatus
+from .services.ark_server import INVALID_ARGUMENT, ServerUnavailable
 
 Ctx = StepContext[Services]
 

@@ -12,14 +12,14 @@ import sys
 from pathlib import Path
 
 import fsm
-from definitions.arkoor_send import ArkoorSendKind
-from definitions.board import BoardKind
-from definitions.lightning_receive import LightningReceiveKind
-from definitions.lightning_send import LightningSendKind
-from definitions.offboard import OffboardKind
-from definitions.sim import check_invariants as world_invariants
-from definitions.sim import make_world
 from fsm.testing import Scenario, check_invariants
+
+from .arkoor_send import ArkoorSendKind
+from .board import BoardKind
+from .lightning_receive import LightningReceiveKind
+from .lightning_send import LightningSendKind
+from .offboard import OffboardKind
+from .sim import check_wallet_invariants, make_world
 
 KINDS = (BoardKind, OffboardKind, ArkoorSendKind, LightningSendKind, LightningReceiveKind)
 SEED = 3
@@ -43,7 +43,7 @@ def _check(folder: Path) -> list[str]:
     try:
         world = make_world(folder / f"{_wallet(folder).name}.world", SEED)
         services = world.services(store)
-        problems = list(world_invariants(world, services.wallet, store))  # type: ignore[arg-type]
+        problems = list(check_wallet_invariants(world, services.wallet, store))  # type: ignore[arg-type]
         problems += check_invariants(store, KINDS)
         if store.rows():
             problems.append(f"{len(store.rows())} action(s) still live")

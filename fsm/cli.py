@@ -544,10 +544,20 @@ def build_parser(commands: dict[str, Any] | None = None) -> argparse.ArgumentPar
     return parser
 
 
+NOT_INSTALLED = {
+    "demo": "'demo' comes with the bark wallet kinds: pip install -e ./definitions "
+    "(from fsm's repository)",
+}
+"""Commands of fsm's companion distribution ``fsm-bark``: named with how to get them."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``fsm`` command; returns the exit code (the console script exits with it)."""
     try:
         commands = all_commands()
+        first = next(iter(sys.argv[1:] if argv is None else argv), None)
+        if first in NOT_INSTALLED and first not in commands:
+            return _fail(2, NOT_INSTALLED[first])
         args = build_parser(commands).parse_args(argv)
         return int(commands[args.command].run(args))
     except (UsageError, ServicesMissing) as exc:

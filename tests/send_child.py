@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from fsm_bark.arkoor_send import send_arkoor_payment
+from fsm_bark.lightning_send import pay_lightning_invoice
 from send_support import Wallet, payee
 
 import fsm
-from definitions.arkoor_send import send_arkoor_payment
-from definitions.lightning_send import pay_lightning_invoice
 from fsm.store import LogEntry
 
 

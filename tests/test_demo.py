@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from fsm_bark.sim import check_wallet_invariants, make_world
 
 import fsm
-from definitions.sim import check_invariants, make_world
 
 FSM = shutil.which("fsm") or "fsm"
 
@@ -26,7 +26,7 @@ def assert_clean(tmp_path: Path) -> None:
     store = fsm.Store.sqlite(tmp_path / "demo.sqlite")
     world = make_world(tmp_path / "demo.sqlite.world", seed=4)
     assert store.rows() == []
-    assert check_invariants(world, world.wallet_store(store.holder_of), store) == []
+    assert check_wallet_invariants(world, world.wallet_store(store.holder_of), store) == []
 
 
 def test_a_run_to_the_end_exits_0_with_the_summary(tmp_path: Path) -> None:

@@ -10,9 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-import fsm
-from definitions.model import (
+from fsm_bark.model import (
     MovementStatus,
     MovementUpdate,
     PubkeyPolicy,
@@ -21,9 +19,12 @@ from definitions.model import (
     digest,
     vtxo_resource,
 )
-from definitions.services import InsufficientFunds, ServerUnavailable, VtxoStateError
-from definitions.sim import Faults, World, make_world
-from definitions.sim.wallet_store import SqliteWalletStore
+from fsm_bark.services.ark_server import ServerUnavailable
+from fsm_bark.services.wallet import InsufficientFunds, VtxoStateError
+from fsm_bark.sim import Faults, World, make_world
+from fsm_bark.sim.wallet_store import SqliteWalletStore
+
+import fsm
 
 NOISY = Faults(drop_request=0.2, lose_response=0.2, reject_invalid_argument=0.1, evict=0.3)
 
