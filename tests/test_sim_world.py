@@ -100,8 +100,8 @@ def test_effects_survive_sigkill_of_the_caller(tmp_path: Path) -> None:
         f"""
         import asyncio, os, signal
         from pathlib import Path
-        from definitions.model import PubkeyPolicy, VtxoRequest
-        from definitions.sim import make_world
+        from fsm_bark.model import PubkeyPolicy, VtxoRequest
+        from fsm_bark.sim import make_world
         world = make_world(Path({str(folder)!r}), seed=9)
         wallet = world.wallet_store()
         [v] = world.fund_vtxos(wallet, [3_000])
