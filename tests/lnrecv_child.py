@@ -12,12 +12,11 @@ import signal
 import sys
 from pathlib import Path
 
+import fsm
 from fsm_bark.lightning_receive import LightningReceiveKind, start_lightning_receive
 from fsm_bark.lightning_receive_ops import read_receive
 from fsm_bark.model import digest, payment_hash_of
 from fsm_bark.sim import make_world
-
-import fsm
 
 PREIMAGE = digest("child receive")
 

@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import fsm
 from fsm_bark.board import BoardKind
 from fsm_bark.offboard import OffboardKind
 from fsm_bark.services import WalletConfig
 from fsm_bark.sim import Faults, check_wallet_invariants, make_world
-
-import fsm
 
 KINDS = [BoardKind, OffboardKind]
 HERE = Path(__file__).parent

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from fsm_bark.arkoor_send import send_arkoor_payment
-from fsm_bark.lightning_send import pay_lightning_invoice
 from send_support import Wallet, payee
 
 import fsm
 from fsm.store import LogEntry
+from fsm_bark.arkoor_send import send_arkoor_payment
+from fsm_bark.lightning_send import pay_lightning_invoice
 
 
 def die() -> None:

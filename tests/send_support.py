@@ -15,14 +15,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import fsm
 from fsm_bark.arkoor_send import ArkoorSendKind
 from fsm_bark.lightning_send import LightningSendKind
 from fsm_bark.model import ArkAddress, digest
 from fsm_bark.services import Services, WalletConfig
 from fsm_bark.sim import Faults, World, check_wallet_invariants, make_world
 from fsm_bark.sim.wallet_store import SqliteWalletStore
-
-import fsm
 
 KINDS = [ArkoorSendKind, LightningSendKind]
 

@@ -8,6 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from send_support import Wallet, double_drive, payee, run_child
+
+import fsm
 from fsm_bark.arkoor_send import (
     DELIVERY_ATTEMPTS,
     ArkoorSendKind,
@@ -17,9 +20,6 @@ from fsm_bark.arkoor_send import (
 from fsm_bark.model import MovementStatus, Network, VtxoState, vtxo_resource
 from fsm_bark.services.wallet import InsufficientFunds
 from fsm_bark.sim import Fault
-from send_support import Wallet, double_drive, payee, run_child
-
-import fsm
 
 
 @pytest.fixture

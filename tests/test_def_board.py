@@ -6,12 +6,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from fsm_bark.board import Probe, board_amount, start_board
-from fsm_bark.model import MovementStatus, VtxoState, vtxo_resource
-from fsm_bark.sim import Fault
 from onchain_rig import DoubleStepper, Rig, run_child
 
 import fsm
+from fsm_bark.board import Probe, board_amount, start_board
+from fsm_bark.model import MovementStatus, VtxoState, vtxo_resource
+from fsm_bark.sim import Fault
 
 
 @pytest.fixture

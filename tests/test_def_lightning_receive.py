@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+import fsm
+from fsm.retry import SEED_POLICY
 from fsm_bark.lightning_receive import LightningReceiveKind, receive_id, start_lightning_receive
 from fsm_bark.lightning_receive_ops import (
     ReceiveNotInState,
@@ -25,9 +28,6 @@ from fsm_bark.model import ArkAddress, MovementStatus, VtxoState, digest
 from fsm_bark.services import Services
 from fsm_bark.services.ark_records import ReceiveState
 from fsm_bark.sim import Fault, World, check_wallet_invariants, make_world
-
-import fsm
-from fsm.retry import SEED_POLICY
 
 T = TypeVar("T")
 HERE = Path(__file__).parent

@@ -8,6 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from send_support import Wallet, double_drive, run_child
+
+import fsm
 from fsm_bark.lightning_send import (
     REVOCATION_ATTEMPTS,
     AlreadyPaid,
@@ -19,9 +22,6 @@ from fsm_bark.lightning_send import (
 from fsm_bark.model import Invoice, MovementStatus, ServerHtlcSendPolicy, VtxoState
 from fsm_bark.services import WalletConfig
 from fsm_bark.sim import Fault
-from send_support import Wallet, double_drive, run_child
-
-import fsm
 
 AMOUNT = 10_000
 FEE = 20  # the sim server: 10 base + 1000 ppm

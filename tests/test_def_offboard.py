@@ -8,15 +8,15 @@ from typing import Any
 
 import attrs
 import pytest
+from onchain_rig import DoubleStepper, Rig, run_child
+
+import fsm
 from fsm_bark.model import MovementStatus, Tx, VtxoState
 from fsm_bark.offboard import Offboard, OffboardKind, confirmed_enough, offboard_vtxos, send_onchain
 from fsm_bark.services import WalletConfig
 from fsm_bark.services.chain import TxState, TxStatus
 from fsm_bark.sim import Fault
 from fsm_bark.sim.ledger import Flow
-from onchain_rig import DoubleStepper, Rig, run_child
-
-import fsm
 
 DEST = "external:alice"
 

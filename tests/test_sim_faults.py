@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+import fsm
 from fsm_bark.model import (
     PubkeyPolicy,
     TxOut,
@@ -27,8 +29,6 @@ from fsm_bark.services.ark_records import (
 from fsm_bark.services.ark_server import ServerUnavailable
 from fsm_bark.services.chain import ChainRejected, TxState
 from fsm_bark.sim import Fault, Faults, World, make_world
-
-import fsm
 
 T = TypeVar("T")
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import attrs
 import pytest
+
+import fsm
 from fsm_bark.model import (
     PubkeyPolicy,
     TxOut,
@@ -28,8 +30,6 @@ from fsm_bark.sim import check_wallet_invariants, make_world
 from fsm_bark.sim.ark_state import LIVE
 from fsm_bark.sim.wallet_invariants import balance
 from fsm_bark.sim.wallet_store import SqliteWalletStore
-
-import fsm
 
 SPENDABLE = frozenset({VtxoState.SPENDABLE})
 

@@ -10,6 +10,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
+import fsm
 from fsm_bark.model import (
     MovementStatus,
     MovementUpdate,
@@ -23,8 +25,6 @@ from fsm_bark.services.ark_server import ServerUnavailable
 from fsm_bark.services.wallet import InsufficientFunds, VtxoStateError
 from fsm_bark.sim import Faults, World, make_world
 from fsm_bark.sim.wallet_store import SqliteWalletStore
-
-import fsm
 
 NOISY = Faults(drop_request=0.2, lose_response=0.2, reject_invalid_argument=0.1, evict=0.3)
 
