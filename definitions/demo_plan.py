@@ -28,9 +28,15 @@ Starter = Callable[[Services, int, random.Random], Awaitable[Started]]
 
 @attrs.frozen
 class KindSpec:
-    name: str
+    """A kind of the plan and how the demo starts one action of it."""
+
     kind: type[Any]
     start: Starter
+
+    @property
+    def name(self) -> str:
+        """The kind's own name: its entry point's, its rows' and its summary line's."""
+        return str(self.kind.name)
 
 
 async def _receive(svc: Services, i: int, rng: random.Random) -> Started:
@@ -60,10 +66,10 @@ async def _offboard(svc: Services, i: int, rng: random.Random) -> Started:
 
 
 SPECS = (
-    KindSpec("lightning_receive", LightningReceiveKind, _receive),
-    KindSpec("arkoor_send", ArkoorSendKind, _arkoor),
-    KindSpec("lightning_send", LightningSendKind, _ln_send),
-    KindSpec("board", BoardKind, _board),
-    KindSpec("offboard", OffboardKind, _offboard),
+    KindSpec(LightningReceiveKind, _receive),
+    KindSpec(ArkoorSendKind, _arkoor),
+    KindSpec(LightningSendKind, _ln_send),
+    KindSpec(BoardKind, _board),
+    KindSpec(OffboardKind, _offboard),
 )
 """The plan cycles through these: entry ``i`` starts an action of ``SPECS[i % 5]``."""

@@ -33,7 +33,7 @@ def _wallet(folder: Path) -> Path:
 
 def _driver(folder: Path) -> list[str]:
     return [
-        sys.executable, "-m", "fsm.cli", "demo", "--db", str(_wallet(folder)),
+        sys.executable, "-m", "fsm", "demo", "--db", str(_wallet(folder)),
         "--actions", str(ACTIONS), "--seed", str(SEED), "--faults", str(FAULTS),
     ]  # fmt: skip
 
