@@ -9,9 +9,9 @@ to the destination's mailbox::
     awaiting_payment -> htlcs_ready -> preimage_revealed -> (delivering) -> settled
 
 Each step's main server call uses ``ctx.idempotency_key`` (the claim's output registration and
-the mailbox posts use keys derived from it, `definitions.calls.call_key`), so a re-run after a
+the mailbox posts use keys derived from it, `calls.call_key`), so a re-run after a
 crash or a lost response is a replay on the server. The reference's defects this kind fixes
-are listed in docs/definitions/lightning_receive.md; `definitions.lightning_receive_ops` has
+are listed in docs/definitions/lightning_receive.md; `lightning_receive_ops` has
 the user operations (cancel, exit, status).
 """
 
