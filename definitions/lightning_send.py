@@ -50,7 +50,7 @@ from .model import (
 from .services import Services
 from .services.ark_records import HtlcSendRequest
 from .services.ark_server import ServerUnavailable
-from .services.lightning import PaymentState, PaymentStatus
+from .services.lightning_node import PaymentState, PaymentStatus
 
 POLL_SECONDS = 2.0
 """How often a waiting payment is polled (bark: park 2 s)."""

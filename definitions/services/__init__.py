@@ -6,9 +6,13 @@ Each party is a `typing.Protocol` in a module of its own, so the kinds depend on
 * `ark_server`: `ArkServer`, every server RPC the five kinds call, its rejection codes and
   `ServerUnavailable`; `ark_records`: the records those RPCs take and return;
 * `chain`: `ChainSource`, the bitcoin backend;
-* `lightning`: `LightningNode`, the payee/payer on the Lightning side (used by demos and tests,
+* `lightning_node`: `LightningNode`, the payee/payer on the Lightning side (used by demos and tests,
   not kinds), and `PaymentStatus`;
 * `wallet`: `WalletStore` (the wallet's own database) and `OnchainWallet` (its on-chain coins).
+
+The simulation mirrors these names: `sim.ark_server`, `sim.chain` and `sim.lightning_node`
+implement the protocols of the modules of the same name here, `sim.wallet_store` the
+`WalletStore`.
 
 This module bundles them: `Services` is what a step sees as ``ctx.services``, with the
 `WalletConfig` the kinds read and the `Clock`. Remote calls are ``async``; the wallet store
@@ -24,7 +28,7 @@ import attrs
 from ..model import Network
 from .ark_server import ArkServer
 from .chain import ChainSource
-from .lightning import LightningNode
+from .lightning_node import LightningNode
 from .wallet import OnchainWallet, WalletStore
 
 

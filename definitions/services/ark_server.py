@@ -22,7 +22,7 @@ from .ark_records import (
     ReceiveStatus,
     ServerInfo,
 )
-from .lightning import PaymentStatus
+from .lightning_node import PaymentStatus
 
 INVALID_ARGUMENT = "InvalidArgument"
 NOT_FOUND = "NotFound"

@@ -30,7 +30,7 @@ from ..services.ark_records import (
     ServerInfo,
 )
 from ..services.ark_server import INVALID_ARGUMENT, NOT_FOUND, ServerUnavailable
-from ..services.lightning import PaymentStatus
+from ..services.lightning_node import PaymentStatus
 from .ark_state import Applied
 from .db import dump, load
 from .ledger import request_digest

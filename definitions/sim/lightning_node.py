@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..model import Invoice, Network, digest, payment_hash_of
-from ..services.lightning import PaymentState, PaymentStatus
+from ..services.lightning_node import PaymentState, PaymentStatus
 from .db import Db, dump, load
 from .world_faults import FaultGate
 

@@ -23,7 +23,7 @@ from ..model import (
 )
 from ..services.ark_records import HtlcSendRequest, ReceiveGrant, ReceiveState, ReceiveStatus
 from ..services.ark_server import NOT_FOUND
-from ..services.lightning import PaymentState, PaymentStatus
+from ..services.lightning_node import PaymentState, PaymentStatus
 from .ark_state import LIVE, Applied, ArkState, rejected
 from .db import dump, load
 from .ledger import Flow, request_digest
