@@ -103,7 +103,7 @@ def test_the_wallet_kinds_entry_points_are_named_after_the_kinds() -> None:
 
 
 @pytest.mark.builds_wheel
-def test_fsm_alone_installs_no_wallet_kinds(tmp_path: Path) -> None:
+def test_the_fsm_wheel_plugs_in_nothing_the_fsm_bark_wheel_the_wallet_kinds(tmp_path: Path) -> None:
     site = build_and_install(tmp_path)
     (fsm_info,) = site.glob("fsm-*.dist-info")
     (bark_info,) = site.glob("fsm_bark-*.dist-info")
