@@ -14,14 +14,10 @@ from pathlib import Path
 import fsm
 from fsm.testing import Scenario, check_invariants
 
-from .arkoor_send import ArkoorSendKind
-from .board import BoardKind
-from .lightning_receive import LightningReceiveKind
-from .lightning_send import LightningSendKind
-from .offboard import OffboardKind
+from .demo_plan import SPECS
 from .sim import check_wallet_invariants, make_world
 
-KINDS = (BoardKind, OffboardKind, ArkoorSendKind, LightningSendKind, LightningReceiveKind)
+KINDS = tuple(spec.kind for spec in SPECS)
 SEED = 3
 ACTIONS = 6
 FAULTS = 0.1
