@@ -20,7 +20,11 @@ import enum
 import attrs
 
 import fsm
-from definitions.model import (
+from fsm import Handled, Kind, State, StepContext, handled
+from fsm.interpreter import Instance
+from fsm.retry import RetryPolicy
+
+from .model import (
     BOARD_PREFIX,
     MovementStatus,
     MovementUpdate,
@@ -31,17 +35,9 @@ from definitions.model import (
     board_address,
     vtxo_resource,
 )
-from definitions.services import (
-    BoardRequest,
-    ChainRejected,
-    ChainSource,
-    Services,
-    TxState,
-    TxStatus,
-)
-from fsm import Handled, Kind, State, StepContext, handled
-from fsm.interpreter import Instance
-from fsm.retry import RetryPolicy
+from .services import Services
+from .services.ark_records import BoardRequest
+from .services.chain import ChainRejected, ChainSource, TxState, TxStatus
 
 RECHECK_SECONDS = 60.0
 """How often a board is looked at again without a new block (bark's daemon sync interval)."""

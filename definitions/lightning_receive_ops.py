@@ -14,10 +14,11 @@ from typing import Any
 import attrs
 
 import fsm
-from definitions.lightning_receive import LightningReceive, LightningReceiveKind, receive_id
-from definitions.services import Services
 from fsm.interpreter import Instance
 from fsm.store import Claimed, new_owner
+
+from .lightning_receive import LightningReceive, LightningReceiveKind, receive_id
+from .services import Services
 
 
 class ReceiveNotInState(fsm.FsmError):

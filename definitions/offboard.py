@@ -18,7 +18,10 @@ import secrets
 import attrs
 
 import fsm
-from definitions.model import (
+from fsm import Handled, Kind, RetryPolicy, State, StepContext, handled
+from fsm.interpreter import Instance
+
+from .model import (
     MovementStatus,
     MovementUpdate,
     PubkeyPolicy,
@@ -30,9 +33,10 @@ from definitions.model import (
     digest,
     vtxo_resource,
 )
-from definitions.services import OffboardRequest, Services, TxState, WalletStore
-from fsm import Handled, Kind, RetryPolicy, State, StepContext, handled
-from fsm.interpreter import Instance
+from .services import Services
+from .services.ark_records import OffboardRequest
+from .services.chain import TxState
+from .services.wallet import WalletStore
 
 POLL_SECONDS = 30.0
 """bark's offboard poll: confirmations, re-broadcasts and re-prepares every 30 s."""

@@ -97,6 +97,13 @@ def build_parser(commands: dict[str, Any]) -> argparse.ArgumentParser:
     return parser
 
 
+NOT_INSTALLED = {
+    "demo": "'demo' comes with the bark wallet kinds: pip install -e ./definitions "
+    "(from fsm's repository)",
+}
+"""Commands of fsm's companion distribution ``fsm-bark``: named with how to get them."""
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -120,6 +127,9 @@ def _run(argv: Sequence[str] | None) -> int:
     # is an FsmError and lands in the exit-1 clause as it is; keep this mapping this small.
     try:
         commands = all_commands()
+        first = next(iter(sys.argv[1:] if argv is None else argv), None)
+        if first in NOT_INSTALLED and first not in commands:
+            return _fail(2, NOT_INSTALLED[first])
         try:
             args = build_parser(commands).parse_args(argv)
         except SystemExit as done:  # --help: argparse printed it and exits 0

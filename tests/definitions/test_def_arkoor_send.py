@@ -11,15 +11,15 @@ import pytest
 from send_support import Wallet, double_drive, payee, run_child
 
 import fsm
-from definitions.arkoor_send import (
+from fsm_bark.arkoor_send import (
     DELIVERY_ATTEMPTS,
     ArkoorSendKind,
     send_arkoor_payment,
     start_arkoor_send,
 )
-from definitions.model import MovementStatus, Network, VtxoState, vtxo_resource
-from definitions.services import InsufficientFunds
-from definitions.sim import Fault
+from fsm_bark.model import MovementStatus, Network, VtxoState, vtxo_resource
+from fsm_bark.services.wallet import InsufficientFunds
+from fsm_bark.sim import Fault
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import pytest
 from onchain_rig import DoubleStepper, Rig, run_child
 
 import fsm
-from definitions.board import Probe, board_amount, start_board
-from definitions.model import MovementStatus, VtxoState, vtxo_resource
-from definitions.sim import Fault
+from fsm_bark.board import Probe, board_amount, start_board
+from fsm_bark.model import MovementStatus, VtxoState, vtxo_resource
+from fsm_bark.sim import Fault
 
 
 @pytest.fixture

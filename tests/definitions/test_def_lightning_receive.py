@@ -14,12 +14,9 @@ from typing import Any, TypeVar
 import pytest
 
 import fsm
-from definitions.lightning_receive import (
-    LightningReceiveKind,
-    receive_id,
-    start_lightning_receive,
-)
-from definitions.lightning_receive_ops import (
+from fsm.retry import SEED_POLICY
+from fsm_bark.lightning_receive import LightningReceiveKind, receive_id, start_lightning_receive
+from fsm_bark.lightning_receive_ops import (
     ReceiveNotInState,
     ReceiveOutcome,
     cancel_receive,
@@ -27,10 +24,10 @@ from definitions.lightning_receive_ops import (
     read_receive,
     receive_outcome,
 )
-from definitions.model import ArkAddress, MovementStatus, VtxoState, digest
-from definitions.services import ReceiveState, Services
-from definitions.sim import Fault, World, check_invariants, make_world
-from fsm.retry import SEED_POLICY
+from fsm_bark.model import ArkAddress, MovementStatus, VtxoState, digest
+from fsm_bark.services import Services
+from fsm_bark.services.ark_records import ReceiveState
+from fsm_bark.sim import Fault, World, check_wallet_invariants, make_world
 
 T = TypeVar("T")
 SUPPORT = Path(__file__).resolve().parents[1] / "support"
@@ -84,7 +81,7 @@ class Wallet:
         return run(self.ex.drive(action.id, mode))
 
     def problems(self) -> list[str]:
-        return check_invariants(self.world, self.svc.wallet, self.store)  # type: ignore[arg-type]
+        return check_wallet_invariants(self.world, self.svc.wallet, self.store)  # type: ignore[arg-type]
 
     def applied(self, rpc: str) -> int:
         return sum(e.applied for e in self.world.ledger.entries() if e.rpc == rpc)
@@ -384,4 +381,4 @@ def test_resumes_after_sigkill_right_after_a_commit(tmp_path: Path, kill_after: 
     assert store.rows() == []
     assert len(wallet.movements()) == 1
     assert wallet.movements()[0].status is MovementStatus.SUCCESSFUL
-    assert check_invariants(world, wallet, store) == []
+    assert check_wallet_invariants(world, wallet, store) == []

@@ -11,7 +11,7 @@ import pytest
 from send_support import Wallet, double_drive, run_child
 
 import fsm
-from definitions.lightning_send import (
+from fsm_bark.lightning_send import (
     REVOCATION_ATTEMPTS,
     AlreadyPaid,
     action_id_of,
@@ -19,9 +19,9 @@ from definitions.lightning_send import (
     pay_lightning_invoice,
     start_lightning_send,
 )
-from definitions.model import Invoice, MovementStatus, ServerHtlcSendPolicy, VtxoState
-from definitions.services import WalletConfig
-from definitions.sim import Fault
+from fsm_bark.model import Invoice, MovementStatus, ServerHtlcSendPolicy, VtxoState
+from fsm_bark.services import WalletConfig
+from fsm_bark.sim import Fault
 
 AMOUNT = 10_000
 FEE = 20  # the sim server: 10 base + 1000 ppm

@@ -11,17 +11,12 @@ import pytest
 from onchain_rig import DoubleStepper, Rig, run_child
 
 import fsm
-from definitions.model import MovementStatus, Tx, VtxoState
-from definitions.offboard import (
-    Offboard,
-    OffboardKind,
-    confirmed_enough,
-    offboard_vtxos,
-    send_onchain,
-)
-from definitions.services import TxState, TxStatus, WalletConfig
-from definitions.sim import Fault
-from definitions.sim.ledger import Flow
+from fsm_bark.model import MovementStatus, Tx, VtxoState
+from fsm_bark.offboard import Offboard, OffboardKind, confirmed_enough, offboard_vtxos, send_onchain
+from fsm_bark.services import WalletConfig
+from fsm_bark.services.chain import TxState, TxStatus
+from fsm_bark.sim import Fault
+from fsm_bark.sim.ledger import Flow
 
 DEST = "external:alice"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import fsm
-from definitions.sim import check_invariants, make_world
+from fsm_bark.sim import check_wallet_invariants, make_world
 
 FSM = shutil.which("fsm") or "fsm"
 
@@ -26,7 +26,7 @@ def assert_clean(tmp_path: Path) -> None:
     store = fsm.Store.sqlite(tmp_path / "demo.sqlite")
     world = make_world(tmp_path / "demo.sqlite.world", seed=4)
     assert store.rows() == []
-    assert check_invariants(world, world.wallet_store(store.holder_of), store) == []
+    assert check_wallet_invariants(world, world.wallet_store(store.holder_of), store) == []
 
 
 def test_a_run_to_the_end_exits_0_with_the_summary(tmp_path: Path) -> None:
@@ -58,3 +58,19 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path: Path, args: list[str]) -> 
     proc = demo(tmp_path, *args)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("fsm: error:")
+
+
+def test_without_the_wallet_kinds_demo_says_how_to_install_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fsm demo` comes from fsm-bark's entry point: with fsm alone it is a one-line hint."""
+    import fsm.cli.app
+
+    monkeypatch.setattr(fsm.cli.app, "all_commands", lambda: dict(fsm.cli.app.COMMANDS))
+    assert fsm.cli.main(["demo", "--actions", "3"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "fsm: error: 'demo' comes with the bark wallet kinds: pip install -e ./definitions "
+        "(from fsm's repository)\n"
+    )

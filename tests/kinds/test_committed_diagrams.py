@@ -17,11 +17,11 @@ DIAGRAMS = REPO / "docs" / "diagrams"
 COMMITTED = [
     # (kind name, definitions module, file stem)
     ("order", "examples.order", "order"),
-    ("board", "definitions.board", "board"),
-    ("offboard", "definitions.offboard", "offboard"),
-    ("arkoor_send", "definitions.arkoor_send", "arkoor_send"),
-    ("lightning_send", "definitions.lightning_send", "lightning_send"),
-    ("lightning_receive", "definitions.lightning_receive", "lightning_receive"),
+    ("board", "fsm_bark.board", "board"),
+    ("offboard", "fsm_bark.offboard", "offboard"),
+    ("arkoor_send", "fsm_bark.arkoor_send", "arkoor_send"),
+    ("lightning_send", "fsm_bark.lightning_send", "lightning_send"),
+    ("lightning_receive", "fsm_bark.lightning_receive", "lightning_receive"),
 ]
 
 

@@ -10,19 +10,25 @@ from typing import Any, TypeVar
 import pytest
 
 import fsm
-from definitions.model import PubkeyPolicy, TxOut, Vtxo, VtxoRequest, digest, payment_hash_of
-from definitions.services import (
+from fsm_bark.model import (
+    PubkeyPolicy,
+    TxOut,
+    Vtxo,
+    VtxoRequest,
+    board_address,
+    digest,
+    payment_hash_of,
+)
+from fsm_bark.services import Services
+from fsm_bark.services.ark_records import (
     BoardRequest,
-    ChainRejected,
     HtlcSendRequest,
     OffboardRequest,
     ReceiveState,
-    ServerUnavailable,
-    Services,
-    TxState,
 )
-from definitions.sim import Fault, Faults, World, make_world
-from definitions.sim.chain import board_address
+from fsm_bark.services.ark_server import ServerUnavailable
+from fsm_bark.services.chain import ChainRejected, TxState
+from fsm_bark.sim import Fault, Faults, World, make_world
 
 T = TypeVar("T")
 

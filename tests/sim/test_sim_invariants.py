@@ -13,22 +13,23 @@ import attrs
 import pytest
 
 import fsm
-from definitions.model import (
+from fsm_bark.model import (
     PubkeyPolicy,
     TxOut,
     Vtxo,
     VtxoRequest,
     VtxoState,
+    board_address,
     digest,
     payment_hash_of,
     vtxo_resource,
 )
-from definitions.services import BoardRequest, HtlcSendRequest, OffboardRequest, Services
-from definitions.sim import check_invariants, make_world
-from definitions.sim.chain import board_address
-from definitions.sim.invariants import balance
-from definitions.sim.server import LIVE
-from definitions.sim.wallet_store import SqliteWalletStore
+from fsm_bark.services import Services
+from fsm_bark.services.ark_records import BoardRequest, HtlcSendRequest, OffboardRequest
+from fsm_bark.sim import check_wallet_invariants, make_world
+from fsm_bark.sim.ark_state import LIVE
+from fsm_bark.sim.wallet_invariants import balance
+from fsm_bark.sim.wallet_store import SqliteWalletStore
 
 SPENDABLE = frozenset({VtxoState.SPENDABLE})
 
@@ -60,7 +61,7 @@ class Env:
         self.executor = fsm.Executor(self.store, self.svc, kinds=[Hold])
 
     def check(self) -> list[str]:
-        return check_invariants(self.world, self.wallet, self.store)
+        return check_wallet_invariants(self.world, self.wallet, self.store)
 
     def run(self, coro: Any) -> Any:
         return asyncio.run(coro)

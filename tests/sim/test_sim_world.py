@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import fsm
-from definitions.model import (
+from fsm_bark.model import (
     MovementStatus,
     MovementUpdate,
     PubkeyPolicy,
@@ -21,9 +21,10 @@ from definitions.model import (
     digest,
     vtxo_resource,
 )
-from definitions.services import InsufficientFunds, ServerUnavailable, VtxoStateError
-from definitions.sim import Faults, World, make_world
-from definitions.sim.wallet_store import SqliteWalletStore
+from fsm_bark.services.ark_server import ServerUnavailable
+from fsm_bark.services.wallet import InsufficientFunds, VtxoStateError
+from fsm_bark.sim import Faults, World, make_world
+from fsm_bark.sim.wallet_store import SqliteWalletStore
 
 NOISY = Faults(drop_request=0.2, lose_response=0.2, reject_invalid_argument=0.1, evict=0.3)
 
@@ -99,8 +100,8 @@ def test_effects_survive_sigkill_of_the_caller(tmp_path: Path) -> None:
         f"""
         import asyncio, os, signal
         from pathlib import Path
-        from definitions.model import PubkeyPolicy, VtxoRequest
-        from definitions.sim import make_world
+        from fsm_bark.model import PubkeyPolicy, VtxoRequest
+        from fsm_bark.sim import make_world
         world = make_world(Path({str(folder)!r}), seed=9)
         wallet = world.wallet_store()
         [v] = world.fund_vtxos(wallet, [3_000])

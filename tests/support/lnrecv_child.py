@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import fsm
-from definitions.lightning_receive import LightningReceiveKind, start_lightning_receive
-from definitions.lightning_receive_ops import read_receive
-from definitions.model import digest, payment_hash_of
-from definitions.sim import make_world
+from fsm_bark.lightning_receive import LightningReceiveKind, start_lightning_receive
+from fsm_bark.lightning_receive_ops import read_receive
+from fsm_bark.model import digest, payment_hash_of
+from fsm_bark.sim import make_world
 
 PREIMAGE = digest("child receive")
 

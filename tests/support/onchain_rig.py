@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import fsm
-from definitions.board import BoardKind
-from definitions.offboard import OffboardKind
-from definitions.services import WalletConfig
-from definitions.sim import Faults, check_invariants, make_world
+from fsm_bark.board import BoardKind
+from fsm_bark.offboard import OffboardKind
+from fsm_bark.services import WalletConfig
+from fsm_bark.sim import Faults, check_wallet_invariants, make_world
 
 KINDS = [BoardKind, OffboardKind]
 HERE = Path(__file__).parent
@@ -61,7 +61,7 @@ class Rig:
         return dict(self.store.all_resources())
 
     def invariants(self) -> list[str]:
-        return check_invariants(
+        return check_wallet_invariants(
             self.world, self.world.wallet_store(self.store.holder_of), self.store
         )
 

@@ -21,9 +21,9 @@ import attrs
 from send_support import Wallet, payee
 
 import fsm
-from definitions.arkoor_send import send_arkoor_payment
-from definitions.lightning_send import pay_lightning_invoice
 from fsm.store import LogEntry
+from fsm_bark.arkoor_send import send_arkoor_payment
+from fsm_bark.lightning_send import pay_lightning_invoice
 
 
 def die() -> None:

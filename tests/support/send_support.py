@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import fsm
-from definitions.arkoor_send import ArkoorSendKind
-from definitions.lightning_send import LightningSendKind
-from definitions.model import ArkAddress, digest
-from definitions.services import Services, WalletConfig
-from definitions.sim import Faults, World, check_invariants, make_world
-from definitions.sim.wallet_store import SqliteWalletStore
+from fsm_bark.arkoor_send import ArkoorSendKind
+from fsm_bark.lightning_send import LightningSendKind
+from fsm_bark.model import ArkAddress, digest
+from fsm_bark.services import Services, WalletConfig
+from fsm_bark.sim import Faults, World, check_wallet_invariants, make_world
+from fsm_bark.sim.wallet_store import SqliteWalletStore
 
 KINDS = [ArkoorSendKind, LightningSendKind]
 
@@ -55,7 +55,7 @@ class Wallet:
         return store
 
     def problems(self) -> list[str]:
-        return check_invariants(self.world, self.wallet, self.store)
+        return check_wallet_invariants(self.world, self.wallet, self.store)
 
     def applied(self) -> dict[str, int]:
         """effect id -> how many times it was applied, over the whole ledger."""

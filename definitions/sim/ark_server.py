@@ -1,6 +1,6 @@
-"""`SimServer`: the `ArkServer` a wallet talks to, with faults, ledger and replays.
+"""`SimArkServer`: the `ArkServer` a wallet talks to, with faults, ledger and replays.
 
-Every state-changing call goes through `SimServer._call`:
+Every state-changing call goes through `SimArkServer._call`:
 
 1. the fault gate draws: ``DROP_REQUEST`` raises `ServerUnavailable` before anything happens,
    a rejection fault raises ``fsm.Rejected`` with its code, ``RESTART`` forgets the sessions
@@ -18,30 +18,29 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import fsm
-from definitions.model import Invoice, Policy, Tx, Vtxo, VtxoRequest
-from definitions.services import (
-    INVALID_ARGUMENT,
-    NOT_FOUND,
+
+from ..model import Invoice, Policy, Tx, Vtxo, VtxoRequest
+from ..services.ark_records import (
     BoardRequest,
     HtlcSendRequest,
     OffboardRequest,
-    PaymentStatus,
     PreparedOffboard,
     ReceiveGrant,
     ReceiveStatus,
     ServerInfo,
-    ServerUnavailable,
 )
-from definitions.sim.db import dump, load
-from definitions.sim.faults import Fault, FaultGate
-from definitions.sim.ledger import request_digest
-from definitions.sim.server import Applied
-from definitions.sim.server_ln import ServerState
+from ..services.ark_server import INVALID_ARGUMENT, NOT_FOUND, ServerUnavailable
+from ..services.lightning_node import PaymentStatus
+from .ark_state import Applied
+from .db import dump, load
+from .ledger import request_digest
+from .server_state import ServerState
+from .world_faults import Fault, FaultGate
 
 T = TypeVar("T")
 
 
-class SimServer:
+class SimArkServer:
     def __init__(self, state: ServerState, gate: FaultGate) -> None:
         self.state = state
         self.gate = gate

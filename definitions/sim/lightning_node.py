@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from definitions.model import Invoice, Network, digest, payment_hash_of
-from definitions.services import PaymentState, PaymentStatus
-from definitions.sim.db import Db, dump, load
-from definitions.sim.faults import FaultGate
+from ..model import Invoice, Network, digest, payment_hash_of
+from ..services.lightning_node import PaymentState, PaymentStatus
+from .db import Db, dump, load
+from .world_faults import FaultGate
 
 if TYPE_CHECKING:
-    from definitions.sim.clock import SimClock
-    from definitions.sim.server_ln import ServerState
+    from ..sim.clock import SimClock
+    from ..sim.server_state import ServerState
 
 LIGHTNING_SCHEMA = """
 CREATE TABLE IF NOT EXISTS ln_invoice (
@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS ln_invoice (
 INVOICE_TTL = 3600.0
 
 
-class LightningState:
+class LightningNodeState:
     def __init__(self, db: Db, gate: FaultGate, clock: SimClock) -> None:
         self.db = db
         self.gate = gate
@@ -91,10 +91,10 @@ class LightningState:
         return PaymentStatus(PaymentState.SUCCEEDED, str(preimage))
 
 
-class SimLightning:
+class SimLightningNode:
     """`LightningNode`: creates payee invoices; pays the server's (receive) invoices."""
 
-    def __init__(self, state: LightningState, server: ServerState) -> None:
+    def __init__(self, state: LightningNodeState, server: ServerState) -> None:
         self.state = state
         self.server = server
 

@@ -1,6 +1,8 @@
-"""Invariants over the world, the wallet store and the fsm store (docs/simulation.md).
+"""The wallet's invariants over the world, the wallet store and the fsm store
+(docs/simulation.md). They complement `fsm.testing.check_invariants`, which checks fsm's own
+rows for any kind; these know what a wallet's money must do.
 
-`check_invariants` returns one readable line per violation (empty: all good):
+`check_wallet_invariants` returns one readable line per violation (empty: all good):
 
 1. **exactly once**: no idempotency key applied its effect more than once, and no effect
    (``effect_id``) was applied under two keys;
@@ -17,11 +19,12 @@ from __future__ import annotations
 import attrs
 
 import fsm
-from definitions.model import BOARD_PREFIX, OutPoint, PubkeyPolicy, VtxoState
-from definitions.sim.ledger import Flow
-from definitions.sim.server import BOARD_PENDING, LIVE
-from definitions.sim.wallet_store import SqliteWalletStore
-from definitions.sim.world import World
+
+from ..model import BOARD_PREFIX, OutPoint, PubkeyPolicy, VtxoState
+from .ark_state import BOARD_PENDING, LIVE
+from .ledger import Flow
+from .wallet_store import SqliteWalletStore
+from .world import World
 
 WALLET_PREFIX = "wallet:"
 TRACKED = (WALLET_PREFIX, BOARD_PREFIX)
@@ -126,7 +129,7 @@ def _tracked(world: World, op: OutPoint) -> bool:
     return out is not None and out.address.startswith(TRACKED)
 
 
-def check_invariants(world: World, wallet: SqliteWalletStore, store: fsm.Store) -> list[str]:
+def check_wallet_invariants(world: World, wallet: SqliteWalletStore, store: fsm.Store) -> list[str]:
     return [
         *_exactly_once(world),
         *_spent_and_spendable(world, wallet),

@@ -1,4 +1,7 @@
-"""Fault injection: seeded random faults by rate, and scripted faults for tests.
+"""The simulated world's faults: seeded random faults by rate, and scripted faults for tests.
+
+These are the faults of the outside world a wallet talks to (server calls, mempool, Lightning
+outcomes); the faults of fsm's own database are `fsm`'s testing tools, not these.
 
 Every draw comes from ``random.Random(f"{seed}:{n}")`` where ``n`` is a counter persisted in
 the world's database, so the same seed and the same sequence of calls give the same faults,
@@ -13,7 +16,7 @@ import random
 
 import attrs
 
-from definitions.sim.db import Db
+from .db import Db
 
 
 class Fault(enum.Enum):

@@ -1,6 +1,6 @@
-"""The Lightning half of the simulated server: sends (HTLC cosign, payment, revocation) and
-receives (invoice, grant, claim), including intra-Ark payments, where the payee is a receive
-of this same server.
+"""`ServerState`, the whole simulated server's state: `ark_state.ArkState` plus the Lightning
+half, sends (HTLC cosign, payment, revocation) and receives (invoice, grant, claim), including
+intra-Ark payments, where the payee is a receive of this same server.
 
 The anti-drain rule of the reference is enforced: a send's HTLCs cannot be revoked while the
 receive side of an intra-Ark payment is committed (its HTLC-recv VTXOs granted).
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import attrs
 
-from definitions.model import (
+from ..model import (
     HtlcRecvPolicy,
     Invoice,
     PubkeyPolicy,
@@ -21,18 +21,12 @@ from definitions.model import (
     payment_hash_of,
     spend_outputs,
 )
-from definitions.services import (
-    NOT_FOUND,
-    HtlcSendRequest,
-    PaymentState,
-    PaymentStatus,
-    ReceiveGrant,
-    ReceiveState,
-    ReceiveStatus,
-)
-from definitions.sim.db import dump, load
-from definitions.sim.ledger import Flow, request_digest
-from definitions.sim.server import LIVE, Applied, ArkState, rejected
+from ..services.ark_records import HtlcSendRequest, ReceiveGrant, ReceiveState, ReceiveStatus
+from ..services.ark_server import NOT_FOUND
+from ..services.lightning_node import PaymentState, PaymentStatus
+from .ark_state import LIVE, Applied, ArkState, rejected
+from .db import dump, load
+from .ledger import Flow, request_digest
 
 LN_SERVER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS srv_ln_send (

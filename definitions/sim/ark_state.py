@@ -1,9 +1,11 @@
-"""The simulated Ark server: VTXO set, boards, arkoor, mailbox, offboard sessions.
+"""The Ark half of the simulated server's state: VTXO set, boards, arkoor, mailbox, offboard
+sessions.
 
-`ArkState` is the synchronous core (each method applies one request inside the caller's
-transaction and says what it did: an `Applied`); `definitions.sim.server_ln.ServerState` adds
-the Lightning half. `definitions.sim.rpc.SimServer` is the `ArkServer` the wallet sees:
-faults, ledger and replays wrap every call there.
+The server comes in three layers, one module each: `ArkState` (here) is the synchronous core
+(each method applies one request inside the caller's transaction and says what it did: an
+`Applied`); `server_state.ServerState` adds the Lightning half and is the whole server;
+`ark_server.SimArkServer` is the `ArkServer` the wallet sees: faults, ledger and replays wrap
+every call there.
 """
 
 from __future__ import annotations
@@ -13,21 +15,16 @@ from typing import Generic, TypeVar
 import attrs
 
 import fsm
-from definitions.model import PubkeyPolicy, Tx, TxOut, Vtxo, VtxoRequest, digest, spend_outputs
-from definitions.services import (
-    INVALID_ARGUMENT,
-    NOT_FOUND,
-    BoardRequest,
-    OffboardRequest,
-    PreparedOffboard,
-    ServerInfo,
-    TxState,
-)
-from definitions.sim.chain import ChainState, board_address
-from definitions.sim.clock import SimClock
-from definitions.sim.db import Db, dump, load
-from definitions.sim.ledger import Flow, Ledger
-from definitions.sim.lightning import LightningState
+
+from ..model import PubkeyPolicy, Tx, TxOut, Vtxo, VtxoRequest, board_address, digest, spend_outputs
+from ..services.ark_records import BoardRequest, OffboardRequest, PreparedOffboard, ServerInfo
+from ..services.ark_server import INVALID_ARGUMENT, NOT_FOUND
+from ..services.chain import TxState
+from .chain import ChainState
+from .clock import SimClock
+from .db import Db, dump, load
+from .ledger import Flow, Ledger
+from .lightning_node import LightningNodeState
 
 T = TypeVar("T")
 
@@ -72,7 +69,7 @@ BLOCKED_PREFIX = "blocked"
 
 
 def default_info() -> ServerInfo:
-    from definitions.model import Network
+    from ..model import Network
 
     return ServerInfo(
         network=Network.REGTEST,
@@ -112,7 +109,7 @@ def rejected(message: str, code: str = INVALID_ARGUMENT) -> fsm.Rejected:
 
 class ArkState:
     def __init__(
-        self, db: Db, ledger: Ledger, chain: ChainState, ln: LightningState, clock: SimClock
+        self, db: Db, ledger: Ledger, chain: ChainState, ln: LightningNodeState, clock: SimClock
     ) -> None:
         self.db = db
         self.ledger = ledger
