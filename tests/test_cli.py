@@ -24,8 +24,8 @@ import pytest
 import fsm
 from fsm.diagram import CURRENT_FILL, to_mermaid
 from fsm.discover import load_module
-from fsm.faults import warn_armed
 from fsm.store import SCHEMA_VERSION
+from fsm.testing.faults import warn_armed
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -735,7 +735,7 @@ def test_armed_test_variables_warn_in_one_line_each(ticket_db: Path, tmp_path: P
 
 
 def test_warn_armed_is_one_warning(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="fsm.faults"):
+    with caplog.at_level(logging.WARNING, logger="fsm.testing.faults"):
         warn_armed("FSM_DOUBLE_DRIVE", "1")
     assert [(r.levelno, r.getMessage().split(" is set")[0]) for r in caplog.records] == [
         (logging.WARNING, "FSM_DOUBLE_DRIVE='1'")
