@@ -64,8 +64,6 @@ def transitions(action_id: str | None) -> list[LoggedStep]:
         q = q.where(TransitionRow.action_id == action_id)
     return [
         LoggedStep(
-            t.id,
-            t.action_id,
             t.kind,
             t.seq,
             t.from_state,
@@ -75,6 +73,8 @@ def transitions(action_id: str | None) -> list[LoggedStep]:
             t.attempt,
             t.error,
             t.duration,
+            t.action_id,
+            t.id,
             t.at,
         )
         for t in q

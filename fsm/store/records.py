@@ -110,24 +110,15 @@ class LogEntry:
 
 
 @attrs.frozen(slots=True)
-class LoggedStep:
-    """One row of the transition log as stored: a `LogEntry` with its action, log id and time.
+class LoggedStep(LogEntry):
+    """One row of the transition log as stored: its `LogEntry`, the action, where and when.
 
     ``id`` grows with every row written, so it orders the log; ``at``: the unix time of the
     step's write.
     """
 
-    id: int
     action_id: str
-    kind: str
-    seq: int
-    from_state: str
-    to_state: str | None
-    outcome: str
-    via: str
-    attempt: int
-    error: str | None
-    duration: float
+    id: int
     at: float
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fsm.store.records import BOOKKEEPING, Bookkeeping, LogEntry
+from fsm.store.records import BOOKKEEPING, Bookkeeping
 
-STEP_COLUMNS = (
+STEP_COLUMNS: tuple[str, ...] = (
     "state",
     "payload",
     "seq",
@@ -215,43 +215,24 @@ class Statements:
 
 
 def step_update(
-    sql: Statements,
-    action_id: str,
-    epoch: int,
-    state: str,
-    payload: str,
-    seq: int,
-    was: Bookkeeping,
-    new: Bookkeeping,
-    entry: LogEntry | None,
-    logged: bool,
-    now: float,
+    sql: Statements, was: Bookkeeping, new: Bookkeeping, now: float
 ) -> tuple[str, list[Any]]:
-    """A step's fenced UPDATE and its parameters (see `Store.write`).
+    """A step's fenced UPDATE, and its parameters after those of `STEP_COLUMNS` (see
+    `Store.write`): the bookkeeping columns that differ between ``was`` and ``new``.
 
-    It writes the checkpoint and only the bookkeeping columns that differ between ``was``
-    and ``new`` (a typical step changes none, and every column left out is work SQLite does
-    not do); a ``new.lease_expires`` of ``None`` lets go of the lease.
+    Only those are written: a typical step changes none, and every column left out is work
+    SQLite does not do. A ``new.lease_expires`` of ``None`` lets go of the lease.
     """
-    columns = list(STEP_COLUMNS)
-    params: list[Any] = [
-        state,
-        payload,
-        seq,
-        now,
-        entry.outcome if logged and entry else None,
-        entry.via if entry else None,
-        entry.duration if entry else None,
-    ]
+    columns = STEP_COLUMNS
+    params: list[Any] = []
     for name in BOOKKEEPING:
         value = getattr(new, name)
         if value != getattr(was, name):
-            columns.append(name)
+            columns += (name,)
             params.append(value)
             if name == "wake_at":  # a notify that came meanwhile keeps the action due
                 params.append(now if value is None or value > now else value)
     if new.lease_expires is None and was.lease_expires is not None:
-        columns.append("lease_owner")
+        columns += ("lease_owner",)
         params.append(None)
-    params += [action_id, epoch]
-    return sql.update(tuple(columns)), params
+    return sql.update(columns), params

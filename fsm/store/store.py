@@ -21,20 +21,11 @@ from typing import Any, Literal, ParamSpec, TypeVar
 import peewee
 
 from fsm.errors import LeaseLost, ResourceConflict
-from fsm.store import inspection, leases, schema
+from fsm.store import inspection, leases, records, schema
 from fsm.store.clock import DatabaseClock
 from fsm.store.connection import WRAP_ERRORS, Link
 from fsm.store.files import sqlite_database
 from fsm.store.hooks import StoreHooks, environment_hooks
-from fsm.store.records import (
-    Bookkeeping,
-    Claimed,
-    ClaimMiss,
-    KeptOutcome,
-    LogEntry,
-    LoggedStep,
-    RowInfo,
-)
 from fsm.store.statements import Statements, step_update
 
 P = ParamSpec("P")
@@ -85,10 +76,8 @@ class Store:
         self.db.connect(reuse_if_open=True)
         if readonly:
             has_table = schema.has_table_sql(self._sqlite, database.param)
-            self._read_version = self._cold(
-                schema.check_schema,
-                lambda name: self._exec(has_table, (name,)).fetchone() is not None,
-            )
+            exists = lambda name: self._exec(has_table, (name,)).fetchone() is not None  # noqa: E731
+            self._read_version = self._cold(schema.check_schema, exists)
         else:
             self._cold(schema.migrate, database, self._sqlite)
         self._clock = DatabaseClock(local_clock, None if self._sqlite else database.connection)
@@ -172,7 +161,7 @@ class Store:
         *,
         incarnation: str = "",
         ended_since: float | None = None,
-    ) -> str | KeptOutcome | None:
+    ) -> str | records.KeptOutcome | None:
         """Create a live action (a new ``incarnation`` of its id) with its resources, atomically.
 
         Returns ``None`` if created. Otherwise nothing is changed and it returns the kind of the
@@ -191,12 +180,12 @@ class Store:
                 kept = self._exec(self._sql.outcome_of, (action_id,)).fetchone()
                 if kept is None:  # pragma: no cover - the insert lost a race with a delete
                     raise LeaseLost(f"action {action_id}: changed while being started; retry")
-                return KeptOutcome(*kept)
+                return records.KeptOutcome(*kept)
             self._acquire(action_id, resources, now)
             self.wake_workers()
         return None
 
-    def claim(self, action_id: str, owner: str, now: float) -> Claimed | ClaimMiss:
+    def claim(self, action_id: str, owner: str, now: float) -> records.Claimed | records.ClaimMiss:
         """Take the lease on a live action and read it, in one statement (`leases.claim`)."""
         return leases.claim(self._link, self._sql, action_id, owner, now, now + self.lease_ttl)
 
@@ -208,20 +197,17 @@ class Store:
         state: str,
         payload: str,
         seq: int,
-        was: Bookkeeping,
-        new: Bookkeeping,
+        was: records.Bookkeeping,
+        new: records.Bookkeeping,
         acquired: Sequence[str],
         released: Sequence[str],
-        entry: LogEntry | None,
+        entry: records.LogEntry | None,
         now: float,
     ) -> None:
         """Persist a checkpoint, its resource changes and its log entry atomically.
 
-        ``was`` is the row's bookkeeping as it stands, ``new`` what it must become; only the
-        columns that differ are written (a typical step changes none of them, and every
-        column left out is work SQLite does not do). ``new.lease_expires`` of ``None`` lets go
-        of the lease (the drive is returning). Raises `LeaseLost` if another driver has
-        claimed the row since.
+        ``was`` is the row's bookkeeping as it stands, ``new`` what it must become (see
+        `step_update`). Raises `LeaseLost` if another driver has claimed the row since.
 
         A step without resource changes is one autocommit statement: on SQLite an ``UPDATE``
         whose log row a trigger writes inside the same statement; on PostgreSQL an ``UPDATE``
@@ -230,9 +216,19 @@ class Store:
         arrived since the claim (`mark_due`); otherwise the action is left due now.
         """
         logged = entry is not None and self.log_transitions
-        sql, params = step_update(
-            self._sql, action_id, epoch, state, payload, seq, was, new, entry, logged, now
-        )
+        sql, changed = step_update(self._sql, was, new, now)
+        params: list[Any] = [
+            state,
+            payload,
+            seq,
+            now,
+            entry.outcome if logged and entry else None,
+            entry.via if entry else None,
+            entry.duration if entry else None,
+            *changed,
+            action_id,
+            epoch,
+        ]
         if not acquired and not released:
             if logged and entry is not None and not self._sqlite:
                 sql = self._sql.logged(sql)
@@ -277,7 +273,7 @@ class Store:
         self,
         action_id: str,
         epoch: int,
-        entry: LogEntry,
+        entry: records.LogEntry,
         now: float,
         *,
         status: str,
@@ -306,7 +302,7 @@ class Store:
 
     def claim_due(
         self, owner: str, now: float, limit: int, kinds: Mapping[str, int] | None = None
-    ) -> list[Claimed]:
+    ) -> list[records.Claimed]:
         """Take the leases of up to ``limit`` due actions (a worker's batch), oldest first;
         ``kinds``: name -> newest version the caller can read (see `leases.claim_due`)."""
         return leases.claim_due(
@@ -340,7 +336,7 @@ class Store:
             if row is not None and row[0] != action_id:
                 raise ResourceConflict(name, row[0], action_id)
 
-    def _log(self, action_id: str, e: LogEntry, now: float) -> None:
+    def _log(self, action_id: str, e: records.LogEntry, now: float) -> None:
         self._exec(self._sql.log, (action_id, *e.values(), now))
 
     # -- reads used by steps and workers --------------------------------------------------
@@ -356,10 +352,10 @@ class Store:
     def all_resources(self) -> dict[str, str]:
         return {str(name): str(holder) for name, holder in self._exec(self._sql.all_resources)}
 
-    def outcome(self, action_id: str) -> KeptOutcome | None:
+    def outcome(self, action_id: str) -> records.KeptOutcome | None:
         """The kept outcome of the latest ended incarnation of ``action_id``, if any."""
         row = self._exec(self._sql.outcome_of, (action_id,)).fetchone()
-        return None if row is None else KeptOutcome(*row)
+        return None if row is None else records.KeptOutcome(*row)
 
     def payload_of(self, action_id: str) -> str:
         """The stored checkpoint payload of an action (inspection and invariant checks)."""
@@ -388,20 +384,20 @@ class Store:
     def due_ids(self, now: float, limit: int = 1000) -> list[str]:
         return self._cold(inspection.due_ids, now, limit)
 
-    def rows(self) -> list[RowInfo]:
+    def rows(self) -> list[records.RowInfo]:
         return self._cold(inspection.rows)
 
-    def row(self, action_id: str) -> RowInfo | None:
+    def row(self, action_id: str) -> records.RowInfo | None:
         found = self._cold(inspection.rows, action_id=action_id)
         return found[0] if found else None
 
-    def quarantined(self) -> list[RowInfo]:
+    def quarantined(self) -> list[records.RowInfo]:
         return self._cold(inspection.rows, quarantined=True)
 
     def count_by_state(self, kind: str | None = None) -> dict[tuple[str, str], int]:
         return self._cold(inspection.count_by_state, kind)
 
-    def transitions(self, action_id: str | None = None) -> list[LoggedStep]:
+    def transitions(self, action_id: str | None = None) -> list[records.LoggedStep]:
         return self._cold(inspection.transitions, action_id)
 
     def prune_log(self, older_than: float) -> int:

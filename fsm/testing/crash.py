@@ -101,16 +101,12 @@ def run_driver(
     for name in (CRASH_ENV, TRACE_ENV):
         if name not in extra_env:
             env.pop(name, None)
-    proc = subprocess.run(
-        list(scenario.driver(folder)),
-        env=env,
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=timeout,
-        check=False,
-    )
-    return proc.returncode
+    with _spawn(scenario, folder, env) as proc:
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
 
 
 def finish(scenario: Scenario, folder: Path, report: CrashReport, restarts: int = 8) -> bool:
@@ -240,13 +236,7 @@ def _work_window(scenario: Scenario, folder: Path, timeout: float = 300) -> tupl
     env = {**os.environ, **scenario.env, TRACE_ENV: str(trace_file)}
     env.pop(CRASH_ENV, None)
     t0 = time.monotonic()
-    proc = subprocess.Popen(
-        list(scenario.driver(folder)),
-        env=env,
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = _spawn(scenario, folder, env)
     size, first, last = 0, 0.0, 0.0
     while proc.poll() is None:
         now = time.monotonic() - t0
@@ -274,13 +264,7 @@ def _kill_at(
     """
     before = work(scenario.database(folder))
     report.runs += 1
-    proc = subprocess.Popen(
-        list(scenario.driver(folder)),
-        env=env,
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = _spawn(scenario, folder, env)
     try:
         return proc.wait(timeout=moment), False
     except subprocess.TimeoutExpired:
@@ -326,16 +310,7 @@ def concurrent(scenario: Scenario, workdir: Path, drivers: int = 3) -> CrashRepo
     if run_driver(scenario, folder, {CRASH_ENV: "checkpoint.after:1"}) == -signal.SIGKILL:
         count_kill(report, before, work(scenario.database(folder)))
     env = {**os.environ, **scenario.env}
-    procs = [
-        subprocess.Popen(
-            list(scenario.driver(folder)),
-            env=env,
-            cwd=folder,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(drivers)
-    ]
+    procs = [_spawn(scenario, folder, env) for _ in range(drivers)]
     report.runs += drivers
     for proc in procs:
         proc.wait(timeout=300)
@@ -343,6 +318,17 @@ def concurrent(scenario: Scenario, workdir: Path, drivers: int = 3) -> CrashRepo
         report.violations += scenario.check(folder)
         report.actions_completed += completed(scenario.database(folder))
     return report
+
+
+def _spawn(scenario: Scenario, folder: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start one driver process on ``folder``, its output discarded."""
+    return subprocess.Popen(
+        list(scenario.driver(folder)),
+        env=env,
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _fresh(folder: Path, scenario: Scenario) -> Path:
