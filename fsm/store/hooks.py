@@ -8,10 +8,11 @@ faults, "kill this process after N commits") are hooks. Without hooks the hot pa
 ``is None`` test per statement.
 
 Hooks also come from the environment (``FSM_CRASH``, ``FSM_DB_FAULTS``, ...), so a crash
-runner can arm a driver process it did not write: the testing tools install the function
-that reads it (`set_environment_reader`) when `fsm.testing.faults` is imported, which every
-program using fsm does (the executor and the worker import its `warn_armed`). A store made
-without explicit hooks asks that reader once, at construction.
+runner can arm a driver process it did not write. The testing tools install the function
+that reads it (`set_environment_reader`) when `fsm.testing.faults` is imported, and every
+program using fsm imports it (``import fsm`` imports the executor, which takes its
+`warn_armed` from there). A store made without explicit hooks asks that reader once, at
+construction; the store itself imports nothing from the testing tools.
 """
 
 from __future__ import annotations

@@ -522,3 +522,21 @@ def test_kill_after_commits_dies_right_after_the_nth_step(
         assert [t.to_state for t in store.transitions()] == ["s1", "s2"]
     finally:
         store.close()
+
+
+def test_the_environment_arms_a_store_of_any_program(
+    tmp_path: Path, child_env: dict[str, str]
+) -> None:
+    """``FSM_CRASH`` reaches a store even in a program that imports nothing but the store."""
+    db = tmp_path / "env.sqlite"
+    code = "import sys; from fsm.store import open_store; open_store(sys.argv[1]).insert("
+    code += "'a', 'k', 's0', 1, '{}', (), 0.0)"
+    env = {**child_env, "FSM_CRASH": "start.after:1"}
+    child = subprocess.run([sys.executable, "-c", code, str(db)], env=env, capture_output=True)
+    assert child.returncode == -9, child.stderr.decode()
+    assert b"FSM_CRASH='start.after:1' is set" in child.stderr
+    store = fsm.Store.sqlite(db)
+    try:
+        assert store.live_ids() == ["a"]  # killed right after the start committed
+    finally:
+        store.close()
