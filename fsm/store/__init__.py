@@ -10,6 +10,7 @@ returns are plain attrs classes. The package's modules, one concern each:
   `KeptOutcome`;
 * `connection`: one connection kept usable, transactions, which errors are transient;
 * `leases`: claims, lease owners and whether one is certainly dead, renewals;
+* `resources`: named resources held by live actions;
 * `hooks`: the write points and `StoreHooks`, where the testing tools plug in;
 * `opening` and `files`: URLs, SQLite files (owner-only, read-only, never created by a read);
 * `inspection`: the cold reads and the operator's writes;

@@ -7,10 +7,48 @@ step's path: the query builder's cost does not matter here, readability does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
 import peewee
 
+from fsm.store.connection import WRAP_ERRORS, Link
 from fsm.store.records import LoggedStep, RowInfo
-from fsm.store.schema import ActionRow, OutcomeRow, ResourceRow, TransitionRow
+from fsm.store.schema import (
+    MODELS,
+    ActionRow,
+    OutcomeRow,
+    ResourceRow,
+    TransitionRow,
+    explain_missing,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def bound(
+    link: Link,
+    read_version: int | None,
+    query: Callable[P, R],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> R:
+    """Run ``query`` with the models bound to ``link``'s database.
+
+    Models are bound per call, not once globally, so several stores (a SQLite file and a
+    PostgreSQL database, or two files) can live in one process. A read-only store on an
+    older schema (``read_version``) explains what a query lacks (`explain_missing`).
+    """
+    with WRAP_ERRORS:
+        link.connection()  # reconnects first if the last connection broke
+    with link.db.bind_ctx(MODELS):
+        try:
+            return query(*args, **kwargs)
+        except (peewee.OperationalError, peewee.ProgrammingError) as exc:
+            explain_missing(exc, read_version)
+            raise
 
 
 def live_ids() -> list[str]:

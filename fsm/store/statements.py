@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fsm.store.records import BOOKKEEPING, Bookkeeping
+from fsm.store.records import BOOKKEEPING, Bookkeeping, LogEntry
 
 STEP_COLUMNS: tuple[str, ...] = (
     "state",
@@ -215,16 +215,27 @@ class Statements:
 
 
 def step_update(
-    sql: Statements, was: Bookkeeping, new: Bookkeeping, now: float
+    sql: Statements,
+    was: Bookkeeping,
+    new: Bookkeeping,
+    entry: LogEntry | None,
+    logged: bool,
+    now: float,
 ) -> tuple[str, list[Any]]:
-    """A step's fenced UPDATE, and its parameters after those of `STEP_COLUMNS` (see
-    `Store.write`): the bookkeeping columns that differ between ``was`` and ``new``.
+    """A step's fenced UPDATE (see `Store.write`), and its parameters after ``state``,
+    ``payload``, ``seq`` and ``updated_at``, before ``id`` and ``epoch``.
 
-    Only those are written: a typical step changes none, and every column left out is work
-    SQLite does not do. A ``new.lease_expires`` of ``None`` lets go of the lease.
+    Besides `STEP_COLUMNS` it writes only the bookkeeping columns that differ between
+    ``was`` and ``new``: a typical step changes none, and every column left out is work
+    SQLite does not do. A ``new.lease_expires`` of ``None`` lets go of the lease. The step's
+    columns feed the SQLite log trigger; an outcome only when the step is ``logged``.
     """
     columns = STEP_COLUMNS
-    params: list[Any] = []
+    params: list[Any] = [
+        entry.outcome if logged and entry else None,
+        entry.via if entry else None,
+        entry.duration if entry else None,
+    ]
     for name in BOOKKEEPING:
         value = getattr(new, name)
         if value != getattr(was, name):

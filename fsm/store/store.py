@@ -20,12 +20,13 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 import peewee
 
-from fsm.errors import LeaseLost, ResourceConflict
+from fsm.errors import LeaseLost
 from fsm.store import inspection, leases, records, schema
 from fsm.store.clock import DatabaseClock
-from fsm.store.connection import WRAP_ERRORS, Link
+from fsm.store.connection import Link
 from fsm.store.files import sqlite_database
 from fsm.store.hooks import StoreHooks, environment_hooks
+from fsm.store.resources import all_held, change_held, held_by, holder
 from fsm.store.statements import Statements, step_update
 
 P = ParamSpec("P")
@@ -133,19 +134,8 @@ class Store:
         return self._clock.now()
 
     def _cold(self, query: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run a cold-path function with the models bound to this store's database.
-
-        Models are bound per call, not once globally, so several stores (a SQLite file and a
-        PostgreSQL database, or two files) can live in one process.
-        """
-        with WRAP_ERRORS:
-            self._link.connection()  # reconnects first if the last connection broke
-        with self.db.bind_ctx(schema.MODELS):
-            try:
-                return query(*args, **kwargs)
-            except (peewee.OperationalError, peewee.ProgrammingError) as exc:
-                schema.explain_missing(exc, self._read_version)
-                raise
+        """Run a cold-path function on this store's database (`inspection.bound`)."""
+        return inspection.bound(self._link, self._read_version, query, *args, **kwargs)
 
     # -- the hot path ---------------------------------------------------------------------
 
@@ -181,7 +171,7 @@ class Store:
                 if kept is None:  # pragma: no cover - the insert lost a race with a delete
                     raise LeaseLost(f"action {action_id}: changed while being started; retry")
                 return records.KeptOutcome(*kept)
-            self._acquire(action_id, resources, now)
+            change_held(self._link, self._sql, action_id, resources, (), now)
             self.wake_workers()
         return None
 
@@ -216,19 +206,8 @@ class Store:
         arrived since the claim (`mark_due`); otherwise the action is left due now.
         """
         logged = entry is not None and self.log_transitions
-        sql, changed = step_update(self._sql, was, new, now)
-        params: list[Any] = [
-            state,
-            payload,
-            seq,
-            now,
-            entry.outcome if logged and entry else None,
-            entry.via if entry else None,
-            entry.duration if entry else None,
-            *changed,
-            action_id,
-            epoch,
-        ]
+        sql, step = step_update(self._sql, was, new, entry, logged, now)
+        params = [state, payload, seq, now, *step, action_id, epoch]
         if not acquired and not released:
             if logged and entry is not None and not self._sqlite:
                 sql = self._sql.logged(sql)
@@ -240,10 +219,7 @@ class Store:
         with self._link.write_point("resources"), self._link.transaction():
             if self._exec(sql, params).rowcount != 1:
                 raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
-            if acquired:
-                self._acquire(action_id, acquired, now)
-            for name in released:
-                self._exec(self._sql.release_one, (name, action_id))
+            change_held(self._link, self._sql, action_id, acquired, released, now)
             if logged and entry is not None and not self._sqlite:
                 self._log(action_id, entry, now)
 
@@ -327,30 +303,19 @@ class Store:
         with self._link.write_point("unclaim"):
             self._exec(self._sql.unclaim, (action_id, epoch))
 
-    def _acquire(self, action_id: str, names: Iterable[str], now: float) -> None:
-        for name in names:
-            cur = self._exec(self._sql.acquire, (name, action_id, now))
-            if cur.rowcount == 1:
-                continue
-            row = self._exec(self._sql.holder_of, (name,)).fetchone()
-            if row is not None and row[0] != action_id:
-                raise ResourceConflict(name, row[0], action_id)
-
     def _log(self, action_id: str, e: records.LogEntry, now: float) -> None:
         self._exec(self._sql.log, (action_id, *e.values(), now))
 
     # -- reads used by steps and workers --------------------------------------------------
 
     def holder_of(self, name: str) -> str | None:
-        row = self._exec(self._sql.holder_of, (name,)).fetchone()
-        return None if row is None else str(row[0])
+        return holder(self._link, self._sql, name)
 
     def resources_of(self, action_id: str) -> list[str]:
-        rows = self._exec(self._sql.resources_of, (action_id,)).fetchall()
-        return [str(r[0]) for r in rows]
+        return held_by(self._link, self._sql, action_id)
 
     def all_resources(self) -> dict[str, str]:
-        return {str(name): str(holder) for name, holder in self._exec(self._sql.all_resources)}
+        return all_held(self._link, self._sql)
 
     def outcome(self, action_id: str) -> records.KeptOutcome | None:
         """The kept outcome of the latest ended incarnation of ``action_id``, if any."""
