@@ -11,7 +11,8 @@ per call), so several stores can live in one process.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import peewee
 
@@ -196,14 +197,20 @@ def _migrate_to_v2(db: peewee.Database) -> None:
             db.execute_sql(f"ALTER TABLE fsm_action ADD COLUMN {name} {ddl}")
 
 
-def check_schema(has_table: Callable[[str], bool]) -> int:
+def check_schema(run: Callable[[str, Sequence[Any]], Any], sqlite: bool, param: str) -> int:
     """The read-only open: the schema must be fsm's, and not newer than this code.
 
-    ``has_table`` answers whether a table exists without writing. Returns the version found
-    (an older one is read as it is; see `explain_missing`).
+    ``run`` runs a statement (nothing here writes); ``param``: the database's parameter
+    marker. Returns the version found (an older one is read as it is; see
+    `explain_missing`).
     """
+    has_table = (
+        f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = {param}"
+        if sqlite
+        else f"SELECT 1 WHERE to_regclass({param}) IS NOT NULL"  # on the search path
+    )
     try:
-        has_meta = has_table("fsm_meta")
+        has_meta = run(has_table, ("fsm_meta",)).fetchone() is not None
     except peewee.DatabaseError as exc:
         if "file is not a database" not in str(exc):
             raise
@@ -220,13 +227,6 @@ def check_schema(has_table: Callable[[str], bool]) -> int:
             "upgrade fsm to read it"
         )
     return found
-
-
-def has_table_sql(sqlite: bool, param: str) -> str:
-    """The read-only query for whether a table exists (on PostgreSQL: on the search path)."""
-    if sqlite:
-        return f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = {param}"
-    return f"SELECT 1 WHERE to_regclass({param}) IS NOT NULL"
 
 
 def explain_missing(exc: peewee.DatabaseError, read_version: int | None) -> None:

@@ -76,9 +76,8 @@ class Store:
         self._sql = Statements(database.param)
         self.db.connect(reuse_if_open=True)
         if readonly:
-            has_table = schema.has_table_sql(self._sqlite, database.param)
-            exists = lambda name: self._exec(has_table, (name,)).fetchone() is not None  # noqa: E731
-            self._read_version = self._cold(schema.check_schema, exists)
+            check = schema.check_schema
+            self._read_version = self._cold(check, self._exec, self._sqlite, database.param)
         else:
             self._cold(schema.migrate, database, self._sqlite)
         self._clock = DatabaseClock(local_clock, None if self._sqlite else database.connection)
