@@ -103,7 +103,7 @@ def step(
         new=new,
         acquired=acquired,
         released=released,
-        entry=entry(seq, c.state if seq == c.seq else "?", state),
+        entry=entry(seq, c.state, state),
         now=now,
     )
     return new
