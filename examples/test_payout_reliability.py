@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import fsm
+from fsm.store import NO_HOOKS
 from fsm.testing import DatabaseFaults, check_invariants, enumerate_crashes, soak
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -52,7 +53,7 @@ def test_every_step_is_idempotent(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("rate", [0.1, 0.3])
 def test_database_errors_never_lose_a_payout(tmp_path: Path, rate: float) -> None:
-    store = fsm.Store.sqlite(tmp_path / "p.sqlite", faults=DatabaseFaults(rate, seed=3))
+    store = fsm.Store.sqlite(tmp_path / "p.sqlite", hooks=DatabaseFaults(rate, seed=3).hooks())
     bank = payout.Bank(tmp_path / "bank.sqlite")
     # A failed write counts as an attempt and backs off like any transient error; at these
     # fault rates the default curve (1 s, 4 s, 9 s, ...) would make this test wait minutes.
@@ -81,5 +82,5 @@ def test_database_errors_never_lose_a_payout(tmp_path: Path, rate: float) -> Non
 
     asyncio.run(run())
     assert sorted((a, n) for _, a, n, _ in bank.statement()) == sorted(payout.PAYOUTS)
-    store.faults = None
+    store.hooks = NO_HOOKS
     assert check_invariants(store, [payout.Payout]) == []

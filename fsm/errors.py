@@ -91,3 +91,7 @@ class EncodeError(KindError):
 
 class StepTimeout(FsmError):
     """A step ran past its timeout and was cancelled; retried like any transient error."""
+
+
+class DatabaseNotFound(FsmError):
+    """A database opened read-only does not exist; nothing was created (the message names it)."""

@@ -48,7 +48,6 @@ from fsm.errors import (
     UnknownKind,
 )
 from fsm.failures import broken_text, error_text, with_cause
-from fsm.faults import warn_armed
 from fsm.ids import check_id, is_valid_id, new_incarnation
 from fsm.protocol import (
     Action,
@@ -65,12 +64,10 @@ from fsm.protocol import (
 from fsm.registry import Registry
 from fsm.results import DriveResult, DriveStatus, ResumeReport, StartResult, StartStatus
 from fsm.retry import SEED_POLICY, RetryPolicy
-from fsm.store import Bookkeeping, Claimed, KeptOutcome, LogEntry, Store, new_owner
+from fsm.store import Bookkeeping, Claimed, ClaimMiss, KeptOutcome, LogEntry, Store, new_owner
+from fsm.testing.faults import DOUBLE_DRIVE_ENV, warn_armed
 
 log = logging.getLogger(__name__)
-
-DOUBLE_DRIVE_ENV = "FSM_DOUBLE_DRIVE"
-"""Set to 1/true/yes to run every step twice and fail loudly if the two runs differ."""
 
 RUN_NOW = 0.0
 """``wake_at`` of an action between two steps of a drive: due at once if the drive dies.
@@ -314,7 +311,7 @@ class Executor(Generic[S]):
             return DriveResult(action_id, DriveStatus.BUSY)
         claimed = self.store.claim(action_id, self.owner, self.clock())
         if isinstance(claimed, str):
-            if claimed == "busy":
+            if claimed is ClaimMiss.BUSY:
                 log.debug("action %s: already being driven, skipping", action_id)
             return DriveResult(action_id, DriveStatus(claimed))
         return await self.drive_claimed(claimed, mode)
@@ -369,7 +366,7 @@ class Executor(Generic[S]):
             raise ActionBusy(f"action {action_id} is being driven; update it once it parks")
         now = self.clock()
         claimed = self.store.claim(action_id, self.owner, now)
-        if claimed == "busy":
+        if claimed is ClaimMiss.BUSY:
             raise ActionBusy(f"action {action_id} is being driven; update it once it parks")
         if isinstance(claimed, str):
             raise LookupError(f"no live action {action_id!r} to update ({claimed})")
@@ -415,11 +412,11 @@ class Executor(Generic[S]):
         if action_id in self._driving:
             raise ActionBusy(f"action {action_id} is being driven; stop it once it parks")
         claimed = self.store.claim(action_id, self.owner, now)
-        if claimed == "missing":
+        if claimed is ClaimMiss.MISSING:
             return False
-        if claimed == "busy":
+        if claimed is ClaimMiss.BUSY:
             raise ActionBusy(f"action {action_id} is being driven; stop it once it parks")
-        if claimed == "quarantined":
+        if claimed is ClaimMiss.QUARANTINED:
             self.store.remove_quarantined(action_id)
             log.warning("action %s: quarantined row removed by stop", action_id)
             return True

@@ -123,8 +123,7 @@ def main(
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    # The exit-code rule. LEAD: when merging h-store, the new "no such database file" error
-    # is an FsmError and lands in the exit-1 clause as it is; keep this mapping this small.
+    # The exit-code rule: bad arguments 2, runtime problems 1, each one line.
     try:
         commands = all_commands()
         first = next(iter(sys.argv[1:] if argv is None else argv), None)

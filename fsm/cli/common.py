@@ -21,6 +21,7 @@ import peewee
 from fsm.errors import FsmError, NotAnFsmDatabase
 from fsm.failures import one_line
 from fsm.store import Store, open_store
+from fsm.store.opening import sqlite_path
 
 PROG = "fsm"
 
@@ -86,27 +87,17 @@ def positive(kind: type[int] | type[float]) -> Callable[[str], float]:
     return parse
 
 
-def _sqlite_path(url: str) -> str | None:
-    """The file a SQLite URL names (the forms `fsm.store.open_store` accepts), else None."""
-    if url.startswith("sqlite:///"):
-        return url[len("sqlite:///") :]
-    return None if "://" in url else url
-
-
 def open_db(url: str, *, readonly: bool) -> Store:
     """Open an existing database for ``--db URL``; never create one because of a typo.
 
     ``readonly`` for inspection: the file is never written (see `Store`), so any file can be
     named; one without fsm's schema is a bad ``--db`` argument (exit 2).
     """
-    # LEAD: when merging h-store, `open_store(url, readonly=True)` refuses a missing SQLite
-    # file itself (a new FsmError subclass). Then drop `_sqlite_path` and this check if the
-    # store also covers readonly=False (the worker), else keep it for the worker only; and
-    # the two `except` clauses below that only reword may go once main() maps FsmError.
-    path = _sqlite_path(url)
-    if path is not None and not Path(path).is_file():
-        raise CommandError(f"no database at {path!r} (from --db {url!r})")
     try:
+        # The worker opens read-write, and SQLite would create a file for a mistyped path.
+        path = sqlite_path(url)
+        if path is not None and not Path(path).is_file():
+            raise CommandError(f"no database at {path!r} (from --db {url!r})")
         return open_store(url, readonly=readonly)
     except NotAnFsmDatabase as exc:
         raise UsageError(f"--db {url!r}: {exc}") from None

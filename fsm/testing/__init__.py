@@ -6,12 +6,15 @@ Use them in your own pytest suite (see docs/testing-your-kinds.md):
 * `Scenario` + `enumerate_crashes` / `soak`: SIGKILL a real driver process at every write
   point, or at random, and check after each run;
 * double-drive mode: ``fsm.Executor(..., double_drive=True)`` or ``FSM_DOUBLE_DRIVE=1``;
-* database faults: ``fsm.Store(..., faults=DatabaseFaults(rate, seed))`` or
-  ``FSM_DB_FAULTS=RATE:SEED``.
+* database faults: ``fsm.Store(..., hooks=DatabaseFaults(rate, seed).hooks())`` or
+  ``FSM_DB_FAULTS=RATE:SEED``;
+* ``fsm.Store(..., hooks=kill_after_commits(n))``: a child process that dies right after
+  its n-th committed step.
 """
 
-from fsm.faults import WRITE_POINTS, DatabaseFaults, all_points
+from fsm.store.hooks import WRITE_POINTS
 from fsm.testing.crash import CrashReport, Scenario, enumerate_crashes, soak
+from fsm.testing.faults import DatabaseFaults, all_points, kill_after_commits
 from fsm.testing.invariants import check_invariants
 
 __all__ = [
@@ -22,5 +25,6 @@ __all__ = [
     "all_points",
     "check_invariants",
     "enumerate_crashes",
+    "kill_after_commits",
     "soak",
 ]

@@ -36,9 +36,15 @@ from pathlib import Path
 
 import attrs
 
-from fsm.executor import DOUBLE_DRIVE_ENV
-from fsm.faults import CRASH_ENV, DB_FAULTS_ENV, DB_FAULTS_TRACE_ENV, TRACE_ENV, all_points
-from fsm.store import open_store
+from fsm.testing.faults import (
+    CRASH_ENV,
+    DB_FAULTS_ENV,
+    DB_FAULTS_TRACE_ENV,
+    DOUBLE_DRIVE_ENV,
+    TRACE_ENV,
+    all_points,
+)
+from fsm.testing.work import Work, completed, work
 
 Progress = Callable[[str], None]
 
@@ -78,46 +84,6 @@ class CrashReport:
         self.violations += other.violations
 
 
-@attrs.frozen
-class Work:
-    """What a store shows of its drivers' progress: its live actions and its log's end.
-
-    ``live`` holds (id, state, attempts, wake_at, lease owner) of every live, not
-    quarantined action: a claim sets the owner, a step moves the state or the wake-up time
-    (``0`` between the steps of a drive), a start adds an id and an end removes one.
-    ``logged`` is the highest transition-log id (a step that stays in its state adds a row).
-    """
-
-    live: frozenset[tuple[str, str, int, float | None, str | None]]
-    logged: int
-
-    def interrupted(self, before: Work) -> bool:
-        """Whether a driver that started at ``before`` and died at ``self`` cut live work short."""
-        return bool(self.live) and self != before
-
-
-NO_WORK = Work(frozenset(), 0)
-
-
-def work(scenario: Scenario, folder: Path) -> Work:
-    """The scenario's store as it is now (never creates a SQLite file that is not there)."""
-    url = scenario.database(folder)
-    path = _sqlite_file(url)
-    if path is not None and not path.exists():
-        return NO_WORK
-    store = open_store(url)
-    try:
-        live = frozenset(
-            (r.id, r.state, r.attempts, r.wake_at, r.lease_owner)
-            for r in store.rows()
-            if r.quarantine is None
-        )
-        log = store.transitions()
-    finally:
-        store.close()
-    return Work(live, int(log[-1].id) if log else 0)
-
-
 def count_kill(report: CrashReport, before: Work, after: Work) -> bool:
     """Count one SIGKILL as a kill (it interrupted live work) or as an idle kill."""
     if after.interrupted(before):
@@ -135,39 +101,26 @@ def run_driver(
     for name in (CRASH_ENV, TRACE_ENV):
         if name not in extra_env:
             env.pop(name, None)
-    proc = subprocess.run(
-        list(scenario.driver(folder)),
-        env=env,
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=timeout,
-        check=False,
-    )
-    return proc.returncode
+    with _spawn(scenario, folder, env) as proc:
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
 
 
 def finish(scenario: Scenario, folder: Path, report: CrashReport, restarts: int = 8) -> bool:
     """Restart drivers until one exits 0 (every action terminal)."""
     for _ in range(restarts):
         report.runs += 1
-        before = work(scenario, folder)
+        before = work(scenario.database(folder))
         code = run_driver(scenario, folder, {})
         if code == 0:
             return True
         if code == -signal.SIGKILL:
-            count_kill(report, before, work(scenario, folder))
+            count_kill(report, before, work(scenario.database(folder)))
     report.violations.append(f"{scenario.name}: drivers did not finish after {restarts} runs")
     return False
-
-
-def completed(scenario: Scenario, folder: Path) -> int:
-    """How many actions ended, according to the transition log."""
-    store = open_store(scenario.database(folder))
-    try:
-        return sum(1 for t in store.transitions() if t.to_state is None)
-    finally:
-        store.close()
 
 
 def trace(scenario: Scenario, workdir: Path) -> collections.Counter[str]:
@@ -201,16 +154,16 @@ def enumerate_crashes(
             progress(f"{scenario.name}: crash {i}/{len(pairs)} at {point}:{n}")
         folder = _fresh(workdir / "run", scenario)
         report.runs += 1
-        before = work(scenario, folder)
+        before = work(scenario.database(folder))
         code = run_driver(scenario, folder, {CRASH_ENV: f"{point}:{n}"})
         if code == -signal.SIGKILL:
-            if count_kill(report, before, work(scenario, folder)):
+            if count_kill(report, before, work(scenario.database(folder))):
                 report.points.add(point)
         elif code != 0:
             report.violations.append(f"{point}:{n}: driver exited {code} instead of dying")
         if finish(scenario, folder, report):
             report.violations += [f"{point}:{n}: {v}" for v in scenario.check(folder)]
-            report.actions_completed += completed(scenario, folder)
+            report.actions_completed += completed(scenario.database(folder))
     return report
 
 
@@ -283,13 +236,7 @@ def _work_window(scenario: Scenario, folder: Path, timeout: float = 300) -> tupl
     env = {**os.environ, **scenario.env, TRACE_ENV: str(trace_file)}
     env.pop(CRASH_ENV, None)
     t0 = time.monotonic()
-    proc = subprocess.Popen(
-        list(scenario.driver(folder)),
-        env=env,
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = _spawn(scenario, folder, env)
     size, first, last = 0, 0.0, 0.0
     while proc.poll() is None:
         now = time.monotonic() - t0
@@ -315,15 +262,9 @@ def _kill_at(
 
     Returns its exit code, and whether it was killed before it changed anything.
     """
-    before = work(scenario, folder)
+    before = work(scenario.database(folder))
     report.runs += 1
-    proc = subprocess.Popen(
-        list(scenario.driver(folder)),
-        env=env,
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = _spawn(scenario, folder, env)
     try:
         return proc.wait(timeout=moment), False
     except subprocess.TimeoutExpired:
@@ -331,7 +272,7 @@ def _kill_at(
         code = proc.wait()
     if code != -signal.SIGKILL:  # it exited just before the signal
         return code, False
-    after = work(scenario, folder)
+    after = work(scenario.database(folder))
     count_kill(report, before, after)
     return code, after == before
 
@@ -339,7 +280,7 @@ def _kill_at(
 def _check_done(scenario: Scenario, folder: Path, report: CrashReport) -> None:
     """A folder whose driver exited 0: the scenario's checks and the actions it completed."""
     report.violations += scenario.check(folder)
-    report.actions_completed += completed(scenario, folder)
+    report.actions_completed += completed(scenario.database(folder))
 
 
 def double_drive(scenario: Scenario, workdir: Path) -> CrashReport:
@@ -352,7 +293,7 @@ def double_drive(scenario: Scenario, workdir: Path) -> CrashReport:
         report.violations.append(f"double-drive run exited {code}: a step is not idempotent")
     elif finish(scenario, folder, report):
         report.violations += scenario.check(folder)
-        report.actions_completed += completed(scenario, folder)
+        report.actions_completed += completed(scenario.database(folder))
     return report
 
 
@@ -365,34 +306,29 @@ def concurrent(scenario: Scenario, workdir: Path, drivers: int = 3) -> CrashRepo
     report = CrashReport(scenario.name)
     folder = _fresh(workdir / "concurrent", scenario)
     report.runs += 1
-    before = work(scenario, folder)
+    before = work(scenario.database(folder))
     if run_driver(scenario, folder, {CRASH_ENV: "checkpoint.after:1"}) == -signal.SIGKILL:
-        count_kill(report, before, work(scenario, folder))
+        count_kill(report, before, work(scenario.database(folder)))
     env = {**os.environ, **scenario.env}
-    procs = [
-        subprocess.Popen(
-            list(scenario.driver(folder)),
-            env=env,
-            cwd=folder,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(drivers)
-    ]
+    procs = [_spawn(scenario, folder, env) for _ in range(drivers)]
     report.runs += drivers
     for proc in procs:
         proc.wait(timeout=300)
     if finish(scenario, folder, report):
         report.violations += scenario.check(folder)
-        report.actions_completed += completed(scenario, folder)
+        report.actions_completed += completed(scenario.database(folder))
     return report
 
 
-def _sqlite_file(url: str) -> Path | None:
-    """The file of a SQLite URL (``open_store``'s forms), or None for a server URL."""
-    if url.startswith("sqlite:///"):
-        return Path(url[len("sqlite:///") :])
-    return None if "://" in url else Path(url)
+def _spawn(scenario: Scenario, folder: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start one driver process on ``folder``, its output discarded."""
+    return subprocess.Popen(
+        list(scenario.driver(folder)),
+        env=env,
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _fresh(folder: Path, scenario: Scenario) -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 from fsm.diagram.model import KindGraph
 from fsm.errors import DecodeError, UnknownKind
 from fsm.registry import Registry
-from fsm.store import Store, TransitionRow
+from fsm.store import LoggedStep, Store
 
 
 def check_invariants(
@@ -73,8 +73,8 @@ def _resources_held_by_live_actions(store: Store) -> list[str]:
     ]
 
 
-def _log_is_a_path(rows: Iterable[TransitionRow], graphs: Mapping[str, KindGraph]) -> list[str]:
-    by_action: dict[str, list[TransitionRow]] = defaultdict(list)
+def _log_is_a_path(rows: Iterable[LoggedStep], graphs: Mapping[str, KindGraph]) -> list[str]:
+    by_action: dict[str, list[LoggedStep]] = defaultdict(list)
     for row in rows:
         by_action[row.action_id].append(row)
     problems = []
@@ -93,9 +93,7 @@ def _log_is_a_path(rows: Iterable[TransitionRow], graphs: Mapping[str, KindGraph
     return problems
 
 
-def _moves_follow_the_table(
-    action_id: str, steps: list[TransitionRow], graph: KindGraph
-) -> list[str]:
+def _moves_follow_the_table(action_id: str, steps: list[LoggedStep], graph: KindGraph) -> list[str]:
     edges = {(e.source, e.target) for e in graph.edges}
     roles = {s.name: s.role for s in graph.states}
     handled = {s.name for s in graph.states if s.handler is not None}

@@ -15,7 +15,8 @@ from corekinds import Ledger, Script, Transfer, plain_keys
 
 import fsm
 from fsm import DriveStatus
-from fsm.faults import WRITE_POINTS, CrashPlan, DatabaseFaults, all_points
+from fsm.store import NO_HOOKS, WRITE_POINTS, ClaimMiss
+from fsm.testing.faults import CrashPlan, DatabaseFaults, all_points
 
 SUPPORT = Path(__file__).resolve().parents[1] / "support"
 
@@ -113,7 +114,7 @@ def test_double_drive_is_read_from_the_environment(
 
 def test_every_action_ends_despite_database_faults(store_url: str) -> None:
     faults = DatabaseFaults(rate=0.15, seed=42)
-    store = fsm.open_store(store_url, faults=faults)
+    store = fsm.open_store(store_url, hooks=faults.hooks())
     ex: fsm.Executor[Any] = fsm.Executor(
         store, {("a3", 2): lambda a, c: fsm.Failed("expected")}, kinds=[Script]
     )
@@ -138,7 +139,7 @@ def test_every_action_ends_despite_database_faults(store_url: str) -> None:
                 return
 
     asyncio.run(scenario())
-    store.faults = None
+    store.hooks = NO_HOOKS
     assert faults.injected > 10
     assert store.rows() == [] and store.all_resources() == {}
     ends = {t.action_id: t.outcome for t in store.transitions() if t.to_state is None}
@@ -155,5 +156,5 @@ def test_a_lease_left_by_a_failed_store_call_is_taken_again_by_its_owner(
     asyncio.run(ex.start(Script("a")))
     claimed = store.claim("a", ex.owner, 0.0)  # a drive whose store call failed mid-way
     assert isinstance(claimed, fsm.store.Claimed)
-    assert store.claim("a", "someone-else", 0.0) == "busy"  # others still wait for it
+    assert store.claim("a", "someone-else", 0.0) is ClaimMiss.BUSY  # others still wait for it
     assert asyncio.run(ex.drive("a")).status is DriveStatus.PARKED  # its owner goes on

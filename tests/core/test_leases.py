@@ -24,7 +24,8 @@ from leasekinds import Alpha, AlphaV2, Beta, Gate, Held
 
 import fsm
 from fsm.executor import DriveResult, DriveStatus
-from fsm.store import HOST, Claimed, new_owner
+from fsm.store import Claimed, ClaimMiss, new_owner
+from fsm.store.leases import HOST
 from fsm.worker import Worker
 
 SUPPORT = Path(__file__).resolve().parents[1] / "support"
@@ -149,7 +150,7 @@ def test_the_lease_of_a_drive_in_flight_is_kept_alive(stores: OpenStore) -> None
         first = lease_expires(store, "long")
         await until(lambda: time.time() > first + ttl / 2, "the first lease time to pass")
         assert lease_expires(store, "long") > time.time()  # renewed meanwhile
-        assert other.claim("long", new_owner(), time.time()) == "busy"
+        assert other.claim("long", new_owner(), time.time()) is ClaimMiss.BUSY
         gate.open.set()
         await until(lambda: store.row("long") is None, "the drive to finish")
         worker.stop()
@@ -171,7 +172,7 @@ def test_a_live_lease_of_another_pid_namespace_is_not_taken(stores: OpenStore, f
     assert isinstance(store.claim("a", owner, time.time()), Claimed)
 
     assert store.release_dead_leases() == 0
-    assert store.claim("a", new_owner(), time.time()) == "busy"
+    assert store.claim("a", new_owner(), time.time()) is ClaimMiss.BUSY
     ex: fsm.Executor[Any] = fsm.Executor(store, None, kinds=[Alpha])
     assert asyncio.run(ex.drive("a")).status is DriveStatus.BUSY
     row = store.row("a")
@@ -230,7 +231,7 @@ def test_a_worker_in_another_real_pid_namespace_keeps_its_lease(
         os.kill(pid, 0)
 
     assert store.release_dead_leases() == 0
-    assert store.claim("a", new_owner(), time.time()) == "busy"
+    assert store.claim("a", new_owner(), time.time()) is ClaimMiss.BUSY
     row = store.row("a")
     assert row is not None and row.lease_owner == owner
 

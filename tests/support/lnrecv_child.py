@@ -7,12 +7,12 @@ to the end; with KILL_AFTER the process SIGKILLs itself right after that many co
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import sys
 from pathlib import Path
 
 import fsm
+from fsm.store import NO_HOOKS
+from fsm.testing import kill_after_commits
 from fsm_bark.lightning_receive import LightningReceiveKind, start_lightning_receive
 from fsm_bark.lightning_receive_ops import read_receive
 from fsm_bark.model import digest, payment_hash_of
@@ -23,22 +23,15 @@ PREIMAGE = digest("child receive")
 
 async def main(folder: Path, kill_after: int | None) -> None:
     world = make_world(folder / "world", seed=5)
-    store = fsm.Store.sqlite(folder / "fsm.sqlite")
+    hooks = NO_HOOKS if kill_after is None else kill_after_commits(kill_after)
+    store = fsm.Store.sqlite(folder / "fsm.sqlite", hooks=hooks)
     svc = world.services(store)
-    commits = 0
-
-    def on_commit(action_id: str, entry: object) -> None:
-        nonlocal commits
-        commits += 1
-        if kill_after is not None and commits >= kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
 
     async def sleep(seconds: float) -> None:
         world.advance_time(seconds)
 
     ex = fsm.Executor(
-        store, svc, kinds=[LightningReceiveKind], clock=world.clock.now, sleep=sleep,
-        on_commit=on_commit,
+        store, svc, kinds=[LightningReceiveKind], clock=world.clock.now, sleep=sleep
     )  # fmt: skip
     h = payment_hash_of(PREIMAGE)
     if world.db.meta("child_started", "") == "":

@@ -1,18 +1,18 @@
-"""Fault injection at the store's write points: crash points and database errors.
+"""Test hooks for the store: crash points, database faults, "kill after N commits".
 
 Crash-safety is only believable if it is tested by killing real processes at every place the
-framework writes. Each write has a name (`WRITE_POINTS`), in two phases: ``<name>.before``
-(the process dies before the write: it is lost) and ``<name>.after`` (it dies right after the
-write committed, before using it). Setting ``FSM_CRASH=checkpoint.after:3`` in a process's
-environment makes it SIGKILL itself at the third pass of that point; `fsm.testing` loops over
-every (point, n) pair.
-
-The transition log has no point of its own: its row is written by the checkpoint's statement
-(a trigger on SQLite, a CTE on PostgreSQL) or inside the same transaction, so no crash can
-fall between the two.
+framework writes. The store names its writes (`fsm.store.WRITE_POINTS`), each passed in two
+phases: ``<name>.before`` (the process dies before the write: it is lost) and
+``<name>.after`` (it dies right after the write committed, before using it). Setting
+``FSM_CRASH=checkpoint.after:3`` in a process's environment makes it SIGKILL itself at the
+third pass of that point; `fsm.testing` loops over every (point, n) pair.
 
 `DatabaseFaults` makes the store's statements fail with the database's own errors (locked,
 disk I/O, connection lost) at a seeded rate, to show every action still ends correctly.
+
+Each tool is a `StoreHooks` (`CrashPlan.hooks`, `DatabaseFaults.hooks`, `kill_after_commits`)
+given to a store (``Store(..., hooks=...)``), or armed by the environment: importing this
+module makes `hooks_from_env` what every store made without explicit hooks asks.
 
 These are test tools that act through the environment, so a variable left set in production
 would kill or fail a real process. Whenever one arms itself it logs one WARNING naming the
@@ -30,23 +30,17 @@ from collections.abc import Sequence
 
 import attrs
 
-WRITE_POINTS: tuple[str, ...] = (
-    "start",  # insert of a new action and its resources
-    "claim",  # taking the lease (a single drive, or a worker's batch)
-    "checkpoint",  # the step's checkpoint (and its log row)
-    "resources",  # a checkpoint that also changes resources (one transaction)
-    "finish",  # the terminal delete (resources released by cascade, log row)
-    "unclaim",  # letting go of the lease without a checkpoint change
-    "wake",  # marking an action due (notify)
-    "quarantine",  # setting an unreadable row aside
-)
-"""Every place the store writes, in the order a drive usually passes them."""
+from fsm.store.hooks import PHASES, WRITE_POINTS, StoreHooks, set_environment_reader
 
-PHASES = ("before", "after")
 CRASH_ENV = "FSM_CRASH"
 TRACE_ENV = "FSM_CRASH_TRACE"
 DB_FAULTS_ENV = "FSM_DB_FAULTS"
 DB_FAULTS_TRACE_ENV = "FSM_DB_FAULTS_TRACE"
+DOUBLE_DRIVE_ENV = "FSM_DOUBLE_DRIVE"
+"""Set to 1/true/yes to run every step twice and fail loudly if the two runs differ."""
+
+COMMITS = ("checkpoint.after", "resources.after", "finish.after")
+"""The crash points passed right after a step's write committed."""
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +62,10 @@ def warn_armed(name: str, value: str) -> None:
 def all_points() -> list[str]:
     """Every crash point name, ``<write point>.<phase>``."""
     return [f"{point}.{phase}" for point in WRITE_POINTS for phase in PHASES]
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @attrs.define
@@ -116,7 +114,35 @@ class CrashPlan:
             return
         self.passes += 1
         if self.passes == self.n:
-            os.kill(os.getpid(), signal.SIGKILL)
+            _die()
+
+    def hooks(self) -> StoreHooks:
+        return StoreHooks(point=self.hit)
+
+
+@attrs.define
+class CommitKiller:
+    """SIGKILL this process right after its ``n``-th committed step write (`COMMITS`).
+
+    What a test's child process wants when it must die between two steps: the write of the
+    ``n``-th step is in the database, the next step has not run.
+    """
+
+    n: int
+    commits: int = 0
+
+    def hit(self, point: str) -> None:
+        if point in COMMITS:
+            self.commits += 1
+            if self.commits >= self.n:
+                _die()
+
+
+def kill_after_commits(n: int) -> StoreHooks:
+    """Store hooks that SIGKILL the process right after its ``n``-th committed step."""
+    if n < 1:
+        raise ValueError(f"kill after n >= 1 commits, got {n}")
+    return StoreHooks(point=CommitKiller(n).hit)
 
 
 @attrs.define
@@ -175,6 +201,24 @@ class DatabaseFaults:
 
         raise psycopg.OperationalError(_POSTGRES_MESSAGES[kind])
 
+    def hooks(self) -> StoreHooks:
+        return StoreHooks(statement=self.maybe_fail)
+
+
+def hooks_from_env() -> StoreHooks:
+    """The hooks ``FSM_CRASH``, ``FSM_CRASH_TRACE`` and ``FSM_DB_FAULTS`` arm (fresh counts:
+    one crash plan per store, as each store counts its own passes)."""
+    crash = CrashPlan.from_env()
+    faults = DatabaseFaults.from_env()
+    hooks = StoreHooks()
+    if crash is not None:
+        hooks |= crash.hooks()
+    if faults is not None:
+        hooks |= faults.hooks()
+    return hooks
+
+
+set_environment_reader(hooks_from_env)
 
 _SQLITE_MESSAGES = {
     "locked": "database is locked",

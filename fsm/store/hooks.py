@@ -1,0 +1,94 @@
+"""The store's test seam: callables run at its named write points and before its statements.
+
+Crash-safety is only believable if it is tested by killing real processes at every place the
+framework writes, and by failing its statements the way a real database does. The store
+does neither itself: it names its write points (`WRITE_POINTS`) and calls the `StoreHooks`
+it was given there, and the testing tools (`fsm.testing.faults`: crash points, database
+faults, "kill this process after N commits") are hooks. Without hooks the hot path pays one
+``is None`` test per statement.
+
+Hooks also come from the environment (``FSM_CRASH``, ``FSM_DB_FAULTS``, ...), so a crash
+runner can arm a driver process it did not write. The testing tools install the function
+that reads it (`set_environment_reader`) when `fsm.testing.faults` is imported, and every
+program using fsm imports it (``import fsm`` imports the executor, which takes its
+`warn_armed` from there). A store made without explicit hooks asks that reader once, at
+construction; the store itself imports nothing from the testing tools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import attrs
+
+T = TypeVar("T")
+
+WRITE_POINTS: tuple[str, ...] = (
+    "start",  # insert of a new action and its resources
+    "claim",  # taking the lease (a single drive, or a worker's batch)
+    "checkpoint",  # the step's checkpoint (and its log row)
+    "resources",  # a checkpoint that also changes resources (one transaction)
+    "finish",  # the terminal delete (resources released by cascade, log row)
+    "unclaim",  # letting go of the lease without a checkpoint change
+    "wake",  # marking an action due (notify)
+    "quarantine",  # setting an unreadable row aside
+)
+"""Every place the store writes, in the order a drive usually passes them.
+
+The transition log has no point of its own: its row is written by the checkpoint's
+statement (a trigger on SQLite, a CTE on PostgreSQL) or inside the same transaction, so no
+crash can fall between the two.
+"""
+
+PHASES = ("before", "after")
+"""A write point is passed twice: ``<point>.before`` the write, ``<point>.after`` it committed."""
+
+
+@attrs.frozen
+class StoreHooks:
+    """What the store calls, if set.
+
+    ``point(name)``: at every pass of a write point, ``name`` being ``<point>.<phase>``
+    (`WRITE_POINTS`, `PHASES`); ``.after`` runs once the write committed, before the store
+    returns. ``statement(sqlite)``: before every statement sent to the database but a
+    rollback; what it raises is what the statement raised (``sqlite``: the database is
+    SQLite, so the hook can raise that driver's own errors).
+    """
+
+    point: Callable[[str], None] | None = None
+    statement: Callable[[bool], None] | None = None
+
+    def __or__(self, other: StoreHooks) -> StoreHooks:
+        """Both hooks' callables, ``self``'s first (a crash plan and database faults)."""
+        return StoreHooks(_both(self.point, other.point), _both(self.statement, other.statement))
+
+
+NO_HOOKS = StoreHooks()
+
+
+def _both(
+    first: Callable[[T], None] | None, second: Callable[[T], None] | None
+) -> Callable[[T], None] | None:
+    if first is None or second is None:
+        return first or second
+
+    def both(value: T) -> None:
+        first(value)
+        second(value)
+
+    return both
+
+
+_environment_reader: Callable[[], StoreHooks] = lambda: NO_HOOKS  # noqa: E731
+
+
+def set_environment_reader(reader: Callable[[], StoreHooks]) -> None:
+    """Make ``reader`` what a store without explicit hooks calls to arm itself."""
+    global _environment_reader
+    _environment_reader = reader
+
+
+def environment_hooks() -> StoreHooks:
+    """The hooks this process's environment arms (`NO_HOOKS` when it arms none)."""
+    return _environment_reader()

@@ -1,0 +1,63 @@
+"""`open_store`: a store from a database URL (SQLite file or PostgreSQL server)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import peewee
+
+from fsm.store.store import Store
+
+
+def open_store(url: str, **kwargs: Any) -> Store:
+    """A store from a URL.
+
+    ``sqlite:///relative/path``, ``sqlite:////abs/path`` or a plain file path: SQLite (WAL).
+    ``postgresql://user@host:port/dbname`` (``postgres://`` too): PostgreSQL through psycopg
+    (``pip install 'fsm[postgres]'``); ``?options=-c%20search_path%3Dmyschema`` and other
+    query parameters are passed to the driver. Raises ``ValueError`` naming the accepted
+    forms for anything else.
+
+    ``readonly=True`` opens an existing database for inspection only (see `Store`): nothing
+    is created, migrated or switched, on SQLite or PostgreSQL; a SQLite file that is not
+    there raises `DatabaseNotFound`.
+    """
+    path = sqlite_path(url)
+    if path is not None:
+        return Store.sqlite(path, **kwargs)
+    from playhouse.db_url import parse
+
+    params = parse(url)
+    params.pop("autorollback", None)
+    return _postgres(params, **kwargs)
+
+
+def sqlite_path(url: str) -> str | None:
+    """The SQLite file a URL names (the forms `open_store` accepts), or ``None`` for a
+    PostgreSQL URL; raises ``ValueError`` for any other scheme."""
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///") :]
+    scheme = url.split("://", 1)[0] if "://" in url else None
+    if scheme is None:
+        return url
+    if scheme in ("postgres", "postgresql"):
+        return None
+    raise ValueError(
+        f"unsupported database URL scheme {scheme!r}: use sqlite:///PATH, a file path, "
+        "or postgresql://USER@HOST:PORT/DB"
+    )
+
+
+def _postgres(params: dict[str, Any], **kwargs: Any) -> Store:
+    """A store on PostgreSQL; ``params`` are peewee/psycopg connection parameters."""
+    try:
+        import psycopg  # noqa: F401  (peewee picks psycopg 3 when it is importable)
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise ValueError(
+            "PostgreSQL needs the psycopg driver: pip install 'fsm[postgres]'"
+        ) from exc
+    database = params.pop("database")
+    if kwargs.get("readonly"):
+        # A session setting given at connect time, so it holds on every reconnection too.
+        params["options"] = f"{params.get('options', '')} -c default_transaction_read_only=on"
+    return Store(peewee.PostgresqlDatabase(database, **params), **kwargs)

@@ -1,0 +1,246 @@
+"""The schema: peewee models of fsm's five tables, its version, creation and migration.
+
+One row per live action (``fsm_action``), one row per held resource (``fsm_resource``), one
+row per step in the transition log (``fsm_transition``), one per ended incarnation
+(``fsm_outcome``) and the schema version (``fsm_meta``). The models create and describe the
+tables and serve the cold paths; the hot path is plain SQL (`fsm.store.statements`).
+
+The functions here run with the models bound to the database at hand (`Store` binds them
+per call), so several stores can live in one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import peewee
+
+from fsm.errors import NotAnFsmDatabase, SchemaError
+
+SCHEMA_VERSION = 2
+
+
+class _Base(peewee.Model):
+    class Meta:
+        legacy_table_names = False
+
+
+class ActionRow(_Base):
+    """A live action: its checkpoint, retry bookkeeping, wake-up time and lease."""
+
+    id = peewee.CharField(primary_key=True, max_length=200)
+    kind = peewee.CharField(max_length=200)
+    state = peewee.CharField(max_length=200)
+    version = peewee.IntegerField(default=1)
+    payload = peewee.TextField()
+    seq = peewee.IntegerField(default=0)
+    attempts = peewee.IntegerField(default=0)
+    last_error = peewee.TextField(null=True)
+    wake_at = peewee.DoubleField(null=True, index=True)
+    lease_owner = peewee.CharField(max_length=255, null=True)
+    lease_expires = peewee.DoubleField(null=True)
+    epoch = peewee.IntegerField(default=0)
+    quarantine = peewee.TextField(null=True)
+    step_outcome = peewee.CharField(max_length=16, null=True)
+    step_via = peewee.CharField(max_length=16, null=True)
+    step_duration = peewee.DoubleField(null=True)
+    created_at = peewee.DoubleField()
+    updated_at = peewee.DoubleField()
+    incarnation = peewee.CharField(max_length=32, constraints=[peewee.SQL("DEFAULT ''")])
+    cause = peewee.TextField(null=True)
+    broken = peewee.BooleanField(constraints=[peewee.SQL("DEFAULT FALSE")])
+    notified = peewee.BooleanField(constraints=[peewee.SQL("DEFAULT FALSE")])
+
+    class Meta:
+        table_name = "fsm_action"
+        without_rowid = True
+
+
+_V2_COLUMNS = (
+    ("incarnation", "VARCHAR(32) NOT NULL DEFAULT ''"),
+    ("cause", "TEXT"),
+    ("broken", "BOOLEAN NOT NULL DEFAULT FALSE"),
+    ("notified", "BOOLEAN NOT NULL DEFAULT FALSE"),
+)
+"""Columns schema v2 added to ``fsm_action`` (migrated in place from v1)."""
+
+
+class ResourceRow(_Base):
+    """A named resource and the live action holding it.
+
+    The foreign key cascades: deleting an action's row releases its resources in the same
+    statement, so the database itself guarantees no resource outlives its action.
+    """
+
+    name = peewee.CharField(primary_key=True, max_length=255)
+    action = peewee.ForeignKeyField(
+        ActionRow, column_name="action_id", field="id", on_delete="CASCADE", index=True
+    )
+    acquired_at = peewee.DoubleField()
+
+    class Meta:
+        table_name = "fsm_resource"
+
+
+class TransitionRow(_Base):
+    """One step of one action, written in the step's own transaction.
+
+    No secondary indexes: every index is one more page written per step, and the log is read
+    only on cold paths (inspection, invariant checks, pruning by ``id``).
+    """
+
+    id = peewee.AutoField()
+    action_id = peewee.CharField(max_length=200)
+    kind = peewee.CharField(max_length=200)
+    seq = peewee.IntegerField()
+    from_state = peewee.CharField(max_length=200)
+    to_state = peewee.CharField(max_length=200, null=True)
+    outcome = peewee.CharField(max_length=16)
+    via = peewee.CharField(max_length=16)
+    attempt = peewee.IntegerField()
+    error = peewee.TextField(null=True)
+    duration = peewee.DoubleField()
+    at = peewee.DoubleField()
+
+    class Meta:
+        table_name = "fsm_transition"
+
+
+class OutcomeRow(_Base):
+    """How one incarnation of an action ended, written in the transaction that deletes it.
+
+    `Executor.start` reads it to recognise a start delivered again after its action ended
+    (a re-delivered message) within the redelivery window, and returns this outcome instead
+    of running the action a second time.
+    """
+
+    id = peewee.CharField(max_length=200)
+    incarnation = peewee.CharField(max_length=32)
+    kind = peewee.CharField(max_length=200)
+    state = peewee.CharField(max_length=200)
+    status = peewee.CharField(max_length=16)
+    error = peewee.TextField(null=True)
+    cause = peewee.TextField(null=True)
+    started_at = peewee.DoubleField()
+    finished_at = peewee.DoubleField()
+
+    class Meta:
+        table_name = "fsm_outcome"
+        primary_key = peewee.CompositeKey("id", "incarnation")
+
+
+class MetaRow(_Base):
+    key = peewee.CharField(primary_key=True, max_length=64)
+    value = peewee.TextField()
+
+    class Meta:
+        table_name = "fsm_meta"
+
+
+MODELS: tuple[type[peewee.Model], ...] = (
+    ActionRow,
+    ResourceRow,
+    TransitionRow,
+    OutcomeRow,
+    MetaRow,
+)
+
+_SQLITE_LOG_TRIGGER = """
+CREATE TRIGGER IF NOT EXISTS fsm_transition_log
+AFTER UPDATE OF payload ON fsm_action
+WHEN NEW.step_outcome IS NOT NULL
+BEGIN
+    INSERT INTO fsm_transition (action_id, kind, seq, from_state, to_state, outcome, via,
+                                attempt, error, duration, at)
+    VALUES (NEW.id, NEW.kind, OLD.seq, OLD.state, NEW.state, NEW.step_outcome, NEW.step_via,
+            NEW.attempts, NEW.last_error, NEW.step_duration, NEW.updated_at);
+END
+"""
+"""Writes the log row of a step inside the step's own UPDATE (one statement, one commit)."""
+
+
+def migrate(db: peewee.Database, sqlite: bool) -> None:
+    """Create what is missing and bring an older schema up to `SCHEMA_VERSION`, atomically.
+
+    Raises `SchemaError` for a schema newer than this code.
+    """
+    with db.atomic():
+        ActionRow._meta.without_rowid = sqlite  # a SQLite-only table option
+        db.create_tables(MODELS, safe=True)
+        if sqlite:
+            db.execute_sql(_SQLITE_LOG_TRIGGER)
+        row = MetaRow.get_or_none(MetaRow.key == "schema_version")
+        if row is None:
+            MetaRow.create(key="schema_version", value=str(SCHEMA_VERSION))
+            return
+        found = int(row.value)
+        if found > SCHEMA_VERSION:
+            raise SchemaError(
+                f"database schema v{found} is newer than this fsm (v{SCHEMA_VERSION}); upgrade fsm"
+            )
+        if found < 2:
+            _migrate_to_v2(db)
+        if found < SCHEMA_VERSION:
+            MetaRow.update(value=str(SCHEMA_VERSION)).where(
+                MetaRow.key == "schema_version"
+            ).execute()
+
+
+def _migrate_to_v2(db: peewee.Database) -> None:
+    """v1 -> v2: incarnations, kept causes, broken and notified marks (``fsm_outcome`` is
+    created by ``create_tables``). Rows from v1 keep an empty incarnation, so the steps in
+    flight during the upgrade keep their ``<id>.<seq>`` idempotency keys."""
+    have = {c.name for c in db.get_columns("fsm_action")}
+    for name, ddl in _V2_COLUMNS:
+        if name not in have:
+            db.execute_sql(f"ALTER TABLE fsm_action ADD COLUMN {name} {ddl}")
+
+
+def check_schema(run: Callable[[str, Sequence[Any]], Any], sqlite: bool, param: str) -> int:
+    """The read-only open: the schema must be fsm's, and not newer than this code.
+
+    ``run`` runs a statement (nothing here writes); ``param``: the database's parameter
+    marker. Returns the version found (an older one is read as it is; see
+    `explain_missing`).
+    """
+    has_table = (
+        f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = {param}"
+        if sqlite
+        else f"SELECT 1 WHERE to_regclass({param}) IS NOT NULL"  # on the search path
+    )
+    try:
+        has_meta = run(has_table, ("fsm_meta",)).fetchone() is not None
+    except peewee.DatabaseError as exc:
+        if "file is not a database" not in str(exc):
+            raise
+        raise NotAnFsmDatabase("not an fsm database: not a SQLite database file") from None
+    row = MetaRow.get_or_none(MetaRow.key == "schema_version") if has_meta else None
+    if row is None:
+        raise NotAnFsmDatabase("not an fsm database: it has no fsm schema (no fsm_meta table)")
+    if not str(row.value).isdigit():
+        raise NotAnFsmDatabase(f"not an fsm database: schema version {row.value!r}")
+    found = int(row.value)
+    if found > SCHEMA_VERSION:
+        raise SchemaError(
+            f"database schema v{found} is newer than this fsm (v{SCHEMA_VERSION}); "
+            "upgrade fsm to read it"
+        )
+    return found
+
+
+def explain_missing(exc: peewee.DatabaseError, read_version: int | None) -> None:
+    """A read-only store on an older schema lacks what a query needs: say how to upgrade."""
+    text = str(exc)
+    old = read_version is not None and read_version < SCHEMA_VERSION
+    if old and ("no such" in text or "does not exist" in text):
+        raise SchemaError(
+            f"database schema v{read_version} is older than this fsm "
+            f"(v{SCHEMA_VERSION}) and lacks what this command reads ({text}); "
+            "run any read-write fsm command (such as fsm worker) on it to upgrade it"
+        ) from exc
+
+
+def schema_version() -> int:
+    """The version stored in ``fsm_meta`` (models bound to the database)."""
+    return int(MetaRow.get(MetaRow.key == "schema_version").value)

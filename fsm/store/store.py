@@ -1,0 +1,398 @@
+"""`Store`: the checkpoint store over one database, and the writes every step makes.
+
+Every checkpoint write is *fenced*: ``UPDATE ... WHERE id = ? AND epoch = ?``. A drive claims
+the row by bumping ``epoch`` and setting a lease (owner, expiry); any write from an older
+claim matches no row and is refused with `LeaseLost` (see `fsm.store.leases`).
+
+The writes on a step's path are here, as prepared SQL (`fsm.store.statements`) run through
+the `Link` (`fsm.store.connection`); the schema (`fsm.store.schema`), the cold reads
+(`fsm.store.inspection`) and the clock (`fsm.store.clock`) live in modules of their own,
+which the methods below call.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, ParamSpec, TypeVar
+
+import peewee
+
+from fsm.errors import LeaseLost
+from fsm.store import inspection, leases, records, schema
+from fsm.store.clock import DatabaseClock
+from fsm.store.connection import Link
+from fsm.store.files import sqlite_database
+from fsm.store.hooks import StoreHooks, environment_hooks
+from fsm.store.resources import all_held, change_held, held_by, holder
+from fsm.store.statements import Statements, step_update
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_NEVER = float("inf")
+"""``ended_since`` of a start that ignores kept outcomes (a deliberate new incarnation)."""
+
+
+class Store:
+    """The checkpoint store over one peewee database (SQLite by default).
+
+    ``lease_ttl``: seconds a claim stays valid without a write.
+    ``log_transitions``: write the per-step transition log.
+    ``hooks``: test tools run at the write points and before each statement (`StoreHooks`);
+    by default those the environment arms (``FSM_CRASH``, ``FSM_DB_FAULTS``: see
+    `fsm.testing.faults`), usually none.
+    ``local_clock``: this host's clock (unix seconds); `now` corrects it to the database's.
+    ``readonly``: inspection only (``fsm actions``, ``fsm diagram --db``), safe to point at
+    any file: no table is created and nothing migrated; through `open_store` or `sqlite` the
+    connection cannot write either (SQLite ``mode=ro``, a PostgreSQL read-only session).
+    The schema must be fsm's (`NotAnFsmDatabase` otherwise) and not newer than this code
+    (`SchemaError`); an older one is read as it is, and a query needing what it lacks raises
+    `SchemaError` saying how to upgrade.
+    """
+
+    def __init__(
+        self,
+        database: peewee.Database,
+        *,
+        lease_ttl: float = 30.0,
+        log_transitions: bool = True,
+        hooks: StoreHooks | None = None,
+        local_clock: Callable[[], float] = time.time,
+        readonly: bool = False,
+    ) -> None:
+        self.db = database
+        self.readonly = readonly
+        self._read_version: int | None = None
+        if not (isinstance(lease_ttl, int | float) and 0 < lease_ttl < math.inf):
+            raise ValueError(f"lease_ttl must be a finite number of seconds > 0, got {lease_ttl}")
+        self.lease_ttl = lease_ttl
+        self.log_transitions = log_transitions
+        self._link = link = Link(database, environment_hooks() if hooks is None else hooks)
+        self._sqlite = link.sqlite
+        self._exec = link.exec
+        self._sql = Statements(database.param)
+        self.db.connect(reuse_if_open=True)
+        if readonly:
+            check = schema.check_schema
+            self._read_version = self._cold(check, self._exec, self._sqlite, database.param)
+        else:
+            self._cold(schema.migrate, database, self._sqlite)
+        self._clock = DatabaseClock(local_clock, None if self._sqlite else database.connection)
+
+    @classmethod
+    def sqlite(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL",
+        busy_timeout: float = 10.0,
+        readonly: bool = False,
+        **kwargs: Any,
+    ) -> Store:
+        """A store on a SQLite file in WAL mode; a new file is created owner-only (0600).
+
+        ``readonly``: open the existing file through a ``mode=ro`` URI, without switching its
+        journal mode; a file that is not there raises `DatabaseNotFound`.
+        """
+        db = sqlite_database(
+            path, synchronous=synchronous, busy_timeout=busy_timeout, readonly=readonly
+        )
+        return cls(db, readonly=readonly, **kwargs)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self._sqlite
+
+    @property
+    def hooks(self) -> StoreHooks:
+        """The test hooks in force; assign `NO_HOOKS` to switch them off."""
+        return self._link.hooks
+
+    @hooks.setter
+    def hooks(self, hooks: StoreHooks) -> None:
+        self._link.hooks = hooks
+
+    @property
+    def failed_calls(self) -> int:
+        """Statements that raised so far (a worker asks whether a drive met a failure)."""
+        return self._link.failed_calls
+
+    @property
+    def schema_version(self) -> int:
+        return self._cold(schema.schema_version)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def now(self) -> float:
+        """The current unix time on the database's clock (the executor's default clock);
+        see `fsm.store.clock`."""
+        return self._clock.now()
+
+    def _cold(self, query: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run a cold-path function on this store's database (`inspection.bound`)."""
+        return inspection.bound(self._link, self._read_version, query, *args, **kwargs)
+
+    # -- the hot path ---------------------------------------------------------------------
+
+    def insert(
+        self,
+        action_id: str,
+        kind: str,
+        state: str,
+        version: int,
+        payload: str,
+        resources: Iterable[str],
+        now: float,
+        *,
+        incarnation: str = "",
+        ended_since: float | None = None,
+    ) -> str | records.KeptOutcome | None:
+        """Create a live action (a new ``incarnation`` of its id) with its resources, atomically.
+
+        Returns ``None`` if created. Otherwise nothing is changed and it returns the kind of the
+        live action that already has this id, or, when ``ended_since`` is given, the kept
+        outcome of an incarnation of this id that ended at or after that time. Raises
+        `ResourceConflict` if a resource is taken.
+        """
+        since = _NEVER if ended_since is None else ended_since
+        params = (action_id, kind, state, version, payload, now, now, now, incarnation)
+        with self._link.write_point("start"), self._link.transaction():
+            cur = self._exec(self._sql.insert, (*params, action_id, since))
+            if cur.rowcount != 1:
+                row = self._exec(self._sql.kind_of, (action_id,)).fetchone()
+                if row is not None:
+                    return str(row[0])
+                kept = self._exec(self._sql.outcome_of, (action_id,)).fetchone()
+                if kept is None:  # pragma: no cover - the insert lost a race with a delete
+                    raise LeaseLost(f"action {action_id}: changed while being started; retry")
+                return records.KeptOutcome(*kept)
+            change_held(self._link, self._sql, action_id, resources, (), now)
+            self.wake_workers()
+        return None
+
+    def claim(self, action_id: str, owner: str, now: float) -> records.Claimed | records.ClaimMiss:
+        """Take the lease on a live action and read it, in one statement (`leases.claim`)."""
+        return leases.claim(self._link, self._sql, action_id, owner, now, now + self.lease_ttl)
+
+    def write(
+        self,
+        action_id: str,
+        epoch: int,
+        *,
+        state: str,
+        payload: str,
+        seq: int,
+        was: records.Bookkeeping,
+        new: records.Bookkeeping,
+        acquired: Sequence[str],
+        released: Sequence[str],
+        entry: records.LogEntry | None,
+        now: float,
+    ) -> None:
+        """Persist a checkpoint, its resource changes and its log entry atomically.
+
+        ``was`` is the row's bookkeeping as it stands, ``new`` what it must become (see
+        `step_update`). Raises `LeaseLost` if another driver has claimed the row since.
+
+        A step without resource changes is one autocommit statement: on SQLite an ``UPDATE``
+        whose log row a trigger writes inside the same statement; on PostgreSQL an ``UPDATE``
+        and the log ``INSERT`` joined in one data-modifying CTE (one round-trip). Anything
+        else runs in an explicit transaction. A new ``wake_at`` is written only if no notify
+        arrived since the claim (`mark_due`); otherwise the action is left due now.
+        """
+        logged = entry is not None and self.log_transitions
+        sql, step = step_update(self._sql, was, new, entry, logged, now)
+        params = [state, payload, seq, now, *step, action_id, epoch]
+        if not acquired and not released:
+            if logged and entry is not None and not self._sqlite:
+                sql = self._sql.logged(sql)
+                params += [*entry.values()[1:], now]
+            with self._link.write_point("checkpoint"):
+                if self._exec(sql, params).rowcount != 1:
+                    raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
+            return
+        with self._link.write_point("resources"), self._link.transaction():
+            if self._exec(sql, params).rowcount != 1:
+                raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
+            change_held(self._link, self._sql, action_id, acquired, released, now)
+            if logged and entry is not None and not self._sqlite:
+                self._log(action_id, entry, now)
+
+    def record_failure(
+        self,
+        action_id: str,
+        epoch: int,
+        *,
+        attempts: int,
+        error: str,
+        wake_at: float | None,
+        broken: bool,
+        now: float,
+    ) -> None:
+        """Record a failed step on the row, keeping its checkpoint, and let go of the lease.
+
+        The fallback when a step's own write failed: the attempt, its error and its backoff
+        (or the broken mark) still reach the row, so the action is neither due again at once
+        nor silently retried. Raises `LeaseLost` if another driver holds the row now.
+        """
+        params = (attempts, error, wake_at, broken, now, action_id, epoch)
+        with self._link.write_point("checkpoint"):
+            if self._exec(self._sql.record_failure, params).rowcount != 1:
+                raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
+
+    def finish(
+        self,
+        action_id: str,
+        epoch: int,
+        entry: records.LogEntry,
+        now: float,
+        *,
+        status: str,
+        state: str,
+        error: str | None = None,
+        cause: str | None = None,
+    ) -> None:
+        """Terminal: delete the row (its resources go with it, by cascade), keep its outcome
+        (``status`` done, failed or stopped, the terminal ``state``, the ``error`` and the
+        ``cause`` it carried) and log the end, in one transaction."""
+        kept = (state, status, error, cause, now)
+        logged = self.log_transitions
+        if not self._sqlite:
+            log = (*entry.values()[1:], now) if logged else ()
+            with self._link.write_point("finish"):
+                cur = self._exec(self._sql.finish(logged), (action_id, epoch, *log, *kept))
+                if cur.rowcount != 1:
+                    raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
+            return
+        with self._link.write_point("finish"), self._link.transaction():
+            self._exec(self._sql.keep_outcome, (*kept, action_id, epoch))
+            if self._exec(self._sql.delete_fenced, (action_id, epoch)).rowcount != 1:
+                raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
+            if logged:
+                self._log(action_id, entry, now)
+
+    def claim_due(
+        self, owner: str, now: float, limit: int, kinds: Mapping[str, int] | None = None
+    ) -> list[records.Claimed]:
+        """Take the leases of up to ``limit`` due actions (a worker's batch), oldest first;
+        ``kinds``: name -> newest version the caller can read (see `leases.claim_due`)."""
+        return leases.claim_due(
+            self._link, self._sql, owner, now, now + self.lease_ttl, limit, kinds
+        )
+
+    def release_dead_leases(self) -> int:
+        """Let go of the leases of certainly dead owners; see `leases.release_dead_leases`."""
+        return leases.release_dead_leases(self._link, self._sql)
+
+    def renew(self, owner: str, until: float, ids: Iterable[str]) -> int:
+        """Extend the leases ``owner`` holds on ``ids`` to ``until``; see `leases.renew`."""
+        return leases.renew(self._link, self._sql, owner, until, ids)
+
+    def wake_workers(self) -> None:
+        """Tell listening workers that something became due (PostgreSQL NOTIFY; no-op else)."""
+        if not self._sqlite:
+            self._exec(self._sql.notify_due)
+
+    def unclaim(self, action_id: str, epoch: int) -> None:
+        """Let go of the lease without touching the checkpoint (the epoch moves on)."""
+        with self._link.write_point("unclaim"):
+            self._exec(self._sql.unclaim, (action_id, epoch))
+
+    def _log(self, action_id: str, e: records.LogEntry, now: float) -> None:
+        self._exec(self._sql.log, (action_id, *e.values(), now))
+
+    # -- reads used by steps and workers --------------------------------------------------
+
+    def holder_of(self, name: str) -> str | None:
+        return holder(self._link, self._sql, name)
+
+    def resources_of(self, action_id: str) -> list[str]:
+        return held_by(self._link, self._sql, action_id)
+
+    def all_resources(self) -> dict[str, str]:
+        return all_held(self._link, self._sql)
+
+    def outcome(self, action_id: str) -> records.KeptOutcome | None:
+        """The kept outcome of the latest ended incarnation of ``action_id``, if any."""
+        row = self._exec(self._sql.outcome_of, (action_id,)).fetchone()
+        return None if row is None else records.KeptOutcome(*row)
+
+    def payload_of(self, action_id: str) -> str:
+        """The stored checkpoint payload of an action (inspection and invariant checks)."""
+        row = self._exec(self._sql.payload_of, (action_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no action {action_id!r}")
+        return str(row[0])
+
+    def next_wake(self, kinds: Mapping[str, int] | None = None) -> float | None:
+        """When the next action becomes claimable: its wake-up time, or its lease's expiry.
+
+        ``kinds``: as in `claim_due`, so that a due row of a kind the caller does not drive
+        does not wake it at once, again and again.
+        """
+        if kinds is not None and not kinds:
+            return None
+        sql, params = self._sql.for_kinds(self._sql.next_wake, kinds)
+        value = self._exec(sql, params).fetchone()[0]
+        return None if value is None else float(value)
+
+    # -- cold paths (`fsm.store.inspection`) ----------------------------------------------
+
+    def live_ids(self) -> list[str]:
+        return self._cold(inspection.live_ids)
+
+    def due_ids(self, now: float, limit: int = 1000) -> list[str]:
+        return self._cold(inspection.due_ids, now, limit)
+
+    def rows(self) -> list[records.RowInfo]:
+        return self._cold(inspection.rows)
+
+    def row(self, action_id: str) -> records.RowInfo | None:
+        found = self._cold(inspection.rows, action_id=action_id)
+        return found[0] if found else None
+
+    def quarantined(self) -> list[records.RowInfo]:
+        return self._cold(inspection.rows, quarantined=True)
+
+    def count_by_state(self, kind: str | None = None) -> dict[tuple[str, str], int]:
+        return self._cold(inspection.count_by_state, kind)
+
+    def transitions(self, action_id: str | None = None) -> list[records.LoggedStep]:
+        return self._cold(inspection.transitions, action_id)
+
+    def prune_log(self, older_than: float) -> int:
+        """Delete transition-log rows written before ``older_than`` (a unix time)."""
+        return self._cold(inspection.prune_log, older_than)
+
+    def prune_outcomes(self, older_than: float) -> int:
+        """Forget the outcomes of actions that ended before ``older_than`` (a unix time)."""
+        return self._cold(inspection.prune_outcomes, older_than)
+
+    def quarantine(self, action_id: str, reason: str) -> None:
+        """Set a row aside: never driven, never deleted, reported with ``reason``."""
+        with self._link.write_point("quarantine"):
+            self._cold(inspection.quarantine, action_id, reason)
+
+    def remove_quarantined(self, action_id: str) -> None:
+        """Delete a quarantined row and its resources (manual clean-up only)."""
+        self._cold(inspection.remove_quarantined, self.db, action_id)
+
+    def release_quarantine(self, action_id: str) -> bool:
+        """Put a quarantined row back into service (after fixing the code or the row)."""
+        return self._cold(inspection.release_quarantine, action_id)
+
+    def mark_due(self, action_id: str, now: float) -> bool:
+        """Make the action due now, and mark it notified.
+
+        The mark is what keeps a notify that arrives while a driver holds the action: that
+        driver's park (which would set a later wake-up, or none) sees it and leaves the
+        action due instead; every claim clears it, since a drive starts from the newest state.
+        """
+        with self._link.write_point("wake"):
+            found = self._cold(inspection.mark_due, action_id, now)
+        self.wake_workers()
+        return found
