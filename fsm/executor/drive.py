@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 _YIELD_AFTER = 0.002
 """Seconds a drive may hold the event loop before it yields once to other tasks."""
 
+_ENDS = (Done, Failed)  # ``isinstance`` is quicker with a tuple than with a union
+
 
 class Naps:
     """The drives sleeping through a park, so that a notify or a stop cuts a sleep short."""
@@ -212,7 +214,7 @@ class Drive:
             lease_ttl=ex.store.lease_ttl,
             duration=duration,
         )
-        if isinstance(outcome, Done | Failed):
+        if isinstance(outcome, _ENDS):
             return self.finish(planned, now)
         return self.commit(planned, outcome, ctx, now)
 

@@ -22,6 +22,10 @@ from fsm.errors import DoubleDriveMismatch, KindError, Rejected, StepTimeout
 from fsm.failures import error_text
 from fsm.protocol import Action, Done, Failed, MaybeAwaitable, Next, Outcome, Park, StepContext
 
+_OUTCOMES = (Next, Park, Done, Failed)
+"""The outcome types as a tuple: ``isinstance`` is quicker with one than with a union."""
+_CHECKPOINTS = (Next, Park)
+
 
 @attrs.frozen
 class Handled:
@@ -38,13 +42,12 @@ class Handled:
 
 async def advance(action: Action[Any], ctx: StepContext[Any], timeout: float | None) -> Outcome:
     """One call of ``advance``, awaited (under ``timeout``) if needed, with its result checked."""
-    result = action.advance(ctx)
-    if inspect.isawaitable(result):
-        outcome = await within(result, timeout)
-    else:
-        outcome = result
-    check_outcome(type(action).__name__ + ".advance", outcome, ctx.action_id)
-    return outcome
+    result: object = action.advance(ctx)
+    # An outcome is checked first: asking the ABC machinery whether it is awaitable is slow.
+    if not isinstance(result, _OUTCOMES) and inspect.isawaitable(result):
+        result = await within(result, timeout)
+    check_outcome(type(action).__name__ + ".advance", result, ctx.action_id)
+    return result  # type: ignore[return-value]  # checked just above
 
 
 async def within(awaitable: Awaitable[Outcome], timeout: float | None) -> Outcome:
@@ -63,7 +66,7 @@ async def within(awaitable: Awaitable[Outcome], timeout: float | None) -> Outcom
 
 def check_outcome(what: str, outcome: object, action_id: str) -> None:
     """Raise `KindError` unless ``outcome`` is an outcome the executor can write."""
-    if not isinstance(outcome, Next | Park | Done | Failed):
+    if not isinstance(outcome, _OUTCOMES):
         raise KindError(f"{what} returned {outcome!r}; expected Next, Park, Done or Failed")
     if isinstance(outcome, Park) and outcome.wake_after is not None:
         after = outcome.wake_after
@@ -72,7 +75,7 @@ def check_outcome(what: str, outcome: object, action_id: str) -> None:
                 f"{what} parked with wake_after={after!r}; expected seconds >= 0 (finite), "
                 "or None to wait for a notify"
             )
-    if isinstance(outcome, Next | Park) and outcome.state.id != action_id:
+    if isinstance(outcome, _CHECKPOINTS) and outcome.state.id != action_id:
         raise KindError(
             f"{what} changed the action id from {action_id!r} to {outcome.state.id!r}; "
             "ids must be stable"
@@ -81,7 +84,7 @@ def check_outcome(what: str, outcome: object, action_id: str) -> None:
 
 def encode(codec: KindCodec, outcome: Outcome) -> tuple[str, str] | None:
     """The checkpoint a `Next` or `Park` writes, encoded inside the step's error handling."""
-    if isinstance(outcome, Next | Park):
+    if isinstance(outcome, _CHECKPOINTS):
         state, payload = codec.dump(outcome.state)
         return state, payload.decode()
     return None
@@ -155,7 +158,7 @@ async def drive_again(
 
 def _describe(codec: KindCodec, outcome: Outcome) -> str:
     """An outcome as text two runs can be compared by: its kind, checkpoint or end."""
-    if isinstance(outcome, Next | Park):
+    if isinstance(outcome, _CHECKPOINTS):
         state, payload = codec.dump(outcome.state)
         return f"{type(outcome).__name__}({state}, {payload.decode()})"
     if isinstance(outcome, Failed):
