@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from fsm.codec import KindCodec
@@ -222,27 +222,12 @@ class Drive:
         self, planned: Plan, outcome: Next | Park, ctx: StepContext[Any], now: float
     ) -> DriveResult | float | None:
         """Write a `Next` or `Park` with its resource changes; say whether to go on."""
-        new = planned.bookkeeping
-        assert new is not None
         entry = planned.entry
         acquired, released = ctx.resource_changes()
         try:
-            self.ex.store.write(
-                self.id,
-                self.epoch,
-                state=planned.state,
-                payload=planned.payload,
-                seq=planned.seq,
-                was=self.bookkeeping,
-                new=new,
-                acquired=acquired,
-                released=released,
-                entry=entry,
-                now=now,
-            )
+            new = self.write(planned, acquired, released, now)
         except LeaseLost as exc:
-            self.adapter.warning("%s; dropping the action", exc)
-            return DriveResult(self.id, DriveStatus.LEASE_LOST, self.state, exc, self.steps)
+            return self.dropped(exc)
         except Exception as exc:
             # Nothing of this step was written (a resource taken meanwhile, a database fault):
             # the step is retried from the stored checkpoint, under the same key, after backoff.
@@ -259,6 +244,32 @@ class Drive:
             self.adapter.info("stopping after this step; the lease is released")
         error = outcome.error if isinstance(outcome, Park) else None
         return DriveResult(self.id, DriveStatus.PARKED, self.state, error, self.steps)
+
+    def write(
+        self, planned: Plan, acquired: Sequence[str], released: Sequence[str], now: float
+    ) -> Bookkeeping:
+        """Write a planned checkpoint, fenced by the claim's epoch; returns its bookkeeping."""
+        new = planned.bookkeeping
+        assert new is not None
+        self.ex.store.write(
+            self.id,
+            self.epoch,
+            state=planned.state,
+            payload=planned.payload,
+            seq=planned.seq,
+            was=self.bookkeeping,
+            new=new,
+            acquired=acquired,
+            released=released,
+            entry=planned.entry,
+            now=now,
+        )
+        return new
+
+    def dropped(self, exc: LeaseLost) -> DriveResult:
+        """Another driver claimed the action meanwhile: our write was refused; stop here."""
+        self.adapter.warning("%s; dropping the action", exc)
+        return DriveResult(self.id, DriveStatus.LEASE_LOST, self.state, exc, self.steps)
 
     def finish(self, planned: Plan, now: float) -> DriveResult:
         """Terminal: delete the row, keep the outcome, and report the terminal state."""
@@ -295,28 +306,14 @@ class Drive:
         self.adapter.error("%s", text.replace("\n", " | "))
         duration = time.perf_counter() - t0
         planned = plan_broken(self, text, kind=self.codec.name, duration=duration)
-        new = planned.bookkeeping
-        assert new is not None
         try:
-            self.ex.store.write(
-                self.id,
-                self.epoch,
-                state=planned.state,
-                payload=planned.payload,
-                seq=planned.seq,
-                was=self.bookkeeping,
-                new=new,
-                acquired=(),
-                released=(),
-                entry=planned.entry,
-                now=self.ex.clock(),
-            )
+            self.write(planned, (), (), self.ex.clock())
         except LeaseLost as exc:
-            self.adapter.warning("%s; dropping the action", exc)
-            return DriveResult(self.id, DriveStatus.LEASE_LOST, self.state, exc, self.steps)
+            return self.dropped(exc)
         except Exception as exc:
             self.adapter.error("could not mark the action broken: %s", exc)
-            self.fallback(new, text, started)
+            assert planned.bookkeeping is not None
+            self.fallback(planned.bookkeeping, text, started)
         return DriveResult(self.id, DriveStatus.BROKEN, self.state, error, self.steps)
 
     def record_failure(self, error: BaseException) -> DriveResult:
