@@ -95,7 +95,7 @@ class Executor(Generic[S]):
         self.double_drive = double_drive
         self.owner = owner or new_owner()
         self.stopping = False
-        self.naps = Naps()
+        self.naps = Naps()  # the drives sleeping through a park, for notify and stop to wake
         self._driving: set[str] = set()
 
     @property
