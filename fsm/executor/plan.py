@@ -1,10 +1,10 @@
 """The rules crash safety rests on, as pure functions: what a step's outcome writes.
 
-A drive runs a step, and `plan` (`plan_broken` for a step whose code is wrong,
-`after_failed_write` when the write itself failed) says what the row must become: the step sequence (which
-names the next step's idempotency key), the attempts (the retry budget), the wake-up (when a
-worker finds the action due), the lease (kept while the drive goes on, released when it
-returns), the cause an action carries toward its end, and the log entry. The drive loop
+A drive runs a step, and `plan` says what the row must become (`plan_broken` for a step
+whose code is wrong, `after_failed_write` when the write itself failed): the step sequence
+(which names the next step's idempotency key), the attempts (the retry budget), the wake-up
+(when a worker finds the action due), the lease (kept while the drive goes on, released when
+it returns), the cause an action carries toward its end, and the log entry. The drive loop
 only carries the plan out, so every rule here is tested without a database
 (``tests/core/test_plan.py``). No I/O, no clock, no store: times come in as arguments.
 """
