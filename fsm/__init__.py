@@ -3,6 +3,9 @@
 The public namespace; the modules behind it are private to the package layout and may move.
 """
 
+# Last: the testing tools' environment reader, so a driver process a crash runner spawns is
+# armed by FSM_CRASH / FSM_DB_FAULTS whatever it imported (see fsm.store.hooks).
+import fsm.testing.faults  # noqa: F401
 from fsm.codec import CONVERTER, KindCodec, make_converter
 from fsm.errors import (
     ActionBusy,

@@ -64,7 +64,7 @@ class NotAnFsmDatabase(SchemaError):
 
 
 class ActionBusy(FsmError):
-    """Another driver holds this action right now (raised by `stop`; `drive` just returns)."""
+    """Another driver holds this action right now (`update`, `delete` raise it; `drive` returns)."""
 
 
 class DefinitionError(FsmError):

@@ -38,8 +38,8 @@ class SyncExecutor(Generic[S]):
     def update(self, action_id: str, change: Callable[[Action[S]], Action[S]]) -> Action[S]:
         return self._runner.run(self.executor.update(action_id, change))
 
-    def stop(self, action_id: str) -> bool:
-        return self._runner.run(self.executor.stop(action_id))
+    def delete(self, action_id: str) -> bool:
+        return self._runner.run(self.executor.delete(action_id))
 
     def resume_all(self, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE) -> ResumeReport:
         return self._runner.run(self.executor.resume_all(mode))

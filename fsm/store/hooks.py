@@ -10,13 +10,15 @@ faults, "kill this process after N commits") are hooks. Without hooks the hot pa
 Hooks also come from the environment (``FSM_CRASH``, ``FSM_DB_FAULTS``, ...), so a crash
 runner can arm a driver process it did not write. The testing tools install the function
 that reads it (`set_environment_reader`) when `fsm.testing.faults` is imported, and every
-program using fsm imports it (``import fsm`` imports the executor, which takes its
-`warn_armed` from there). A store made without explicit hooks asks that reader once, at
-construction; the store itself imports nothing from the testing tools.
+program using fsm imports it (``import fsm`` does, last). A store made without explicit hooks
+asks that reader once, at construction; the store itself imports nothing from the testing
+tools. `warn_armed` is here, below both, because the executor's double-drive switch is armed
+from the environment too.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -92,3 +94,20 @@ def set_environment_reader(reader: Callable[[], StoreHooks]) -> None:
 def environment_hooks() -> StoreHooks:
     """The hooks this process's environment arms (`NO_HOOKS` when it arms none)."""
     return _environment_reader()
+
+
+log = logging.getLogger("fsm.testing")
+
+
+def warn_armed(name: str, value: str) -> None:
+    """Say, in one WARNING line, that the test-only environment variable ``name`` is acting.
+
+    Called by every reader of such a variable (crash points, database faults, the executor's
+    double-drive mode) at the moment it arms, so a variable forgotten in a production
+    environment shows in the logs instead of silently killing or failing work.
+    """
+    log.warning(
+        "%s=%r is set: test-only fault injection is armed in this process (unset it in production)",
+        name,
+        value,
+    )

@@ -36,11 +36,11 @@ from pathlib import Path
 
 import attrs
 
+from fsm.executor import DOUBLE_DRIVE_ENV
 from fsm.testing.faults import (
     CRASH_ENV,
     DB_FAULTS_ENV,
     DB_FAULTS_TRACE_ENV,
-    DOUBLE_DRIVE_ENV,
     TRACE_ENV,
     all_points,
 )

@@ -30,33 +30,17 @@ from collections.abc import Sequence
 
 import attrs
 
-from fsm.store.hooks import PHASES, WRITE_POINTS, StoreHooks, set_environment_reader
+from fsm.store.hooks import PHASES, WRITE_POINTS, StoreHooks, set_environment_reader, warn_armed
 
 CRASH_ENV = "FSM_CRASH"
 TRACE_ENV = "FSM_CRASH_TRACE"
 DB_FAULTS_ENV = "FSM_DB_FAULTS"
 DB_FAULTS_TRACE_ENV = "FSM_DB_FAULTS_TRACE"
-DOUBLE_DRIVE_ENV = "FSM_DOUBLE_DRIVE"
-"""Set to 1/true/yes to run every step twice and fail loudly if the two runs differ."""
 
 COMMITS = ("checkpoint.after", "resources.after", "finish.after")
 """The crash points passed right after a step's write committed."""
 
 log = logging.getLogger(__name__)
-
-
-def warn_armed(name: str, value: str) -> None:
-    """Say, in one WARNING line, that the test-only environment variable ``name`` is acting.
-
-    Called by every reader of such a variable (crash points, database faults, the executor's
-    double-drive mode) at the moment it arms, so a variable forgotten in a production
-    environment shows in the logs instead of silently killing or failing work.
-    """
-    log.warning(
-        "%s=%r is set: test-only fault injection is armed in this process (unset it in production)",
-        name,
-        value,
-    )
 
 
 def all_points() -> list[str]:

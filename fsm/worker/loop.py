@@ -94,7 +94,7 @@ class Worker(Generic[S]):
 
     def stop(self) -> None:
         """Finish the steps in flight, release the leases, and return from `run`."""
-        self.executor.stop_after_current_steps()
+        self.executor.stop()
         self._stop.set()
         self._wake.set()
 
@@ -124,7 +124,7 @@ class Worker(Generic[S]):
                 else:
                     self._database_ok()
         finally:
-            self.executor.stop_after_current_steps()
+            self.executor.stop()
             if in_flight:
                 await asyncio.wait(in_flight)
             renewer.cancel()

@@ -17,7 +17,7 @@ import pytest
 from cli_support import KINDS_SOURCE, fsm_script, run_fsm, spawn_fsm
 
 import fsm
-from fsm.testing.faults import warn_armed
+from fsm.store.hooks import warn_armed
 
 forget_user_modules = cli_support.forget_user_modules
 kinds_file = cli_support.kinds_file
@@ -178,7 +178,7 @@ def test_armed_test_variables_warn_in_one_line_each(ticket_db: Path, tmp_path: P
 
 
 def test_warn_armed_is_one_warning(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="fsm.testing.faults"):
+    with caplog.at_level(logging.WARNING, logger="fsm.testing"):
         warn_armed("FSM_DOUBLE_DRIVE", "1")
     assert [(r.levelno, r.getMessage().split(" is set")[0]) for r in caplog.records] == [
         (logging.WARNING, "FSM_DOUBLE_DRIVE='1'")

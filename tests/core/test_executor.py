@@ -311,14 +311,14 @@ def test_two_tasks_never_drive_the_same_action(store: fsm.Store) -> None:
     assert first.status is DriveStatus.DONE
 
 
-def test_stop_releases_resources_and_removes_the_row(store: fsm.Store) -> None:
+def test_delete_releases_resources_and_removes_the_row(store: fsm.Store) -> None:
     ex, _, _ = make(store, {("a", 1): lambda a, c: fsm.Park(a)})
     run(ex.start(Script("a"), resources=["vtxo.1", "vtxo.2"]))
     run(ex.drive("a"))
     assert store.all_resources() == {"vtxo.1": "a", "vtxo.2": "a"}
-    assert run(ex.stop("a")) is True
+    assert run(ex.delete("a")) is True
     assert store.row("a") is None and store.all_resources() == {}
-    assert run(ex.stop("a")) is False
+    assert run(ex.delete("a")) is False
 
 
 def test_resume_all_drives_every_live_action(store: fsm.Store) -> None:

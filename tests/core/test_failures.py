@@ -143,7 +143,7 @@ def test_a_stopped_action_is_kept_as_stopped(store: fsm.Store) -> None:
     svc.behaviour = lambda b, conf: (_ for _ in ()).throw(OSError("provider down"))
     ex, _ = make(store, svc)
     run(ex.drive(BookingKind.create(Booking("b4"))))
-    assert run(ex.stop("booking-b4")) is True
+    assert run(ex.delete("booking-b4")) is True
     kept = store.outcome("booking-b4")
     assert kept is not None and kept.status == "stopped"
     result = run(ex.drive(BookingKind.create(Booking("b4"))))

@@ -55,11 +55,11 @@ def test_each_bad_row_is_quarantined_and_the_rest_runs(store: fsm.Store) -> None
     assert asyncio.run(ex.drive("bad-json")).status is DriveStatus.QUARANTINED
 
 
-def test_stop_removes_a_quarantined_row_and_its_resources(store: fsm.Store) -> None:
+def test_delete_removes_a_quarantined_row_and_its_resources(store: fsm.Store) -> None:
     store.insert("lost", "script", "s0", 1, "{}", ["coin.1"], 1.0)
     ex: fsm.Executor[Any] = fsm.Executor(store, {}, kinds=[Script])
     assert asyncio.run(ex.drive("lost")).status is DriveStatus.QUARANTINED
-    assert asyncio.run(ex.stop("lost")) is True
+    assert asyncio.run(ex.delete("lost")) is True
     assert store.row("lost") is None and store.all_resources() == {}
 
 

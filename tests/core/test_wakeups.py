@@ -135,7 +135,7 @@ def test_stop_ends_a_drive_after_its_current_step(store: fsm.Store) -> None:
 
     def stop_at_third(j: Job) -> None:
         if j.n == 2:
-            ex.stop_after_current_steps()
+            ex.stop()
 
     world.on_step = stop_at_third
     result = run(ex.drive(LoopKind.create(Job("l1"))))
@@ -156,9 +156,9 @@ def test_stop_wakes_a_drive_sleeping_through_a_park(store: fsm.Store) -> None:
     async def go() -> fsm.DriveResult:
         await ex.start(HourlyKind.create(Job("w3")))
         drive = asyncio.create_task(ex.drive("w3", DriveMode.UNTIL_DONE))
-        while "w3" not in ex._wakers:  # until it sleeps through its hourly park
+        while "w3" not in ex.naps:  # until it sleeps through its hourly park
             await asyncio.sleep(0)
-        ex.stop_after_current_steps()
+        ex.stop()
         return await drive
 
     result = run(go())
@@ -176,7 +176,7 @@ def test_a_notify_wakes_a_drive_of_the_same_executor_sleeping_through_a_park(
     async def go() -> tuple[fsm.DriveResult, fsm.DriveResult]:
         await ex.start(HourlyKind.create(Job("w4")))
         drive = asyncio.create_task(ex.drive("w4", DriveMode.UNTIL_DONE))
-        while "w4" not in ex._wakers:
+        while "w4" not in ex.naps:
             await asyncio.sleep(0)
         world.ready = True
         busy = await ex.notify("w4")

@@ -187,12 +187,12 @@ def test_starting_twice_keeps_one_action_one_movement(rig: Rig) -> None:
     asyncio.run(go())
 
 
-def test_stopping_a_board_releases_its_vtxo(rig: Rig) -> None:
+def test_deleting_a_board_releases_its_vtxo(rig: Rig) -> None:
     async def go() -> None:
         aid = await board(rig)
         await rig.drive(aid)
         assert rig.held()
-        assert await rig.ex.stop(aid)
+        assert await rig.ex.delete(aid)
         assert rig.held() == {}
 
     asyncio.run(go())

@@ -141,7 +141,7 @@ def test_a_consistent_world_through_every_flow_passes(env: Env) -> None:
         s.server.claim_lightning_receive(h, preimage, ids, PubkeyPolicy(rk), "recv.3")
     )
     wallet.insert_vtxo(claimed, VtxoState.SPENDABLE)
-    env.run(env.executor.stop("hold.flows"))
+    env.run(env.executor.delete("hold.flows"))
     assert env.check() == []
     books = balance(w, wallet)
     assert books.sources == books.uses == 180_000 + 5_000
@@ -194,7 +194,7 @@ def test_catches_change_lost_when_no_action_is_in_flight(env: Env) -> None:
     # the change was never stored: while an action is live it may still be in its checkpoint
     env.run(env.executor.start(Hold("sender")))
     assert env.check() == []
-    env.run(env.executor.stop("hold.sender"))
+    env.run(env.executor.delete("hold.sender"))
     assert any(f"vtxo {created[1].id}" in p and "no action in flight" in p for p in env.check())
 
 

@@ -1,0 +1,374 @@
+"""The drive loop, a thin shell: run a step, ask `plan` what to write, write it, go on or return.
+
+One `Drive` per claimed action holds where it stands (the checkpoint and bookkeeping as last
+written) and loops until the plan says return. What it writes is decided by the pure
+functions of `fsm.executor.plan`; here is only what needs the world: the clock, the step's
+code, the store, the lease, sleeping through parks, and the fallbacks when a write fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from fsm.codec import KindCodec
+from fsm.errors import DoubleDriveMismatch, LeaseLost, Rejected
+from fsm.executor.claims import foreign, let_go, readable
+from fsm.executor.plan import Plan, Write, after_failed_write, plan, plan_broken
+from fsm.executor.step import advance, drive_again, encode, handle
+from fsm.failures import broken_text, error_text
+from fsm.protocol import Action, Done, DriveMode, Failed, Next, Park, StepContext
+from fsm.registry import Registry
+from fsm.results import DriveResult, DriveStatus
+from fsm.retry import RetryPolicy
+from fsm.store import Bookkeeping, Claimed, LogEntry, Store
+
+log = logging.getLogger(__name__)
+
+_YIELD_AFTER = 0.002
+"""Seconds a drive may hold the event loop before it yields once to other tasks."""
+
+_ENDS = (Done, Failed)  # ``isinstance`` is quicker with a tuple than with a union
+
+
+class Naps:
+    """The drives sleeping through a park, so that a notify or a stop cuts a sleep short."""
+
+    def __init__(self) -> None:
+        self._wakers: dict[str, asyncio.Event] = {}
+
+    def __contains__(self, action_id: object) -> bool:
+        return action_id in self._wakers
+
+    async def nap(
+        self, action_id: str, seconds: float, sleep: Callable[[float], Awaitable[None]]
+    ) -> None:
+        """Sleep ``seconds`` (with ``sleep``) unless `wake` comes first."""
+        waker = self._wakers[action_id] = asyncio.Event()
+        try:
+            sleeper = asyncio.ensure_future(sleep(seconds))
+            woken = asyncio.ensure_future(waker.wait())
+            _, pending = await asyncio.wait((sleeper, woken), return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+        finally:
+            del self._wakers[action_id]
+
+    def wake(self, action_id: str) -> None:
+        waker = self._wakers.get(action_id)
+        if waker is not None:
+            waker.set()
+
+    def wake_all(self) -> None:
+        for waker in self._wakers.values():
+            waker.set()
+
+
+class Driver(Protocol):
+    """What a drive uses of its executor (`fsm.Executor` is one); read at every step."""
+
+    store: Store
+    services: Any
+    registry: Registry
+    retry: RetryPolicy
+    step_timeout: float | None
+    clock: Callable[[], float]
+    sleep: Callable[[float], Awaitable[None]]
+    on_commit: Callable[[str, LogEntry], None] | None
+    double_drive: bool
+    stopping: bool
+    naps: Naps
+
+
+class _Adapter(logging.LoggerAdapter[logging.Logger]):
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"action {self.extra['action_id'] if self.extra else '?'}: {msg}", kwargs
+
+
+async def drive(ex: Driver, claimed: Claimed, mode: DriveMode) -> DriveResult:
+    """Drive a claimed action: left to another driver, quarantined, or stepped until it returns."""
+    action_id = claimed.id
+    adapter = _Adapter(log, {"action_id": action_id})
+    reason = foreign(ex.registry, claimed)
+    if reason is not None:
+        adapter.info("left for another driver: %s", reason)
+        let_go(ex.store, action_id, claimed.epoch)
+        return DriveResult(action_id, DriveStatus.SKIPPED, claimed.state, reason)
+    decoded = readable(ex.registry, claimed)
+    if isinstance(decoded, str):
+        adapter.error("quarantined: %s", decoded)
+        ex.store.quarantine(action_id, decoded)
+        return DriveResult(action_id, DriveStatus.QUARANTINED, claimed.state, decoded)
+    codec, action = decoded
+    return await Drive(ex, claimed, codec, action, adapter).run(mode)
+
+
+class Drive:
+    """One drive of one claimed action: where it stands, and its loop."""
+
+    def __init__(
+        self,
+        ex: Driver,
+        claimed: Claimed,
+        codec: KindCodec,
+        action: Action[Any],
+        adapter: logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self.ex = ex
+        self.codec = codec
+        self.adapter = adapter
+        self.id = claimed.id
+        self.epoch = claimed.epoch
+        self.incarnation = claimed.incarnation
+        # Where the drive stands (a `fsm.executor.plan.Position`), as last written:
+        self.state = claimed.state
+        self.payload = claimed.payload
+        self.seq = claimed.seq
+        self.bookkeeping = claimed.bookkeeping
+        self.action = action
+        self.steps = 0
+
+    async def run(self, mode: DriveMode) -> DriveResult:
+        ex = self.ex
+        held_since = time.perf_counter()
+        while True:
+            if ex.stopping:
+                self.adapter.info("stopping: the lease is released, the action stays as written")
+                let_go(ex.store, self.id, self.epoch)
+                return DriveResult(self.id, DriveStatus.PARKED, self.state, None, self.steps)
+            then = await self.step(mode)
+            if then is None:
+                if time.perf_counter() - held_since > _YIELD_AFTER:
+                    # Synchronous steps never suspend: let other actions' effects run.
+                    await asyncio.sleep(0)
+                    held_since = time.perf_counter()
+            elif isinstance(then, DriveResult):
+                return then
+            else:
+                self.adapter.debug("parked; sleeping %.3fs before the next attempt", then)
+                await ex.naps.nap(self.id, then, ex.sleep)
+                held_since = time.perf_counter()
+
+    async def step(self, mode: DriveMode) -> DriveResult | float | None:
+        """Run one step and persist what it led to.
+
+        Returns the drive's result when the drive ends here, else how long to sleep before
+        the next step (None: go on at once).
+        """
+        ex = self.ex
+        codec = self.codec
+        started = ex.clock()
+        t0 = time.perf_counter()
+        ctx = self.context(started)
+        via = "step"
+        cause: str | None = None
+        routed = False
+        try:
+            outcome = await advance(self.action, ctx, self.timeout(self.action))
+            if ex.double_drive:
+                again = self.context(started)
+                loaded = codec.load(self.state, self.bookkeeping.version, self.payload)
+                outcome = await drive_again(codec, outcome, loaded, again, self.timeout(loaded))
+            encoded = encode(codec, outcome)
+        except DoubleDriveMismatch as exc:
+            # A step that is not idempotent is a bug of the kind: parked as broken (so a
+            # worker does not pick it up again at once), then reported loudly.
+            self.park_broken(exc, started, t0)
+            raise
+        except Exception as exc:
+            if not isinstance(exc, Rejected) and self.action.policy(ex.retry).is_broken(exc):
+                return self.park_broken(exc, started, t0)
+            before = codec.load(self.state, self.bookkeeping.version, self.payload)
+            handled = await handle(exc, before, self.context(started), self.state, self.adapter)
+            if isinstance(handled, Exception):
+                return self.park_broken(handled, started, t0)
+            via, outcome, ctx, routed = handled.via, handled.outcome, handled.ctx, handled.routed
+            cause = error_text(handled.error)
+            attempts = handled.attempts
+            try:
+                encoded = encode(codec, outcome)
+            except Exception as enc_exc:
+                return self.park_broken(enc_exc, started, t0)
+        else:
+            attempts = self.bookkeeping.attempts
+        duration = time.perf_counter() - t0
+        self.steps += 1
+        now = ex.clock()
+        planned = plan(
+            outcome,
+            self,
+            encoded,
+            kind=codec.name,
+            version=codec.version,
+            via=via,
+            attempts=attempts,
+            cause=cause,
+            routed=routed,
+            mode=mode,
+            stopping=ex.stopping,
+            started=started,
+            now=now,
+            lease_ttl=ex.store.lease_ttl,
+            duration=duration,
+        )
+        if isinstance(outcome, _ENDS):
+            return self.finish(planned, now)
+        return self.commit(planned, outcome, ctx, now)
+
+    def commit(
+        self, planned: Plan, outcome: Next | Park, ctx: StepContext[Any], now: float
+    ) -> DriveResult | float | None:
+        """Write a `Next` or `Park` with its resource changes; say whether to go on."""
+        entry = planned.entry
+        acquired, released = ctx.resource_changes()
+        try:
+            new = self.write(planned, acquired, released, now)
+        except LeaseLost as exc:
+            return self.dropped(exc)
+        except Exception as exc:
+            # Nothing of this step was written (a resource taken meanwhile, a database fault):
+            # the step is retried from the stored checkpoint, under the same key, after backoff.
+            self.adapter.error("could not write the checkpoint: %s", exc)
+            return self.record_failure(exc)
+        self.adapter.debug("%s -> %s (%s)", self.state, planned.state, entry.outcome)
+        self.committed(entry)
+        self.bookkeeping = new
+        self.state, self.payload, self.seq = planned.state, planned.payload, planned.seq
+        self.action = outcome.state
+        if planned.goes_on:
+            return planned.sleep_for
+        if self.ex.stopping:
+            self.adapter.info("stopping after this step; the lease is released")
+        error = outcome.error if isinstance(outcome, Park) else None
+        return DriveResult(self.id, DriveStatus.PARKED, self.state, error, self.steps)
+
+    def write(
+        self, planned: Plan, acquired: Sequence[str], released: Sequence[str], now: float
+    ) -> Bookkeeping:
+        """Write a planned checkpoint, fenced by the claim's epoch; returns its bookkeeping."""
+        new = planned.bookkeeping
+        assert new is not None
+        self.ex.store.write(
+            self.id,
+            self.epoch,
+            state=planned.state,
+            payload=planned.payload,
+            seq=planned.seq,
+            was=self.bookkeeping,
+            new=new,
+            acquired=acquired,
+            released=released,
+            entry=planned.entry,
+            now=now,
+        )
+        return new
+
+    def dropped(self, exc: LeaseLost) -> DriveResult:
+        """Another driver claimed the action meanwhile: our write was refused; stop here."""
+        self.adapter.warning("%s; dropping the action", exc)
+        return DriveResult(self.id, DriveStatus.LEASE_LOST, self.state, exc, self.steps)
+
+    def finish(self, planned: Plan, now: float) -> DriveResult:
+        """Terminal: delete the row, keep the outcome, and report the terminal state."""
+        failure = planned.failure
+        try:
+            self.ex.store.finish(
+                self.id,
+                self.epoch,
+                planned.entry,
+                now,
+                status=planned.write.value,
+                state=planned.state,
+                error=error_text(failure),
+                cause=planned.cause,
+            )
+        except LeaseLost as exc:
+            self.adapter.warning("lost the lease before finishing: %s", exc)
+            return DriveResult(self.id, DriveStatus.LEASE_LOST, self.state, exc, self.steps)
+        except Exception as exc:
+            # The end could not be written: nothing of it happened. The step is retried.
+            self.adapter.error("could not write the end of the action: %s", exc)
+            return self.record_failure(exc)
+        self.committed(planned.entry)
+        end = planned.state
+        if planned.write is Write.FAILED:
+            self.adapter.info("failed in %s: %s", end, error_text(failure))
+            return DriveResult(self.id, DriveStatus.FAILED, end, failure, self.steps, planned.cause)
+        self.adapter.info("done in %s after %d step(s)", end, self.steps)
+        return DriveResult(self.id, DriveStatus.DONE, end, None, self.steps, planned.cause)
+
+    def park_broken(self, error: BaseException, started: float, t0: float) -> DriveResult:
+        """The kind's code failed: keep the checkpoint, mark the row broken, wait for a fix."""
+        text = broken_text(error)
+        self.adapter.error("%s", text.replace("\n", " | "))
+        duration = time.perf_counter() - t0
+        planned = plan_broken(self, text, kind=self.codec.name, duration=duration)
+        try:
+            self.write(planned, (), (), self.ex.clock())
+        except LeaseLost as exc:
+            return self.dropped(exc)
+        except Exception as exc:
+            self.adapter.error("could not mark the action broken: %s", exc)
+            assert planned.bookkeeping is not None
+            self.fallback(planned.bookkeeping, text, started)
+        return DriveResult(self.id, DriveStatus.BROKEN, self.state, error, self.steps)
+
+    def record_failure(self, error: BaseException) -> DriveResult:
+        """A step's write failed: count the attempt and back off, keeping the checkpoint."""
+        now = self.ex.clock()
+        row = self.bookkeeping
+        delay = self.action.policy(self.ex.retry).delay(row.attempts + 1)
+        text = error_text(f"could not write the checkpoint: {error_text(error)}")
+        assert text is not None
+        self.fallback(after_failed_write(row, text, delay, now), text, now)
+        return DriveResult(self.id, DriveStatus.ERROR, self.state, error, self.steps)
+
+    def fallback(self, new: Bookkeeping, text: str, now: float) -> None:
+        """Write the failure alone (attempts, error, wake-up, broken mark), releasing the lease."""
+        try:
+            self.ex.store.record_failure(
+                self.id,
+                self.epoch,
+                attempts=new.attempts,
+                error=text,
+                wake_at=new.wake_at,
+                broken=new.broken,
+                now=now,
+            )
+        except Exception as exc:  # the database is gone: the lease runs out, then a retry
+            self.adapter.warning(
+                "could not record the failure either (%s); the lease runs out", exc
+            )
+            let_go(self.ex.store, self.id, self.epoch)
+
+    def context(self, now: float) -> StepContext[Any]:
+        ex = self.ex
+        store = ex.store
+        action_id = self.id
+        return StepContext(
+            ex.services,
+            action_id,
+            self.seq,
+            self.bookkeeping.attempts,
+            now,
+            ex.retry,
+            self.adapter,
+            lambda: store.resources_of(action_id),
+            store.holder_of,
+            self.incarnation,
+        )
+
+    def timeout(self, action: Action[Any]) -> float | None:
+        own = action.step_timeout()
+        return own if own is not None else self.ex.step_timeout
+
+    def committed(self, entry: LogEntry) -> None:
+        """Call the ``on_commit`` hook. The step is committed; an exception from the hook
+        ends the drive like a crash would (crash tests raise there on purpose): the lease is
+        released and the action is due again."""
+        on_commit = self.ex.on_commit
+        if on_commit is not None:
+            on_commit(self.id, entry)

@@ -1,0 +1,331 @@
+"""`Executor`: the settings of a set of drives, and the calls a program makes on actions.
+
+Start, drive, notify, update and delete an action, resume or run what is due, stop. The drive
+itself is `fsm.executor.drive`; what its writes are, `fsm.executor.plan`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Generic
+
+from fsm.errors import ActionBusy, DecodeError, KindError, KindMismatch
+from fsm.executor.claims import claim, let_go, readable
+from fsm.executor.drive import Naps, drive
+from fsm.executor.plan import plan_update
+from fsm.ids import check_id, new_incarnation
+from fsm.protocol import Action, DriveMode, S
+from fsm.registry import Registry
+from fsm.results import DriveResult, DriveStatus, ResumeReport, StartResult, StartStatus
+from fsm.retry import SEED_POLICY, RetryPolicy
+from fsm.store import Claimed, KeptOutcome, LogEntry, Store, new_owner
+from fsm.store.hooks import warn_armed
+
+log = logging.getLogger(__name__)
+
+DOUBLE_DRIVE_ENV = "FSM_DOUBLE_DRIVE"
+"""Set to 1/true/yes to run every step twice and fail loudly if the two runs differ."""
+
+DEFAULT_STEP_TIMEOUT = 300.0
+"""Seconds an async step may run before it is cancelled, unless its state or kind says."""
+
+DEFAULT_REDELIVERY_WINDOW = 7 * 24 * 3600.0
+"""Seconds after its end during which a start of the same id is taken as a re-delivery."""
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+class Executor(Generic[S]):
+    """Drives actions of the registered kinds against one store.
+
+    ``services`` is handed to every step as ``ctx.services`` (bark's ``Wallet``).
+    ``retry`` is the default backoff of `Action.on_retry` and the default classification of
+    errors (`RetryPolicy.never_retry`). ``step_timeout``: seconds an async step may run before
+    it is cancelled and retried (a state or kind may say otherwise; ``None``: no limit).
+    ``redelivery_window``: seconds after an action ended during which starting its id again
+    returns the kept outcome instead of running it again (`start`). ``clock`` (unix seconds;
+    default `Store.now`, the database's clock) and ``sleep`` can be replaced in tests.
+    ``on_commit(action_id, entry)`` is called after every committed step (progress displays,
+    statistics, crash-test hooks). ``double_drive`` runs every step twice from the same state
+    and raises `DoubleDriveMismatch` if the results differ (default: the ``FSM_DOUBLE_DRIVE``
+    environment variable, warned about when set).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        services: S = None,  # type: ignore[assignment]
+        *,
+        kinds: Iterable[Any] = (),
+        registry: Registry | None = None,
+        retry: RetryPolicy = SEED_POLICY,
+        step_timeout: float | None = DEFAULT_STEP_TIMEOUT,
+        redelivery_window: float = DEFAULT_REDELIVERY_WINDOW,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_commit: Callable[[str, LogEntry], None] | None = None,
+        double_drive: bool | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.store = store
+        self.services = services
+        self.registry = registry if registry is not None else Registry()
+        for kind in kinds:
+            self.registry.register(kind)
+        self.retry = retry
+        if step_timeout is not None and not 0 < step_timeout < math.inf:
+            raise ValueError(f"step_timeout must be seconds > 0 (or None), got {step_timeout}")
+        if not redelivery_window >= 0:  # also refuses NaN
+            raise ValueError(f"redelivery_window must be seconds >= 0, got {redelivery_window}")
+        self.step_timeout = step_timeout
+        self.redelivery_window = redelivery_window
+        self.clock = clock if clock is not None else store.now
+        self.sleep = sleep
+        self.on_commit = on_commit
+        if double_drive is None:
+            double_drive = _env_flag(DOUBLE_DRIVE_ENV)
+            if double_drive:
+                warn_armed(DOUBLE_DRIVE_ENV, os.environ[DOUBLE_DRIVE_ENV])
+        self.double_drive = double_drive
+        self.owner = owner or new_owner()
+        self.stopping = False
+        self.naps = Naps()  # the drives sleeping through a park, for notify and stop to wake
+        self._driving: set[str] = set()
+
+    @property
+    def driving(self) -> frozenset[str]:
+        """The ids this executor is driving right now (the leases a worker keeps renewing)."""
+        return frozenset(self._driving)
+
+    # -- public API -----------------------------------------------------------------------
+
+    async def start(
+        self, action: Action[S], *, resources: Sequence[str] = (), again: bool = False
+    ) -> StartResult:
+        """Persist ``action`` as a new live action holding ``resources``, in one transaction.
+
+        Idempotent: if an action of the same kind is live with this id, nothing changes
+        (`StartStatus.LIVE`). If an incarnation of this id *ended* within the redelivery
+        window, the start is taken as a re-delivery of the same request: nothing runs again,
+        and the result carries the kept outcome (`StartStatus.ENDED`). ``again=True`` says
+        the caller means a new incarnation of an ended id; its steps get new idempotency
+        keys. The result is true only when a new incarnation started. Raises
+        `InvalidActionId`, `KindMismatch`, `ResourceConflict`, or `KindError` when the
+        action cannot be stored.
+        """
+        action_id = check_id(action.id)
+        codec = self.registry.of(action)
+        state, payload = codec.dump(action)
+        now = self.clock()
+        incarnation = new_incarnation()
+        found = self.store.insert(
+            action_id,
+            codec.name,
+            state,
+            codec.version,
+            payload.decode(),
+            resources,
+            now,
+            incarnation=incarnation,
+            ended_since=None if again else now - self.redelivery_window,
+        )
+        if found is None:
+            log.info("action %s: started as %s in state %s", action_id, codec.name, state)
+            return StartResult(action_id, StartStatus.STARTED, incarnation)
+        kind = found.kind if isinstance(found, KeptOutcome) else found
+        if kind != codec.name:
+            where = "an ended" if isinstance(found, KeptOutcome) else "a live"
+            raise KindMismatch(
+                f"action id {action_id!r} already belongs to {where} {kind!r} action, "
+                f"not {codec.name!r}; pick another id"
+            )
+        if isinstance(found, KeptOutcome):
+            log.info(
+                "action %s: ended (%s) at %.0f; start taken as a re-delivery (again=True "
+                "starts a new incarnation)",
+                action_id,
+                found.status,
+                found.finished_at,
+            )
+            return StartResult(action_id, StartStatus.ENDED, found.incarnation, found)
+        log.debug("action %s: already started, keeping the stored checkpoint", action_id)
+        return StartResult(action_id, StartStatus.LIVE)
+
+    async def drive(
+        self, target: str | Action[S], mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE
+    ) -> DriveResult:
+        """Drive one action until it parks or ends (or, with UNTIL_DONE, until it ends).
+
+        ``target`` is an id, or an action object: then it is started first if it is new (an
+        existing checkpoint always wins over the object's state), and if its id ended within
+        the redelivery window the kept outcome is returned without running anything.
+        """
+        if isinstance(target, str):
+            action_id = target
+        else:
+            started = await self.start(target)
+            if started.outcome is not None:
+                return DriveResult.of_outcome(started.outcome)
+            action_id = target.id
+        if action_id in self._driving:
+            log.debug("action %s: already being driven by this executor, skipping", action_id)
+            return DriveResult(action_id, DriveStatus.BUSY)
+        claimed = claim(self.store, action_id, self.owner, self.clock())
+        if isinstance(claimed, DriveStatus):
+            return DriveResult(action_id, claimed)
+        return await self.drive_claimed(claimed, mode)
+
+    async def drive_claimed(
+        self, claimed: Claimed, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE
+    ) -> DriveResult:
+        """Drive an action whose lease this executor already took (`Store.claim_due`)."""
+        self._driving.add(claimed.id)
+        try:
+            return await drive(self, claimed, mode)
+        except BaseException:
+            let_go(self.store, claimed.id, claimed.epoch)
+            raise
+        finally:
+            self._driving.discard(claimed.id)
+
+    def stop(self) -> None:
+        """Graceful shutdown (as `Worker.stop`): every drive ends after the step it is running.
+
+        The checkpoint is written as usual, the lease released, and the action left due (or
+        waiting for its wake-up), so another driver picks it up. Sleeping drives wake now.
+        """
+        self.stopping = True
+        self.naps.wake_all()
+
+    async def notify(
+        self, action_id: str, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE
+    ) -> DriveResult:
+        """An external event concerns this action: mark it due and drive it now.
+
+        If a driver holds the action right now, the mark keeps it due when that driver parks
+        (a notify is never lost); a drive of this executor sleeping through a park wakes.
+        """
+        self.store.mark_due(action_id, self.clock())
+        self.naps.wake(action_id)
+        return await self.drive(action_id, mode)
+
+    async def update(self, action_id: str, change: Callable[[Action[S]], Action[S]]) -> Action[S]:
+        """Change a live action's checkpoint from outside, under its lease.
+
+        For what a user decides while an action waits (bark's "allow this send to exit"):
+        ``change`` gets the stored action and returns the new one (same id); it is written as
+        a step of its own (``via="update"`` in the log). The step sequence does not advance,
+        so a step waiting to be retried keeps its idempotency key. Raises `ActionBusy` while a
+        driver holds the action, ``LookupError`` if there is no such live action.
+        """
+        if action_id in self._driving:
+            raise ActionBusy(f"action {action_id} is being driven; update it once it parks")
+        now = self.clock()
+        claimed = claim(self.store, action_id, self.owner, now)
+        if claimed is DriveStatus.BUSY:
+            raise ActionBusy(f"action {action_id} is being driven; update it once it parks")
+        if isinstance(claimed, DriveStatus):
+            raise LookupError(f"no live action {action_id!r} to update ({claimed.value})")
+        try:
+            decoded = readable(self.registry, claimed)
+            if isinstance(decoded, str):
+                raise DecodeError(f"action {action_id}: {decoded}")
+            codec, action = decoded
+            new = change(action)
+            if new.id != action_id:
+                raise KindError(f"update changed the action id to {new.id!r}; ids must be stable")
+            state, payload = codec.dump(new)
+            planned = plan_update(
+                claimed, (state, payload.decode()), kind=codec.name, version=codec.version
+            )
+            assert planned.bookkeeping is not None
+            self.store.write(
+                action_id,
+                claimed.epoch,
+                state=planned.state,
+                payload=planned.payload,
+                seq=planned.seq,
+                was=claimed.bookkeeping,
+                new=planned.bookkeeping,
+                acquired=(),
+                released=(),
+                entry=planned.entry,
+                now=now,
+            )
+        except BaseException:
+            let_go(self.store, action_id, claimed.epoch)
+            raise
+        log.info("action %s: updated from outside", action_id)
+        return new
+
+    async def delete(self, action_id: str) -> bool:
+        """Manual clean-up: release the action's resources and remove its checkpoint.
+
+        Works on quarantined rows too. The end is kept as ``stopped``. Returns False if there
+        is no such action; raises `ActionBusy` if a driver holds it right now.
+        """
+        now = self.clock()
+        if action_id in self._driving:
+            raise ActionBusy(f"action {action_id} is being driven; delete it once it parks")
+        claimed = claim(self.store, action_id, self.owner, now)
+        if claimed is DriveStatus.MISSING:
+            return False
+        if claimed is DriveStatus.BUSY:
+            raise ActionBusy(f"action {action_id} is being driven; delete it once it parks")
+        if claimed is DriveStatus.QUARANTINED:
+            self.store.remove_quarantined(action_id)
+            log.warning("action %s: quarantined row removed by delete", action_id)
+            return True
+        assert isinstance(claimed, Claimed)
+        entry = LogEntry(
+            claimed.kind, claimed.seq, claimed.state, None, "stopped", "stop", 0, None, 0.0
+        )
+        self.store.finish(
+            action_id,
+            claimed.epoch,
+            entry,
+            now,
+            status="stopped",
+            state=claimed.state,
+            error="stopped by Executor.delete",
+            cause=claimed.cause,
+        )
+        log.info("action %s: deleted (ended as stopped), resources released", action_id)
+        return True
+
+    async def resume_all(
+        self, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE, *, concurrency: int = 1
+    ) -> ResumeReport:
+        """Drive every live action once (the seed's sync), and report quarantined rows.
+
+        Broken actions are driven too: a restart after a fix is the usual way they recover.
+        """
+        return await self._drive_many(self.store.live_ids(), mode, concurrency)
+
+    async def run_due(
+        self, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE, *, concurrency: int = 1
+    ) -> ResumeReport:
+        """Drive the actions whose wake-up time has passed."""
+        return await self._drive_many(self.store.due_ids(self.clock()), mode, concurrency)
+
+    async def _drive_many(
+        self, ids: Sequence[str], mode: DriveMode, concurrency: int
+    ) -> ResumeReport:
+        gate = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(action_id: str) -> DriveResult:
+            async with gate:
+                try:
+                    return await self.drive(action_id, mode)
+                except Exception as exc:  # a store error for one action must not stop the rest
+                    log.exception("action %s: drive failed", action_id)
+                    return DriveResult(action_id, DriveStatus.ERROR, error=exc)
+
+        results = await asyncio.gather(*(one(i) for i in ids))
+        return ResumeReport(tuple(results), tuple(self.store.quarantined()))

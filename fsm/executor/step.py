@@ -1,0 +1,166 @@
+"""Running one step: ``advance`` under its timeout, its result checked, its errors handled.
+
+Everything a kind's code returns passes `check_outcome`, so a wrong return type is a
+`KindError` (the step is broken) instead of a crash of the drive. An exception goes to the
+kind's own handler on the state from *before* the step (`handle`); a handler that fails is
+a bug of the kind too. Double-drive mode runs a step twice and compares (`drive_again`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+from collections.abc import Awaitable
+from typing import Any
+
+import attrs
+
+from fsm.codec import KindCodec
+from fsm.errors import DoubleDriveMismatch, KindError, Rejected, StepTimeout
+from fsm.failures import error_text
+from fsm.protocol import Action, Done, Failed, MaybeAwaitable, Next, Outcome, Park, StepContext
+
+_OUTCOMES = (Next, Park, Done, Failed)
+"""The outcome types as a tuple: ``isinstance`` is quicker with one than with a union."""
+_CHECKPOINTS = (Next, Park)
+
+
+@attrs.frozen
+class Handled:
+    """A step's exception turned into an outcome by the action's own handler."""
+
+    via: str
+    outcome: Outcome
+    attempts: int
+    ctx: StepContext[Any]
+    error: BaseException
+    routed: bool
+    """True when the outcome follows a route (a rejection, a spent budget), not a backoff."""
+
+
+async def advance(action: Action[Any], ctx: StepContext[Any], timeout: float | None) -> Outcome:
+    """One call of ``advance``, awaited (under ``timeout``) if needed, with its result checked."""
+    result: object = action.advance(ctx)
+    # An outcome is checked first: asking the ABC machinery whether it is awaitable is slow.
+    if not isinstance(result, _OUTCOMES) and inspect.isawaitable(result):
+        result = await within(result, timeout)
+    check_outcome(type(action).__name__ + ".advance", result, ctx.action_id)
+    return result  # type: ignore[return-value]  # checked just above
+
+
+async def within(awaitable: Awaitable[Outcome], timeout: float | None) -> Outcome:
+    """Await a step; past ``timeout`` it is cancelled and `StepTimeout` raised (transient)."""
+    if timeout is None:
+        return await awaitable
+    scope = asyncio.timeout(timeout)
+    try:
+        async with scope:
+            return await awaitable
+    except TimeoutError:
+        if scope.expired():
+            raise StepTimeout(f"step ran past its {timeout:g}s timeout and was cancelled") from None
+        raise
+
+
+def check_outcome(what: str, outcome: object, action_id: str) -> None:
+    """Raise `KindError` unless ``outcome`` is an outcome the executor can write."""
+    if not isinstance(outcome, _OUTCOMES):
+        raise KindError(f"{what} returned {outcome!r}; expected Next, Park, Done or Failed")
+    if isinstance(outcome, Park) and outcome.wake_after is not None:
+        after = outcome.wake_after
+        if not (isinstance(after, int | float) and 0 <= after < math.inf):
+            raise KindError(
+                f"{what} parked with wake_after={after!r}; expected seconds >= 0 (finite), "
+                "or None to wait for a notify"
+            )
+    if isinstance(outcome, _CHECKPOINTS) and outcome.state.id != action_id:
+        raise KindError(
+            f"{what} changed the action id from {action_id!r} to {outcome.state.id!r}; "
+            "ids must be stable"
+        )
+
+
+def encode(codec: KindCodec, outcome: Outcome) -> tuple[str, str] | None:
+    """The checkpoint a `Next` or `Park` writes, encoded inside the step's error handling."""
+    if isinstance(outcome, _CHECKPOINTS):
+        state, payload = codec.dump(outcome.state)
+        return state, payload.decode()
+    return None
+
+
+async def handle(
+    exc: Exception,
+    before: Action[Any],
+    ctx: StepContext[Any],
+    state: str,
+    adapter: logging.LoggerAdapter[logging.Logger],
+) -> Handled | Exception:
+    """Route a step's exception to on_rejection or on_retry, on the pre-step state.
+
+    ``before`` is the action as loaded from the checkpoint (in ``state``) the step ran from.
+    A handler that raises, or returns something that is not an outcome, is a bug of the
+    kind: returned as the exception, for the caller to park the action as broken.
+    """
+    attempts = ctx.attempts
+    try:
+        if isinstance(exc, Rejected):
+            adapter.warning("rejected: %s", exc)
+            via = "rejection"
+            result: MaybeAwaitable = before.on_rejection(ctx, exc)
+        else:
+            attempts += 1
+            ctx.attempts = attempts
+            adapter.warning("transient error (attempt %d): %s", attempts, error_text(exc))
+            via = "retry"
+            result = before.on_retry(ctx, attempts, exc)
+        outcome = await result if inspect.isawaitable(result) else result
+        check_outcome(f"the {via} handler of {type(before).__name__}", outcome, ctx.action_id)
+    except Exception as handler_exc:
+        adapter.warning("%s handler failed, checkpoint left as it was: %s", via, handler_exc)
+        return handler_exc
+    routed = via == "rejection" or not (isinstance(outcome, Park) and outcome.state.state == state)
+    return Handled(via, outcome, attempts, ctx, exc, routed)
+
+
+async def drive_again(
+    codec: KindCodec,
+    first: Outcome,
+    again: Action[Any],
+    ctx: StepContext[Any],
+    timeout: float | None,
+) -> Outcome:
+    """Double-drive mode: run the step again from the same state; the results must agree.
+
+    ``again`` is the action loaded anew from the checkpoint the first run started from. As
+    in bark's checker, a first run that parks is exempt (the second run is then a legitimate
+    later re-drive), and the second result is the one used. A transient error in the second
+    run is just that, a transient error of the step; a rejection after a first run that went
+    on means the step is not idempotent.
+    """
+    try:
+        second = await advance(again, ctx, timeout)
+    except Rejected as exc:
+        if not isinstance(first, Park):
+            raise DoubleDriveMismatch(
+                f"action {ctx.action_id}: step {ctx.seq} gave {_describe(codec, first)} "
+                f"once and was rejected the second time ({exc}); it is not idempotent"
+            ) from exc
+        raise
+    if not isinstance(first, Park) and _describe(codec, first) != _describe(codec, second):
+        raise DoubleDriveMismatch(
+            f"action {ctx.action_id}: step {ctx.seq} gave {_describe(codec, first)} once "
+            f"and {_describe(codec, second)} the second time; it is not idempotent"
+        )
+    return second
+
+
+def _describe(codec: KindCodec, outcome: Outcome) -> str:
+    """An outcome as text two runs can be compared by: its kind, checkpoint or end."""
+    if isinstance(outcome, _CHECKPOINTS):
+        state, payload = codec.dump(outcome.state)
+        return f"{type(outcome).__name__}({state}, {payload.decode()})"
+    if isinstance(outcome, Failed):
+        return f"Failed({outcome.state}, {error_text(outcome.error)})"
+    return f"Done({outcome.state})"
