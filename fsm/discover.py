@@ -138,7 +138,7 @@ def kinds_in(module: ModuleType) -> list[type[KindClass]]:
 
 
 def actions_in(module: ModuleType) -> list[type]:
-    """Hand-written `fsm.Action` classes ``module`` defines (those with their own namespace).
+    """Hand-written `fsm.Action` classes ``module`` defines (those with their own ``name``).
 
     Workers drive these beside the declarative kinds; they have no table, so no diagram.
     """
@@ -150,7 +150,7 @@ def actions_in(module: ModuleType) -> list[type]:
         if isinstance(obj, type)
         and issubclass(obj, Action)
         and obj.__module__ == module.__name__
-        and "namespace" in vars(obj)
+        and "name" in vars(obj)
     ]
 
 
@@ -393,12 +393,9 @@ def _build(factory: Callable[[], object], name: str) -> object:
 
 
 def _kind_label(cls: type) -> str:
-    """A kind's ``name``, an action class's ``namespace``, else the class name."""
-    for attr in ("name", "namespace"):
-        value = getattr(cls, attr, None)
-        if isinstance(value, str):
-            return value
-    return cls.__name__
+    """A kind's (or an action class's) ``name``, else the class name."""
+    value = getattr(cls, "name", None)
+    return value if isinstance(value, str) else cls.__name__
 
 
 def _type_label(t: Any) -> str:
