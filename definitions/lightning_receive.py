@@ -102,6 +102,7 @@ def _movement(d: LightningReceive) -> int:
 
 # -- the server's view of the receive: one read per step ------------------------------------
 
+
 async def _status(ctx: Ctx, d: LightningReceive) -> ReceiveStatus:
     """The server's receive status, read once per step (kept in the step's memo) so every
     guard of the step decides on the same answer."""

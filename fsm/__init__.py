@@ -49,9 +49,9 @@ from fsm.validate import GuardedExitWarning, KindWarning, UntypedDataWarning, va
 from fsm.worker import Worker
 
 __all__ = [
+    "CONVERTER",
     "Action",
     "ActionBusy",
-    "CONVERTER",
     "DecodeError",
     "DefinitionError",
     "Done",

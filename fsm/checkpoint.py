@@ -15,7 +15,8 @@ from __future__ import annotations
 from fsm.errors import ActionBusy, KindMismatch
 from fsm.interpreter import Instance
 from fsm.kind import Kind
-from fsm.state import D, S
+from fsm.protocol import S
+from fsm.state import D
 from fsm.store import Claimed, Store, new_owner
 
 

@@ -94,7 +94,7 @@ def loads(payload: bytes | str, what: str) -> Any:
 
 def upcast(
     what: str, version: int, current: int, upcasters: Mapping[int, Upcaster], data: Any
-) -> dict[str, Any]:
+) -> Any:
     """``data`` of a row written at ``version``, turned into the shape of version ``current``
     by ``upcasters[v]`` for each version in between. Anything that goes wrong (no upcaster,
     an upcaster that raises or returns something else than a dict) is a `DecodeError`."""

@@ -12,7 +12,7 @@ from typing import Literal
 
 import attrs
 
-from fsm.state import Role
+Role = Literal["step", "wait", "done", "failed"]
 EdgeStyle = Literal["transition", "rejection", "retry"]
 
 

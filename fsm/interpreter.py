@@ -33,11 +33,12 @@ from fsm.protocol import (
     Next,
     Outcome,
     Park,
+    S,
     StepContext,
     park_with_backoff,
 )
 from fsm.retry import RetryPolicy
-from fsm.state import D, S, callable_name
+from fsm.state import D, callable_name
 
 if TYPE_CHECKING:
     from fsm.compiled import Compiled, CompiledState

@@ -41,9 +41,9 @@ from fsm.compiled import Compiled
 from fsm.definition import Definition, collect
 from fsm.graph import Edge, KindGraph, StateNode
 from fsm.interpreter import Instance
-from fsm.protocol import Next, Upcaster
+from fsm.protocol import Next, S, Upcaster
 from fsm.retry import RetryPolicy
-from fsm.state import D, Rejection, S, State, Transition, callable_name
+from fsm.state import D, Rejection, State, Transition, callable_name
 from fsm.validate import check_definition, emit
 
 

@@ -14,19 +14,18 @@ another data type, or expects other services.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, Literal, TypeAlias, TypeVar
+from typing import Generic, TypeAlias, TypeVar
 
 import attrs
 
 from fsm.errors import DefinitionError
+from fsm.graph import Role
 from fsm.protocol import MaybeAwaitable, S, StepContext
 from fsm.retry import RetryPolicy
 
 D = TypeVar("D")
 """The kind's data: the attrs class stored in the checkpoint."""
 
-Role = Literal["step", "wait", "done", "failed"]
-"""What a state does: runs steps, waits for its guards, or ends the action (done, failed)."""
 TERMINAL_ROLES: frozenset[str] = frozenset({"done", "failed"})
 
 Guard: TypeAlias = Callable[[StepContext[S], D], bool | Awaitable[bool]]

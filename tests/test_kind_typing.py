@@ -127,7 +127,7 @@ SNIPPET = textwrap.dedent(
         name = "wrong_handler"
         a = State(initial=True)
         end = State.done()
-        transitions = (a.to(end), a.rejected(handler=refused_invoice))  # expect: Argument "handler" to "rejected"
+        transitions = (a.to(end), a.rejected(handler=refused_invoice))  # expect: "handler"
 
         @staticmethod
         def action_id(order: Order) -> str:

@@ -733,7 +733,7 @@ def test_state_reached_only_through_an_undeclared_handler_says_how_to_declare_it
             )
             action_id = staticmethod(key_of)
 
-    message = problem(err, "retry_a", "declare the handler's targets with `rejected(handler=refused, to=")
+    message = problem(err, "retry_a", "targets with `rejected(handler=refused, to=")
     assert "unreachable" in message
 
 

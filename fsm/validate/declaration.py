@@ -107,9 +107,7 @@ def check_timeout(d: Definition) -> None:
         )
 
 
-def check_arity(
-    d: Definition, state: State | None, what: str, fn: Any, n: int, shape: str
-) -> None:
+def check_arity(d: Definition, state: State | None, what: str, fn: Any, n: int, shape: str) -> None:
     if isinstance(fn, str) or not callable(fn):
         raise d.problem(state, f"{what} is {fn!r}, not a callable", f"pass a function {shape}")
     try:

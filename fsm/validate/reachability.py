@@ -18,6 +18,7 @@ from statemachine.graph import disconnected_states, states_without_path_to_final
 from fsm.definition import Definition
 from fsm.state import State
 
+
 def statemachine_of(d: Definition) -> type[StateMachine]:
     """A python-statemachine class with our states and edges (transitions, rejection routes
     and the targets rejection handlers declare).
@@ -91,10 +92,3 @@ def check_path_to_terminal(d: Definition, sm: type[StateMachine]) -> None:
             + (f" (nor from {[s.name for s in stuck[1:]]})" if len(stuck) > 1 else ""),
             "add a transition that eventually reaches a terminal state",
         )
-
-
-GRAPH_CHECKS: tuple[Callable[[Definition, type[StateMachine]], None], ...] = (
-    check_trap_states,
-    check_reachable,
-    check_path_to_terminal,
-)

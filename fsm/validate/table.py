@@ -12,6 +12,7 @@ from fsm.definition import Definition
 from fsm.state import Rejection, State, Transition, callable_name
 from fsm.validate.declaration import check_arity
 
+
 def check_initial(d: Definition) -> None:
     initials = [s.name for s in d.states if s.initial]
     if len(initials) == 1:
@@ -42,7 +43,9 @@ def check_known_states(d: Definition) -> None:
     for t in d.transitions:
         if not isinstance(t, Transition):
             raise d.problem(
-                None, f"the table holds {t!r}", "list only `a.to(b, ...)` and `a.rejected(...)` rows in `transitions`"
+                None,
+                f"the table holds {t!r}",
+                "list only `a.to(b, ...)` and `a.rejected(...)` rows in `transitions`",
             )
         for end, label in ((t.source, "source"), (t.target, "target")):
             if not isinstance(end, State) or id(end) not in known:
