@@ -195,6 +195,7 @@ class Transition(Generic[D, S]):
         return f"<Transition {' '.join(parts)}>"
 
 
+@attrs.frozen(repr=False, eq=False)
 class Rejection(Generic[D, S]):
     """A row of the table saying where a rejection (or a spent retry budget) in ``source`` leads.
 
@@ -202,19 +203,10 @@ class Rejection(Generic[D, S]):
     declare its targets; ``park`` is the stock "park here" route.
     """
 
-    __slots__ = ("handler", "park", "source", "to")
-
-    def __init__(
-        self,
-        source: State,
-        to: tuple[State, ...] | None,
-        handler: RejectionHandler[S, D] | None = None,
-        park: bool = False,
-    ) -> None:
-        self.source = source
-        self.to = to
-        self.handler = handler
-        self.park = park
+    source: State
+    to: tuple[State, ...] | None
+    handler: RejectionHandler[S, D] | None = None
+    park: bool = False
 
     def __repr__(self) -> str:
         parts = [f"{self.source.name or '?'} rejected"]
