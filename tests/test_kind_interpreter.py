@@ -12,6 +12,7 @@ import pytest
 import fsm
 from fsm import Done, Failed, Kind, Next, Park, RetryPolicy, State, StepContext
 from fsm.errors import DefinitionError
+from fsm.testing.steps import step_context
 from fsm.validate import GuardedExitWarning
 
 log = logging.getLogger("test")
@@ -34,17 +35,7 @@ DEFAULT_RETRY = RetryPolicy()
 
 
 def ctx(services: Any = None, attempts: int = 0, retry: RetryPolicy = DEFAULT_RETRY) -> Any:
-    return StepContext(
-        services,
-        "a-1",
-        0,
-        attempts,
-        0.0,
-        retry,
-        logging.LoggerAdapter(log, {}),
-        tuple,
-        lambda _: None,
-    )
+    return step_context(services, attempts=attempts, retry=retry)
 
 
 def run(result: Any) -> Any:

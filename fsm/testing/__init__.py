@@ -6,6 +6,8 @@ Use them in your own pytest suite (see docs/testing-your-kinds.md):
 * `Scenario` + `enumerate_crashes` / `soak`: SIGKILL a real driver process at every write
   point, or at random, and check after each run;
 * double-drive mode: ``fsm.Executor(..., double_drive=True)`` or ``FSM_DOUBLE_DRIVE=1``;
+* `step_context` and `run_twice` (`fsm.testing.steps`): one step in a unit test, and one
+  step run twice from the same state;
 * database faults: ``fsm.Store(..., faults=DatabaseFaults(rate, seed))`` or
   ``FSM_DB_FAULTS=RATE:SEED``.
 """
@@ -13,14 +15,19 @@ Use them in your own pytest suite (see docs/testing-your-kinds.md):
 from fsm.faults import WRITE_POINTS, DatabaseFaults, all_points
 from fsm.testing.crash import CrashReport, Scenario, enumerate_crashes, soak
 from fsm.testing.invariants import check_invariants
+from fsm.testing.steps import TwoRuns, outcome_of, run_twice, step_context
 
 __all__ = [
     "WRITE_POINTS",
     "CrashReport",
     "DatabaseFaults",
     "Scenario",
+    "TwoRuns",
     "all_points",
     "check_invariants",
     "enumerate_crashes",
+    "outcome_of",
+    "run_twice",
     "soak",
+    "step_context",
 ]
