@@ -1,6 +1,6 @@
 """A kind's declaration, collected from its class into one plain, inspectable record.
 
-`fsm.validate` checks a `Definition` and `fsm.interpreter` compiles it; neither looks at the
+`fsm.validate` checks a `Definition` and `fsm.compiled` compiles it; neither looks at the
 class itself, so both can also be exercised on a definition built by hand, and the rules for
 *where* things are declared (class attributes, generic arguments, inheritance) live only here.
 """

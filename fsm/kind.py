@@ -27,8 +27,8 @@
 
 Creating the class collects the declaration (`fsm.definition`), runs every check
 (`fsm.validate`, raising `fsm.DefinitionError` at import) and compiles the table
-(`fsm.interpreter`). ``OrderKind.__fsm_codec__`` is what the executor's registry stores rows
-with; ``OrderKind.graph()`` is what diagrams are drawn from.
+(`fsm.compiled`; `fsm.interpreter` runs it). ``OrderKind.__fsm_codec__`` is what the
+executor's registry stores rows with; ``OrderKind.graph()`` is what diagrams are drawn from.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """The vocabulary of a declarative kind: states, wake policies and transitions.
 
 These objects only *describe* a kind. `fsm.kind.Kind` collects them when the class is
-created, `fsm.validate` checks them and `fsm.interpreter` compiles them into plain tuples, so
+created, `fsm.validate` checks them and `fsm.compiled` compiles them into plain tuples, so
 nothing here is on the hot path and nothing here knows about storage.
 
 The callables are typed against the kind's data type ``D`` and services type ``S``: in
 ``class OrderKind(Kind[Order, Shop])`` the table is declared as
-``Sequence[Transition[Order, Shop]]``, so a type checker infers ``D`` and ``S`` of every
+``Sequence[Transition[Order, Shop] | Rejection[Order, Shop]]``, so a type checker infers ``D``
+and ``S`` of every
 ``a.to(b, guard=..., effect=...)`` from that context and flags an effect that takes or returns
 another data type, or expects other services.
 """
