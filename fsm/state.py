@@ -1,4 +1,4 @@
-"""The vocabulary of a declarative kind: states, wake policies and transitions.
+"""The vocabulary of a declarative kind: states, wake policies, transitions, rejection rows.
 
 These objects only *describe* a kind. `fsm.kind.Kind` collects them when the class is
 created, `fsm.validate` checks them and `fsm.compiled` compiles them into plain tuples, so
@@ -6,10 +6,10 @@ nothing here is on the hot path and nothing here knows about storage.
 
 The callables are typed against the kind's data type ``D`` and services type ``S``: in
 ``class OrderKind(Kind[Order, Shop])`` the table is declared as
-``Sequence[Transition[Order, Shop] | Rejection[Order, Shop]]``, so a type checker infers ``D``
-and ``S`` of every
-``a.to(b, guard=..., effect=...)`` from that context and flags an effect that takes or returns
-another data type, or expects other services.
+``Sequence[Transition[Order, Shop] | Rejection[Order, Shop]]``, so a type checker infers
+``D`` and ``S`` of every ``a.to(b, guard=..., effect=...)`` and ``a.rejected(handler=...)``
+from that context and flags a callback that takes or returns another data type, or expects
+other services.
 """
 
 from __future__ import annotations
