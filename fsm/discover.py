@@ -150,7 +150,7 @@ def actions_in(module: ModuleType) -> list[type]:
         if isinstance(obj, type)
         and issubclass(obj, Action)
         and obj.__module__ == module.__name__
-        and "name" in vars(obj)
+        and isinstance(vars(obj).get("name"), str)
     ]
 
 
