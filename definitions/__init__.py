@@ -1,7 +1,11 @@
 """The bark wallet action kinds, written with fsm, and the services they talk to.
 
-`definitions.model` holds the plain records (VTXOs, transactions, invoices, movements),
-`definitions.services` the typed protocols of the outside world (Ark server, chain, Lightning,
-the wallet's own store) and `definitions.sim` a deterministic, SQLite-backed simulation of
-that world with fault injection, an effect ledger and invariant checks.
+Installed as the distribution ``fsm-bark`` (``pip install -e ./definitions``), whose import
+package ``fsm_bark`` is this folder: every import in here is relative, so the folder's name and
+the import name can differ. One module per kind (`board`, `offboard`, `arkoor_send`,
+`lightning_send`, `lightning_receive`); `model` holds the plain records (VTXOs, transactions,
+invoices, movements), `services` the typed protocols of the outside world (Ark server, chain,
+Lightning, the wallet's own store) and `sim` a deterministic, SQLite-backed simulation of that
+world with fault injection, an effect ledger and invariant checks. `demo` and `torture` plug
+the kinds into the ``fsm demo`` command and ``fsm torture``.
 """

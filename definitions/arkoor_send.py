@@ -20,8 +20,10 @@ from __future__ import annotations
 import attrs
 
 import fsm
-from definitions.calls import call_key
-from definitions.model import (
+from fsm import Kind, RetryPolicy, State, StepContext
+
+from .calls import call_key
+from .model import (
     ArkAddress,
     MovementStatus,
     MovementUpdate,
@@ -33,8 +35,8 @@ from definitions.model import (
     digest,
     vtxo_resource,
 )
-from definitions.services import ServerUnavailable, Services
-from fsm import Kind, RetryPolicy, State, StepContext
+from .services import Services
+from .services.ark_server import ServerUnavailable
 
 DELIVERY_ATTEMPTS = 30
 """Consecutive failed deliveries (one a minute) before the send is salvaged."""

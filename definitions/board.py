@@ -20,7 +20,9 @@ import enum
 import attrs
 
 import fsm
-from definitions.model import (
+from fsm import Instance, Kind, RetryPolicy, State, StepContext
+
+from .model import (
     BOARD_PREFIX,
     MovementStatus,
     MovementUpdate,
@@ -31,15 +33,9 @@ from definitions.model import (
     board_address,
     vtxo_resource,
 )
-from definitions.services import (
-    BoardRequest,
-    ChainRejected,
-    ChainSource,
-    Services,
-    TxState,
-    TxStatus,
-)
-from fsm import Instance, Kind, RetryPolicy, State, StepContext
+from .services import Services
+from .services.ark_records import BoardRequest
+from .services.chain import ChainRejected, ChainSource, TxState, TxStatus
 
 RECHECK_SECONDS = 60.0
 """How often a board is looked at again without a new block (bark's daemon sync interval)."""

@@ -5,7 +5,7 @@ main call. A second call in the same step (a best-effort registration, one post 
 needs a key of its own, because a server refuses one key for two different requests; it must
 still be the same on every re-run of the step, so it is derived from the step's key:
 ``<action id>~<incarnation>.<seq>.<call>`` (the sim's ledger files it under the action, see
-`definitions.sim.ledger.action_of`).
+`sim.ledger.action_of`).
 """
 
 from __future__ import annotations

@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import fsm
-from definitions.demo_plan import SPECS, KindSpec
-from definitions.lightning_receive_ops import read_receive
-from definitions.services import Services
-from definitions.sim import Faults, World, check_invariants, make_world
 from fsm.cli import Command, CommandError
+
+from .demo_plan import SPECS, KindSpec
+from .lightning_receive_ops import read_receive
+from .services import Services
+from .sim import Faults, World, check_wallet_invariants, make_world
 
 MAX_ROUNDS = 200
 START_ATTEMPTS = 5
@@ -230,7 +231,7 @@ class Demo:
         self.progress.line(f"finished after {rounds} round(s), {self.progress.commits} steps")
         for r in table:
             out.write("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) + "\n")
-        problems = check_invariants(self.world, self.svc.wallet, self.store)  # type: ignore[arg-type]
+        problems = check_wallet_invariants(self.world, self.svc.wallet, self.store)  # type: ignore[arg-type]
         out.write(f"invariants: {'ok' if not problems else f'{len(problems)} problem(s)'}\n")
         for p in problems:
             out.write(f"  {p}\n")

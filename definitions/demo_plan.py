@@ -13,13 +13,14 @@ from typing import Any
 import attrs
 
 import fsm
-from definitions.arkoor_send import ArkoorSendKind, start_arkoor_send
-from definitions.board import BoardKind, start_board
-from definitions.lightning_receive import LightningReceiveKind, start_lightning_receive
-from definitions.lightning_send import LightningSendKind, start_lightning_send
-from definitions.model import ArkAddress, TxOut, board_address, digest
-from definitions.offboard import OffboardKind, send_onchain
-from definitions.services import Services
+
+from .arkoor_send import ArkoorSendKind, start_arkoor_send
+from .board import BoardKind, start_board
+from .lightning_receive import LightningReceiveKind, start_lightning_receive
+from .lightning_send import LightningSendKind, start_lightning_send
+from .model import ArkAddress, TxOut, board_address, digest
+from .offboard import OffboardKind, send_onchain
+from .services import Services
 
 Started = tuple[fsm.Action[Services], list[str]]
 Starter = Callable[[Services, int, random.Random], Awaitable[Started]]
@@ -27,9 +28,15 @@ Starter = Callable[[Services, int, random.Random], Awaitable[Started]]
 
 @attrs.frozen
 class KindSpec:
-    name: str
+    """A kind of the plan and how the demo starts one action of it."""
+
     kind: type[Any]
     start: Starter
+
+    @property
+    def name(self) -> str:
+        """The kind's own name: its entry point's, its rows' and its summary line's."""
+        return str(self.kind.name)
 
 
 async def _receive(svc: Services, i: int, rng: random.Random) -> Started:
@@ -59,10 +66,10 @@ async def _offboard(svc: Services, i: int, rng: random.Random) -> Started:
 
 
 SPECS = (
-    KindSpec("lightning_receive", LightningReceiveKind, _receive),
-    KindSpec("arkoor_send", ArkoorSendKind, _arkoor),
-    KindSpec("lightning_send", LightningSendKind, _ln_send),
-    KindSpec("board", BoardKind, _board),
-    KindSpec("offboard", OffboardKind, _offboard),
+    KindSpec(LightningReceiveKind, _receive),
+    KindSpec(ArkoorSendKind, _arkoor),
+    KindSpec(LightningSendKind, _ln_send),
+    KindSpec(BoardKind, _board),
+    KindSpec(OffboardKind, _offboard),
 )
 """The plan cycles through these: entry ``i`` starts an action of ``SPECS[i % 5]``."""

@@ -9,9 +9,9 @@ to the destination's mailbox::
     awaiting_payment -> htlcs_ready -> preimage_revealed -> (delivering) -> settled
 
 Each step's main server call uses ``ctx.idempotency_key`` (the claim's output registration and
-the mailbox posts use keys derived from it, `definitions.calls.call_key`), so a re-run after a
+the mailbox posts use keys derived from it, `calls.call_key`), so a re-run after a
 crash or a lost response is a replay on the server. The reference's defects this kind fixes
-are listed in docs/definitions/lightning_receive.md; `definitions.lightning_receive_ops` has
+are listed in docs/definitions/lightning_receive.md; `lightning_receive_ops` has
 the user operations (cancel, exit, status).
 """
 
@@ -22,8 +22,10 @@ import secrets
 import attrs
 
 import fsm
-from definitions.calls import call_key
-from definitions.model import (
+from fsm import Kind, RetryPolicy, State, StepContext
+
+from .calls import call_key
+from .model import (
     ArkAddress,
     HtlcRecvPolicy,
     Invoice,
@@ -35,16 +37,9 @@ from definitions.model import (
     digest,
     payment_hash_of,
 )
-from definitions.services import (
-    INVALID_ARGUMENT,
-    ReceiveGrant,
-    ReceiveState,
-    ReceiveStatus,
-    ServerUnavailable,
-    Services,
-    WalletConfig,
-)
-from fsm import Kind, RetryPolicy, State, StepContext
+from .services import Services, WalletConfig
+from .services.ark_records import ReceiveGrant, ReceiveState, ReceiveStatus
+from .services.ark_server import INVALID_ARGUMENT, ServerUnavailable
 
 Ctx = StepContext[Services]
 

@@ -14,8 +14,9 @@ from typing import Any
 import attrs
 
 import fsm
-from definitions.lightning_receive import LightningReceive, LightningReceiveKind, receive_id
-from definitions.services import Services
+
+from .lightning_receive import LightningReceive, LightningReceiveKind, receive_id
+from .services import Services
 
 
 class ReceiveNotInState(fsm.FsmError):

@@ -30,8 +30,10 @@ from __future__ import annotations
 import attrs
 
 import fsm
-from definitions.calls import call_key
-from definitions.model import (
+from fsm import Kind, RetryPolicy, State, StepContext
+
+from .calls import call_key
+from .model import (
     Invoice,
     Movement,
     MovementStatus,
@@ -45,14 +47,10 @@ from definitions.model import (
     payment_hash_of,
     vtxo_resource,
 )
-from definitions.services import (
-    HtlcSendRequest,
-    PaymentState,
-    PaymentStatus,
-    ServerUnavailable,
-    Services,
-)
-from fsm import Kind, RetryPolicy, State, StepContext
+from .services import Services
+from .services.ark_records import HtlcSendRequest
+from .services.ark_server import ServerUnavailable
+from .services.lightning_node import PaymentState, PaymentStatus
 
 POLL_SECONDS = 2.0
 """How often a waiting payment is polled (bark: park 2 s)."""

@@ -18,7 +18,9 @@ import secrets
 import attrs
 
 import fsm
-from definitions.model import (
+from fsm import Instance, Kind, RetryPolicy, State, StepContext
+
+from .model import (
     MovementStatus,
     MovementUpdate,
     PubkeyPolicy,
@@ -30,8 +32,10 @@ from definitions.model import (
     digest,
     vtxo_resource,
 )
-from definitions.services import OffboardRequest, Services, TxState, WalletStore
-from fsm import Instance, Kind, RetryPolicy, State, StepContext
+from .services import Services
+from .services.ark_records import OffboardRequest
+from .services.chain import TxState
+from .services.wallet import WalletStore
 
 POLL_SECONDS = 30.0
 """bark's offboard poll: confirmations, re-broadcasts and re-prepares every 30 s."""

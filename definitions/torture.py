@@ -12,16 +12,12 @@ import sys
 from pathlib import Path
 
 import fsm
-from definitions.arkoor_send import ArkoorSendKind
-from definitions.board import BoardKind
-from definitions.lightning_receive import LightningReceiveKind
-from definitions.lightning_send import LightningSendKind
-from definitions.offboard import OffboardKind
-from definitions.sim import check_invariants as world_invariants
-from definitions.sim import make_world
 from fsm.testing import Scenario, check_invariants
 
-KINDS = (BoardKind, OffboardKind, ArkoorSendKind, LightningSendKind, LightningReceiveKind)
+from .demo_plan import SPECS
+from .sim import check_wallet_invariants, make_world
+
+KINDS = tuple(spec.kind for spec in SPECS)
 SEED = 3
 ACTIONS = 6
 FAULTS = 0.1
@@ -33,7 +29,7 @@ def _wallet(folder: Path) -> Path:
 
 def _driver(folder: Path) -> list[str]:
     return [
-        sys.executable, "-m", "fsm.cli", "demo", "--db", str(_wallet(folder)),
+        sys.executable, "-m", "fsm", "demo", "--db", str(_wallet(folder)),
         "--actions", str(ACTIONS), "--seed", str(SEED), "--faults", str(FAULTS),
     ]  # fmt: skip
 
@@ -43,7 +39,7 @@ def _check(folder: Path) -> list[str]:
     try:
         world = make_world(folder / f"{_wallet(folder).name}.world", SEED)
         services = world.services(store)
-        problems = list(world_invariants(world, services.wallet, store))  # type: ignore[arg-type]
+        problems = list(check_wallet_invariants(world, services.wallet, store))  # type: ignore[arg-type]
         problems += check_invariants(store, KINDS)
         if store.rows():
             problems.append(f"{len(store.rows())} action(s) still live")

@@ -1,7 +1,7 @@
 """Finding kinds: in installed packages (the ``fsm.kinds`` entry points) and in named modules.
 
 A kind is recognised by its contract, not by its base class: a class with a ``name`` string,
-a ``graph()`` classmethod returning a `fsm.graph.KindGraph`, and a ``__fsm_codec__``. That
+a ``graph()`` classmethod returning a `fsm.diagram.KindGraph`, and a ``__fsm_codec__``. That
 keeps discovery independent of how kinds are declared.
 
 A module's kinds are the ones it defines, plus those it re-exports on purpose in
@@ -13,9 +13,6 @@ passed through untouched, because its message already names the kind, the state 
 Loading user code never lets a file shadow an installed module: a ``.py`` file is imported
 under a private name, and the folders searched for it are appended to ``sys.path``, never
 put in front (see `load_module`).
-
-A worker hands one services object to every step; `services_for` decides where it comes
-from, or refuses with a one-line reason, before a step can run without it.
 """
 
 from __future__ import annotations
@@ -27,21 +24,18 @@ import inspect
 import os
 import re
 import sys
-import typing
-from collections.abc import Callable, Iterable
-from importlib.metadata import EntryPoint, entry_points
+from collections.abc import Iterable
 from pathlib import Path
-from types import ModuleType, NoneType, UnionType
+from types import ModuleType
 from typing import Any, Protocol, TypeGuard
 
 import attrs
 
+from fsm import plugins
+from fsm.diagram.model import KindGraph
 from fsm.errors import DefinitionError, FsmError
-from fsm.graph import KindGraph
 from fsm.registry import Registry
-from fsm.state import callable_name
 
-ENTRY_POINT_GROUP = "fsm.kinds"
 USER_MODULE_PREFIX = "_fsm_user_"
 """Module names of ``.py`` files loaded by path: ``_fsm_user_<hash of the path>_<stem>``."""
 
@@ -58,18 +52,6 @@ class KindClass(Protocol):
 
 class DiscoveryError(FsmError):
     """A module or entry point could not be imported, or a kind name cannot be resolved."""
-
-
-class ServicesError(FsmError):
-    """A worker cannot get the services its kinds need."""
-
-
-class ServicesMissing(ServicesError):
-    """Kinds need services and nothing says how to build them (a usage error)."""
-
-
-class ServicesFailed(ServicesError):
-    """The services factory raised."""
 
 
 def is_kind(obj: object) -> TypeGuard[type[KindClass]]:
@@ -214,18 +196,16 @@ def _load_file(path: Path) -> ModuleType:
     return module
 
 
-def _from_entry_point(ep: EntryPoint) -> list[type[KindClass]]:
-    try:
-        loaded = ep.load()
-    except DefinitionError:
-        raise
-    except Exception as exc:  # a broken plugin is reported by name, with its error
-        raise DiscoveryError(f"cannot load: {type(exc).__name__}: {exc}") from None
-    if is_kind(loaded):
-        return [loaded]
-    if isinstance(loaded, ModuleType):
-        return kinds_in(loaded)
-    raise DiscoveryError(f"loads {loaded!r}, which is neither a kind nor a module")
+def _from_plugin(plugin: plugins.Plugin) -> list[type[KindClass]]:
+    if isinstance(plugin.error, DefinitionError):
+        raise plugin.error
+    if plugin.error is not None:  # a broken plugin is reported by name, with its error
+        raise DiscoveryError(f"cannot load: {type(plugin.error).__name__}: {plugin.error}")
+    if is_kind(plugin.loaded):
+        return [plugin.loaded]
+    if isinstance(plugin.loaded, ModuleType):
+        return kinds_in(plugin.loaded)
+    raise DiscoveryError(f"loads {plugin.loaded!r}, which is neither a kind nor a module")
 
 
 @attrs.frozen
@@ -251,9 +231,7 @@ class Discovery:
         )
 
 
-def discover(
-    modules: Iterable[str] = (), *, entry_point_group: str = ENTRY_POINT_GROUP
-) -> Discovery:
+def discover(modules: Iterable[str] = ()) -> Discovery:
     """The kinds of the named modules (errors raise) and of the entry points (errors collected).
 
     A module named by the user that cannot be imported is an error for the whole command;
@@ -276,17 +254,15 @@ def discover(
             raise DiscoveryError(f"module {spec!r} defines no kinds")
         add(classes, f"--module {spec}")
     problems: list[str] = []
-    for ep in sorted(entry_points(group=entry_point_group), key=lambda e: e.name):
+    for plugin in plugins.load_group(plugins.KINDS):
         try:
-            add(_from_entry_point(ep), f"entry point {ep.name}")
+            add(_from_plugin(plugin), f"entry point {plugin.name}")
         except (DefinitionError, DiscoveryError) as exc:
-            problems.append(f"entry point {ep.name!r} ({ep.value}): {exc}")
+            problems.append(f"entry point {plugin.name!r} ({plugin.value}): {exc}")
     return Discovery(tuple(found), tuple(problems))
 
 
-def drivable(
-    modules: Iterable[str] = (), *, entry_point_group: str = ENTRY_POINT_GROUP
-) -> list[type]:
+def drivable(modules: Iterable[str] = ()) -> list[type]:
     """What a worker drives: the kinds and `fsm.Action` classes of ``modules`` when any are
     named, else the kinds of the installed entry points.
 
@@ -298,7 +274,7 @@ def drivable(
     """
     classes: list[type] = []
     if not modules:
-        found = discover((), entry_point_group=entry_point_group)
+        found = discover(())
         if found.problems:
             raise DiscoveryError("; ".join(found.problems))
         classes = [k.cls for k in found.kinds]
@@ -315,88 +291,24 @@ def drivable(
     return classes
 
 
-def services_type(cls: type) -> Any:
-    """The ``S`` of ``Kind[D, S]`` or ``Action[S]`` (`typing.Any` when the class leaves it
-    open: then it may need anything)."""
-    definition = getattr(cls, "__fsm_definition__", None)
-    if definition is not None:
-        return definition.services_type
-    from fsm.protocol import Action
-
-    for klass in cls.__mro__:
-        for orig in getattr(klass, "__orig_bases__", ()):
-            origin = typing.get_origin(orig)
-            if isinstance(origin, type) and issubclass(origin, Action):
-                return typing.get_args(orig)[0]
-    return Any
+def split_target(target: str) -> tuple[str, str | None]:
+    """``MODULE[:KIND]`` -> (module, kind); a colon is a separator only before an identifier."""
+    head, sep, tail = target.rpartition(":")
+    if sep and head and tail.isidentifier():
+        return head, tail
+    return target, None
 
 
-def needs_services(cls: type) -> bool:
-    """False when the kind's services type admits ``None`` (``Kind[D, None]``,
-    ``Action[Shop | None]``): it runs without services."""
-    t = services_type(cls)
-    if t is None or t is NoneType:
-        return False
-    union = typing.get_origin(t) in (typing.Union, UnionType)
-    return not (union and NoneType in typing.get_args(t))
-
-
-def services_for(
-    kinds: Iterable[type],
-    factory: Callable[[], object] | None = None,
-    *,
-    factory_name: str = "--services",
-) -> object:
-    """The services object a worker hands to every step of ``kinds``.
-
-    ``factory`` (``--services``), when given, builds it. Otherwise the kinds that need
-    services must say how they are built (their ``services`` class attribute), all the same
-    way, since one object serves every step. Raises `ServicesMissing` (one line, naming the
-    kinds and the fix) rather than hand ``None`` to steps that would then fail every action,
-    and `ServicesFailed` when a factory raises. ``None`` when no kind needs services.
-    """
-    if factory is not None:
-        return _build(factory, factory_name)
-    needing = [k for k in kinds if needs_services(k)]
-    missing = [k for k in needing if _builder(k) is None]
-    if missing:
-        listed = ", ".join(f"{_kind_label(k)} ({_type_label(services_type(k))})" for k in missing)
-        raise ServicesMissing(
-            f"kinds need services and none is given: {listed}; pass --services "
-            "MODULE:FACTORY, or set `services = <callable>` on each kind"
-        )
-    builders: list[Callable[[], object]] = []
-    for k in needing:
-        if not any(_builder(k) is b for b in builders):
-            builders.append(_builder(k))
-    if len(builders) > 1:
-        listed = ", ".join(f"{_kind_label(k)} ({callable_name(_builder(k))})" for k in needing)
-        raise ServicesMissing(
-            f"kinds build their services differently: {listed}; one worker hands one "
-            "services object to every step: pass --services MODULE:FACTORY serving them all"
-        )
-    return _build(builders[0], callable_name(builders[0])) if builders else None
-
-
-def _builder(cls: type) -> Any:
-    """The kind's ``services`` class attribute: how it builds its services, or None."""
-    return getattr(cls, "services", None)
-
-
-def _build(factory: Callable[[], object], name: str) -> object:
-    try:
-        return factory()
-    except Exception as exc:  # user code: report it in one line, no traceback
-        raise ServicesFailed(
-            f"services factory {name} failed: {type(exc).__name__}: {exc}"
-        ) from None
-
-
-def _kind_label(cls: type) -> str:
-    """A kind's (or an action class's) ``name``, else the class name."""
-    value = getattr(cls, "name", None)
-    return value if isinstance(value, str) else cls.__name__
-
-
-def _type_label(t: Any) -> str:
-    return str(getattr(t, "__name__", None) or t)
+def select_kinds(module: ModuleType, spec: str, wanted: str | None) -> list[type[KindClass]]:
+    """The kinds of ``module`` (loaded from ``spec``), or only the one ``wanted`` (by kind
+    name or class name); a `DiscoveryError` naming the module's kinds if there is none."""
+    classes = kinds_in(module)
+    if wanted is not None:
+        chosen = [c for c in classes if wanted in (c.name, c.__name__)]
+        if not chosen:
+            names = ", ".join(c.name for c in classes) or "none"
+            raise DiscoveryError(f"module {spec!r} has no kind {wanted!r} (its kinds: {names})")
+        return chosen
+    if not classes:
+        raise DiscoveryError(f"module {spec!r} defines no kinds")
+    return classes

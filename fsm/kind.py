@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Generic, cast
 from fsm.codec import DeclarativeCodec, KindCodec
 from fsm.compiled import Compiled
 from fsm.definition import Definition, collect
-from fsm.graph import Edge, KindGraph, StateNode
+from fsm.diagram.model import Edge, KindGraph, StateNode
 from fsm.interpreter import Instance
 from fsm.protocol import Next, S, Upcaster
 from fsm.retry import RetryPolicy

@@ -19,8 +19,8 @@ from typing import Generic, TypeAlias, TypeVar
 
 import attrs
 
+from fsm.diagram.model import Role
 from fsm.errors import DefinitionError
-from fsm.graph import Role
 from fsm.protocol import MaybeAwaitable, S, StepContext
 from fsm.retry import RetryPolicy
 

@@ -23,7 +23,8 @@ import pytest
 import fsm
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
+SUPPORT = HERE / "support"
+sys.path.insert(0, str(SUPPORT))
 
 PG_URL = os.environ.get("FSM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 """The PostgreSQL server the tests use (running on the machine and in CI)."""
@@ -167,5 +168,5 @@ def store(open_store: Callable[[], fsm.Store]) -> fsm.Store:
 def child_env() -> dict[str, str]:
     """Environment for child processes that import the test kinds."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), env.get("PYTHONPATH", "")])
     return env

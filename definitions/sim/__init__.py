@@ -5,8 +5,8 @@ configurable faults, a ledger of every effect keyed by idempotency key, and inva
 See docs/simulation.md.
 """
 
-from definitions.sim.faults import Fault, Faults
-from definitions.sim.invariants import check_invariants
-from definitions.sim.world import World, make_world
+from .wallet_invariants import check_wallet_invariants
+from .world import World, make_world
+from .world_faults import Fault, Faults
 
-__all__ = ["Fault", "Faults", "World", "check_invariants", "make_world"]
+__all__ = ["Fault", "Faults", "World", "check_wallet_invariants", "make_world"]

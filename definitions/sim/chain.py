@@ -9,11 +9,10 @@ mined conflicting spend evicts the mempool txs it conflicts with, with their des
 
 from __future__ import annotations
 
-from definitions.model import BOARD_PREFIX, OutPoint, Tx, TxOut, digest
-from definitions.model import board_address as board_address  # re-exported (moved to model)
-from definitions.services import ChainRejected, SpendInfo, TxState, TxStatus
-from definitions.sim.db import Db, dump, load
-from definitions.sim.faults import FaultGate
+from ..model import BOARD_PREFIX, OutPoint, Tx, TxOut, digest
+from ..services.chain import ChainRejected, SpendInfo, TxState, TxStatus
+from .db import Db, dump, load
+from .world_faults import FaultGate
 
 CHAIN_SCHEMA = """
 CREATE TABLE IF NOT EXISTS chain_tx (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from definitions.sim.db import Db
+from .db import Db
 
 EPOCH = 1_700_000_000.0
 

@@ -16,9 +16,10 @@ import hashlib
 import attrs
 
 import fsm
-from definitions.services import INVALID_ARGUMENT
-from definitions.sim.db import Db
 from fsm.ids import INCARNATION_MARK, action_of_key
+
+from ..services.ark_server import INVALID_ARGUMENT
+from .db import Db
 
 LEDGER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from definitions.model import (
+from ..model import (
     Movement,
     MovementStatus,
     MovementUpdate,
@@ -22,8 +22,8 @@ from definitions.model import (
     digest,
     vtxo_resource,
 )
-from definitions.services import InsufficientFunds, VtxoStateError
-from definitions.sim.db import META_SCHEMA, Db, dump, load
+from ..services.wallet import InsufficientFunds, VtxoStateError
+from .db import META_SCHEMA, Db, dump, load
 
 WALLET_SCHEMA = (
     META_SCHEMA

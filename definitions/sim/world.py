@@ -11,18 +11,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import fsm
-from definitions.model import OutPoint, PubkeyPolicy, Tx, TxOut, Vtxo, VtxoState, digest
-from definitions.services import InsufficientFunds, Services, WalletConfig, WalletStore
-from definitions.sim.chain import CHAIN_SCHEMA, ChainState, SimChain
-from definitions.sim.clock import SimClock
-from definitions.sim.db import META_SCHEMA, Db, dump, load
-from definitions.sim.faults import FAULTS_SCHEMA, Fault, FaultGate, Faults
-from definitions.sim.ledger import LEDGER_SCHEMA, Flow, Ledger
-from definitions.sim.lightning import LIGHTNING_SCHEMA, LightningState, SimLightning
-from definitions.sim.rpc import SimServer
-from definitions.sim.server import LIVE, SERVER_SCHEMA
-from definitions.sim.server_ln import LN_SERVER_SCHEMA, ServerState
-from definitions.sim.wallet_store import SqliteWalletStore
+
+from ..model import OutPoint, PubkeyPolicy, Tx, TxOut, Vtxo, VtxoState, digest
+from ..services import Services, WalletConfig
+from ..services.wallet import InsufficientFunds, WalletStore
+from .ark_server import SimArkServer
+from .ark_state import LIVE, SERVER_SCHEMA
+from .chain import CHAIN_SCHEMA, ChainState, SimChain
+from .clock import SimClock
+from .db import META_SCHEMA, Db, dump, load
+from .ledger import LEDGER_SCHEMA, Flow, Ledger
+from .lightning_node import LIGHTNING_SCHEMA, LightningNodeState, SimLightningNode
+from .server_state import LN_SERVER_SCHEMA, ServerState
+from .wallet_store import SqliteWalletStore
+from .world_faults import FAULTS_SCHEMA, Fault, FaultGate, Faults
 
 WORLD_SCHEMA = ";".join(
     [
@@ -91,9 +93,9 @@ class World:
         self.clock = SimClock(self.db)
         self.ledger = Ledger(self.db)
         self.chain = ChainState(self.db, self.gate)
-        self.lightning = LightningState(self.db, self.gate, self.clock)
+        self.lightning = LightningNodeState(self.db, self.gate, self.clock)
         self.server = ServerState(self.db, self.ledger, self.chain, self.lightning, self.clock)
-        self.rpc = SimServer(self.server, self.gate)
+        self.rpc = SimArkServer(self.server, self.gate)
 
     @property
     def faults(self) -> Faults:
@@ -120,7 +122,7 @@ class World:
         return Services(
             server=self.rpc,
             chain=SimChain(self.chain),
-            lightning=SimLightning(self.lightning, self.server),
+            lightning=SimLightningNode(self.lightning, self.server),
             onchain=self.onchain_wallet(),
             wallet=self.wallet_store(fsm_store.holder_of),
             clock=self.clock,

@@ -4,13 +4,16 @@ Rows a store may hold after a bug, a downgrade or a hand edit (unknown kind, unr
 an unknown state, a version newer than the code, an id that breaks the key rules, a payload
 of another action); broken kind definitions; bad command-line arguments. `try_bad_inputs`
 feeds each to the real code and returns how many it tried and every expectation that failed.
+The command line is run as a user runs it, ``python -m fsm``: the testing tools never import
+the CLI, which imports them for ``fsm torture``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
+import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +21,7 @@ from typing import Any
 
 import attrs
 
+import fsm
 from fsm.errors import DefinitionError
 from fsm.executor import DriveStatus, Executor
 from fsm.kind import Kind
@@ -97,57 +101,49 @@ def _bad_rows(folder: Path) -> tuple[int, list[str]]:
     return len(BAD_ROWS) + len(FOREIGN_ROWS), problems
 
 
+class _ById:
+    """What the broken kinds below share and get right: an ``action_id``."""
+
+    @staticmethod
+    def action_id(data: Ticket) -> str:
+        return data.ticket_id
+
+
 def _definitions() -> list[Callable[[], Any]]:
     """Kinds with one mistake each; every one must raise DefinitionError at class creation."""
 
     def no_initial() -> Any:
-        class NoInitial(Kind[Ticket, None]):
+        class NoInitial(_ById, Kind[Ticket, None]):
             name = "bad1"
             a = State()
             b = State.done()
             transitions = (a.to(b),)
 
-            @staticmethod
-            def action_id(data: Ticket) -> str:
-                return data.ticket_id
-
     def shadowed() -> Any:
-        class Shadowed(Kind[Ticket, None]):
+        class Shadowed(_ById, Kind[Ticket, None]):
             name = "bad2"
             a = State(initial=True)
             b = State.done()
             c = State.failed()
             transitions = (a.to(b), a.to(c))
 
-            @staticmethod
-            def action_id(data: Ticket) -> str:
-                return data.ticket_id
-
     def unreachable() -> Any:
-        class Unreachable(Kind[Ticket, None]):
+        class Unreachable(_ById, Kind[Ticket, None]):
             name = "bad3"
             a = State(initial=True)
             b = State.done()
             island = State()
             transitions = (a.to(b), island.to(b))
 
-            @staticmethod
-            def action_id(data: Ticket) -> str:
-                return data.ticket_id
-
     def wrong_arity() -> Any:
         def effect(data: Ticket) -> Ticket:
             return data
 
-        class WrongArity(Kind[Ticket, None]):
+        class WrongArity(_ById, Kind[Ticket, None]):
             name = "bad4"
             a = State(initial=True)
             b = State.done()
             transitions = (a.to(b, effect=effect),)  # type: ignore[arg-type]
-
-            @staticmethod
-            def action_id(data: Ticket) -> str:
-                return data.ticket_id
 
     def no_id() -> Any:
         class NoId(Kind[Ticket, None]):
@@ -185,14 +181,22 @@ BAD_ARGUMENTS: list[list[str]] = [
 
 
 def _bad_arguments() -> tuple[int, list[str]]:
-    from fsm.cli import main
-
+    """Run ``python -m fsm`` with each of `BAD_ARGUMENTS`, as a user would (so the testing
+    tools never import the command line, which runs them)."""
+    root = str(Path(fsm.__file__).resolve().parent.parent)  # this fsm, in the child too
+    paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     problems = []
     for argv in BAD_ARGUMENTS:
-        err = io.StringIO()
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            code = main(argv)
-        lines = err.getvalue().strip().splitlines()
+        proc = subprocess.run(
+            [sys.executable, "-m", "fsm", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        code = proc.returncode
+        lines = proc.stderr.strip().splitlines()
         if code != 2 or len(lines) != 1:
             problems.append(f"fsm {' '.join(argv)}: exit {code}, {len(lines)} stderr line(s)")
     return len(BAD_ARGUMENTS), problems

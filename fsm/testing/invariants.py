@@ -18,8 +18,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from fsm.diagram.model import KindGraph
 from fsm.errors import DecodeError, UnknownKind
-from fsm.graph import KindGraph
 from fsm.registry import Registry
 from fsm.store import Store, TransitionRow
 

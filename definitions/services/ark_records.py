@@ -1,0 +1,115 @@
+"""The records the Ark server's RPCs take and return (bark's ``server-rpc`` messages).
+
+Frozen attrs records, so a kind can keep them in its checkpoint (``fsm.CONVERTER`` stores them
+as they are) and the simulated server can store and replay them.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from ..model import Invoice, Network, Tx, Vtxo, VtxoRequest
+
+
+@attrs.frozen
+class ServerInfo:
+    """What the server publishes (bark's ``ArkInfo``) plus its fee schedule."""
+
+    network: Network
+    server_pubkey: str
+    required_board_confirmations: int
+    min_board_amount: int
+    board_fee: int
+    max_board_inputs: int
+    vtxo_expiry_delta: int
+    offboard_fee_rate: int
+    """sats per input and per output of an offboard tx (the sim's fee schedule)."""
+    max_offboard_inputs: int
+    dust_limit: int
+    htlc_send_expiry_delta: int
+    lightning_send_fee_base: int
+    lightning_send_fee_ppm: int
+    lightning_receive_fee: int
+    vtxo_exit_delta: int
+    htlc_expiry_delta: int
+    max_htlc_recv_cltv_delta: int
+
+    def offboard_fee(self, n_inputs: int, fee_rate: int | None = None) -> int:
+        """The fee of offboarding ``n_inputs`` VTXOs to one destination at ``fee_rate``."""
+        rate = self.offboard_fee_rate if fee_rate is None else fee_rate
+        return rate * (n_inputs + 1)
+
+    def lightning_send_fee(self, amount: int) -> int:
+        return self.lightning_send_fee_base + amount * self.lightning_send_fee_ppm // 1_000_000
+
+
+@attrs.frozen
+class BoardRequest:
+    """``request_board_cosign``: the board output ``funding_tx.outputs[vout]`` (gross amount)
+    becomes one VTXO of ``amount - board_fee`` for ``user_pubkey``."""
+
+    funding_tx: Tx
+    vout: int
+    user_pubkey: str
+    expiry_height: int
+
+
+@attrs.frozen
+class OffboardRequest:
+    """``prepare_offboard``. ``input_ids`` sorted (the server replays identical requests);
+    ``fee_rate`` is the rate committed at start, re-sent verbatim on every prepare."""
+
+    input_ids: list[str]
+    destination: str
+    net_amount: int
+    deduct_fees_from_gross: bool
+    fee_rate: int
+
+
+@attrs.frozen
+class PreparedOffboard:
+    """The unsigned offboard tx and the server's forfeit nonces (stable across replays)."""
+
+    unsigned_tx: Tx
+    forfeit_nonces: list[str]
+
+
+@attrs.frozen
+class HtlcSendRequest:
+    """``request_lightning_pay_htlc_cosign``: ``inputs`` become one server-HTLC-send VTXO of
+    ``amount + fee`` (fee from `ServerInfo.lightning_send_fee`) plus ``change``."""
+
+    input_ids: list[str]
+    invoice: Invoice
+    amount: int
+    htlc_pubkey: str
+    htlc_expiry: int
+    change: list[VtxoRequest]
+
+
+class ReceiveState(enum.Enum):
+    """Server-side state of a Lightning receive (bark's ``LightningReceiveStatus``)."""
+
+    CREATED = "created"
+    ACCEPTED = "accepted"
+    HTLCS_READY = "htlcs_ready"
+    SETTLED = "settled"
+    CANCELED = "canceled"
+
+
+@attrs.frozen
+class ReceiveStatus:
+    state: ReceiveState
+    amount: int
+    """What the payer paid (sats), 0 before that."""
+
+
+@attrs.frozen
+class ReceiveGrant:
+    """``prepare_lightning_receive_claim``: the HTLC-recv VTXOs (sorted by id) and the amount
+    the payer paid; ``amount - sum(vtxos)`` is the receive fee."""
+
+    htlc_vtxos: list[Vtxo]
+    amount: int

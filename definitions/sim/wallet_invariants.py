@@ -1,0 +1,199 @@
+"""The wallet's invariants over the world, the wallet store and the fsm store
+(docs/simulation.md). They complement `fsm.testing.check_invariants`, which checks fsm's own
+rows for any kind; these know what a wallet's money must do.
+
+`check_wallet_invariants` returns one readable line per violation (empty: all good):
+
+1. **exactly once**: no idempotency key applied its effect more than once, and no effect
+   (``effect_id``) was applied under two keys;
+2. **spent and spendable**: every VTXO the wallet holds as spendable is live on the server
+   (or a board the server has cosigned but not registered yet);
+3. **conservation** of the world's money (formula in `Balance`);
+4. **nothing lost when idle**: with no live action, every live plain VTXO the server says the
+   wallet owns is spendable (or exited) in the wallet;
+5. **no orphaned resource**: every fsm resource is held by an action that still has its row.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+import fsm
+
+from ..model import BOARD_PREFIX, OutPoint, PubkeyPolicy, VtxoState
+from .ark_state import BOARD_PENDING, LIVE
+from .ledger import Flow
+from .wallet_store import SqliteWalletStore
+from .world import World
+
+WALLET_PREFIX = "wallet:"
+TRACKED = (WALLET_PREFIX, BOARD_PREFIX)
+
+
+@attrs.frozen
+class Balance:
+    """The terms of the conservation formula, all in sats::
+
+        funding + ln_in == live_vtxos + onchain + boards_in_flight
+                           + ln_out + offboard_out + server_fees + onchain_out + onchain_fees
+
+    ``live_vtxos`` splits into ``wallet_spendable`` (incl. VTXOs held by live actions),
+    ``wallet_in_flight`` (live, owned by wallet keys, not spendable in the wallet: HTLCs, change
+    still in a checkpoint) and ``others`` (owned by other keys: arkoor payments sent away).
+    """
+
+    funding: int
+    ln_in: int
+    wallet_spendable: int
+    wallet_in_flight: int
+    others: int
+    onchain: int
+    boards_in_flight: int
+    ln_out: int
+    offboard_out: int
+    server_fees: int
+    onchain_out: int
+    onchain_fees: int
+
+    @property
+    def sources(self) -> int:
+        return self.funding + self.ln_in
+
+    @property
+    def uses(self) -> int:
+        return (
+            self.wallet_spendable
+            + self.wallet_in_flight
+            + self.others
+            + self.onchain
+            + self.boards_in_flight
+            + self.ln_out
+            + self.offboard_out
+            + self.server_fees
+            + self.onchain_out
+            + self.onchain_fees
+        )
+
+
+def balance(world: World, wallet: SqliteWalletStore) -> Balance:
+    flows = world.ledger.totals()
+    keys = wallet.pubkeys()
+    spendable = {v.id for v, _ in wallet.vtxos(VtxoState.SPENDABLE)}
+    mine = in_flight = others = 0
+    for vtxo, status in world.server.vtxos():
+        if status != LIVE:
+            continue
+        if vtxo.pubkey not in keys:
+            others += vtxo.amount
+        elif vtxo.id in spendable:
+            mine += vtxo.amount
+        else:
+            in_flight += vtxo.amount
+    registered_boards = {
+        (str(txid), int(vout))
+        for txid, vout in world.db.all(
+            "SELECT b.funding_txid, b.vout FROM srv_board b JOIN srv_vtxo v ON v.id = b.vtxo_id "
+            "WHERE v.status != ?",
+            (BOARD_PENDING,),
+        )
+    }
+    onchain = sum(o.amount for _, o in world.chain.unspent(WALLET_PREFIX))
+    boards = sum(
+        o.amount
+        for op, o in world.chain.unspent(BOARD_PREFIX)
+        if (op.txid, op.vout) not in registered_boards
+    )
+    onchain_out = onchain_fees = 0
+    for tx, fee in world.chain.effective():
+        if any(_tracked(world, op) for op in tx.inputs):
+            onchain_fees += fee
+            onchain_out += sum(o.amount for o in tx.outputs if not o.address.startswith(TRACKED))
+    return Balance(
+        funding=flows[Flow.FUNDING],
+        ln_in=flows[Flow.LN_IN],
+        wallet_spendable=mine,
+        wallet_in_flight=in_flight,
+        others=others,
+        onchain=onchain,
+        boards_in_flight=boards,
+        ln_out=flows[Flow.LN_OUT],
+        offboard_out=flows[Flow.OFFBOARD_OUT],
+        server_fees=flows[Flow.SERVER_FEE],
+        onchain_out=onchain_out,
+        onchain_fees=onchain_fees,
+    )
+
+
+def _tracked(world: World, op: OutPoint) -> bool:
+    out = world.chain.output(op)
+    return out is not None and out.address.startswith(TRACKED)
+
+
+def check_wallet_invariants(world: World, wallet: SqliteWalletStore, store: fsm.Store) -> list[str]:
+    return [
+        *_exactly_once(world),
+        *_spent_and_spendable(world, wallet),
+        *_conservation(world, wallet),
+        *_nothing_lost_when_idle(world, wallet, store),
+        *_no_orphaned_resources(store),
+    ]
+
+
+def _exactly_once(world: World) -> list[str]:
+    problems = [
+        f"idempotency key {key!r} ({rpc}) applied its effect {n} times"
+        for key, rpc, n in world.db.all("SELECT key, rpc, applied FROM ledger WHERE applied > 1")
+    ]
+    for effect, n, keys in world.db.all(
+        "SELECT effect_id, SUM(applied), GROUP_CONCAT(key, ', ') FROM ledger "
+        "GROUP BY effect_id HAVING SUM(applied) > 1"
+    ):
+        problems.append(f"effect {effect} applied {n} times (keys {keys})")
+    return problems
+
+
+def _spent_and_spendable(world: World, wallet: SqliteWalletStore) -> list[str]:
+    problems = []
+    for vtxo, _ in wallet.vtxos(VtxoState.SPENDABLE):
+        row = world.server.vtxo(vtxo.id)
+        if row is None:
+            problems.append(f"vtxo {vtxo.id} is spendable in the wallet, unknown to the server")
+        elif row[1] not in (LIVE, BOARD_PENDING):
+            problems.append(
+                f"vtxo {vtxo.id} is spendable in the wallet but {row[1]} on the server "
+                f"(by {row[2]})"
+            )
+    return problems
+
+
+def _conservation(world: World, wallet: SqliteWalletStore) -> list[str]:
+    b = balance(world, wallet)
+    if b.sources == b.uses:
+        return []
+    return [f"money not conserved: funding + ln_in = {b.sources} != {b.uses} = uses ({b})"]
+
+
+def _nothing_lost_when_idle(world: World, wallet: SqliteWalletStore, store: fsm.Store) -> list[str]:
+    if store.rows():
+        return []
+    keys = wallet.pubkeys()
+    problems = []
+    for vtxo, status in world.server.vtxos():
+        if status != LIVE or vtxo.pubkey not in keys or not isinstance(vtxo.policy, PubkeyPolicy):
+            continue
+        state = wallet.vtxo_state(vtxo.id)
+        if state not in (VtxoState.SPENDABLE, VtxoState.EXITED):
+            problems.append(
+                f"vtxo {vtxo.id} ({vtxo.amount} sats) is the wallet's on the server but "
+                f"{state.value if state else 'missing'} in the wallet, with no action in flight"
+            )
+    return problems
+
+
+def _no_orphaned_resources(store: fsm.Store) -> list[str]:
+    live = {row.id for row in store.rows()}
+    return [
+        f"resource {name} is held by {holder}, which has no row (finished or missing)"
+        for name, holder in sorted(store.all_resources().items())
+        if holder not in live
+    ]

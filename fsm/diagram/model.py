@@ -1,0 +1,63 @@
+"""The diagram IR: a kind reduced to named states and labelled edges.
+
+Extracted once from a kind's compiled table (`fsm.kind.Kind.graph`), rendered by the
+renderers of `fsm.diagram`. Keeping this small and free of callables is what lets every
+renderer stay a short pure function, and lets overlays (current state, counts per state) be
+plain data added beside it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+Role = Literal["step", "wait", "done", "failed"]
+EdgeStyle = Literal["transition", "rejection", "retry"]
+
+
+@attrs.frozen
+class StateNode:
+    """A state: its name, its role, and whether it is the initial state.
+
+    ``handler`` names the state's rejection handler when it did not declare its targets (with
+    `fsm.handled`): those are decided at run time, so they cannot be drawn as edges.
+    """
+
+    name: str
+    role: Role
+    initial: bool = False
+    doc: str | None = None
+    handler: str | None = None
+
+
+@attrs.frozen
+class Edge:
+    """A transition (or a rejection route) with the names of its guard and effect.
+
+    ``handler`` names the rejection handler that may take this edge (a target it declared
+    with `fsm.handled`); such edges have the ``rejection`` style.
+    """
+
+    source: str
+    target: str
+    guard: str | None = None
+    effect: str | None = None
+    style: EdgeStyle = "transition"
+    handler: str | None = None
+
+
+@attrs.frozen
+class KindGraph:
+    """One kind as a graph: states in declaration order, edges in table order."""
+
+    name: str
+    version: int
+    states: tuple[StateNode, ...]
+    edges: tuple[Edge, ...]
+
+    def state(self, name: str) -> StateNode:
+        for node in self.states:
+            if node.name == name:
+                return node
+        raise KeyError(f"kind {self.name!r} has no state {name!r}")

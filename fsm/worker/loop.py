@@ -1,0 +1,277 @@
+"""A worker: drives due actions from a shared database until told to stop.
+
+Any number of workers, on any number of hosts, can share one PostgreSQL database (or several
+processes one SQLite file). Each loop iteration claims a batch of due actions with
+`Store.claim_due` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so workers never queue behind
+each other), drives each until it parks or ends, and meanwhile renews its leases so a long
+step is not taken over. A worker that stalls past its lease (paused, cut off) loses the
+action to another worker; its own writes are then refused by the fencing epoch.
+
+Between batches it sleeps until the earliest wake-up, a notification (PostgreSQL
+``LISTEN fsm_due``, sent when an action is started or notified), or a short poll interval.
+
+A worker outlives its database's outages. A transient error in its own loop (a killed backend,
+a server restart, an unreachable host, a locked SQLite file) is logged, one line per failure,
+and the loop tries again after an exponential backoff (`BACKOFF_FIRST` doubling up to
+`BACKOFF_CAP`); the store reconnects on the next call. Drives in flight keep their meaning: a
+drive whose write fails lets go of its action, which becomes due again once its lease is
+released or expires. The worker gives up (`DatabaseUnavailable`, exit code 1) only when the
+outage lasts longer than ``max_outage``, or when its SQLite file is deleted or replaced under
+it: writing on into an unlinked file would lose every step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Generic
+
+import attrs
+
+from fsm.errors import DatabaseUnavailable
+from fsm.executor import DriveResult, Executor
+from fsm.protocol import S
+from fsm.store import Claimed, is_transient
+from fsm.worker.dbfile import DatabaseFile
+from fsm.worker.listener import Listener
+from fsm.worker.outage import MAX_OUTAGE, Outage, backoff, error_line
+
+log = logging.getLogger("fsm.worker")
+
+
+@attrs.define
+class WorkerStats:
+    """What one worker did, by drive status."""
+
+    claimed: int = 0
+    by_status: dict[str, int] = attrs.Factory(dict)
+
+    def count(self, result: DriveResult) -> None:
+        key = result.status.value
+        self.by_status[key] = self.by_status.get(key, 0) + 1
+
+
+class Worker(Generic[S]):
+    """Drives due actions through ``executor`` until `stop` is called.
+
+    ``concurrency``: drives in flight at once. ``poll``: the longest sleep between two looks
+    for due work (the only wake-up source on SQLite besides wake-up times).
+    ``on_result``: called with every finished drive (the CLI logs one line per outcome).
+    ``max_outage``: seconds of consecutive database failures in the worker's loop after which
+    `run` raises `DatabaseUnavailable`; ``0`` gives up at the first failure (for a
+    supervisor that restarts the process), ``math.inf`` never gives up.
+    """
+
+    def __init__(
+        self,
+        executor: Executor[S],
+        *,
+        concurrency: int = 8,
+        poll: float = 0.2,
+        on_result: Callable[[DriveResult], None] | None = None,
+        max_outage: float = MAX_OUTAGE,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if not max_outage >= 0:  # also refuses NaN
+            raise ValueError(f"max_outage must be >= 0 seconds, got {max_outage}")
+        self.executor = executor
+        self.store = executor.store
+        self.concurrency = concurrency
+        self.poll = poll
+        self.on_result = on_result
+        self.max_outage = max_outage
+        self.stats = WorkerStats()
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._outage: Outage | None = None
+        self._unreleased: dict[str, int] = {}  # action id -> epoch of a failed drive's claim
+        self._file = DatabaseFile.of(self.store)
+        self._drivable: dict[str, int] = {}
+
+    def stop(self) -> None:
+        """Finish the steps in flight, release the leases, and return from `run`."""
+        self.executor.stop_after_current_steps()
+        self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Look for due work now (thread-safe through the loop; used by the listener)."""
+        self._wake.set()
+
+    async def run(self) -> WorkerStats:
+        """Drive due actions until `stop`; raises `DatabaseUnavailable` when giving up.
+
+        Whatever ends the loop, the drives in flight finish their current step first.
+        """
+        in_flight: set[asyncio.Task[DriveResult]] = set()
+        self._drivable = self._kinds()  # read once: every claim and wake-up filters by it
+        renewer = asyncio.create_task(self._renew_leases())
+        listener = Listener.start(self.store, self.wake)
+        try:
+            while not self._stop.is_set():
+                if self._file is not None:
+                    self._file.check()
+                try:
+                    await self._serve_once(in_flight)
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    await self._back_off(exc)
+                else:
+                    self._database_ok()
+        finally:
+            self.executor.stop_after_current_steps()
+            if in_flight:
+                await asyncio.wait(in_flight)
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            if listener is not None:
+                listener.close()
+        return self.stats
+
+    async def _serve_once(self, in_flight: set[asyncio.Task[DriveResult]]) -> None:
+        """Claim a batch, start its drives, and wait for room or for work to come due."""
+        self._release_unreleased()
+        free = self.concurrency - len(in_flight)
+        batch = self._claim(free) if free else []
+        self.stats.claimed += len(batch)
+        for claimed in batch:
+            task = asyncio.create_task(self.executor.drive_claimed(claimed))
+            in_flight.add(task)
+            task.add_done_callback(self._finished(in_flight, claimed))
+        if not batch:
+            await self._wait(in_flight, timeout=self._idle_timeout())
+        elif len(in_flight) >= self.concurrency:
+            await self._wait(in_flight, timeout=None)
+
+    async def _back_off(self, exc: Exception) -> None:
+        """Log one line for this failure and wait before trying again, or give up."""
+        now = time.monotonic()
+        if self._outage is None:
+            self._outage = Outage(now)
+        outage = self._outage
+        outage.failures += 1
+        down = now - outage.started
+        if down >= self.max_outage:
+            log.error(
+                "database unavailable for %.1fs (%d failure(s)), giving up (max outage %gs): %s",
+                down,
+                outage.failures,
+                self.max_outage,
+                error_line(exc),
+            )
+            raise DatabaseUnavailable(
+                f"database unavailable for {down:.1f}s, longer than the "
+                f"{self.max_outage:g}s allowed: {error_line(exc)}"
+            ) from exc
+        delay = min(backoff(outage.failures), self.max_outage - down)
+        log.warning(
+            "database unavailable (failure %d, down %.1fs): %s; retrying in %.2fs",
+            outage.failures,
+            down,
+            error_line(exc),
+            delay,
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay)
+
+    def _database_ok(self) -> None:
+        if self._outage is not None:
+            log.warning(
+                "database back after %.1fs (%d failure(s))",
+                time.monotonic() - self._outage.started,
+                self._outage.failures,
+            )
+            self._outage = None
+
+    def _finished(
+        self, in_flight: set[asyncio.Task[DriveResult]], claimed: Claimed
+    ) -> Callable[[asyncio.Task[DriveResult]], None]:
+        failed_before = self.store.failed_calls
+
+        def done(task: asyncio.Task[DriveResult]) -> None:
+            in_flight.discard(task)
+            self._wake.set()
+            exc = None if task.cancelled() else task.exception()
+            if task.cancelled() or exc is not None or self.store.failed_calls != failed_before:
+                self._unreleased[claimed.id] = claimed.epoch
+            if task.cancelled():
+                return
+            if exc is not None:
+                log.error("drive crashed: %r", exc)
+                return
+            result = task.result()
+            self.stats.count(result)
+            if self.on_result is not None:
+                self.on_result(result)
+
+        return done
+
+    def _kinds(self) -> dict[str, int]:
+        """What this worker can drive: each kind it loads, up to the version it reads."""
+        registry = self.executor.registry
+        return {name: registry.get(name).version for name in registry}
+
+    def _claim(self, free: int) -> list[Claimed]:
+        """Claim up to ``free`` due actions, only of the kinds and versions we can drive.
+
+        Another team's kinds, or rows a newer release wrote during a rolling deploy, are left
+        for the workers that load them: claiming them would quarantine live actions.
+        """
+        ex = self.executor
+        return self.store.claim_due(ex.owner, ex.clock(), free, kinds=self._drivable)
+
+    def _release_unreleased(self) -> None:
+        """Let go again of the actions whose drives may have failed to let go themselves.
+
+        A drive that fails on the database tries to release its lease (or to delete its
+        finished row), which fails as well during an outage; the action would then wait for
+        the lease to expire. So every drive that ended while any database call of this
+        store failed is released once more, as soon as the database answers. Releasing is
+        fenced by the claim's epoch: it never touches a later claim, ours or another's, and
+        is a no-op for a drive that did let go (or whose row is gone).
+        """
+        while self._unreleased:
+            action_id, epoch = next(iter(self._unreleased.items()))
+            self.store.unclaim(action_id, epoch)
+            del self._unreleased[action_id]
+
+    def _idle_timeout(self) -> float:
+        next_wake = self.store.next_wake(kinds=self._drivable)
+        if next_wake is None:
+            return self.poll
+        return max(0.0, min(self.poll, next_wake - self.executor.clock()))
+
+    async def _wait(self, in_flight: set[asyncio.Task[DriveResult]], timeout: float | None) -> None:
+        """Sleep until a drive finishes, a notification arrives, stop, or ``timeout``."""
+        self._wake.clear()
+        waker = asyncio.create_task(self._wake.wait())
+        try:
+            await asyncio.wait({waker, *in_flight}, timeout=timeout, return_when="FIRST_COMPLETED")
+        finally:
+            waker.cancel()
+
+    async def _renew_leases(self) -> None:
+        """Keep the leases of the drives in flight alive; free those of dead drivers here.
+
+        Only the actions the executor is driving at this moment: a lease our owner token still
+        holds on an action whose drive ended (its release failed) must run out, so that some
+        worker drives that action again.
+        """
+        ttl = self.store.lease_ttl
+        while True:
+            try:
+                self.store.release_dead_leases()
+            except Exception as exc:  # tried again on the next round
+                log.warning("could not release dead drivers' leases: %s", exc)
+            await asyncio.sleep(ttl / 3)
+            ex = self.executor
+            try:
+                self.store.renew(ex.owner, ex.clock() + ttl, ex.driving)
+            except Exception as exc:  # the next write will tell whether the lease survived
+                log.warning("could not renew leases: %s", exc)

@@ -1,0 +1,81 @@
+"""The ``fsm worker`` process: a `Worker` with logging, signal handling and an exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterable
+from typing import Any
+
+from fsm.errors import DatabaseUnavailable
+from fsm.executor import DriveResult, Executor
+from fsm.store import Store
+from fsm.worker.logs import configure_logging
+from fsm.worker.loop import Worker
+from fsm.worker.outage import MAX_OUTAGE
+
+log = logging.getLogger("fsm.worker")
+
+
+def run_worker(
+    store: Store,
+    services: Any,
+    kinds: Iterable[Any],
+    *,
+    concurrency: int = 8,
+    poll: float = 0.2,
+    json_logs: bool = False,
+    max_outage: float = MAX_OUTAGE,
+) -> int:
+    """The ``fsm worker`` process: log one line per outcome, stop cleanly on SIGTERM/SIGINT.
+
+    Returns the exit code: 0 after a clean stop (steps in flight finished, leases released),
+    1 after giving up on the database (`Worker` ``max_outage``, a lost SQLite file).
+    """
+    configure_logging(json_logs)
+    executor: Executor[Any] = Executor(store, services, kinds=kinds)
+    outcome_log = logging.getLogger("fsm.worker.outcome")
+
+    def report(result: DriveResult) -> None:
+        error = None if result.error is None else str(result.error)
+        outcome_log.info(
+            "action %s: %s in %s after %d step(s)%s",
+            result.id,
+            result.status.value,
+            result.state,
+            result.steps,
+            f" ({error})" if error else "",
+            extra={
+                "action": result.id,
+                "status": result.status.value,
+                "state": result.state,
+                "steps": result.steps,
+                "error": error,
+            },
+        )
+
+    async def main() -> None:
+        worker = Worker(
+            executor,
+            concurrency=concurrency,
+            poll=poll,
+            on_result=report,
+            max_outage=max_outage,
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        log.info("worker %s started (concurrency %d)", executor.owner, concurrency)
+        stats = await worker.run()
+        log.info("worker %s stopped: %s", executor.owner, stats.by_status)
+
+    try:
+        asyncio.run(main())
+    except DatabaseUnavailable:
+        return 1  # the worker logged why, in one line
+    finally:
+        with contextlib.suppress(Exception):  # the connection may be long gone
+            store.close()
+    return 0

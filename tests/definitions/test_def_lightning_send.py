@@ -1,0 +1,376 @@
+"""The lightning send kind against the simulated world: reference 2.4, state by state."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from send_support import Wallet, double_drive, run_child
+
+import fsm
+from fsm_bark.lightning_send import (
+    REVOCATION_ATTEMPTS,
+    AlreadyPaid,
+    action_id_of,
+    lightning_send_finished,
+    pay_lightning_invoice,
+    start_lightning_send,
+)
+from fsm_bark.model import Invoice, MovementStatus, ServerHtlcSendPolicy, VtxoState
+from fsm_bark.services import WalletConfig
+from fsm_bark.sim import Fault
+
+AMOUNT = 10_000
+FEE = 20  # the sim server: 10 base + 1000 ppm
+HTLC_DELTA = 60  # the sim server's htlc_send_expiry_delta
+THRESHOLD = WalletConfig().vtxo_refresh_expiry_threshold
+
+
+@pytest.fixture
+def w(tmp_path: Path) -> Iterator[Wallet]:
+    wallet = Wallet(tmp_path)
+    yield wallet
+    wallet.close()
+
+
+def invoice(w: Wallet, *, fail: bool = False, pending_polls: int = 0) -> Invoice:
+    inv = w.world.lightning.create_invoice(AMOUNT, "coffee", f"inv-{fail}-{pending_polls}")
+    w.world.lightning.set_outcome(inv.payment_hash, fail=fail, pending_polls=pending_polls)
+    return inv
+
+
+def fund(w: Wallet) -> str:
+    [v] = w.world.fund_vtxos(w.wallet, [50_000])
+    return v.id
+
+
+def pay(w: Wallet, inv: Invoice, *, wait: bool = True, exit_ok: bool = False) -> fsm.DriveResult:
+    return asyncio.run(
+        pay_lightning_invoice(w.executor, inv, wait=wait, allow_exit_of_htlcs=exit_ok)
+    )
+
+
+def drive(
+    w: Wallet, inv: Invoice, mode: fsm.DriveMode = fsm.DriveMode.UNTIL_DONE
+) -> fsm.DriveResult:
+    return asyncio.run(w.executor.notify(action_id_of(inv.payment_hash), mode))
+
+
+def path(w: Wallet, inv: Invoice) -> list[tuple[str, str | None, str]]:
+    return [
+        (t.from_state, t.to_state, t.via)
+        for t in w.store.transitions(action_id_of(inv.payment_hash))
+    ]
+
+
+def movement(w: Wallet, inv: Invoice):  # type: ignore[no-untyped-def]
+    m = w.wallet.movement_of(action_id_of(inv.payment_hash))
+    assert m is not None
+    return m
+
+
+def htlc_of(w: Wallet) -> str:
+    [htlc] = [v for v, _ in w.wallet.vtxos() if isinstance(v.policy, ServerHtlcSendPolicy)]
+    return htlc.id
+
+
+def test_happy_path_pays_records_the_fact_and_keeps_the_change(w: Wallet) -> None:
+    input_id = fund(w)
+    inv = invoice(w)
+    result = pay(w, inv)
+    assert result.status is fsm.DriveStatus.DONE, result
+    assert [p[:2] for p in path(w, inv)] == [
+        ("start", "htlc_received"),
+        ("htlc_received", "payment_initiated"),
+        ("payment_initiated", None),
+    ]
+    assert w.wallet.paid_invoice(inv.payment_hash) is not None
+    assert w.wallet.vtxo_state(input_id) is VtxoState.SPENT
+    assert w.wallet.vtxo_state(htlc_of(w)) is VtxoState.SPENT
+    change = [v.amount for v, _ in w.wallet.vtxos(VtxoState.SPENDABLE)]
+    assert sorted(change) == [19_990, 19_990]  # 39_980 change > 10_000: split in two
+    m = movement(w, inv)
+    assert m.status is MovementStatus.SUCCESSFUL
+    assert (m.intended_balance, m.effective_balance, m.fee) == (-AMOUNT, -AMOUNT - FEE, FEE)
+    assert "preimage" in m.metadata
+    assert w.store.all_resources() == {}
+    assert w.problems() == []
+    with pytest.raises(AlreadyPaid):
+        asyncio.run(start_lightning_send(w.services, inv))
+
+
+def test_inputs_are_resources_of_the_first_checkpoint_and_the_htlc_is_held(w: Wallet) -> None:
+    input_id = fund(w)
+    inv = invoice(w, pending_polls=100)
+    action, resources = asyncio.run(start_lightning_send(w.services, inv))
+    assert action.id == f"ln_pay.{inv.payment_hash}"
+    assert resources == [f"vtxo.{input_id}"]
+    assert w.wallet.movements() == []  # nothing written before the checkpoint
+    asyncio.run(w.executor.start(action, resources=resources))
+    result = asyncio.run(w.executor.drive(action.id))
+    assert result.status is fsm.DriveStatus.PARKED and result.state == "payment_initiated"
+    assert set(w.store.resources_of(action.id)) == {f"vtxo.{input_id}", f"vtxo.{htlc_of(w)}"}
+    assert movement(w, inv).status is MovementStatus.PENDING
+
+
+def test_failed_payment_is_revoked(w: Wallet) -> None:
+    fund(w)
+    inv = invoice(w, fail=True)
+    assert pay(w, inv).status is fsm.DriveStatus.DONE
+    assert path(w, inv)[-2:] == [
+        ("payment_initiated", "revocable", "step"),
+        ("revocable", None, "step"),
+    ]
+    m = movement(w, inv)
+    assert m.status is MovementStatus.FAILED and m.effective_balance == 0
+    revoked = [v for v, _ in w.wallet.vtxos(VtxoState.SPENDABLE) if v.amount == AMOUNT + FEE]
+    assert len(revoked) == 1 and revoked[0].id in m.produced
+    assert w.wallet.vtxo_state(htlc_of(w)) is VtxoState.SPENT
+    assert w.wallet.paid_invoice(inv.payment_hash) is None
+    assert w.problems() == []
+
+
+def test_paying_again_after_a_revoked_attempt_uses_keys_of_its_own(w: Wallet) -> None:
+    """The second send of one payment hash is a new incarnation of ``ln_pay.<hash>``: the
+    server must not see the first attempt's keys with a different request."""
+    fund(w)
+    inv = invoice(w, fail=True)
+    assert pay(w, inv).status is fsm.DriveStatus.DONE
+    assert movement(w, inv).status is MovementStatus.FAILED
+    w.world.lightning.set_outcome(inv.payment_hash, fail=False)
+    again = pay(w, inv)
+    assert again.status is fsm.DriveStatus.DONE and again.state == "paid"
+    assert w.wallet.paid_invoice(inv.payment_hash) is not None
+    assert w.problems() == []
+
+
+def test_cosign_rejection_fails_the_movement_and_releases_the_inputs(w: Wallet) -> None:
+    input_id = fund(w)
+    inv = invoice(w)
+    w.world.script_fault("request_lightning_pay_htlc_cosign", Fault.REJECT_INVALID_ARGUMENT)
+    result = pay(w, inv)
+    assert result.status is fsm.DriveStatus.FAILED
+    assert path(w, inv) == [
+        ("start", "abandoning", "rejection"),
+        ("abandoning", None, "step"),
+    ]
+    m = movement(w, inv)  # bark leaves it pending forever (defect 5)
+    assert m.status is MovementStatus.FAILED and m.effective_balance == 0
+    assert w.wallet.vtxo_state(input_id) is VtxoState.SPENDABLE
+    assert w.store.all_resources() == {}
+    assert w.problems() == []
+
+
+def test_near_expiry_at_start_adopts_an_htlc_the_server_made(w: Wallet) -> None:
+    """Cosign applied, answer lost, then near expiry: bark would release spent inputs."""
+    input_id = fund(w)
+    inv = invoice(w)
+    w.world.script_fault("request_lightning_pay_htlc_cosign", Fault.LOSE_RESPONSE)
+    result = pay(w, inv, wait=False)
+    assert result.status is fsm.DriveStatus.PARKED and result.state == "start"
+    w.world.mine(HTLC_DELTA - THRESHOLD + 1)
+    assert drive(w, inv).status is fsm.DriveStatus.DONE
+    assert [p[:2] for p in path(w, inv)][1:] == [
+        ("start", "abandoning"),
+        ("abandoning", "htlc_received"),
+        ("htlc_received", "revocable"),
+        ("revocable", None),
+    ]
+    assert w.wallet.vtxo_state(input_id) is VtxoState.SPENT
+    assert movement(w, inv).status is MovementStatus.FAILED
+    cosigns = [e for e in w.world.ledger.entries() if e.rpc == "request_lightning_pay_htlc_cosign"]
+    assert sum(e.applied for e in cosigns) == 1  # the adoption was a replay
+    assert w.problems() == []
+
+
+def test_near_expiry_at_start_without_an_htlc_gives_up(w: Wallet) -> None:
+    input_id = fund(w)
+    inv = invoice(w)
+    w.world.script_fault("request_lightning_pay_htlc_cosign", Fault.DROP_REQUEST)
+    assert pay(w, inv, wait=False).state == "start"
+    w.world.mine(HTLC_DELTA - THRESHOLD + 1)
+    assert drive(w, inv).status is fsm.DriveStatus.FAILED
+    assert [p[1] for p in path(w, inv)][1:] == ["abandoning", None]
+    assert w.wallet.vtxo_state(input_id) is VtxoState.SPENDABLE
+    assert movement(w, inv).status is MovementStatus.FAILED
+    assert w.problems() == []
+
+
+def test_initiate_rejection_revokes(w: Wallet) -> None:
+    fund(w)
+    inv = invoice(w)
+    w.world.script_fault("initiate_lightning_payment", Fault.REJECT_INVALID_ARGUMENT)
+    assert pay(w, inv).status is fsm.DriveStatus.DONE
+    assert ("htlc_received", "revocable", "rejection") in path(w, inv)
+    assert movement(w, inv).status is MovementStatus.FAILED
+    assert w.problems() == []
+
+
+def test_pending_near_expiry_revokes_and_a_refused_revocation_gets_stuck(w: Wallet) -> None:
+    fund(w)
+    inv = invoice(w, pending_polls=10_000)
+    assert pay(w, inv, wait=False).state == "payment_initiated"
+    w.world.mine(HTLC_DELTA - THRESHOLD + 1)  # near expiry, not expired: still in flight
+    result = drive(w, inv)
+    assert result.status is fsm.DriveStatus.PARKED and result.state == "revocation_stuck"
+    assert isinstance(result.error, fsm.Rejected)  # parked with the error, no wake-up
+    row = w.store.row(action_id_of(inv.payment_hash))
+    assert row is not None and row.wake_at is None
+    assert path(w, inv)[-3:] == [
+        ("payment_initiated", "revocable", "step"),
+        ("revocable", "revocation_stuck", "rejection"),
+        ("revocation_stuck", "revocation_stuck", "rejection"),
+    ]
+    w.world.mine(THRESHOLD)  # past expiry: the server gives the HTLC back
+    assert drive(w, inv).status is fsm.DriveStatus.DONE
+    assert movement(w, inv).status is MovementStatus.FAILED
+    assert w.problems() == []
+
+
+def test_revocation_tolerates_a_few_transient_errors_before_it_is_stuck(w: Wallet) -> None:
+    fund(w)
+    inv = invoice(w, fail=True)
+    rpc = "request_lightning_pay_htlc_revocation"
+    w.world.script_fault(rpc, Fault.DROP_REQUEST, times=REVOCATION_ATTEMPTS - 1)
+    assert pay(w, inv).status is fsm.DriveStatus.DONE
+    assert "revocation_stuck" not in {p[1] for p in path(w, inv)}  # bark: stuck at the first
+
+    other = Wallet(w.world.folder.parent / "second", seed=2)
+    try:
+        fund(other)
+        inv2 = invoice(other, fail=True)
+        other.world.script_fault(rpc, Fault.DROP_REQUEST, times=REVOCATION_ATTEMPTS)
+        assert pay(other, inv2).status is fsm.DriveStatus.DONE
+        assert ("revocable", "revocation_stuck", "retry") in path(other, inv2)
+        assert other.problems() == []
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize("opted_in", [True, False])
+def test_stuck_revocation_exits_only_when_opted_in_and_near_expiry(
+    w: Wallet, opted_in: bool
+) -> None:
+    fund(w)
+    inv = invoice(w, fail=True)
+    w.world.script_fault("request_lightning_pay_htlc_revocation", Fault.REJECT_INVALID_ARGUMENT, 99)
+    result = pay(w, inv, exit_ok=opted_in)
+    assert result.status is fsm.DriveStatus.PARKED and result.state == "revocation_stuck"
+    w.world.mine(HTLC_DELTA - THRESHOLD + 1)
+    result = drive(w, inv)
+    htlc = htlc_of(w)
+    if not opted_in:
+        assert result.status is fsm.DriveStatus.PARKED and result.state == "revocation_stuck"
+        assert w.wallet.vtxo_state(htlc) is VtxoState.SPENDABLE
+        return
+    assert result.status is fsm.DriveStatus.DONE
+    assert path(w, inv)[-2:] == [
+        ("revocation_stuck", "exiting", "step"),
+        ("exiting", None, "step"),
+    ]
+    assert w.wallet.vtxo_state(htlc) is VtxoState.EXITED
+    m = movement(w, inv)
+    assert m.status is MovementStatus.FAILED and m.metadata["exited_vtxos"] == htlc
+    assert w.store.all_resources() == {}
+    assert w.problems() == []
+
+
+def test_mailbox_notification_settles_through_the_executor(w: Wallet) -> None:
+    fund(w)
+    inv = invoice(w, pending_polls=1)
+    assert pay(w, inv, wait=False).state == "payment_initiated"
+    action_id = action_id_of(inv.payment_hash)
+    claimed = w.store.claim(action_id, "another-driver", w.world.clock.now())
+    assert not isinstance(claimed, str)  # another driver holds the lease now
+    busy = asyncio.run(lightning_send_finished(w.executor, inv.payment_hash))
+    assert busy is not None and busy.status is fsm.DriveStatus.BUSY  # no settle behind its back
+    assert w.wallet.paid_invoice(inv.payment_hash) is None
+    w.store.unclaim(action_id, claimed.epoch)
+    done = asyncio.run(lightning_send_finished(w.executor, inv.payment_hash))
+    assert done is not None and done.status is fsm.DriveStatus.DONE
+    assert w.wallet.paid_invoice(inv.payment_hash) is not None
+    assert asyncio.run(lightning_send_finished(w.executor, inv.payment_hash)) is None
+    assert w.problems() == []
+
+
+def test_a_pending_payment_is_polled_every_two_seconds(w: Wallet) -> None:
+    fund(w)
+    inv = invoice(w, pending_polls=3)
+    t0 = w.world.clock.now()
+    assert pay(w, inv).status is fsm.DriveStatus.DONE
+    polls = [p for p in path(w, inv) if p[0] == "payment_initiated"]
+    assert len(polls) >= 2 and w.world.clock.now() - t0 == 2.0 * (len(polls) - 1)
+
+
+@pytest.mark.parametrize(
+    "rpc",
+    [
+        "request_lightning_pay_htlc_cosign",
+        "initiate_lightning_payment",
+        "request_lightning_pay_htlc_revocation",
+    ],
+)
+def test_a_lost_response_is_replayed(w: Wallet, rpc: str) -> None:
+    fund(w)
+    inv = invoice(w, fail=rpc.endswith("revocation"))
+    w.world.script_fault(rpc, Fault.LOSE_RESPONSE)
+    assert pay(w, inv).status is fsm.DriveStatus.DONE
+    [entry] = [e for e in w.world.ledger.entries() if e.rpc == rpc]
+    assert (entry.applied, entry.attempts) == (1, 2)
+    assert w.problems() == []
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_every_step_is_idempotent(w: Wallet, fail: bool) -> None:
+    input_id = fund(w)
+    inv = invoice(w, fail=fail)
+    action, resources = asyncio.run(start_lightning_send(w.services, inv))
+    states = asyncio.run(double_drive(w, action, set(resources)))
+    if fail:
+        assert states == ["start", "htlc_received", "payment_initiated", "revocable", "Done"]
+    else:
+        assert states == ["start", "htlc_received", "payment_initiated", "Done"]
+    assert w.wallet.vtxo_state(input_id) is VtxoState.SPENT
+    assert w.problems() == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "crash"),
+    [
+        ("lightning", "rpc:request_lightning_pay_htlc_cosign"),
+        ("lightning", "rpc:initiate_lightning_payment"),
+        ("lightning", "commit:htlc_received"),
+        ("lightning-fail", "rpc:request_lightning_pay_htlc_revocation"),
+    ],
+)
+def test_sigkill_mid_send_resumes_in_a_new_process(
+    tmp_path: Path, child_env: dict[str, str], kind: str, crash: str
+) -> None:
+    crashed = run_child(tmp_path, kind, "start", child_env, crash)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()
+    w = Wallet(tmp_path)
+    try:
+        [row] = w.store.rows()
+        assert row.id.startswith("ln_pay.")
+        assert set(w.store.all_resources().values()) == {row.id}
+    finally:
+        w.close()
+    resumed = run_child(tmp_path, kind, "resume", child_env)
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    w = Wallet(tmp_path)
+    try:
+        assert w.store.rows() == [] and w.store.all_resources() == {}
+        [m] = w.wallet.movements()
+        paid = kind == "lightning"
+        assert m.status is (MovementStatus.SUCCESSFUL if paid else MovementStatus.FAILED)
+        assert (w.wallet.paid_invoice(m.metadata["payment_hash"]) is not None) is paid
+        if crash.startswith("rpc:"):
+            rpc = crash.partition(":")[2]
+            entry = next(e for e in w.world.ledger.entries() if e.rpc == rpc)
+            assert (entry.applied, entry.attempts) == (1, 2)
+        assert w.problems() == []
+    finally:
+        w.close()

@@ -1,0 +1,334 @@
+"""The offboard kind (bark reference 2.2), both flavours, against the simulated world."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from onchain_rig import DoubleStepper, Rig, run_child
+
+import fsm
+from fsm_bark.model import MovementStatus, Tx, VtxoState
+from fsm_bark.offboard import Offboard, OffboardKind, confirmed_enough, offboard_vtxos, send_onchain
+from fsm_bark.services import WalletConfig
+from fsm_bark.services.chain import TxState, TxStatus
+from fsm_bark.sim import Fault
+from fsm_bark.sim.ledger import Flow
+
+DEST = "external:alice"
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Rig:
+    r = Rig(tmp_path)
+    r.inputs = r.world.fund_vtxos(r.wallet, [50_000, 30_000])  # type: ignore[attr-defined]
+    yield r
+    r.close()
+
+
+async def whole(rig: Any) -> str:
+    return await rig.start(await offboard_vtxos(rig.svc, [rig.inputs[0].id], DEST))
+
+
+def movement_of(rig: Rig, aid: str) -> Any:
+    movement = rig.wallet.movement_of(aid)
+    assert movement is not None
+    return movement
+
+
+def test_offboard_whole_happy_path(rig: Any) -> None:
+    async def go() -> None:
+        aid = await whole(rig)
+        r = await rig.drive(aid)
+        assert r.status is fsm.DriveStatus.DONE  # 0 confirmations required off mainnet
+        assert rig.wallet.vtxo_state(rig.inputs[0].id) is VtxoState.SPENT
+        m = movement_of(rig, aid)
+        assert m.status is MovementStatus.SUCCESSFUL
+        assert (m.intended_balance, m.effective_balance, m.fee) == (-50_000, -50_000, 100)
+        assert rig.world.ledger.totals()[Flow.OFFBOARD_OUT] == 49_900
+        assert rig.held() == {} and rig.invariants() == []
+
+    asyncio.run(go())
+
+
+def test_send_onchain_splits_then_offboards_the_exact_amount(tmp_path: Path) -> None:
+    async def go() -> None:
+        rig = Rig(tmp_path, offboard_required_confirmations=2)
+        rig.world.fund_vtxos(rig.wallet, [50_000])
+        aid = await rig.start(await send_onchain(rig.svc, DEST, 10_000))
+        d = rig.data(aid)
+        assert d.send_onchain.change_pieces == [19_950, 19_950]  # change > amount: split in 2
+        r = await rig.drive(aid)
+        assert (r.status, r.state) == (fsm.DriveStatus.PARKED, "awaiting_confirmations")
+        d = rig.data(aid)
+        assert len(d.change_vtxo_ids) == 2
+        assert {v.id for v in rig.wallet.spendable_vtxos()} == set(d.change_vtxo_ids)
+        rig.world.mine(2)
+        assert (await rig.drive(aid)).status is fsm.DriveStatus.DONE
+        m = movement_of(rig, aid)
+        assert (m.kind, m.intended_balance, m.effective_balance) == (
+            "send_onchain",
+            -10_000,
+            -10_100,
+        )
+        assert m.produced == d.change_vtxo_ids and m.status is MovementStatus.SUCCESSFUL
+        assert rig.invariants() == []
+        rig.close()
+
+    asyncio.run(go())
+
+
+def test_start_fails_and_releases_when_an_input_is_gone(rig: Any) -> None:
+    async def go() -> None:
+        aid = await whole(rig)
+        spendable = frozenset({VtxoState.SPENDABLE})
+        rig.wallet.set_vtxo_state([rig.inputs[0].id], VtxoState.SPENT, allowed_from=spendable)
+        r = await rig.drive(aid)
+        assert r.status is fsm.DriveStatus.FAILED and "not spendable" in str(r.error)
+        assert rig.held() == {} and rig.wallet.movement_of(aid) is None
+
+    asyncio.run(go())
+
+
+def test_refused_arkoor_split_fails_the_movement_and_releases_the_inputs(rig: Any) -> None:
+    async def go() -> None:
+        aid = await rig.start(await send_onchain(rig.svc, DEST, 10_000))
+        rig.world.script_fault("request_arkoor_cosign", Fault.REJECT_INVALID_ARGUMENT)
+        r = await rig.drive(aid)
+        assert r.status is fsm.DriveStatus.FAILED  # bark retried this forever (defect 8)
+        m = movement_of(rig, aid)
+        assert (m.status, m.effective_balance) == (MovementStatus.FAILED, 0)
+        assert rig.held() == {} and len(rig.wallet.spendable_vtxos()) == 2
+        assert rig.invariants() == []
+
+    asyncio.run(go())
+
+
+def test_refused_input_registration_fails_cleanly(rig: Any) -> None:
+    async def go() -> None:
+        aid = await rig.start(await send_onchain(rig.svc, DEST, 10_000))
+        rig.world.script_fault("register_vtxo_transactions", Fault.REJECT_NOT_FOUND)
+        r = await rig.drive(aid)  # nothing was spent yet: fail, release the inputs
+        assert (r.status, r.state) == (fsm.DriveStatus.FAILED, "failed")  # the terminal state
+        assert rig.held() == {} and rig.invariants() == []
+
+    asyncio.run(go())
+
+
+def test_refused_split_registration_parks_with_the_error_until_notified(rig: Any) -> None:
+    def refuse_registration_after_split(action_id: str, entry: Any) -> None:
+        if entry.from_state == "split_with_arkoor" and entry.outcome == "next":
+            rig.world.script_fault("register_vtxo_transactions", Fault.REJECT_INVALID_ARGUMENT)
+
+    async def go() -> None:
+        rig.ex.on_commit = refuse_registration_after_split
+        aid = await rig.start(await send_onchain(rig.svc, DEST, 10_000))
+        r = await rig.drive(aid)  # bark wrapped this refusal: its handler never ran
+        assert (r.status, r.state) == (fsm.DriveStatus.PARKED, "arkoor_registration_required")
+        assert isinstance(r.error, fsm.Rejected) and rig.row(aid).wake_at is None
+        assert len(rig.held()) == 3  # the split outputs stay held: nothing is released
+        rig.ex.on_commit = None
+        assert (await rig.ex.notify(aid)).status is fsm.DriveStatus.DONE
+        assert rig.invariants() == []
+
+    asyncio.run(go())
+
+
+def test_refused_prepare_without_prior_tx_fails(rig: Any) -> None:
+    async def go() -> None:
+        aid = await whole(rig)
+        rig.world.set_offboard_fee_rate(70)  # "fee rate is no longer valid"
+        r = await rig.drive(aid)
+        assert r.status is fsm.DriveStatus.FAILED
+        assert movement_of(rig, aid).status is MovementStatus.FAILED
+        assert rig.held() == {} and rig.invariants() == []
+
+    asyncio.run(go())
+
+
+async def to_prepared(rig: Any) -> str:
+    """An OffboardWhole whose finish runs into a server restart: parked in ready_for_offboard
+    with ``prior_txid`` (its session is gone, the tx is nowhere)."""
+    aid = await whole(rig)
+    rig.world.script_fault("finish_offboard", Fault.RESTART)
+    r = await rig.drive(aid)
+    assert (r.state, r.error) == ("offboard_tx_prepared", None)
+    r = await rig.drive(aid)  # the retry finds no session: NotFound
+    assert r.state == "ready_for_offboard" and rig.row(aid).wake_at is not None
+    assert rig.data(aid).prior_txid is not None
+    return aid
+
+
+def test_lost_finish_session_prepares_again(rig: Any) -> None:
+    async def go() -> None:
+        aid = await to_prepared(rig)
+        rig.world.advance_time(30)
+        assert (await rig.drive(aid)).status is fsm.DriveStatus.DONE
+        assert rig.invariants() == []
+
+    asyncio.run(go())
+
+
+def test_lost_session_with_spendable_proof_fails(rig: Any) -> None:
+    async def go() -> None:
+        aid = await to_prepared(rig)
+        rig.world.set_offboard_fee_rate(70)
+        r = await rig.drive(aid)
+        assert r.status is fsm.DriveStatus.FAILED and rig.held() == {}
+        assert rig.invariants() == []
+
+    asyncio.run(go())
+
+
+def test_finish_refused_but_tx_on_chain_is_adopted(rig: Any) -> None:
+    async def go() -> None:
+        aid = await whole(rig)
+        rig.world.script_fault("finish_offboard", Fault.LOSE_RESPONSE)  # applied, broadcast
+        rig.world.script_fault("finish_offboard", Fault.REJECT_NOT_FOUND)
+        await rig.drive(aid)
+        r = await rig.drive(aid)
+        assert r.status is fsm.DriveStatus.DONE
+        assert [e.applied for e in rig.world.ledger.entries() if e.rpc == "finish_offboard"] == [1]
+        assert rig.invariants() == []
+
+    asyncio.run(go())
+
+
+def test_prior_tx_found_on_chain_at_reprepare_is_adopted(rig: Any) -> None:
+    async def go() -> None:
+        aid = await whole(rig)
+        rig.world.script_fault("finish_offboard", Fault.LOSE_RESPONSE)
+        rig.world.script_fault("finish_offboard", Fault.REJECT_NOT_FOUND)
+        assert (await rig.drive(aid)).state == "offboard_tx_prepared"
+        txid = rig.data(aid).offboard_tx.txid
+        signed = rig.world.chain.tx(txid)
+        rig.world.chain.evict(txid)  # our view: the tx is nowhere
+        rig.world.restart_server()  # and the prepare session is gone
+        r = await rig.drive(aid)
+        assert r.state == "ready_for_offboard" and rig.data(aid).prior_txid == txid
+        r = await rig.drive(aid)  # re-prepare: "inputs spent", prior not visible: keep looking
+        assert r.state == "ready_for_offboard" and isinstance(r.error, fsm.Rejected)
+        rig.world.chain.broadcast(signed)  # the server's broadcast reaches us
+        assert (await rig.drive(aid)).status is fsm.DriveStatus.DONE
+        assert rig.invariants() == []
+
+    asyncio.run(go())
+
+
+def test_evicted_tx_is_rebroadcast_then_lost_after_grace(tmp_path: Path) -> None:
+    async def go() -> None:
+        rig = Rig(tmp_path, offboard_required_confirmations=1)
+        [v] = rig.world.fund_vtxos(rig.wallet, [50_000])
+        aid = await rig.start(await offboard_vtxos(rig.svc, [v.id], DEST))
+        assert (await rig.drive(aid)).state == "awaiting_confirmations"
+        tx = rig.world.chain.tx(rig.data(aid).offboard_tx.txid)
+        rig.world.chain.evict(tx.txid)
+        rig.world.advance_time(30)
+        assert (await rig.drive(aid)).state == "awaiting_confirmations"
+        assert rig.world.chain.status(tx.txid).state is TxState.MEMPOOL  # re-broadcast
+        rig.world.chain.evict(tx.txid)
+        rig.world.advance_time(3_601)
+        r = await rig.drive(aid)
+        assert (r.state, rig.row(aid).wake_at) == ("lost", None)
+        assert rig.held()  # the VTXOs stay held: the server can still confirm the tx
+        rig.world.chain.broadcast(tx)
+        rig.world.mine(1)
+        assert (await rig.drive(aid)).status is fsm.DriveStatus.DONE
+        assert rig.invariants() == []
+        rig.close()
+
+    asyncio.run(go())
+
+
+class LaggingChain:
+    """A chain whose tip read lags the block the tx is in (bark's underflow, defect 13)."""
+
+    async def tip_height(self) -> int:
+        return 5
+
+    async def tx_status(self, txid: str) -> TxStatus:
+        return TxStatus(TxState.CONFIRMED, 7)
+
+
+def test_confirmations_never_underflow(rig: Any) -> None:
+    async def go() -> None:
+        aid = await whole(rig)
+        await rig.drive(aid)  # settled at once: required is 0; look at a copy of its data
+        lagging = attrs.evolve(
+            rig.svc,
+            chain=LaggingChain(),
+            config=WalletConfig(offboard_required_confirmations=2),
+        )
+        stepper = DoubleStepper(rig, OffboardKind.create(DATA_WITH_TX), [])
+        ctx = stepper._ctx()
+        ctx.services = lagging
+        assert not await confirmed_enough(ctx, DATA_WITH_TX)
+
+    asyncio.run(go())
+
+
+DATA_WITH_TX = Offboard(
+    "0" * 32, DEST, 1_000, 100, 50, ["a:0"], offboard_tx=Tx.build([], [], signed=True)
+)
+
+
+@pytest.mark.parametrize("flavour", ["whole", "send_onchain"])
+def test_every_step_is_idempotent(rig: Any, flavour: str) -> None:
+    async def go() -> None:
+        if flavour == "whole":
+            action, resources = await offboard_vtxos(rig.svc, [rig.inputs[0].id], DEST)
+        else:
+            action, resources = await send_onchain(rig.svc, DEST, 10_000)
+        stepper = DoubleStepper(rig, action, resources)
+        assert isinstance(await stepper.until_park(), fsm.Done)
+        expected = ["start", "ready_for_offboard", "offboard_tx_prepared", "ready_for_broadcast"]
+        if flavour == "send_onchain":
+            expected[1:1] = ["split_with_arkoor", "arkoor_registration_required"]
+        assert stepper.states == [*expected, "awaiting_confirmations"]
+        assert all(applied <= 1 for _, applied in rig.applied())
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    "rpc",
+    [
+        "request_arkoor_cosign",
+        "register_vtxo_transactions",
+        "prepare_offboard",
+        "finish_offboard",
+    ],
+)
+def test_lost_responses_are_replayed_not_repeated(rig: Any, rpc: str) -> None:
+    async def go() -> None:
+        aid = await rig.start(await send_onchain(rig.svc, DEST, 10_000))
+        rig.world.script_fault(rpc, Fault.LOSE_RESPONSE)
+        r = await rig.drive(aid)
+        assert r.status is fsm.DriveStatus.PARKED and rig.row(aid).last_error
+        rig.world.advance_time(60)
+        assert (await rig.drive(aid)).status is fsm.DriveStatus.DONE
+        replayed = [e for e in rig.world.ledger.entries() if e.rpc == rpc and e.attempts == 2]
+        assert replayed and all(e.applied <= 1 for e in replayed)
+        assert rig.invariants() == []
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize(("mode", "n"), [("commit", 2), ("commit", 5), ("call", 4), ("call", 6)])
+def test_resumes_after_sigkill(tmp_path: Path, mode: str, n: int) -> None:
+    rig = Rig(tmp_path)
+    rig.world.fund_vtxos(rig.wallet, [50_000, 30_000])
+    aid = asyncio.run(rig.start(asyncio.run(send_onchain(rig.svc, DEST, 10_000))))
+    rig.close()
+    killed = run_child(tmp_path, mode, n)
+    assert killed.returncode == -9, killed.stderr
+    finished = run_child(tmp_path, mode, 0)
+    assert finished.returncode == 0, finished.stderr
+    rig = Rig(tmp_path)
+    assert rig.row(aid) is None
+    assert movement_of(rig, aid).status is MovementStatus.SUCCESSFUL
+    assert rig.invariants() == []
+    rig.close()

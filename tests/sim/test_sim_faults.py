@@ -1,0 +1,294 @@
+"""Each fault of the simulated world does what it says, and replays are exactly-once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+import fsm
+from fsm_bark.model import (
+    PubkeyPolicy,
+    TxOut,
+    Vtxo,
+    VtxoRequest,
+    board_address,
+    digest,
+    payment_hash_of,
+)
+from fsm_bark.services import Services
+from fsm_bark.services.ark_records import (
+    BoardRequest,
+    HtlcSendRequest,
+    OffboardRequest,
+    ReceiveState,
+)
+from fsm_bark.services.ark_server import ServerUnavailable
+from fsm_bark.services.chain import ChainRejected, TxState
+from fsm_bark.sim import Fault, Faults, World, make_world
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    w = make_world(tmp_path / "world", seed=1)
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def svc(world: World, tmp_path: Path) -> Services:
+    store = fsm.Store.sqlite(tmp_path / "fsm.sqlite")
+    yield world.services(store)
+    store.close()
+
+
+def arkoor(svc: Services, vtxo: Vtxo) -> list[VtxoRequest]:
+    half = vtxo.amount // 2
+    other = PubkeyPolicy(digest("someone else"))
+    return [VtxoRequest(half, other), VtxoRequest(vtxo.amount - half, other)]
+
+
+def status(world: World, vtxo_id: str) -> str:
+    row = world.server.vtxo(vtxo_id)
+    assert row is not None
+    return row[1]
+
+
+def test_dropped_request_changes_nothing(world: World, svc: Services) -> None:
+    [v] = world.fund_vtxos(svc.wallet, [10_000])
+    world.script_fault("request_arkoor_cosign", Fault.DROP_REQUEST)
+    with pytest.raises(ServerUnavailable, match="dropped"):
+        run(svc.server.request_arkoor_cosign([v.id], arkoor(svc, v), "act.1"))
+    assert status(world, v.id) == "live"
+    assert world.ledger.entry("act.1") is None
+    run(svc.server.request_arkoor_cosign([v.id], arkoor(svc, v), "act.1"))
+    assert status(world, v.id) == "spent"
+
+
+def test_lost_response_is_applied_once_and_the_retry_is_a_replay(
+    world: World, svc: Services
+) -> None:
+    [v] = world.fund_vtxos(svc.wallet, [10_000])
+    world.script_fault("request_arkoor_cosign", Fault.LOSE_RESPONSE)
+    with pytest.raises(ServerUnavailable, match="lost"):
+        run(svc.server.request_arkoor_cosign([v.id], arkoor(svc, v), "act.1"))
+    assert status(world, v.id) == "spent"
+    vtxos_before = len(world.server.vtxos())
+    outputs = run(svc.server.request_arkoor_cosign([v.id], arkoor(svc, v), "act.1"))
+    assert len(world.server.vtxos()) == vtxos_before
+    assert [status(world, o.id) for o in outputs] == ["live", "live"]
+    entry = world.ledger.entry("act.1")
+    assert entry is not None and (entry.applied, entry.attempts) == (1, 2)
+    assert entry.action_id == "act"
+
+
+def test_same_spend_under_a_new_key_is_a_natural_replay(world: World, svc: Services) -> None:
+    [v] = world.fund_vtxos(svc.wallet, [10_000])
+    first = run(svc.server.request_arkoor_cosign([v.id], arkoor(svc, v), "act.1"))
+    again = run(svc.server.request_arkoor_cosign([v.id], arkoor(svc, v), "act.2"))
+    assert first == again
+    entry = world.ledger.entry("act.2")
+    assert entry is not None and entry.applied == 0
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [(Fault.REJECT_INVALID_ARGUMENT, "InvalidArgument"), (Fault.REJECT_NOT_FOUND, "NotFound")],
+)
+def test_injected_rejections_carry_their_code_and_change_nothing(
+    world: World, svc: Services, fault: Fault, code: str
+) -> None:
+    [v] = world.fund_vtxos(svc.wallet, [10_000])
+    world.script_fault("*", fault)
+    with pytest.raises(fsm.Rejected) as info:
+        run(svc.server.request_arkoor_cosign([v.id], arkoor(svc, v), "act.1"))
+    assert info.value.code == code
+    assert status(world, v.id) == "live"
+    assert world.ledger.entries() == []
+
+
+def test_real_rejections_use_the_two_codes(world: World, svc: Services) -> None:
+    [v] = world.fund_vtxos(svc.wallet, [10_000])
+    with pytest.raises(fsm.Rejected) as unknown:
+        run(svc.server.request_arkoor_cosign(["00:0"], arkoor(svc, v), "x.1"))
+    assert unknown.value.code == "NotFound"
+    run(svc.server.request_arkoor_cosign([v.id], arkoor(svc, v), "a.1"))
+    other = [VtxoRequest(v.amount, PubkeyPolicy(digest("thief")))]
+    with pytest.raises(fsm.Rejected) as spent:
+        run(svc.server.request_arkoor_cosign([v.id], other, "b.1"))
+    assert spent.value.code == "InvalidArgument"
+    with pytest.raises(fsm.Rejected, match="different request"):
+        run(svc.server.request_arkoor_cosign([v.id], other, "a.1"))
+
+
+def offboard(world: World, svc: Services) -> tuple[OffboardRequest, str]:
+    [v] = world.fund_vtxos(svc.wallet, [10_000])
+    info = run(svc.server.info())
+    req = OffboardRequest([v.id], "bc1dest", v.amount - info.offboard_fee(1), True, 50)
+    prepared = run(svc.server.prepare_offboard(req, "off.1"))
+    return req, prepared.unsigned_tx.txid
+
+
+def test_restart_forgets_offboard_sessions(world: World, svc: Services) -> None:
+    req, txid = offboard(world, svc)
+    world.restart_server()
+    with pytest.raises(fsm.Rejected) as info:
+        run(svc.server.finish_offboard(txid, ["sig"], "off.2"))
+    assert info.value.code == "NotFound"
+    # a new prepare of the same request opens a session with the same tx and nonces
+    again = run(svc.server.prepare_offboard(req, "off.3"))
+    assert again.unsigned_tx.txid == txid
+    signed = run(svc.server.finish_offboard(txid, ["sig"], "off.4"))
+    assert signed.signed and run(svc.chain.tx_status(txid)).state is TxState.MEMPOOL
+
+
+def test_restart_fault_forgets_sessions_and_fails_the_call(world: World, svc: Services) -> None:
+    _, txid = offboard(world, svc)
+    world.script_fault("finish_offboard", Fault.RESTART)
+    with pytest.raises(ServerUnavailable, match="restarting"):
+        run(svc.server.finish_offboard(txid, ["sig"], "off.2"))
+    with pytest.raises(fsm.Rejected):
+        run(svc.server.finish_offboard(txid, ["sig"], "off.2"))
+
+
+def test_offboard_checks_spendability_before_parameters(world: World, svc: Services) -> None:
+    req, txid = offboard(world, svc)
+    run(svc.server.finish_offboard(txid, ["sig"], "off.2"))
+    world.restart_server()
+    world.set_offboard_fee_rate(70)
+    with pytest.raises(fsm.Rejected) as spent:
+        run(svc.server.prepare_offboard(req, "off.3"))
+    assert "fee rate" not in str(spent.value)
+    [v] = world.fund_vtxos(svc.wallet, [10_000])
+    fresh = OffboardRequest([v.id], "bc1dest", 9_900, True, 50)
+    with pytest.raises(fsm.Rejected, match="fee rate is no longer valid"):
+        run(svc.server.prepare_offboard(fresh, "off.4"))
+
+
+def board_tx(world: World, svc: Services) -> tuple[Any, Vtxo]:
+    world.fund_onchain(100_000)
+    pk = svc.wallet.derive_key(svc.wallet.next_key_index())
+    tx = svc.onchain.build_tx([TxOut(board_address(pk), 40_000)], fee=500)
+    vtxo = run(svc.server.request_board_cosign(BoardRequest(tx, 0, pk, 600), "board.1"))
+    return tx, vtxo
+
+
+def test_eviction_drops_a_mempool_tx_and_frees_its_inputs(world: World, svc: Services) -> None:
+    tx, _ = board_tx(world, svc)
+    run(svc.chain.broadcast(tx))
+    assert svc.onchain.balance() == 100_000 - 40_000 - 500
+    world.chain.evict(tx.txid)
+    assert run(svc.chain.tx_status(tx.txid)).state is TxState.NOT_FOUND
+    assert run(svc.chain.spent_by(tx.inputs[0])) is None
+    assert svc.onchain.balance() == 100_000
+    run(svc.chain.broadcast(tx))
+    world.mine(1)
+    assert run(svc.chain.tx_status(tx.txid)).state is TxState.CONFIRMED
+
+
+def test_eviction_by_rate(tmp_path: Path) -> None:
+    world = make_world(tmp_path / "w", seed=3, faults=Faults(evict=1.0))
+    store = fsm.Store.sqlite(tmp_path / "fsm.sqlite")
+    svc = world.services(store)
+    tx, _ = board_tx(world, svc)
+    run(svc.chain.broadcast(tx))
+    world.mine(1)
+    assert run(svc.chain.tx_status(tx.txid)).state is TxState.NOT_FOUND
+
+
+def test_conflicting_spend_is_mined_and_the_board_funding_is_dead(
+    world: World, svc: Services
+) -> None:
+    tx, vtxo = board_tx(world, svc)
+    run(svc.chain.broadcast(tx))
+    conflict = world.chain.double_spend(tx)
+    assert run(svc.chain.tx_status(tx.txid)).state is TxState.NOT_FOUND
+    assert run(svc.chain.tx_status(conflict.txid)).state is TxState.CONFIRMED
+    spend = run(svc.chain.spent_by(tx.inputs[0]))
+    assert spend is not None and spend.txid == conflict.txid and spend.height is not None
+    with pytest.raises(ChainRejected) as info:
+        run(svc.chain.broadcast(tx))
+    assert info.value.missing_inputs
+    world.mine(3)
+    with pytest.raises(fsm.Rejected):
+        run(svc.server.register_board_vtxo(vtxo, "board.2"))
+
+
+def test_conflict_by_rate_hits_board_funding(tmp_path: Path) -> None:
+    world = make_world(tmp_path / "w", seed=3, faults=Faults(conflict=1.0))
+    store = fsm.Store.sqlite(tmp_path / "fsm.sqlite")
+    svc = world.services(store)
+    tx, _ = board_tx(world, svc)
+    run(svc.chain.broadcast(tx))
+    world.mine(1)
+    assert run(svc.chain.tx_status(tx.txid)).state is TxState.NOT_FOUND
+    assert run(svc.chain.spent_by(tx.inputs[0])) is not None
+
+
+def test_board_registers_after_required_confirmations(world: World, svc: Services) -> None:
+    tx, vtxo = board_tx(world, svc)
+    run(svc.chain.broadcast(tx))
+    world.mine(1)
+    with pytest.raises(fsm.Rejected, match="1 confirmations, 2 required"):
+        run(svc.server.register_board_vtxo(vtxo, "board.2"))
+    world.mine(1)
+    run(svc.server.register_board_vtxo(vtxo, "board.3"))
+    run(svc.server.register_board_vtxo(vtxo, "board.4"))
+    assert status(world, vtxo.id) == "live"
+    entry = world.ledger.entry("board.4")
+    assert entry is not None and entry.applied == 0
+
+
+def test_external_payment_pending_then_succeeds(world: World, svc: Services) -> None:
+    [v] = world.fund_vtxos(svc.wallet, [20_000])
+    invoice = run(svc.lightning.create_invoice(5_000, "coffee", "payee.1"))
+    world.lightning.set_outcome(invoice.payment_hash, fail=False, pending_polls=2)
+    info = run(svc.server.info())
+    fee = info.lightning_send_fee(5_000)
+    hk = svc.wallet.derive_key(svc.wallet.next_key_index())
+    change = [VtxoRequest(v.amount - 5_000 - fee, PubkeyPolicy(hk))]
+    req = HtlcSendRequest([v.id], invoice, 5_000, hk, world.chain.tip() + 60, change)
+    htlc, _ = run(svc.server.request_lightning_pay_htlc_cosign(req, "ln_pay.x.1"))
+    run(svc.server.initiate_lightning_payment(invoice, [htlc.id], 5_000, "mb", "ln_pay.x.2"))
+    states = [run(svc.server.check_lightning_payment(invoice.payment_hash)) for _ in range(3)]
+    assert [s.state.value for s in states] == ["pending", "pending", "succeeded"]
+    assert states[-1].preimage is not None
+    assert payment_hash_of(states[-1].preimage) == invoice.payment_hash
+    with pytest.raises(fsm.Rejected, match="succeeded"):
+        run(svc.server.request_lightning_pay_htlc_revocation([htlc.id], hk, "ln_pay.x.3"))
+
+
+def test_revocation_refused_while_the_intra_ark_receive_is_committed(
+    world: World, svc: Services
+) -> None:
+    [v] = world.fund_vtxos(svc.wallet, [20_000])
+    preimage = digest("receiver secret")
+    h = payment_hash_of(preimage)
+    invoice = run(svc.server.start_lightning_receive(h, 5_000, 50, "mb", "", "ln_recv.h.1"))
+    info = run(svc.server.info())
+    fee = info.lightning_send_fee(5_000)
+    hk = svc.wallet.derive_key(svc.wallet.next_key_index())
+    change = [VtxoRequest(v.amount - 5_000 - fee, PubkeyPolicy(hk))]
+    req = HtlcSendRequest([v.id], invoice, 5_000, hk, world.chain.tip() + 60, change)
+    htlc, _ = run(svc.server.request_lightning_pay_htlc_cosign(req, "ln_pay.h.1"))
+    run(svc.server.initiate_lightning_payment(invoice, [htlc.id], 5_000, "mb", "ln_pay.h.2"))
+    assert run(svc.server.check_lightning_receive(h)).state is ReceiveState.ACCEPTED
+    rk = svc.wallet.derive_key(svc.wallet.next_key_index())
+    grant = run(svc.server.prepare_lightning_receive_claim(h, rk, 200, None, "ln_recv.h.2"))
+    world.mine(70)  # the send's HTLC has expired, but the receive is committed
+    with pytest.raises(fsm.Rejected, match="committed") as info_:
+        run(svc.server.request_lightning_pay_htlc_revocation([htlc.id], hk, "ln_pay.h.3"))
+    assert info_.value.code == "InvalidArgument"
+    ids = [x.id for x in grant.htlc_vtxos]
+    run(svc.server.claim_lightning_receive(h, preimage, ids, PubkeyPolicy(rk), "ln_recv.h.3"))
+    paid = run(svc.server.check_lightning_payment(h))
+    assert paid.state.value == "succeeded" and paid.preimage == preimage
