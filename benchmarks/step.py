@@ -30,7 +30,7 @@ STEPS = 5
 class NoOp(fsm.Action[None]):
     """Five steps that do nothing but move to the next state."""
 
-    namespace = "noop"
+    name = "noop"
     key: str
     n: int = 0
     note: str = "x" * 64
@@ -91,7 +91,7 @@ async def executor_step_us(path: str, n_actions: int, log: bool = True) -> list[
 class Chatty(NoOp):
     """NoOp whose steps await once, as a step talking to a server would."""
 
-    namespace = "chatty"
+    name = "chatty"
 
     async def advance(self, ctx: fsm.StepContext[None]) -> fsm.Outcome:  # type: ignore[override]
         await asyncio.sleep(0)

@@ -179,11 +179,13 @@ class ArkoorSendKind(Kind[ArkoorSend, Services]):
         delivery.to(finalizing, effect=deliver),
         finalizing.to(sent, effect=finalize_delivered),
         salvaging.to(undelivered, effect=finalize_undelivered),
+        # bark's on_rejection table. Cosigning: nothing was spent, fail (fsm releases the
+        # inputs). Registration: deliver anyway, the recipient can exit from the signed chain.
+        # Delivery (and its spent retry budget): salvage the change.
+        cosigning.rejected(to=cancelled),
+        registration.rejected(to=delivery),
+        delivery.rejected(to=salvaging),
     )
-    # bark's on_rejection table. Cosigning: nothing was spent, fail (fsm releases the
-    # inputs). Registration: deliver anyway, the recipient can exit from the signed chain.
-    # Delivery (and its spent retry budget): salvage the change.
-    rejections = {cosigning: cancelled, registration: delivery, delivery: salvaging}  # noqa: RUF012
 
     @staticmethod
     def action_id(send: ArkoorSend) -> str:

@@ -20,9 +20,7 @@ import enum
 import attrs
 
 import fsm
-from fsm import Handled, Kind, State, StepContext, handled
-from fsm.interpreter import Instance
-from fsm.retry import RetryPolicy
+from fsm import Instance, Kind, RetryPolicy, State, StepContext
 
 from .model import (
     BOARD_PREFIX,
@@ -246,7 +244,7 @@ async def register(ctx: Ctx, d: Board) -> Board:
 def registration_failed(ctx: Ctx, d: Board, error: BaseException) -> fsm.Outcome:
     """bark catches every registration failure into ``last_park_error``: do the same, then
     go on to the expiry check."""
-    return BoardKind.goto(BoardKind.salvaging, attrs.evolve(d, last_park_error=str(error)))
+    return BoardKind.goto(attrs.evolve(d, last_park_error=str(error)), BoardKind.salvaging)
 
 
 # -- salvaging ---------------------------------------------------------------------------------
@@ -272,14 +270,14 @@ def start_exit(ctx: Ctx, d: Board) -> Board:
 # -- the kind ----------------------------------------------------------------------------------
 
 
-def park_on_rejection(state: State) -> Handled[Services, Board]:
+def park_on_rejection(state: State) -> fsm.RejectionHandler[Services, Board]:
     """bark's board ``on_rejection``: park the same phase, no wake, no error; never fail and
     release, because the funding tx is already committed. It never leaves ``state``."""
 
     def park(ctx: Ctx, d: Board, error: BaseException) -> fsm.Outcome:
         return fsm.Park(BoardKind.create(attrs.evolve(d, last_park_error=None), state))
 
-    return handled(park, to=())
+    return park
 
 
 class BoardKind(Kind[Board, Services]):
@@ -307,14 +305,12 @@ class BoardKind(Kind[Board, Services]):
         registering.to(registered, effect=register),
         salvaging.to(confirming, guard=near_expiry, effect=start_exit),
         salvaging.to(confirming),
+        broadcasting.rejected(handler=park_on_rejection(broadcasting), to=()),
+        confirming.rejected(handler=park_on_rejection(confirming), to=()),
+        assessing.rejected(handler=park_on_rejection(assessing), to=()),
+        registering.rejected(handler=registration_failed, to=salvaging),
+        salvaging.rejected(handler=park_on_rejection(salvaging), to=()),
     )
-    rejections = {  # noqa: RUF012 - read once, at class creation
-        broadcasting: park_on_rejection(broadcasting),
-        confirming: park_on_rejection(confirming),
-        assessing: park_on_rejection(assessing),
-        registering: handled(registration_failed, to=salvaging),
-        salvaging: park_on_rejection(salvaging),
-    }
 
     @staticmethod
     def action_id(data: Board) -> str:

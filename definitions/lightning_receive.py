@@ -22,7 +22,7 @@ import secrets
 import attrs
 
 import fsm
-from fsm import Kind, RetryPolicy, State, StepContext, handled
+from fsm import Kind, RetryPolicy, State, StepContext
 
 from .calls import call_key
 from .model import (
@@ -97,19 +97,14 @@ def _movement(d: LightningReceive) -> int:
 
 # -- the server's view of the receive: one read per step ------------------------------------
 
-_STATUS: dict[int, tuple[Ctx, ReceiveStatus]] = {}
-
 
 async def _status(ctx: Ctx, d: LightningReceive) -> ReceiveStatus:
-    """The server's receive status, read once per step so every guard of the step decides on
-    the same answer (the context object identifies the step)."""
-    hit = _STATUS.get(id(ctx))
-    if hit is not None and hit[0] is ctx:
-        return hit[1]
-    status = await ctx.services.server.check_lightning_receive(d.payment_hash)
-    if len(_STATUS) > 64:
-        _STATUS.clear()
-    _STATUS[id(ctx)] = (ctx, status)
+    """The server's receive status, read once per step (kept in the step's memo) so every
+    guard of the step decides on the same answer."""
+    status: ReceiveStatus | None = ctx.memo.get(_status)
+    if status is None:
+        status = await ctx.services.server.check_lightning_receive(d.payment_hash)
+        ctx.memo[_status] = status
     return status
 
 
@@ -400,12 +395,10 @@ class LightningReceiveKind(Kind[LightningReceive, Services]):
         preimage_revealed.to(settled, guard=claims_to_wallet, effect=claim_to_wallet),
         preimage_revealed.to(delivering, effect=claim_for_destination),
         delivering.to(settled, effect=deliver),
+        awaiting_payment.rejected(to=refused),
+        preimage_revealed.rejected(handler=keep_pending, to=()),
+        delivering.rejected(handler=keep_pending, to=()),
     )
-    rejections = {  # noqa: RUF012 - read once, at class creation
-        awaiting_payment: refused,
-        preimage_revealed: handled(keep_pending, to=()),
-        delivering: handled(keep_pending, to=()),
-    }
 
     @staticmethod
     def action_id(data: LightningReceive) -> str:

@@ -14,8 +14,6 @@ from typing import Any
 import attrs
 
 import fsm
-from fsm.interpreter import Instance
-from fsm.store import Claimed, new_owner
 
 from .lightning_receive import LightningReceive, LightningReceiveKind, receive_id
 from .services import Services
@@ -33,21 +31,12 @@ class ReceiveOutcome(enum.Enum):
 
 
 def read_receive(store: fsm.Store, payment_hash: str) -> tuple[str, LightningReceive] | None:
-    """The live receive's state and data, read under a brief lease (None: no such action)."""
-    action_id = receive_id(payment_hash)
-    claimed = store.claim(action_id, new_owner(), 0.0)
-    if not isinstance(claimed, Claimed):
-        if claimed == "missing":
-            return None
-        raise ReceiveNotInState(f"receive {action_id} is {claimed}")
+    """The live receive's state and data as last committed (None: no such action)."""
     try:
-        action = LightningReceiveKind.__fsm_codec__.load(
-            claimed.state, claimed.version, claimed.payload
-        )
-    finally:
-        store.unclaim(action_id, claimed.epoch)
-    assert isinstance(action, Instance) and isinstance(action.data, LightningReceive)
-    return claimed.state, action.data
+        action = fsm.read_action(store, LightningReceiveKind, receive_id(payment_hash))
+    except fsm.ActionBusy as exc:
+        raise ReceiveNotInState(f"receive {payment_hash}: {exc}") from None
+    return None if action is None else (action.state, action.data)
 
 
 def _require(store: fsm.Store, payment_hash: str, state: str) -> LightningReceive:

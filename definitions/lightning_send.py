@@ -30,7 +30,7 @@ from __future__ import annotations
 import attrs
 
 import fsm
-from fsm import Kind, RetryPolicy, State, StepContext, handled
+from fsm import Kind, RetryPolicy, State, StepContext
 
 from .calls import call_key
 from .model import (
@@ -108,24 +108,18 @@ async def near_expiry(ctx: Ctx, send: LightningSend) -> bool:
     return tip > send.htlc_expiry - ctx.services.config.vtxo_refresh_expiry_threshold
 
 
-_STATUS: dict[int, tuple[Ctx, PaymentStatus]] = {}
-"""The status read by the current step, by context object (kept, so its id is not reused)."""
-
-
 async def _status(ctx: Ctx, send: LightningSend) -> PaymentStatus:
     """The server's view, read once per step so its guards and its effect decide on the same
     answer (and one poll is one poll); errors read as "pending" (bark never fails on it)."""
-    hit = _STATUS.get(id(ctx))
-    if hit is not None and hit[0] is ctx:
-        return hit[1]
+    status: PaymentStatus | None = ctx.memo.get(_status)
+    if status is not None:
+        return status
     try:
         status = await ctx.services.server.check_lightning_payment(send.payment_hash)
     except (ServerUnavailable, fsm.Rejected) as exc:
         ctx.log.info("payment status unavailable, assuming pending: %s", exc)
         status = PaymentStatus(PaymentState.PENDING)
-    if len(_STATUS) > 64:
-        _STATUS.clear()
-    _STATUS[id(ctx)] = (ctx, status)
+    ctx.memo[_status] = status
     return status
 
 
@@ -306,7 +300,7 @@ async def revocation_refused(ctx: Ctx, send: LightningSend, error: BaseException
     """bark's ``RevocationStuck`` rejection: exit if opted in and near expiry, else park
     with the error, no wake-up (a notify or the next sync tries again)."""
     if await may_exit(ctx, send):
-        return LightningSendKind.goto(LightningSendKind.exiting, send)
+        return LightningSendKind.goto(send, LightningSendKind.exiting)
     here = LightningSendKind.create(send, LightningSendKind.revocation_stuck)
     return fsm.Park(here, error=error)
 
@@ -344,17 +338,15 @@ class LightningSendKind(Kind[LightningSend, Services]):
         revocation_stuck.to(exiting, guard=may_exit),
         revocation_stuck.to(revoked, effect=revoke),
         exiting.to(exited, effect=exit_htlcs),
+        # bark's on_rejection table: a refused cosign changed nothing (abandoning confirms it
+        # and fails the movement); a refused payment is revoked; a refused (or repeatedly
+        # failing) revocation is stuck; a refused retry of a stuck one parks or exits.
+        start.rejected(to=abandoning),
+        htlc_received.rejected(to=revocable),
+        payment_initiated.rejected(to=revocable),
+        revocable.rejected(to=revocation_stuck),
+        revocation_stuck.rejected(handler=revocation_refused, to=exiting),
     )
-    # bark's on_rejection table: a refused cosign changed nothing (abandoning confirms it and
-    # fails the movement); a refused payment is revoked; a refused (or repeatedly failing)
-    # revocation is stuck; a refused retry of a stuck one parks or exits.
-    rejections = {  # noqa: RUF012
-        start: abandoning,
-        htlc_received: revocable,
-        payment_initiated: revocable,
-        revocable: revocation_stuck,
-        revocation_stuck: handled(revocation_refused, to=exiting),
-    }
 
     @staticmethod
     def action_id(send: LightningSend) -> str:

@@ -18,8 +18,7 @@ import secrets
 import attrs
 
 import fsm
-from fsm import Handled, Kind, RetryPolicy, State, StepContext, handled
-from fsm.interpreter import Instance
+from fsm import Instance, Kind, RetryPolicy, State, StepContext
 
 from .model import (
     MovementStatus,
@@ -136,7 +135,7 @@ def _adopt(ctx: Ctx, d: Offboard, tx: Tx) -> fsm.Outcome:
         created_at=ctx.now,
         prior_txid=None,
     )
-    return OffboardKind.goto(OffboardKind.awaiting_confirmations, adopted)
+    return OffboardKind.goto(adopted, OffboardKind.awaiting_confirmations)
 
 
 # -- start -------------------------------------------------------------------------------------
@@ -344,12 +343,12 @@ async def prepare_refused(ctx: Ctx, d: Offboard, error: BaseException) -> fsm.Ou
     (we lost a finish session): adopt it if the chain has it; fail if the refusal proves the
     inputs unspent; else keep looking (our chain view may lag the server's broadcast)."""
     if d.prior_txid is None:
-        return OffboardKind.goto(OffboardKind.abandoning, d)
+        return OffboardKind.goto(d, OffboardKind.abandoning)
     prior = await _on_chain(ctx, d.prior_txid)
     if prior is not None:
         return _adopt(ctx, d, prior)
     if any(proof in str(error) for proof in SPENDABLE_PROOFS):
-        return OffboardKind.goto(OffboardKind.abandoning, d)
+        return OffboardKind.goto(d, OffboardKind.abandoning)
     here = OffboardKind.create(d, OffboardKind.ready_for_offboard)
     return fsm.Park(here, wake_after=POLL_SECONDS, error=error)
 
@@ -364,17 +363,6 @@ async def finish_refused(ctx: Ctx, d: Offboard, error: BaseException) -> fsm.Out
         return _adopt(ctx, d, on_chain)
     again = attrs.evolve(d, prior_txid=tx.txid, offboard_tx=None, forfeit_nonces=[])
     return fsm.Park(OffboardKind.create(again, OffboardKind.ready_for_offboard), POLL_SECONDS)
-
-
-def hold(state: State) -> Handled[Services, Offboard]:
-    """Park this phase without a wake-up, with the error: the inputs may be forfeited or the
-    split outputs registered half-way, so failing (and releasing them) is not safe. bark's
-    "consider exiting" arms. It never leaves ``state``, so it declares no target."""
-
-    def park_with_error(ctx: Ctx, d: Offboard, error: BaseException) -> fsm.Outcome:
-        return fsm.Park(OffboardKind.create(d, state), error=error)
-
-    return handled(park_with_error, to=())
 
 
 # -- the kind ----------------------------------------------------------------------------------
@@ -414,19 +402,22 @@ class OffboardKind(Kind[Offboard, Services]):
         lost.to(settled, guard=confirmed_enough, effect=settle),
         lost.to(awaiting_confirmations, guard=visible),
         abandoning.to(failed, effect=fail_movement),
-    )
-    rejections = {  # noqa: RUF012 - read once, at class creation
-        start: failed,
-        split_with_arkoor: abandoning,
-        arkoor_registration_required: hold(arkoor_registration_required),
-        ready_for_offboard: handled(prepare_refused, to=(abandoning, awaiting_confirmations)),
-        offboard_tx_prepared: handled(
-            finish_refused, to=(awaiting_confirmations, ready_for_offboard)
+        # Where the inputs may be forfeited or the split outputs registered half-way, failing
+        # (and releasing them) is not safe: park there with the error, no wake-up (bark's
+        # "consider exiting" arms).
+        start.rejected(to=failed),
+        split_with_arkoor.rejected(to=abandoning),
+        arkoor_registration_required.rejected(park=True),
+        ready_for_offboard.rejected(
+            handler=prepare_refused, to=(abandoning, awaiting_confirmations)
         ),
-        ready_for_broadcast: hold(ready_for_broadcast),
-        awaiting_confirmations: hold(awaiting_confirmations),
-        lost: hold(lost),
-    }
+        offboard_tx_prepared.rejected(
+            handler=finish_refused, to=(awaiting_confirmations, ready_for_offboard)
+        ),
+        ready_for_broadcast.rejected(park=True),
+        awaiting_confirmations.rejected(park=True),
+        lost.rejected(park=True),
+    )
 
     @staticmethod
     def action_id(data: Offboard) -> str:

@@ -150,10 +150,12 @@ class OrderKind(Kind[Order, FakeShop]):
         charging.to(awaiting_shipment, effect=charge_card),
         awaiting_shipment.to(shipped, guard=shipment_confirmed),
         releasing.to(cancelled, effect=refund_and_release),
+        # A refused reservation changed nothing: just fail. A refused (or hopeless) charge
+        # leaves a reservation behind: compensate. Retries spent in `charging` take the same
+        # route.
+        start.rejected(to=cancelled),
+        charging.rejected(to=releasing),
     )
-    # A refused reservation changed nothing: just fail. A refused (or hopeless) charge
-    # leaves a reservation behind: compensate. Retries spent in `charging` take the same route.
-    rejections = {start: cancelled, charging: releasing}  # noqa: RUF012
 
     @staticmethod
     def action_id(order: Order) -> str:

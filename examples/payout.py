@@ -75,7 +75,7 @@ class Services:
 class Payout(fsm.Action[Services]):
     """Pay ``amount`` to ``account``: reserve the account, send, wait for confirmation."""
 
-    namespace = "payout"
+    name = "payout"
     payout_id: str
     account: str
     amount: int

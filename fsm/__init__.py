@@ -3,10 +3,9 @@
 The public namespace; the modules behind it are private to the package layout and may move.
 """
 
-# Last: the testing tools' environment reader, so a driver process a crash runner spawns is
-# armed by FSM_CRASH / FSM_DB_FAULTS whatever it imported (see fsm.store.hooks).
-import fsm.testing.faults  # noqa: F401
-from fsm.codec import CONVERTER, KindCodec, make_converter
+from fsm.checkpoint import read_action
+from fsm.codec import KindCodec
+from fsm.converter import CONVERTER, make_converter
 from fsm.errors import (
     ActionBusy,
     DecodeError,
@@ -26,6 +25,7 @@ from fsm.errors import (
 )
 from fsm.executor import Executor
 from fsm.ids import check_id
+from fsm.interpreter import Instance
 from fsm.kind import Kind
 from fsm.protocol import (
     Action,
@@ -36,15 +36,17 @@ from fsm.protocol import (
     Outcome,
     Park,
     StepContext,
+    Upcaster,
     park_with_backoff,
 )
 from fsm.registry import Registry
 from fsm.results import DriveResult, DriveStatus, ResumeReport, StartResult, StartStatus
 from fsm.retry import RetryPolicy
-from fsm.state import Handled, State, Transition, Wake, handled
-from fsm.store import KeptOutcome, Store, open_store
+from fsm.state import Rejection, RejectionHandler, State, Transition, Wake
+from fsm.store import KeptOutcome, LogEntry, Store, open_store
 from fsm.sync import SyncExecutor
-from fsm.validate import KindWarning, validate_kind
+from fsm.validate import GuardedExitWarning, KindWarning, UntypedDataWarning, validate_kind
+from fsm.worker import Worker
 
 __all__ = [
     "CONVERTER",
@@ -61,7 +63,8 @@ __all__ = [
     "Executor",
     "Failed",
     "FsmError",
-    "Handled",
+    "GuardedExitWarning",
+    "Instance",
     "InvalidActionId",
     "KeptOutcome",
     "Kind",
@@ -70,11 +73,14 @@ __all__ = [
     "KindMismatch",
     "KindWarning",
     "LeaseLost",
+    "LogEntry",
     "Next",
     "Outcome",
     "Park",
     "Registry",
     "Rejected",
+    "Rejection",
+    "RejectionHandler",
     "ResourceConflict",
     "ResumeReport",
     "RetryPolicy",
@@ -88,11 +94,18 @@ __all__ = [
     "SyncExecutor",
     "Transition",
     "UnknownKind",
+    "UntypedDataWarning",
+    "Upcaster",
     "Wake",
+    "Worker",
     "check_id",
-    "handled",
     "make_converter",
     "open_store",
     "park_with_backoff",
+    "read_action",
     "validate_kind",
 ]
+
+# Last: the testing tools' environment reader, so a driver process a crash runner spawns is
+# armed by FSM_CRASH / FSM_DB_FAULTS whatever it imported (see fsm.store.hooks).
+import fsm.testing.faults  # noqa: F401

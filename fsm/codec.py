@@ -1,102 +1,38 @@
-"""Checkpoint payloads <-> JSON, through one cattrs converter.
+"""Checkpoints <-> rows: how one kind's actions become (state, JSON payload) and back.
 
 A row holds its kind's name and state in their own columns, and the kind's data as JSON in
-``payload``. The converter is cattrs' orjson preset plus one strategy: any union of attrs
-classes (a kind's "progress" union, as bark writes ``enum Progress { Start, ... }``) is
-serialised as a tagged union, ``{"_type": "ClassName", ...fields}``, so a checkpoint reads the
-same whatever order the union's members are declared in, and unions whose members share field
-names still round-trip.
+``payload``, written through `fsm.converter.CONVERTER`. The executor only ever talks to kinds
+through a `KindCodec`: hand-written attrs actions get `AttrsCodec` (the whole instance is the
+checkpoint), declarative kinds a `DeclarativeCodec` (an envelope around the data). Both read
+old rows through the same `upcast`, so an upcaster that fails means the same thing whichever
+kind it belongs to: the row cannot be read (`DecodeError`, and the executor quarantines it).
 """
 
 from __future__ import annotations
 
-import datetime
-import enum
 import math
-import types
-import typing
-import uuid
-from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import cattrs
 import orjson
-from cattrs.preconf.orjson import make_converter as _make_orjson_converter
 
+from fsm.converter import CONVERTER
 from fsm.errors import DecodeError, EncodeError, KindError
+from fsm.interpreter import Instance
+from fsm.protocol import Upcaster
+from fsm.storable import may_hold_float
 
-T = TypeVar("T")
-TAG = "_type"
-
-
-def _attrs_union_members(tp: Any) -> tuple[type, ...] | None:
-    """The attrs classes of a union of two or more of them (``None`` may join them)."""
-    origin = typing.get_origin(tp)
-    if origin is not typing.Union and origin is not types.UnionType:
-        return None
-    members = tuple(m for m in typing.get_args(tp) if m is not type(None))
-    if len(members) < 2 or not all(isinstance(m, type) and attrs.has(m) for m in members):
-        return None
-    return members
-
-
-def _tagged_unstructure(conv: cattrs.Converter, tp: Any) -> Callable[[Any], Any]:
-    members = _attrs_union_members(tp) or ()
-    hooks = {m: conv.get_unstructure_hook(m) for m in members}
-
-    def unstructure(value: Any) -> Any:
-        if value is None:  # an optional union: None stays null
-            return None
-        cls = type(value)
-        out = dict(hooks[cls](value))
-        out[TAG] = cls.__name__
-        return out
-
-    return unstructure
-
-
-def _tagged_structure(conv: cattrs.Converter, tp: Any) -> Callable[[Any, Any], Any]:
-    members = _attrs_union_members(tp) or ()
-    by_tag = {m.__name__: (m, conv.get_structure_hook(m)) for m in members}
-    optional = type(None) in typing.get_args(tp)
-
-    def structure(value: Any, _: Any) -> Any:
-        if value is None and optional:
-            return None
-        if not isinstance(value, dict) or TAG not in value:
-            raise ValueError(f"expected an object tagged with {TAG!r} for {tp}, got {value!r}")
-        data = dict(value)
-        tag = data.pop(TAG)
-        if tag not in by_tag:
-            raise ValueError(f"unknown tag {tag!r} for {tp}; known: {sorted(by_tag)}")
-        cls, hook = by_tag[tag]
-        return hook(data, cls)
-
-    return structure
-
-
-def make_converter() -> cattrs.Converter:
-    """The converter every kind uses: orjson preset + tagged unions of attrs classes."""
-    conv = _make_orjson_converter(forbid_extra_keys=False)
-
-    def is_union(tp: Any) -> bool:
-        return _attrs_union_members(tp) is not None
-
-    conv.register_unstructure_hook_factory(is_union, lambda tp: _tagged_unstructure(conv, tp))
-    conv.register_structure_hook_factory(is_union, lambda tp: _tagged_structure(conv, tp))
-    return conv
-
-
-CONVERTER = make_converter()
-"""The shared converter; kinds may register hooks for their own field types on it."""
+if TYPE_CHECKING:
+    from fsm.compiled import Compiled
 
 
 class KindCodec(Protocol):
     """How one kind's actions become a row (state, payload) and back.
 
     The executor only ever talks to kinds through this: hand-written attrs actions get
-    `AttrsCodec`; the declarative layer provides its own (with upcasters for old versions).
+    `AttrsCodec`; declarative kinds `DeclarativeCodec`.
     """
 
     @property
@@ -149,33 +85,6 @@ def _has_non_finite(value: Any) -> bool:
     return False
 
 
-def may_hold_float(tp: Any, _seen: set[int] | None = None) -> bool:
-    """Whether data of type ``tp`` can contain a float (unknown or ``Any``: assume so)."""
-    seen = _seen if _seen is not None else set()
-    if id(tp) in seen:
-        return False
-    seen.add(id(tp))
-    if tp in (str, int, bool, bytes, type(None)):
-        return False
-    if isinstance(tp, type) and attrs.has(tp):
-        try:
-            fields = attrs.fields(attrs.resolve_types(tp))
-        except Exception:  # unresolvable annotations: be safe
-            return True
-        return any(may_hold_float(f.type, seen) for f in fields)
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) is typing.Literal:
-        return any(isinstance(a, float) for a in args)
-    if args:
-        return any(may_hold_float(a, seen) for a in args if a is not Ellipsis)
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return any(isinstance(m.value, float) for m in tp)
-    return not (isinstance(tp, type) and issubclass(tp, _NO_FLOAT))
-
-
-_NO_FLOAT = (str, int, bytes, datetime.date, datetime.time, uuid.UUID)
-
-
 def loads(payload: bytes | str, what: str) -> Any:
     try:
         return orjson.loads(payload)
@@ -183,22 +92,46 @@ def loads(payload: bytes | str, what: str) -> Any:
         raise DecodeError(f"{what}: payload is not valid JSON ({exc})") from None
 
 
+def upcast(
+    what: str, version: int, current: int, upcasters: Mapping[int, Upcaster], data: Any
+) -> Any:
+    """``data`` of a row written at ``version``, turned into the shape of version ``current``
+    by ``upcasters[v]`` for each version in between. Anything that goes wrong (no upcaster,
+    an upcaster that raises or returns something else than a dict) is a `DecodeError`."""
+    for v in range(version, current):
+        fn = upcasters.get(v)
+        if fn is None:
+            raise DecodeError(
+                f"{what}: no upcaster from v{v} to v{v + 1} (the oldest this code reads is "
+                f"v{min(upcasters, default=current)}); add upcasters[{v}]"
+            )
+        try:
+            data = fn(data)
+        except Exception as exc:
+            raise DecodeError(
+                f"{what}: upcaster v{v} failed: {type(exc).__name__}: {exc}"
+            ) from None
+        if not isinstance(data, dict):
+            raise DecodeError(f"{what}: upcaster v{v} returned {type(data).__name__}, not a dict")
+    return data
+
+
 class AttrsCodec:
     """Codec of a hand-written action class: the whole attrs instance is the checkpoint.
 
-    Older rows are turned into the current shape by the class's optional
-    ``upcast(version, payload_dict) -> payload_dict`` classmethod, called once per version step.
+    Older rows are turned into the current shape by the class's ``upcasters``, as for a kind.
     """
 
     def __init__(self, cls: type, converter: cattrs.Converter = CONVERTER) -> None:
         if not attrs.has(cls):
             raise TypeError(f"{cls.__qualname__} must be an attrs class to be stored by fsm")
-        namespace = getattr(cls, "namespace", None)
-        if not isinstance(namespace, str) or not namespace:
-            raise TypeError(f"{cls.__qualname__} must set a `namespace` string (its kind name)")
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{cls.__qualname__} must set a `name` string (its kind name)")
         self.cls: type[Any] = cls
-        self.name: str = namespace
+        self.name: str = name
         self.version: int = int(getattr(cls, "version", 1))
+        self._upcasters: Mapping[int, Upcaster] = getattr(cls, "upcasters", {})
         self._unstructure = converter.get_unstructure_hook(cls)
         self._structure = converter.get_structure_hook(cls)
         self._floats = may_hold_float(cls)
@@ -220,19 +153,65 @@ class AttrsCodec:
             raise DecodeError(
                 f"{what}: row is newer than the code (v{self.version}); upgrade the code"
             )
-        data = loads(payload, what)
-        upcast = getattr(self.cls, "upcast", None)
-        for v in range(version, self.version):
-            if upcast is None:
-                raise DecodeError(
-                    f"{what}: no upcaster from v{v} to v{v + 1}; define {self.cls.__qualname__}"
-                    ".upcast(version, payload)"
-                )
-            data = upcast(v, data)
+        data = upcast(what, version, self.version, self._upcasters, loads(payload, what))
         try:
             return self._structure(data, self.cls)
         except Exception as exc:  # cattrs raises many types; every one means "unreadable"
             raise DecodeError(f"{what}: payload does not structure: {_describe(exc)}") from None
+
+
+class DeclarativeCodec:
+    """`fsm.codec.KindCodec` of a declarative kind: the envelope (see module doc) as JSON."""
+
+    def __init__(self, compiled: Compiled) -> None:
+        self.compiled = compiled
+        self.cls = compiled.kind
+        self.name: str = compiled.name
+        self.version: int = compiled.version
+        self._unstructure: Callable[[Any], Any] | None = None
+        self._floats = True
+        self._structure: Callable[[Any, Any], Any] | None = None
+
+    def dump(self, action: Any) -> tuple[str, bytes]:
+        c = self.compiled
+        if type(action) is not c.instance_type or not isinstance(action.data, c.data_type):
+            got = type(action).__name__
+            if isinstance(action, Instance):
+                got = f"{got} holding {type(action.data).__name__}"
+            raise KindError(
+                f"kind {c.name!r}: a step returned {got} as the next checkpoint, not "
+                f"{c.instance_type.__name__} holding {c.data_type.__name__}"
+            )
+        if self._unstructure is None:  # resolved late: the data type may use forward refs
+            self._unstructure = CONVERTER.get_unstructure_hook(c.data_type)
+            self._floats = may_hold_float(c.data_type)
+        body = {"data": self._unstructure(action.data), "parks": action.parks}
+        return action.state, encode(body, f"kind {c.name!r}", check_floats=self._floats)
+
+    def load(self, state: str, version: int, payload: bytes | str) -> Instance[Any, Any]:
+        c = self.compiled
+        what = f"kind {c.name!r} v{version}, state {state!r}"
+        if version > c.version:
+            raise DecodeError(f"{what}: row is newer than the code (v{c.version}); upgrade it")
+        if state not in c.states:
+            raise DecodeError(f"{what}: unknown state; the kind's states are {list(c.states)}")
+        envelope = loads(payload, what)
+        if not isinstance(envelope, dict) or not isinstance(envelope.get("data"), dict):
+            raise DecodeError(f"{what}: payload is not an envelope {{'data': {{...}}, 'parks'}}")
+        parks = envelope.get("parks", 0)
+        if not isinstance(parks, int):
+            raise DecodeError(f"{what}: 'parks' is {parks!r}, not an integer")
+        data = upcast(what, version, c.version, c.upcasters, envelope["data"])
+        if self._structure is None:
+            self._structure = CONVERTER.get_structure_hook(c.data_type)
+        try:
+            value = self._structure(data, c.data_type)
+        except Exception as exc:  # cattrs raises many types; each means "unreadable"
+            raise DecodeError(f"{what}: data does not structure: {_describe(exc)}") from None
+        try:
+            return c.instance_type(state, value, parks)
+        except Exception as exc:  # the id function failed on this data
+            raise DecodeError(f"{what}: action_id failed: {type(exc).__name__}: {exc}") from None
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,6 +1,6 @@
 """A kind's declaration, collected from its class into one plain, inspectable record.
 
-`fsm.validate` checks a `Definition` and `fsm.interpreter` compiles it; neither looks at the
+`fsm.validate` checks a `Definition` and `fsm.compiled` compiles it; neither looks at the
 class itself, so both can also be exercised on a definition built by hand, and the rules for
 *where* things are declared (class attributes, generic arguments, inheritance) live only here.
 """
@@ -14,11 +14,9 @@ from typing import Any
 import attrs
 
 from fsm.errors import DefinitionError
+from fsm.protocol import Upcaster
 from fsm.retry import RetryPolicy
-from fsm.state import Handled, RejectionHandler, State, Transition, Upcaster, callable_name
-
-Route = State | Handled[Any, Any] | RejectionHandler[Any, Any]
-"""What ``rejections`` maps a state to: a state, a declared handler, or a bare handler."""
+from fsm.state import Rejection, State, Transition, callable_name
 
 
 @attrs.frozen
@@ -31,7 +29,9 @@ class Definition:
     services_type: Any
     states: tuple[State, ...]
     transitions: tuple[Transition[Any, Any], ...]
-    rejections: tuple[tuple[State, Route], ...]
+    """The rows of the table that are not `Rejection` rows (anything else is an error)."""
+    rejections: tuple[Rejection[Any, Any], ...]
+    """The table's ``state.rejected(...)`` rows, in table order."""
     retry: RetryPolicy | None
     timeout: Any
     version: Any
@@ -54,16 +54,22 @@ class Definition:
         return DefinitionError(f"{where}: {what}. Fix: {fix}")
 
     def rejection_edges(self) -> tuple[tuple[State, State, str | None], ...]:
-        """(source, target, handler name or None) of every rejection route and every target
-        declared with `fsm.handled`, in table order: the edges rejections add to the graph."""
+        """(source, target, handler name or None) of every target a rejection row names, in
+        table order: the edges rejections add to validation's graph and to diagrams."""
         edges: list[tuple[State, State, str | None]] = []
-        for source, route in self.rejections:
-            if isinstance(route, State):
-                edges.append((source, route, None))
-            elif isinstance(route, Handled):
-                name = callable_name(route.handler)
-                edges.extend((source, target, name) for target in route.to)
+        for r in self.rejections:
+            name = None if r.handler is None else callable_name(r.handler)
+            edges.extend((r.source, target, name) for target in r.to or ())
         return tuple(edges)
+
+    def hidden_handlers(self) -> dict[str, str]:
+        """{state name: handler name} of handlers that did not declare their targets: where
+        they lead is decided at run time, so diagrams can only name them on the state."""
+        return {
+            r.source.name: callable_name(r.handler)
+            for r in self.rejections
+            if r.handler is not None and r.to is None
+        }
 
     def exits(self, state: State) -> tuple[Transition[Any, Any], ...]:
         """The transitions leaving ``state``, in table order."""
@@ -86,13 +92,12 @@ def collect(cls: type, base: type) -> Definition:
                 states[attr] = value
     data_type, services_type = _type_arguments(cls, base)
     table = getattr(cls, "transitions", ())
-    transitions = tuple(table) if isinstance(table, list | tuple) else ()
-    raw_rejections = getattr(cls, "rejections", {})
-    if not isinstance(raw_rejections, Mapping):
+    rows = tuple(table) if isinstance(table, list | tuple) else ()
+    if not isinstance(getattr(cls, "rejections", None), State | None):
         raise DefinitionError(
-            f"kind {getattr(cls, 'name', cls.__name__)!r} ({cls.__qualname__}): `rejections` "
-            f"is a {type(raw_rejections).__name__}. Fix: make it a dict "
-            "{state: compensating_state_or_handler}"
+            f"kind {getattr(cls, 'name', cls.__name__)!r} ({cls.__qualname__}): it declares "
+            "`rejections`, which fsm does not read. Fix: write each route as a row of the "
+            "table, `state.rejected(to=target)` or `state.rejected(handler=fn, to=(...))`"
         )
     action_id = getattr(cls, "action_id", None)
     if action_id is getattr(base, "action_id", None):  # the base's placeholder: not defined
@@ -104,8 +109,8 @@ def collect(cls: type, base: type) -> Definition:
         data_type=data_type,
         services_type=services_type,
         states=tuple(states.values()),
-        transitions=transitions,
-        rejections=tuple(raw_rejections.items()),
+        transitions=tuple(r for r in rows if not isinstance(r, Rejection)),
+        rejections=tuple(r for r in rows if isinstance(r, Rejection)),
         retry=getattr(cls, "retry", None),
         timeout=getattr(cls, "timeout", None),
         version=getattr(cls, "version", 1),

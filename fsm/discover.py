@@ -120,7 +120,7 @@ def kinds_in(module: ModuleType) -> list[type[KindClass]]:
 
 
 def actions_in(module: ModuleType) -> list[type]:
-    """Hand-written `fsm.Action` classes ``module`` defines (those with their own namespace).
+    """Hand-written `fsm.Action` classes ``module`` defines (those with their own ``name``).
 
     Workers drive these beside the declarative kinds; they have no table, so no diagram.
     """
@@ -132,7 +132,7 @@ def actions_in(module: ModuleType) -> list[type]:
         if isinstance(obj, type)
         and issubclass(obj, Action)
         and obj.__module__ == module.__name__
-        and "namespace" in vars(obj)
+        and isinstance(vars(obj).get("name"), str)
     ]
 
 

@@ -27,8 +27,8 @@
 
 Creating the class collects the declaration (`fsm.definition`), runs every check
 (`fsm.validate`, raising `fsm.DefinitionError` at import) and compiles the table
-(`fsm.interpreter`). ``OrderKind.__fsm_codec__`` is what the executor's registry stores rows
-with; ``OrderKind.graph()`` is what diagrams are drawn from.
+(`fsm.compiled`; `fsm.interpreter` runs it). ``OrderKind.__fsm_codec__`` is what the
+executor's registry stores rows with; ``OrderKind.graph()`` is what diagrams are drawn from.
 """
 
 from __future__ import annotations
@@ -36,13 +36,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, cast
 
-from fsm.codec import KindCodec
+from fsm.codec import DeclarativeCodec, KindCodec
+from fsm.compiled import Compiled
 from fsm.definition import Definition, collect
 from fsm.diagram.model import Edge, KindGraph, StateNode
-from fsm.interpreter import Compiled, Instance
-from fsm.protocol import Next
+from fsm.interpreter import Instance
+from fsm.protocol import Next, S, Upcaster
 from fsm.retry import RetryPolicy
-from fsm.state import D, Handled, RejectionHandler, S, State, Transition, Upcaster, callable_name
+from fsm.state import D, Rejection, State, Transition, callable_name
 from fsm.validate import check_definition, emit
 
 
@@ -50,11 +51,11 @@ class Kind(Generic[D, S]):
     """Base class of a declarative kind over data ``D`` (an attrs class) and services ``S``.
 
     Declare in the class body: ``name``; the states (`State` attributes, exactly one
-    initial); ``transitions``, the ordered table; ``action_id(data)``, a staticmethod; and
-    optionally ``retry`` (the kind's `RetryPolicy`; default: the executor's), ``timeout``
-    (seconds an async step may run; default: the executor's ``step_timeout``), ``rejections``
-    (``{state: compensating_state_or_handler}``, a handler best wrapped in
-    ``handled(fn, to=(states...))``), ``version``, ``upcasters``
+    initial); ``transitions``, the ordered table of ``a.to(b, ...)`` rows and, where a
+    rejection has somewhere to go, ``a.rejected(...)`` rows (see `State.rejected`);
+    ``action_id(data)``, a staticmethod; and optionally ``retry`` (the kind's `RetryPolicy`;
+    default: the executor's), ``timeout`` (seconds an async step may run; default: the
+    executor's ``step_timeout``), ``version``, ``upcasters``
     (``{n: fn(data_dict_vn) -> data_dict_vn+1}``) and ``services``, a no-argument callable
     that builds ``S`` for ``fsm worker`` when no ``--services`` is given. A kind is never
     instantiated: its actions are made with `create`.
@@ -66,8 +67,7 @@ class Kind(Generic[D, S]):
     timeout: ClassVar[float | None] = None
     upcasters: ClassVar[Mapping[int, Upcaster]]
     services: ClassVar[Callable[[], Any] | None] = None
-    transitions: Sequence[Transition[D, S]]
-    rejections: Mapping[State, State | Handled[S, D] | RejectionHandler[S, D]]
+    transitions: Sequence[Transition[D, S] | Rejection[D, S]]
 
     __fsm_definition__: ClassVar[Definition]
     __fsm_compiled__: ClassVar[Compiled]
@@ -85,7 +85,7 @@ class Kind(Generic[D, S]):
         compiled = Compiled(definition, cls)
         cls.__fsm_definition__ = definition
         cls.__fsm_compiled__ = compiled
-        cls.__fsm_codec__ = compiled.codec
+        cls.__fsm_codec__ = DeclarativeCodec(compiled)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Kind[D, S]:
         raise TypeError(f"{cls.__qualname__} is a kind; make actions with {cls.__name__}.create")
@@ -98,21 +98,17 @@ class Kind(Generic[D, S]):
         return cast(Instance[D, S], compiled.instance_type(name, data))
 
     @classmethod
-    def goto(cls, state: State, data: D) -> Next:
+    def goto(cls, data: D, state: State) -> Next:
         """`Next` into ``state`` with ``data``: what a rejection handler returns to move on."""
         return Next(cls.create(data, state))
 
     @classmethod
     def graph(cls) -> KindGraph:
         """The kind as a diagram IR: states in declaration order, edges in table order, then
-        rejection routes and declared handler targets (dashed) in the order of ``rejections``.
+        the targets of the rejection rows (dashed), in table order.
         """
         d = cls.__fsm_definition__
-        handlers = {  # undeclared handlers: their targets cannot be drawn
-            src.name: callable_name(route)
-            for src, route in d.rejections
-            if not isinstance(route, State | Handled)
-        }
+        handlers = d.hidden_handlers()  # undeclared handlers: their targets cannot be drawn
         states = tuple(
             StateNode(s.name, s.role, s.initial, _doc(s), handlers.get(s.name)) for s in d.states
         )

@@ -16,7 +16,8 @@ This is the seed's contract (bark's ``WalletAction`` / ``Advance``) in Python:
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Iterable
+import types
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeAlias, TypeVar
 
 import attrs
@@ -78,6 +79,8 @@ class Failed:
 
 Outcome: TypeAlias = Next | Park | Done | Failed
 MaybeAwaitable: TypeAlias = Outcome | Awaitable[Outcome]
+Upcaster: TypeAlias = Callable[[dict[str, Any]], dict[str, Any]]
+"""Turns the stored data dict of version N into the data dict of version N + 1."""
 
 
 class DriveMode(enum.Enum):
@@ -104,6 +107,7 @@ class StepContext(Generic[S]):
         "_held",
         "_holder_of",
         "_load_held",
+        "_memo",
         "_released",
         "action_id",
         "attempts",
@@ -141,6 +145,20 @@ class StepContext(Generic[S]):
         self._held: set[str] | None = None
         self._acquired: list[str] = []
         self._released: list[str] = []
+        self._memo: dict[Any, Any] | None = None
+
+    @property
+    def memo(self) -> dict[Any, Any]:
+        """Scratch space for this one run of this step, keyed by whatever the kind chooses.
+
+        Guards and the effect of one step often need the same remote read (a payment status):
+        keep it here so they decide on one answer and poll once. It lives exactly as long as
+        the context: a retry, a re-run after a crash or the second run of a double drive
+        starts with an empty memo, so nothing stale survives into another step.
+        """
+        if self._memo is None:
+            self._memo = {}
+        return self._memo
 
     @property
     def idempotency_key(self) -> str:
@@ -204,15 +222,18 @@ class StepContext(Generic[S]):
 class Action(Generic[S]):
     """Base class for a hand-written action kind, as bark writes them.
 
-    Subclass it (usually as an attrs class: its fields are the checkpoint), set ``namespace``
+    Subclass it (usually as an attrs class: its fields are the checkpoint), set ``name``
     (the kind name stored on the row), implement `id` and `advance`. `on_retry` defaults to
     the seed's park-with-backoff, `on_rejection` to `Failed`. ``state`` names the current
     phase for logs, the transition log and diagrams; by default it is the class name.
-    ``services`` (optional): a no-argument callable building ``S`` for ``fsm worker``.
+    ``version`` and ``upcasters`` (``{n: fn(payload_dict_vn) -> payload_dict_vn+1}``) work as
+    on a declarative kind, on the whole payload. ``services`` (optional): a no-argument
+    callable building ``S`` for ``fsm worker``.
     """
 
-    namespace: ClassVar[str]
+    name: ClassVar[str]
     version: ClassVar[int] = 1
+    upcasters: ClassVar[Mapping[int, Upcaster]] = types.MappingProxyType({})
     services: ClassVar[Callable[[], Any] | None] = None
 
     @property
@@ -275,5 +296,6 @@ __all__ = [
     "Park",
     "Rejected",
     "StepContext",
+    "Upcaster",
     "park_with_backoff",
 ]

@@ -23,7 +23,7 @@ def codec_of(kind: Any) -> KindCodec:
         return own  # type: ignore[no-any-return]
     problems = [p for p in storage_problems(kind) if not p.untyped] if attrs.has(kind) else []
     if problems:
-        name = getattr(kind, "namespace", "?")
+        name = getattr(kind, "name", "?")
         raise DefinitionError(
             f"kind {name!r} ({kind.__qualname__}): {problems[0].describe()}. Fix: {problems[0].fix}"
         )
@@ -45,7 +45,7 @@ class Registry:
         if existing is not None and existing is not codec and _origin(existing) is not kind:
             raise ValueError(
                 f"kind name {codec.name!r} is registered twice ({_origin(existing)!r} and "
-                f"{kind!r}); give one of them another `namespace`"
+                f"{kind!r}); give one of them another `name`"
             )
         self._by_name[codec.name] = codec
         return codec
@@ -60,7 +60,7 @@ class Registry:
 
     def of(self, action: Any) -> KindCodec:
         """The codec of a live action object, registering its class on first sight."""
-        name = action.namespace
+        name = action.name
         codec = self._by_name.get(name)
         if codec is None:
             codec = self.register(getattr(action, "__fsm_kind__", type(action)))

@@ -1,33 +1,32 @@
-"""The vocabulary of a declarative kind: states, wake policies and transitions.
+"""The vocabulary of a declarative kind: states, wake policies, transitions, rejection rows.
 
 These objects only *describe* a kind. `fsm.kind.Kind` collects them when the class is
-created, `fsm.validate` checks them and `fsm.interpreter` compiles them into plain tuples, so
+created, `fsm.validate` checks them and `fsm.compiled` compiles them into plain tuples, so
 nothing here is on the hot path and nothing here knows about storage.
 
 The callables are typed against the kind's data type ``D`` and services type ``S``: in
 ``class OrderKind(Kind[Order, Shop])`` the table is declared as
-``Sequence[Transition[Order, Shop]]``, so a type checker infers ``D`` and ``S`` of every
-``a.to(b, guard=..., effect=...)`` from that context and flags an effect that takes or returns
-another data type, or expects other services.
+``Sequence[Transition[Order, Shop] | Rejection[Order, Shop]]``, so a type checker infers
+``D`` and ``S`` of every ``a.to(b, guard=..., effect=...)`` and ``a.rejected(handler=...)``
+from that context and flags a callback that takes or returns another data type, or expects
+other services.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, Literal, TypeAlias, TypeVar
+from typing import Generic, TypeAlias, TypeVar
 
 import attrs
 
+from fsm.diagram.model import Role
 from fsm.errors import DefinitionError
-from fsm.protocol import MaybeAwaitable, StepContext
+from fsm.protocol import MaybeAwaitable, S, StepContext
 from fsm.retry import RetryPolicy
 
 D = TypeVar("D")
 """The kind's data: the attrs class stored in the checkpoint."""
-S = TypeVar("S")
-"""The services object handed to every step as ``ctx.services``."""
 
-Role = Literal["step", "wait", "done", "failed"]
 TERMINAL_ROLES: frozenset[str] = frozenset({"done", "failed"})
 
 Guard: TypeAlias = Callable[[StepContext[S], D], bool | Awaitable[bool]]
@@ -36,9 +35,7 @@ Effect: TypeAlias = Callable[[StepContext[S], D], D | Awaitable[D]]
 """``effect(ctx, data) -> new data`` (or an async def): the side effects of the transition."""
 RejectionHandler: TypeAlias = Callable[[StepContext[S], D, BaseException], MaybeAwaitable]
 """``handler(ctx, data, error) -> Outcome``: decides what a rejection (or a spent retry
-budget) leads to; build a move to another state with ``MyKind.goto(state, data)``."""
-Upcaster: TypeAlias = Callable[[dict[str, Any]], dict[str, Any]]
-"""Turns the data dict of version N into the data dict of version N + 1."""
+budget) leads to; build a move to another state with ``MyKind.goto(data, state)``."""
 
 
 @attrs.frozen
@@ -141,6 +138,33 @@ class State:
         """The transition ``self -> target``, taken when ``guard`` holds, running ``effect``."""
         return Transition(self, target, guard, effect)
 
+    def rejected(
+        self,
+        to: State | Sequence[State] | None = None,
+        *,
+        handler: RejectionHandler[S, D] | None = None,
+        park: bool = False,
+    ) -> Rejection[D, S]:
+        """The row saying what a rejection here (or a spent retry budget) leads to::
+
+            charging.rejected(to=releasing)                  # move on to a compensating state
+            prepare.rejected(handler=refused, to=(retry, cancelled))  # the handler decides
+            holding.rejected(park=True)                      # stay parked here, with the error
+
+        With only ``to`` (one state) the action moves there (a terminal target ends it). With
+        a ``handler(ctx, data, error) -> Outcome``, ``to`` lists every state its `Next` or
+        `Park` may land on: validation counts them as edges (so a compensating state reached
+        only through the handler is reachable), diagrams draw them as dashed rejection edges
+        labelled with the handler, and at run time a move anywhere else (other than this
+        state, where it may always park) raises `fsm.KindError`. ``to=()`` declares a handler
+        that only parks here or ends the action; leaving ``to`` out hides its targets from
+        validation and diagrams. ``park=True`` is the stock handler: park in this state with
+        the error and no wake-up, until a notify (for phases where failing, and so releasing
+        what the action holds, is not safe).
+        """
+        targets = None if to is None else (to,) if isinstance(to, State) else tuple(to)
+        return Rejection(self, targets, handler, park)
+
     def __repr__(self) -> str:
         flag = " initial" if self.initial else ""
         return f"<State {self.name or '?'} ({self.role}{flag})>"
@@ -172,35 +196,28 @@ class Transition(Generic[D, S]):
         return f"<Transition {' '.join(parts)}>"
 
 
-class Handled(Generic[S, D]):
-    """A rejection handler together with the states its outcome may move the action to.
+@attrs.frozen(repr=False, eq=False)
+class Rejection(Generic[D, S]):
+    """A row of the table saying where a rejection (or a spent retry budget) in ``source`` leads.
 
-    Made by `handled`; see there. ``to`` is kept in the order given.
+    Made by `State.rejected`; see there. ``to`` is None only for a handler that did not
+    declare its targets; ``park`` is the stock "park here" route.
     """
 
-    __slots__ = ("handler", "to")
-
-    def __init__(self, handler: RejectionHandler[S, D], to: tuple[State, ...]) -> None:
-        self.handler = handler
-        self.to = to
+    source: State
+    to: tuple[State, ...] | None
+    handler: RejectionHandler[S, D] | None = None
+    park: bool = False
 
     def __repr__(self) -> str:
-        targets = ", ".join(s.name or "?" for s in self.to)
-        return f"<handled {callable_name(self.handler)} to=({targets})>"
-
-
-def handled(handler: RejectionHandler[S, D], *, to: State | Sequence[State]) -> Handled[S, D]:
-    """Declare where a rejection handler may send the action, in the ``rejections`` table::
-
-        rejections = {prepare: handled(prepare_refused, to=(retry_prepare, cancelled))}
-
-    Validation counts each target as an edge (so a compensating state reached only through
-    the handler is reachable), diagrams draw them as dashed rejection edges labelled with
-    the handler, and at run time a handler whose `Next` or `Park` lands anywhere else (other
-    than the state it handles, where it may always park) raises `TypeError`. ``to=()``
-    declares a handler that only parks or ends the action.
-    """
-    return Handled(handler, (to,) if isinstance(to, State) else tuple(to))
+        parts = [f"{self.source.name or '?'} rejected"]
+        if self.park:
+            parts.append("park=True")
+        if self.handler is not None:
+            parts.append(f"handler={callable_name(self.handler)}")
+        if self.to is not None:
+            parts.append(f"to=({', '.join(s.name or '?' for s in self.to)})")
+        return f"<Rejection {' '.join(parts)}>"
 
 
 def callable_name(fn: object) -> str:

@@ -1,6 +1,6 @@
 """Which data fsm can store: a walk over an attrs class's field types, done before any row exists.
 
-A checkpoint is the action's data unstructured by `fsm.codec.CONVERTER` (cattrs' orjson
+A checkpoint is the action's data unstructured by `fsm.converter.CONVERTER` (cattrs' orjson
 preset plus tagged unions of attrs classes) and written as JSON. A field type the converter
 cannot round-trip (a ``Decimal`` with no hooks, a ``dict`` keyed by a plain ``Enum``, a union
 whose members cattrs cannot tell apart) used to pass class creation and fail at the first
@@ -28,6 +28,9 @@ What passes, and why:
 ``Any``, ``object``, unannotated fields and bare ``list``/``dict`` are stored as whatever JSON
 their value happens to be and read back as plain JSON (an attrs instance comes back as a
 dict), so they are reported as *untyped*: legal, but a warning, not an error.
+
+The same walk answers `may_hold_float`: whether a checkpoint of the type can hold a float at
+all, so that encoding skips its inf/nan check for types that cannot.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import datetime
 import enum
 import types
 import typing
+import uuid
 from typing import Any
 
 import attrs
@@ -46,7 +50,7 @@ import orjson
 from cattrs.errors import StructureHandlerNotFoundError
 from cattrs.fns import identity
 
-from fsm.codec import CONVERTER
+from fsm.converter import CONVERTER
 
 NATIVE: frozenset[Any] = frozenset(
     {str, int, float, bool, type(None), bytes, datetime.datetime, datetime.date}
@@ -70,6 +74,8 @@ SEQUENCES: frozenset[Any] = frozenset(
 )
 MAPPINGS: frozenset[Any] = frozenset({dict, abc.Mapping, abc.MutableMapping})
 UNION_ORIGINS: frozenset[Any] = frozenset({typing.Union, types.UnionType})
+NO_FLOAT = (str, int, bytes, datetime.date, datetime.time, uuid.UUID)
+"""Leaf types whose values are never floats (``bool`` is an ``int``)."""
 
 
 @attrs.frozen
@@ -115,15 +121,27 @@ def storage_problems(cls: type, converter: cattrs.Converter = CONVERTER) -> list
     return walk.problems
 
 
+def may_hold_float(tp: Any, converter: cattrs.Converter = CONVERTER) -> bool:
+    """Whether data of type ``tp`` can contain a float: a ``float`` (or float enum value,
+    or ``Literal``) anywhere in it, or a type the walk cannot vouch for (``Any``, a problem,
+    a type with custom hooks), which is assumed to."""
+    walk = _Walk(converter)
+    walk.annotation(tp, type_name(tp), {})
+    return walk.floats
+
+
 class _Walk:
-    """One pass over a type tree; collects problems, visits each attrs class once."""
+    """One pass over a type tree; collects problems, visits each attrs class once, and notes
+    whether any part of the tree may hold a float."""
 
     def __init__(self, converter: cattrs.Converter) -> None:
         self.converter = converter
         self.problems: list[FieldProblem] = []
         self.seen: set[Any] = set()
+        self.floats = False
 
     def fail(self, path: str, tp: Any, reason: str, fix: str, untyped: bool = False) -> None:
+        self.floats = True  # what fsm cannot vouch for may hold anything
         self.problems.append(FieldProblem(path, type_name(tp), reason, fix, untyped))
 
     def attrs_class(self, cls: type, path: str, subst: dict[Any, Any]) -> None:
@@ -153,14 +171,17 @@ class _Walk:
             return
         supertype = getattr(tp, "__supertype__", None)  # typing.NewType
         if supertype is not None:
+            self.floats = True  # as for Annotated: only the checks are vouched for
             self.annotation(supertype, path, subst)
             return
         origin, args = typing.get_origin(tp), typing.get_args(tp)
         if origin is typing.Annotated:
+            self.floats = True
             self.annotation(args[0], path, subst)
         elif origin in UNION_ORIGINS:
             self.union(tp, args, path, subst)
         elif origin is typing.Literal:
+            self.floats |= any(isinstance(a, float) for a in args)
             self.finite(tp, list(args), path)
         elif tp is tuple or tp in SEQUENCES or tp in MAPPINGS:  # bare: items of any type
             self.fail(path, tp, UNTYPED, UNTYPED_FIX, untyped=True)
@@ -185,9 +206,12 @@ class _Walk:
         if attrs.has(tp):
             self.attrs_class(tp, path, {})
         elif issubclass(tp, enum.Enum):
+            self.floats |= any(isinstance(m.value, float) for m in tp)
             self.finite(tp, list(tp), path)
-        elif tp in NATIVE or issubclass(tp, (str, int)) or self.has_hooks(tp):
-            return
+        elif tp in NATIVE or issubclass(tp, (str, int)):
+            self.floats |= issubclass(tp, float)
+        elif self.has_hooks(tp):
+            self.floats |= not issubclass(tp, NO_FLOAT)
         else:
             name = tp.__name__
             self.fail(
@@ -195,7 +219,7 @@ class _Walk:
                 tp,
                 CANNOT,
                 "use int or str, or register structure and unstructure hooks for "
-                f"{name} on fsm.codec.CONVERTER before the kind is defined",
+                f"{name} on fsm.CONVERTER before the kind is defined",
             )
 
     def has_hooks(self, tp: type) -> bool:
@@ -219,7 +243,7 @@ class _Walk:
                 path,
                 tp,
                 f"{CANNOT}: {', '.join(map(repr, lost))} would not read back as written",
-                "use str or int values (or register hooks for the type on fsm.codec.CONVERTER)",
+                "use str or int values (or register hooks for the type on fsm.CONVERTER)",
             )
 
     def key(self, mapping: Any, key: Any, path: str) -> None:

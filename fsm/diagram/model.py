@@ -20,8 +20,8 @@ EdgeStyle = Literal["transition", "rejection", "retry"]
 class StateNode:
     """A state: its name, its role, and whether it is the initial state.
 
-    ``handler`` names the state's rejection handler when it did not declare its targets (with
-    `fsm.handled`): those are decided at run time, so they cannot be drawn as edges.
+    ``handler`` names the state's rejection handler when its row declares no targets
+    (``rejected(handler=...)``): they are decided at run time, so they cannot be drawn.
     """
 
     name: str
@@ -36,7 +36,7 @@ class Edge:
     """A transition (or a rejection route) with the names of its guard and effect.
 
     ``handler`` names the rejection handler that may take this edge (a target it declared
-    with `fsm.handled`); such edges have the ``rejection`` style.
+    in its ``rejected(handler=..., to=...)`` row); such edges have the ``rejection`` style.
     """
 
     source: str

@@ -116,12 +116,9 @@ def _build(factory: Callable[[], object], name: str) -> object:
 
 
 def _kind_label(cls: type) -> str:
-    """A kind's ``name``, an action class's ``namespace``, else the class name."""
-    for attr in ("name", "namespace"):
-        value = getattr(cls, attr, None)
-        if isinstance(value, str):
-            return value
-    return cls.__name__
+    """A kind's (or an action class's) ``name``, else the class name."""
+    value = getattr(cls, "name", None)
+    return value if isinstance(value, str) else cls.__name__
 
 
 def _type_label(t: Any) -> str:

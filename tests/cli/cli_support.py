@@ -117,8 +117,8 @@ KINDS_SOURCE = textwrap.dedent(
         transitions = (
             opened.to(waiting),
             waiting.to(closed, guard=is_answered, effect=close_ticket),
+            opened.rejected(to=dropped),
         )
-        rejections = {opened: dropped}
 
         @staticmethod
         def action_id(ticket):

@@ -83,32 +83,32 @@ class BankKind(Kind[Sale, Bank]):
 
 @attrs.frozen
 class FreeAction(fsm.Action[None]):
-    namespace = "free_action"
+    name = "free_action"
     key: str
 
 
 @attrs.frozen
 class MaybeShopAction(fsm.Action[Shop | None]):
-    namespace = "maybe_shop"
+    name = "maybe_shop"
     key: str
 
 
 @attrs.frozen
 class ShopAction(fsm.Action[Shop]):
-    namespace = "shop_action"
+    name = "shop_action"
     services = make_shop
     key: str
 
 
 @attrs.frozen
 class OpenAction(fsm.Action):  # type: ignore[type-arg]
-    namespace = "open_action"
+    name = "open_action"
     key: str
 
 
 @attrs.frozen
 class BrokenAction(fsm.Action[Shop]):
-    namespace = "broken_action"
+    name = "broken_action"
     services = broken_shop
     key: str
 

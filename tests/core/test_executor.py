@@ -288,7 +288,7 @@ def test_two_tasks_never_drive_the_same_action(store: fsm.Store) -> None:
         await release.wait()
 
     class Holder(Script):
-        namespace = "holder"
+        name = "holder"
 
         async def advance(self, ctx: fsm.StepContext[Any]) -> Any:  # type: ignore[override]
             if self.n == 0:

@@ -64,8 +64,8 @@ class BookingKind(Kind[Booking, Provider]):
         start.to(confirmed, effect=book),
         confirmed.to(booked),
         cancelling.to(cancelled, effect=cancel),
+        start.rejected(to=cancelling),
     )
-    rejections = {start: cancelling}  # noqa: RUF012
 
     @staticmethod
     def action_id(b: Booking) -> str:
@@ -353,12 +353,12 @@ def test_the_policy_names_errors_never_and_always_retried(store: fsm.Store) -> N
 
 @attrs.frozen
 class Hang(fsm.Action[Any]):
-    namespace = "hang"
-    name: str
+    name = "hang"
+    label: str
 
     @property
     def id(self) -> str:
-        return self.name
+        return self.label
 
     async def advance(self, ctx: StepContext[Any]) -> fsm.Outcome:
         await asyncio.Event().wait()  # a remote that never answers
@@ -463,12 +463,12 @@ def test_double_drive_treats_a_transient_error_in_the_second_run_as_transient(
 class Fickle(fsm.Action[Any]):
     """Ends in a different terminal state on every run: not idempotent."""
 
-    namespace = "fickle"
-    name: str
+    name = "fickle"
+    label: str
 
     @property
     def id(self) -> str:
-        return self.name
+        return self.label
 
     def advance(self, ctx: StepContext[Any]) -> fsm.Outcome:
         ctx.services["n"] += 1
@@ -486,7 +486,7 @@ def test_double_drive_compares_the_step_into_a_terminal_state(store: fsm.Store) 
 def test_a_hand_written_action_with_an_unstorable_field_is_refused_at_registration() -> None:
     @attrs.frozen
     class Payment(fsm.Action[Any]):
-        namespace = "payment"
+        name = "payment"
         amount: decimal.Decimal
 
     with pytest.raises(fsm.DefinitionError, match=r"'Payment.amount' has type Decimal"):
@@ -566,13 +566,13 @@ def test_an_error_that_cannot_be_printed_still_ends_visibly(
 
 @attrs.frozen
 class BadPark(fsm.Action[Any]):
-    namespace = "badpark"
-    name: str
+    name = "badpark"
+    label: str
     after: str = "0"
 
     @property
     def id(self) -> str:
-        return self.name
+        return self.label
 
     def advance(self, ctx: StepContext[Any]) -> fsm.Outcome:
         return fsm.Park(self, wake_after=float(self.after))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import attrs
@@ -13,16 +14,16 @@ import fsm
 from fsm import DriveStatus
 
 BAD_ROWS = {
-    "bad-json": ("script", 1, '{"name": "bad-json", n: }', "not valid JSON"),
-    "bad-shape": ("script", 1, '{"name": "bad-shape", "n": "seven"}', "does not structure"),
-    "wrong-id": ("script", 1, '{"name": "someone-else"}', "belongs to action 'someone-else'"),
-    "bad:id": ("script", 1, '{"name": "bad:id"}', "breaks the key rules"),
+    "bad-json": ("script", 1, '{"label": "bad-json", n: }', "not valid JSON"),
+    "bad-shape": ("script", 1, '{"label": "bad-shape", "n": "seven"}', "does not structure"),
+    "wrong-id": ("script", 1, '{"label": "someone-else"}', "belongs to action 'someone-else'"),
+    "bad:id": ("script", 1, '{"label": "bad:id"}', "breaks the key rules"),
 }
 
 
 FOREIGN_ROWS = {
-    "unknown-kind": ("ghost", 1, '{"name": "unknown-kind"}', "kind 'ghost' is not registered"),
-    "too-new": ("script", 7, '{"name": "too-new"}', "newer than this code"),
+    "unknown-kind": ("ghost", 1, '{"label": "unknown-kind"}', "kind 'ghost' is not registered"),
+    "too-new": ("script", 7, '{"label": "too-new"}', "newer than this code"),
 }
 
 
@@ -65,23 +66,19 @@ def test_delete_removes_a_quarantined_row_and_its_resources(store: fsm.Store) ->
 
 @attrs.frozen
 class Renamed(fsm.Action[Any]):
-    """v2 renamed ``who`` to ``name``; ``upcast`` turns v1 rows into v2."""
+    """v2 renamed ``who`` to ``label``; ``upcasters[1]`` turns v1 rows into v2."""
 
-    namespace = "renamed"
+    name = "renamed"
     version: ClassVar[int] = 2
-    name: str
+    upcasters: ClassVar[Mapping[int, fsm.Upcaster]] = {1: lambda p: {"label": p.pop("who")}}
+    label: str
 
     @property
     def id(self) -> str:
-        return self.name
+        return self.label
 
     def advance(self, ctx: fsm.StepContext[Any]) -> fsm.Outcome:
         return fsm.Done()
-
-    @staticmethod
-    def upcast(version: int, payload: dict[str, Any]) -> dict[str, Any]:
-        assert version == 1
-        return {"name": payload.pop("who")}
 
 
 def test_old_rows_are_upcast_and_rewritten(store: fsm.Store) -> None:
@@ -93,15 +90,15 @@ def test_old_rows_are_upcast_and_rewritten(store: fsm.Store) -> None:
 def test_missing_upcaster_is_a_clear_quarantine(store: fsm.Store) -> None:
     @attrs.frozen
     class NoUpcast(fsm.Action[Any]):
-        namespace = "noup"
+        name = "noup"
         version: ClassVar[int] = 3
-        name: str
+        label: str
 
         @property
         def id(self) -> str:
-            return self.name
+            return self.label
 
-    store.insert("n", "noup", "NoUpcast", 2, '{"name": "n"}', [], 1.0)
+    store.insert("n", "noup", "NoUpcast", 2, '{"label": "n"}', [], 1.0)
     ex: fsm.Executor[Any] = fsm.Executor(store, {}, kinds=[NoUpcast])
     result = asyncio.run(ex.drive("n"))
     assert result.status is DriveStatus.QUARANTINED
@@ -111,15 +108,15 @@ def test_missing_upcaster_is_a_clear_quarantine(store: fsm.Store) -> None:
 def test_registering_two_kinds_under_one_name_is_refused() -> None:
     @attrs.frozen
     class Twin(fsm.Action[Any]):
-        namespace = "script"
-        name: str
+        name = "script"
+        label: str
 
     with pytest.raises(ValueError, match="registered twice"):
         fsm.Registry([Script, Twin])
 
 
 def test_a_quarantined_row_goes_back_into_service_once_fixed(store: fsm.Store) -> None:
-    store.insert("late", "script", "s0", 1, '{"name": "late"}', [], 1.0)
+    store.insert("late", "script", "s0", 1, '{"label": "late"}', [], 1.0)
     store.quarantine("late", "set aside by an operator")
     without: fsm.Executor[Any] = fsm.Executor(store, {}, kinds=[])
     assert asyncio.run(without.drive("late")).status is DriveStatus.QUARANTINED

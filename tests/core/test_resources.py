@@ -90,7 +90,7 @@ def test_conflict_at_commit_writes_nothing(store: fsm.Store, open_store: Any) ->
 
     def take_late(a: Script, ctx: fsm.StepContext[Any]) -> None:
         ctx.acquire("coin.9")
-        open_store().insert("z", "script", "s0", 1, '{"name": "z"}', ["coin.9"], 0.0)
+        open_store().insert("z", "script", "s0", 1, '{"label": "z"}', ["coin.9"], 0.0)
 
     ex = executor(store, {("a", 1): take_late})
     result = asyncio.run(ex.drive(Script("a")))

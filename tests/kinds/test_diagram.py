@@ -323,7 +323,7 @@ def test_graphviz_failure_is_reported() -> None:
 class OrderAction(fsm.Action[None]):
     """A hand-written action whose rows carry ORDER's state names."""
 
-    namespace: ClassVar[str] = "order"
+    name: ClassVar[str] = "order"
     order_id: str
     phase: str
 
@@ -341,7 +341,7 @@ class OrderAction(fsm.Action[None]):
 
 @attrs.define
 class OtherAction(OrderAction):
-    namespace: ClassVar[str] = "other"
+    name: ClassVar[str] = "other"
 
 
 def _populate(path: Path) -> fsm.Store:
@@ -403,8 +403,8 @@ class ParcelKind(fsm.Kind[Parcel, None]):
     transitions = (
         received.to(weighing),
         weighing.to(labelled, guard=is_weighed, effect=print_label),
+        received.rejected(to=lost),
     )
-    rejections = {received: lost}  # noqa: RUF012
 
     @staticmethod
     def action_id(parcel: Parcel) -> str:
@@ -437,7 +437,7 @@ def test_overlays_from_a_declarative_kinds_rows(tmp_path: Path) -> None:
 
 
 def weigh_failed(ctx: fsm.StepContext[None], parcel: Parcel, error: BaseException) -> fsm.Outcome:
-    return HandledParcelKind.goto(HandledParcelKind.reweighing, parcel)
+    return HandledParcelKind.goto(parcel, HandledParcelKind.reweighing)
 
 
 class HandledParcelKind(fsm.Kind[Parcel, None]):
@@ -450,8 +450,11 @@ class HandledParcelKind(fsm.Kind[Parcel, None]):
     labelled = fsm.State.done()
     lost = fsm.State.failed()
 
-    transitions = (received.to(labelled), reweighing.to(labelled))
-    rejections = {received: fsm.handled(weigh_failed, to=(reweighing, lost))}  # noqa: RUF012
+    transitions = (
+        received.to(labelled),
+        reweighing.to(labelled),
+        received.rejected(handler=weigh_failed, to=(reweighing, lost)),
+    )
 
     @staticmethod
     def action_id(parcel: Parcel) -> str:

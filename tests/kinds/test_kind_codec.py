@@ -56,8 +56,8 @@ class ParcelKind(Kind[Parcel, None]):
         new.to(transit, effect=weigh),
         transit.to(delivered, guard=arrived),
         lost.to(returned),
+        transit.rejected(to=lost),
     )
-    rejections = {transit: lost}  # noqa: RUF012
 
     @staticmethod
     def action_id(p: Parcel) -> str:
@@ -89,7 +89,7 @@ def test_round_trip_keeps_state_data_and_park_count() -> None:
 def test_codec_identity() -> None:
     assert (codec.name, codec.version) == ("parcel", 3)
     action = ParcelKind.create(Parcel("p1", 1))
-    assert action.namespace == "parcel"
+    assert action.name == "parcel"
     assert action.__fsm_kind__ is ParcelKind
 
 

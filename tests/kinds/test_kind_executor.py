@@ -79,8 +79,8 @@ class PayKind(Kind[Pay, Bank]):
         charging.to(settling, effect=charge),
         settling.to(paid, guard=settled),
         undo.to(refused, effect=unhold),
+        charging.rejected(to=undo),
     )
-    rejections = {charging: undo}  # noqa: RUF012
 
     @staticmethod
     def action_id(p: Pay) -> str:

@@ -12,6 +12,7 @@ import pytest
 import fsm
 from fsm import Done, Failed, Kind, Next, Park, RetryPolicy, State, StepContext
 from fsm.errors import DefinitionError
+from fsm.testing.steps import step_context
 from fsm.validate import GuardedExitWarning
 
 log = logging.getLogger("test")
@@ -34,17 +35,7 @@ DEFAULT_RETRY = RetryPolicy()
 
 
 def ctx(services: Any = None, attempts: int = 0, retry: RetryPolicy = DEFAULT_RETRY) -> Any:
-    return StepContext(
-        services,
-        "a-1",
-        0,
-        attempts,
-        0.0,
-        retry,
-        logging.LoggerAdapter(log, {}),
-        tuple,
-        lambda _: None,
-    )
+    return step_context(services, attempts=attempts, retry=retry)
 
 
 def run(result: Any) -> Any:
@@ -228,7 +219,7 @@ def test_states_without_async_callbacks_step_synchronously() -> None:
 def compensate(c: StepContext[Svc], d: Data, error: BaseException) -> fsm.Outcome:
     if isinstance(error, fsm.Rejected) and error.code == "retry-later":
         return Failed(f"handled: {error}")
-    return Routes.goto(Routes.undo, attrs.evolve(d, trail=(*d.trail, f"handled {error}")))
+    return Routes.goto(attrs.evolve(d, trail=(*d.trail, f"handled {error}")), Routes.undo)
 
 
 class Routes(Kind[Data, Svc]):
@@ -249,8 +240,10 @@ class Routes(Kind[Data, Svc]):
         c.to(d),
         d.to(end),
         undo.to(gave_up),
+        a.rejected(to=undo),
+        b.rejected(to=gave_up),
+        c.rejected(handler=compensate),
     )
-    rejections = {a: undo, b: gave_up, c: compensate}  # noqa: RUF012
 
     @staticmethod
     def action_id(d: Data) -> str:
@@ -451,12 +444,15 @@ class Declared(Kind[Data, Svc]):
     end = State.done()
     cancelled = State.failed()
 
-    transitions = (a.to(b), b.to(end), retry_a.to(a), elsewhere.to(end))
-    rejections = {  # noqa: RUF012
-        a: fsm.handled(decide, to=(retry_a, cancelled)),
-        b: fsm.handled(decide_async, to=elsewhere),
-        retry_a: decide,  # undeclared: may go anywhere
-    }
+    transitions = (
+        a.to(b),
+        b.to(end),
+        retry_a.to(a),
+        elsewhere.to(end),
+        a.rejected(handler=decide, to=(retry_a, cancelled)),
+        b.rejected(handler=decide_async, to=elsewhere),
+        retry_a.rejected(handler=decide),  # undeclared: may go anywhere
+    )
 
     @staticmethod
     def action_id(d: Data) -> str:
@@ -474,7 +470,7 @@ def reject(state: State, answer: Any) -> Any:
 
 
 def test_declared_handler_moves_to_a_declared_target() -> None:
-    out = reject(Declared.a, lambda d: Declared.goto(Declared.retry_a, d))
+    out = reject(Declared.a, lambda d: Declared.goto(d, Declared.retry_a))
     assert isinstance(out, Next) and out.state.state == "retry_a"
 
 
@@ -496,13 +492,12 @@ def test_declared_handler_moving_elsewhere_is_a_type_error(
     assert str(err.value) == (
         f"kind 'declared' (Declared), state {state.name!r}: rejection handler {handler} moved "
         f"the action to 'end', which it does not declare (it declares {declared}). Fix: add "
-        f"end to handled({handler}, to=...) in the kind's `rejections`, or move to a declared "
-        "state"
+        f"end to its row's `rejected(handler={handler}, to=...)`, or move to a declared state"
     )
 
 
 def test_undeclared_handler_may_move_anywhere() -> None:
-    out = reject(Declared.retry_a, lambda d: Declared.goto(Declared.elsewhere, d))
+    out = reject(Declared.retry_a, lambda d: Declared.goto(d, Declared.elsewhere))
     assert isinstance(out, Next) and out.state.state == "elsewhere"
 
 
@@ -524,4 +519,4 @@ def test_handler_returning_a_non_outcome_names_the_handler(
     message = str(err.value)
     assert message.startswith(f"kind 'declared' (Declared), state {state.name!r}: rejection ")
     assert expected in message
-    assert "Fix: return MyKind.goto(state, data)" in message
+    assert "Fix: return MyKind.goto(data, state)" in message

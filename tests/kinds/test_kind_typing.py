@@ -12,7 +12,7 @@ SNIPPET = textwrap.dedent(
     """
     import attrs
     import fsm
-    from fsm import Kind, State, StepContext, handled
+    from fsm import Kind, State, StepContext
 
 
     @attrs.frozen
@@ -106,13 +106,17 @@ SNIPPET = textwrap.dedent(
         return fsm.Failed(error)
 
 
-    class Handled(Kind[Order, Shop]):
-        name = "handled"
+    class Declared(Kind[Order, Shop]):
+        name = "declared"
         a = State(initial=True)
         b = State()
         end = State.done()
-        transitions = (a.to(b), b.to(end))
-        rejections = {a: handled(refused, to=(b, end)), b: handled(refused, to=end)}
+        transitions = (
+            a.to(b),
+            b.to(end),
+            a.rejected(handler=refused, to=(b, end)),
+            b.rejected(handler=refused, to=end),
+        )
 
         @staticmethod
         def action_id(order: Order) -> str:
@@ -123,8 +127,7 @@ SNIPPET = textwrap.dedent(
         name = "wrong_handler"
         a = State(initial=True)
         end = State.done()
-        transitions = (a.to(end),)
-        rejections = {a: handled(refused_invoice, to=end)}  # expect: Argument 1 to "handled"
+        transitions = (a.to(end), a.rejected(handler=refused_invoice))  # expect: "handler"
 
         @staticmethod
         def action_id(order: Order) -> str:

@@ -14,7 +14,7 @@ import attrs
 import orjson
 import pytest
 
-from fsm.codec import CONVERTER, make_converter
+from fsm.converter import CONVERTER, make_converter
 from fsm.storable import storage_problems
 
 

@@ -15,7 +15,7 @@ import attrs
 import pytest
 
 import fsm
-from fsm import DefinitionError, Kind, RetryPolicy, State, StepContext, handled, validate_kind
+from fsm import DefinitionError, Kind, RetryPolicy, State, StepContext, validate_kind
 from fsm.validate import GuardedExitWarning, UntypedDataWarning
 
 
@@ -233,11 +233,13 @@ def test_rejection_route_from_unknown_state() -> None:
             name = "bad"
             a = State(initial=True)
             end = State.done()
-            transitions = (a.to(end),)
-            rejections = {stray: end}  # noqa: RUF012
+            transitions = (
+                a.to(end),
+                stray.rejected(to=end),
+            )
             action_id = staticmethod(key_of)
 
-    assert "starts from unknown state" in problem(err, None, "key `rejections`")
+    assert "starts from unknown state" in problem(err, None, "write `state.rejected(...)`")
 
 
 def test_rejection_route_to_unknown_state() -> None:
@@ -248,8 +250,10 @@ def test_rejection_route_to_unknown_state() -> None:
             name = "bad"
             a = State(initial=True)
             end = State.done()
-            transitions = (a.to(end),)
-            rejections = {a: stray}  # noqa: RUF012
+            transitions = (
+                a.to(end),
+                a.rejected(to=stray),
+            )
             action_id = staticmethod(key_of)
 
     assert "leads to unknown state" in problem(err, "a", "route to a State")
@@ -262,8 +266,11 @@ def test_rejection_route_counts_for_reachability() -> None:
         undo = State()
         end = State.done()
         failed = State.failed()
-        transitions = (a.to(end), undo.to(failed))
-        rejections = {a: undo}  # noqa: RUF012
+        transitions = (
+            a.to(end),
+            undo.to(failed),
+            a.rejected(to=undo),
+        )
         action_id = staticmethod(key_of)
 
     edges = [(e.source, e.target, e.style) for e in Compensated.graph().edges]
@@ -310,8 +317,10 @@ def test_rejection_handler_with_wrong_signature() -> None:
             name = "bad"
             a = State(initial=True)
             end = State.done()
-            transitions = (a.to(end),)
-            rejections = {a: step}  # noqa: RUF012
+            transitions = (
+                a.to(end),
+                a.rejected(handler=step),
+            )
             action_id = staticmethod(key_of)
 
     assert "rejection handler" in problem(err, "a", "(ctx, data, error)")
@@ -562,7 +571,7 @@ def test_data_field_the_converter_cannot_store_is_refused_with_its_path() -> Non
     assert str(err.value) == (
         "kind 'bad' (Bad): data field 'Order.amount' has type Decimal, which fsm cannot store "
         "as JSON. Fix: use int or str, or register structure and unstructure hooks for "
-        "Decimal on fsm.codec.CONVERTER before the kind is defined"
+        "Decimal on fsm.CONVERTER before the kind is defined"
     )
 
 
@@ -694,8 +703,11 @@ def test_handler_targets_count_for_reachability() -> None:
         retry_a = State()
         end = State.done()
         cancelled = State.failed()
-        transitions = (a.to(end), retry_a.to(a))
-        rejections = {a: handled(refused, to=(retry_a, cancelled))}  # noqa: RUF012
+        transitions = (
+            a.to(end),
+            retry_a.to(a),
+            a.rejected(handler=refused, to=(retry_a, cancelled)),
+        )
         action_id = staticmethod(key_of)
 
     edges = [(e.source, e.target, e.style, e.handler) for e in Declared.graph().edges]
@@ -714,11 +726,14 @@ def test_state_reached_only_through_an_undeclared_handler_says_how_to_declare_it
             a = State(initial=True)
             retry_a = State()
             end = State.done()
-            transitions = (a.to(end), retry_a.to(a))
-            rejections = {a: refused}  # noqa: RUF012
+            transitions = (
+                a.to(end),
+                retry_a.to(a),
+                a.rejected(handler=refused),
+            )
             action_id = staticmethod(key_of)
 
-    message = problem(err, "retry_a", "declare the handler's targets with handled(refused, to=")
+    message = problem(err, "retry_a", "targets with `rejected(handler=refused, to=")
     assert "unreachable" in message
 
 
@@ -731,11 +746,13 @@ def test_handler_declaring_a_foreign_state_is_refused() -> None:
             name = "bad"
             a = State(initial=True)
             end = State.done()
-            transitions = (a.to(end),)
-            rejections = {a: handled(refused, to=stray)}  # noqa: RUF012
+            transitions = (
+                a.to(end),
+                a.rejected(handler=refused, to=stray),
+            )
             action_id = staticmethod(key_of)
 
-    assert "declares unknown target <State stray" in problem(err, "a", "handled(..., to=...)")
+    assert "declares unknown target <State stray" in problem(err, "a", "`rejected(..., to=...)`")
 
 
 def test_declared_handler_with_wrong_signature() -> None:
@@ -745,8 +762,10 @@ def test_declared_handler_with_wrong_signature() -> None:
             name = "bad"
             a = State(initial=True)
             end = State.done()
-            transitions = (a.to(end),)
-            rejections = {a: handled(step, to=end)}  # type: ignore[arg-type]  # noqa: RUF012
+            transitions = (
+                a.to(end),
+                a.rejected(handler=step, to=end),
+            )
             action_id = staticmethod(key_of)
 
     assert "rejection handler step" in problem(err, "a", "(ctx, data, error)")

@@ -38,12 +38,12 @@ SPENDABLE = frozenset({VtxoState.SPENDABLE})
 class Hold(fsm.Action[Any]):
     """An action that only sits there, parked, holding what it was started with."""
 
-    namespace = "hold"
-    name: str
+    name = "hold"
+    label: str
 
     @property
     def id(self) -> str:
-        return f"hold.{self.name}"
+        return f"hold.{self.label}"
 
     async def advance(self, ctx: fsm.StepContext[Any]) -> fsm.Outcome:
         return fsm.Park(self)

@@ -74,14 +74,14 @@ class Ledger:
 class Script(fsm.Action[Any]):
     """Does whatever ``ctx.services[(name, n)]`` says at step ``n``; the test's puppet."""
 
-    namespace = "script"
-    name: str
+    name = "script"
+    label: str
     n: int = 0
     last: int = 3
 
     @property
     def id(self) -> str:
-        return self.name
+        return self.label
 
     @property
     def state(self) -> str:
@@ -89,7 +89,7 @@ class Script(fsm.Action[Any]):
 
     def advance(self, ctx: fsm.StepContext[Any]) -> Any:
         behaviour: Callable[[Script, fsm.StepContext[Any]], Any] | None = ctx.services.get(
-            (self.name, self.n)
+            (self.label, self.n)
         )
         if behaviour is not None:
             result = behaviour(self, ctx)
@@ -100,13 +100,13 @@ class Script(fsm.Action[Any]):
         return fsm.Next(attrs.evolve(self, n=self.n + 1))
 
     def on_rejection(self, ctx: fsm.StepContext[Any], error: fsm.Rejected) -> Any:
-        handler = ctx.services.get((self.name, "rejection"))
+        handler = ctx.services.get((self.label, "rejection"))
         if handler is not None:
             return handler(self, ctx, error)
         return super().on_rejection(ctx, error)
 
     def on_retry(self, ctx: fsm.StepContext[Any], attempts: int, error: BaseException) -> Any:
-        handler = ctx.services.get((self.name, "retry"))
+        handler = ctx.services.get((self.label, "retry"))
         if handler is not None:
             return handler(self, ctx, attempts, error)
         return super().on_retry(ctx, attempts, error)
@@ -114,12 +114,12 @@ class Script(fsm.Action[Any]):
 
 @attrs.frozen
 class Other(fsm.Action[Any]):
-    namespace = "other"
-    name: str
+    name = "other"
+    label: str
 
     @property
     def id(self) -> str:
-        return self.name
+        return self.label
 
     def advance(self, ctx: fsm.StepContext[Any]) -> fsm.Outcome:
         return fsm.Done()
@@ -134,13 +134,13 @@ class Transfer(fsm.Action[Ledger]):
     drivers would overlap if the lease let them.
     """
 
-    namespace = "transfer"
-    name: str
+    name = "transfer"
+    label: str
     step: int = 0
 
     @property
     def id(self) -> str:
-        return self.name
+        return self.label
 
     @property
     def state(self) -> str:
@@ -148,18 +148,18 @@ class Transfer(fsm.Action[Ledger]):
 
     async def advance(self, ctx: fsm.StepContext[Ledger]) -> fsm.Outcome:
         ledger = ctx.services
-        ledger.enter(self.name)
+        ledger.enter(self.label)
         try:
             if os.environ.get("FSM_TEST_SLOW"):
                 time.sleep(0.002)
                 await asyncio.sleep(0.001)
             if self.step == 0:
-                ctx.acquire(f"account.{self.name}")
-            ledger.apply(ctx.idempotency_key, self.name, self.state)
+                ctx.acquire(f"account.{self.label}")
+            ledger.apply(ctx.idempotency_key, self.label, self.state)
             if os.environ.get("FSM_TEST_CRASH") == self.state:
                 os.kill(os.getpid(), signal.SIGKILL)
         finally:
-            ledger.leave(self.name)
+            ledger.leave(self.label)
         if self.step == 2:
             return fsm.Done()
         return fsm.Next(attrs.evolve(self, step=self.step + 1))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import attrs
 
@@ -14,12 +15,12 @@ import fsm
 class Alpha(fsm.Action[Any]):
     """Team A's kind, version 1: one step, then done."""
 
-    namespace = "alpha"
-    name: str
+    name = "alpha"
+    label: str
 
     @property
     def id(self) -> str:
-        return self.name
+        return self.label
 
     def advance(self, ctx: fsm.StepContext[Any]) -> fsm.Outcome:
         return fsm.Done()
@@ -29,17 +30,14 @@ class Alpha(fsm.Action[Any]):
 class AlphaV2(fsm.Action[Any]):
     """Team A's kind after a release: version 2 reads version 1 rows unchanged."""
 
-    namespace = "alpha"
+    name = "alpha"
     version = 2
-    name: str
+    upcasters: ClassVar[Mapping[int, fsm.Upcaster]] = {1: lambda payload: payload}
+    label: str
 
     @property
     def id(self) -> str:
-        return self.name
-
-    @classmethod
-    def upcast(cls, version: int, payload: dict[str, Any]) -> dict[str, Any]:
-        return payload
+        return self.label
 
     def advance(self, ctx: fsm.StepContext[Any]) -> fsm.Outcome:
         return fsm.Done()
@@ -49,12 +47,12 @@ class AlphaV2(fsm.Action[Any]):
 class Beta(fsm.Action[Any]):
     """Team B's kind: one step, then done."""
 
-    namespace = "beta"
-    name: str
+    name = "beta"
+    label: str
 
     @property
     def id(self) -> str:
-        return self.name
+        return self.label
 
     def advance(self, ctx: fsm.StepContext[Any]) -> fsm.Outcome:
         return fsm.Done()
@@ -72,12 +70,12 @@ class Gate:
 class Held(fsm.Action[Gate]):
     """A step that runs as long as the test wants (a long remote call)."""
 
-    namespace = "held"
-    name: str
+    name = "held"
+    label: str
 
     @property
     def id(self) -> str:
-        return self.name
+        return self.label
 
     async def advance(self, ctx: fsm.StepContext[Gate]) -> fsm.Outcome:
         ctx.services.entered.set()

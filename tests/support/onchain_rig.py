@@ -4,13 +4,13 @@ same state through the interpreter (bark's BARK_DOUBLE_DRIVE_ACTIONS, without th
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import fsm
+from fsm.testing.steps import run_twice, step_context
 from fsm_bark.board import BoardKind
 from fsm_bark.offboard import OffboardKind
 from fsm_bark.services import WalletConfig
@@ -86,30 +86,18 @@ class DoubleStepper:
         self.states: list[str] = [action.state]
 
     def _ctx(self) -> fsm.StepContext[Any]:
-        held = self.held
-        aid = self.action.id
-        return fsm.StepContext(
-            self.rig.svc,
-            aid,
-            self.seq,
-            0,
-            self.rig.world.clock.now(),
-            fsm.RetryPolicy(),
-            logging.LoggerAdapter(logging.getLogger("double"), {}),
-            lambda: set(held),
-            lambda name: aid if name in held else None,
-        )
+        held = set(self.held)
+        now = self.rig.world.clock.now()
+        return step_context(self.rig.svc, self.action.id, seq=self.seq, now=now, held=held)
 
     async def step(self) -> fsm.Outcome:
-        ctx1 = self._ctx()
-        first = await _run(self.action.advance(ctx1))
-        ledger = self.rig.applied()
-        ctx2 = self._ctx()
-        second = await _run(self.action.advance(ctx2))
+        ledger: list[Any] = []
+        runs = await run_twice(self.action, self._ctx, lambda: ledger.append(self.rig.applied()))
+        first, second, ctx1, ctx2 = runs.first, runs.second, runs.first_ctx, runs.second_ctx
         assert type(first) is type(second), (self.action.state, first, second)
         if isinstance(first, fsm.Next | fsm.Park):
             assert first.state == second.state, (self.action.state, first, second)
-        assert self.rig.applied() == ledger, f"second run of {self.action.state} applied effects"
+        assert self.rig.applied() == ledger[0], f"second run of {self.action.state} applied effects"
         assert ctx1.resource_changes() == ctx2.resource_changes()
         acquired, released = ctx2.resource_changes()
         self.held |= set(acquired)
@@ -126,10 +114,6 @@ class DoubleStepper:
             outcome = await self.step()
             if not isinstance(outcome, fsm.Next):
                 return outcome
-
-
-async def _run(result: Any) -> Any:
-    return await result if hasattr(result, "__await__") else result
 
 
 def run_child(folder: Path, scenario: str, kill_after: int) -> subprocess.CompletedProcess[str]:

@@ -27,13 +27,13 @@ import fsm
 
 @attrs.frozen
 class Pay(fsm.Action[Ledger]):
-    namespace = "pay"
-    name: str
+    name = "pay"
+    label: str
     step: int = 0
 
     @property
     def id(self) -> str:
-        return self.name
+        return self.label
 
     @property
     def state(self) -> str:
@@ -41,11 +41,11 @@ class Pay(fsm.Action[Ledger]):
 
     def advance(self, ctx: fsm.StepContext[Ledger]) -> fsm.Outcome:
         if self.step == 0:
-            ctx.acquire(f"acct.{self.name}")
+            ctx.acquire(f"acct.{self.label}")
             return fsm.Next(attrs.evolve(self, step=1))
-        key = f"{self.name}.pay.{uuid.uuid4().hex}" if BUGGY else ctx.idempotency_key
+        key = f"{self.label}.pay.{uuid.uuid4().hex}" if BUGGY else ctx.idempotency_key
         time.sleep(PAY_SECONDS)
-        ctx.services.apply(key, self.name, "pay")
+        ctx.services.apply(key, self.label, "pay")
         return fsm.Done()
 
 

@@ -9,13 +9,13 @@ and checks that both runs give the same outcome and that the second applies no n
 
 from __future__ import annotations
 
-import logging
+import functools
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import fsm
+from fsm.testing.steps import run_twice, step_context
 from fsm_bark.arkoor_send import ArkoorSendKind
 from fsm_bark.lightning_send import LightningSendKind
 from fsm_bark.model import ArkAddress, digest
@@ -75,23 +75,14 @@ def payee(name: str = "payee", mailboxes: int = 1) -> ArkAddress:
 
 
 def _context(w: Wallet, action_id: str, seq: int, held: set[str]) -> fsm.StepContext[Services]:
-    log = logging.LoggerAdapter(logging.getLogger("double_drive"), {})
-    return fsm.StepContext(
-        w.services,
-        action_id,
-        seq,
-        0,
-        w.world.clock.now(),
-        fsm.RetryPolicy(),
-        log,
-        lambda: held,
-        w.store.holder_of,
+    now = w.world.clock.now()
+    return step_context(
+        w.services, action_id, seq=seq, now=now, held=lambda: held, holder_of=w.store.holder_of
     )
 
 
-async def _outcome(action: fsm.Action[Services], ctx: fsm.StepContext[Services]) -> Any:
-    result = action.advance(ctx)
-    return await result if hasattr(result, "__await__") else result
+def _snapshot(w: Wallet, into: list[dict[str, int]]) -> None:
+    into.append(w.applied())
 
 
 async def double_drive(
@@ -102,15 +93,15 @@ async def double_drive(
     for seq in range(max_steps):
         before = w.applied()
         ledger_size = len(w.world.ledger.entries())
-        first = await _outcome(action, _context(w, action.id, seq, set(held)))
-        after_first = w.applied()
-        second_ctx = _context(w, action.id, seq, set(held))
-        second = await _outcome(action, second_ctx)
+        snapshots: list[dict[str, int]] = []
+        make = functools.partial(_context, w, action.id, seq, set(held))
+        runs = await run_twice(action, make, functools.partial(_snapshot, w, snapshots))
+        first, second, after_first = runs.first, runs.second, snapshots[0]
         assert second == first, f"step {seq} from {action.state}: {first!r} then {second!r}"
         assert w.applied() == after_first, f"step {seq} from {action.state} applied twice"
         assert len(w.world.ledger.entries()) >= ledger_size
         assert all(after_first.get(k, 0) >= n for k, n in before.items())
-        acquired, released = second_ctx.resource_changes()
+        acquired, released = runs.second_ctx.resource_changes()
         held |= set(acquired)
         held -= set(released)
         if isinstance(first, fsm.Done | fsm.Failed):

@@ -45,13 +45,13 @@ def services(store: fsm.Store) -> Ledger:
 
 @attrs.frozen
 class Job(fsm.Action[Ledger]):
-    namespace = "job"
-    name: str
+    name = "job"
+    label: str
     step: int = 0
 
     @property
     def id(self) -> str:
-        return self.name
+        return self.label
 
     @property
     def state(self) -> str:

@@ -1,0 +1,141 @@
+"""A kind's table compiled once into plain tuples: what the interpreter's hot path reads.
+
+`Compiled` turns a checked `Definition` into a dict from state name to a `CompiledState`
+whose ``edges`` are `CompiledEdge` tuples ``(guard, guard_is_async, effect, effect_is_async,
+target_name, target_outcome)``, and makes the kind's action class (a subclass of
+`fsm.interpreter.Instance` carrying the table). Nothing here runs per step: every decision
+that can be taken at import (is a callback async, which outcome does a terminal target give,
+what does the "stuck" message say) is taken here.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from fsm.definition import Definition
+from fsm.interpreter import Instance
+from fsm.protocol import Done, Failed, Outcome, Upcaster
+from fsm.retry import RetryPolicy
+from fsm.state import Rejection, RejectionHandler, State
+
+CompiledEdge = tuple[Any, bool, Any, bool, str, Outcome | None]
+"""(guard, guard is async, effect, effect is async, target name, terminal outcome or None)."""
+
+
+def is_async(fn: object) -> bool:
+    """True when calling ``fn`` returns a coroutine (async def, or an object with one)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - the bound __call__, not callable()
+    )
+
+
+@attrs.frozen(slots=True)
+class CompiledState:
+    """One state as the interpreter needs it; every field is plain data or a callable."""
+
+    name: str
+    role: str
+    edges: tuple[CompiledEdge, ...]
+    has_async: bool
+    wake_after: float | None
+    wake_backoff: RetryPolicy | None
+    retry: RetryPolicy | None
+    timeout: float | None
+    route: tuple[str, Outcome | None] | None
+    """A rejection row without a handler: the target's name and its terminal outcome."""
+    handler: RejectionHandler[Any, Any] | None
+    targets: frozenset[str] | None
+    """The states ``handler`` declared (``rejected(handler=..., to=...)``); None: undeclared."""
+    park: bool
+    """``rejected(park=True)``: a rejection parks here with the error, no wake-up."""
+    data_type: type
+    where: str
+    """``kind 'order' (OrderKind), state 'start'``: how errors name this state."""
+    stuck: str
+
+
+class Compiled:
+    """A kind compiled for the interpreter; built once when the kind class is created."""
+
+    def __init__(self, d: Definition, kind: type) -> None:
+        self.name = d.name
+        self.version: int = d.version
+        self.kind = kind
+        self.data_type: type = d.data_type
+        assert d.action_id is not None  # checked by fsm.validate
+        self.action_id: Callable[[Any], str] = d.action_id
+        self.retry = d.retry
+        self.initial = next(s.name for s in d.states if s.initial)
+        self.upcasters: Mapping[int, Upcaster] = dict(d.upcasters)
+        rows = {r.source.name: r for r in d.rejections}
+        self.states: dict[str, CompiledState] = {
+            s.name: _compile_state(d, s, rows.get(s.name)) for s in d.states
+        }
+        self.instance_type: type[Instance[Any, Any]] = type(
+            f"{kind.__name__}Action",
+            (Instance,),
+            {
+                "__slots__": (),
+                "__module__": kind.__module__,
+                "__qualname__": f"{kind.__qualname__}Action",
+                "name": d.name,
+                "version": d.version,
+                "__fsm_kind__": kind,
+                "_kind": self,
+            },
+        )
+
+
+def _terminal_outcome(d: Definition, target: State) -> Outcome | None:
+    if target.role == "done":
+        return Done(target.name)
+    if target.role == "failed":
+        return Failed(f"{d.label()} ended in failed state {target.name!r}", target.name)
+    return None
+
+
+def _compile_state(d: Definition, s: State, row: Rejection[Any, Any] | None) -> CompiledState:
+    edges = tuple(
+        (
+            t.guard,
+            is_async(t.guard),
+            t.effect,
+            is_async(t.effect),
+            t.target.name,
+            _terminal_outcome(d, t.target),
+        )
+        for t in d.exits(s)
+    )
+    handler = row.handler if row is not None else None
+    targets = None
+    if handler is not None and row is not None and row.to is not None:
+        targets = frozenset(t.name for t in row.to)
+    route = None
+    if row is not None and handler is None and not row.park and row.to:
+        route = (row.to[0].name, _terminal_outcome(d, row.to[0]))
+    return CompiledState(
+        name=s.name,
+        role=s.role,
+        edges=edges,
+        has_async=any(e[1] or e[3] for e in edges) or is_async(handler),
+        wake_after=s.wake.after if s.wake else None,
+        wake_backoff=s.wake.backoff if s.wake else None,
+        retry=s.retry,
+        timeout=s.timeout if s.timeout is not None else d.timeout,
+        route=route,
+        handler=handler,
+        targets=targets,
+        park=row is not None and row.park,
+        data_type=d.data_type,
+        where=f"{d.label()}, state {s.name!r}",
+        stuck=(
+            f"{d.label()}, state {s.name!r}: no guard holds "
+            f"({', '.join(getattr(e[0], '__name__', repr(e[0])) for e in edges)}), so the "
+            "action cannot move. Fix: make the guards exhaustive or add a last unguarded "
+            "transition (or make the state a wait state); then notify the action"
+        ),
+    )

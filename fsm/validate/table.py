@@ -1,0 +1,156 @@
+"""Checks of a kind's table: its rows, their states, their callbacks, and the rejection rows.
+
+They run before the graph checks (`fsm.validate.reachability`) and make sure the table is
+well-formed enough to build a graph at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fsm.definition import Definition
+from fsm.state import Rejection, State, Transition, callable_name
+from fsm.validate.declaration import check_arity
+
+
+def check_initial(d: Definition) -> None:
+    initials = [s.name for s in d.states if s.initial]
+    if len(initials) == 1:
+        return
+    what = "there is no initial state" if not initials else f"several initial states {initials}"
+    raise d.problem(None, what, "mark exactly one state with `State(initial=True)`")
+
+
+def check_initial_not_terminal(d: Definition) -> None:
+    for s in d.states:
+        if s.initial and s.terminal:
+            raise d.problem(s, f"the initial state is {s.role}", "start in a step or wait state")
+
+
+def check_table_ordered(d: Definition) -> None:
+    """The first transition whose guard holds wins, so the table's order is its meaning."""
+    if not issubclass(d.table_type, list | tuple):
+        raise d.problem(
+            None,
+            f"`transitions` is a {d.table_type.__name__}, not an ordered sequence, so which "
+            "transition wins could change from run to run",
+            "write the table as a tuple or a list: `transitions = (a.to(b), b.to(c))`",
+        )
+
+
+def check_known_states(d: Definition) -> None:
+    known = set(map(id, d.states))
+    for t in d.transitions:
+        if not isinstance(t, Transition):
+            raise d.problem(
+                None,
+                f"the table holds {t!r}",
+                "list only `a.to(b, ...)` and `a.rejected(...)` rows in `transitions`",
+            )
+        for end, label in ((t.source, "source"), (t.target, "target")):
+            if not isinstance(end, State) or id(end) not in known:
+                raise d.problem(
+                    t.source.name if isinstance(t.source, State) else None,
+                    f"transition {t!r} has an unknown {label} {end!r}",
+                    "use a State declared as an attribute of this kind",
+                )
+
+
+def check_terminal_exits(d: Definition) -> None:
+    for t in d.transitions:
+        if t.source.terminal:
+            raise d.problem(
+                t.source,
+                f"terminal ({t.source.role}) state has an outgoing transition to {t.target.name!r}",
+                "remove the transition, or make the source a step state",
+            )
+
+
+def check_callbacks(d: Definition) -> None:
+    for t in d.transitions:
+        for what, fn in (("guard", t.guard), ("effect", t.effect)):
+            if fn is not None:
+                check_arity(d, t.source, f"{what} of {t!r}", fn, 2, "(ctx, data)")
+
+
+def check_shadowed(d: Definition) -> None:
+    for s in d.states:
+        exits = d.exits(s)
+        for i, t in enumerate(exits[:-1]):
+            if t.guard is None:
+                later = ", ".join(repr(x) for x in exits[i + 1 :])
+                raise d.problem(
+                    s,
+                    f"unguarded {t!r} always wins, so {later} can never run",
+                    "give the earlier transition a guard, or move it last",
+                )
+
+
+def check_wait_exits(d: Definition) -> None:
+    for s in d.states:
+        if s.role == "wait" and not d.exits(s):
+            raise d.problem(
+                s,
+                "wait state has no way out: no transition leaves it",
+                "add a guarded transition, e.g. `waiting.to(next, guard=event_arrived)`",
+            )
+
+
+def check_rejection_rows(d: Definition) -> None:
+    known = set(map(id, d.states))
+    seen: set[int] = set()
+    for r in d.rejections:
+        if not isinstance(r.source, State) or id(r.source) not in known:
+            raise d.problem(
+                None,
+                f"a rejection row starts from unknown state {r.source!r}",
+                "write `state.rejected(...)` on states of this kind",
+            )
+        if id(r.source) in seen:
+            raise d.problem(
+                r.source,
+                "the table has two rejection rows for this state",
+                "keep one `rejected(...)` row per state",
+            )
+        seen.add(id(r.source))
+        if r.source.terminal:
+            raise d.problem(r.source, "a terminal state has a rejection row", "remove that row")
+        if r.park:
+            if r.handler is not None or r.to is not None:
+                raise d.problem(
+                    r.source,
+                    "`rejected(park=True)` is the stock handler: it takes no handler or target",
+                    "give `park=True` alone, or a handler and its targets",
+                )
+        elif r.handler is not None:
+            _check_handler(d, r, known)
+        else:
+            _check_route(d, r, known)
+
+
+def _check_route(d: Definition, r: Rejection[Any, Any], known: set[int]) -> None:
+    if r.to is None or len(r.to) != 1:
+        raise d.problem(
+            r.source,
+            f"the rejection row {r!r} has no handler, so it must lead to exactly one state",
+            "write `state.rejected(to=target)`, or add a handler that picks among several",
+        )
+    target = r.to[0]
+    if not isinstance(target, State) or id(target) not in known:
+        raise d.problem(
+            r.source,
+            f"the rejection route leads to unknown state {target!r}",
+            "route to a State declared as an attribute of this kind",
+        )
+
+
+def _check_handler(d: Definition, r: Rejection[Any, Any], known: set[int]) -> None:
+    name = callable_name(r.handler)
+    check_arity(d, r.source, f"rejection handler {name}", r.handler, 3, "(ctx, data, error)")
+    for target in r.to or ():
+        if not isinstance(target, State) or id(target) not in known:
+            raise d.problem(
+                r.source,
+                f"rejection handler {name} declares unknown target {target!r}",
+                "list States declared as attributes of this kind in `rejected(..., to=...)`",
+            )
