@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 import fsm
-from fsm.store import NO_HOOKS
-from fsm.testing import DatabaseFaults, check_invariants, enumerate_crashes, soak
+from fsm.testing import NO_HOOKS, DatabaseFaults, check_invariants, enumerate_crashes, soak
 
 sys.path.insert(0, str(Path(__file__).parent))
 import payout

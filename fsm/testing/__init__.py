@@ -14,13 +14,14 @@ Use them in your own pytest suite (see docs/testing-your-kinds.md):
   its n-th committed step.
 """
 
-from fsm.store.hooks import WRITE_POINTS
+from fsm.store.hooks import NO_HOOKS, WRITE_POINTS
 from fsm.testing.crash import CrashReport, Scenario, enumerate_crashes, soak
 from fsm.testing.faults import DatabaseFaults, all_points, kill_after_commits
 from fsm.testing.invariants import check_invariants
 from fsm.testing.steps import TwoRuns, outcome_of, run_twice, step_context
 
 __all__ = [
+    "NO_HOOKS",
     "WRITE_POINTS",
     "CrashReport",
     "DatabaseFaults",
