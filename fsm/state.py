@@ -15,16 +15,18 @@ other services.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeAlias, TypeVar
+from typing import Generic, Literal, TypeAlias, TypeVar
 
 import attrs
 
-from fsm.diagram.model import Role
 from fsm.errors import DefinitionError
 from fsm.protocol import MaybeAwaitable, S, StepContext
 from fsm.retry import RetryPolicy
 
 D = TypeVar("D")
+
+Role = Literal["step", "wait", "done", "failed"]
+"""What a state does: runs steps, waits for a wake-up, or ends the action (done, failed)."""
 """The kind's data: the attrs class stored in the checkpoint."""
 
 TERMINAL_ROLES: frozenset[str] = frozenset({"done", "failed"})

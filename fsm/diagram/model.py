@@ -12,7 +12,8 @@ from typing import Literal
 
 import attrs
 
-Role = Literal["step", "wait", "done", "failed"]
+from fsm.state import Role
+
 EdgeStyle = Literal["transition", "rejection", "retry"]
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from fsm.diagram.model import Edge, Role, StateNode
+from fsm.diagram.model import Edge, StateNode
 from fsm.diagram.overlay import Overlay
+from fsm.state import Role
 
 FILL: Mapping[Role, str] = {
     "step": "#ffffff",
