@@ -34,7 +34,7 @@ def read_receive(store: fsm.Store, payment_hash: str) -> tuple[str, LightningRec
     """The live receive's state and data as last committed (None: no such action)."""
     try:
         action = fsm.read_action(store, LightningReceiveKind, receive_id(payment_hash))
-    except fsm.ActionBusy as exc:
+    except fsm.DecodeError as exc:
         raise ReceiveNotInState(f"receive {payment_hash}: {exc}") from None
     return None if action is None else (action.state, action.data)
 

@@ -23,6 +23,7 @@ from fsm.store.leases import new_owner
 from fsm.store.opening import open_store
 from fsm.store.records import (
     Bookkeeping,
+    Checkpoint,
     Claimed,
     ClaimMiss,
     KeptOutcome,
@@ -38,6 +39,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "WRITE_POINTS",
     "Bookkeeping",
+    "Checkpoint",
     "ClaimMiss",
     "Claimed",
     "KeptOutcome",

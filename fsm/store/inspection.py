@@ -13,7 +13,7 @@ from typing import ParamSpec, TypeVar
 import peewee
 
 from fsm.store.connection import WRAP_ERRORS, Link
-from fsm.store.records import LoggedStep, RowInfo
+from fsm.store.records import Checkpoint, LoggedStep, RowInfo
 from fsm.store.schema import (
     MODELS,
     ActionRow,
@@ -84,6 +84,22 @@ def rows(*, quarantined: bool | None = None, action_id: str | None = None) -> li
     if action_id is not None:
         q = q.where(ActionRow.id == action_id)
     return [_info(r) for r in q]
+
+
+def checkpoint(action_id: str) -> Checkpoint | None:
+    """The live action's kind, state, version and payload, in one statement."""
+    q = ActionRow.select(
+        ActionRow.id,
+        ActionRow.kind,
+        ActionRow.state,
+        ActionRow.version,
+        ActionRow.payload,
+        ActionRow.quarantine,
+    ).where(ActionRow.id == action_id)
+    r = q.first()
+    if r is None:
+        return None
+    return Checkpoint(r.id, r.kind, r.state, r.version, r.payload, r.quarantine)
 
 
 def count_by_state(kind: str | None) -> dict[tuple[str, str], int]:

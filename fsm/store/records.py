@@ -141,6 +141,19 @@ class RowInfo:
 
 
 @attrs.frozen(slots=True)
+class Checkpoint:
+    """A live action's checkpoint as last committed: read in one statement, so the state,
+    version and payload are always one step's (`Store.checkpoint`)."""
+
+    id: str
+    kind: str
+    state: str
+    version: int
+    payload: str
+    quarantine: str | None
+
+
+@attrs.frozen(slots=True)
 class KeptOutcome:
     """How an incarnation of an action ended (``status``: done, failed or stopped)."""
 

@@ -351,6 +351,9 @@ class Store:
     def rows(self) -> list[records.RowInfo]:
         return self._cold(inspection.rows)
 
+    def checkpoint(self, action_id: str) -> records.Checkpoint | None:
+        return self._cold(inspection.checkpoint, action_id)
+
     def row(self, action_id: str) -> records.RowInfo | None:
         found = self._cold(inspection.rows, action_id=action_id)
         return found[0] if found else None

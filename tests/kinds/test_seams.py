@@ -4,6 +4,7 @@ memo, reading a live action, and the data-first order of ``create`` and ``goto``
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -170,6 +171,24 @@ def test_read_action_returns_the_committed_checkpoint(store: fsm.Store) -> None:
     with pytest.raises(fsm.KindMismatch):
         fsm.read_action(store, kind_with(), "j")
     assert asyncio.run(ex.drive("j")).status is fsm.DriveStatus.PARKED  # not left leased
+
+
+def test_read_action_reads_while_a_driver_holds_the_action(tmp_path: Path) -> None:
+    """One statement reads state and payload: no lease needed, nothing written."""
+    store = fsm.Store.sqlite(tmp_path / "a.sqlite")
+    ex: fsm.Executor[Remote] = fsm.Executor(store, Remote(), kinds=[JobKind])
+    asyncio.run(ex.start(JobKind.create(Job("j", 3))))
+    claimed = store.claim("j", "someone-else", store.now())
+    assert not isinstance(claimed, str)
+    found = fsm.read_action(store, JobKind, "j")
+    assert found is not None and found.data == Job("j", 3)
+    readonly = fsm.Store.sqlite(tmp_path / "a.sqlite", readonly=True)
+    assert fsm.read_action(readonly, JobKind, "j") == found
+    row = store.row("j")
+    assert row is not None and row.lease_owner == "someone-else"  # left as it was
+    store.quarantine("j", "bad bytes")
+    with pytest.raises(fsm.DecodeError, match="quarantined: bad bytes"):
+        fsm.read_action(store, JobKind, "j")
 
 
 @pytest.mark.parametrize(
