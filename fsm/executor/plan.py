@@ -173,8 +173,9 @@ def plan(
         lease_expires = None
         sleep_for = None
     elif sleep_for is not None:
+        # The nap starts after this write, however long the step took: the lease outlives it.
         lease = Lease.UNTIL_WAKE
-        lease_expires = (wake_at or now) + lease_ttl
+        lease_expires = now + sleep_for + lease_ttl
     elif lease_expires is None or lease_expires - now < lease_ttl / 2:
         lease = Lease.RENEWED
         lease_expires = now + lease_ttl

@@ -135,10 +135,10 @@ def test_a_park_advances_the_key_only_when_the_checkpoint_changed(
     [
         (UNTIL_PARK, 5.0, False, None, 105.0, Lease.RELEASED, None),
         (UNTIL_PARK, None, False, None, None, Lease.RELEASED, None),
-        (UNTIL_DONE, 5.0, False, 5.0, 105.0, Lease.UNTIL_WAKE, 105.0 + TTL),
+        (UNTIL_DONE, 5.0, False, 5.0, 105.0, Lease.UNTIL_WAKE, 106.0 + TTL),
         (UNTIL_DONE, None, False, None, None, Lease.RELEASED, None),  # only a notify wakes it
         (UNTIL_DONE, 5.0, True, None, 105.0, Lease.RELEASED, None),
-        (UNTIL_DONE, 0.0, False, 0.0, 100.0, Lease.UNTIL_WAKE, 100.0 + TTL),
+        (UNTIL_DONE, 0.0, False, 0.0, 100.0, Lease.UNTIL_WAKE, 101.0 + TTL),
     ],
 )
 def test_a_park_waits_or_naps_as_the_mode_says(
@@ -387,3 +387,25 @@ def test_a_drive_that_goes_on_has_half_a_lease_left_at_least(
     assert p.lease is (
         Lease.KEPT if p.bookkeeping.lease_expires == at.bookkeeping.lease_expires else Lease.RENEWED
     )
+
+
+@given(
+    step=st.floats(0, 1e5),
+    wake_after=st.floats(0, 1e5),
+    ttl=st.floats(0.1, 1e4),
+)
+def test_a_lease_held_through_a_nap_outlives_it_however_long_the_step(
+    step: float, wake_after: float, ttl: float
+) -> None:
+    """A step longer than its lease, then a nap: no other driver may take the action while
+    this drive sleeps (its write, not the step's start, is where the nap begins)."""
+    p = make(
+        fsm.Park(Step(), wake_after=wake_after),
+        mode=UNTIL_DONE,
+        started=100.0,
+        now=100.0 + step,
+        lease_ttl=ttl,
+    )
+    assert p.lease is Lease.UNTIL_WAKE and p.sleep_for == wake_after
+    assert p.bookkeeping is not None and p.bookkeeping.lease_expires is not None
+    assert p.bookkeeping.lease_expires >= 100.0 + step + wake_after + ttl
