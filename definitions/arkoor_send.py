@@ -37,6 +37,7 @@ from .model import (
 )
 from .services import Services
 from .services.ark_server import ServerUnavailable
+from .started import Started
 
 DELIVERY_ATTEMPTS = 30
 """Consecutive failed deliveries (one a minute) before the send is salvaged."""
@@ -64,6 +65,11 @@ class ArkoorSend:
     movement_id: int | None = None
     destination_vtxos: list[Vtxo] = attrs.Factory(list)
     change_vtxos: list[Vtxo] = attrs.Factory(list)
+
+
+def arkoor_send_id(mailbox_id: str, change_key_index: int) -> str:
+    """The send's id, derived from the wallet's mailbox and the change key it reserved."""
+    return digest("arkoor_send", mailbox_id, change_key_index)[:32]
 
 
 # -- steps -------------------------------------------------------------------------------------
@@ -188,16 +194,16 @@ class ArkoorSendKind(Kind[ArkoorSend, Services]):
     )
 
     @staticmethod
-    def action_id(send: ArkoorSend) -> str:
-        return send.id
+    def action_id(data: ArkoorSend) -> str:
+        return data.id
 
 
 # -- entry point -------------------------------------------------------------------------------
 
 
-def start_arkoor_send(
+async def start_arkoor_send(
     services: Services, destination: ArkAddress, amount: int
-) -> tuple[fsm.Action[Services], list[str]]:
+) -> Started[ArkoorSend]:
     """A new arkoor send and the resources it must hold from its first checkpoint.
 
     Validates the address, selects inputs (skipping VTXOs held by other actions), reserves the
@@ -221,29 +227,20 @@ def start_arkoor_send(
     if wallet.derive_key(index) == destination.pubkey:
         raise ValueError("the destination is this wallet's change key")
     send = ArkoorSend(
-        id=digest("arkoor_send", wallet.mailbox_id(), index)[:32],
+        id=arkoor_send_id(wallet.mailbox_id(), index),
         destination=destination,
         amount=amount,
         input_ids=sorted(v.id for v in inputs),
         change_key_index=index,
         change_pieces=change_pieces(change, amount, services.config.change_vtxo_split_factor),
     )
-    return ArkoorSendKind.create(send), [vtxo_resource(i) for i in send.input_ids]
-
-
-async def send_arkoor_payment(
-    executor: fsm.Executor[Services], destination: ArkAddress, amount: int
-) -> fsm.DriveResult:
-    """bark's ``send_arkoor_payment``: start the send and drive it until it ends."""
-    action, resources = start_arkoor_send(executor.services, destination, amount)
-    await executor.start(action, resources=resources)
-    return await executor.drive(action.id, fsm.DriveMode.UNTIL_DONE)
+    return Started(ArkoorSendKind.create(send), [vtxo_resource(i) for i in send.input_ids])
 
 
 __all__ = [
     "DELIVERY_ATTEMPTS",
     "ArkoorSend",
     "ArkoorSendKind",
-    "send_arkoor_payment",
+    "arkoor_send_id",
     "start_arkoor_send",
 ]

@@ -22,7 +22,7 @@ resources from the first checkpoint; the movement is created by the first step a
 first asks the server whether it cosigned the HTLC, and adopts the HTLC if it did, so inputs
 the server has spent are never released; ``revocable`` tolerates a few transient errors
 before it counts as stuck; and the mailbox "payment finished" path goes through the executor
-(`lightning_send_finished`), never around the action's lease.
+(`lightning_send_ops.lightning_send_finished`), never around the action's lease.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from .services import Services
 from .services.ark_records import HtlcSendRequest
 from .services.ark_server import ServerUnavailable
 from .services.lightning_node import PaymentState, PaymentStatus
+from .started import Started
 
 POLL_SECONDS = 2.0
 """How often a waiting payment is polled (bark: park 2 s)."""
@@ -94,7 +95,7 @@ class LightningSend:
         return self.invoice.payment_hash
 
 
-def action_id_of(payment_hash: str) -> str:
+def lightning_send_id(payment_hash: str) -> str:
     """``ln_pay.<hash>``: at most one send of a payment hash in flight."""
     return f"ln_pay.{payment_hash}"
 
@@ -349,8 +350,8 @@ class LightningSendKind(Kind[LightningSend, Services]):
     )
 
     @staticmethod
-    def action_id(send: LightningSend) -> str:
-        return action_id_of(send.payment_hash)
+    def action_id(data: LightningSend) -> str:
+        return lightning_send_id(data.payment_hash)
 
 
 # -- entry points ------------------------------------------------------------------------------
@@ -366,7 +367,7 @@ async def start_lightning_send(
     amount: int | None = None,
     *,
     allow_exit_of_htlcs: bool = False,
-) -> tuple[fsm.Action[Services], list[str]]:
+) -> Started[LightningSend]:
     """A new lightning send and the resources (its inputs) to start it with.
 
     ``amount`` is required for an amountless invoice (``invoice.amount == 0``) and must match
@@ -404,55 +405,13 @@ async def start_lightning_send(
         htlc_expiry=tip + info.htlc_send_expiry_delta,
         allow_exit_of_htlcs=allow_exit_of_htlcs,
     )
-    return LightningSendKind.create(send), [vtxo_resource(i) for i in send.input_ids]
-
-
-async def pay_lightning_invoice(
-    executor: fsm.Executor[Services],
-    invoice: Invoice,
-    amount: int | None = None,
-    *,
-    wait: bool = False,
-    allow_exit_of_htlcs: bool = False,
-) -> fsm.DriveResult:
-    """bark's ``make_lightning_payment``: resume the send of this hash if one is in flight,
-    else start one; drive it (until done if ``wait``).
-
-    Paying an invoice whose earlier send ended (revoked, refused) is a deliberate new attempt:
-    a new incarnation of ``ln_pay.<hash>`` (``again=True``), whose steps get keys of their own,
-    so the server never sees a known key with a different request.
-    """
-    action_id = action_id_of(invoice.payment_hash)
-    if executor.store.row(action_id) is None:
-        action, resources = await start_lightning_send(
-            executor.services, invoice, amount, allow_exit_of_htlcs=allow_exit_of_htlcs
-        )
-        await executor.start(action, resources=resources, again=True)
-    mode = fsm.DriveMode.UNTIL_DONE if wait else fsm.DriveMode.UNTIL_PARK_OR_DONE
-    return await executor.drive(action_id, mode)
-
-
-async def lightning_send_finished(
-    executor: fsm.Executor[Services], payment_hash: str
-) -> fsm.DriveResult | None:
-    """The mailbox says the server finished this payment: drive the send now.
-
-    bark settles right here, around the action lock, racing any running drive. fsm only
-    notifies the executor: the send is driven under its lease, and ``payment_initiated``
-    reads the preimage from the server and settles (or revokes) as its table says. Returns
-    ``None`` when the payment is already recorded as paid.
-    """
-    if executor.services.wallet.paid_invoice(payment_hash) is not None:
-        return None
-    return await executor.notify(action_id_of(payment_hash))
+    return Started(LightningSendKind.create(send), [vtxo_resource(i) for i in send.input_ids])
 
 
 __all__ = [
     "AlreadyPaid",
     "LightningSend",
     "LightningSendKind",
-    "action_id_of",
-    "lightning_send_finished",
-    "pay_lightning_invoice",
+    "lightning_send_id",
     "start_lightning_send",
 ]
