@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from processes import after_call, after_commits, died
-from wallet_rig import DoubleStepper, Rig, payee, run_child
+from processes import after_call, after_commits
+from wallet_rig import DoubleStepper, Rig, kill_then_resume, payee
 
 import fsm
 from fsm_bark.arkoor_send import (
@@ -250,20 +250,14 @@ def test_diagram_states_match_the_reference() -> None:
     ],
 )
 def test_sigkill_mid_send_resumes_in_a_new_process(tmp_path: Path, rpc: str | None) -> None:
-    kill = after_commits(3) if rpc is None else after_call(rpc)
-    crashed = run_child(tmp_path, "start", "arkoor_send", kill=kill)
-    assert died(crashed), crashed.stderr
-    w = Rig(tmp_path)
-    try:
+    def inputs_still_held(w: Rig) -> None:
         [row] = w.store.rows()
-        assert set(w.store.all_resources().values()) == {row.id}  # inputs still held
+        assert set(w.store.all_resources().values()) == {row.id}
         assert rpc is not None or row.state == "finalizing"
-    finally:
-        w.close()
-    resumed = run_child(tmp_path, "resume")
-    assert resumed.returncode == 0, resumed.stderr
-    w = Rig(tmp_path)
-    try:
+
+    kill = after_commits(3) if rpc is None else after_call(rpc)
+    kill_then_resume(tmp_path, "start", "arkoor_send", kill=kill, while_dead=inputs_still_held)
+    with Rig(tmp_path) as w:
         assert w.store.rows() == [] and w.store.all_resources() == {}
         _, m = the_movement(w)
         assert m.status is MovementStatus.SUCCESSFUL
@@ -271,5 +265,3 @@ def test_sigkill_mid_send_resumes_in_a_new_process(tmp_path: Path, rpc: str | No
             entry = next(e for e in w.world.ledger.entries() if e.rpc == rpc)
             assert (entry.applied, entry.attempts) == (1, 2)  # re-run with the same key
         assert w.problems() == []
-    finally:
-        w.close()

@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from processes import after_call, after_commits, died
-from wallet_rig import DoubleStepper, Rig, run_child
+from processes import after_call, after_commits
+from wallet_rig import DoubleStepper, Rig, kill_then_resume
 
 import fsm
 from fsm_bark.board import Probe, fund_board, start_board
@@ -237,13 +237,9 @@ def test_resumes_after_sigkill(tmp_path: Path, kill: str) -> None:
     rig.world.fund_onchain(100_000)
     aid = asyncio.run(board(rig))
     rig.close()
-    killed = run_child(tmp_path, "resume", kill=kill)
-    assert died(killed), killed.stderr
-    finished = run_child(tmp_path, "resume")
-    assert finished.returncode == 0, finished.stderr
-    rig = Rig(tmp_path)
-    assert rig.row(aid) is None
-    movement = rig.wallet.movement_of(aid)
-    assert movement is not None and movement.status is MovementStatus.SUCCESSFUL
-    assert rig.problems() == []
-    rig.close()
+    kill_then_resume(tmp_path, "resume", kill=kill)
+    with Rig(tmp_path) as rig:
+        assert rig.row(aid) is None
+        movement = rig.wallet.movement_of(aid)
+        assert movement is not None and movement.status is MovementStatus.SUCCESSFUL
+        assert rig.problems() == []

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from processes import after_commits, died
-from wallet_rig import DoubleStepper, Rig, run_child
+from processes import after_commits
+from wallet_rig import DoubleStepper, Rig, kill_then_resume
 
 import fsm
 from fsm import LogEntry
@@ -311,15 +311,9 @@ def test_every_step_twice_gives_the_same_outcome_and_no_second_effect(
 
 @pytest.mark.parametrize("commits", [1, 2, 3, 4])
 def test_resumes_after_sigkill_right_after_a_commit(tmp_path: Path, commits: int) -> None:
-    killed = run_child(tmp_path, "start", "lightning_receive", kill=after_commits(commits))
-    assert died(killed), killed.stderr
-    finished = run_child(tmp_path, "resume")
-    assert finished.returncode == 0, finished.stderr
-    w = Rig(tmp_path)
-    try:
+    kill_then_resume(tmp_path, "start", "lightning_receive", kill=after_commits(commits))
+    with Rig(tmp_path) as w:
         assert w.store.rows() == []
         [movement] = w.wallet.movements()
         assert movement.status is MovementStatus.SUCCESSFUL
         assert w.problems() == []
-    finally:
-        w.close()

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from processes import after_call, after_commits, died
-from wallet_rig import DoubleStepper, Rig, run_child
+from processes import after_call, after_commits
+from wallet_rig import DoubleStepper, Rig, kill_then_resume
 
 import fsm
 from fsm_bark.lightning_send import (
@@ -344,21 +344,15 @@ def test_every_step_is_idempotent(w: Rig, fail: bool) -> None:
 def test_sigkill_mid_send_resumes_in_a_new_process(
     tmp_path: Path, kind: str, rpc: str | None
 ) -> None:
-    kill = after_commits(2) if rpc is None else after_call(rpc)
-    crashed = run_child(tmp_path, "start", kind, kill=kill)
-    assert died(crashed), crashed.stderr
-    w = Rig(tmp_path)
-    try:
+    def inputs_still_held(w: Rig) -> None:
         [row] = w.store.rows()
         assert row.id.startswith("ln_pay.")
         assert set(w.store.all_resources().values()) == {row.id}
         assert rpc is not None or row.state == "payment_initiated"
-    finally:
-        w.close()
-    resumed = run_child(tmp_path, "resume")
-    assert resumed.returncode == 0, resumed.stderr
-    w = Rig(tmp_path)
-    try:
+
+    kill = after_commits(2) if rpc is None else after_call(rpc)
+    kill_then_resume(tmp_path, "start", kind, kill=kill, while_dead=inputs_still_held)
+    with Rig(tmp_path) as w:
         assert w.store.rows() == [] and w.store.all_resources() == {}
         [m] = w.wallet.movements()
         paid = kind == "lightning_send"
@@ -368,5 +362,3 @@ def test_sigkill_mid_send_resumes_in_a_new_process(
             entry = next(e for e in w.world.ledger.entries() if e.rpc == rpc)
             assert (entry.applied, entry.attempts) == (1, 2)
         assert w.problems() == []
-    finally:
-        w.close()

@@ -8,8 +8,8 @@ from typing import Any
 
 import attrs
 import pytest
-from processes import after_call, after_commits, died
-from wallet_rig import DoubleStepper, Rig, run_child
+from processes import after_call, after_commits
+from wallet_rig import DoubleStepper, Rig, kill_then_resume
 
 import fsm
 from fsm_bark.model import MovementStatus, Tx, VtxoState
@@ -334,12 +334,8 @@ def test_resumes_after_sigkill(tmp_path: Path, kill: str) -> None:
     rig.world.fund_vtxos(rig.wallet, [50_000, 30_000])
     aid = asyncio.run(rig.start(asyncio.run(start_offboard(rig.services, DEST, amount=10_000))))
     rig.close()
-    killed = run_child(tmp_path, "resume", kill=kill)
-    assert died(killed), killed.stderr
-    finished = run_child(tmp_path, "resume")
-    assert finished.returncode == 0, finished.stderr
-    rig = Rig(tmp_path)
-    assert rig.row(aid) is None
-    assert movement_of(rig, aid).status is MovementStatus.SUCCESSFUL
-    assert rig.problems() == []
-    rig.close()
+    kill_then_resume(tmp_path, "resume", kill=kill)
+    with Rig(tmp_path) as rig:
+        assert rig.row(aid) is None
+        assert movement_of(rig, aid).status is MovementStatus.SUCCESSFUL
+        assert rig.problems() == []

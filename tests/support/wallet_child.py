@@ -2,10 +2,12 @@
 
     python wallet_child.py FOLDER start KIND   fund the wallet, start one action, drive
     python wallet_child.py FOLDER resume       drive every live action in FOLDER to its end
+    python wallet_child.py FOLDER cosign       fund a VTXO, print its id, have it cosigned
 
 KIND is ``arkoor_send``, ``lightning_send``, ``lightning_send_fail`` (the payee's node fails
 the payment) or ``lightning_receive`` (the invoice is paid at once). Board and offboard
-tests start their action in the test process and ``resume`` it here.
+tests start their action in the test process and ``resume`` it here. ``cosign`` is for the
+world alone: one server call, no action, so a test can kill its caller mid-call.
 
 The rig is `wallet_rig.Rig` on FOLDER. The child dies as tests/support/processes.py plans
 (``FSM_TEST_KILL``): its store gets `kill_hooks()`, and the Ark server is `dying(server)`.
@@ -27,7 +29,7 @@ from fsm_bark.arkoor_send import start_arkoor_send
 from fsm_bark.lightning_receive import start_lightning_receive
 from fsm_bark.lightning_receive_ops import read_receive
 from fsm_bark.lightning_send import start_lightning_send
-from fsm_bark.model import digest
+from fsm_bark.model import PubkeyPolicy, VtxoRequest, digest
 from fsm_bark.started import Started
 
 ROUNDS = 20
@@ -57,6 +59,14 @@ async def start(rig: Rig, kind: str) -> None:
     await rig.start(started)
 
 
+async def cosign(rig: Rig) -> None:
+    """Spend a fresh VTXO with the server under the key ``killed.1``."""
+    [vtxo] = rig.world.fund_vtxos(rig.wallet, [3_000])
+    print(vtxo.id, flush=True)
+    outputs = [VtxoRequest(3_000, PubkeyPolicy("aa"))]
+    await rig.services.server.request_arkoor_cosign([vtxo.id], outputs, "killed.1")
+
+
 async def drive_all(rig: Rig) -> None:
     for _ in range(ROUNDS):
         if not rig.store.live_ids():
@@ -72,8 +82,10 @@ async def main(folder: Path, command: str, *args: str) -> None:
     rig.executor.services = rig.services
     if command == "start":
         await start(rig, *args)
+    elif command == "cosign":
+        await cosign(rig)
     elif command != "resume":
-        raise SystemExit(f"unknown command {command!r}: start KIND or resume")
+        raise SystemExit(f"unknown command {command!r}: start KIND, resume or cosign")
     await drive_all(rig)
     rig.close()
 

@@ -12,10 +12,11 @@ tests/support/processes.py runs children.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from processes import died
 from processes import run_child as run_support_child
 
 import fsm
@@ -46,6 +47,7 @@ class Rig:
         faults: Faults | None = None,
         config: WalletConfig | None = None,
         hooks: StoreHooks | None = None,
+        kinds: Sequence[type[Any]] = KINDS,
     ) -> None:
         self.world: World = make_world(folder / "world", seed, faults)
         self.store = fsm.Store.sqlite(folder / "fsm.sqlite", hooks=hooks)
@@ -53,7 +55,7 @@ class Rig:
         self.executor: fsm.Executor[Services] = fsm.Executor(
             self.store,
             self.services,
-            kinds=KINDS,
+            kinds=list(kinds),
             clock=self.world.clock.now,
             sleep=self._sleep,
             on_commit=self._on_commit,
@@ -117,6 +119,12 @@ class Rig:
         self.store.close()
         self.wallet.close()
         self.world.close()
+
+    def __enter__(self) -> Rig:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def payee(name: str = "payee", mailboxes: int = 1) -> ArkAddress:
@@ -213,3 +221,17 @@ def run_child(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``wallet_child.py FOLDER ARGS...`` (see there) to its end or its planned death."""
     return run_support_child("wallet_child.py", folder, *args, kill=kill)
+
+
+def kill_then_resume(
+    folder: Path, *args: str, kill: str, while_dead: Callable[[Rig], None] | None = None
+) -> None:
+    """Run the child with ``args`` until its planned death (it must die by SIGKILL), look at
+    what it left with ``while_dead``, then have a new child drive everything to its end."""
+    killed = run_child(folder, *args, kill=kill)
+    assert died(killed), f"the child was not killed: {killed.returncode}\n{killed.stderr}"
+    if while_dead is not None:
+        with Rig(folder) as rig:
+            while_dead(rig)
+    resumed = run_child(folder, "resume")
+    assert resumed.returncode == 0, resumed.stderr
