@@ -37,6 +37,7 @@ from .model import (
 )
 from .services import Services
 from .services.ark_server import ServerUnavailable
+from .started import Started
 
 DELIVERY_ATTEMPTS = 30
 """Consecutive failed deliveries (one a minute) before the send is salvaged."""
@@ -66,50 +67,55 @@ class ArkoorSend:
     change_vtxos: list[Vtxo] = attrs.Factory(list)
 
 
+def arkoor_send_id(mailbox_id: str, change_key_index: int) -> str:
+    """The send's id, derived from the wallet's mailbox and the change key it reserved."""
+    return digest("arkoor_send", mailbox_id, change_key_index)[:32]
+
+
 # -- steps -------------------------------------------------------------------------------------
 
 
-async def cosign(ctx: Ctx, send: ArkoorSend) -> ArkoorSend:
+async def cosign(ctx: Ctx, d: ArkoorSend) -> ArkoorSend:
     """Spend the inputs with the server; the same inputs and change key replay the same spend.
 
     The inputs are marked spent right away (bark waits for finalizing): the server has spent
     them, so the wallet must not show them as spendable a moment longer.
     """
     wallet = ctx.services.wallet
-    payee = PubkeyPolicy(send.destination.pubkey)
-    change_policy = PubkeyPolicy(wallet.derive_key(send.change_key_index))
-    outputs = [VtxoRequest(send.amount, payee)]
-    outputs += [VtxoRequest(piece, change_policy) for piece in send.change_pieces]
+    payee = PubkeyPolicy(d.destination.pubkey)
+    change_policy = PubkeyPolicy(wallet.derive_key(d.change_key_index))
+    outputs = [VtxoRequest(d.amount, payee)]
+    outputs += [VtxoRequest(piece, change_policy) for piece in d.change_pieces]
     vtxos = await ctx.services.server.request_arkoor_cosign(
-        send.input_ids, outputs, ctx.idempotency_key
+        d.input_ids, outputs, ctx.idempotency_key
     )
-    wallet.set_vtxo_state(send.input_ids, VtxoState.SPENT, allowed_from=SPENDABLE_ONLY)
+    wallet.set_vtxo_state(d.input_ids, VtxoState.SPENT, allowed_from=SPENDABLE_ONLY)
     movement = wallet.get_or_create_movement(
-        send.id,
+        d.id,
         "arkoor_send",
-        intended_balance=-send.amount,
-        effective_balance=-send.amount,
+        intended_balance=-d.amount,
+        effective_balance=-d.amount,
         fee=0,
-        consumed=send.input_ids,
-        metadata={"sent_to": send.destination.pubkey},
+        consumed=d.input_ids,
+        metadata={"sent_to": d.destination.pubkey},
     )
     return attrs.evolve(
-        send,
+        d,
         movement_id=movement.id,
         destination_vtxos=[v for v in vtxos if v.policy == payee],
         change_vtxos=[v for v in vtxos if v.policy != payee],
     )
 
 
-async def register_outputs(ctx: Ctx, send: ArkoorSend) -> ArkoorSend:
+async def register_outputs(ctx: Ctx, d: ArkoorSend) -> ArkoorSend:
     """Register the outputs' transactions, so the recipient (and we) can exit from them."""
-    vtxos = send.destination_vtxos + send.change_vtxos
+    vtxos = d.destination_vtxos + d.change_vtxos
     if vtxos:
         await ctx.services.server.register_vtxo_transactions(vtxos, ctx.idempotency_key)
-    return send
+    return d
 
 
-async def deliver(ctx: Ctx, send: ArkoorSend) -> ArkoorSend:
+async def deliver(ctx: Ctx, d: ArkoorSend) -> ArkoorSend:
     """Post the destination VTXOs to every mailbox of the address; one acceptance suffices.
 
     When none accepts: a refusal by every mailbox is a rejection (the salvage route); any
@@ -117,15 +123,15 @@ async def deliver(ctx: Ctx, send: ArkoorSend) -> ArkoorSend:
     """
     server = ctx.services.server
     errors: list[Exception] = []
-    for n, mailbox in enumerate(send.destination.mailbox_ids):
+    for n, mailbox in enumerate(d.destination.mailbox_ids):
         try:
             await server.post_to_mailbox(
-                mailbox, send.destination_vtxos, call_key(ctx, f"mailbox-{n}")
+                mailbox, d.destination_vtxos, call_key(ctx, f"mailbox-{n}")
             )
         except (ServerUnavailable, fsm.Rejected) as exc:
             errors.append(exc)
         else:
-            return send
+            return d
     summary = "; ".join(f"{type(e).__name__}: {e}" for e in errors) or "no mailbox"
     if errors and all(isinstance(e, fsm.Rejected) for e in errors):
         first = errors[0]
@@ -134,28 +140,28 @@ async def deliver(ctx: Ctx, send: ArkoorSend) -> ArkoorSend:
     raise ServerUnavailable(f"no mailbox accepted the delivery: {summary}")
 
 
-def _finalize(ctx: Ctx, send: ArkoorSend, status: MovementStatus) -> ArkoorSend:
+def _finalize(ctx: Ctx, d: ArkoorSend, status: MovementStatus) -> ArkoorSend:
     wallet = ctx.services.wallet
-    wallet.set_vtxo_state(send.input_ids, VtxoState.SPENT, allowed_from=SPENDABLE_ONLY)
-    for vtxo in send.change_vtxos:
+    wallet.set_vtxo_state(d.input_ids, VtxoState.SPENT, allowed_from=SPENDABLE_ONLY)
+    for vtxo in d.change_vtxos:
         wallet.insert_vtxo(vtxo, VtxoState.SPENDABLE)
-    assert send.movement_id is not None  # set by the cosign step, before any finalizing
-    if send.change_vtxos:
-        produced = [v.id for v in send.change_vtxos]
-        wallet.update_movement(send.movement_id, MovementUpdate(produced=produced))
-    wallet.finish_movement(send.movement_id, status)
-    return send
+    assert d.movement_id is not None  # set by the cosign step, before any finalizing
+    if d.change_vtxos:
+        produced = [v.id for v in d.change_vtxos]
+        wallet.update_movement(d.movement_id, MovementUpdate(produced=produced))
+    wallet.finish_movement(d.movement_id, status)
+    return d
 
 
-def finalize_delivered(ctx: Ctx, send: ArkoorSend) -> ArkoorSend:
+def finalize_delivered(ctx: Ctx, d: ArkoorSend) -> ArkoorSend:
     """Store the change as spendable; the movement succeeded."""
-    return _finalize(ctx, send, MovementStatus.SUCCESSFUL)
+    return _finalize(ctx, d, MovementStatus.SUCCESSFUL)
 
 
-def finalize_undelivered(ctx: Ctx, send: ArkoorSend) -> ArkoorSend:
+def finalize_undelivered(ctx: Ctx, d: ArkoorSend) -> ArkoorSend:
     """Salvage: store the change all the same; the movement failed (the recipient was not
     told, though the destination VTXOs exist and are registered)."""
-    return _finalize(ctx, send, MovementStatus.FAILED)
+    return _finalize(ctx, d, MovementStatus.FAILED)
 
 
 # -- the kind ----------------------------------------------------------------------------------
@@ -188,16 +194,16 @@ class ArkoorSendKind(Kind[ArkoorSend, Services]):
     )
 
     @staticmethod
-    def action_id(send: ArkoorSend) -> str:
-        return send.id
+    def action_id(data: ArkoorSend) -> str:
+        return data.id
 
 
 # -- entry point -------------------------------------------------------------------------------
 
 
-def start_arkoor_send(
+async def start_arkoor_send(
     services: Services, destination: ArkAddress, amount: int
-) -> tuple[fsm.Action[Services], list[str]]:
+) -> Started[ArkoorSend]:
     """A new arkoor send and the resources it must hold from its first checkpoint.
 
     Validates the address, selects inputs (skipping VTXOs held by other actions), reserves the
@@ -220,30 +226,21 @@ def start_arkoor_send(
     index = wallet.next_key_index()
     if wallet.derive_key(index) == destination.pubkey:
         raise ValueError("the destination is this wallet's change key")
-    send = ArkoorSend(
-        id=digest("arkoor_send", wallet.mailbox_id(), index)[:32],
+    d = ArkoorSend(
+        id=arkoor_send_id(wallet.mailbox_id(), index),
         destination=destination,
         amount=amount,
         input_ids=sorted(v.id for v in inputs),
         change_key_index=index,
         change_pieces=change_pieces(change, amount, services.config.change_vtxo_split_factor),
     )
-    return ArkoorSendKind.create(send), [vtxo_resource(i) for i in send.input_ids]
-
-
-async def send_arkoor_payment(
-    executor: fsm.Executor[Services], destination: ArkAddress, amount: int
-) -> fsm.DriveResult:
-    """bark's ``send_arkoor_payment``: start the send and drive it until it ends."""
-    action, resources = start_arkoor_send(executor.services, destination, amount)
-    await executor.start(action, resources=resources)
-    return await executor.drive(action.id, fsm.DriveMode.UNTIL_DONE)
+    return Started(ArkoorSendKind.create(d), [vtxo_resource(i) for i in d.input_ids])
 
 
 __all__ = [
     "DELIVERY_ATTEMPTS",
     "ArkoorSend",
     "ArkoorSendKind",
-    "send_arkoor_payment",
+    "arkoor_send_id",
     "start_arkoor_send",
 ]

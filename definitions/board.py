@@ -20,7 +20,7 @@ import enum
 import attrs
 
 import fsm
-from fsm import Instance, Kind, RetryPolicy, State, StepContext
+from fsm import Kind, RetryPolicy, State, StepContext
 
 from .model import (
     BOARD_PREFIX,
@@ -36,6 +36,7 @@ from .model import (
 from .services import Services
 from .services.ark_records import BoardRequest
 from .services.chain import ChainRejected, ChainSource, TxState, TxStatus
+from .started import Started
 
 RECHECK_SECONDS = 60.0
 """How often a board is looked at again without a new block (bark's daemon sync interval)."""
@@ -317,16 +318,14 @@ class BoardKind(Kind[Board, Services]):
         return board_id(data.funding.txid, data.vout)
 
 
-# -- entry points ------------------------------------------------------------------------------
+# -- entry point -------------------------------------------------------------------------------
 
 
 class BoardError(ValueError):
     """The funding tx cannot make a board (checked before anything is asked of the server)."""
 
 
-async def start_board(
-    services: Services, funding: Tx
-) -> tuple[Instance[Board, Services], list[str]]:
+async def start_board(services: Services, funding: Tx) -> Started[Board]:
     """bark's ``board_psbt``: check the funding tx, have the server cosign the board VTXO and
     create the movement; return the action and the resource it holds from its first
     checkpoint on. Start it with ``Executor.start(action, resources=resources)``; calling
@@ -356,17 +355,14 @@ async def start_board(
         metadata={"funding_outpoint": str(funding.outpoint(vout))},
     )
     board = Board(funding, vout, vtxo, movement.id)
-    return BoardKind.create(board), [vtxo_resource(vtxo.id)]
+    return Started(BoardKind.create(board), [vtxo_resource(vtxo.id)])
 
 
-async def board_amount(
-    services: Services, amount: int, *, fee: int, signed: bool = True
-) -> tuple[Instance[Board, Services], list[str]]:
-    """Fund a board of ``amount`` sats from the on-chain wallet to a fresh key, then
-    `start_board`. ``signed=False`` builds a PSBT that someone else broadcasts."""
+def fund_board(services: Services, amount: int, *, fee: int, signed: bool = True) -> Tx:
+    """A funding tx of a board of ``amount`` sats from the on-chain wallet to a fresh key,
+    for `start_board`. ``signed=False`` builds a PSBT that someone else broadcasts."""
     pubkey = services.wallet.derive_key(services.wallet.next_key_index())
-    funding = services.onchain.build_tx([TxOut(board_address(pubkey), amount)], fee, signed=signed)
-    return await start_board(services, funding)
+    return services.onchain.build_tx([TxOut(board_address(pubkey), amount)], fee, signed=signed)
 
 
 def _board_output(services: Services, funding: Tx) -> tuple[int, str]:
@@ -377,3 +373,14 @@ def _board_output(services: Services, funding: Tx) -> tuple[int, str]:
             if services.wallet.key_index_of(pubkey) is not None:
                 return vout, pubkey
     raise BoardError(f"funding tx {funding.txid} pays no board script of this wallet")
+
+
+__all__ = [
+    "Board",
+    "BoardError",
+    "BoardKind",
+    "Probe",
+    "board_id",
+    "fund_board",
+    "start_board",
+]

@@ -1,4 +1,5 @@
-"""What the demo starts: one starter per kind, each making a new action and its resources.
+"""What the demo starts: one starter per kind, each the kind's own `start_<kind>` with the
+demo's arguments.
 
 Every starter is deterministic in the plan entry ``i`` and the seed (preimages, amounts,
 destinations), so a starter retried after a transient error asks the server the same thing.
@@ -12,18 +13,16 @@ from typing import Any
 
 import attrs
 
-import fsm
-
 from .arkoor_send import ArkoorSendKind, start_arkoor_send
-from .board import BoardKind, start_board
+from .board import BoardKind, fund_board, start_board
 from .lightning_receive import LightningReceiveKind, start_lightning_receive
 from .lightning_send import LightningSendKind, start_lightning_send
-from .model import ArkAddress, TxOut, board_address, digest
-from .offboard import OffboardKind, send_onchain
+from .model import ArkAddress, digest
+from .offboard import OffboardKind, start_offboard
 from .services import Services
+from .started import Started
 
-Started = tuple[fsm.Action[Services], list[str]]
-Starter = Callable[[Services, int, random.Random], Awaitable[Started]]
+Starter = Callable[[Services, int, random.Random], Awaitable[Started[Any]]]
 
 
 @attrs.frozen
@@ -39,30 +38,27 @@ class KindSpec:
         return str(self.kind.name)
 
 
-async def _receive(svc: Services, i: int, rng: random.Random) -> Started:
+async def _receive(svc: Services, i: int, rng: random.Random) -> Started[Any]:
     preimage = digest("demo receive", i)
-    return await start_lightning_receive(svc, rng.randrange(2_000, 8_000), preimage=preimage), []
+    return await start_lightning_receive(svc, rng.randrange(2_000, 8_000), preimage=preimage)
 
 
-async def _arkoor(svc: Services, i: int, rng: random.Random) -> Started:
+async def _arkoor(svc: Services, i: int, rng: random.Random) -> Started[Any]:
     peer = ArkAddress(digest("demo peer", i), [f"mbx-peer-{i}"])
-    return start_arkoor_send(svc, peer, rng.randrange(1_000, 5_000))
+    return await start_arkoor_send(svc, peer, rng.randrange(1_000, 5_000))
 
 
-async def _ln_send(svc: Services, i: int, rng: random.Random) -> Started:
+async def _ln_send(svc: Services, i: int, rng: random.Random) -> Started[Any]:
     invoice = await svc.lightning.create_invoice(rng.randrange(1_000, 5_000), "", f"demo.inv.{i}")
     return await start_lightning_send(svc, invoice)
 
 
-async def _board(svc: Services, i: int, rng: random.Random) -> Started:
-    pubkey = svc.wallet.derive_key(svc.wallet.next_key_index())
-    amount = rng.randrange(5_000, 15_000)
-    funding = svc.onchain.build_tx([TxOut(board_address(pubkey), amount)], fee=300)
-    return await start_board(svc, funding)
+async def _board(svc: Services, i: int, rng: random.Random) -> Started[Any]:
+    return await start_board(svc, fund_board(svc, rng.randrange(5_000, 15_000), fee=300))
 
 
-async def _offboard(svc: Services, i: int, rng: random.Random) -> Started:
-    return await send_onchain(svc, f"dest:demo-{i}", rng.randrange(1_000, 4_000))
+async def _offboard(svc: Services, i: int, rng: random.Random) -> Started[Any]:
+    return await start_offboard(svc, f"dest:demo-{i}", amount=rng.randrange(1_000, 4_000))
 
 
 SPECS = (

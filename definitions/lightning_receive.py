@@ -40,6 +40,7 @@ from .model import (
 from .services import Services, WalletConfig
 from .services.ark_records import ReceiveGrant, ReceiveState, ReceiveStatus
 from .services.ark_server import INVALID_ARGUMENT, ServerUnavailable
+from .started import Started
 
 Ctx = StepContext[Services]
 
@@ -85,7 +86,7 @@ class LightningReceive:
         return self.invoice.payment_hash
 
 
-def receive_id(payment_hash: str) -> str:
+def lightning_receive_id(payment_hash: str) -> str:
     return f"ln_recv.{payment_hash}"
 
 
@@ -402,7 +403,10 @@ class LightningReceiveKind(Kind[LightningReceive, Services]):
 
     @staticmethod
     def action_id(data: LightningReceive) -> str:
-        return receive_id(data.payment_hash)
+        return lightning_receive_id(data.payment_hash)
+
+
+# -- entry point -------------------------------------------------------------------------------
 
 
 async def start_lightning_receive(
@@ -413,8 +417,9 @@ async def start_lightning_receive(
     claim_destination: ArkAddress | None = None,
     anti_dos_token: str | None = None,
     preimage: str | None = None,
-) -> fsm.Action[Services]:
-    """Create the invoice on the server and return the action to `fsm.Executor.start`.
+) -> Started[LightningReceive]:
+    """Create the invoice on the server and return the action to `fsm.Executor.start` (it
+    holds no resources).
 
     ``preimage`` defaults to 32 random bytes; pass one to make a retry of this call (after a
     lost response) a replay on the server. Raises ValueError for a bad amount or a server
@@ -447,18 +452,18 @@ async def start_lightning_receive(
         cltv,
         wallet.mailbox_id(),
         description,
-        f"{receive_id(payment_hash)}.invoice",
+        f"{lightning_receive_id(payment_hash)}.invoice",
     )
     if invoice.payment_hash != payment_hash:
         raise ValueError(f"server invoice is for {invoice.payment_hash}, not {payment_hash}")
     data = LightningReceive(invoice, preimage, cltv, key_index, anti_dos_token, claim_destination)
-    return LightningReceiveKind.create(data)
+    return Started(LightningReceiveKind.create(data), [])
 
 
 __all__ = [
     "GrantRequest",
     "LightningReceive",
     "LightningReceiveKind",
-    "receive_id",
+    "lightning_receive_id",
     "start_lightning_receive",
 ]

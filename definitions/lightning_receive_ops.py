@@ -15,7 +15,7 @@ import attrs
 
 import fsm
 
-from .lightning_receive import LightningReceive, LightningReceiveKind, receive_id
+from .lightning_receive import LightningReceive, LightningReceiveKind, lightning_receive_id
 from .services import Services
 
 
@@ -33,7 +33,7 @@ class ReceiveOutcome(enum.Enum):
 def read_receive(store: fsm.Store, payment_hash: str) -> tuple[str, LightningReceive] | None:
     """The live receive's state and data as last committed (None: no such action)."""
     try:
-        action = fsm.read_action(store, LightningReceiveKind, receive_id(payment_hash))
+        action = fsm.read_action(store, LightningReceiveKind, lightning_receive_id(payment_hash))
     except fsm.DecodeError as exc:
         raise ReceiveNotInState(f"receive {payment_hash}: {exc}") from None
     return None if action is None else (action.state, action.data)
@@ -51,9 +51,9 @@ async def cancel_receive(executor: fsm.Executor[Services], payment_hash: str) ->
     """Cancel an unpaid receive: the server first (a refusal, e.g. the HTLCs are already
     granted, raises ``fsm.Rejected`` and changes nothing), then the action ends ``canceled``."""
     _require(executor.store, payment_hash, LightningReceiveKind.awaiting_payment.name)
-    key = f"{receive_id(payment_hash)}.cancel"
+    key = f"{lightning_receive_id(payment_hash)}.cancel"
     await executor.services.server.cancel_lightning_receive(payment_hash, key)
-    return await executor.notify(receive_id(payment_hash))
+    return await executor.notify(lightning_receive_id(payment_hash))
 
 
 async def exit_receive(executor: fsm.Executor[Services], payment_hash: str) -> fsm.DriveResult:
@@ -70,7 +70,7 @@ async def exit_receive(executor: fsm.Executor[Services], payment_hash: str) -> f
         data = attrs.evolve(action.data, exit_requested=True)
         return LightningReceiveKind.create(data, LightningReceiveKind.preimage_revealed)
 
-    action_id = receive_id(payment_hash)
+    action_id = lightning_receive_id(payment_hash)
     await executor.update(action_id, request_exit)
     return await executor.notify(action_id)
 
@@ -80,6 +80,6 @@ def receive_outcome(store: fsm.Store, services: Services, payment_hash: str) -> 
     error for a receive that ended without settling."""
     if services.wallet.settled_receive(payment_hash) is not None:
         return ReceiveOutcome.SETTLED
-    if store.row(receive_id(payment_hash)) is not None:
+    if store.row(lightning_receive_id(payment_hash)) is not None:
         return ReceiveOutcome.PENDING
     return ReceiveOutcome.GONE

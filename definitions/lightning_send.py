@@ -22,7 +22,7 @@ resources from the first checkpoint; the movement is created by the first step a
 first asks the server whether it cosigned the HTLC, and adopts the HTLC if it did, so inputs
 the server has spent are never released; ``revocable`` tolerates a few transient errors
 before it counts as stuck; and the mailbox "payment finished" path goes through the executor
-(`lightning_send_finished`), never around the action's lease.
+(`lightning_send_ops.lightning_send_finished`), never around the action's lease.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from .services import Services
 from .services.ark_records import HtlcSendRequest
 from .services.ark_server import ServerUnavailable
 from .services.lightning_node import PaymentState, PaymentStatus
+from .started import Started
 
 POLL_SECONDS = 2.0
 """How often a waiting payment is polled (bark: park 2 s)."""
@@ -94,7 +95,7 @@ class LightningSend:
         return self.invoice.payment_hash
 
 
-def action_id_of(payment_hash: str) -> str:
+def lightning_send_id(payment_hash: str) -> str:
     """``ln_pay.<hash>``: at most one send of a payment hash in flight."""
     return f"ln_pay.{payment_hash}"
 
@@ -102,20 +103,20 @@ def action_id_of(payment_hash: str) -> str:
 # -- reads -------------------------------------------------------------------------------------
 
 
-async def near_expiry(ctx: Ctx, send: LightningSend) -> bool:
+async def near_expiry(ctx: Ctx, d: LightningSend) -> bool:
     """bark's rule: the HTLC expires within the wallet's refresh threshold."""
     tip = await ctx.services.chain.tip_height()
-    return tip > send.htlc_expiry - ctx.services.config.vtxo_refresh_expiry_threshold
+    return tip > d.htlc_expiry - ctx.services.config.vtxo_refresh_expiry_threshold
 
 
-async def _status(ctx: Ctx, send: LightningSend) -> PaymentStatus:
+async def _status(ctx: Ctx, d: LightningSend) -> PaymentStatus:
     """The server's view, read once per step so its guards and its effect decide on the same
     answer (and one poll is one poll); errors read as "pending" (bark never fails on it)."""
     status: PaymentStatus | None = ctx.memo.get(_status)
     if status is not None:
         return status
     try:
-        status = await ctx.services.server.check_lightning_payment(send.payment_hash)
+        status = await ctx.services.server.check_lightning_payment(d.payment_hash)
     except (ServerUnavailable, fsm.Rejected) as exc:
         ctx.log.info("payment status unavailable, assuming pending: %s", exc)
         status = PaymentStatus(PaymentState.PENDING)
@@ -123,29 +124,29 @@ async def _status(ctx: Ctx, send: LightningSend) -> PaymentStatus:
     return status
 
 
-async def _preimage(ctx: Ctx, send: LightningSend) -> str | None:
+async def _preimage(ctx: Ctx, d: LightningSend) -> str | None:
     """The verified preimage: from the paid-invoice fact, else from the server."""
-    known = ctx.services.wallet.paid_invoice(send.payment_hash)
+    known = ctx.services.wallet.paid_invoice(d.payment_hash)
     if known is not None:
         return known
-    status = await _status(ctx, send)
+    status = await _status(ctx, d)
     if status.state is PaymentState.SUCCEEDED and status.preimage is not None:
-        if payment_hash_of(status.preimage) == send.payment_hash:
+        if payment_hash_of(status.preimage) == d.payment_hash:
             return status.preimage
         ctx.log.warning("server reported a preimage that does not match the payment hash")
     return None
 
 
-def _movement(ctx: Ctx, send: LightningSend) -> Movement:
+def _movement(ctx: Ctx, d: LightningSend) -> Movement:
     """The send's movement, created pending the first time (keyed by the action id)."""
     return ctx.services.wallet.get_or_create_movement(
         ctx.action_id,
         "lightning_send",
-        intended_balance=-send.amount,
-        effective_balance=-(send.amount + send.fee),
-        fee=send.fee,
-        consumed=send.input_ids,
-        metadata={"payment_hash": send.payment_hash, "sent_to": send.invoice.encoded},
+        intended_balance=-d.amount,
+        effective_balance=-(d.amount + d.fee),
+        fee=d.fee,
+        consumed=d.input_ids,
+        metadata={"payment_hash": d.payment_hash, "sent_to": d.invoice.encoded},
     )
 
 
@@ -159,51 +160,49 @@ async def _register_best_effort(ctx: Ctx, vtxos: list[Vtxo]) -> None:
 # -- guards ------------------------------------------------------------------------------------
 
 
-async def htlc_cosigned(ctx: Ctx, send: LightningSend) -> bool:
+async def htlc_cosigned(ctx: Ctx, d: LightningSend) -> bool:
     """Did the server cosign an HTLC for this payment (so it spent our inputs)?
 
     Errors propagate: giving up must wait until the server can say no.
     """
-    status = await ctx.services.server.check_lightning_payment(send.payment_hash)
+    status = await ctx.services.server.check_lightning_payment(d.payment_hash)
     return status.state in (PaymentState.PENDING, PaymentState.SUCCEEDED)
 
 
-async def payment_succeeded(ctx: Ctx, send: LightningSend) -> bool:
-    return await _preimage(ctx, send) is not None
+async def payment_succeeded(ctx: Ctx, d: LightningSend) -> bool:
+    return await _preimage(ctx, d) is not None
 
 
-async def payment_failed_or_near_expiry(ctx: Ctx, send: LightningSend) -> bool:
+async def payment_failed_or_near_expiry(ctx: Ctx, d: LightningSend) -> bool:
     """Failed, or not settled while the HTLC is near (or past) expiry: revoke."""
-    status = await _status(ctx, send)
-    return status.state is PaymentState.FAILED or await near_expiry(ctx, send)
+    status = await _status(ctx, d)
+    return status.state is PaymentState.FAILED or await near_expiry(ctx, d)
 
 
-async def may_exit(ctx: Ctx, send: LightningSend) -> bool:
+async def may_exit(ctx: Ctx, d: LightningSend) -> bool:
     """Exit the HTLC on chain: only if the user opted in and it is near expiry."""
-    return send.allow_exit_of_htlcs and await near_expiry(ctx, send)
+    return d.allow_exit_of_htlcs and await near_expiry(ctx, d)
 
 
 # -- effects -----------------------------------------------------------------------------------
 
 
-async def request_htlc(ctx: Ctx, send: LightningSend) -> LightningSend:
+async def request_htlc(ctx: Ctx, d: LightningSend) -> LightningSend:
     """Turn the inputs into the HTLC (amount + fee) and change; the server replays an
     identical request, so this is also how ``abandoning`` adopts an HTLC it finds."""
     wallet = ctx.services.wallet
-    movement = _movement(ctx, send)
-    change = [VtxoRequest(p, PubkeyPolicy(send.htlc_key)) for p in send.change_pieces]
-    request = HtlcSendRequest(
-        send.input_ids, send.invoice, send.amount, send.htlc_key, send.htlc_expiry, change
-    )
+    movement = _movement(ctx, d)
+    change = [VtxoRequest(p, PubkeyPolicy(d.htlc_key)) for p in d.change_pieces]
+    request = HtlcSendRequest(d.input_ids, d.invoice, d.amount, d.htlc_key, d.htlc_expiry, change)
     outputs = await ctx.services.server.request_lightning_pay_htlc_cosign(
         request, ctx.idempotency_key
     )
     htlc, change_vtxos = outputs[0], outputs[1:]
-    _check_outputs(send, htlc, change_vtxos)
+    _check_outputs(d, htlc, change_vtxos)
     await _register_best_effort(ctx, outputs)
     ctx.acquire(htlc.resource)
     wallet.insert_vtxo(htlc, VtxoState.SPENDABLE)
-    wallet.set_vtxo_state(send.input_ids, VtxoState.SPENT, allowed_from=SPENDABLE_ONLY)
+    wallet.set_vtxo_state(d.input_ids, VtxoState.SPENT, allowed_from=SPENDABLE_ONLY)
     for vtxo in change_vtxos:
         wallet.insert_vtxo(vtxo, VtxoState.SPENDABLE)
     wallet.update_movement(
@@ -215,61 +214,61 @@ async def request_htlc(ctx: Ctx, send: LightningSend) -> LightningSend:
         ),
     )
     return attrs.evolve(
-        send, movement_id=movement.id, htlc_ids=[htlc.id], mailbox_id=wallet.mailbox_id()
+        d, movement_id=movement.id, htlc_ids=[htlc.id], mailbox_id=wallet.mailbox_id()
     )
 
 
-def _check_outputs(send: LightningSend, htlc: Vtxo, change: list[Vtxo]) -> None:
-    policy = ServerHtlcSendPolicy(send.htlc_key, send.payment_hash, send.htlc_expiry)
-    if htlc.policy != policy or htlc.amount != send.amount + send.fee:
+def _check_outputs(d: LightningSend, htlc: Vtxo, change: list[Vtxo]) -> None:
+    policy = ServerHtlcSendPolicy(d.htlc_key, d.payment_hash, d.htlc_expiry)
+    if htlc.policy != policy or htlc.amount != d.amount + d.fee:
         raise HtlcMismatch(f"server returned HTLC {htlc!r}, expected {policy!r}")
-    if [v.amount for v in change] != send.change_pieces or any(
-        v.policy != PubkeyPolicy(send.htlc_key) for v in change
+    if [v.amount for v in change] != d.change_pieces or any(
+        v.policy != PubkeyPolicy(d.htlc_key) for v in change
     ):
-        raise HtlcMismatch(f"server returned change {change!r}, expected {send.change_pieces}")
+        raise HtlcMismatch(f"server returned change {change!r}, expected {d.change_pieces}")
 
 
-def fail_movement(ctx: Ctx, send: LightningSend) -> LightningSend:
+def fail_movement(ctx: Ctx, d: LightningSend) -> LightningSend:
     """Nothing was cosigned: the movement failed, moving nothing (fsm releases the inputs)."""
     wallet = ctx.services.wallet
-    wallet.finish_movement(_movement(ctx, send).id, MovementStatus.FAILED, effective_balance=0)
-    return send
+    wallet.finish_movement(_movement(ctx, d).id, MovementStatus.FAILED, effective_balance=0)
+    return d
 
 
-async def initiate_payment(ctx: Ctx, send: LightningSend) -> LightningSend:
+async def initiate_payment(ctx: Ctx, d: LightningSend) -> LightningSend:
     """Ask the server to pay the invoice with the HTLC; it notifies our mailbox when done."""
-    assert send.mailbox_id is not None  # set with the HTLC
+    assert d.mailbox_id is not None  # set with the HTLC
     await ctx.services.server.initiate_lightning_payment(
-        send.invoice, send.htlc_ids, send.amount, send.mailbox_id, ctx.idempotency_key
+        d.invoice, d.htlc_ids, d.amount, d.mailbox_id, ctx.idempotency_key
     )
-    return send
+    return d
 
 
-async def settle(ctx: Ctx, send: LightningSend) -> LightningSend:
+async def settle(ctx: Ctx, d: LightningSend) -> LightningSend:
     """Paid: record the fact (it outlives the checkpoint), the HTLC is spent, movement done."""
-    preimage = await _preimage(ctx, send)
+    preimage = await _preimage(ctx, d)
     if preimage is None:
         raise ServerUnavailable("the payment's preimage is no longer available; retrying")
     wallet = ctx.services.wallet
-    wallet.record_paid_invoice(send.payment_hash, preimage, send.amount)
-    wallet.set_vtxo_state(send.htlc_ids, VtxoState.SPENT, allowed_from=SPENDABLE_ONLY)
-    movement = _movement(ctx, send)
+    wallet.record_paid_invoice(d.payment_hash, preimage, d.amount)
+    wallet.set_vtxo_state(d.htlc_ids, VtxoState.SPENT, allowed_from=SPENDABLE_ONLY)
+    movement = _movement(ctx, d)
     wallet.update_movement(movement.id, MovementUpdate(metadata={"preimage": preimage}))
     wallet.finish_movement(movement.id, MovementStatus.SUCCESSFUL)
-    return send
+    return d
 
 
-async def revoke(ctx: Ctx, send: LightningSend) -> LightningSend:
+async def revoke(ctx: Ctx, d: LightningSend) -> LightningSend:
     """Have the server give the HTLC back to the revocation key; the movement failed."""
     wallet = ctx.services.wallet
     outputs = await ctx.services.server.request_lightning_pay_htlc_revocation(
-        send.htlc_ids, send.revocation_key, ctx.idempotency_key
+        d.htlc_ids, d.revocation_key, ctx.idempotency_key
     )
     await _register_best_effort(ctx, outputs)
-    effective = -(send.amount + send.fee) + sum(v.amount for v in outputs)
+    effective = -(d.amount + d.fee) + sum(v.amount for v in outputs)
     if effective != 0:
         ctx.log.warning("revocation returned %d sats less than the HTLC held", -effective)
-    movement = _movement(ctx, send)
+    movement = _movement(ctx, d)
     wallet.update_movement(
         movement.id,
         MovementUpdate(
@@ -278,30 +277,30 @@ async def revoke(ctx: Ctx, send: LightningSend) -> LightningSend:
     )
     for vtxo in outputs:
         wallet.insert_vtxo(vtxo, VtxoState.SPENDABLE)
-    wallet.set_vtxo_state(send.htlc_ids, VtxoState.SPENT, allowed_from=SPENDABLE_ONLY)
+    wallet.set_vtxo_state(d.htlc_ids, VtxoState.SPENT, allowed_from=SPENDABLE_ONLY)
     wallet.finish_movement(movement.id, MovementStatus.FAILED)
-    return send
+    return d
 
 
-def exit_htlcs(ctx: Ctx, send: LightningSend) -> LightningSend:
+def exit_htlcs(ctx: Ctx, d: LightningSend) -> LightningSend:
     """Start the unilateral exit of the HTLC (the sim marks it exited); the movement failed."""
     wallet = ctx.services.wallet
-    exited = [v for i in send.htlc_ids if (v := wallet.get_vtxo(i)) is not None]
-    wallet.set_vtxo_state(send.htlc_ids, VtxoState.EXITED, allowed_from=SPENDABLE_ONLY)
-    movement = _movement(ctx, send)
-    effective = -(send.amount + send.fee) + sum(v.amount for v in exited)
-    exits = {"exited_vtxos": ",".join(send.htlc_ids)}
+    exited = [v for i in d.htlc_ids if (v := wallet.get_vtxo(i)) is not None]
+    wallet.set_vtxo_state(d.htlc_ids, VtxoState.EXITED, allowed_from=SPENDABLE_ONLY)
+    movement = _movement(ctx, d)
+    effective = -(d.amount + d.fee) + sum(v.amount for v in exited)
+    exits = {"exited_vtxos": ",".join(d.htlc_ids)}
     wallet.update_movement(movement.id, MovementUpdate(effective_balance=effective, metadata=exits))
     wallet.finish_movement(movement.id, MovementStatus.FAILED)
-    return send
+    return d
 
 
-async def revocation_refused(ctx: Ctx, send: LightningSend, error: BaseException) -> fsm.Outcome:
+async def revocation_refused(ctx: Ctx, d: LightningSend, error: BaseException) -> fsm.Outcome:
     """bark's ``RevocationStuck`` rejection: exit if opted in and near expiry, else park
     with the error, no wake-up (a notify or the next sync tries again)."""
-    if await may_exit(ctx, send):
-        return LightningSendKind.goto(send, LightningSendKind.exiting)
-    here = LightningSendKind.create(send, LightningSendKind.revocation_stuck)
+    if await may_exit(ctx, d):
+        return LightningSendKind.goto(d, LightningSendKind.exiting)
+    here = LightningSendKind.create(d, LightningSendKind.revocation_stuck)
     return fsm.Park(here, error=error)
 
 
@@ -349,8 +348,8 @@ class LightningSendKind(Kind[LightningSend, Services]):
     )
 
     @staticmethod
-    def action_id(send: LightningSend) -> str:
-        return action_id_of(send.payment_hash)
+    def action_id(data: LightningSend) -> str:
+        return lightning_send_id(data.payment_hash)
 
 
 # -- entry points ------------------------------------------------------------------------------
@@ -366,7 +365,7 @@ async def start_lightning_send(
     amount: int | None = None,
     *,
     allow_exit_of_htlcs: bool = False,
-) -> tuple[fsm.Action[Services], list[str]]:
+) -> Started[LightningSend]:
     """A new lightning send and the resources (its inputs) to start it with.
 
     ``amount`` is required for an amountless invoice (``invoice.amount == 0``) and must match
@@ -393,7 +392,7 @@ async def start_lightning_send(
     inputs = wallet.select_coins(pay + fee)
     change = sum(v.amount for v in inputs) - pay - fee
     tip = await services.chain.tip_height()
-    send = LightningSend(
+    d = LightningSend(
         invoice=invoice,
         amount=pay,
         fee=fee,
@@ -404,55 +403,13 @@ async def start_lightning_send(
         htlc_expiry=tip + info.htlc_send_expiry_delta,
         allow_exit_of_htlcs=allow_exit_of_htlcs,
     )
-    return LightningSendKind.create(send), [vtxo_resource(i) for i in send.input_ids]
-
-
-async def pay_lightning_invoice(
-    executor: fsm.Executor[Services],
-    invoice: Invoice,
-    amount: int | None = None,
-    *,
-    wait: bool = False,
-    allow_exit_of_htlcs: bool = False,
-) -> fsm.DriveResult:
-    """bark's ``make_lightning_payment``: resume the send of this hash if one is in flight,
-    else start one; drive it (until done if ``wait``).
-
-    Paying an invoice whose earlier send ended (revoked, refused) is a deliberate new attempt:
-    a new incarnation of ``ln_pay.<hash>`` (``again=True``), whose steps get keys of their own,
-    so the server never sees a known key with a different request.
-    """
-    action_id = action_id_of(invoice.payment_hash)
-    if executor.store.row(action_id) is None:
-        action, resources = await start_lightning_send(
-            executor.services, invoice, amount, allow_exit_of_htlcs=allow_exit_of_htlcs
-        )
-        await executor.start(action, resources=resources, again=True)
-    mode = fsm.DriveMode.UNTIL_DONE if wait else fsm.DriveMode.UNTIL_PARK_OR_DONE
-    return await executor.drive(action_id, mode)
-
-
-async def lightning_send_finished(
-    executor: fsm.Executor[Services], payment_hash: str
-) -> fsm.DriveResult | None:
-    """The mailbox says the server finished this payment: drive the send now.
-
-    bark settles right here, around the action lock, racing any running drive. fsm only
-    notifies the executor: the send is driven under its lease, and ``payment_initiated``
-    reads the preimage from the server and settles (or revokes) as its table says. Returns
-    ``None`` when the payment is already recorded as paid.
-    """
-    if executor.services.wallet.paid_invoice(payment_hash) is not None:
-        return None
-    return await executor.notify(action_id_of(payment_hash))
+    return Started(LightningSendKind.create(d), [vtxo_resource(i) for i in d.input_ids])
 
 
 __all__ = [
     "AlreadyPaid",
     "LightningSend",
     "LightningSendKind",
-    "action_id_of",
-    "lightning_send_finished",
-    "pay_lightning_invoice",
+    "lightning_send_id",
     "start_lightning_send",
 ]

@@ -1,11 +1,12 @@
 """Offboard: send Ark funds to an on-chain address (bark reference 2.2), as a declarative kind.
 
 Two flavours share one table. *OffboardWhole* forfeits whole VTXOs, the fee taken from the
-gross (`offboard_vtxos`). *SendOnchain* pays an exact amount: an arkoor split first makes a
-VTXO of exactly amount + fee (plus change), which is then offboarded (`send_onchain`).
+gross (`start_offboard` with ``vtxo_ids``). *SendOnchain* pays an exact amount: an arkoor
+split first makes a VTXO of exactly amount + fee (plus change), which is then offboarded
+(`start_offboard` with ``amount``).
 
-The inputs are held as fsm resources ``vtxo.<id>`` from the first checkpoint on (the entry
-functions return them for ``Executor.start``), so no crash can leave them locked by an action
+The inputs are held as fsm resources ``vtxo.<id>`` from the first checkpoint on (the starter
+returns them for ``Executor.start``), so no crash can leave them locked by an action
 that does not exist. Every server call that refuses keeps its typed status (``fsm.Rejected``),
 so the rejection handling bark wrote for the arkoor split and its registration actually runs.
 See docs/definitions/offboard.md for the table and the defects fixed.
@@ -18,7 +19,7 @@ import secrets
 import attrs
 
 import fsm
-from fsm import Instance, Kind, RetryPolicy, State, StepContext
+from fsm import Kind, RetryPolicy, State, StepContext
 
 from .model import (
     MovementStatus,
@@ -36,6 +37,7 @@ from .services import Services
 from .services.ark_records import OffboardRequest
 from .services.chain import TxState
 from .services.wallet import WalletStore
+from .started import Started
 
 POLL_SECONDS = 30.0
 """bark's offboard poll: confirmations, re-broadcasts and re-prepares every 30 s."""
@@ -424,23 +426,39 @@ class OffboardKind(Kind[Offboard, Services]):
         return data.id
 
 
-# -- entry points ------------------------------------------------------------------------------
+# -- entry point -------------------------------------------------------------------------------
 
 
 class OffboardError(ValueError):
     """The offboard cannot start (checked before anything is held or asked)."""
 
 
-Started = tuple[Instance[Offboard, Services], list[str]]
+async def start_offboard(
+    services: Services,
+    destination: str,
+    *,
+    vtxo_ids: list[str] | None = None,
+    amount: int | None = None,
+) -> Started[Offboard]:
+    """A new offboard to ``destination`` and the VTXOs it holds from its first checkpoint.
+
+    With ``amount``: SendOnchain, pay exactly ``amount``; the offboard spends one split VTXO,
+    so the fee is that of a one-input offboard. Else OffboardWhole: forfeit ``vtxo_ids`` (by
+    default every spendable VTXO not in use, bark's ``offboard_all``), the fee deducted from
+    their total. The id is 16 random bytes, lowercase hex (bark's offboard ids).
+    """
+    if amount is not None:
+        if vtxo_ids is not None:
+            raise OffboardError("give the VTXOs to offboard or the amount to send, not both")
+        return await _send_onchain(services, destination, amount)
+    if vtxo_ids is None:
+        vtxo_ids = [v.id for v in services.wallet.spendable_vtxos()]
+    return await _offboard_whole(services, destination, vtxo_ids)
 
 
-def new_offboard_id() -> str:
-    """16 random bytes, lowercase hex: bark's offboard ids."""
-    return secrets.token_hex(16)
-
-
-async def offboard_vtxos(services: Services, vtxo_ids: list[str], destination: str) -> Started:
-    """OffboardWhole: forfeit exactly these VTXOs, the fee deducted from their total."""
+async def _offboard_whole(
+    services: Services, destination: str, vtxo_ids: list[str]
+) -> Started[Offboard]:
     if len(set(vtxo_ids)) != len(vtxo_ids) or not vtxo_ids:
         raise OffboardError("offboard needs distinct inputs")
     info = await services.server.info()
@@ -455,21 +473,17 @@ async def offboard_vtxos(services: Services, vtxo_ids: list[str], destination: s
     if total - fee < info.dust_limit:
         raise OffboardError(f"{total} sats minus fee {fee} is dust")
     data = Offboard(
-        new_offboard_id(), destination, total - fee, fee, info.offboard_fee_rate, sorted(vtxo_ids)
+        secrets.token_hex(16),
+        destination,
+        total - fee,
+        fee,
+        info.offboard_fee_rate,
+        sorted(vtxo_ids),
     )
-    return OffboardKind.create(data), [vtxo_resource(vid) for vid in data.input_vtxo_ids]
+    return Started(OffboardKind.create(data), [vtxo_resource(vid) for vid in data.input_vtxo_ids])
 
 
-async def offboard_all(services: Services, destination: str) -> Started:
-    """OffboardWhole of every spendable VTXO not in use (bark's ``offboard_all``)."""
-    return await offboard_vtxos(
-        services, [v.id for v in services.wallet.spendable_vtxos()], destination
-    )
-
-
-async def send_onchain(services: Services, destination: str, amount: int) -> Started:
-    """SendOnchain: pay ``amount`` exactly; the offboard spends one split VTXO, so the fee
-    is that of a one-input offboard."""
+async def _send_onchain(services: Services, destination: str, amount: int) -> Started[Offboard]:
     info = await services.server.info()
     if amount < info.dust_limit:
         raise OffboardError(f"{amount} sats is dust (limit {info.dust_limit})")
@@ -484,5 +498,16 @@ async def send_onchain(services: Services, destination: str, amount: int) -> Sta
         change_pieces(change, amount, services.config.change_vtxo_split_factor),
     )
     ids = sorted(v.id for v in inputs)
-    data = Offboard(new_offboard_id(), destination, amount, fee, info.offboard_fee_rate, ids, split)
-    return OffboardKind.create(data), [vtxo_resource(vid) for vid in ids]
+    data = Offboard(
+        secrets.token_hex(16), destination, amount, fee, info.offboard_fee_rate, ids, split
+    )
+    return Started(OffboardKind.create(data), [vtxo_resource(vid) for vid in ids])
+
+
+__all__ = [
+    "Offboard",
+    "OffboardError",
+    "OffboardKind",
+    "SendOnchain",
+    "start_offboard",
+]

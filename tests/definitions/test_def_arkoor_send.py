@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from send_support import Wallet, double_drive, payee, run_child
+from processes import after_call, after_commits
+from wallet_rig import DoubleStepper, Rig, kill_then_resume, payee
 
 import fsm
 from fsm_bark.arkoor_send import (
     DELIVERY_ATTEMPTS,
     ArkoorSendKind,
-    send_arkoor_payment,
     start_arkoor_send,
 )
 from fsm_bark.model import MovementStatus, Network, VtxoState, vtxo_resource
@@ -23,31 +22,37 @@ from fsm_bark.sim import Fault
 
 
 @pytest.fixture
-def w(tmp_path: Path) -> Iterator[Wallet]:
-    wallet = Wallet(tmp_path)
-    yield wallet
-    wallet.close()
+def w(tmp_path: Path) -> Iterator[Rig]:
+    rig = Rig(tmp_path)
+    yield rig
+    rig.close()
 
 
-def fund(w: Wallet) -> list[str]:
+def fund(w: Rig) -> list[str]:
     return [v.id for v in w.world.fund_vtxos(w.wallet, [50_000, 30_000])]
 
 
-def send(w: Wallet, amount: int = 20_000, **kw: int) -> fsm.DriveResult:
-    return asyncio.run(send_arkoor_payment(w.executor, payee(**kw), amount))
+def send(w: Rig, amount: int = 20_000, **kw: int) -> fsm.DriveResult:
+    """Start a send to ``payee(**kw)`` and drive it until it ends."""
+
+    async def go() -> fsm.DriveResult:
+        action_id = await w.start(await start_arkoor_send(w.services, payee(**kw), amount))
+        return await w.drive(action_id, fsm.DriveMode.UNTIL_DONE)
+
+    return asyncio.run(go())
 
 
-def states(w: Wallet, action_id: str) -> list[tuple[str, str | None, str]]:
+def states(w: Rig, action_id: str) -> list[tuple[str, str | None, str]]:
     return [(t.from_state, t.to_state, t.via) for t in w.store.transitions(action_id)]
 
 
-def the_movement(w: Wallet) -> tuple[str, object]:
+def the_movement(w: Rig) -> tuple[str, object]:
     [m] = w.wallet.movements()
     assert m.action_id is not None
     return m.action_id, m
 
 
-def test_happy_path_sends_stores_change_and_finishes_the_movement(w: Wallet) -> None:
+def test_happy_path_sends_stores_change_and_finishes_the_movement(w: Rig) -> None:
     big, small = fund(w)
     result = send(w)
     assert result.status is fsm.DriveStatus.DONE, result
@@ -78,7 +83,7 @@ def test_happy_path_sends_stores_change_and_finishes_the_movement(w: Wallet) -> 
     assert w.problems() == []
 
 
-def test_no_change_means_no_change_pieces(w: Wallet) -> None:
+def test_no_change_means_no_change_pieces(w: Rig) -> None:
     [only] = [v.id for v in w.world.fund_vtxos(w.wallet, [20_000])]
     assert send(w).status is fsm.DriveStatus.DONE
     assert w.wallet.vtxos(VtxoState.SPENDABLE) == []
@@ -87,40 +92,41 @@ def test_no_change_means_no_change_pieces(w: Wallet) -> None:
 
 
 def test_inputs_are_held_from_the_first_checkpoint_and_skipped_by_the_next_send(
-    w: Wallet,
+    w: Rig,
 ) -> None:
     big, small = fund(w)
-    first, resources = start_arkoor_send(w.services, payee(), 20_000)
+    first, resources = asyncio.run(start_arkoor_send(w.services, payee(), 20_000))
     assert resources == [vtxo_resource(big)]
     assert w.store.all_resources() == {}  # nothing held before the checkpoint exists
     assert asyncio.run(w.executor.start(first, resources=resources))
     assert w.store.resources_of(first.id) == [vtxo_resource(big)]
-    second, resources = start_arkoor_send(w.services, payee("b"), 10_000)
+    second, resources = asyncio.run(start_arkoor_send(w.services, payee("b"), 10_000))
     assert resources == [vtxo_resource(small)]
     with pytest.raises(fsm.ResourceConflict):  # same input as the first: refused at start
         asyncio.run(w.executor.start(second, resources=[vtxo_resource(big)]))
     with pytest.raises(InsufficientFunds):
-        start_arkoor_send(w.services, payee("c"), 40_000)  # the 50k is held, 30k is not enough
+        # the 50k is held, 30k is not enough
+        asyncio.run(start_arkoor_send(w.services, payee("c"), 40_000))
     for action_id in (first.id,):
         result = asyncio.run(w.executor.drive(action_id, fsm.DriveMode.UNTIL_DONE))
         assert result.status is fsm.DriveStatus.DONE
     assert w.problems() == []
 
 
-def test_bad_arguments_are_refused_before_anything_is_written(w: Wallet) -> None:
+def test_bad_arguments_are_refused_before_anything_is_written(w: Rig) -> None:
     fund(w)
     with pytest.raises(ValueError, match="positive"):
-        start_arkoor_send(w.services, payee(), 0)
+        asyncio.run(start_arkoor_send(w.services, payee(), 0))
     with pytest.raises(ValueError, match="mailbox"):
-        start_arkoor_send(w.services, payee(mailboxes=0), 1_000)
+        asyncio.run(start_arkoor_send(w.services, payee(mailboxes=0), 1_000))
     address = payee()
     wrong = type(address)(address.pubkey, address.mailbox_ids, Network.SIGNET)
     with pytest.raises(ValueError, match="signet"):
-        start_arkoor_send(w.services, wrong, 1_000)
+        asyncio.run(start_arkoor_send(w.services, wrong, 1_000))
     assert w.store.rows() == [] and w.wallet.movements() == []
 
 
-def test_cosign_rejection_fails_and_releases_the_inputs(w: Wallet) -> None:
+def test_cosign_rejection_fails_and_releases_the_inputs(w: Rig) -> None:
     big, _ = fund(w)
     w.world.script_fault("request_arkoor_cosign", Fault.REJECT_INVALID_ARGUMENT)
     result = send(w)
@@ -131,7 +137,7 @@ def test_cosign_rejection_fails_and_releases_the_inputs(w: Wallet) -> None:
     assert w.problems() == []
 
 
-def test_registration_rejection_still_delivers(w: Wallet) -> None:
+def test_registration_rejection_still_delivers(w: Rig) -> None:
     fund(w)
     w.world.script_fault("register_vtxo_transactions", Fault.REJECT_NOT_FOUND)
     assert send(w).status is fsm.DriveStatus.DONE
@@ -142,7 +148,7 @@ def test_registration_rejection_still_delivers(w: Wallet) -> None:
     assert w.problems() == []
 
 
-def test_delivery_refused_by_every_mailbox_salvages_the_change(w: Wallet) -> None:
+def test_delivery_refused_by_every_mailbox_salvages_the_change(w: Rig) -> None:
     fund(w)
     w.world.script_fault("post_to_mailbox", Fault.REJECT_INVALID_ARGUMENT, times=2)
     result = send(w, mailboxes=2)
@@ -158,7 +164,7 @@ def test_delivery_refused_by_every_mailbox_salvages_the_change(w: Wallet) -> Non
     assert w.problems() == []
 
 
-def test_one_accepting_mailbox_is_enough(w: Wallet) -> None:
+def test_one_accepting_mailbox_is_enough(w: Rig) -> None:
     fund(w)
     w.world.script_fault("post_to_mailbox", Fault.REJECT_INVALID_ARGUMENT)
     assert send(w, mailboxes=2).status is fsm.DriveStatus.DONE
@@ -168,7 +174,7 @@ def test_one_accepting_mailbox_is_enough(w: Wallet) -> None:
     assert len(w.world.server.mailbox(payee(mailboxes=2).mailbox_ids[1])) == 1
 
 
-def test_delivery_failing_for_the_whole_budget_salvages(w: Wallet) -> None:
+def test_delivery_failing_for_the_whole_budget_salvages(w: Rig) -> None:
     fund(w)
     w.world.script_fault("post_to_mailbox", Fault.DROP_REQUEST, times=DELIVERY_ATTEMPTS)
     t0 = w.world.clock.now()
@@ -183,10 +189,10 @@ def test_delivery_failing_for_the_whole_budget_salvages(w: Wallet) -> None:
     assert w.problems() == []
 
 
-def test_a_transient_delivery_failure_is_retried_after_60_seconds(w: Wallet) -> None:
+def test_a_transient_delivery_failure_is_retried_after_60_seconds(w: Rig) -> None:
     fund(w)
     w.world.script_fault("post_to_mailbox", Fault.DROP_REQUEST)
-    action, resources = start_arkoor_send(w.services, payee(), 20_000)
+    action, resources = asyncio.run(start_arkoor_send(w.services, payee(), 20_000))
     asyncio.run(w.executor.start(action, resources=resources))
     result = asyncio.run(w.executor.drive(action.id))
     assert result.status is fsm.DriveStatus.PARKED and result.state == "delivery"
@@ -201,7 +207,7 @@ def test_a_transient_delivery_failure_is_retried_after_60_seconds(w: Wallet) -> 
 @pytest.mark.parametrize(
     "rpc", ["request_arkoor_cosign", "register_vtxo_transactions", "post_to_mailbox"]
 )
-def test_a_lost_response_is_replayed_with_the_same_key(w: Wallet, rpc: str) -> None:
+def test_a_lost_response_is_replayed_with_the_same_key(w: Rig, rpc: str) -> None:
     fund(w)
     w.world.script_fault(rpc, Fault.LOSE_RESPONSE)
     assert send(w).status is fsm.DriveStatus.DONE
@@ -210,10 +216,10 @@ def test_a_lost_response_is_replayed_with_the_same_key(w: Wallet, rpc: str) -> N
     assert w.problems() == []
 
 
-def test_every_step_is_idempotent(w: Wallet) -> None:
+def test_every_step_is_idempotent(w: Rig) -> None:
     fund(w)
-    action, resources = start_arkoor_send(w.services, payee(mailboxes=2), 20_000)
-    path = asyncio.run(double_drive(w, action, set(resources)))
+    started = asyncio.run(start_arkoor_send(w.services, payee(mailboxes=2), 20_000))
+    path = asyncio.run(DoubleStepper(w, *started).until_end())
     assert path == ["cosigning", "registration", "delivery", "finalizing", "Done"]
     _, m = the_movement(w)
     assert m.status is MovementStatus.SUCCESSFUL
@@ -235,36 +241,27 @@ def test_diagram_states_match_the_reference() -> None:
 
 
 @pytest.mark.parametrize(
-    "crash",
+    "rpc",
     [
-        "rpc:request_arkoor_cosign",
-        "rpc:register_vtxo_transactions",
-        "rpc:post_to_mailbox",
-        "commit:delivery",
+        "request_arkoor_cosign",
+        "register_vtxo_transactions",
+        "post_to_mailbox",
+        None,  # killed right after the delivery step committed
     ],
 )
-def test_sigkill_mid_send_resumes_in_a_new_process(
-    tmp_path: Path, child_env: dict[str, str], crash: str
-) -> None:
-    crashed = run_child(tmp_path, "arkoor", "start", child_env, crash)
-    assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()
-    w = Wallet(tmp_path)
-    try:
+def test_sigkill_mid_send_resumes_in_a_new_process(tmp_path: Path, rpc: str | None) -> None:
+    def inputs_still_held(w: Rig) -> None:
         [row] = w.store.rows()
-        assert set(w.store.all_resources().values()) == {row.id}  # inputs still held
-    finally:
-        w.close()
-    resumed = run_child(tmp_path, "arkoor", "resume", child_env)
-    assert resumed.returncode == 0, resumed.stderr.decode()
-    w = Wallet(tmp_path)
-    try:
+        assert set(w.store.all_resources().values()) == {row.id}
+        assert rpc is not None or row.state == "finalizing"
+
+    kill = after_commits(3) if rpc is None else after_call(rpc)
+    kill_then_resume(tmp_path, "start", "arkoor_send", kill=kill, while_dead=inputs_still_held)
+    with Rig(tmp_path) as w:
         assert w.store.rows() == [] and w.store.all_resources() == {}
         _, m = the_movement(w)
         assert m.status is MovementStatus.SUCCESSFUL
-        if crash.startswith("rpc:"):
-            rpc = crash.partition(":")[2]
+        if rpc is not None:
             entry = next(e for e in w.world.ledger.entries() if e.rpc == rpc)
             assert (entry.applied, entry.attempts) == (1, 2)  # re-run with the same key
         assert w.problems() == []
-    finally:
-        w.close()

@@ -6,10 +6,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from onchain_rig import DoubleStepper, Rig, run_child
+from processes import after_call, after_commits
+from wallet_rig import DoubleStepper, Rig, kill_then_resume
 
 import fsm
-from fsm_bark.board import Probe, board_amount, start_board
+from fsm_bark.board import Probe, fund_board, start_board
 from fsm_bark.model import MovementStatus, VtxoState, vtxo_resource
 from fsm_bark.sim import Fault
 
@@ -23,7 +24,9 @@ def rig(tmp_path: Path) -> Rig:
 
 
 async def board(rig: Rig, *, signed: bool = True) -> str:
-    return await rig.start(await board_amount(rig.svc, 40_000, fee=500, signed=signed))
+    return await rig.start(
+        await start_board(rig.services, fund_board(rig.services, 40_000, fee=500, signed=signed))
+    )
 
 
 def test_happy_path_registers_after_the_required_confirmations(rig: Rig) -> None:
@@ -45,8 +48,10 @@ def test_happy_path_registers_after_the_required_confirmations(rig: Rig) -> None
         assert movement is not None and movement.status is MovementStatus.SUCCESSFUL
         assert (movement.intended_balance, movement.effective_balance) == (40_000, 39_800)
         assert rig.held() == {}
-        assert vtxo.id in [v.id for v in await rig.svc.server.read_mailbox(rig.wallet.mailbox_id())]
-        assert rig.invariants() == []
+        assert vtxo.id in [
+            v.id for v in await rig.services.server.read_mailbox(rig.wallet.mailbox_id())
+        ]
+        assert rig.problems() == []
 
     asyncio.run(go())
 
@@ -61,7 +66,7 @@ def test_a_psbt_is_not_ours_to_broadcast_the_probe_waits_for_it(rig: Rig) -> Non
         rig.world.chain.broadcast(d.funding.with_signatures())  # the other party signs it
         rig.world.mine(2)
         assert (await rig.drive(aid)).status is fsm.DriveStatus.DONE
-        assert rig.invariants() == []
+        assert rig.problems() == []
 
     asyncio.run(go())
 
@@ -79,7 +84,7 @@ def test_confirmed_double_spend_tears_the_board_down(rig: Rig) -> None:
         assert movement is not None
         assert (movement.status, movement.effective_balance) == (MovementStatus.FAILED, 0)
         assert rig.held() == {}
-        assert rig.invariants() == []
+        assert rig.problems() == []
 
     asyncio.run(go())
 
@@ -99,7 +104,7 @@ def test_funding_input_spent_before_the_first_broadcast_tears_down(rig: Rig) -> 
         movement = rig.wallet.movement_of(aid)
         assert movement is not None and movement.status is MovementStatus.FAILED
         assert rig.held() == {}
-        assert rig.invariants() == []
+        assert rig.problems() == []
 
     asyncio.run(go())
 
@@ -150,7 +155,7 @@ def test_a_failed_registration_parks_with_the_reason_and_is_tried_again(
         assert rig.data(aid).last_park_error
         rig.world.advance_time(60)
         assert (await rig.drive(aid)).status is fsm.DriveStatus.DONE
-        assert rig.invariants() == []
+        assert rig.problems() == []
 
     asyncio.run(go())
 
@@ -175,12 +180,14 @@ def test_near_expiry_starts_an_exit_and_keeps_trying_to_register(rig: Rig) -> No
 
 def test_starting_twice_keeps_one_action_one_movement(rig: Rig) -> None:
     async def go() -> None:
-        action, resources = await board_amount(rig.svc, 40_000, fee=500)
-        assert await rig.ex.start(action, resources=resources)
+        action, resources = await start_board(
+            rig.services, fund_board(rig.services, 40_000, fee=500)
+        )
+        assert await rig.executor.start(action, resources=resources)
         await rig.drive(action.id)
-        again, resources2 = await start_board(rig.svc, action.data.funding)
+        again, resources2 = await start_board(rig.services, action.data.funding)
         assert again.id == action.id and resources2 == resources
-        assert not await rig.ex.start(again, resources=resources2)
+        assert not await rig.executor.start(again, resources=resources2)
         assert rig.row(action.id).state == "confirming"  # not back to broadcasting
         assert len(rig.wallet.movements()) == 1
 
@@ -192,7 +199,7 @@ def test_deleting_a_board_releases_its_vtxo(rig: Rig) -> None:
         aid = await board(rig)
         await rig.drive(aid)
         assert rig.held()
-        assert await rig.ex.delete(aid)
+        assert await rig.executor.delete(aid)
         assert rig.held() == {}
 
     asyncio.run(go())
@@ -200,7 +207,9 @@ def test_deleting_a_board_releases_its_vtxo(rig: Rig) -> None:
 
 def test_every_step_is_idempotent(rig: Rig) -> None:
     async def go() -> None:
-        action, resources = await board_amount(rig.svc, 40_000, fee=500)
+        action, resources = await start_board(
+            rig.services, fund_board(rig.services, 40_000, fee=500)
+        )
         stepper = DoubleStepper(rig, action, resources)
         assert isinstance(await stepper.until_park(), fsm.Park)
         rig.world.mine(2)
@@ -215,24 +224,22 @@ def test_every_step_is_idempotent(rig: Rig) -> None:
             "assessing",
             "registering",
         ]
-        assert all(applied == 1 for _, applied in rig.applied())
+        assert all(applied == 1 for _, applied in rig.ledger())
 
     asyncio.run(go())
 
 
-@pytest.mark.parametrize(("mode", "n"), [("commit", 1), ("commit", 3), ("call", 1), ("call", 2)])
-def test_resumes_after_sigkill(tmp_path: Path, mode: str, n: int) -> None:
+@pytest.mark.parametrize(
+    "kill", [after_commits(1), after_commits(3), after_call("info", 1), after_call("info", 2)]
+)
+def test_resumes_after_sigkill(tmp_path: Path, kill: str) -> None:
     rig = Rig(tmp_path)
     rig.world.fund_onchain(100_000)
     aid = asyncio.run(board(rig))
     rig.close()
-    killed = run_child(tmp_path, mode, n)
-    assert killed.returncode == -9, killed.stderr
-    finished = run_child(tmp_path, mode, 0)
-    assert finished.returncode == 0, finished.stderr
-    rig = Rig(tmp_path)
-    assert rig.row(aid) is None
-    movement = rig.wallet.movement_of(aid)
-    assert movement is not None and movement.status is MovementStatus.SUCCESSFUL
-    assert rig.invariants() == []
-    rig.close()
+    kill_then_resume(tmp_path, "resume", kill=kill)
+    with Rig(tmp_path) as rig:
+        assert rig.row(aid) is None
+        movement = rig.wallet.movement_of(aid)
+        assert movement is not None and movement.status is MovementStatus.SUCCESSFUL
+        assert rig.problems() == []

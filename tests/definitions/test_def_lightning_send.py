@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from send_support import Wallet, double_drive, run_child
+from processes import after_call, after_commits
+from wallet_rig import DoubleStepper, Rig, kill_then_resume
 
 import fsm
 from fsm_bark.lightning_send import (
     REVOCATION_ATTEMPTS,
     AlreadyPaid,
-    action_id_of,
-    lightning_send_finished,
-    pay_lightning_invoice,
+    lightning_send_id,
     start_lightning_send,
 )
+from fsm_bark.lightning_send_ops import lightning_send_finished, pay_lightning_invoice
 from fsm_bark.model import Invoice, MovementStatus, ServerHtlcSendPolicy, VtxoState
 from fsm_bark.services import WalletConfig
 from fsm_bark.sim import Fault
@@ -30,54 +29,52 @@ THRESHOLD = WalletConfig().vtxo_refresh_expiry_threshold
 
 
 @pytest.fixture
-def w(tmp_path: Path) -> Iterator[Wallet]:
-    wallet = Wallet(tmp_path)
-    yield wallet
-    wallet.close()
+def w(tmp_path: Path) -> Iterator[Rig]:
+    rig = Rig(tmp_path)
+    yield rig
+    rig.close()
 
 
-def invoice(w: Wallet, *, fail: bool = False, pending_polls: int = 0) -> Invoice:
+def invoice(w: Rig, *, fail: bool = False, pending_polls: int = 0) -> Invoice:
     inv = w.world.lightning.create_invoice(AMOUNT, "coffee", f"inv-{fail}-{pending_polls}")
     w.world.lightning.set_outcome(inv.payment_hash, fail=fail, pending_polls=pending_polls)
     return inv
 
 
-def fund(w: Wallet) -> str:
+def fund(w: Rig) -> str:
     [v] = w.world.fund_vtxos(w.wallet, [50_000])
     return v.id
 
 
-def pay(w: Wallet, inv: Invoice, *, wait: bool = True, exit_ok: bool = False) -> fsm.DriveResult:
+def pay(w: Rig, inv: Invoice, *, wait: bool = True, exit_ok: bool = False) -> fsm.DriveResult:
     return asyncio.run(
         pay_lightning_invoice(w.executor, inv, wait=wait, allow_exit_of_htlcs=exit_ok)
     )
 
 
-def drive(
-    w: Wallet, inv: Invoice, mode: fsm.DriveMode = fsm.DriveMode.UNTIL_DONE
-) -> fsm.DriveResult:
-    return asyncio.run(w.executor.notify(action_id_of(inv.payment_hash), mode))
+def drive(w: Rig, inv: Invoice, mode: fsm.DriveMode = fsm.DriveMode.UNTIL_DONE) -> fsm.DriveResult:
+    return asyncio.run(w.executor.notify(lightning_send_id(inv.payment_hash), mode))
 
 
-def path(w: Wallet, inv: Invoice) -> list[tuple[str, str | None, str]]:
+def path(w: Rig, inv: Invoice) -> list[tuple[str, str | None, str]]:
     return [
         (t.from_state, t.to_state, t.via)
-        for t in w.store.transitions(action_id_of(inv.payment_hash))
+        for t in w.store.transitions(lightning_send_id(inv.payment_hash))
     ]
 
 
-def movement(w: Wallet, inv: Invoice):  # type: ignore[no-untyped-def]
-    m = w.wallet.movement_of(action_id_of(inv.payment_hash))
+def movement(w: Rig, inv: Invoice):  # type: ignore[no-untyped-def]
+    m = w.wallet.movement_of(lightning_send_id(inv.payment_hash))
     assert m is not None
     return m
 
 
-def htlc_of(w: Wallet) -> str:
+def htlc_of(w: Rig) -> str:
     [htlc] = [v for v, _ in w.wallet.vtxos() if isinstance(v.policy, ServerHtlcSendPolicy)]
     return htlc.id
 
 
-def test_happy_path_pays_records_the_fact_and_keeps_the_change(w: Wallet) -> None:
+def test_happy_path_pays_records_the_fact_and_keeps_the_change(w: Rig) -> None:
     input_id = fund(w)
     inv = invoice(w)
     result = pay(w, inv)
@@ -102,7 +99,7 @@ def test_happy_path_pays_records_the_fact_and_keeps_the_change(w: Wallet) -> Non
         asyncio.run(start_lightning_send(w.services, inv))
 
 
-def test_inputs_are_resources_of_the_first_checkpoint_and_the_htlc_is_held(w: Wallet) -> None:
+def test_inputs_are_resources_of_the_first_checkpoint_and_the_htlc_is_held(w: Rig) -> None:
     input_id = fund(w)
     inv = invoice(w, pending_polls=100)
     action, resources = asyncio.run(start_lightning_send(w.services, inv))
@@ -116,7 +113,7 @@ def test_inputs_are_resources_of_the_first_checkpoint_and_the_htlc_is_held(w: Wa
     assert movement(w, inv).status is MovementStatus.PENDING
 
 
-def test_failed_payment_is_revoked(w: Wallet) -> None:
+def test_failed_payment_is_revoked(w: Rig) -> None:
     fund(w)
     inv = invoice(w, fail=True)
     assert pay(w, inv).status is fsm.DriveStatus.DONE
@@ -133,7 +130,7 @@ def test_failed_payment_is_revoked(w: Wallet) -> None:
     assert w.problems() == []
 
 
-def test_paying_again_after_a_revoked_attempt_uses_keys_of_its_own(w: Wallet) -> None:
+def test_paying_again_after_a_revoked_attempt_uses_keys_of_its_own(w: Rig) -> None:
     """The second send of one payment hash is a new incarnation of ``ln_pay.<hash>``: the
     server must not see the first attempt's keys with a different request."""
     fund(w)
@@ -147,7 +144,7 @@ def test_paying_again_after_a_revoked_attempt_uses_keys_of_its_own(w: Wallet) ->
     assert w.problems() == []
 
 
-def test_cosign_rejection_fails_the_movement_and_releases_the_inputs(w: Wallet) -> None:
+def test_cosign_rejection_fails_the_movement_and_releases_the_inputs(w: Rig) -> None:
     input_id = fund(w)
     inv = invoice(w)
     w.world.script_fault("request_lightning_pay_htlc_cosign", Fault.REJECT_INVALID_ARGUMENT)
@@ -164,7 +161,7 @@ def test_cosign_rejection_fails_the_movement_and_releases_the_inputs(w: Wallet) 
     assert w.problems() == []
 
 
-def test_near_expiry_at_start_adopts_an_htlc_the_server_made(w: Wallet) -> None:
+def test_near_expiry_at_start_adopts_an_htlc_the_server_made(w: Rig) -> None:
     """Cosign applied, answer lost, then near expiry: bark would release spent inputs."""
     input_id = fund(w)
     inv = invoice(w)
@@ -186,7 +183,7 @@ def test_near_expiry_at_start_adopts_an_htlc_the_server_made(w: Wallet) -> None:
     assert w.problems() == []
 
 
-def test_near_expiry_at_start_without_an_htlc_gives_up(w: Wallet) -> None:
+def test_near_expiry_at_start_without_an_htlc_gives_up(w: Rig) -> None:
     input_id = fund(w)
     inv = invoice(w)
     w.world.script_fault("request_lightning_pay_htlc_cosign", Fault.DROP_REQUEST)
@@ -199,7 +196,7 @@ def test_near_expiry_at_start_without_an_htlc_gives_up(w: Wallet) -> None:
     assert w.problems() == []
 
 
-def test_initiate_rejection_revokes(w: Wallet) -> None:
+def test_initiate_rejection_revokes(w: Rig) -> None:
     fund(w)
     inv = invoice(w)
     w.world.script_fault("initiate_lightning_payment", Fault.REJECT_INVALID_ARGUMENT)
@@ -209,7 +206,7 @@ def test_initiate_rejection_revokes(w: Wallet) -> None:
     assert w.problems() == []
 
 
-def test_pending_near_expiry_revokes_and_a_refused_revocation_gets_stuck(w: Wallet) -> None:
+def test_pending_near_expiry_revokes_and_a_refused_revocation_gets_stuck(w: Rig) -> None:
     fund(w)
     inv = invoice(w, pending_polls=10_000)
     assert pay(w, inv, wait=False).state == "payment_initiated"
@@ -217,7 +214,7 @@ def test_pending_near_expiry_revokes_and_a_refused_revocation_gets_stuck(w: Wall
     result = drive(w, inv)
     assert result.status is fsm.DriveStatus.PARKED and result.state == "revocation_stuck"
     assert isinstance(result.error, fsm.Rejected)  # parked with the error, no wake-up
-    row = w.store.row(action_id_of(inv.payment_hash))
+    row = w.store.row(lightning_send_id(inv.payment_hash))
     assert row is not None and row.wake_at is None
     assert path(w, inv)[-3:] == [
         ("payment_initiated", "revocable", "step"),
@@ -230,7 +227,7 @@ def test_pending_near_expiry_revokes_and_a_refused_revocation_gets_stuck(w: Wall
     assert w.problems() == []
 
 
-def test_revocation_tolerates_a_few_transient_errors_before_it_is_stuck(w: Wallet) -> None:
+def test_revocation_tolerates_a_few_transient_errors_before_it_is_stuck(w: Rig) -> None:
     fund(w)
     inv = invoice(w, fail=True)
     rpc = "request_lightning_pay_htlc_revocation"
@@ -238,7 +235,7 @@ def test_revocation_tolerates_a_few_transient_errors_before_it_is_stuck(w: Walle
     assert pay(w, inv).status is fsm.DriveStatus.DONE
     assert "revocation_stuck" not in {p[1] for p in path(w, inv)}  # bark: stuck at the first
 
-    other = Wallet(w.world.folder.parent / "second", seed=2)
+    other = Rig(w.world.folder.parent / "second", seed=2)
     try:
         fund(other)
         inv2 = invoice(other, fail=True)
@@ -251,9 +248,7 @@ def test_revocation_tolerates_a_few_transient_errors_before_it_is_stuck(w: Walle
 
 
 @pytest.mark.parametrize("opted_in", [True, False])
-def test_stuck_revocation_exits_only_when_opted_in_and_near_expiry(
-    w: Wallet, opted_in: bool
-) -> None:
+def test_stuck_revocation_exits_only_when_opted_in_and_near_expiry(w: Rig, opted_in: bool) -> None:
     fund(w)
     inv = invoice(w, fail=True)
     w.world.script_fault("request_lightning_pay_htlc_revocation", Fault.REJECT_INVALID_ARGUMENT, 99)
@@ -278,11 +273,11 @@ def test_stuck_revocation_exits_only_when_opted_in_and_near_expiry(
     assert w.problems() == []
 
 
-def test_mailbox_notification_settles_through_the_executor(w: Wallet) -> None:
+def test_mailbox_notification_settles_through_the_executor(w: Rig) -> None:
     fund(w)
     inv = invoice(w, pending_polls=1)
     assert pay(w, inv, wait=False).state == "payment_initiated"
-    action_id = action_id_of(inv.payment_hash)
+    action_id = lightning_send_id(inv.payment_hash)
     claimed = w.store.claim(action_id, "another-driver", w.world.clock.now())
     assert not isinstance(claimed, str)  # another driver holds the lease now
     busy = asyncio.run(lightning_send_finished(w.executor, inv.payment_hash))
@@ -296,7 +291,7 @@ def test_mailbox_notification_settles_through_the_executor(w: Wallet) -> None:
     assert w.problems() == []
 
 
-def test_a_pending_payment_is_polled_every_two_seconds(w: Wallet) -> None:
+def test_a_pending_payment_is_polled_every_two_seconds(w: Rig) -> None:
     fund(w)
     inv = invoice(w, pending_polls=3)
     t0 = w.world.clock.now()
@@ -313,7 +308,7 @@ def test_a_pending_payment_is_polled_every_two_seconds(w: Wallet) -> None:
         "request_lightning_pay_htlc_revocation",
     ],
 )
-def test_a_lost_response_is_replayed(w: Wallet, rpc: str) -> None:
+def test_a_lost_response_is_replayed(w: Rig, rpc: str) -> None:
     fund(w)
     inv = invoice(w, fail=rpc.endswith("revocation"))
     w.world.script_fault(rpc, Fault.LOSE_RESPONSE)
@@ -324,11 +319,11 @@ def test_a_lost_response_is_replayed(w: Wallet, rpc: str) -> None:
 
 
 @pytest.mark.parametrize("fail", [False, True])
-def test_every_step_is_idempotent(w: Wallet, fail: bool) -> None:
+def test_every_step_is_idempotent(w: Rig, fail: bool) -> None:
     input_id = fund(w)
     inv = invoice(w, fail=fail)
-    action, resources = asyncio.run(start_lightning_send(w.services, inv))
-    states = asyncio.run(double_drive(w, action, set(resources)))
+    started = asyncio.run(start_lightning_send(w.services, inv))
+    states = asyncio.run(DoubleStepper(w, *started).until_end())
     if fail:
         assert states == ["start", "htlc_received", "payment_initiated", "revocable", "Done"]
     else:
@@ -338,39 +333,32 @@ def test_every_step_is_idempotent(w: Wallet, fail: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "crash"),
+    ("kind", "rpc"),
     [
-        ("lightning", "rpc:request_lightning_pay_htlc_cosign"),
-        ("lightning", "rpc:initiate_lightning_payment"),
-        ("lightning", "commit:htlc_received"),
-        ("lightning-fail", "rpc:request_lightning_pay_htlc_revocation"),
+        ("lightning_send", "request_lightning_pay_htlc_cosign"),
+        ("lightning_send", "initiate_lightning_payment"),
+        ("lightning_send", None),  # killed right after the htlc_received step committed
+        ("lightning_send_fail", "request_lightning_pay_htlc_revocation"),
     ],
 )
 def test_sigkill_mid_send_resumes_in_a_new_process(
-    tmp_path: Path, child_env: dict[str, str], kind: str, crash: str
+    tmp_path: Path, kind: str, rpc: str | None
 ) -> None:
-    crashed = run_child(tmp_path, kind, "start", child_env, crash)
-    assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()
-    w = Wallet(tmp_path)
-    try:
+    def inputs_still_held(w: Rig) -> None:
         [row] = w.store.rows()
         assert row.id.startswith("ln_pay.")
         assert set(w.store.all_resources().values()) == {row.id}
-    finally:
-        w.close()
-    resumed = run_child(tmp_path, kind, "resume", child_env)
-    assert resumed.returncode == 0, resumed.stderr.decode()
-    w = Wallet(tmp_path)
-    try:
+        assert rpc is not None or row.state == "payment_initiated"
+
+    kill = after_commits(2) if rpc is None else after_call(rpc)
+    kill_then_resume(tmp_path, "start", kind, kill=kill, while_dead=inputs_still_held)
+    with Rig(tmp_path) as w:
         assert w.store.rows() == [] and w.store.all_resources() == {}
         [m] = w.wallet.movements()
-        paid = kind == "lightning"
+        paid = kind == "lightning_send"
         assert m.status is (MovementStatus.SUCCESSFUL if paid else MovementStatus.FAILED)
         assert (w.wallet.paid_invoice(m.metadata["payment_hash"]) is not None) is paid
-        if crash.startswith("rpc:"):
-            rpc = crash.partition(":")[2]
+        if rpc is not None:
             entry = next(e for e in w.world.ledger.entries() if e.rpc == rpc)
             assert (entry.applied, entry.attempts) == (1, 2)
         assert w.problems() == []
-    finally:
-        w.close()

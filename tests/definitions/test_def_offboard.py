@@ -8,11 +8,12 @@ from typing import Any
 
 import attrs
 import pytest
-from onchain_rig import DoubleStepper, Rig, run_child
+from processes import after_call, after_commits
+from wallet_rig import DoubleStepper, Rig, kill_then_resume
 
 import fsm
 from fsm_bark.model import MovementStatus, Tx, VtxoState
-from fsm_bark.offboard import Offboard, OffboardKind, confirmed_enough, offboard_vtxos, send_onchain
+from fsm_bark.offboard import Offboard, OffboardKind, confirmed_enough, start_offboard
 from fsm_bark.services import WalletConfig
 from fsm_bark.services.chain import TxState, TxStatus
 from fsm_bark.sim import Fault
@@ -30,7 +31,7 @@ def rig(tmp_path: Path) -> Rig:
 
 
 async def whole(rig: Any) -> str:
-    return await rig.start(await offboard_vtxos(rig.svc, [rig.inputs[0].id], DEST))
+    return await rig.start(await start_offboard(rig.services, DEST, vtxo_ids=[rig.inputs[0].id]))
 
 
 def movement_of(rig: Rig, aid: str) -> Any:
@@ -49,16 +50,16 @@ def test_offboard_whole_happy_path(rig: Any) -> None:
         assert m.status is MovementStatus.SUCCESSFUL
         assert (m.intended_balance, m.effective_balance, m.fee) == (-50_000, -50_000, 100)
         assert rig.world.ledger.totals()[Flow.OFFBOARD_OUT] == 49_900
-        assert rig.held() == {} and rig.invariants() == []
+        assert rig.held() == {} and rig.problems() == []
 
     asyncio.run(go())
 
 
 def test_send_onchain_splits_then_offboards_the_exact_amount(tmp_path: Path) -> None:
     async def go() -> None:
-        rig = Rig(tmp_path, offboard_required_confirmations=2)
+        rig = Rig(tmp_path, config=WalletConfig(offboard_required_confirmations=2))
         rig.world.fund_vtxos(rig.wallet, [50_000])
-        aid = await rig.start(await send_onchain(rig.svc, DEST, 10_000))
+        aid = await rig.start(await start_offboard(rig.services, DEST, amount=10_000))
         d = rig.data(aid)
         assert d.send_onchain.change_pieces == [19_950, 19_950]  # change > amount: split in 2
         r = await rig.drive(aid)
@@ -75,7 +76,7 @@ def test_send_onchain_splits_then_offboards_the_exact_amount(tmp_path: Path) -> 
             -10_100,
         )
         assert m.produced == d.change_vtxo_ids and m.status is MovementStatus.SUCCESSFUL
-        assert rig.invariants() == []
+        assert rig.problems() == []
         rig.close()
 
     asyncio.run(go())
@@ -95,25 +96,25 @@ def test_start_fails_and_releases_when_an_input_is_gone(rig: Any) -> None:
 
 def test_refused_arkoor_split_fails_the_movement_and_releases_the_inputs(rig: Any) -> None:
     async def go() -> None:
-        aid = await rig.start(await send_onchain(rig.svc, DEST, 10_000))
+        aid = await rig.start(await start_offboard(rig.services, DEST, amount=10_000))
         rig.world.script_fault("request_arkoor_cosign", Fault.REJECT_INVALID_ARGUMENT)
         r = await rig.drive(aid)
         assert r.status is fsm.DriveStatus.FAILED  # bark retried this forever (defect 8)
         m = movement_of(rig, aid)
         assert (m.status, m.effective_balance) == (MovementStatus.FAILED, 0)
         assert rig.held() == {} and len(rig.wallet.spendable_vtxos()) == 2
-        assert rig.invariants() == []
+        assert rig.problems() == []
 
     asyncio.run(go())
 
 
 def test_refused_input_registration_fails_cleanly(rig: Any) -> None:
     async def go() -> None:
-        aid = await rig.start(await send_onchain(rig.svc, DEST, 10_000))
+        aid = await rig.start(await start_offboard(rig.services, DEST, amount=10_000))
         rig.world.script_fault("register_vtxo_transactions", Fault.REJECT_NOT_FOUND)
         r = await rig.drive(aid)  # nothing was spent yet: fail, release the inputs
         assert (r.status, r.state) == (fsm.DriveStatus.FAILED, "failed")  # the terminal state
-        assert rig.held() == {} and rig.invariants() == []
+        assert rig.held() == {} and rig.problems() == []
 
     asyncio.run(go())
 
@@ -124,15 +125,15 @@ def test_refused_split_registration_parks_with_the_error_until_notified(rig: Any
             rig.world.script_fault("register_vtxo_transactions", Fault.REJECT_INVALID_ARGUMENT)
 
     async def go() -> None:
-        rig.ex.on_commit = refuse_registration_after_split
-        aid = await rig.start(await send_onchain(rig.svc, DEST, 10_000))
+        rig.executor.on_commit = refuse_registration_after_split
+        aid = await rig.start(await start_offboard(rig.services, DEST, amount=10_000))
         r = await rig.drive(aid)  # bark wrapped this refusal: its handler never ran
         assert (r.status, r.state) == (fsm.DriveStatus.PARKED, "arkoor_registration_required")
         assert isinstance(r.error, fsm.Rejected) and rig.row(aid).wake_at is None
         assert len(rig.held()) == 3  # the split outputs stay held: nothing is released
-        rig.ex.on_commit = None
-        assert (await rig.ex.notify(aid)).status is fsm.DriveStatus.DONE
-        assert rig.invariants() == []
+        rig.executor.on_commit = None
+        assert (await rig.executor.notify(aid)).status is fsm.DriveStatus.DONE
+        assert rig.problems() == []
 
     asyncio.run(go())
 
@@ -144,7 +145,7 @@ def test_refused_prepare_without_prior_tx_fails(rig: Any) -> None:
         r = await rig.drive(aid)
         assert r.status is fsm.DriveStatus.FAILED
         assert movement_of(rig, aid).status is MovementStatus.FAILED
-        assert rig.held() == {} and rig.invariants() == []
+        assert rig.held() == {} and rig.problems() == []
 
     asyncio.run(go())
 
@@ -167,7 +168,7 @@ def test_lost_finish_session_prepares_again(rig: Any) -> None:
         aid = await to_prepared(rig)
         rig.world.advance_time(30)
         assert (await rig.drive(aid)).status is fsm.DriveStatus.DONE
-        assert rig.invariants() == []
+        assert rig.problems() == []
 
     asyncio.run(go())
 
@@ -178,7 +179,7 @@ def test_lost_session_with_spendable_proof_fails(rig: Any) -> None:
         rig.world.set_offboard_fee_rate(70)
         r = await rig.drive(aid)
         assert r.status is fsm.DriveStatus.FAILED and rig.held() == {}
-        assert rig.invariants() == []
+        assert rig.problems() == []
 
     asyncio.run(go())
 
@@ -192,7 +193,7 @@ def test_finish_refused_but_tx_on_chain_is_adopted(rig: Any) -> None:
         r = await rig.drive(aid)
         assert r.status is fsm.DriveStatus.DONE
         assert [e.applied for e in rig.world.ledger.entries() if e.rpc == "finish_offboard"] == [1]
-        assert rig.invariants() == []
+        assert rig.problems() == []
 
     asyncio.run(go())
 
@@ -213,16 +214,16 @@ def test_prior_tx_found_on_chain_at_reprepare_is_adopted(rig: Any) -> None:
         assert r.state == "ready_for_offboard" and isinstance(r.error, fsm.Rejected)
         rig.world.chain.broadcast(signed)  # the server's broadcast reaches us
         assert (await rig.drive(aid)).status is fsm.DriveStatus.DONE
-        assert rig.invariants() == []
+        assert rig.problems() == []
 
     asyncio.run(go())
 
 
 def test_evicted_tx_is_rebroadcast_then_lost_after_grace(tmp_path: Path) -> None:
     async def go() -> None:
-        rig = Rig(tmp_path, offboard_required_confirmations=1)
+        rig = Rig(tmp_path, config=WalletConfig(offboard_required_confirmations=1))
         [v] = rig.world.fund_vtxos(rig.wallet, [50_000])
-        aid = await rig.start(await offboard_vtxos(rig.svc, [v.id], DEST))
+        aid = await rig.start(await start_offboard(rig.services, DEST, vtxo_ids=[v.id]))
         assert (await rig.drive(aid)).state == "awaiting_confirmations"
         tx = rig.world.chain.tx(rig.data(aid).offboard_tx.txid)
         rig.world.chain.evict(tx.txid)
@@ -237,7 +238,7 @@ def test_evicted_tx_is_rebroadcast_then_lost_after_grace(tmp_path: Path) -> None
         rig.world.chain.broadcast(tx)
         rig.world.mine(1)
         assert (await rig.drive(aid)).status is fsm.DriveStatus.DONE
-        assert rig.invariants() == []
+        assert rig.problems() == []
         rig.close()
 
     asyncio.run(go())
@@ -258,12 +259,12 @@ def test_confirmations_never_underflow(rig: Any) -> None:
         aid = await whole(rig)
         await rig.drive(aid)  # settled at once: required is 0; look at a copy of its data
         lagging = attrs.evolve(
-            rig.svc,
+            rig.services,
             chain=LaggingChain(),
             config=WalletConfig(offboard_required_confirmations=2),
         )
-        stepper = DoubleStepper(rig, OffboardKind.create(DATA_WITH_TX), [])
-        ctx = stepper._ctx()
+        stepper = DoubleStepper(rig, OffboardKind.create(DATA_WITH_TX))
+        ctx = stepper.context()
         ctx.services = lagging
         assert not await confirmed_enough(ctx, DATA_WITH_TX)
 
@@ -279,16 +280,18 @@ DATA_WITH_TX = Offboard(
 def test_every_step_is_idempotent(rig: Any, flavour: str) -> None:
     async def go() -> None:
         if flavour == "whole":
-            action, resources = await offboard_vtxos(rig.svc, [rig.inputs[0].id], DEST)
+            action, resources = await start_offboard(
+                rig.services, DEST, vtxo_ids=[rig.inputs[0].id]
+            )
         else:
-            action, resources = await send_onchain(rig.svc, DEST, 10_000)
+            action, resources = await start_offboard(rig.services, DEST, amount=10_000)
         stepper = DoubleStepper(rig, action, resources)
         assert isinstance(await stepper.until_park(), fsm.Done)
         expected = ["start", "ready_for_offboard", "offboard_tx_prepared", "ready_for_broadcast"]
         if flavour == "send_onchain":
             expected[1:1] = ["split_with_arkoor", "arkoor_registration_required"]
         assert stepper.states == [*expected, "awaiting_confirmations"]
-        assert all(applied <= 1 for _, applied in rig.applied())
+        assert all(applied <= 1 for _, applied in rig.ledger())
 
     asyncio.run(go())
 
@@ -304,7 +307,7 @@ def test_every_step_is_idempotent(rig: Any, flavour: str) -> None:
 )
 def test_lost_responses_are_replayed_not_repeated(rig: Any, rpc: str) -> None:
     async def go() -> None:
-        aid = await rig.start(await send_onchain(rig.svc, DEST, 10_000))
+        aid = await rig.start(await start_offboard(rig.services, DEST, amount=10_000))
         rig.world.script_fault(rpc, Fault.LOSE_RESPONSE)
         r = await rig.drive(aid)
         assert r.status is fsm.DriveStatus.PARKED and rig.row(aid).last_error
@@ -312,23 +315,27 @@ def test_lost_responses_are_replayed_not_repeated(rig: Any, rpc: str) -> None:
         assert (await rig.drive(aid)).status is fsm.DriveStatus.DONE
         replayed = [e for e in rig.world.ledger.entries() if e.rpc == rpc and e.attempts == 2]
         assert replayed and all(e.applied <= 1 for e in replayed)
-        assert rig.invariants() == []
+        assert rig.problems() == []
 
     asyncio.run(go())
 
 
-@pytest.mark.parametrize(("mode", "n"), [("commit", 2), ("commit", 5), ("call", 4), ("call", 6)])
-def test_resumes_after_sigkill(tmp_path: Path, mode: str, n: int) -> None:
+@pytest.mark.parametrize(
+    "kill",
+    [
+        after_commits(2),
+        after_commits(5),
+        after_call("register_vtxo_transactions", 2),  # the split outputs' registration
+        after_call("finish_offboard"),
+    ],
+)
+def test_resumes_after_sigkill(tmp_path: Path, kill: str) -> None:
     rig = Rig(tmp_path)
     rig.world.fund_vtxos(rig.wallet, [50_000, 30_000])
-    aid = asyncio.run(rig.start(asyncio.run(send_onchain(rig.svc, DEST, 10_000))))
+    aid = asyncio.run(rig.start(asyncio.run(start_offboard(rig.services, DEST, amount=10_000))))
     rig.close()
-    killed = run_child(tmp_path, mode, n)
-    assert killed.returncode == -9, killed.stderr
-    finished = run_child(tmp_path, mode, 0)
-    assert finished.returncode == 0, finished.stderr
-    rig = Rig(tmp_path)
-    assert rig.row(aid) is None
-    assert movement_of(rig, aid).status is MovementStatus.SUCCESSFUL
-    assert rig.invariants() == []
-    rig.close()
+    kill_then_resume(tmp_path, "resume", kill=kill)
+    with Rig(tmp_path) as rig:
+        assert rig.row(aid) is None
+        assert movement_of(rig, aid).status is MovementStatus.SUCCESSFUL
+        assert rig.problems() == []

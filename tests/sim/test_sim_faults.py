@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from wallet_rig import Rig
 
 import fsm
 from fsm_bark.model import (
@@ -28,7 +29,7 @@ from fsm_bark.services.ark_records import (
 )
 from fsm_bark.services.ark_server import ServerUnavailable
 from fsm_bark.services.chain import ChainRejected, TxState
-from fsm_bark.sim import Fault, Faults, World, make_world
+from fsm_bark.sim import Fault, Faults, World
 
 T = TypeVar("T")
 
@@ -38,17 +39,19 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> World:
-    w = make_world(tmp_path / "world", seed=1)
-    yield w
-    w.close()
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    with Rig(tmp_path) as rig:
+        yield rig
 
 
 @pytest.fixture
-def svc(world: World, tmp_path: Path) -> Services:
-    store = fsm.Store.sqlite(tmp_path / "fsm.sqlite")
-    yield world.services(store)
-    store.close()
+def world(rig: Rig) -> World:
+    return rig.world
+
+
+@pytest.fixture
+def svc(rig: Rig) -> Services:
+    return rig.services
 
 
 def arkoor(svc: Services, vtxo: Vtxo) -> list[VtxoRequest]:
@@ -195,16 +198,6 @@ def test_eviction_drops_a_mempool_tx_and_frees_its_inputs(world: World, svc: Ser
     assert run(svc.chain.tx_status(tx.txid)).state is TxState.CONFIRMED
 
 
-def test_eviction_by_rate(tmp_path: Path) -> None:
-    world = make_world(tmp_path / "w", seed=3, faults=Faults(evict=1.0))
-    store = fsm.Store.sqlite(tmp_path / "fsm.sqlite")
-    svc = world.services(store)
-    tx, _ = board_tx(world, svc)
-    run(svc.chain.broadcast(tx))
-    world.mine(1)
-    assert run(svc.chain.tx_status(tx.txid)).state is TxState.NOT_FOUND
-
-
 def test_conflicting_spend_is_mined_and_the_board_funding_is_dead(
     world: World, svc: Services
 ) -> None:
@@ -223,15 +216,22 @@ def test_conflicting_spend_is_mined_and_the_board_funding_is_dead(
         run(svc.server.register_board_vtxo(vtxo, "board.2"))
 
 
-def test_conflict_by_rate_hits_board_funding(tmp_path: Path) -> None:
-    world = make_world(tmp_path / "w", seed=3, faults=Faults(conflict=1.0))
-    store = fsm.Store.sqlite(tmp_path / "fsm.sqlite")
-    svc = world.services(store)
-    tx, _ = board_tx(world, svc)
-    run(svc.chain.broadcast(tx))
-    world.mine(1)
-    assert run(svc.chain.tx_status(tx.txid)).state is TxState.NOT_FOUND
-    assert run(svc.chain.spent_by(tx.inputs[0])) is not None
+@pytest.mark.parametrize(
+    ("faults", "spent"),
+    [(Faults(evict=1.0), False), (Faults(conflict=1.0), True)],
+    ids=["eviction", "conflict"],
+)
+def test_fault_by_rate_takes_the_board_funding_off_the_chain(
+    tmp_path: Path, faults: Faults, spent: bool
+) -> None:
+    """Evicted, its inputs are free again; conflicted, a conflicting spend took them."""
+    with Rig(tmp_path, seed=3, faults=faults) as rig:
+        world, svc = rig.world, rig.services
+        tx, _ = board_tx(world, svc)
+        run(svc.chain.broadcast(tx))
+        world.mine(1)
+        assert run(svc.chain.tx_status(tx.txid)).state is TxState.NOT_FOUND
+        assert (run(svc.chain.spent_by(tx.inputs[0])) is not None) is spent
 
 
 def test_board_registers_after_required_confirmations(world: World, svc: Services) -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
+from wallet_rig import KINDS, Rig
 
 import fsm
 from fsm_bark.model import (
@@ -24,12 +26,9 @@ from fsm_bark.model import (
     payment_hash_of,
     vtxo_resource,
 )
-from fsm_bark.services import Services
 from fsm_bark.services.ark_records import BoardRequest, HtlcSendRequest, OffboardRequest
-from fsm_bark.sim import check_wallet_invariants, make_world
 from fsm_bark.sim.ark_state import LIVE
 from fsm_bark.sim.wallet_invariants import balance
-from fsm_bark.sim.wallet_store import SqliteWalletStore
 
 SPENDABLE = frozenset({VtxoState.SPENDABLE})
 
@@ -49,19 +48,12 @@ class Hold(fsm.Action[Any]):
         return fsm.Park(self)
 
 
-class Env:
-    def __init__(self, tmp_path: Path) -> None:
-        self.world = make_world(tmp_path / "world", seed=11)
-        self.fsm_path = tmp_path / "fsm.sqlite"
-        self.store = fsm.Store.sqlite(self.fsm_path)
-        self.svc: Services = self.world.services(self.store)
-        wallet = self.svc.wallet
-        assert isinstance(wallet, SqliteWalletStore)
-        self.wallet = wallet
-        self.executor = fsm.Executor(self.store, self.svc, kinds=[Hold])
+class Env(Rig):
+    """The wallet rig, whose executor also knows `Hold`."""
 
-    def check(self) -> list[str]:
-        return check_wallet_invariants(self.world, self.wallet, self.store)
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path, seed=11, kinds=[*KINDS, Hold])
+        self.fsm_path = tmp_path / "fsm.sqlite"
 
     def run(self, coro: Any) -> Any:
         return asyncio.run(coro)
@@ -71,20 +63,18 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Env:
-    e = Env(tmp_path)
-    yield e
-    e.store.close()
-    e.world.close()
+def env(tmp_path: Path) -> Iterator[Env]:
+    with Env(tmp_path) as e:
+        yield e
 
 
 def test_a_consistent_world_through_every_flow_passes(env: Env) -> None:
     """Funding, arkoor with change, board, offboard, lightning send and receive: no violation
     at any point, and the books balance to the sat."""
-    w, s, wallet = env.world, env.svc, env.wallet
+    w, s, wallet = env.world, env.services, env.wallet
     a, b = w.fund_vtxos(wallet, [50_000, 30_000])
     w.fund_onchain(100_000)
-    assert env.check() == []
+    assert env.problems() == []
     env.run(env.executor.start(Hold("flows")))  # the wallet is busy: money may be in flight
     # arkoor: 20k away, 30k change back to us
     change_key = env.key()
@@ -94,7 +84,7 @@ def test_a_consistent_world_through_every_flow_passes(env: Env) -> None:
     ]
     created = env.run(s.server.request_arkoor_cosign([a.id], outs, "ark.1"))
     wallet.set_vtxo_state([a.id], VtxoState.SPENT, allowed_from=SPENDABLE)
-    assert env.check() == []  # change in flight, counted as such
+    assert env.problems() == []  # change in flight, counted as such
     assert balance(w, wallet).wallet_in_flight == 30_000
     wallet.insert_vtxo(created[1], VtxoState.SPENDABLE)
     # board
@@ -102,19 +92,19 @@ def test_a_consistent_world_through_every_flow_passes(env: Env) -> None:
     tx = s.onchain.build_tx([TxOut(board_address(pk), 40_000)], fee=500)
     board = env.run(s.server.request_board_cosign(BoardRequest(tx, 0, pk, 700), "board.1"))
     wallet.insert_vtxo(board, VtxoState.SPENDABLE)
-    assert env.check() == []
+    assert env.problems() == []
     env.run(s.chain.broadcast(tx))
     assert balance(w, wallet).boards_in_flight == 40_000
     w.mine(2)
     env.run(s.server.register_board_vtxo(board, "board.2"))
-    assert env.check() == []
+    assert env.problems() == []
     # offboard the board vtxo
     info = env.run(s.server.info())
     req = OffboardRequest([board.id], "bc1q", board.amount - info.offboard_fee(1), True, 50)
     prepared = env.run(s.server.prepare_offboard(req, "off.1"))
     env.run(s.server.finish_offboard(prepared.unsigned_tx.txid, ["sig"], "off.2"))
     wallet.set_vtxo_state([board.id], VtxoState.SPENT, allowed_from=SPENDABLE)
-    assert env.check() == []
+    assert env.problems() == []
     # lightning send of 10k from b, change to us
     invoice = env.run(s.lightning.create_invoice(10_000, "", "payee.1"))
     fee = info.lightning_send_fee(10_000)
@@ -126,7 +116,7 @@ def test_a_consistent_world_through_every_flow_passes(env: Env) -> None:
     wallet.insert_vtxo(chg, VtxoState.SPENDABLE)
     env.run(s.server.initiate_lightning_payment(invoice, [htlc.id], 10_000, "mb", "pay.2"))
     assert env.run(s.server.check_lightning_payment(invoice.payment_hash)).preimage
-    assert env.check() == []
+    assert env.problems() == []
     # lightning receive of 5k from an outside payer
     preimage = digest("r")
     h = payment_hash_of(preimage)
@@ -142,7 +132,7 @@ def test_a_consistent_world_through_every_flow_passes(env: Env) -> None:
     )
     wallet.insert_vtxo(claimed, VtxoState.SPENDABLE)
     env.run(env.executor.delete("hold.flows"))
-    assert env.check() == []
+    assert env.problems() == []
     books = balance(w, wallet)
     assert books.sources == books.uses == 180_000 + 5_000
     assert books.ln_out == 10_000 and books.offboard_out == req.net_amount
@@ -151,57 +141,57 @@ def test_a_consistent_world_through_every_flow_passes(env: Env) -> None:
 def test_catches_an_effect_applied_twice(env: Env) -> None:
     [v] = env.world.fund_vtxos(env.wallet, [1_000])
     out = [VtxoRequest(1_000, PubkeyPolicy(digest("x")))]
-    env.run(env.svc.server.request_arkoor_cosign([v.id], out, "a.1"))
+    env.run(env.services.server.request_arkoor_cosign([v.id], out, "a.1"))
     env.wallet.set_vtxo_state([v.id], VtxoState.SPENT, allowed_from=SPENDABLE)
-    assert env.check() == []
+    assert env.problems() == []
     with env.world.db.transaction():
         env.world.db.run(
             "INSERT INTO ledger SELECT 'b.1', rpc, 'b', effect_id, summary, request_digest, "
             "response, 1, 1 FROM ledger WHERE key = 'a.1'"
         )
-    assert any("applied 2 times" in p for p in env.check())
+    assert any("applied 2 times" in p for p in env.problems())
     with env.world.db.transaction():
         env.world.db.run("DELETE FROM ledger WHERE key = 'b.1'")
         env.world.db.run("UPDATE ledger SET applied = 2 WHERE key = 'a.1'")
-    assert any("'a.1'" in p and "2 times" in p for p in env.check())
+    assert any("'a.1'" in p and "2 times" in p for p in env.problems())
 
 
 def test_catches_spent_on_the_server_but_spendable_in_the_wallet(env: Env) -> None:
     [v] = env.world.fund_vtxos(env.wallet, [1_000])
     out = [VtxoRequest(1_000, PubkeyPolicy(digest("x")))]
-    env.run(env.svc.server.request_arkoor_cosign([v.id], out, "a.1"))
+    env.run(env.services.server.request_arkoor_cosign([v.id], out, "a.1"))
     # the wallet forgot to mark its input spent
-    assert any(f"vtxo {v.id} is spendable in the wallet but spent" in p for p in env.check())
+    assert any(f"vtxo {v.id} is spendable in the wallet but spent" in p for p in env.problems())
     env.wallet.set_vtxo_state([v.id], VtxoState.SPENT, allowed_from=SPENDABLE)
-    assert env.check() == []
+    assert env.problems() == []
 
 
 def test_catches_money_out_of_nothing(env: Env) -> None:
     env.world.fund_vtxos(env.wallet, [1_000])
-    assert env.check() == []
+    assert env.problems() == []
     free = Vtxo(f"{digest('free')}:0", 500, 900, PubkeyPolicy(digest("x")), digest("t"))
     with env.world.db.transaction():
         env.world.server.insert_vtxos([free], LIVE)
-    problems = env.check()
+    problems = env.problems()
     assert any("not conserved" in p and "1000 != 1500" in p for p in problems)
 
 
 def test_catches_change_lost_when_no_action_is_in_flight(env: Env) -> None:
     [v] = env.world.fund_vtxos(env.wallet, [1_000])
     out = [VtxoRequest(400, PubkeyPolicy(digest("x"))), VtxoRequest(600, PubkeyPolicy(env.key()))]
-    created = env.run(env.svc.server.request_arkoor_cosign([v.id], out, "a.1"))
+    created = env.run(env.services.server.request_arkoor_cosign([v.id], out, "a.1"))
     env.wallet.set_vtxo_state([v.id], VtxoState.SPENT, allowed_from=SPENDABLE)
     # the change was never stored: while an action is live it may still be in its checkpoint
     env.run(env.executor.start(Hold("sender")))
-    assert env.check() == []
+    assert env.problems() == []
     env.run(env.executor.delete("hold.sender"))
-    assert any(f"vtxo {created[1].id}" in p and "no action in flight" in p for p in env.check())
+    assert any(f"vtxo {created[1].id}" in p and "no action in flight" in p for p in env.problems())
 
 
 def test_catches_an_orphaned_resource(env: Env) -> None:
     [v] = env.world.fund_vtxos(env.wallet, [1_000])
     env.run(env.executor.start(Hold("a"), resources=[vtxo_resource(v.id)]))
-    assert env.check() == []
+    assert env.problems() == []
     assert env.wallet.spendable_vtxos() == []  # held: coin selection skips it
     # a crash of a buggy store could leave this; the foreign key normally forbids it
     raw = sqlite3.connect(env.fsm_path)
@@ -212,7 +202,7 @@ def test_catches_an_orphaned_resource(env: Env) -> None:
     )
     raw.commit()
     raw.close()
-    problems = env.check()
+    problems = env.problems()
     assert problems == [
         f"resource {vtxo_resource('other:0')} is held by gone, which has no row "
         "(finished or missing)"

@@ -4,12 +4,11 @@ the reference's idempotency rules."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from processes import after_call, died
+from wallet_rig import run_child
 
 import fsm
 from fsm_bark.model import (
@@ -94,29 +93,10 @@ def test_reopened_world_keeps_its_state(tmp_path: Path) -> None:
 
 
 def test_effects_survive_sigkill_of_the_caller(tmp_path: Path) -> None:
-    folder = tmp_path / "w"
-    make_world(folder, seed=9).close()
-    child = textwrap.dedent(
-        f"""
-        import asyncio, os, signal
-        from pathlib import Path
-        from fsm_bark.model import PubkeyPolicy, VtxoRequest
-        from fsm_bark.sim import make_world
-        world = make_world(Path({str(folder)!r}), seed=9)
-        wallet = world.wallet_store()
-        [v] = world.fund_vtxos(wallet, [3_000])
-        out = [VtxoRequest(3_000, PubkeyPolicy("aa"))]
-        asyncio.run(world.rpc.request_arkoor_cosign([v.id], out, "killed.1"))
-        print(v.id, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
-        """
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", child], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert proc.returncode == -9, proc.stderr
+    proc = run_child(tmp_path, "cosign", kill=after_call("request_arkoor_cosign"))
+    assert died(proc), proc.stderr
     vtxo_id = proc.stdout.strip()
-    world = make_world(folder, seed=9)
+    world = make_world(tmp_path / "world", seed=1)
     row = world.server.vtxo(vtxo_id)
     assert row is not None and row[1] == "spent"
     entry = world.ledger.entry("killed.1")

@@ -1,0 +1,58 @@
+"""User operations on lightning sends: pay an invoice, and the mailbox's "payment finished".
+
+`pay_lightning_invoice` is bark's ``make_lightning_payment``, built on the kind's starter:
+it resumes the send of the hash if one is in flight and starts a new one otherwise.
+`lightning_send_finished` is bark's mailbox path, which here notifies the executor instead
+of settling around the action's lease.
+"""
+
+from __future__ import annotations
+
+import fsm
+
+from .lightning_send import lightning_send_id, start_lightning_send
+from .model import Invoice
+from .services import Services
+
+
+async def pay_lightning_invoice(
+    executor: fsm.Executor[Services],
+    invoice: Invoice,
+    amount: int | None = None,
+    *,
+    wait: bool = False,
+    allow_exit_of_htlcs: bool = False,
+) -> fsm.DriveResult:
+    """bark's ``make_lightning_payment``: resume the send of this hash if one is in flight,
+    else start one; drive it (until done if ``wait``).
+
+    Paying an invoice whose earlier send ended (revoked, refused) is a deliberate new attempt:
+    a new incarnation of ``ln_pay.<hash>`` (``again=True``), whose steps get keys of their own,
+    so the server never sees a known key with a different request.
+    """
+    action_id = lightning_send_id(invoice.payment_hash)
+    if executor.store.row(action_id) is None:
+        action, resources = await start_lightning_send(
+            executor.services, invoice, amount, allow_exit_of_htlcs=allow_exit_of_htlcs
+        )
+        await executor.start(action, resources=resources, again=True)
+    mode = fsm.DriveMode.UNTIL_DONE if wait else fsm.DriveMode.UNTIL_PARK_OR_DONE
+    return await executor.drive(action_id, mode)
+
+
+async def lightning_send_finished(
+    executor: fsm.Executor[Services], payment_hash: str
+) -> fsm.DriveResult | None:
+    """The mailbox says the server finished this payment: drive the send now.
+
+    bark settles right here, around the action lock, racing any running drive. fsm only
+    notifies the executor: the send is driven under its lease, and ``payment_initiated``
+    reads the preimage from the server and settles (or revokes) as its table says. Returns
+    ``None`` when the payment is already recorded as paid.
+    """
+    if executor.services.wallet.paid_invoice(payment_hash) is not None:
+        return None
+    return await executor.notify(lightning_send_id(payment_hash))
+
+
+__all__ = ["lightning_send_finished", "pay_lightning_invoice"]
