@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import attrs
 import pytest
-from corekinds import Script
+from actions import Script
 
 import fsm
 from fsm import DriveStatus

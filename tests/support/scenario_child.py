@@ -1,4 +1,4 @@
-"""A tiny crash-test scenario for tests/test_testing.py: transfers against a ledger file.
+"""A tiny crash-test scenario for tests/core/test_testing.py: payouts against a ledger file.
 
     python scenario_child.py FOLDER [--buggy] [--linger] [--slow]
 
@@ -8,19 +8,21 @@ idempotency key: the classic non-idempotent step, which crash enumeration must c
 exits 0, as a driver that settles or reports before exiting does: killing it then
 interrupts no work, and a soak must not count that as a kill survived. ``--slow`` makes
 each payment take a moment, as a remote call does, so random kills can land on one.
+
+`fsm.testing`'s crash runner drives it (and kills it, through ``FSM_CRASH`` or a SIGKILL
+of its own): the store takes its hooks from the environment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import attrs
-from corekinds import Ledger
+from actions import Ledger
 
 import fsm
 
@@ -39,13 +41,12 @@ class Pay(fsm.Action[Ledger]):
     def state(self) -> str:
         return ("reserve", "pay", "end")[self.step]
 
-    def advance(self, ctx: fsm.StepContext[Ledger]) -> fsm.Outcome:
+    async def advance(self, ctx: fsm.StepContext[Ledger]) -> fsm.Outcome:
         if self.step == 0:
             ctx.acquire(f"acct.{self.label}")
             return fsm.Next(attrs.evolve(self, step=1))
         key = f"{self.label}.pay.{uuid.uuid4().hex}" if BUGGY else ctx.idempotency_key
-        time.sleep(PAY_SECONDS)
-        ctx.services.apply(key, self.label, "pay")
+        await ctx.services.apply(key, self.label, "pay")
         return fsm.Done()
 
 
@@ -66,9 +67,13 @@ def setup(folder: Path) -> None:
     store.close()
 
 
+def ledger(folder: Path) -> Ledger:
+    return Ledger.on_file(folder / "ledger.sqlite", pause=PAY_SECONDS)
+
+
 async def drive(folder: Path) -> int:
     store = fsm.Store.sqlite(folder / "a.sqlite")
-    ex: fsm.Executor[Any] = fsm.Executor(store, Ledger(str(folder / "ledger.sqlite")), kinds=[Pay])
+    ex: fsm.Executor[Any] = fsm.Executor(store, ledger(folder), kinds=[Pay])
     idle = not store.live_ids()
     await ex.resume_all()
     left = store.live_ids()
