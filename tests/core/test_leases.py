@@ -138,6 +138,7 @@ def test_a_lease_left_by_an_ended_drive_runs_out_while_its_worker_lives(
     assert [t.outcome for t in store.transitions("orphan")] == ["done"]
 
 
+@pytest.mark.slow
 def test_the_lease_of_a_drive_in_flight_is_kept_alive(stores: OpenStore) -> None:
     ttl = 2.0
     store = stores(lease_ttl=ttl)

@@ -19,7 +19,7 @@ import peewee
 import psycopg
 import pytest
 from actions import Ledger, Transfer, start_transfers
-from settings import PG_URL
+from needs import PG_URL
 from tcpproxy import TcpProxy
 from worker_processes import check_ledger, finish_and_stop, held_by, spawn_worker, wait_for
 
@@ -198,6 +198,7 @@ def failures_logged(log: Path) -> int:
     return log.read_text().count("database unavailable (failure")
 
 
+@pytest.mark.slow
 def test_a_worker_rides_out_killed_backends(pg_url: str, tmp_path: Path) -> None:
     n = 300
     store = fsm.open_store(pg_url)
@@ -225,6 +226,7 @@ def test_a_worker_rides_out_killed_backends(pg_url: str, tmp_path: Path) -> None
     store.close()
 
 
+@pytest.mark.slow
 def test_a_worker_waits_out_an_unreachable_server(pg_url: str, tmp_path: Path) -> None:
     """Drives in flight fail and let go; the worker backs off, then finishes everything."""
     n = 100
@@ -248,6 +250,7 @@ def test_a_worker_waits_out_an_unreachable_server(pg_url: str, tmp_path: Path) -
     store.close()
 
 
+@pytest.mark.slow
 def test_a_worker_gives_up_after_max_outage(pg_url: str, tmp_path: Path) -> None:
     proxy = TcpProxy("127.0.0.1", 5432)
     proxy.start()
@@ -266,6 +269,7 @@ def test_a_worker_gives_up_after_max_outage(pg_url: str, tmp_path: Path) -> None
     proxy.close()
 
 
+@pytest.mark.slow
 def test_sigterm_during_an_outage_stops_the_worker_cleanly(pg_url: str, tmp_path: Path) -> None:
     """The backoff wait ends on SIGTERM; the leases held run out, as after any crash."""
     proxy = TcpProxy("127.0.0.1", 5432)
@@ -282,6 +286,7 @@ def test_sigterm_during_an_outage_stops_the_worker_cleanly(pg_url: str, tmp_path
     proxy.close()
 
 
+@pytest.mark.slow
 def test_a_worker_survives_injected_database_faults(db_path: Path, tmp_path: Path) -> None:
     url = f"sqlite:///{db_path}"
     store = fsm.open_store(url)
@@ -297,6 +302,7 @@ def test_a_worker_survives_injected_database_faults(db_path: Path, tmp_path: Pat
     store.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
 def test_a_worker_stops_when_its_sqlite_file_is_lost(
     how: str, db_path: Path, tmp_path: Path

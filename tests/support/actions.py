@@ -220,9 +220,7 @@ class Transfer(fsm.Action[Ledger]):
 
 
 def start_transfers(store: fsm.Store, labels: int | Iterable[str]) -> None:
-    """Start transfers named ``labels`` (a number n: ``t0000`` to ``t{n-1:04d}``), and make
-    the ledger table in the store's database before any worker process races to."""
-    Ledger.in_store(store)
+    """Start transfers named ``labels`` (a number n: ``t0000`` to ``t{n-1:04d}``)."""
     if isinstance(labels, int):
         labels = [f"t{i:04d}" for i in range(labels)]
     ex: fsm.Executor[Any] = fsm.Executor(store, None, kinds=[Transfer])

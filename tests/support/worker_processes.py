@@ -23,7 +23,13 @@ import fsm
 def spawn_worker(
     url: str, *extra: str, log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    """``fsm worker`` on the transfers of `actions`, ``env`` added to its environment."""
+    """``fsm worker`` on the transfers of `actions`, ``env`` added to its environment.
+
+    The ledger's table is made first, so that workers started together do not race to.
+    """
+    store = fsm.open_store(url)
+    Ledger.in_store(store)
+    store.close()
     command = [sys.executable, "-m", "fsm.cli", "worker", "--db", url]
     command += ["--module", "actions", "--services", "actions:services", *extra]
     return subprocess.Popen(
