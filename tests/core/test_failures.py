@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 import pytest
+from actions import OneStep
 
 import fsm
 from fsm import DriveMode, DriveStatus, Kind, RetryPolicy, StartStatus, State, StepContext
@@ -460,15 +461,10 @@ def test_double_drive_treats_a_transient_error_in_the_second_run_as_transient(
 
 
 @attrs.frozen
-class Fickle(fsm.Action[Any]):
+class Fickle(OneStep):
     """Ends in a different terminal state on every run: not idempotent."""
 
     name = "fickle"
-    label: str
-
-    @property
-    def id(self) -> str:
-        return self.label
 
     def advance(self, ctx: StepContext[Any]) -> fsm.Outcome:
         ctx.services["n"] += 1

@@ -12,7 +12,6 @@ import asyncio
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import attrs
 import pytest
 from actions import Gate, Held, one_step
-from processes import child_env, spawn_child
+from processes import dead_owner, spawn_child
 
 import fsm
 from fsm.executor import DriveResult, DriveStatus
@@ -65,12 +64,6 @@ def lease_expires(store: fsm.Store, action_id: str) -> float:
     p = store.db.param
     sql = f"SELECT lease_expires FROM fsm_action WHERE id = {p}"
     return float(store.db.execute_sql(sql, (action_id,)).fetchone()[0])
-
-
-def dead_owner() -> str:
-    """The owner token of a real process of this host and namespace that has exited."""
-    code = "from fsm.store import new_owner; print(new_owner())"
-    return subprocess.check_output([sys.executable, "-c", code], env=child_env(), text=True).strip()
 
 
 def dead_pid_here() -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import scenario_child
-from actions import Script
+from actions import Script, Transfer
 from processes import SUPPORT, child_env
 
 import fsm
@@ -18,18 +18,18 @@ from fsm.testing import Scenario, check_invariants, enumerate_crashes, soak
 
 
 def scenario(buggy: bool, *, work: bool = True, flags: tuple[str, ...] = ()) -> Scenario:
-    """The payouts of scenario_child.py (``work=False``: none), driven with ``flags``."""
-    payouts = 3 if work else 0
+    """The transfers of scenario_child.py (``work=False``: none), driven with ``flags``."""
+    transfers = scenario_child.TRANSFERS if work else 0
 
     def check(folder: Path) -> list[str]:
         # The ledger applies each key once (a replay only counts a call), so the number of
-        # distinct keys is the number of payments made.
+        # distinct keys is the number of effects made: three a transfer.
         effects = scenario_child.ledger(folder).effects()
         problems = []
-        if len(effects) != payouts:
-            problems.append(f"{len(effects)} payments for {payouts} payouts")
+        if len(effects) != 3 * transfers:
+            problems.append(f"{len(effects)} effects for {transfers} transfers")
         store = fsm.Store.sqlite(folder / "a.sqlite")
-        problems += check_invariants(store, [scenario_child.Pay])
+        problems += check_invariants(store, [Transfer])
         store.close()
         return problems
 
@@ -56,7 +56,7 @@ def test_crash_enumeration_passes_a_sound_program(tmp_path: Path) -> None:
     assert report.violations == []
     assert report.points == {"resources.before", "resources.after", "finish.before",
                              "finish.after"}  # fmt: skip
-    # 3 payouts x 4 points; the kill after the last finish interrupted no work: not counted.
+    # 3 transfers x 4 points; the kill after the last finish interrupted no work: not counted.
     assert report.kills == 11 and report.idle_kills == 1
     assert report.actions_completed == 3 * (report.kills + report.idle_kills)
 
@@ -65,12 +65,13 @@ def test_crash_enumeration_passes_a_sound_program(tmp_path: Path) -> None:
 def test_crash_enumeration_catches_a_non_idempotent_step(tmp_path: Path) -> None:
     report = enumerate_crashes(scenario(buggy=True), tmp_path, points=["finish.before"])
     assert report.kills == 3
-    assert any("4 payments for 3 payouts" in v for v in report.violations), report.violations
+    # each kill before a transfer's end replays its last step under a fresh key
+    assert any("10 effects for 3 transfers" in v for v in report.violations), report.violations
 
 
 @pytest.mark.slow
 def test_soak_with_database_faults_loses_nothing(tmp_path: Path) -> None:
-    """Slow payments, so that the random kills land on one, among failing statements."""
+    """Slow effects, so that the random kills land on one, among failing statements."""
     sound = scenario(buggy=False, flags=("--slow",))
     report = soak(sound, tmp_path, kills=3, seed=5, db_fault_rate=0.2)
     assert report.violations == []
@@ -80,7 +81,7 @@ def test_soak_with_database_faults_loses_nothing(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_soak_kills_land_on_work(tmp_path: Path) -> None:
-    """Moments are drawn between the clean run's first and last write: mid-payment."""
+    """Moments are drawn between the clean run's first and last write: mid-transfer."""
     report = soak(scenario(buggy=False, flags=("--slow",)), tmp_path, kills=2, seed=5)
     assert report.violations == []
     assert report.kills >= 1 and report.actions_completed >= 3

@@ -106,6 +106,15 @@ def spawn_child(
     )
 
 
+def dead_owner() -> str:
+    """The lease owner token of a real process of this host and namespace that has exited."""
+    code = "from fsm.store import new_owner; print(new_owner())"
+    argv = [sys.executable, "-c", code]
+    return subprocess.run(
+        argv, env=child_env(), capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def died(proc: subprocess.CompletedProcess[str] | subprocess.Popen[str]) -> bool:
     """Whether the child ended by SIGKILL (its planned death), not by exiting."""
     return proc.returncode == -signal.SIGKILL
