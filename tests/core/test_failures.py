@@ -353,13 +353,8 @@ def test_the_policy_names_errors_never_and_always_retried(store: fsm.Store) -> N
 
 
 @attrs.frozen
-class Hang(fsm.Action[Any]):
+class Hang(OneStep):
     name = "hang"
-    label: str
-
-    @property
-    def id(self) -> str:
-        return self.label
 
     async def advance(self, ctx: StepContext[Any]) -> fsm.Outcome:
         await asyncio.Event().wait()  # a remote that never answers

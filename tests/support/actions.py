@@ -177,15 +177,10 @@ class Gate:
 
 
 @attrs.frozen
-class Held(fsm.Action[Gate]):
+class Held(OneStep):
     """A step that runs as long as the test wants (a long remote call)."""
 
     name = "held"
-    label: str
-
-    @property
-    def id(self) -> str:
-        return self.label
 
     async def advance(self, ctx: fsm.StepContext[Gate]) -> fsm.Outcome:
         ctx.services.entered.set()
