@@ -4,7 +4,9 @@ Tests that need something outside Python are marked: ``needs_dot`` (Graphviz's `
 hand, ``needs_postgres`` here, for every test using the PostgreSQL fixtures. Without the
 program or the server they skip with a reason that says what to install. With
 ``FSM_REQUIRE_ALL=1`` (set by CI) any skip is turned into a failure instead, so nothing is
-skipped silently where everything is meant to be installed.
+skipped silently where everything is meant to be installed. Tests that take seconds each
+(processes killed, soaks, worker processes, outages) are marked ``slow`` by hand:
+``-m "not slow"`` is the quick loop.
 
 The rigs, test kinds and child scripts are in ``tests/support``, on ``sys.path`` through
 pytest's ``pythonpath`` setting (pyproject.toml); nothing imports this module.
@@ -125,5 +127,6 @@ def store(open_store: Callable[[], fsm.Store]) -> fsm.Store:
 
 @pytest.fixture
 def child_env() -> dict[str, str]:
-    """Environment for child processes that import the test kinds (`processes.child_env`)."""
+    """Environment for child processes that import the test kinds: `processes.child_env`,
+    for the tests that pass an environment to a rig of their own."""
     return processes.child_env()
