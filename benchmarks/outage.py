@@ -33,10 +33,10 @@ import psycopg
 import fsm
 from fsm.testing import check_invariants
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"
+TESTS = Path(__file__).resolve().parent.parent / "tests" / "support"
 sys.path.insert(0, str(TESTS))
 
-import workerkinds  # noqa: E402  (the tests' kind, shared on purpose)
+from actions import Ledger, Transfer, plain_keys, start_transfers  # noqa: E402  (the tests')
 from tcpproxy import TcpProxy  # noqa: E402
 
 
@@ -80,7 +80,7 @@ def run(
     proxy.start()
     via_proxy = direct.replace(f"@{host}:{port}/", f"@127.0.0.1:{proxy.port}/")
     store = fsm.open_store(direct)
-    workerkinds.Ledger(store)  # the ledger table, before the workers start
+    Ledger.in_store(store)  # the ledger table, before the workers start
     app = f"fsm-outage-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
@@ -90,7 +90,7 @@ def run(
     }
     logs = Path(tempfile.mkdtemp(prefix="fsm-outage-"))
     command = [sys.executable, "-m", "fsm.cli", "worker", "--db", via_proxy]
-    command += ["--module", "workerkinds", "--services", "workerkinds:services"]
+    command += ["--module", "actions", "--services", "actions:services"]
     command += ["--concurrency", "4", "--lease-ttl", "5", "--max-outage", "60"]
     log_files = [logs / f"worker{i}.log" for i in range(args.workers)]
     procs = [
@@ -101,7 +101,7 @@ def run(
         time.sleep(0.05)
 
     t0 = time.perf_counter()
-    workerkinds.start_jobs(store, args.actions)
+    start_transfers(store, args.actions)
     kills = 0
     outages = 0
     outage_at = [
@@ -125,13 +125,14 @@ def run(
     codes = [p.wait(timeout=120) for p in procs]
     proxy.close()
 
-    calls = workerkinds.Ledger(store).rows()
-    expected = {f"job-{i:04d}.{s}" for i in range(args.actions) for s in range(3)}
-    violations = check_invariants(store, [workerkinds.Job], effects=dict.fromkeys(calls, 1))
-    if set(calls) != expected:
+    calls = Ledger.in_store(store).effects()
+    expected = {f"t{i:04d}.{s}" for i in range(args.actions) for s in range(3)}
+    violations = check_invariants(store, [Transfer], effects=dict.fromkeys(calls, 1))
+    applied = set(plain_keys(calls))  # keys without the incarnation
+    if applied != expected:
         violations.append(
-            f"ledger: {len(expected - set(calls))} effect(s) missing, "
-            f"{len(set(calls) - expected)} unexpected"
+            f"ledger: {len(expected - applied)} effect(s) missing, "
+            f"{len(applied - expected)} unexpected"
         )
     if store.rows():
         violations.append(f"{len(store.rows())} action(s) not terminal")

@@ -22,18 +22,18 @@ import psycopg
 
 import fsm
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"
+TESTS = Path(__file__).resolve().parent.parent / "tests" / "support"
 sys.path.insert(0, str(TESTS))
 
-import workerkinds  # noqa: E402  (the tests' kind, shared on purpose)
+from actions import start_transfers  # noqa: E402  (the tests' kind, shared on purpose)
 
 
 def run(url: str, workers: int, n: int, env: dict[str, str], logs: Path) -> float:
     """Seconds for ``workers`` running processes to finish ``n`` jobs (start-up excluded)."""
     store = fsm.open_store(url)
     log_files = [logs / f"{uuid.uuid4().hex}.log" for _ in range(workers)]
-    command = [sys.executable, "-m", "fsm.cli", "worker", "--db", url, "--module", "workerkinds"]
-    command += ["--services", "workerkinds:services", "--concurrency", "16"]
+    command = [sys.executable, "-m", "fsm.cli", "worker", "--db", url, "--module", "actions"]
+    command += ["--services", "actions:services", "--concurrency", "16"]
     procs = [
         subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
         for log in log_files
@@ -41,7 +41,7 @@ def run(url: str, workers: int, n: int, env: dict[str, str], logs: Path) -> floa
     while not all(log.exists() and "started" in log.read_text() for log in log_files):
         time.sleep(0.01)
     t0 = time.perf_counter()
-    workerkinds.start_jobs(store, n)
+    start_transfers(store, n)
     while store.live_ids():
         time.sleep(0.01)
     elapsed = time.perf_counter() - t0

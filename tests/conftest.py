@@ -4,65 +4,26 @@ Tests that need something outside Python are marked: ``needs_dot`` (Graphviz's `
 hand, ``needs_postgres`` here, for every test using the PostgreSQL fixtures. Without the
 program or the server they skip with a reason that says what to install. With
 ``FSM_REQUIRE_ALL=1`` (set by CI) any skip is turned into a failure instead, so nothing is
-skipped silently where everything is meant to be installed.
+skipped silently where everything is meant to be installed. Tests that take seconds each
+(processes killed, soaks, worker processes, outages) are marked ``slow`` by hand:
+``-m "not slow"`` is the quick loop.
+
+The rigs, test kinds and child scripts are in ``tests/support``, on ``sys.path`` through
+pytest's ``pythonpath`` setting (pyproject.toml); nothing imports this module.
 """
 
 from __future__ import annotations
 
-import functools
 import os
-import shutil
-import sys
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
+import processes
 import pytest
+from needs import NEEDS, PG_URL, REQUIRE_ALL_ENV
 
 import fsm
-
-HERE = Path(__file__).parent
-SUPPORT = HERE / "support"
-sys.path.insert(0, str(SUPPORT))
-
-PG_URL = os.environ.get("FSM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-"""The PostgreSQL server the tests use (running on the machine and in CI)."""
-
-REQUIRE_ALL_ENV = "FSM_REQUIRE_ALL"
-
-
-def _dot_missing() -> str | None:
-    if shutil.which("dot") is not None:
-        return None
-    return "needs Graphviz's `dot` on PATH: apt-get install graphviz (or brew install graphviz)"
-
-
-@functools.cache
-def _postgres_missing() -> str | None:
-    """Why the test server cannot be used (asked once per session), or None."""
-    try:
-        import psycopg
-    except ImportError:
-        return "needs psycopg to reach PostgreSQL: pip install -e '.[test]'"
-    try:
-        psycopg.connect(PG_URL, connect_timeout=5).close()
-    except psycopg.Error as exc:
-        where = urlsplit(PG_URL)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return (
-            f"needs PostgreSQL at {where.hostname}:{where.port or 5432}, database "
-            f"{where.path.lstrip('/')!r}, trust auth (set FSM_TEST_POSTGRES for another "
-            f"server): apt-get install postgresql; {first}"
-        )
-    return None
-
-
-NEEDS: dict[str, Callable[[], str | None]] = {
-    "needs_dot": _dot_missing,
-    "needs_postgres": _postgres_missing,
-}
-"""Marker -> why the test cannot run here (None: it can)."""
 
 
 def _uses_postgres(item: pytest.Item) -> bool:
@@ -166,7 +127,6 @@ def store(open_store: Callable[[], fsm.Store]) -> fsm.Store:
 
 @pytest.fixture
 def child_env() -> dict[str, str]:
-    """Environment for child processes that import the test kinds."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), env.get("PYTHONPATH", "")])
-    return env
+    """Environment for child processes that import the test kinds: `processes.child_env`,
+    for the tests that pass an environment to a rig of their own."""
+    return processes.child_env()

@@ -1,8 +1,6 @@
 """What the CLI tests share: the kinds they run on, and two ways to run ``fsm``.
 
-Its fixtures are bound by name in each test module (``kinds_file = cli_support.kinds_file``)
-rather than in a ``conftest.py`` here, which would shadow ``tests/conftest.py`` for every
-``from conftest import ...``.
+The fixtures made of them are in ``tests/cli/conftest.py``.
 
 `run_fsm` runs the command in this process (`fsm.cli.main` with its own streams): the way
 to test exit codes and output. `spawn_fsm` and `fsm_script` start a real process, for what
@@ -17,15 +15,11 @@ import io
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
-import pytest
 
-import fsm
 from fsm.cli import main
-from fsm.discover import load_module
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -204,50 +198,3 @@ NEEDS_SHOP = textwrap.dedent(
     not_callable = 42
     """
 )
-
-
-@pytest.fixture(autouse=True)
-def forget_user_modules(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """In-process runs import the tests' module files: forget them (and the folders added to
-    ``sys.path`` for them) after each test, as a new process would."""
-    path = list(sys.path)
-    before = set(sys.modules)
-    yield
-    sys.path[:] = path
-    base = str(tmp_path_factory.getbasetemp())
-    for name in set(sys.modules) - before:
-        if str(getattr(sys.modules[name], "__file__", None) or "").startswith(base):
-            del sys.modules[name]
-
-
-@pytest.fixture
-def kinds_file(tmp_path: Path) -> Path:
-    path = tmp_path / "helpdesk.py"
-    path.write_text(KINDS_SOURCE)
-    return path
-
-
-@pytest.fixture
-def ticket_db(tmp_path: Path, kinds_file: Path) -> Path:
-    """Four tickets: two waiting, one just opened, one quarantined; plus a HandKind row."""
-    ticket_kind = load_module(str(kinds_file)).TicketKind
-    db = tmp_path / "tickets.sqlite"
-    store = fsm.Store.sqlite(db)
-    with fsm.SyncExecutor(store, kinds=[ticket_kind]) as ex:
-        data = ticket_kind.__fsm_definition__.data_type
-        for i in range(4):
-            ex.start(ticket_kind.create(data(str(i))))
-        ex.drive("ticket-1")  # opened -> waiting, parks
-        ex.drive("ticket-2")
-        ex.drive("ticket-3")
-    store.quarantine("ticket-3", "payload does not structure")
-    store.close()
-    return db
-
-
-@pytest.fixture
-def sale_db(tmp_path: Path) -> Path:
-    (tmp_path / "sales.py").write_text(NEEDS_SHOP)
-    db = tmp_path / "sales.sqlite"
-    fsm.open_store(str(db)).close()
-    return db

@@ -7,17 +7,12 @@ import re
 import sqlite3
 from pathlib import Path
 
-import cli_support
 import peewee
 import pytest
 from cli_support import assert_one_line_error, run_fsm
 
 import fsm
 from fsm.store import SCHEMA_VERSION
-
-forget_user_modules = cli_support.forget_user_modules
-kinds_file = cli_support.kinds_file
-ticket_db = cli_support.ticket_db
 
 
 def test_actions_lists_live_and_quarantined(ticket_db: Path) -> None:

@@ -6,17 +6,12 @@ import struct
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import cli_support
 import pytest
 from cli_support import assert_one_line_error, run_fsm
 
 from fsm.diagram import to_mermaid
 from fsm.diagram.style import CURRENT_FILL
 from fsm.discover import load_module
-
-forget_user_modules = cli_support.forget_user_modules
-kinds_file = cli_support.kinds_file
-ticket_db = cli_support.ticket_db
 
 
 def test_diagram_mermaid_to_stdout_is_the_renderer_output(kinds_file: Path) -> None:

@@ -5,11 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import cli_support
 from cli_support import BROKEN_SOURCE, REPO, assert_one_line_error, run_fsm, spawn_fsm
-
-forget_user_modules = cli_support.forget_user_modules
-kinds_file = cli_support.kinds_file
 
 
 def test_kinds_lists_name_version_states_and_place(kinds_file: Path) -> None:

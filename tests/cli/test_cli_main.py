@@ -6,13 +6,10 @@ import io
 import shutil
 import subprocess
 
-import cli_support
 import pytest
 from cli_support import assert_one_line_error, run_fsm
 
 from fsm.cli import main
-
-forget_user_modules = cli_support.forget_user_modules
 
 
 @pytest.mark.parametrize(

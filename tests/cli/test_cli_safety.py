@@ -11,17 +11,12 @@ import stat
 import subprocess
 from pathlib import Path
 
-import cli_support
 import peewee
 import pytest
 from cli_support import KINDS_SOURCE, fsm_script, run_fsm, spawn_fsm
 
 import fsm
 from fsm.store.hooks import warn_armed
-
-forget_user_modules = cli_support.forget_user_modules
-kinds_file = cli_support.kinds_file
-ticket_db = cli_support.ticket_db
 
 
 def run_on_read_only_folder(folder: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:

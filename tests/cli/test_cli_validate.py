@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cli_support
 from cli_support import BROKEN_SOURCE, assert_one_line_error, run_fsm
-
-forget_user_modules = cli_support.forget_user_modules
-kinds_file = cli_support.kinds_file
 
 
 def test_validate_ok(kinds_file: Path) -> None:

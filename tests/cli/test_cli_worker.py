@@ -10,21 +10,32 @@ import textwrap
 import time
 from pathlib import Path
 
-import cli_support
 import pytest
 from cli_support import Ran, assert_one_line_error, run_fsm
 
 import fsm
 from fsm.discover import load_module
 
-forget_user_modules = cli_support.forget_user_modules
-kinds_file = cli_support.kinds_file
-sale_db = cli_support.sale_db
-
 
 def run_worker_cli(*args: str | Path, cwd: Path | None = None) -> Ran:
     """``fsm worker ARGS``, expected to refuse before it starts (so: in-process)."""
     return run_fsm("worker", *args, cwd=cwd)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "the following arguments are required: --db"),
+        (("--db", "x.db", "-m", "m", "--concurrency", "0"), "--concurrency"),
+        (("--db", "x.db", "-m", "m", "--max-outage", "-1"), "--max-outage"),
+        (("--db", "x.db", "-m", "m", "--max-outage", "nan"), "--max-outage"),
+        (("--db", "x.db", "-m", "m", "--max-outage", "soon"), "--max-outage"),
+    ],
+)
+def test_worker_bad_arguments_exit_2(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    proc = run_worker_cli(*args, cwd=tmp_path)
+    assert_one_line_error(proc, 2, message)
+    assert not (tmp_path / "x.db").exists()
 
 
 @pytest.mark.parametrize("option", ["--lease-ttl", "--poll"])

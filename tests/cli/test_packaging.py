@@ -102,6 +102,7 @@ def test_the_wallet_kinds_entry_points_are_named_after_the_kinds() -> None:
     assert set(bark["entry-points"]["fsm.torture"]) == {"bark-wallet"}
 
 
+@pytest.mark.slow
 @pytest.mark.builds_wheel
 def test_the_fsm_wheel_plugs_in_nothing_the_fsm_bark_wheel_the_wallet_kinds(tmp_path: Path) -> None:
     site = build_and_install(tmp_path)
@@ -120,6 +121,7 @@ def test_the_fsm_wheel_plugs_in_nothing_the_fsm_bark_wheel_the_wallet_kinds(tmp_
     assert (site / "fsm_bark" / "py.typed").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.builds_wheel
 def test_mypy_checks_kinds_against_the_installed_wheel(tmp_path: Path) -> None:
     site = build_and_install(tmp_path)

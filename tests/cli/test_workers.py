@@ -3,93 +3,32 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import workerkinds
-from corekinds import plain_keys
+import pytest
+from actions import Ledger, start_transfers
+from worker_processes import (
+    check_ledger,
+    finish_and_stop,
+    freeze_while_holding,
+    held_by,
+    spawn_worker,
+    wait_for,
+)
 
 import fsm
 
-SUPPORT = Path(__file__).resolve().parents[1] / "support"
+pytestmark = pytest.mark.slow
 
 
-def spawn_worker(url: str, env: dict[str, str], *extra: str, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fsm.cli",
-            "worker",
-            "--db",
-            url,
-            "--module",
-            "workerkinds",
-            "--services",
-            "workerkinds:services",
-            *extra,
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-    )
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    """Poll ``condition`` until it holds; the timeout only bounds a hung test."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-def held_by(store: fsm.Store, pid: int) -> list[str]:
-    return [r.id for r in store.rows() if r.lease_owner and f":{pid}:" in r.lease_owner]
-
-
-def freeze_while_holding(store: fsm.Store, proc: subprocess.Popen[bytes]) -> list[str]:
-    """SIGSTOP ``proc`` at a moment it holds leases; returns the actions it holds."""
-    for _ in range(200):
-        wait_for(lambda: bool(held_by(store, proc.pid)), f"worker {proc.pid} to claim actions")
-        proc.send_signal(signal.SIGSTOP)
-        held = held_by(store, proc.pid)  # frozen: this cannot change under us
-        if held:
-            return held
-        proc.send_signal(signal.SIGCONT)
-    raise AssertionError(f"worker {proc.pid} never held a lease while stopped")
-
-
-def finish_and_stop(procs: list[subprocess.Popen[bytes]], store: fsm.Store) -> None:
-    wait_for(lambda: not store.rows(), "every action to finish", timeout=120)
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        p.wait(timeout=60)
-
-
-def check_ledger(store: fsm.Store, n: int) -> dict[str, int]:
-    calls = plain_keys(workerkinds.Ledger(store).rows())
-    expected = {f"job-{i:04d}.{s}" for i in range(n) for s in range(3)}
-    assert set(calls) == expected  # nothing lost, nothing extra: each effect under one key
-    assert store.all_resources() == {}
-    return calls
-
-
-def test_three_workers_survive_a_sigkill_and_a_sigstop(
-    pg_url: str, child_env: dict[str, str], tmp_path: Path
-) -> None:
+def test_three_workers_survive_a_sigkill_and_a_sigstop(pg_url: str, tmp_path: Path) -> None:
     n = 240
     store = fsm.open_store(pg_url)
-    workerkinds.start_jobs(store, n)
-    env = {**child_env, "FSM_TEST_STEP_SECONDS": "0.05"}
+    start_transfers(store, n)
+    env = {"FSM_TEST_STEP_SECONDS": "0.05"}
     logs = [tmp_path / f"worker{i}.log" for i in range(3)]
     opts = ("--lease-ttl", "1.0", "--concurrency", "4")
-    procs = [spawn_worker(pg_url, env, *opts, log=logs[i]) for i in range(3)]
+    procs = [spawn_worker(pg_url, *opts, log=logs[i], env=env) for i in range(3)]
     killed, paused, survivor = procs
 
     # SIGKILL one worker while it holds leases (mid-step).
@@ -118,41 +57,36 @@ def test_three_workers_survive_a_sigkill_and_a_sigstop(
 
 
 def test_sigterm_finishes_the_steps_in_flight_and_releases_leases(
-    pg_url: str, child_env: dict[str, str], tmp_path: Path
+    pg_url: str, tmp_path: Path
 ) -> None:
     store = fsm.open_store(pg_url)
-    workerkinds.start_jobs(store, 40)
-    env = {**child_env, "FSM_TEST_STEP_SECONDS": "0.2"}
-    worker = spawn_worker(pg_url, env, "--concurrency", "8", log=tmp_path / "w.log")
+    start_transfers(store, 40)
+    env = {"FSM_TEST_STEP_SECONDS": "0.2"}
+    worker = spawn_worker(pg_url, "--concurrency", "8", log=tmp_path / "w.log", env=env)
     wait_for(lambda: len(held_by(store, worker.pid)) >= 4, "the worker to claim actions")
     held = freeze_while_holding(store, worker)  # nothing moves while we count
-    applied_before = sum(workerkinds.Ledger(store).rows().values())
+    applied_before = sum(Ledger.in_store(store).effects().values())
     worker.send_signal(signal.SIGTERM)
     worker.send_signal(signal.SIGCONT)
     assert worker.wait(timeout=60) == 0
     # each drive in flight ended after the step it was running: at most one more effect each
-    applied_after = sum(workerkinds.Ledger(store).rows().values())
+    applied_after = sum(Ledger.in_store(store).effects().values())
     assert applied_after - applied_before <= len(held), (applied_before, applied_after, held)
     assert held_by(store, worker.pid) == []  # every lease released
     assert all(r.lease_owner is None for r in store.rows())
     # a second worker finishes what is left; nothing is lost or applied twice
-    second = spawn_worker(pg_url, child_env, log=tmp_path / "w2.log")
+    second = spawn_worker(pg_url, log=tmp_path / "w2.log")
     finish_and_stop([second], store)
     calls = check_ledger(store, 40)
     assert set(calls.values()) == {1}
     store.close()
 
 
-def test_workers_share_one_sqlite_file(
-    db_path: Path, child_env: dict[str, str], tmp_path: Path
-) -> None:
+def test_workers_share_one_sqlite_file(db_path: Path, tmp_path: Path) -> None:
     url = f"sqlite:///{db_path}"
     store = fsm.open_store(url)
-    workerkinds.start_jobs(store, 60)
-    procs = [
-        spawn_worker(url, child_env, "--concurrency", "4", log=tmp_path / f"s{i}.log")
-        for i in range(3)
-    ]
+    start_transfers(store, 60)
+    procs = [spawn_worker(url, "--concurrency", "4", log=tmp_path / f"s{i}.log") for i in range(3)]
     finish_and_stop(procs, store)
     assert [p.returncode for p in procs] == [0, 0, 0]
     calls = check_ledger(store, 60)
@@ -161,45 +95,36 @@ def test_workers_share_one_sqlite_file(
 
 
 def test_a_crashed_workers_actions_do_not_wait_for_its_leases(
-    db_path: Path, child_env: dict[str, str], tmp_path: Path
+    db_path: Path, tmp_path: Path
 ) -> None:
     """With hour-long leases, only the dead-owner check lets the next worker finish."""
     url = f"sqlite:///{db_path}"
     store = fsm.open_store(url)
-    workerkinds.start_jobs(store, 30)
-    env = {**child_env, "FSM_TEST_STEP_SECONDS": "0.05"}
+    start_transfers(store, 30)
+    env = {"FSM_TEST_STEP_SECONDS": "0.05"}
     opts = ("--lease-ttl", "3600")
-    first = spawn_worker(url, env, *opts, log=tmp_path / "first.log")
+    first = spawn_worker(url, *opts, log=tmp_path / "first.log", env=env)
     orphans = freeze_while_holding(store, first)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     assert held_by(store, first.pid) == orphans
-    second = spawn_worker(url, env, *opts, log=tmp_path / "second.log")
+    second = spawn_worker(url, *opts, log=tmp_path / "second.log", env=env)
     finish_and_stop([second], store)
     assert second.returncode == 0
     check_ledger(store, 30)
     store.close()
 
 
-def test_worker_logs_json_lines(pg_url: str, child_env: dict[str, str], tmp_path: Path) -> None:
+def test_worker_logs_json_lines(pg_url: str, tmp_path: Path) -> None:
     import json
 
     store = fsm.open_store(pg_url)
-    workerkinds.start_jobs(store, 3)
+    start_transfers(store, 3)
     log = tmp_path / "w.log"
-    worker = spawn_worker(pg_url, child_env, "--json", log=log)
+    worker = spawn_worker(pg_url, "--json", log=log)
     finish_and_stop([worker], store)
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     outcomes = [e for e in entries if "status" in e]
-    assert sorted(e["action"] for e in outcomes) == ["job-0000", "job-0001", "job-0002"]
+    assert sorted(e["action"] for e in outcomes) == ["t0000", "t0001", "t0002"]
     assert {e["status"] for e in outcomes} == {"done"}
     store.close()
-
-
-def test_worker_bad_arguments_exit_2(child_env: dict[str, str]) -> None:
-    for args in (["worker"], ["worker", "--db", "x.db", "--concurrency", "0", "-m", "m"]):
-        proc = subprocess.run(
-            [sys.executable, "-m", "fsm.cli", *args], env=child_env, capture_output=True
-        )
-        assert proc.returncode == 2
-        assert len(proc.stderr.decode().strip().splitlines()) == 1

@@ -8,12 +8,13 @@ from typing import Any
 
 import attrs
 import pytest
-from corekinds import Other, Script
+from actions import Script, one_step
 
 import fsm
 from fsm import DriveMode, DriveStatus
 
 T0 = 1_800_000_000.0
+Other = one_step("other")
 
 
 def plain(key: str) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 import pytest
+from actions import OneStep
 
 import fsm
 from fsm import DriveMode, DriveStatus, Kind, RetryPolicy, StartStatus, State, StepContext
@@ -352,13 +353,8 @@ def test_the_policy_names_errors_never_and_always_retried(store: fsm.Store) -> N
 
 
 @attrs.frozen
-class Hang(fsm.Action[Any]):
+class Hang(OneStep):
     name = "hang"
-    label: str
-
-    @property
-    def id(self) -> str:
-        return self.label
 
     async def advance(self, ctx: StepContext[Any]) -> fsm.Outcome:
         await asyncio.Event().wait()  # a remote that never answers
@@ -460,15 +456,10 @@ def test_double_drive_treats_a_transient_error_in_the_second_run_as_transient(
 
 
 @attrs.frozen
-class Fickle(fsm.Action[Any]):
+class Fickle(OneStep):
     """Ends in a different terminal state on every run: not idempotent."""
 
     name = "fickle"
-    label: str
-
-    @property
-    def id(self) -> str:
-        return self.label
 
     def advance(self, ctx: StepContext[Any]) -> fsm.Outcome:
         ctx.services["n"] += 1

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
-from corekinds import Ledger, Script, Transfer, plain_keys
+from actions import Ledger, Script, plain_keys, start_transfers
+from processes import died, run_child
 
 import fsm
 from fsm import DriveStatus
 from fsm.store import NO_HOOKS, WRITE_POINTS, ClaimMiss
 from fsm.testing.faults import CrashPlan, DatabaseFaults, all_points
-
-SUPPORT = Path(__file__).resolve().parents[1] / "support"
 
 
 def test_crash_plan_parsing() -> None:
@@ -30,37 +26,25 @@ def test_crash_plan_parsing() -> None:
     assert len(all_points()) == 2 * len(WRITE_POINTS)
 
 
-def drive_in_child(db: Path, ledger: Path, env: dict[str, str]) -> int:
-    proc = subprocess.run(
-        [sys.executable, str(SUPPORT / "drive_child.py"), str(db), str(ledger)],
-        env=env,
-        capture_output=True,
-        timeout=60,
-    )
-    return proc.returncode
-
-
 @pytest.mark.parametrize(
     "point",
     ["claim.before", "claim.after", "checkpoint.before", "checkpoint.after", "resources.after",
      "finish.before", "finish.after"],
 )  # fmt: skip
-def test_every_crash_point_kills_and_the_next_run_finishes(
-    tmp_path: Path, child_env: dict[str, str], point: str
-) -> None:
+@pytest.mark.slow
+def test_every_crash_point_kills_and_the_next_run_finishes(tmp_path: Path, point: str) -> None:
     db, ledger_path = tmp_path / "a.sqlite", tmp_path / "ledger.sqlite"
     store = fsm.Store.sqlite(db)
-    ex: fsm.Executor[Any] = fsm.Executor(store, Ledger(str(ledger_path)), kinds=[Transfer])
-    asyncio.run(ex.start(Transfer("t1")))
+    start_transfers(store, ["t1"])
     store.close()
 
-    assert drive_in_child(db, ledger_path, {**child_env, "FSM_CRASH": f"{point}:1"}) == (
-        -signal.SIGKILL
-    )
-    assert drive_in_child(db, ledger_path, child_env) == 0
+    crashed = run_child("drive_child.py", db, ledger_path, env={"FSM_CRASH": f"{point}:1"})
+    assert died(crashed), crashed.stderr
+    finished = run_child("drive_child.py", db, ledger_path)
+    assert finished.returncode == 0, finished.stderr
     store = fsm.Store.sqlite(db)
     assert store.rows() == [] and store.all_resources() == {}
-    effects = plain_keys(Ledger(str(ledger_path)).effects())
+    effects = plain_keys(Ledger.on_file(ledger_path).effects())
     assert set(effects) == {"t1.0", "t1.1", "t1.2"}
     store.close()
 

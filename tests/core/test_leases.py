@@ -12,15 +12,14 @@ import asyncio
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
-from leasekinds import Alpha, AlphaV2, Beta, Gate, Held
+from actions import Gate, Held, one_step
+from processes import dead_owner, spawn_child
 
 import fsm
 from fsm.executor import DriveResult, DriveStatus
@@ -28,8 +27,12 @@ from fsm.store import Claimed, ClaimMiss, new_owner
 from fsm.store.leases import HOST
 from fsm.worker import Worker
 
-SUPPORT = Path(__file__).resolve().parents[1] / "support"
-
+Alpha = one_step("alpha")
+"""Team A's kind, version 1."""
+AlphaV2 = one_step("alpha", version=2, upcasters={1: lambda payload: payload})
+"""Team A's kind after a release: version 2 reads version 1 rows unchanged."""
+Beta = one_step("beta")
+"""Team B's kind."""
 OpenStore = Callable[..., fsm.Store]
 
 
@@ -61,12 +64,6 @@ def lease_expires(store: fsm.Store, action_id: str) -> float:
     p = store.db.param
     sql = f"SELECT lease_expires FROM fsm_action WHERE id = {p}"
     return float(store.db.execute_sql(sql, (action_id,)).fetchone()[0])
-
-
-def dead_owner(child_env: dict[str, str]) -> str:
-    """The owner token of a real process of this host and namespace that has exited."""
-    code = "from fsm.store import new_owner; print(new_owner())"
-    return subprocess.check_output([sys.executable, "-c", code], env=child_env).decode().strip()
 
 
 def dead_pid_here() -> int:
@@ -134,6 +131,7 @@ def test_a_lease_left_by_an_ended_drive_runs_out_while_its_worker_lives(
     assert [t.outcome for t in store.transitions("orphan")] == ["done"]
 
 
+@pytest.mark.slow
 def test_the_lease_of_a_drive_in_flight_is_kept_alive(stores: OpenStore) -> None:
     ttl = 2.0
     store = stores(lease_ttl=ttl)
@@ -179,24 +177,20 @@ def test_a_live_lease_of_another_pid_namespace_is_not_taken(stores: OpenStore, f
     assert row is not None and row.lease_owner == owner
 
 
-def test_a_dead_owner_of_this_namespace_is_taken_over_at_once(
-    stores: OpenStore, child_env: dict[str, str]
-) -> None:
+def test_a_dead_owner_of_this_namespace_is_taken_over_at_once(stores: OpenStore) -> None:
     store = stores(lease_ttl=3600)
     started(store, Alpha("a"), Alpha("b"))
-    owner = dead_owner(child_env)
+    owner = dead_owner()
     for action_id in ("a", "b"):
         assert isinstance(store.claim(action_id, owner, time.time()), Claimed)
     assert store.release_dead_leases() == 2
     assert len(store.claim_due(new_owner(), time.time(), 10)) == 2
 
 
-def test_a_dead_owner_is_taken_over_by_a_single_drive(
-    stores: OpenStore, child_env: dict[str, str]
-) -> None:
+def test_a_dead_owner_is_taken_over_by_a_single_drive(stores: OpenStore) -> None:
     store = stores(lease_ttl=3600)
     started(store, Alpha("a"))
-    assert isinstance(store.claim("a", dead_owner(child_env), time.time()), Claimed)
+    assert isinstance(store.claim("a", dead_owner(), time.time()), Claimed)
     ex: fsm.Executor[Any] = fsm.Executor(store, None, kinds=[Alpha])
     assert asyncio.run(ex.drive("a")).status is DriveStatus.DONE
 
@@ -211,21 +205,14 @@ def _can_unshare_pids() -> bool:
 
 
 @pytest.mark.skipif(not _can_unshare_pids(), reason="needs unshare --pid (root)")
-def test_a_worker_in_another_real_pid_namespace_keeps_its_lease(
-    pg_url: str, child_env: dict[str, str]
-) -> None:
+def test_a_worker_in_another_real_pid_namespace_keeps_its_lease(pg_url: str) -> None:
     """A real holder in a fresh PID namespace, with a pid no process has out here."""
     store = fsm.open_store(pg_url, lease_ttl=3600)
     started(store, Alpha("a"))
     pid = dead_pid_here()
-    holder = subprocess.Popen(
-        [*UNSHARE_PIDS, sys.executable, str(SUPPORT / "pidns_child.py"), pg_url, "a", str(pid)],
-        env=child_env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
+    holder = spawn_child("pidns_child.py", pg_url, "a", str(pid), prefix=UNSHARE_PIDS, talk=True)
     assert holder.stdin is not None and holder.stdout is not None
-    owner = holder.stdout.readline().decode().strip()
+    owner = holder.stdout.readline().strip()
     assert owner.startswith(f"{HOST}:{pid}:")  # the same host, a pid that is dead here
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
@@ -243,12 +230,10 @@ def test_a_worker_in_another_real_pid_namespace_keeps_its_lease(
 
 
 @pytest.mark.parametrize("release", ["unclaim", "dead owner", "write"])
-def test_every_release_refuses_the_old_epochs_writes(
-    stores: OpenStore, child_env: dict[str, str], release: str
-) -> None:
+def test_every_release_refuses_the_old_epochs_writes(stores: OpenStore, release: str) -> None:
     store = stores()
     started(store, Alpha("a"))
-    owner = dead_owner(child_env) if release == "dead owner" else new_owner()
+    owner = dead_owner() if release == "dead owner" else new_owner()
     claimed = store.claim("a", owner, time.time())
     assert isinstance(claimed, Claimed)
     if release == "unclaim":

@@ -11,8 +11,6 @@ import os
 import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,10 +18,10 @@ from typing import Any
 import peewee
 import psycopg
 import pytest
-import workerkinds
-from conftest import PG_URL
+from actions import Ledger, Transfer, start_transfers
+from needs import PG_URL
 from tcpproxy import TcpProxy
-from test_workers import check_ledger, finish_and_stop, held_by, spawn_worker, wait_for
+from worker_processes import check_ledger, finish_and_stop, held_by, spawn_worker, wait_for
 
 import fsm
 from fsm import DriveStatus
@@ -45,21 +43,15 @@ def kill_backend(pid: int) -> None:
     assert row is not None and row[0] is True
 
 
-def start_job(store: fsm.Store, name: str = "job-0000") -> None:
-    ex: fsm.Executor[Any] = fsm.Executor(store, None, kinds=[workerkinds.Job])
-    asyncio.run(ex.start(workerkinds.Job(name)))
+class KillingLedger(Ledger):
+    """The ledger in the store's database, which kills the store's backend right after its
+    first effect."""
 
+    store: fsm.Store
+    first: str | None = None
 
-class KillingLedger(workerkinds.Ledger):
-    """The worker tests' ledger, which kills the store's backend right after its first effect."""
-
-    def __init__(self, store: fsm.Store) -> None:
-        super().__init__(store)
-        self.store = store
-        self.first: str | None = None
-
-    def apply(self, key: str) -> None:
-        super().apply(key)
+    async def apply(self, key: str, action_id: str, what: str) -> None:
+        await super().apply(key, action_id, what)
         if self.first is None:
             self.first = key
             kill_backend(backend_pid(self.store))
@@ -70,7 +62,7 @@ class KillingLedger(workerkinds.Ledger):
 
 def test_a_store_reconnects_on_the_call_after_its_backend_was_killed(pg_url: str) -> None:
     store = fsm.open_store(pg_url)
-    start_job(store)
+    start_transfers(store, 1)
     first = backend_pid(store)
     kill_backend(first)
     with pytest.raises(peewee.OperationalError):  # the call that meets the failure raises
@@ -80,7 +72,7 @@ def test_a_store_reconnects_on_the_call_after_its_backend_was_killed(pg_url: str
     kill_backend(backend_pid(store))
     with pytest.raises(peewee.OperationalError):
         store.next_wake()
-    assert [r.id for r in store.rows()] == ["job-0000"]  # cold paths reconnect too
+    assert [r.id for r in store.rows()] == ["t0000"]  # cold paths reconnect too
     store.close()
 
 
@@ -89,18 +81,19 @@ def test_a_write_that_met_a_killed_backend_lets_go_and_the_action_ends_once(
 ) -> None:
     """The failed write is not repeated: the drive lets go, the next drive re-reads the row."""
     store = fsm.open_store(pg_url)
-    start_job(store)
-    ledger = KillingLedger(store)
-    ex: fsm.Executor[Any] = fsm.Executor(store, ledger, kinds=[workerkinds.Job])
-    first = asyncio.run(ex.drive("job-0000"))
+    start_transfers(store, 1)
+    ledger = KillingLedger.in_store(store)
+    ledger.store = store
+    ex: fsm.Executor[Any] = fsm.Executor(store, ledger, kinds=[Transfer])
+    first = asyncio.run(ex.drive("t0000"))
     assert first.status is DriveStatus.ERROR
-    row = store.row("job-0000")
-    assert row is not None and row.state == "step0"  # the checkpoint was not written...
+    row = store.row("t0000")
+    assert row is not None and row.state == "debit"  # the checkpoint was not written...
     assert row.lease_owner is None  # ...and the lease was released on the new connection
-    second = asyncio.run(ex.drive("job-0000"))
+    second = asyncio.run(ex.drive("t0000"))
     assert second.status is DriveStatus.DONE
     # the step whose write was lost ran again under the same key; nothing else twice
-    calls = ledger.rows()
+    calls = ledger.effects()
     assert len(calls) == 3 and calls.pop(str(ledger.first)) == 2
     assert set(calls.values()) == {1}
     store.close()
@@ -109,17 +102,17 @@ def test_a_write_that_met_a_killed_backend_lets_go_and_the_action_ends_once(
 def test_a_stale_write_after_a_reconnect_is_refused_by_the_epoch(pg_url: str) -> None:
     store = fsm.open_store(pg_url)
     other = fsm.open_store(pg_url)
-    start_job(store)
-    mine = store.claim("job-0000", "me", 0.0)
+    start_transfers(store, 1)
+    mine = store.claim("t0000", "me", 0.0)
     assert not isinstance(mine, str)
     kill_backend(backend_pid(store))
     with pytest.raises(peewee.OperationalError):
         store.next_wake()
-    taken = other.claim("job-0000", "other", 1e12)  # our lease has expired by then
+    taken = other.claim("t0000", "other", 1e12)  # our lease has expired by then
     assert not isinstance(taken, str) and taken.epoch > mine.epoch
     with pytest.raises(LeaseLost):  # reconnected, but still fenced
         store.write(
-            "job-0000",
+            "t0000",
             mine.epoch,
             state="step1",
             payload=mine.payload,
@@ -131,7 +124,7 @@ def test_a_stale_write_after_a_reconnect_is_refused_by_the_epoch(pg_url: str) ->
             entry=None,
             now=2.0,
         )
-    assert other.payload_of("job-0000") == taken.payload
+    assert other.payload_of("t0000") == taken.payload
     store.close()
     other.close()
 
@@ -142,7 +135,7 @@ def test_an_aborted_transaction_left_on_the_connection_does_not_stick(pg_url: st
     conn.execute("BEGIN")
     with pytest.raises(psycopg.errors.DivisionByZero):
         conn.execute("SELECT 1 / 0")
-    start_job(store)  # an explicit transaction
+    start_transfers(store, 1)  # an explicit transaction
     assert store.next_wake() is not None  # and a single statement
     conn = store.db.connection()
     conn.execute("BEGIN")
@@ -205,16 +198,15 @@ def failures_logged(log: Path) -> int:
     return log.read_text().count("database unavailable (failure")
 
 
-def test_a_worker_rides_out_killed_backends(
-    pg_url: str, child_env: dict[str, str], tmp_path: Path
-) -> None:
+@pytest.mark.slow
+def test_a_worker_rides_out_killed_backends(pg_url: str, tmp_path: Path) -> None:
     n = 300
     store = fsm.open_store(pg_url)
-    workerkinds.start_jobs(store, n)
+    start_transfers(store, n)
     app = f"fsm-test-{uuid.uuid4().hex[:8]}"
-    env = {**child_env, "FSM_TEST_STEP_SECONDS": "0.05", "PGAPPNAME": app}
+    env = {"FSM_TEST_STEP_SECONDS": "0.05", "PGAPPNAME": app}
     log = tmp_path / "w.log"
-    worker = spawn_worker(pg_url, env, "--concurrency", "4", log=log)
+    worker = spawn_worker(pg_url, "--concurrency", "4", log=log, env=env)
     killed: set[int] = set()
     for _ in range(5):
         wait_for(lambda: bool(worker_backends(app) - killed), "the worker's connections")
@@ -234,18 +226,17 @@ def test_a_worker_rides_out_killed_backends(
     store.close()
 
 
-def test_a_worker_waits_out_an_unreachable_server(
-    pg_url: str, child_env: dict[str, str], tmp_path: Path
-) -> None:
+@pytest.mark.slow
+def test_a_worker_waits_out_an_unreachable_server(pg_url: str, tmp_path: Path) -> None:
     """Drives in flight fail and let go; the worker backs off, then finishes everything."""
     n = 100
     proxy = TcpProxy("127.0.0.1", 5432)
     proxy.start()
     store = fsm.open_store(pg_url)  # the test's own connection does not go through the proxy
-    workerkinds.start_jobs(store, n)
-    env = {**child_env, "FSM_TEST_STEP_SECONDS": "0.05"}
+    start_transfers(store, n)
+    env = {"FSM_TEST_STEP_SECONDS": "0.05"}
     log = tmp_path / "w.log"
-    worker = spawn_worker(proxied(pg_url, proxy), env, "--concurrency", "4", log=log)
+    worker = spawn_worker(proxied(pg_url, proxy), "--concurrency", "4", log=log, env=env)
     wait_for(lambda: bool(held_by(store, worker.pid)), "the worker to claim actions")
     proxy.stop()
     wait_for(lambda: worker.poll() is not None or failures_logged(log) >= 5, "5 failures")
@@ -259,13 +250,12 @@ def test_a_worker_waits_out_an_unreachable_server(
     store.close()
 
 
-def test_a_worker_gives_up_after_max_outage(
-    pg_url: str, child_env: dict[str, str], tmp_path: Path
-) -> None:
+@pytest.mark.slow
+def test_a_worker_gives_up_after_max_outage(pg_url: str, tmp_path: Path) -> None:
     proxy = TcpProxy("127.0.0.1", 5432)
     proxy.start()
     log = tmp_path / "w.log"
-    worker = spawn_worker(proxied(pg_url, proxy), child_env, "--max-outage", "2", log=log)
+    worker = spawn_worker(proxied(pg_url, proxy), "--max-outage", "2", log=log)
     wait_for(lambda: "started" in log.read_text(), "the worker to start")
     proxy.stop()
     assert worker.wait(timeout=120) == 1
@@ -279,14 +269,13 @@ def test_a_worker_gives_up_after_max_outage(
     proxy.close()
 
 
-def test_sigterm_during_an_outage_stops_the_worker_cleanly(
-    pg_url: str, child_env: dict[str, str], tmp_path: Path
-) -> None:
+@pytest.mark.slow
+def test_sigterm_during_an_outage_stops_the_worker_cleanly(pg_url: str, tmp_path: Path) -> None:
     """The backoff wait ends on SIGTERM; the leases held run out, as after any crash."""
     proxy = TcpProxy("127.0.0.1", 5432)
     proxy.start()
     log = tmp_path / "w.log"
-    worker = spawn_worker(proxied(pg_url, proxy), child_env, "--max-outage", "inf", log=log)
+    worker = spawn_worker(proxied(pg_url, proxy), "--max-outage", "inf", log=log)
     wait_for(lambda: "started" in log.read_text(), "the worker to start")
     proxy.stop()
     wait_for(lambda: worker.poll() is not None or failures_logged(log) >= 3, "3 failures")
@@ -297,15 +286,14 @@ def test_sigterm_during_an_outage_stops_the_worker_cleanly(
     proxy.close()
 
 
-def test_a_worker_survives_injected_database_faults(
-    db_path: Path, child_env: dict[str, str], tmp_path: Path
-) -> None:
+@pytest.mark.slow
+def test_a_worker_survives_injected_database_faults(db_path: Path, tmp_path: Path) -> None:
     url = f"sqlite:///{db_path}"
     store = fsm.open_store(url)
-    workerkinds.start_jobs(store, 100)
-    env = {**child_env, "FSM_DB_FAULTS": "0.05:7", "FSM_DB_FAULTS_TRACE": str(tmp_path / "f")}
+    start_transfers(store, 100)
+    env = {"FSM_DB_FAULTS": "0.05:7", "FSM_DB_FAULTS_TRACE": str(tmp_path / "f")}
     log = tmp_path / "w.log"
-    worker = spawn_worker(url, env, "--concurrency", "4", log=log)
+    worker = spawn_worker(url, "--concurrency", "4", log=log, env=env)
     finish_and_stop([worker], store)
     assert worker.returncode == 0, log.read_text()[-3000:]
     check_ledger(store, 100)
@@ -314,14 +302,15 @@ def test_a_worker_survives_injected_database_faults(
     store.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
 def test_a_worker_stops_when_its_sqlite_file_is_lost(
-    how: str, db_path: Path, child_env: dict[str, str], tmp_path: Path
+    how: str, db_path: Path, tmp_path: Path
 ) -> None:
     url = f"sqlite:///{db_path}"
     fsm.open_store(url).close()
     log = tmp_path / "w.log"
-    worker = spawn_worker(url, child_env, log=log)
+    worker = spawn_worker(url, log=log)
     wait_for(lambda: "started" in log.read_text(), "the worker to start")
     if how == "deleted":
         db_path.unlink()
@@ -332,16 +321,3 @@ def test_a_worker_stops_when_its_sqlite_file_is_lost(
     assert worker.wait(timeout=120) == 1
     lines = [line for line in log.read_text().splitlines() if str(db_path) in line]
     assert len(lines) == 1 and f"was {how}" in lines[0], log.read_text()
-
-
-def test_worker_max_outage_bad_values_exit_2(child_env: dict[str, str]) -> None:
-    command = [sys.executable, "-m", "fsm.cli", "worker", "--db", "x.db", "-m", "m"]
-    for value in ("-1", "nan", "soon"):
-        proc = subprocess.run(
-            [*command, "--max-outage", value],
-            env=child_env,
-            capture_output=True,
-        )
-        assert proc.returncode == 2
-        assert "--max-outage" in proc.stderr.decode()
-        assert len(proc.stderr.decode().strip().splitlines()) == 1

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import attrs
 import pytest
-from corekinds import Script
+from actions import Script, one_step
 
 import fsm
 from fsm import DriveStatus
@@ -64,21 +63,8 @@ def test_delete_removes_a_quarantined_row_and_its_resources(store: fsm.Store) ->
     assert store.row("lost") is None and store.all_resources() == {}
 
 
-@attrs.frozen
-class Renamed(fsm.Action[Any]):
-    """v2 renamed ``who`` to ``label``; ``upcasters[1]`` turns v1 rows into v2."""
-
-    name = "renamed"
-    version: ClassVar[int] = 2
-    upcasters: ClassVar[Mapping[int, fsm.Upcaster]] = {1: lambda p: {"label": p.pop("who")}}
-    label: str
-
-    @property
-    def id(self) -> str:
-        return self.label
-
-    def advance(self, ctx: fsm.StepContext[Any]) -> fsm.Outcome:
-        return fsm.Done()
+Renamed = one_step("renamed", version=2, upcasters={1: lambda p: {"label": p.pop("who")}})
+"""v2 renamed ``who`` to ``label``; ``upcasters[1]`` turns v1 rows into v2."""
 
 
 def test_old_rows_are_upcast_and_rewritten(store: fsm.Store) -> None:
@@ -88,16 +74,7 @@ def test_old_rows_are_upcast_and_rewritten(store: fsm.Store) -> None:
 
 
 def test_missing_upcaster_is_a_clear_quarantine(store: fsm.Store) -> None:
-    @attrs.frozen
-    class NoUpcast(fsm.Action[Any]):
-        name = "noup"
-        version: ClassVar[int] = 3
-        label: str
-
-        @property
-        def id(self) -> str:
-            return self.label
-
+    NoUpcast = one_step("noup", version=3)
     store.insert("n", "noup", "NoUpcast", 2, '{"label": "n"}', [], 1.0)
     ex: fsm.Executor[Any] = fsm.Executor(store, {}, kinds=[NoUpcast])
     result = asyncio.run(ex.drive("n"))

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from corekinds import Script
+from actions import Script
 
 import fsm
 from fsm import DriveStatus

@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 import peewee
 import pytest
+from processes import child_env, dead_owner
 
 import fsm
 from fsm.errors import (
@@ -322,13 +323,8 @@ def test_a_notify_during_a_drive_keeps_the_action_due(store: fsm.Store) -> None:
     assert not store.mark_due("missing", T0)
 
 
-def test_the_leases_of_a_dead_process_of_this_host_are_released(
-    store: fsm.Store, child_env: dict[str, str]
-) -> None:
-    code = "from fsm.store import new_owner; print(new_owner())"
-    dead = subprocess.run(
-        [sys.executable, "-c", code], env=child_env, capture_output=True, text=True, check=True
-    ).stdout.strip()
+def test_the_leases_of_a_dead_process_of_this_host_are_released(store: fsm.Store) -> None:
+    dead = dead_owner()
     start(store, "a")
     start(store, "b")
     claim(store, "a", owner=dead)
@@ -491,47 +487,12 @@ def test_is_transient_tells_outages_from_mistakes() -> None:
     assert not is_transient(ValueError("bad"))
 
 
-KILLED_CHILD = """
-import sys
-import fsm
-from fsm.store import Bookkeeping, LogEntry
-from fsm.testing import kill_after_commits
-
-store = fsm.Store.sqlite(sys.argv[1], hooks=kill_after_commits(2))
-store.insert("a", "k", "s0", 1, "{}", (), 0.0)
-c = store.claim("a", "me", 0.0)
-for seq in range(5):
-    store.write("a", c.epoch, state=f"s{seq + 1}", payload="{}", seq=seq + 1,
-                was=c.bookkeeping, new=c.bookkeeping, acquired=(), released=(),
-                entry=LogEntry("k", seq, f"s{seq}", f"s{seq + 1}", "next", "step", 0, None, 0.0),
-                now=1.0)
-"""
-
-
-def test_kill_after_commits_dies_right_after_the_nth_step(
-    tmp_path: Path, child_env: dict[str, str]
-) -> None:
-    db = tmp_path / "child.sqlite"
-    child = subprocess.run(
-        [sys.executable, "-c", KILLED_CHILD, str(db)], env=child_env, capture_output=True
-    )
-    assert child.returncode == -9, child.stderr.decode()
-    store = fsm.Store.sqlite(db)
-    try:
-        assert store.row("a").state == "s2"  # type: ignore[union-attr]
-        assert [t.to_state for t in store.transitions()] == ["s1", "s2"]
-    finally:
-        store.close()
-
-
-def test_the_environment_arms_a_store_of_any_program(
-    tmp_path: Path, child_env: dict[str, str]
-) -> None:
+def test_the_environment_arms_a_store_of_any_program(tmp_path: Path) -> None:
     """``FSM_CRASH`` reaches a store even in a program that imports nothing but the store."""
     db = tmp_path / "env.sqlite"
     code = "import sys; from fsm.store import open_store; open_store(sys.argv[1]).insert("
     code += "'a', 'k', 's0', 1, '{}', (), 0.0)"
-    env = {**child_env, "FSM_CRASH": "start.after:1"}
+    env = child_env({"FSM_CRASH": "start.after:1"})
     child = subprocess.run([sys.executable, "-c", code, str(db)], env=env, capture_output=True)
     assert child.returncode == -9, child.stderr.decode()
     assert b"FSM_CRASH='start.after:1' is set" in child.stderr

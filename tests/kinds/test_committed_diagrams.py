@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import contextlib
+import io
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
+from fsm.cli import main
 from fsm.discover import kinds_in, load_module
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,15 +36,11 @@ def regenerate(kind: str, module: str, stem: str) -> str:
 
 @pytest.mark.parametrize(("kind", "module", "stem"), COMMITTED)
 def test_committed_mermaid_is_current(kind: str, module: str, stem: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "fsm", "diagram", kind, "--module", module],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == (DIAGRAMS / f"{stem}.mmd").read_text(), (
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(REPO):  # `fsm diagram` from the repo root, in this process
+        code = main(["diagram", kind, "--module", module], stdout=out, stderr=err)
+    assert code == 0, err.getvalue()
+    assert out.getvalue() == (DIAGRAMS / f"{stem}.mmd").read_text(), (
         f"docs/diagrams/{stem}.mmd is out of date; regenerate it (from the repo root) with: "
         f"{regenerate(kind, module, stem)}"
     )

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the example's own process, killed and run again
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "payout.py"
 
 

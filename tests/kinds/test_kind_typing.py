@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import pytest
 from mypy import api as mypy_api
 
 # Each `# expect:` comment is part of the error mypy must report on that line, and the only ones.
@@ -141,6 +142,7 @@ SNIPPET = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_mypy_flags_callbacks_that_do_not_match_the_kind(tmp_path: Path) -> None:
     snippet = tmp_path / "kinds_snippet.py"
     snippet.write_text(SNIPPET)

@@ -12,6 +12,9 @@ The instruction travels in one environment variable, ``FSM_TEST_KILL`` (``commit
 ``call:NAME:N``). A child script reads it with `kill_hooks()` (give them to its store) and
 `dying(services)` (wrap the service whose calls may be the moment); both do nothing when the
 variable is not set. `died` tells a test the child was SIGKILLed, not that it failed.
+
+The library's own environment switches (``FSM_CRASH`` crash points, ``FSM_DB_FAULTS``) go
+in ``env=``; `kill_hooks` keeps them armed beside the kill.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fsm.store import NO_HOOKS, StoreHooks
+from fsm.store import StoreHooks
+from fsm.store.hooks import environment_hooks
 from fsm.testing import kill_after_commits
 
 SUPPORT = Path(__file__).resolve().parent
@@ -52,8 +56,10 @@ def child_env(extra: dict[str, str] | None = None, kill: str | None = None) -> d
     return {**env, **(extra or {})}
 
 
-def _argv(script: str, args: Sequence[str | os.PathLike[str]]) -> list[str]:
-    return [sys.executable, str(SUPPORT / script), *map(str, args)]
+def _argv(
+    script: str, args: Sequence[str | os.PathLike[str]], prefix: Sequence[str] = ()
+) -> list[str]:
+    return [*prefix, sys.executable, str(SUPPORT / script), *map(str, args)]
 
 
 def run_child(
@@ -80,15 +86,33 @@ def spawn_child(
     *args: str | os.PathLike[str],
     kill: str | None = None,
     env: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
+    talk: bool = False,
 ) -> subprocess.Popen[str]:
-    """Start ``tests/support/<script>`` and return at once (for concurrent drivers)."""
+    """Start ``tests/support/<script>`` and return at once (for concurrent drivers).
+
+    ``prefix``: a command that runs the child (``unshare --pid ...``); ``talk``: the test
+    writes to the child's stdin and reads its stdout (pipes; else they are this process's).
+    """
+    pipes = subprocess.PIPE if talk else None
     return subprocess.Popen(
-        _argv(script, args),
+        _argv(script, args, prefix),
         env=child_env(env, kill),
         cwd=REPO,
+        stdin=pipes,
+        stdout=pipes,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def dead_owner() -> str:
+    """The lease owner token of a real process of this host and namespace that has exited."""
+    code = "from fsm.store import new_owner; print(new_owner())"
+    argv = [sys.executable, "-c", code]
+    return subprocess.run(
+        argv, env=child_env(), capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def died(proc: subprocess.CompletedProcess[str] | subprocess.Popen[str]) -> bool:
@@ -112,9 +136,11 @@ def _kill_plan() -> tuple[str, str, int] | None:
 
 
 def kill_hooks() -> StoreHooks:
-    """The store hooks of this child: a SIGKILL after the n-th commit, if that is the plan."""
+    """The store hooks of this child: a SIGKILL after the n-th commit, if that is the plan,
+    and whatever the environment arms (as a store given no hooks would have)."""
     plan = _kill_plan()
-    return kill_after_commits(plan[2]) if plan and plan[0] == "commits" else NO_HOOKS
+    armed = environment_hooks()
+    return kill_after_commits(plan[2]) | armed if plan and plan[0] == "commits" else armed
 
 
 class _Dying:
