@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
-import processes
 import pytest
 from needs import NEEDS, PG_URL, REQUIRE_ALL_ENV
 
@@ -124,9 +123,3 @@ def open_store(store_url: str) -> Iterator[Callable[[], fsm.Store]]:
 def store(open_store: Callable[[], fsm.Store]) -> fsm.Store:
     return open_store()
 
-
-@pytest.fixture
-def child_env() -> dict[str, str]:
-    """Environment for child processes that import the test kinds: `processes.child_env`,
-    for the tests that pass an environment to a rig of their own."""
-    return processes.child_env()
