@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import payout
 
 
+@pytest.mark.slow
 def test_every_write_point_crash_loses_nothing(tmp_path: Path) -> None:
     """SIGKILL the real program at every write point it passes, then check the books."""
     report = enumerate_crashes(payout.TORTURE, tmp_path, max_passes=1)
@@ -26,6 +27,7 @@ def test_every_write_point_crash_loses_nothing(tmp_path: Path) -> None:
     assert report.kills > 0 and "checkpoint.after" in report.points
 
 
+@pytest.mark.slow
 def test_random_kills_with_database_faults(tmp_path: Path) -> None:
     report = soak(payout.TORTURE, tmp_path, kills=3, seed=11, db_fault_rate=0.05)
     assert report.violations == []

@@ -240,6 +240,7 @@ def test_diagram_states_match_the_reference() -> None:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "rpc",
     [

@@ -229,6 +229,7 @@ def test_every_step_is_idempotent(rig: Rig) -> None:
     asyncio.run(go())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kill", [after_commits(1), after_commits(3), after_call("info", 1), after_call("info", 2)]
 )

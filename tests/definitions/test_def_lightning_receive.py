@@ -309,6 +309,7 @@ def test_every_step_twice_gives_the_same_outcome_and_no_second_effect(
 # -- SIGKILL -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("commits", [1, 2, 3, 4])
 def test_resumes_after_sigkill_right_after_a_commit(tmp_path: Path, commits: int) -> None:
     kill_then_resume(tmp_path, "start", "lightning_receive", kill=after_commits(commits))

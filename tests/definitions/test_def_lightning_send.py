@@ -332,6 +332,7 @@ def test_every_step_is_idempotent(w: Rig, fail: bool) -> None:
     assert w.problems() == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "rpc"),
     [

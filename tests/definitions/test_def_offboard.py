@@ -320,6 +320,7 @@ def test_lost_responses_are_replayed_not_repeated(rig: Any, rpc: str) -> None:
     asyncio.run(go())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kill",
     [

@@ -92,6 +92,7 @@ def test_reopened_world_keeps_its_state(tmp_path: Path) -> None:
         make_world(folder, seed=6)
 
 
+@pytest.mark.slow
 def test_effects_survive_sigkill_of_the_caller(tmp_path: Path) -> None:
     proc = run_child(tmp_path, "cosign", kill=after_call("request_arkoor_cosign"))
     assert died(proc), proc.stderr
