@@ -2,7 +2,8 @@
 demo's arguments.
 
 Every starter is deterministic in the plan entry ``i`` and the seed (preimages, amounts,
-destinations), so a starter retried after a transient error asks the server the same thing.
+destinations, offboard ids), so a starter retried after a transient error asks the server
+the same thing, and two runs of one seed do the same.
 """
 
 from __future__ import annotations
@@ -58,7 +59,10 @@ async def _board(svc: Services, i: int, rng: random.Random) -> Started[Any]:
 
 
 async def _offboard(svc: Services, i: int, rng: random.Random) -> Started[Any]:
-    return await start_offboard(svc, f"dest:demo-{i}", amount=rng.randrange(1_000, 4_000))
+    amount = rng.randrange(1_000, 4_000)
+    return await start_offboard(
+        svc, f"dest:demo-{i}", amount=amount, offboard_id=digest("demo offboard", i)[:32]
+    )
 
 
 SPECS = (

@@ -439,25 +439,28 @@ async def start_offboard(
     *,
     vtxo_ids: list[str] | None = None,
     amount: int | None = None,
+    offboard_id: str | None = None,
 ) -> Started[Offboard]:
     """A new offboard to ``destination`` and the VTXOs it holds from its first checkpoint.
 
     With ``amount``: SendOnchain, pay exactly ``amount``; the offboard spends one split VTXO,
     so the fee is that of a one-input offboard. Else OffboardWhole: forfeit ``vtxo_ids`` (by
     default every spendable VTXO not in use, bark's ``offboard_all``), the fee deducted from
-    their total. The id is 16 random bytes, lowercase hex (bark's offboard ids).
+    their total. The id is ``offboard_id`` if given (a caller that must be reproducible, such
+    as the demo), else 16 random bytes, lowercase hex (bark's offboard ids).
     """
+    offboard_id = offboard_id or secrets.token_hex(16)
     if amount is not None:
         if vtxo_ids is not None:
             raise OffboardError("give the VTXOs to offboard or the amount to send, not both")
-        return await _send_onchain(services, destination, amount)
+        return await _send_onchain(services, offboard_id, destination, amount)
     if vtxo_ids is None:
         vtxo_ids = [v.id for v in services.wallet.spendable_vtxos()]
-    return await _offboard_whole(services, destination, vtxo_ids)
+    return await _offboard_whole(services, offboard_id, destination, vtxo_ids)
 
 
 async def _offboard_whole(
-    services: Services, destination: str, vtxo_ids: list[str]
+    services: Services, offboard_id: str, destination: str, vtxo_ids: list[str]
 ) -> Started[Offboard]:
     if len(set(vtxo_ids)) != len(vtxo_ids) or not vtxo_ids:
         raise OffboardError("offboard needs distinct inputs")
@@ -473,7 +476,7 @@ async def _offboard_whole(
     if total - fee < info.dust_limit:
         raise OffboardError(f"{total} sats minus fee {fee} is dust")
     data = Offboard(
-        secrets.token_hex(16),
+        offboard_id,
         destination,
         total - fee,
         fee,
@@ -483,7 +486,9 @@ async def _offboard_whole(
     return Started(OffboardKind.create(data), [vtxo_resource(vid) for vid in data.input_vtxo_ids])
 
 
-async def _send_onchain(services: Services, destination: str, amount: int) -> Started[Offboard]:
+async def _send_onchain(
+    services: Services, offboard_id: str, destination: str, amount: int
+) -> Started[Offboard]:
     info = await services.server.info()
     if amount < info.dust_limit:
         raise OffboardError(f"{amount} sats is dust (limit {info.dust_limit})")
@@ -498,9 +503,7 @@ async def _send_onchain(services: Services, destination: str, amount: int) -> St
         change_pieces(change, amount, services.config.change_vtxo_split_factor),
     )
     ids = sorted(v.id for v in inputs)
-    data = Offboard(
-        secrets.token_hex(16), destination, amount, fee, info.offboard_fee_rate, ids, split
-    )
+    data = Offboard(offboard_id, destination, amount, fee, info.offboard_fee_rate, ids, split)
     return Started(OffboardKind.create(data), [vtxo_resource(vid) for vid in ids])
 
 

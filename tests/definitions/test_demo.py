@@ -40,6 +40,17 @@ def test_a_run_to_the_end_exits_0_with_the_summary(tmp_path: Path) -> None:
     assert again.returncode == 0 and "0 in flight" in again.stdout
 
 
+def test_one_seed_gives_one_run(tmp_path: Path) -> None:
+    """Every id, amount and fault comes from the seed: two runs print the same summary."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = demo(tmp_path / "a"), demo(tmp_path / "b")
+    assert first.returncode == 0
+    assert first.stdout.replace(str(tmp_path / "a"), "") == second.stdout.replace(
+        str(tmp_path / "b"), ""
+    )
+
+
 @pytest.mark.parametrize("kill_after", [1, 30, 60])
 def test_sigkill_then_the_next_run_resumes_and_finishes(tmp_path: Path, kill_after: int) -> None:
     killed = demo(tmp_path, "--kill-after", str(kill_after))
