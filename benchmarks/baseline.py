@@ -161,6 +161,9 @@ class PostgresBaseline:
             self.conn.execute(LOG_DDL.format(serial="BIGSERIAL"))
             for i in range(ROWS):
                 self.conn.execute(_INSERT_ROW.format(p=p), (f"a{i}", payload))
+        row = self.conn.execute("SHOW synchronous_commit").fetchone()
+        self.conn.rollback()
+        self.synchronous_commit = row[0] if row else "?"
         self.i = 0
 
     def commit(self) -> None:
