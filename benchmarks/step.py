@@ -102,8 +102,8 @@ async def executor_us(path: str, n_actions: int, log: bool = True) -> dict[str, 
         result = await ex.drive(f"a{i}")
         steps.append((time.perf_counter_ns() - t0) / 1000 / STEPS)
         assert result.status is fsm.DriveStatus.DONE, result
-        if i == 19:  # 100 steps: well below the automatic checkpoint (1,000 pages)
-            wal = [(wal_frames(path, page) - before) / (20 * STEPS)]
+        if i + 1 == min(20, n_actions):  # <= 100 steps: below the automatic checkpoint
+            wal = [(wal_frames(path, page) - before) / ((i + 1) * STEPS)]
     store.close()
     return {"start": starts, "step": steps, "wal": wal}
 
