@@ -11,11 +11,13 @@ given an engine of ours (the documented ``system_database_engine`` setting) that
 NORMAL on every connection, with what DBOS's own engine sets (IMMEDIATE transactions, busy
 timeout, foreign keys). The script then reads ``journal_mode`` and ``synchronous`` back from
 a connection of DBOS's own pool, and fsm's from its store, and refuses to report if they
-differ. Target (issue 12): fsm at least 50x cheaper per step, sequential and concurrent.
+differ. Then the same on PostgreSQL (``--postgres``, '' to skip): DBOS's system schema and
+fsm's tables each in a fresh schema, both with the server's ``synchronous_commit``. Target
+(issue 12): fsm at least 50x cheaper per step, sequential and concurrent.
 The honest raw commit of `baseline.py` is printed too, for scale. Needs ``pip install dbos``
 (in the ``bench`` extra).
 
-    python benchmarks/vs_dbos.py [--workflows 200] [--batches 3] [--width 100]
+    python benchmarks/vs_dbos.py [--workflows 200] [--batches 3] [--width 100] [--postgres URL]
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import attrs
@@ -80,13 +84,16 @@ async def dbos_workflow(key: str) -> int:
 # -- fsm --------------------------------------------------------------------------------------
 
 
-async def fsm_run(path: str, args: argparse.Namespace) -> tuple[float, float, dict[str, str]]:
+async def fsm_run(
+    store: fsm.Store, args: argparse.Namespace
+) -> tuple[float, float, dict[str, str]]:
     """fsm's per-step microseconds: sequential, then ``width`` at once; and its PRAGMAs."""
-    store = fsm.Store.sqlite(path, synchronous=SYNCHRONOUS)
-    pragmas = {
-        "journal_mode": str(store.db.execute_sql("PRAGMA journal_mode").fetchone()[0]),
-        "synchronous": _SYNC_NAMES[store.db.execute_sql("PRAGMA synchronous").fetchone()[0]],
-    }
+    pragmas = {}
+    if store.is_sqlite:
+        pragmas = {
+            "journal_mode": str(store.db.execute_sql("PRAGMA journal_mode").fetchone()[0]),
+            "synchronous": _SYNC_NAMES[store.db.execute_sql("PRAGMA synchronous").fetchone()[0]],
+        }
     ex: fsm.Executor[None] = fsm.Executor(store, kinds=[NoOp])
     t0 = time.perf_counter_ns()
     for i in range(args.workflows):
@@ -146,19 +153,22 @@ async def dbos_run(args: argparse.Namespace) -> tuple[float, float]:
     return sequential, median(concurrent)
 
 
-def with_dbos(path: str, args: argparse.Namespace) -> tuple[float, float, dict[str, str]]:
-    """Launch DBOS on ``path``, run its workflows, destroy it."""
-    config: DBOSConfig = {
-        "name": "fsm-bench",
-        "system_database_url": f"sqlite:///{path}",
-        "system_database_engine": dbos_engine(path),
-        "run_admin_server": False,
-        "log_level": "WARNING",
-    }
+def with_dbos(
+    path: str, args: argparse.Namespace, schema: str | None = None
+) -> tuple[float, float, dict[str, str]]:
+    """Launch DBOS on ``path`` (SQLite), or on ``args.postgres`` in ``schema``; run its
+    workflows; destroy it."""
+    config: DBOSConfig = {"name": "fsm-bench", "run_admin_server": False, "log_level": "WARNING"}
+    if schema is None:
+        config["system_database_url"] = f"sqlite:///{path}"
+        config["system_database_engine"] = dbos_engine(path)
+    else:
+        config["system_database_url"] = args.postgres
+        config["dbos_system_schema"] = schema
     dbos = DBOS(config=config)
     DBOS.launch()
     try:
-        pragmas = dbos_pragmas(dbos)
+        pragmas = dbos_pragmas(dbos) if schema is None else {}
         sequential, concurrent = asyncio.run(dbos_run(args))
     finally:
         DBOS.destroy()
@@ -170,6 +180,11 @@ def main() -> None:
     parser.add_argument("--workflows", type=int, default=200, help="run one at a time")
     parser.add_argument("--batches", type=int, default=3)
     parser.add_argument("--width", type=int, default=100, help="workflows run at once")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("FSM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"),
+        help="also compare on this PostgreSQL server (fresh schemas); '' to skip",
+    )
     args = parser.parse_args()
     logging.getLogger("dbos").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,19 +193,49 @@ def main() -> None:
         raw_us = median([raw.batch_us(500) for _ in range(5)])
         raw.close()
         d_seq, d_con, d_pragmas = with_dbos(os.path.join(tmp, "dbos.sqlite"), args)
-        f_seq, f_con, f_pragmas = asyncio.run(fsm_run(os.path.join(tmp, "fsm.sqlite"), args))
+        store = fsm.Store.sqlite(os.path.join(tmp, "fsm.sqlite"), synchronous=SYNCHRONOUS)
+        f_seq, f_con, f_pragmas = asyncio.run(fsm_run(store, args))
     print(f"DBOS SQLite system database: {d_pragmas} (read from a connection of DBOS's pool)")
     print(f"fsm SQLite store:            {f_pragmas}")
     if d_pragmas != f_pragmas:
         raise SystemExit("durability settings differ: the comparison would not be fair")
     print(f"raw sqlite3 commit (baseline.py, same settings, 100-byte payload): {raw_us:7.1f} us")
-    print(f"{'per step':28s} {'DBOS':>10s} {'fsm':>10s} {'DBOS/fsm':>9s}  target >= {TARGET:.0f}x")
-    for label, d, f in (
-        (f"sequential ({args.workflows} workflows)", d_seq, f_seq),
-        (f"{args.width} concurrent x {args.batches}", d_con, f_con),
+    report("SQLite", args, (d_seq, d_con), (f_seq, f_con))
+    if args.postgres:
+        with pg_schema(args.postgres) as (fsm_url, _), pg_schema(args.postgres) as (_, dbos_schema):
+            d_seq, d_con, _ = with_dbos("", args, dbos_schema)
+            store = fsm.open_store(fsm_url)
+            f_seq, f_con, _ = asyncio.run(fsm_run(store, args))
+        print("PostgreSQL: both with the server's synchronous_commit, each in a fresh schema")
+        report("PostgreSQL", args, (d_seq, d_con), (f_seq, f_con))
+
+
+def report(
+    label: str, args: argparse.Namespace, dbos: tuple[float, float], ours: tuple[float, float]
+) -> None:
+    print(f"{label + ', per step':28s} {'DBOS':>10s} {'fsm':>10s} {'DBOS/fsm':>9s}  target >= 50x")
+    for name, d, f in (
+        (f"sequential ({args.workflows} workflows)", dbos[0], ours[0]),
+        (f"{args.width} concurrent x {args.batches}", dbos[1], ours[1]),
     ):
         verdict = "met" if d / f >= TARGET else "NOT met"
-        print(f"{label:28s} {d:8.1f}us {f:8.1f}us {d / f:8.1f}x  {verdict}")
+        print(f"{name:28s} {d:8.1f}us {f:8.1f}us {d / f:8.1f}x  {verdict}")
+
+
+@contextmanager
+def pg_schema(server: str) -> Iterator[tuple[str, str]]:
+    """A fresh schema on ``server``: a URL whose search_path names it, and its name;
+    dropped afterwards."""
+    import psycopg
+
+    schema = "fsm_bd_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{server}?options=-c%20search_path%3D{schema}", schema
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 if __name__ == "__main__":
