@@ -341,6 +341,16 @@ class Store:
     def live_ids(self) -> list[str]:
         return self._cold(inspection.live_ids)
 
+    def live_ids_after(self, after: str | None, size: int) -> list[str]:
+        """A page of `live_ids` by id, after ``after`` (`inspection.live_ids_after`)."""
+        return self._cold(inspection.live_ids_after, after, size)
+
+    def rows_after(
+        self, after: str | None, size: int, kind: str | None = None
+    ) -> list[records.RowInfo]:
+        """A page of `rows` by id, after ``after`` (`inspection.rows_after`)."""
+        return self._cold(inspection.rows_after, after, size, kind)
+
     def due_ids(self, now: float, limit: int = 1000) -> list[str]:
         return self._cold(inspection.due_ids, now, limit)
 
