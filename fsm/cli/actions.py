@@ -14,7 +14,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
-from fsm.cli.common import Command, one_line, open_db, positive
+from fsm.cli.common import Command, open_db, positive
+from fsm.failures import one_line
 from fsm.store import RowInfo
 from fsm.store.inspection import pages
 

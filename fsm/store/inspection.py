@@ -71,7 +71,7 @@ def live_ids_after(after: str | None, size: int) -> list[str]:
     q = ActionRow.select(ActionRow.id).where(ActionRow.quarantine.is_null())
     if after is not None:
         q = q.where(ActionRow.id > after)
-    return [str(i) for (i,) in q.order_by(ActionRow.id).limit(size).tuples()]
+    return [r.id for r in q.order_by(ActionRow.id).limit(size)]
 
 
 def rows_after(after: str | None, size: int, kind: str | None) -> list[RowInfo]:

@@ -5,7 +5,8 @@ The schema is the store's own (`fsm.open_store` creates and migrates it); the ro
 one set-based INSERT (a recursive CTE on SQLite, ``generate_series`` on PostgreSQL), as a
 store's ``start`` would have left them, in the shapes a real table holds:
 
-- row ``i`` has id ``a<i:09d>``, kind ``scale``, state ``waiting``, a small JSON payload;
+- row ``i`` has id ``a<i:09d>``, kind ``scale`` (v1), state ``waiting``, payload
+  ``{"key": <id>, "n": i}``;
 - even rows are due (``wake_at`` in the past), odd rows wake in the future;
 - one row in 10 waits for a notify only (``wake_at`` NULL);
 - one row in 1,000 is quarantined;
@@ -15,6 +16,9 @@ store's ``start`` would have left them, in the shapes a real table holds:
 from __future__ import annotations
 
 import uuid
+
+import attrs
+import peewee
 
 import fsm
 
@@ -37,22 +41,24 @@ def fill(url: str, rows: int, start: int = 0) -> None:
             statement = (
                 "WITH RECURSIVE n(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?) "
                 f"INSERT INTO fsm_action ({_COLUMNS}) SELECT "
-                "printf('a%09d', i), 'scale', 'waiting', 1, '{\"n\":' || i || '}', 0, 0, "
+                "printf('a%09d', i), 'scale', 'waiting', 1, "
+                "'{\"key\":\"' || printf('a%09d', i) || '\",\"n\":' || i || '}', 0, 0, "
                 + _tail("i")
                 + " FROM n"
             )
         else:
             statement = (  # psycopg: a literal % is written %%
-
                 f"INSERT INTO fsm_action ({_COLUMNS}) SELECT "
-                "'a' || lpad(i::text, 9, '0'), 'scale', 'waiting', 1, '{\"n\":' || i || '}', "
+                "'a' || lpad(i::text, 9, '0'), 'scale', 'waiting', 1, "
+                "'{\"key\":\"a' || lpad(i::text, 9, '0') || '\",\"n\":' || i || '}', "
                 "0, 0, " + _tail("i").replace("%", "%%") + " FROM generate_series(%s, %s - 1) AS i"
             )
+        db: peewee.Database = store.db
         if rows > 0:
-            with store.db.atomic():
-                store.db.execute_sql(statement, (start, start + rows))
+            with db.atomic():
+                db.execute_sql(statement, (start, start + rows))  # type: ignore[no-untyped-call]
         if not store.is_sqlite:
-            store.db.execute_sql("ANALYZE fsm_action")
+            db.execute_sql("ANALYZE fsm_action")  # type: ignore[no-untyped-call]
     finally:
         store.close()
 
@@ -73,3 +79,23 @@ def pg_schema_url(base: str) -> tuple[str, str]:
     """A fresh schema name on ``base``'s server and the URL that uses it."""
     schema = "fsm_scale_" + uuid.uuid4().hex[:10]
     return schema, f"{base}?options=-c%20search_path%3D{schema}"
+
+
+@attrs.frozen
+class ScaleAction(fsm.Action[None]):
+    """The kind of `fill`'s rows: it waits, and each step parks it for another hour."""
+
+    name = KIND
+    key: str
+    n: int
+
+    @property
+    def id(self) -> str:
+        return self.key
+
+    @property
+    def state(self) -> str:
+        return "waiting"
+
+    def advance(self, ctx: fsm.StepContext[None]) -> fsm.Outcome:
+        return fsm.Park(self, wake_after=3600.0)

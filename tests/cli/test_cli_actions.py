@@ -240,7 +240,11 @@ def test_actions_limit(tmp_path: Path) -> None:
     db = tmp_path / "many.sqlite"
     bulk.fill(str(db), 5)
     proc = run_fsm("actions", "--db", db, "--limit", "2")
-    assert [line.split()[0] for line in proc.stdout.splitlines()] == ["ID", "a000000000", "a000000001"]
+    assert [line.split()[0] for line in proc.stdout.splitlines()] == [
+        "ID",
+        "a000000000",
+        "a000000001",
+    ]
     whole = run_fsm("actions", "--db", db).stdout
     assert run_fsm("actions", "--db", db, "--limit", "10").stdout == whole
     for bad in ("0", "-1", "x", "1.5"):

@@ -8,6 +8,7 @@ the rows, and fails here.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 import fsm
+from fsm.executor.executor import RESUME_PAGE
 from fsm.store import SCHEMA_VERSION, polls
 from fsm.testing import bulk
 
@@ -96,7 +98,9 @@ def test_polls_do_not_grow_with_the_table(store_url: str) -> None:
         large = work_of(store)
     finally:
         store.close()
-    grown = {name: (small[name], large[name]) for name in small if large[name] > 2 * small[name] + 50}
+    grown = {
+        name: (small[name], large[name]) for name in small if large[name] > 2 * small[name] + 50
+    }
     assert not grown, f"work at {SMALL} -> {LARGE} rows grew: {grown}"
 
 
@@ -175,6 +179,49 @@ def test_fill_makes_well_formed_rows(store_url: str, rows: int) -> None:
     store = fsm.open_store(store_url)
     try:
         assert [r.id for r in store.rows()] == [f"a{i:09d}" for i in range(rows)]
-        assert all(store.payload_of(r.id) == f'{{"n":{i}}}' for i, r in enumerate(store.rows()))
+        assert all(
+            store.payload_of(r.id) == f'{{"key":"{r.id}","n":{i}}}'
+            for i, r in enumerate(store.rows())
+        )
     finally:
         store.close()
+
+
+def test_resume_all_pages_through_every_live_row(store_url: str) -> None:
+    """Every live row is driven once, in id order, never more than ``concurrency`` at once;
+    quarantined rows are reported, a bad row is set aside, a live lease is left alone."""
+    rows = RESUME_PAGE * 2 + 100
+    bulk.fill(store_url, rows)
+    store = fsm.open_store(store_url)
+    store.db.execute_sql(
+        f"UPDATE fsm_action SET payload = 'not json' WHERE id = {store.db.param}",
+        ("a000000004",),
+    )
+    executor = fsm.Executor(store, kinds=[bulk.ScaleAction])
+    inner, running, most = executor.drive, 0, 0
+
+    async def counted(action_id: str, mode: fsm.DriveMode) -> fsm.DriveResult:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await asyncio.sleep(0)  # let the others start, as a drive waiting on I/O does
+            return await inner(action_id, mode)
+        finally:
+            running -= 1
+
+    executor.drive = counted  # type: ignore[method-assign,assignment]
+    try:
+        report = asyncio.run(executor.resume_all(concurrency=4))
+    finally:
+        store.close()
+    set_aside = {f"a{i:09d}" for i in range(rows) if i % 1000 == 7}
+    assert [r.id for r in report.results] == [
+        f"a{i:09d}" for i in range(rows) if f"a{i:09d}" not in set_aside
+    ]
+    assert most == 4
+    statuses = {r.id: r.status for r in report.results}
+    assert statuses.pop("a000000001") is fsm.DriveStatus.BUSY  # another host's live lease
+    assert statuses.pop("a000000004") is fsm.DriveStatus.QUARANTINED
+    assert set(statuses.values()) == {fsm.DriveStatus.PARKED}
+    assert {r.id for r in report.quarantined} == set_aside | {"a000000004"}
