@@ -183,20 +183,25 @@ class Executor(Generic[S]):
         claimed = claim(self.store, action_id, self.owner, self.clock())
         if isinstance(claimed, DriveStatus):
             return DriveResult(action_id, claimed)
-        return await self.drive_claimed(claimed, mode)
+        driving = self.drive_claimed(claimed, mode)
+        del claimed  # the claimed row (its payload) is dead once the drive steps
+        return await driving
 
     async def drive_claimed(
         self, claimed: Claimed, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE
     ) -> DriveResult:
         """Drive an action whose lease this executor already took (`Store.claim_due`)."""
-        self._driving.add(claimed.id)
+        action_id, epoch = claimed.id, claimed.epoch
+        self._driving.add(action_id)
+        driving = drive(self, claimed, mode)
+        del claimed  # as in `drive`: a parked drive keeps only what it stands on
         try:
-            return await drive(self, claimed, mode)
+            return await driving
         except BaseException:
-            let_go(self.store, claimed.id, claimed.epoch)
+            let_go(self.store, action_id, epoch)
             raise
         finally:
-            self._driving.discard(claimed.id)
+            self._driving.discard(action_id)
 
     def stop(self) -> None:
         """Graceful shutdown (as `Worker.stop`): every drive ends after the step it is running.
