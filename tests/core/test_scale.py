@@ -225,3 +225,41 @@ def test_resume_all_pages_through_every_live_row(store_url: str) -> None:
     assert statuses.pop("a000000004") is fsm.DriveStatus.QUARANTINED
     assert set(statuses.values()) == {fsm.DriveStatus.PARKED}
     assert {r.id for r in report.quarantined} == set_aside | {"a000000004"}
+
+
+def test_a_cancelled_resume_cancels_its_drives_and_lets_go(db_path: Path) -> None:
+    """Cancelling resume_all cancels the drives it runs; their leases are let go at once."""
+    url = str(db_path)
+    bulk.fill(url, 20)
+    store = fsm.open_store(url)
+    executor = fsm.Executor(store, kinds=[bulk.ScaleAction])
+    started: list[str] = []
+    forever = asyncio.Event()
+
+    async def stuck(action_id: str, mode: fsm.DriveMode) -> fsm.DriveResult:
+        claimed = store.claim(action_id, executor.owner, store.now())
+        assert isinstance(claimed, fsm.store.Claimed)
+        started.append(action_id)
+        try:
+            await forever.wait()
+        finally:
+            store.unclaim(action_id, claimed.epoch)
+        raise AssertionError("never set")
+
+    executor.drive = stuck  # type: ignore[method-assign,assignment]
+
+    async def scenario() -> None:
+        resume = asyncio.create_task(executor.resume_all(concurrency=3))
+        while len(started) < 3:
+            await asyncio.sleep(0)
+        resume.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await resume
+        assert len(started) == 3  # no drive beyond the concurrency was started
+        assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+    try:
+        asyncio.run(scenario())
+        assert all(r.lease_owner is None for r in store.rows() if r.id in started)
+    finally:
+        store.close()
