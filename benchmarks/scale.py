@@ -156,7 +156,7 @@ def parked_bytes(url: str, drives: int) -> float:
     bulk.fill(url, drives)
     store = fsm.open_store(url)
     executor = fsm.Executor(store, kinds=[bulk.ScaleAction])
-    ids = [f"a{i:09d}" for i in range(drives) if i % 1000 != 7 and i % 5000 != 1]
+    ids = [f"a{i:09d}" for i in range(32, drives) if i % 1000 != 7]
 
     async def run() -> float:
         async def one(action_id: str) -> None:
