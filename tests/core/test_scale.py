@@ -145,32 +145,34 @@ def test_next_wake_answers_as_before(store_url: str) -> None:
         store.close()
 
 
-def test_a_v2_database_is_upgraded_to_v3_and_keeps_its_rows(db_path: Path) -> None:
-    url = str(db_path)
-    bulk.fill(url, 100)
-    conn = sqlite3.connect(db_path)
-    conn.execute("DROP INDEX fsm_action_wake")
-    conn.execute("DROP INDEX fsm_action_lease")
-    conn.execute("CREATE INDEX fsm_action_wake_at ON fsm_action (wake_at)")  # v2's index
-    conn.execute("UPDATE fsm_meta SET value = '2' WHERE key = 'schema_version'")
-    conn.commit()
-    before = conn.execute("SELECT * FROM fsm_action ORDER BY id").fetchall()
-    conn.close()
-
-    store = fsm.open_store(url)
-    assert store.schema_version == SCHEMA_VERSION == 3
+def test_a_v2_database_is_upgraded_to_v3_and_keeps_its_rows(store_url: str) -> None:
+    bulk.fill(store_url, 100)
+    store = fsm.open_store(store_url)
+    for statement in (
+        "DROP INDEX fsm_action_wake",
+        "DROP INDEX fsm_action_lease",
+        "CREATE INDEX fsm_action_wake_at ON fsm_action (wake_at)",  # v2's index
+        "UPDATE fsm_meta SET value = '2' WHERE key = 'schema_version'",
+    ):
+        store.db.execute_sql(statement)
+    before = store.rows()
     store.close()
-    conn = sqlite3.connect(db_path)
-    assert conn.execute("SELECT * FROM fsm_action ORDER BY id").fetchall() == before
-    indexes = {
-        name
-        for (name,) in conn.execute(
+
+    store = fsm.open_store(store_url)
+    try:
+        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.rows() == before
+        indexes = (
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'fsm_action' "
             "AND sql IS NOT NULL"
+            if store.is_sqlite
+            else "SELECT indexname FROM pg_indexes WHERE tablename = 'fsm_action' "
+            "AND schemaname = current_schema() AND indexname <> 'fsm_action_pkey'"
         )
-    }
-    conn.close()
-    assert indexes == {"fsm_action_wake", "fsm_action_lease"}
+        found = {name for (name,) in store.db.execute_sql(indexes).fetchall()}
+    finally:
+        store.close()
+    assert found == {"fsm_action_wake", "fsm_action_lease"}
 
 
 @pytest.mark.parametrize("rows", [0, 3])
