@@ -14,7 +14,8 @@ calls:
 and prints the ratio large / small (target <= 2x). Then, in a child process so its peak RSS
 is its own: ``Executor.resume_all(concurrency=16)`` over ``--resume-rows`` live actions
 (default: ``--rows`` up to 100,000, since a resume drives every row: about 10 minutes per
-million on SQLite here), its peak traced Python memory while it runs and the child's
+million on SQLite here), run twice: once for its peak traced Python memory while it runs,
+once without tracemalloc (whose own bookkeeping would swell the RSS) for the child's
 ru_maxrss (target < 200 MiB at a million; the bytes per action are printed, and what they
 make at a million, so a smaller run extrapolates). Last, the memory
 a drive holds while it sleeps through a park: ``--parked`` drives parked with a wake-up an
@@ -112,16 +113,19 @@ def polls(url: str, repeat: int) -> dict[str, float]:
     return figures
 
 
-def resume_child(url: str) -> None:
-    """In the child: resume every live action; print peak traced memory and ru_maxrss."""
+def resume_child(url: str, traced: bool) -> None:
+    """In the child: resume every live action; print its peak traced memory (``traced``: the
+    Python allocations, with tracemalloc's own cost in the RSS) or its ru_maxrss (not traced:
+    the process as the OS sees it)."""
     store = fsm.open_store(url)
     executor = fsm.Executor(store, kinds=[bulk.ScaleAction])
 
     async def run() -> tuple[fsm.ResumeReport, int]:
         report = await executor.resume_all(concurrency=16)
-        return report, tracemalloc.get_traced_memory()[1]
+        return report, tracemalloc.get_traced_memory()[1] if traced else 0
 
-    tracemalloc.start()
+    if traced:
+        tracemalloc.start()
     t0 = time.perf_counter()
     report, peak = asyncio.run(run())
     seconds = time.perf_counter() - t0
@@ -140,12 +144,11 @@ def resume_child(url: str) -> None:
     )
 
 
-def resume(url: str) -> dict[str, float]:
+def resume(url: str, traced: bool) -> dict[str, float]:
+    """Resume the live actions at ``url`` in a child process; what it printed."""
+    flag = "--child-resume-traced" if traced else "--child-resume"
     proc = subprocess.run(
-        [sys.executable, __file__, "--child-resume", url],
-        check=True,
-        capture_output=True,
-        text=True,
+        [sys.executable, __file__, flag, url], check=True, capture_output=True, text=True
     )
     result: dict[str, float] = json.loads(proc.stdout.splitlines()[-1])
     return result
@@ -196,9 +199,10 @@ def main() -> None:
     p.add_argument("--resume-rows", type=int, default=None)
     p.add_argument("--parked", type=int, default=2_000)
     p.add_argument("--child-resume", metavar="URL", help=argparse.SUPPRESS)
+    p.add_argument("--child-resume-traced", metavar="URL", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.child_resume:
-        resume_child(args.child_resume)
+    if args.child_resume or args.child_resume_traced:
+        resume_child(args.child_resume or args.child_resume_traced, bool(args.child_resume_traced))
         return
     resume_rows = min(args.rows, 100_000) if args.resume_rows is None else args.resume_rows
     with tempfile.TemporaryDirectory() as tmp:
@@ -217,15 +221,18 @@ def main() -> None:
                     f"  {name:28} {small:10.1f} us  {large:10.1f} us  "
                     f"ratio {large / small:5.2f}x (target <= 2x)"
                 )
-            with database(kind, args.pg, tmp, "resume") as url:
-                bulk.fill(url, resume_rows)
-                r = resume(url)
+            runs = {}
+            for traced in (True, False):
+                with database(kind, args.pg, tmp, f"resume{traced}") as url:
+                    bulk.fill(url, resume_rows)
+                    runs[traced] = resume(url, traced)
+            r, rss = runs[True], runs[False]["maxrss"]
             per = r["traced_peak"] / r["actions"]
             print(
                 f"  resume_all {r['actions']:,} actions ({r['parked']:,} parked) in "
-                f"{r['seconds']:.1f} s: traced peak {r['traced_peak'] / MIB:.1f} MiB "
-                f"({per:.0f} B/action; x1,000,000 = {per * 1e6 / MIB:.0f} MiB), "
-                f"ru_maxrss {r['maxrss'] / MIB:.0f} MiB (target < 200 MiB at 1,000,000)"
+                f"{runs[False]['seconds']:.1f} s: traced peak {r['traced_peak'] / MIB:.1f} MiB "
+                f"({per:.0f} B/action; x1,000,000 = {per * 1e6 / MIB:.0f} MiB); untraced "
+                f"child's ru_maxrss {rss / MIB:.0f} MiB (target < 200 MiB at 1,000,000)"
             )
             with database(kind, args.pg, tmp, "parked") as url:
                 per_drive = parked_bytes(url, args.parked)
