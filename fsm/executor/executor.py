@@ -24,6 +24,7 @@ from fsm.results import DriveResult, DriveStatus, ResumeReport, StartResult, Sta
 from fsm.retry import SEED_POLICY, RetryPolicy
 from fsm.store import Claimed, KeptOutcome, LogEntry, Store, new_owner
 from fsm.store.hooks import warn_armed
+from fsm.store.inspection import pages
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ DOUBLE_DRIVE_ENV = "FSM_DOUBLE_DRIVE"
 
 DEFAULT_STEP_TIMEOUT = 300.0
 """Seconds an async step may run before it is cancelled, unless its state or kind says."""
+
+RESUME_PAGE = 500
+"""Ids `Executor.resume_all` reads at a time."""
 
 DEFAULT_REDELIVERY_WINDOW = 7 * 24 * 3600.0
 """Seconds after its end during which a start of the same id is taken as a re-delivery."""
@@ -179,20 +183,25 @@ class Executor(Generic[S]):
         claimed = claim(self.store, action_id, self.owner, self.clock())
         if isinstance(claimed, DriveStatus):
             return DriveResult(action_id, claimed)
-        return await self.drive_claimed(claimed, mode)
+        driving = self.drive_claimed(claimed, mode)
+        del claimed  # the claimed row (its payload) is dead once the drive steps
+        return await driving
 
     async def drive_claimed(
         self, claimed: Claimed, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE
     ) -> DriveResult:
         """Drive an action whose lease this executor already took (`Store.claim_due`)."""
-        self._driving.add(claimed.id)
+        action_id, epoch = claimed.id, claimed.epoch
+        self._driving.add(action_id)
+        driving = drive(self, claimed, mode)
+        del claimed  # as in `drive`: a parked drive keeps only what it stands on
         try:
-            return await drive(self, claimed, mode)
+            return await driving
         except BaseException:
-            let_go(self.store, claimed.id, claimed.epoch)
+            let_go(self.store, action_id, epoch)
             raise
         finally:
-            self._driving.discard(claimed.id)
+            self._driving.discard(action_id)
 
     def stop(self) -> None:
         """Graceful shutdown (as `Worker.stop`): every drive ends after the step it is running.
@@ -305,27 +314,55 @@ class Executor(Generic[S]):
         """Drive every live action once (the seed's sync), and report quarantined rows.
 
         Broken actions are driven too: a restart after a fix is the usual way they recover.
+        The ids are read a page at a time, in id order (`RESUME_PAGE`, keyset pagination),
+        and at most ``concurrency`` drives run at once, so memory holds a page of ids, the
+        running drives and one small result per action, however many rows the table has.
         """
-        return await self._drive_many(self.store.live_ids(), mode, concurrency)
+        found = pages(lambda after: self.store.live_ids_after(after, RESUME_PAGE), str)
+        return await self._drive_many((i for page in found for i in page), mode, concurrency)
 
     async def run_due(
         self, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE, *, concurrency: int = 1
     ) -> ResumeReport:
-        """Drive the actions whose wake-up time has passed."""
+        """Drive the actions whose wake-up time has passed (up to 1,000: a worker's batch)."""
         return await self._drive_many(self.store.due_ids(self.clock()), mode, concurrency)
 
     async def _drive_many(
-        self, ids: Sequence[str], mode: DriveMode, concurrency: int
+        self, ids: Iterable[str], mode: DriveMode, concurrency: int
     ) -> ResumeReport:
-        gate = asyncio.Semaphore(max(1, concurrency))
+        """Drive ``ids`` with at most ``concurrency`` drives at once; results in ``ids`` order.
 
-        async def one(action_id: str) -> DriveResult:
-            async with gate:
-                try:
-                    return await self.drive(action_id, mode)
-                except Exception as exc:  # a store error for one action must not stop the rest
-                    log.exception("action %s: drive failed", action_id)
-                    return DriveResult(action_id, DriveStatus.ERROR, error=exc)
+        A drive task is made only when a slot frees, never one per id up front. If this is
+        cancelled (or a drive raises what is not an ``Exception``), the running drives are
+        cancelled and awaited before it returns.
+        """
+        results: list[DriveResult | None] = []
+        running: set[asyncio.Task[None]] = set()
 
-        results = await asyncio.gather(*(one(i) for i in ids))
-        return ResumeReport(tuple(results), tuple(self.store.quarantined()))
+        async def one(slot: int, action_id: str) -> None:
+            try:
+                results[slot] = await self.drive(action_id, mode)
+            except Exception as exc:  # a store error for one action must not stop the rest
+                log.exception("action %s: drive failed", action_id)
+                results[slot] = DriveResult(action_id, DriveStatus.ERROR, error=exc)
+
+        async def reap() -> set[asyncio.Task[None]]:
+            done, left = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # re-raises what one() let through (BaseException only)
+            return left
+
+        try:
+            for action_id in ids:
+                while len(running) >= max(1, concurrency):
+                    running = await reap()
+                results.append(None)
+                running.add(asyncio.create_task(one(len(results) - 1, action_id)))
+            while running:
+                running = await reap()
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        finished = tuple(r for r in results if r is not None)
+        return ResumeReport(finished, tuple(self.store.quarantined()))

@@ -7,7 +7,7 @@ step's path: the query builder's cost does not matter here, readability does.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import ParamSpec, TypeVar
 
 import peewee
@@ -25,6 +25,7 @@ from fsm.store.schema import (
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 def bound(
@@ -59,6 +60,41 @@ def live_ids() -> list[str]:
         .order_by(ActionRow.created_at, ActionRow.id)
     )
     return [r.id for r in q]
+
+
+def live_ids_after(after: str | None, size: int) -> list[str]:
+    """Up to ``size`` ids of live actions that are not quarantined, after ``after``, by id.
+
+    A page of a keyset walk (`pages`): each page is one primary-key range read, whatever
+    the table's size, and the caller holds one page at a time.
+    """
+    q = ActionRow.select(ActionRow.id).where(ActionRow.quarantine.is_null())
+    if after is not None:
+        q = q.where(ActionRow.id > after)
+    return [r.id for r in q.order_by(ActionRow.id).limit(size)]
+
+
+def rows_after(after: str | None, size: int, kind: str | None) -> list[RowInfo]:
+    """Up to ``size`` live rows (quarantined too) with ids after ``after``, by id, optionally
+    of one ``kind``: a page of `fsm actions` (see `live_ids_after`)."""
+    q = ActionRow.select()
+    if after is not None:
+        q = q.where(ActionRow.id > after)
+    if kind is not None:
+        q = q.where(ActionRow.kind == kind)
+    return [_info(r) for r in q.order_by(ActionRow.id).limit(size)]
+
+
+def pages(fetch: Callable[[str | None], list[T]], key: Callable[[T], str]) -> Iterator[list[T]]:
+    """Walk a keyset: ``fetch(None)``, then ``fetch(key(last item))`` until a page is empty.
+
+    Each page is a query of its own (no cursor stays open between pages), so rows written
+    meanwhile are seen or not by where they sort, and none is seen twice.
+    """
+    after: str | None = None
+    while page := fetch(after):
+        yield page
+        after = key(page[-1])
 
 
 def due_ids(now: float, limit: int) -> list[str]:

@@ -18,7 +18,7 @@ import peewee
 
 from fsm.errors import NotAnFsmDatabase, SchemaError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class _Base(peewee.Model):
@@ -37,7 +37,7 @@ class ActionRow(_Base):
     seq = peewee.IntegerField(default=0)
     attempts = peewee.IntegerField(default=0)
     last_error = peewee.TextField(null=True)
-    wake_at = peewee.DoubleField(null=True, index=True)
+    wake_at = peewee.DoubleField(null=True)  # indexed by _POLL_INDEXES
     lease_owner = peewee.CharField(max_length=255, null=True)
     lease_expires = peewee.DoubleField(null=True)
     epoch = peewee.IntegerField(default=0)
@@ -146,6 +146,23 @@ MODELS: tuple[type[peewee.Model], ...] = (
     MetaRow,
 )
 
+_POLL_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS fsm_action_wake ON fsm_action (wake_at) "
+    "WHERE quarantine IS NULL AND wake_at IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS fsm_action_lease ON fsm_action (lease_owner) "
+    "WHERE lease_owner IS NOT NULL",
+)
+"""The partial indexes the polls read (schema v3), so an idle poll costs the same at a million
+rows as at a thousand.
+
+``fsm_action_wake`` serves `next_wake`, `claim_due` and ``due_ids``: rows in wake-up order,
+without the quarantined ones and those waiting for a notify only. A step does not rewrite it:
+the drive writes ``wake_at`` only when it changes (a park), never as a per-step constant.
+``fsm_action_lease`` holds only the leased rows (a few per worker): `next_wake`'s leased
+half, `release_dead_leases` and a release by owner read it. It is keyed on ``lease_owner``,
+written at a claim and a release, and not on ``lease_expires``, which every `renew` writes.
+"""
+
 _SQLITE_LOG_TRIGGER = """
 CREATE TRIGGER IF NOT EXISTS fsm_transition_log
 AFTER UPDATE OF payload ON fsm_action
@@ -168,6 +185,8 @@ def migrate(db: peewee.Database, sqlite: bool) -> None:
     with db.atomic():
         ActionRow._meta.without_rowid = sqlite  # a SQLite-only table option
         db.create_tables(MODELS, safe=True)
+        for ddl in _POLL_INDEXES:
+            db.execute_sql(ddl)
         if sqlite:
             db.execute_sql(_SQLITE_LOG_TRIGGER)
         row = MetaRow.get_or_none(MetaRow.key == "schema_version")
@@ -181,6 +200,8 @@ def migrate(db: peewee.Database, sqlite: bool) -> None:
             )
         if found < 2:
             _migrate_to_v2(db)
+        if found < 3:
+            db.execute_sql("DROP INDEX IF EXISTS fsm_action_wake_at")  # v2's full index
         if found < SCHEMA_VERSION:
             MetaRow.update(value=str(SCHEMA_VERSION)).where(
                 MetaRow.key == "schema_version"

@@ -21,7 +21,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 import peewee
 
 from fsm.errors import LeaseLost
-from fsm.store import inspection, leases, records, schema
+from fsm.store import inspection, leases, polls, records, schema
 from fsm.store.clock import DatabaseClock
 from fsm.store.connection import Link
 from fsm.store.files import sqlite_database
@@ -334,16 +334,22 @@ class Store:
         ``kinds``: as in `claim_due`, so that a due row of a kind the caller does not drive
         does not wake it at once, again and again.
         """
-        if kinds is not None and not kinds:
-            return None
-        sql, params = self._sql.for_kinds(self._sql.next_wake, kinds)
-        value = self._exec(sql, params).fetchone()[0]
-        return None if value is None else float(value)
+        return polls.next_wake(self._link, self._sql, kinds)
 
     # -- cold paths (`fsm.store.inspection`) ----------------------------------------------
 
     def live_ids(self) -> list[str]:
         return self._cold(inspection.live_ids)
+
+    def live_ids_after(self, after: str | None, size: int) -> list[str]:
+        """A page of `live_ids` by id, after ``after`` (`inspection.live_ids_after`)."""
+        return self._cold(inspection.live_ids_after, after, size)
+
+    def rows_after(
+        self, after: str | None, size: int, kind: str | None = None
+    ) -> list[records.RowInfo]:
+        """A page of `rows` by id, after ``after`` (`inspection.rows_after`)."""
+        return self._cold(inspection.rows_after, after, size, kind)
 
     def due_ids(self, now: float, limit: int = 1000) -> list[str]:
         return self._cold(inspection.due_ids, now, limit)

@@ -13,6 +13,7 @@ from cli_support import assert_one_line_error, run_fsm
 
 import fsm
 from fsm.store import SCHEMA_VERSION
+from fsm.testing import bulk
 
 
 def test_actions_lists_live_and_quarantined(ticket_db: Path) -> None:
@@ -163,7 +164,12 @@ def test_read_only_schema_versions(ticket_db: Path) -> None:
     set_schema_version(ticket_db, 0)
     assert run_fsm("actions", "--db", ticket_db).returncode == 0
     # ...and says how to upgrade once it lacks something
-    set_schema_version(ticket_db, 0, "ALTER TABLE fsm_action DROP COLUMN quarantine")
+    set_schema_version(
+        ticket_db,
+        0,
+        "DROP INDEX fsm_action_wake",  # v3's wake-up index reads the column
+        "ALTER TABLE fsm_action DROP COLUMN quarantine",
+    )
     proc = run_fsm("actions", "--db", ticket_db)
     assert_one_line_error(proc, 1, "run any read-write fsm command")
     assert "schema v0 is older than this fsm" in proc.stderr
@@ -217,3 +223,29 @@ def test_stored_text_is_printed_with_escapes_visible(ticket_db: Path) -> None:
     lines = {line.split()[0]: line for line in proc.stdout.splitlines()}
     assert lines["ticket-1"].endswith(r"remote said \x1b[2J\x1b[31mhacked\x1b[0m \u202eevil")
     assert lines["ticket-3"].endswith(r"quarantined: bell\x07!")
+
+
+def test_actions_lists_page_after_page(tmp_path: Path) -> None:
+    """More rows than a page: each listed once, by id, under one header."""
+    db = tmp_path / "many.sqlite"
+    bulk.fill(str(db), 2_345)
+    proc = run_fsm("actions", "--db", db)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("ID ") and sum(line.startswith("ID ") for line in lines) == 1
+    assert [line.split()[0] for line in lines[1:]] == [f"a{i:09d}" for i in range(2_345)]
+
+
+def test_actions_limit(tmp_path: Path) -> None:
+    db = tmp_path / "many.sqlite"
+    bulk.fill(str(db), 5)
+    proc = run_fsm("actions", "--db", db, "--limit", "2")
+    assert [line.split()[0] for line in proc.stdout.splitlines()] == [
+        "ID",
+        "a000000000",
+        "a000000001",
+    ]
+    whole = run_fsm("actions", "--db", db).stdout
+    assert run_fsm("actions", "--db", db, "--limit", "10").stdout == whole
+    for bad in ("0", "-1", "x", "1.5"):
+        assert_one_line_error(run_fsm("actions", "--db", db, "--limit", bad), 2, "--limit")
