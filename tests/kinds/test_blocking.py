@@ -315,3 +315,68 @@ def test_the_pool_refuses_a_bound_below_one() -> None:
     for bad in (0, -1, True, 2.5):
         with pytest.raises(ValueError, match="blocking_threads"):
             BlockingPool(bad)  # type: ignore[arg-type]
+
+
+# -- definition-time checks ----------------------------------------------------------------
+
+
+def test_a_non_bool_blocking_is_a_definition_error() -> None:
+    with pytest.raises(fsm.DefinitionError, match=r"state 'a': blocking is 'yes'. Fix: use True"):
+        one_step("yes")  # type: ignore[arg-type]
+    with pytest.raises(fsm.DefinitionError, match=r"\(Flagged\): blocking is 1. Fix: use True"):
+
+        class Flagged(Kind[Job, Probe]):
+            name = "flagged"
+            blocking = 1  # type: ignore[assignment]
+            a = State(initial=True)
+            end = State.done()
+            transitions = (a.to(end, effect=work),)
+
+            @staticmethod
+            def action_id(j: Job) -> str:
+                return j.job_id
+
+
+def test_blocking_on_a_state_whose_callbacks_are_all_async_is_a_definition_error() -> None:
+    with pytest.raises(fsm.DefinitionError) as err:
+        one_step(True, effect=awork)
+    text = str(err.value)
+    assert "state 'a': `blocking=True` has no effect: its callbacks (awork) are all async" in text
+    assert "Fix: drop `blocking=True`" in text
+
+
+def test_a_blocking_kind_with_no_sync_callback_is_a_definition_error() -> None:
+    with pytest.raises(fsm.DefinitionError, match="no state of the kind has a synchronous"):
+
+        class AllAsync(Kind[Job, Probe]):
+            name = "all_async"
+            blocking = True
+            a = State(initial=True)
+            end = State.done()
+            transitions = (a.to(end, effect=awork),)
+
+            @staticmethod
+            def action_id(j: Job) -> str:
+                return j.job_id
+
+
+def test_a_state_inherits_the_kinds_blocking_and_may_refuse_it() -> None:
+    states = BlockingKind.__fsm_compiled__.states
+    assert states["start"].blocking and states["start"].handler_blocks
+    assert not states["working"].blocking  # blocking=False
+    assert not states["finishing"].blocking  # only async callbacks: nothing to send
+    assert not one_step(None).__fsm_compiled__.states["a"].blocking
+
+
+def test_a_state_named_blocking_is_refused() -> None:
+    with pytest.raises(fsm.DefinitionError, match="state 'blocking': this name is taken"):
+
+        class Named(Kind[Job, Probe]):
+            name = "named"
+            blocking = State(initial=True)  # type: ignore[assignment]
+            end = State.done()
+            transitions = (blocking.to(end),)
+
+            @staticmethod
+            def action_id(j: Job) -> str:
+                return j.job_id
