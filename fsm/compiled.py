@@ -10,7 +10,6 @@ what does the "stuck" message say) is taken here.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,17 +19,10 @@ from fsm.definition import Definition
 from fsm.interpreter import Instance
 from fsm.protocol import Done, Failed, Outcome, Upcaster
 from fsm.retry import RetryPolicy
-from fsm.state import Rejection, RejectionHandler, State
+from fsm.state import Rejection, RejectionHandler, State, is_async
 
 CompiledEdge = tuple[Any, bool, Any, bool, str, Outcome | None]
 """(guard, guard is async, effect, effect is async, target name, terminal outcome or None)."""
-
-
-def is_async(fn: object) -> bool:
-    """True when calling ``fn`` returns a coroutine (async def, or an object with one)."""
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - the bound __call__, not callable()
-    )
 
 
 @attrs.frozen(slots=True)
@@ -41,6 +33,9 @@ class CompiledState:
     role: str
     edges: tuple[CompiledEdge, ...]
     has_async: bool
+    """True when a step here goes through a coroutine: an async callback, or a blocking one."""
+    blocking: bool
+    """The state's synchronous callbacks run on the thread pool (``ctx.threads``)."""
     wake_after: float | None
     wake_backoff: RetryPolicy | None
     retry: RetryPolicy | None
@@ -48,6 +43,8 @@ class CompiledState:
     route: tuple[str, Outcome | None] | None
     """A rejection row without a handler: the target's name and its terminal outcome."""
     handler: RejectionHandler[Any, Any] | None
+    handler_blocks: bool
+    """``handler`` is synchronous and the state blocking: it runs on the thread pool."""
     targets: frozenset[str] | None
     """The states ``handler`` declared (``rejected(handler=..., to=...)``); None: undeclared."""
     park: bool
@@ -117,17 +114,22 @@ def _compile_state(d: Definition, s: State, row: Rejection[Any, Any] | None) -> 
     route = None
     if row is not None and handler is None and not row.park and row.to:
         route = (row.to[0].name, _terminal_outcome(d, row.to[0]))
+    callbacks = [(e[0], e[1]) for e in edges] + [(e[2], e[3]) for e in edges]
+    callbacks.append((handler, is_async(handler)))
+    blocking = d.blocking_of(s) and any(fn is not None and not a for fn, a in callbacks)
     return CompiledState(
         name=s.name,
         role=s.role,
         edges=edges,
-        has_async=any(e[1] or e[3] for e in edges) or is_async(handler),
+        has_async=blocking or any(a for _, a in callbacks),
+        blocking=blocking,
         wake_after=s.wake.after if s.wake else None,
         wake_backoff=s.wake.backoff if s.wake else None,
         retry=s.retry,
         timeout=s.timeout if s.timeout is not None else d.timeout,
         route=route,
         handler=handler,
+        handler_blocks=blocking and handler is not None and not is_async(handler),
         targets=targets,
         park=row is not None and row.park,
         data_type=d.data_type,

@@ -34,9 +34,12 @@ class Definition:
     """The table's ``state.rejected(...)`` rows, in table order."""
     retry: RetryPolicy | None
     timeout: Any
-    version: Any
-    upcasters: Mapping[Any, Upcaster]
-    action_id: Callable[[Any], str] | None
+    blocking: Any = False
+    """The kind's ``blocking``: whether its states' synchronous callbacks block (a state's own
+    ``blocking`` wins); `blocking_of` resolves it."""
+    version: Any = 1
+    upcasters: Mapping[Any, Upcaster] = attrs.field(factory=dict)
+    action_id: Callable[[Any], str] | None = None
     table_type: type = tuple
     """The type of what the class body gave as ``transitions`` (it must be ordered)."""
 
@@ -70,6 +73,11 @@ class Definition:
             for r in self.rejections
             if r.handler is not None and r.to is None
         }
+
+    def blocking_of(self, state: State) -> bool:
+        """Whether ``state``'s synchronous callbacks run on the thread pool: its own say, else
+        the kind's."""
+        return bool(self.blocking if state.blocking is None else state.blocking)
 
     def exits(self, state: State) -> tuple[Transition[Any, Any], ...]:
         """The transitions leaving ``state``, in table order."""
@@ -113,6 +121,7 @@ def collect(cls: type, base: type) -> Definition:
         rejections=tuple(r for r in rows if isinstance(r, Rejection)),
         retry=getattr(cls, "retry", None),
         timeout=getattr(cls, "timeout", None),
+        blocking=getattr(cls, "blocking", False),
         version=getattr(cls, "version", 1),
         upcasters=dict(getattr(cls, "upcasters", {})),
         action_id=action_id,

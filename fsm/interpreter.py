@@ -3,7 +3,8 @@
 `fsm.compiled.Compiled` turns a kind's table into plain tuples once; the hot path here
 (`Instance.advance`) is a dict lookup and a loop over a state's edges; it never builds a
 python-statemachine object, never inspects a signature, and only goes through a coroutine
-when the state has an async callback.
+when the state has an async callback, or a blocking one (``State(blocking=True)``: its
+synchronous callbacks are awaited on ``ctx.threads``, see `fsm.blocking`).
 
 Checkpoint envelope. A row's payload is ``{"data": <the data, via fsm.CONVERTER>,
 "parks": <int>}`` (`fsm.codec.DeclarativeCodec`). ``parks`` counts consecutive parks in the
@@ -106,15 +107,22 @@ class Instance(Action[S], Generic[D, S]):
 
     async def _advance_async(self, ctx: StepContext[S], st: CompiledState) -> Outcome:
         data = self.data
+        hop = ctx.threads.run if st.blocking else None  # see fsm.blocking
         for guard, guard_async, effect, effect_async, target, end in st.edges:
             if guard is not None:
-                holds = (await guard(ctx, data)) if guard_async else guard(ctx, data)
+                if guard_async:
+                    holds = await guard(ctx, data)
+                else:
+                    holds = guard(ctx, data) if hop is None else await hop(guard, ctx, data)
                 if holds is False:
                     continue
                 if holds is not True:
                     raise wrong_guard_result(st, guard, holds)
             if effect is not None:
-                data = (await effect(ctx, data)) if effect_async else effect(ctx, data)
+                if effect_async:
+                    data = await effect(ctx, data)
+                else:
+                    data = effect(ctx, data) if hop is None else await hop(effect, ctx, data)
                 if not isinstance(data, st.data_type):
                     raise wrong_effect_result(st, effect, data)
             return end if end is not None else Next(type(self)(target, data))
@@ -168,6 +176,8 @@ class Instance(Action[S], Generic[D, S]):
         if st.park:
             return Park(self, error=error)
         if st.handler is not None:
+            if st.handler_blocks:
+                return self._checked_later(st, ctx.threads.run(st.handler, ctx, self.data, error))
             result = st.handler(ctx, self.data, error)
             if inspect.isawaitable(result):
                 return self._checked_later(st, result)

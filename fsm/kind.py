@@ -55,7 +55,9 @@ class Kind(Generic[D, S]):
     rejection has somewhere to go, ``a.rejected(...)`` rows (see `State.rejected`);
     ``action_id(data)``, a staticmethod; and optionally ``retry`` (the kind's `RetryPolicy`;
     default: the executor's), ``timeout`` (seconds an async step may run; default: the
-    executor's ``step_timeout``), ``version``, ``upcasters``
+    executor's ``step_timeout``), ``blocking`` (True: the synchronous callbacks of its states
+    block, so they run on the executor's thread pool; a state's own ``blocking`` wins; see
+    `fsm.blocking`), ``version``, ``upcasters``
     (``{n: fn(data_dict_vn) -> data_dict_vn+1}``) and ``services``, a no-argument callable
     that builds ``S`` for ``fsm worker`` when no ``--services`` is given. A kind is never
     instantiated: its actions are made with `create`.
@@ -65,6 +67,7 @@ class Kind(Generic[D, S]):
     version: ClassVar[int] = 1
     retry: ClassVar[RetryPolicy | None] = None
     timeout: ClassVar[float | None] = None
+    blocking: ClassVar[bool] = False
     upcasters: ClassVar[Mapping[int, Upcaster]]
     services: ClassVar[Callable[[], Any] | None] = None
     transitions: Sequence[Transition[D, S] | Rejection[D, S]]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeAlias, TypeVar
 
 import attrs
 
+from fsm.blocking import SHARED, BlockingPool
 from fsm.errors import Rejected, ResourceConflict
 from fsm.ids import idempotency_key as make_key
 from fsm.retry import SEED_POLICY, RetryPolicy
@@ -117,6 +118,7 @@ class StepContext(Generic[S]):
         "retry",
         "seq",
         "services",
+        "threads",
     )
 
     def __init__(
@@ -131,6 +133,7 @@ class StepContext(Generic[S]):
         load_held: Callable[[], Iterable[str]],
         holder_of: Callable[[str], str | None],
         incarnation: str = "",
+        threads: BlockingPool | None = None,
     ) -> None:
         self.services = services
         self.action_id = action_id
@@ -146,6 +149,9 @@ class StepContext(Generic[S]):
         self._acquired: list[str] = []
         self._released: list[str] = []
         self._memo: dict[Any, Any] | None = None
+        self.threads = SHARED if threads is None else threads
+        """The executor's pool for blocking callbacks (``Executor(blocking_threads=...)``):
+        ``await ctx.threads.run(fn, *args)`` runs one blocking call off the event loop."""
 
     @property
     def memo(self) -> dict[Any, Any]:
@@ -228,10 +234,13 @@ class Action(Generic[S]):
     phase for logs, the transition log and diagrams; by default it is the class name.
     ``version`` and ``upcasters`` (``{n: fn(payload_dict_vn) -> payload_dict_vn+1}``) work as
     on a declarative kind, on the whole payload. ``services`` (optional): a no-argument
-    callable building ``S`` for ``fsm worker``.
+    callable building ``S`` for ``fsm worker``. ``blocking = True`` says a synchronous
+    `advance` (and `on_retry`, `on_rejection`) blocks, on a client library or on the CPU:
+    the executor then runs it on its thread pool (`fsm.blocking`) so other drives go on.
     """
 
     name: ClassVar[str]
+    blocking: ClassVar[bool] = False
     version: ClassVar[int] = 1
     upcasters: ClassVar[Mapping[int, Upcaster]] = types.MappingProxyType({})
     services: ClassVar[Callable[[], Any] | None] = None

@@ -14,6 +14,7 @@ other services.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, Literal, TypeAlias, TypeVar
 
@@ -68,10 +69,12 @@ class State:
     ``State.wait(...)``, ``State.done()`` and ``State.failed()``. ``retry`` overrides the
     kind's retry policy for transient errors raised in this state; ``timeout`` (seconds)
     overrides the kind's step timeout for its steps (an async step running longer is
-    cancelled and retried); ``doc`` is shown in diagrams.
+    cancelled and retried); ``blocking=True`` runs its synchronous guards, effects and
+    rejection handler on the executor's thread pool (`fsm.blocking`), ``False`` on the event
+    loop, ``None`` (the default) as the kind's ``blocking`` says; ``doc`` is shown in diagrams.
     """
 
-    __slots__ = ("doc", "initial", "name", "retry", "role", "timeout", "wake")
+    __slots__ = ("blocking", "doc", "initial", "name", "retry", "role", "timeout", "wake")
 
     def __init__(
         self,
@@ -82,6 +85,7 @@ class State:
         role: Role = "step",
         wake: Wake | None = None,
         timeout: float | None = None,
+        blocking: bool | None = None,
     ) -> None:
         if timeout is not None and not timeout > 0:
             raise DefinitionError(f"State: `timeout` must be > 0 seconds, got {timeout}")
@@ -89,6 +93,7 @@ class State:
         self.initial = initial
         self.retry = retry
         self.timeout = timeout
+        self.blocking = blocking  # checked by fsm.validate, where the message can name the state
         self.doc = doc
         self.role: Role = role
         self.wake = wake
@@ -107,6 +112,7 @@ class State:
         retry: RetryPolicy | None = None,
         doc: str | None = None,
         timeout: float | None = None,
+        blocking: bool | None = None,
     ) -> State:
         """A state that parks until one of its guards holds (see `Wake` for ``after``)."""
         if after is not None and backoff is not None:
@@ -114,7 +120,15 @@ class State:
         if after is not None and after < 0:
             raise DefinitionError(f"State.wait: `after` must be >= 0 seconds, got {after}")
         wake = Wake(after, backoff)
-        return cls(initial=initial, retry=retry, doc=doc, role="wait", wake=wake, timeout=timeout)
+        return cls(
+            initial=initial,
+            retry=retry,
+            doc=doc,
+            role="wait",
+            wake=wake,
+            timeout=timeout,
+            blocking=blocking,
+        )
 
     @classmethod
     def done(cls, *, doc: str | None = None) -> State:
@@ -225,3 +239,10 @@ class Rejection(Generic[D, S]):
 def callable_name(fn: object) -> str:
     """The label of a callback in messages and diagrams: its ``__name__`` or its repr."""
     return str(getattr(fn, "__name__", None) or repr(fn))
+
+
+def is_async(fn: object) -> bool:
+    """True when calling ``fn`` returns a coroutine (async def, or an object with one)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - the bound __call__, not callable()
+    )

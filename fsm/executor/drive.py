@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+from fsm.blocking import BlockingPool
 from fsm.codec import KindCodec
 from fsm.errors import DoubleDriveMismatch, LeaseLost, Rejected
 from fsm.executor.claims import foreign, let_go, readable
@@ -81,6 +82,7 @@ class Driver(Protocol):
     double_drive: bool
     stopping: bool
     naps: Naps
+    threads: BlockingPool
 
 
 class _Adapter(logging.LoggerAdapter[logging.Logger]):
@@ -359,6 +361,7 @@ class Drive:
             lambda: store.resources_of(action_id),
             store.holder_of,
             self.incarnation,
+            ex.threads,
         )
 
     def timeout(self, action: Action[Any]) -> float | None:

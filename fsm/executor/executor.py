@@ -13,6 +13,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Generic
 
+from fsm.blocking import DEFAULT_BLOCKING_THREADS, BlockingPool
 from fsm.errors import ActionBusy, DecodeError, KindError, KindMismatch
 from fsm.executor.claims import claim, let_go, readable
 from fsm.executor.drive import Naps, drive
@@ -58,7 +59,8 @@ class Executor(Generic[S]):
     ``on_commit(action_id, entry)`` is called after every committed step (progress displays,
     statistics, crash-test hooks). ``double_drive`` runs every step twice from the same state
     and raises `DoubleDriveMismatch` if the results differ (default: the ``FSM_DOUBLE_DRIVE``
-    environment variable, warned about when set).
+    environment variable, warned about when set). ``blocking_threads``: how many blocking
+    callbacks (``blocking = True``, see `fsm.blocking`) may run at once, each on a thread.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class Executor(Generic[S]):
         on_commit: Callable[[str, LogEntry], None] | None = None,
         double_drive: bool | None = None,
         owner: str | None = None,
+        blocking_threads: int = DEFAULT_BLOCKING_THREADS,
     ) -> None:
         self.store = store
         self.services = services
@@ -98,6 +101,7 @@ class Executor(Generic[S]):
                 warn_armed(DOUBLE_DRIVE_ENV, os.environ[DOUBLE_DRIVE_ENV])
         self.double_drive = double_drive
         self.owner = owner or new_owner()
+        self.threads = BlockingPool(blocking_threads)  # blocking callbacks (fsm.blocking)
         self.stopping = False
         self.naps = Naps()  # the drives sleeping through a park, for notify and stop to wake
         self._driving: set[str] = set()

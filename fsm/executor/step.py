@@ -13,7 +13,7 @@ import inspect
 import logging
 import math
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -25,6 +25,7 @@ from fsm.protocol import Action, Done, Failed, MaybeAwaitable, Next, Outcome, Pa
 _OUTCOMES = (Next, Park, Done, Failed)
 """The outcome types as a tuple: ``isinstance`` is quicker with one than with a union."""
 _CHECKPOINTS = (Next, Park)
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -40,9 +41,25 @@ class Handled:
     """True when the outcome follows a route (a rejection, a spent budget), not a backoff."""
 
 
+def blocks(action: Action[Any]) -> bool:
+    """A hand-written action that says ``blocking = True``: its calls go to ``ctx.threads``.
+
+    Read from the class and compared with ``is True``, so a data field named ``blocking`` (or
+    the slot descriptor of one) never sends an action to a thread by accident.
+    """
+    return getattr(type(action), "blocking", False) is True
+
+
 async def advance(action: Action[Any], ctx: StepContext[Any], timeout: float | None) -> Outcome:
-    """One call of ``advance``, awaited (under ``timeout``) if needed, with its result checked."""
-    result: object = action.advance(ctx)
+    """One call of ``advance``, awaited (under ``timeout``) if needed, with its result checked.
+
+    A blocking action's ``advance`` runs on the thread pool, under the same timeout: past it
+    the step is a `StepTimeout` and the thread's late result is dropped (`fsm.blocking`).
+    """
+    if blocks(action):
+        result: object = await within(ctx.threads.run(action.advance, ctx), timeout)
+    else:
+        result = action.advance(ctx)
     # An outcome is checked first: asking the ABC machinery whether it is awaitable is slow.
     if not isinstance(result, _OUTCOMES) and inspect.isawaitable(result):
         result = await within(result, timeout)
@@ -50,8 +67,13 @@ async def advance(action: Action[Any], ctx: StepContext[Any], timeout: float | N
     return result  # type: ignore[return-value]  # checked just above
 
 
-async def within(awaitable: Awaitable[Outcome], timeout: float | None) -> Outcome:
-    """Await a step; past ``timeout`` it is cancelled and `StepTimeout` raised (transient)."""
+async def within(awaitable: Awaitable[T], timeout: float | None) -> T:
+    """Await a step; past ``timeout`` it is cancelled and `StepTimeout` raised (transient).
+
+    A blocking call awaited on a thread cannot be cancelled: the await is, and the thread's
+    result, whenever it comes, goes to a cancelled future that drops it, so it never reaches
+    a checkpoint.
+    """
     if timeout is None:
         return await awaitable
     scope = asyncio.timeout(timeout)
@@ -60,7 +82,10 @@ async def within(awaitable: Awaitable[Outcome], timeout: float | None) -> Outcom
             return await awaitable
     except TimeoutError:
         if scope.expired():
-            raise StepTimeout(f"step ran past its {timeout:g}s timeout and was cancelled") from None
+            raise StepTimeout(
+                f"step ran past its {timeout:g}s timeout and was cancelled (a blocking call "
+                "on a thread runs on; its result is dropped)"
+            ) from None
         raise
 
 
@@ -108,13 +133,19 @@ async def handle(
         if isinstance(exc, Rejected):
             adapter.warning("rejected: %s", exc)
             via = "rejection"
-            result: MaybeAwaitable = before.on_rejection(ctx, exc)
+            if blocks(before):
+                result: MaybeAwaitable = await ctx.threads.run(before.on_rejection, ctx, exc)
+            else:
+                result = before.on_rejection(ctx, exc)
         else:
             attempts += 1
             ctx.attempts = attempts
             adapter.warning("transient error (attempt %d): %s", attempts, error_text(exc))
             via = "retry"
-            result = before.on_retry(ctx, attempts, exc)
+            if blocks(before):
+                result = await ctx.threads.run(before.on_retry, ctx, attempts, exc)
+            else:
+                result = before.on_retry(ctx, attempts, exc)
         outcome = await result if inspect.isawaitable(result) else result
         check_outcome(f"the {via} handler of {type(before).__name__}", outcome, ctx.action_id)
     except Exception as handler_exc:

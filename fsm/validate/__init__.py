@@ -4,10 +4,10 @@ Each check is a tiny function over a `Definition` (and, for the graph checks, th
 python-statemachine class built once from the table) that raises `fsm.DefinitionError` whose
 message names the kind, the state and the fix. They are grouped by topic:
 `fsm.validate.declaration` (names, data type, version, ids, policies), `fsm.validate.table`
-(rows, callbacks, rejection rows), `fsm.validate.reachability` (python-statemachine's graph
-checks) and `fsm.validate.hints` (the warnings). They run in the order of `STRUCTURE_CHECKS`
-then `GRAPH_CHECKS`: the structural ones make sure the table is well-formed enough to build a
-graph at all.
+(rows, callbacks, rejection rows), `fsm.validate.blocking` (``blocking = True``),
+`fsm.validate.reachability` (python-statemachine's graph checks) and `fsm.validate.hints`
+(the warnings). They run in the order of `STRUCTURE_CHECKS` then `GRAPH_CHECKS`: the
+structural ones make sure the table is well-formed enough to build a graph at all.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from statemachine import StateMachine
 
 from fsm.definition import Definition
+from fsm.validate.blocking import check_blocking_flags, check_blocking_has_effect
 from fsm.validate.declaration import (
     check_action_id,
     check_data_storable,
@@ -64,6 +65,7 @@ STRUCTURE_CHECKS: tuple[Callable[[Definition], None], ...] = (
     check_action_id,
     check_retry,
     check_timeout,
+    check_blocking_flags,
     check_initial,
     check_initial_not_terminal,
     check_table_ordered,
@@ -73,6 +75,7 @@ STRUCTURE_CHECKS: tuple[Callable[[Definition], None], ...] = (
     check_shadowed,
     check_wait_exits,
     check_rejection_rows,
+    check_blocking_has_effect,
 )
 
 GRAPH_CHECKS: tuple[Callable[[Definition, type[StateMachine]], None], ...] = (

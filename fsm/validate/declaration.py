@@ -17,7 +17,8 @@ from fsm.state import State, callable_name
 from fsm.storable import storage_problems
 
 RESERVED = frozenset(
-    {"name", "version", "retry", "timeout", "upcasters", "transitions", "rejections"}
+    {"name", "version", "retry", "timeout", "blocking", "upcasters", "transitions"}
+    | {"rejections"}
     | {"action_id"}
     | {"create", "goto", "graph"}
 )
