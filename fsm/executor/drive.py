@@ -215,17 +215,31 @@ class Drive:
             duration=duration,
         )
         if isinstance(outcome, _ENDS):
-            return self.finish(planned, now)
-        return self.commit(planned, outcome, ctx, now)
+            return await self.finish(planned, now)
+        return await self.commit(planned, outcome, ctx, now)
 
-    def commit(
+    async def commit(
         self, planned: Plan, outcome: Next | Park, ctx: StepContext[Any], now: float
     ) -> DriveResult | float | None:
         """Write a `Next` or `Park` with its resource changes; say whether to go on."""
         entry = planned.entry
         acquired, released = ctx.resource_changes()
+        new = planned.bookkeeping
+        assert new is not None
         try:
-            new = self.write(planned, acquired, released, now)
+            await self.ex.store.write_soon(
+                self.id,
+                self.epoch,
+                state=planned.state,
+                payload=planned.payload,
+                seq=planned.seq,
+                was=self.bookkeeping,
+                new=new,
+                acquired=acquired,
+                released=released,
+                entry=planned.entry,
+                now=now,
+            )
         except LeaseLost as exc:
             return self.dropped(exc)
         except Exception as exc:
@@ -248,7 +262,8 @@ class Drive:
     def write(
         self, planned: Plan, acquired: Sequence[str], released: Sequence[str], now: float
     ) -> Bookkeeping:
-        """Write a planned checkpoint, fenced by the claim's epoch; returns its bookkeeping."""
+        """Write a planned checkpoint, fenced by the claim's epoch; returns its bookkeeping
+        (synchronously: only a broken step's mark, off the hot path, comes here)."""
         new = planned.bookkeeping
         assert new is not None
         self.ex.store.write(
@@ -271,11 +286,11 @@ class Drive:
         self.adapter.warning("%s; dropping the action", exc)
         return DriveResult(self.id, DriveStatus.LEASE_LOST, self.state, exc, self.steps)
 
-    def finish(self, planned: Plan, now: float) -> DriveResult:
+    async def finish(self, planned: Plan, now: float) -> DriveResult:
         """Terminal: delete the row, keep the outcome, and report the terminal state."""
         failure = planned.failure
         try:
-            self.ex.store.finish(
+            await self.ex.store.finish_soon(
                 self.id,
                 self.epoch,
                 planned.entry,

@@ -12,6 +12,7 @@ which the methods below call.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -23,6 +24,7 @@ import peewee
 from fsm.errors import LeaseLost
 from fsm.store import inspection, leases, records, schema
 from fsm.store.clock import DatabaseClock
+from fsm.store.committer import Body, Committer
 from fsm.store.connection import Link
 from fsm.store.files import sqlite_database
 from fsm.store.hooks import StoreHooks, environment_hooks
@@ -31,6 +33,8 @@ from fsm.store.statements import Statements, step_update
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+_NO_TRANSACTION = contextlib.nullcontext()
 
 _NEVER = float("inf")
 """``ended_since`` of a start that ignores kept outcomes (a deliberate new incarnation)."""
@@ -74,6 +78,7 @@ class Store:
         self._sqlite = link.sqlite
         self._exec = link.exec
         self._sql = Statements(database.param)
+        self.committer = Committer(link)
         self.db.connect(reuse_if_open=True)
         if readonly:
             check = schema.check_schema
@@ -125,6 +130,7 @@ class Store:
         return self._cold(schema.schema_version)
 
     def close(self) -> None:
+        self.committer.close()
         self.db.close()
 
     def now(self) -> float:
@@ -160,23 +166,52 @@ class Store:
         """
         since = _NEVER if ended_since is None else ended_since
         params = (action_id, kind, state, version, payload, now, now, now, incarnation)
-        with self._link.write_point("start"), self._link.transaction():
-            cur = self._exec(self._sql.insert, (*params, action_id, since))
-            if cur.rowcount != 1:
-                row = self._exec(self._sql.kind_of, (action_id,)).fetchone()
-                if row is not None:
-                    return str(row[0])
-                kept = self._exec(self._sql.outcome_of, (action_id,)).fetchone()
-                if kept is None:  # pragma: no cover - the insert lost a race with a delete
-                    raise LeaseLost(f"action {action_id}: changed while being started; retry")
-                return records.KeptOutcome(*kept)
-            change_held(self._link, self._sql, action_id, resources, (), now)
-            self.wake_workers()
-        return None
+        held = tuple(resources)
+
+        def body(batched: bool) -> str | records.KeptOutcome | None:
+            with self._transaction(batched):
+                cur = self._exec(self._sql.insert, (*params, action_id, since))
+                if cur.rowcount != 1:
+                    row = self._exec(self._sql.kind_of, (action_id,)).fetchone()
+                    if row is not None:
+                        return str(row[0])
+                    kept = self._exec(self._sql.outcome_of, (action_id,)).fetchone()
+                    if kept is None:  # pragma: no cover - the insert lost a race with a delete
+                        raise LeaseLost(f"action {action_id}: changed while being started; retry")
+                    return records.KeptOutcome(*kept)
+                change_held(self._link, self._sql, action_id, held, (), now)
+                self.wake_workers()
+            return None
+
+        return self._write_now("start", body)
+
+    def _transaction(self, batched: bool) -> Any:
+        """The job's own transaction, or none inside a batch's (`fsm.store.committer`)."""
+        return _NO_TRANSACTION if batched else self._link.transaction()
+
+    def _write_now(self, point: str | None, body: Body[R], *, solo: bool = False) -> R:
+        """Run a write for a synchronous caller: through the committer while its thread runs
+        (one connection writes, so no caller waits on SQLite's lock), else right here."""
+        committer = self.committer
+        if committer.running and not committer.on_thread():
+            return committer.call(point, body, solo=solo)
+        if point is None:
+            return body(False)
+        with self._link.write_point(point):
+            return body(False)
+
+    async def _write_soon(self, point: str, body: Body[R]) -> R:
+        """Run a write on the committer, batched with the others ready; wait until durable."""
+        return await self.committer.run(point, body)
 
     def claim(self, action_id: str, owner: str, now: float) -> records.Claimed | records.ClaimMiss:
         """Take the lease on a live action and read it, in one statement (`leases.claim`)."""
-        return leases.claim(self._link, self._sql, action_id, owner, now, now + self.lease_ttl)
+        until = now + self.lease_ttl
+        return self._write_now(
+            None,
+            lambda _: leases.claim(self._link, self._sql, action_id, owner, now, until),
+            solo=True,
+        )
 
     def write(
         self,
@@ -204,6 +239,48 @@ class Store:
         else runs in an explicit transaction. A new ``wake_at`` is written only if no notify
         arrived since the claim (`mark_due`); otherwise the action is left due now.
         """
+        point, body = self._step_write(
+            action_id, epoch, state, payload, seq, was, new, acquired, released, entry, now
+        )
+        self._write_now(point, body)
+
+    async def write_soon(
+        self,
+        action_id: str,
+        epoch: int,
+        *,
+        state: str,
+        payload: str,
+        seq: int,
+        was: records.Bookkeeping,
+        new: records.Bookkeeping,
+        acquired: Sequence[str],
+        released: Sequence[str],
+        entry: records.LogEntry | None,
+        now: float,
+    ) -> None:
+        """`write` through the committer: batched with other drives' writes, off the event
+        loop's thread; returns once the checkpoint is durable."""
+        point, body = self._step_write(
+            action_id, epoch, state, payload, seq, was, new, acquired, released, entry, now
+        )
+        await self._write_soon(point, body)
+
+    def _step_write(
+        self,
+        action_id: str,
+        epoch: int,
+        state: str,
+        payload: str,
+        seq: int,
+        was: records.Bookkeeping,
+        new: records.Bookkeeping,
+        acquired: Sequence[str],
+        released: Sequence[str],
+        entry: records.LogEntry | None,
+        now: float,
+    ) -> tuple[str, Body[None]]:
+        """A step's write point and statements (see `write`)."""
         logged = entry is not None and self.log_transitions
         sql, step = step_update(self._sql, was, new, entry, logged, now)
         params = [state, payload, seq, now, *step, action_id, epoch]
@@ -211,16 +288,22 @@ class Store:
             if logged and entry is not None and not self._sqlite:
                 sql = self._sql.logged(sql)
                 params += [*entry.values()[1:], now]
-            with self._link.write_point("checkpoint"):
+
+            def checkpoint(batched: bool) -> None:
                 if self._exec(sql, params).rowcount != 1:
                     raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
-            return
-        with self._link.write_point("resources"), self._link.transaction():
-            if self._exec(sql, params).rowcount != 1:
-                raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
-            change_held(self._link, self._sql, action_id, acquired, released, now)
-            if logged and entry is not None and not self._sqlite:
-                self._log(action_id, entry, now)
+
+            return "checkpoint", checkpoint
+
+        def with_resources(batched: bool) -> None:
+            with self._transaction(batched):
+                if self._exec(sql, params).rowcount != 1:
+                    raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
+                change_held(self._link, self._sql, action_id, acquired, released, now)
+                if logged and entry is not None and not self._sqlite:
+                    self._log(action_id, entry, now)
+
+        return "resources", with_resources
 
     def record_failure(
         self,
@@ -240,9 +323,12 @@ class Store:
         nor silently retried. Raises `LeaseLost` if another driver holds the row now.
         """
         params = (attempts, error, wake_at, broken, now, action_id, epoch)
-        with self._link.write_point("checkpoint"):
+
+        def body(batched: bool) -> None:
             if self._exec(self._sql.record_failure, params).rowcount != 1:
                 raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
+
+        self._write_now("checkpoint", body)
 
     def finish(
         self,
@@ -259,29 +345,67 @@ class Store:
         """Terminal: delete the row (its resources go with it, by cascade), keep its outcome
         (``status`` done, failed or stopped, the terminal ``state``, the ``error`` and the
         ``cause`` it carried) and log the end, in one transaction."""
-        kept = (state, status, error, cause, now)
+        self._write_now(
+            "finish", self._ending(action_id, epoch, entry, now, (state, status, error, cause))
+        )
+
+    async def finish_soon(
+        self,
+        action_id: str,
+        epoch: int,
+        entry: records.LogEntry,
+        now: float,
+        *,
+        status: str,
+        state: str,
+        error: str | None = None,
+        cause: str | None = None,
+    ) -> None:
+        """`finish` through the committer (see `write_soon`)."""
+        body = self._ending(action_id, epoch, entry, now, (state, status, error, cause))
+        await self._write_soon("finish", body)
+
+    def _ending(
+        self,
+        action_id: str,
+        epoch: int,
+        entry: records.LogEntry,
+        now: float,
+        outcome: tuple[str, str, str | None, str | None],
+    ) -> Body[None]:
+        """The terminal write's statements (see `finish`)."""
+        kept = (*outcome, now)
         logged = self.log_transitions
         if not self._sqlite:
             log = (*entry.values()[1:], now) if logged else ()
-            with self._link.write_point("finish"):
+
+            def in_one(batched: bool) -> None:
                 cur = self._exec(self._sql.finish(logged), (action_id, epoch, *log, *kept))
                 if cur.rowcount != 1:
                     raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
-            return
-        with self._link.write_point("finish"), self._link.transaction():
-            self._exec(self._sql.keep_outcome, (*kept, action_id, epoch))
-            if self._exec(self._sql.delete_fenced, (action_id, epoch)).rowcount != 1:
-                raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
-            if logged:
-                self._log(action_id, entry, now)
+
+            return in_one
+
+        def in_three(batched: bool) -> None:
+            with self._transaction(batched):
+                self._exec(self._sql.keep_outcome, (*kept, action_id, epoch))
+                if self._exec(self._sql.delete_fenced, (action_id, epoch)).rowcount != 1:
+                    raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
+                if logged:
+                    self._log(action_id, entry, now)
+
+        return in_three
 
     def claim_due(
         self, owner: str, now: float, limit: int, kinds: Mapping[str, int] | None = None
     ) -> list[records.Claimed]:
         """Take the leases of up to ``limit`` due actions (a worker's batch), oldest first;
         ``kinds``: name -> newest version the caller can read (see `leases.claim_due`)."""
-        return leases.claim_due(
-            self._link, self._sql, owner, now, now + self.lease_ttl, limit, kinds
+        until = now + self.lease_ttl
+        return self._write_now(
+            None,
+            lambda _: leases.claim_due(self._link, self._sql, owner, now, until, limit, kinds),
+            solo=True,
         )
 
     def release_dead_leases(self) -> int:
@@ -299,8 +423,7 @@ class Store:
 
     def unclaim(self, action_id: str, epoch: int) -> None:
         """Let go of the lease without touching the checkpoint (the epoch moves on)."""
-        with self._link.write_point("unclaim"):
-            self._exec(self._sql.unclaim, (action_id, epoch))
+        self._write_now("unclaim", lambda _: self._exec(self._sql.unclaim, (action_id, epoch)))
 
     def _log(self, action_id: str, e: records.LogEntry, now: float) -> None:
         self._exec(self._sql.log, (action_id, *e.values(), now))

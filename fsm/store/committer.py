@@ -1,0 +1,279 @@
+"""Group commit: one thread per store commits the ready writes of every drive together.
+
+Why a thread: a step's commit (and SQLite's WAL checkpoints, and PostgreSQL's round trips)
+must not run on the event loop's thread, where a 1 ms timer would run late behind 32 drives'
+commits. Why batches: a commit costs far more than a row (an fsync or a WAL frame header, a
+round trip), so the writes that became ready while the previous batch was committing go
+into one transaction. Nothing waits for a batch to fill: a write that finds the committer
+idle is committed at once, alone, so a single drive pays only the hand-off.
+
+What a caller can rely on (the promises of the hot path):
+
+* a write's waiter is woken only after its batch committed: a crash at any moment leaves no
+  drive believing a step is durable that is not. The store's write points pass
+  ``<point>.before`` before the job's statements and ``<point>.after`` once the batch
+  committed, in the committer's thread, before any waiter is woken;
+* fencing stays per row: a job whose row was taken over raises `LeaseLost` alone (its
+  statement changed nothing), the others commit;
+* one bad job cannot fail its neighbours: any other error that is not transient (a
+  constraint, a resource conflict) rolls the batch back and every job is run again alone,
+  each getting its own result; a transient error (a lock, a lost connection, a failed
+  COMMIT, whose outcome is unknown) fails every waiter of the batch with that error, which
+  each drive handles as today (back off, claim again, re-read the row).
+
+The thread owns its own connection (peewee keeps one per thread); it stops after a second
+without work, closing it, and is started again by the next write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from fsm.errors import LeaseLost
+from fsm.store.connection import Link, is_transient
+
+log = logging.getLogger("fsm.store")
+
+R = TypeVar("R")
+
+Body = Callable[[bool], R]
+"""A job's statements; called with ``True`` inside a batch's transaction (open none of its
+own), ``False`` alone (own autocommit statement or transaction, as the sync API runs it)."""
+
+MAX_BATCH = 256
+"""Jobs committed in one transaction at most (bounds the work a failed batch redoes)."""
+
+IDLE_EXIT = 1.0
+"""Seconds without work after which the thread closes its connection and ends."""
+
+CHECKPOINT_EVERY = 500
+"""SQLite: committed jobs after which the thread runs a PASSIVE WAL checkpoint when idle;
+four times as many force one even under load, so the WAL cannot grow without bound."""
+
+
+class Job(Generic[R]):
+    """One write: its write point, its statements, and whom to tell how it went."""
+
+    __slots__ = ("point", "body", "settle", "solo", "result", "error")
+
+    def __init__(
+        self,
+        point: str | None,
+        body: Body[R],
+        settle: Callable[[Job[R]], None],
+        solo: bool = False,
+    ) -> None:
+        self.point = point
+        self.body = body
+        self.settle = settle
+        self.solo = solo
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+def _wake_future(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> Any:
+    def settle(job: Job[Any]) -> None:
+        try:
+            loop.call_soon_threadsafe(_resolve, future, job)
+        except RuntimeError:  # the loop is closed: its drive is gone, nobody waits
+            log.debug("a write committed after its event loop closed")
+
+    return settle
+
+
+def _resolve(future: asyncio.Future[Any], job: Job[Any]) -> None:
+    if future.done():  # the waiter was cancelled
+        return
+    if job.error is not None:
+        future.set_exception(job.error)
+    else:
+        future.set_result(job.result)
+
+
+class Committer:
+    """The store's commit thread and its queue of jobs (see the module's docstring)."""
+
+    def __init__(self, link: Link) -> None:
+        self._link = link
+        self._queue: queue.SimpleQueue[Job[Any] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._since_checkpoint = 0
+        self.batches = 0
+        """Transactions committed holding more than one job (tests and benchmarks read it)."""
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._pid == os.getpid()
+
+    def on_thread(self) -> bool:
+        return self._thread is threading.current_thread()
+
+    async def run(self, point: str, body: Body[R]) -> R:
+        """Commit ``body`` (in a batch with whatever else is ready); its result once durable."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._put(Job(point, body, _wake_future(loop, future)))
+        return await future
+
+    def call(self, point: str | None, body: Body[R], *, solo: bool = False) -> R:
+        """`run` for a synchronous caller: blocks until the job is committed.
+
+        ``solo``: the job runs alone, never in a batch (a claim: its own write point and
+        statements, which a batch's transaction must not hold up)."""
+        done: concurrent.futures.Future[R] = concurrent.futures.Future()
+
+        def settle(job: Job[R]) -> None:
+            if job.error is not None:
+                done.set_exception(job.error)
+            else:
+                done.set_result(job.result)
+
+        self._put(Job(point, body, settle, solo))
+        return done.result()
+
+    def _put(self, job: Job[Any] | None) -> None:
+        with self._lock:
+            self._queue.put(job)
+            if not self.running:
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._serve, name="fsm-committer")
+                self._thread.daemon = True
+                self._thread.start()
+
+    def close(self) -> None:
+        """Commit what is queued, then end the thread (a later write starts a new one)."""
+        with self._lock:
+            thread = self._thread if self.running else None
+            if thread is not None:
+                self._queue.put(None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        link = self._link
+        if link.sqlite:  # this thread's connection checkpoints in the background, not inline
+            self._pragma("wal_autocheckpoint = 0")
+        try:
+            while True:
+                job = self._next()
+                if job is None:
+                    return
+                batch = [job]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:  # close(): commit what came before, then end
+                        self._queue.put(None)
+                        break
+                    batch.append(more)
+                self._commit(batch)
+                self._maybe_checkpoint(idle=self._queue.empty())
+        finally:
+            self._maybe_checkpoint(idle=True, at_least=1)
+            try:
+                link.db.close()
+            except Exception as exc:  # a broken connection: gone either way
+                log.debug("closing the committer's connection: %s", exc)
+
+    def _next(self) -> Job[Any] | None:
+        """The next job, or ``None`` once idle long enough with nothing queued (or closing)."""
+        while True:
+            try:
+                job = self._queue.get(timeout=IDLE_EXIT)
+            except queue.Empty:
+                job = None
+                if not self._queue.empty():
+                    continue
+            if job is not None:
+                return job
+            with self._lock:
+                if self._queue.empty():
+                    self._thread = None
+                    return None
+
+    def _commit(self, batch: list[Job[Any]]) -> None:
+        try:
+            together = [job for job in batch if not job.solo]
+            if len(together) == 1:
+                self._alone(together[0])
+            elif together:
+                self._together(together)
+            for job in batch:
+                if job.solo:
+                    self._alone(job)
+        except BaseException as exc:  # pragma: no cover - never leave a waiter hanging
+            for job in batch:
+                job.error = job.error or exc
+        self._since_checkpoint += len(batch)
+        for job in batch:
+            job.settle(job)
+
+    def _alone(self, job: Job[Any]) -> None:
+        try:
+            if job.point is None:
+                job.result = job.body(False)
+            else:
+                with self._link.write_point(job.point):
+                    job.result = job.body(False)
+        except BaseException as exc:
+            job.error = exc
+
+    def _together(self, batch: list[Job[Any]]) -> None:
+        link = self._link
+        point = link.hooks.point
+        try:
+            with link.transaction():
+                for job in batch:
+                    if point is not None:
+                        point(f"{job.point}.before")
+                    try:
+                        job.result = job.body(True)
+                    except LeaseLost as exc:  # its fenced statement changed nothing
+                        job.error = exc
+        except Exception as exc:
+            if is_transient(exc):
+                for job in batch:
+                    job.error = exc
+                return
+            log.debug(
+                "a batch of %d failed (%s); committing its writes one by one", len(batch), exc
+            )
+            for job in batch:
+                job.error = None
+                self._alone(job)
+            return
+        self.batches += 1
+        for job in batch:
+            if point is not None and job.error is None:
+                try:
+                    point(f"{job.point}.after")
+                except BaseException as exc:
+                    job.error = exc
+
+    def _maybe_checkpoint(self, *, idle: bool, at_least: int = CHECKPOINT_EVERY) -> None:
+        """SQLite: copy the WAL back into the database file, off every caller's path."""
+        pending = self._since_checkpoint
+        if not self._link.sqlite or pending < at_least or (not idle and pending < 4 * at_least):
+            return
+        self._since_checkpoint = 0
+        self._pragma("wal_checkpoint(PASSIVE)")
+
+    def _pragma(self, pragma: str) -> None:
+        """Run a PRAGMA on this thread's connection, past the test hooks (not a write)."""
+        try:
+            self._link.connection().execute(f"PRAGMA {pragma}").fetchall()
+        except Exception as exc:  # a busy reader or a lost connection: the next one catches up
+            log.debug("PRAGMA %s: %s", pragma, exc)
