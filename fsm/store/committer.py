@@ -59,42 +59,59 @@ four times as many force one even under load, so the WAL cannot grow without bou
 
 
 class Job(Generic[R]):
-    """One write: its write point, its statements, and whom to tell how it went."""
+    """One write: its write point, its statements, and who waits for it.
 
-    __slots__ = ("point", "body", "settle", "solo", "result", "error")
+    An async waiter has ``loop`` and ``future``; a synchronous one ``done``.
+    """
 
-    def __init__(
-        self,
-        point: str | None,
-        body: Body[R],
-        settle: Callable[[Job[R]], None],
-        solo: bool = False,
-    ) -> None:
+    __slots__ = ("point", "body", "solo", "loop", "future", "done", "result", "error")
+
+    def __init__(self, point: str | None, body: Body[R], solo: bool = False) -> None:
         self.point = point
         self.body = body
-        self.settle = settle
         self.solo = solo
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.future: asyncio.Future[R] | None = None
+        self.done: concurrent.futures.Future[R] | None = None
         self.result: Any = None
         self.error: BaseException | None = None
 
 
-def _wake_future(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> Any:
-    def settle(job: Job[Any]) -> None:
+def _resolve(jobs: list[Job[Any]]) -> None:
+    """Wake the async waiters of ``jobs`` (on their loop's thread)."""
+    for job in jobs:
+        future = job.future
+        if future is None or future.done():  # the waiter was cancelled
+            continue
+        if job.error is not None:
+            future.set_exception(job.error)
+        else:
+            future.set_result(job.result)
+
+
+def _other_work(loop: asyncio.AbstractEventLoop) -> bool:
+    """True when ``loop`` has callbacks ready to run (other drives' steps): a commit on its
+    thread would hold them up. A loop that does not say (not asyncio's own) is assumed busy."""
+    ready = getattr(loop, "_ready", None)
+    return ready is None or len(ready) > 0
+
+
+def _settle(batch: list[Job[Any]]) -> None:
+    """Tell every waiter of a committed batch how its job went: one wake-up per loop."""
+    loops: dict[asyncio.AbstractEventLoop, list[Job[Any]]] = {}
+    for job in batch:
+        if job.done is not None:
+            if job.error is not None:
+                job.done.set_exception(job.error)
+            else:
+                job.done.set_result(job.result)
+        elif job.loop is not None:
+            loops.setdefault(job.loop, []).append(job)
+    for loop, jobs in loops.items():
         try:
-            loop.call_soon_threadsafe(_resolve, future, job)
-        except RuntimeError:  # the loop is closed: its drive is gone, nobody waits
-            log.debug("a write committed after its event loop closed")
-
-    return settle
-
-
-def _resolve(future: asyncio.Future[Any], job: Job[Any]) -> None:
-    if future.done():  # the waiter was cancelled
-        return
-    if job.error is not None:
-        future.set_exception(job.error)
-    else:
-        future.set_result(job.result)
+            loop.call_soon_threadsafe(_resolve, jobs)
+        except RuntimeError:  # the loop is closed: its drives are gone, nobody waits
+            log.debug("%d write(s) committed after their event loop closed", len(jobs))
 
 
 class Committer:
@@ -106,43 +123,75 @@ class Committer:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        self._pending: dict[asyncio.AbstractEventLoop, list[Job[Any]]] = {}
+        self._in_flight = 0
         self._since_checkpoint = 0
         self.batches = 0
         """Transactions committed holding more than one job (tests and benchmarks read it)."""
+        self.commits = 0
+        """Transactions (or autocommit writes) committed, batched or not."""
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._pid == os.getpid()
 
+    @property
+    def busy(self) -> bool:
+        """True while jobs are queued or committing on the thread."""
+        return self._in_flight > 0 and self.running
+
     def on_thread(self) -> bool:
         return self._thread is threading.current_thread()
 
     async def run(self, point: str, body: Body[R]) -> R:
-        """Commit ``body`` (in a batch with whatever else is ready); its result once durable."""
+        """Commit ``body`` (in a batch with whatever else is ready); its result once durable.
+
+        The job waits in this loop's list until the loop has run every task that was ready
+        with it (`_flush`, one ``call_soon`` later): those are the writes ready "at the same
+        time". A write alone, with the thread idle, is committed right there on the loop's
+        thread: a single drive pays no hand-off. Anything else goes to the thread at once.
+        """
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[R] = loop.create_future()
-        self._put(Job(point, body, _wake_future(loop, future)))
-        return await future
+        job: Job[R] = Job(point, body)
+        job.loop = loop
+        job.future = future = loop.create_future()
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = []
+            loop.call_soon(self._flush, loop)
+        pending.append(job)
+        result: R = await future
+        return result
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        jobs = self._pending.pop(loop, [])
+        if len(jobs) == 1 and not self.busy and not _other_work(loop):
+            job = jobs[0]
+            self._alone(job)
+            _resolve(jobs)
+            self._since_checkpoint += 1
+            if self._link.sqlite and self._since_checkpoint >= CHECKPOINT_EVERY:
+                self._put([Job(None, self._checkpoint_job, solo=True)])
+            return
+        if jobs:
+            self._put(jobs)
 
     def call(self, point: str | None, body: Body[R], *, solo: bool = False) -> R:
         """`run` for a synchronous caller: blocks until the job is committed.
 
         ``solo``: the job runs alone, never in a batch (a claim: its own write point and
         statements, which a batch's transaction must not hold up)."""
+        job: Job[R] = Job(point, body, solo)
         done: concurrent.futures.Future[R] = concurrent.futures.Future()
-
-        def settle(job: Job[R]) -> None:
-            if job.error is not None:
-                done.set_exception(job.error)
-            else:
-                done.set_result(job.result)
-
-        self._put(Job(point, body, settle, solo))
+        job.done = done
+        self._put([job])
         return done.result()
 
-    def _put(self, job: Job[Any] | None) -> None:
+    def _put(self, jobs: list[Job[Any]]) -> None:
         with self._lock:
-            self._queue.put(job)
+            for job in jobs:
+                self._in_flight += 1
+                self._queue.put(job)
             if not self.running:
                 self._pid = os.getpid()
                 self._thread = threading.Thread(target=self._serve, name="fsm-committer")
@@ -155,6 +204,8 @@ class Committer:
             thread = self._thread if self.running else None
             if thread is not None:
                 self._queue.put(None)
+        for loop in list(self._pending):  # a loop's writes not yet handed over go first
+            self._flush(loop)
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
@@ -218,8 +269,9 @@ class Committer:
             for job in batch:
                 job.error = job.error or exc
         self._since_checkpoint += len(batch)
-        for job in batch:
-            job.settle(job)
+        with self._lock:
+            self._in_flight -= len(batch)
+        _settle(batch)
 
     def _alone(self, job: Job[Any]) -> None:
         try:
@@ -228,6 +280,7 @@ class Committer:
             else:
                 with self._link.write_point(job.point):
                     job.result = job.body(False)
+            self.commits += 1
         except BaseException as exc:
             job.error = exc
 
@@ -256,6 +309,7 @@ class Committer:
                 self._alone(job)
             return
         self.batches += 1
+        self.commits += 1
         for job in batch:
             if point is not None and job.error is None:
                 try:
@@ -270,6 +324,9 @@ class Committer:
             return
         self._since_checkpoint = 0
         self._pragma("wal_checkpoint(PASSIVE)")
+
+    def _checkpoint_job(self, batched: bool) -> None:
+        self._maybe_checkpoint(idle=True, at_least=1)
 
     def _pragma(self, pragma: str) -> None:
         """Run a PRAGMA on this thread's connection, past the test hooks (not a write)."""

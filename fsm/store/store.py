@@ -190,10 +190,10 @@ class Store:
         return _NO_TRANSACTION if batched else self._link.transaction()
 
     def _write_now(self, point: str | None, body: Body[R], *, solo: bool = False) -> R:
-        """Run a write for a synchronous caller: through the committer while its thread runs
-        (one connection writes, so no caller waits on SQLite's lock), else right here."""
+        """Run a write for a synchronous caller: through the committer while it has work (one
+        connection writes, so no caller sleeps in SQLite's busy handler), else right here."""
         committer = self.committer
-        if committer.running and not committer.on_thread():
+        if committer.busy and not committer.on_thread():
             return committer.call(point, body, solo=solo)
         if point is None:
             return body(False)
