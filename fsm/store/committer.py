@@ -64,7 +64,7 @@ class Job(Generic[R]):
     An async waiter has ``loop`` and ``future``; a synchronous one ``done``.
     """
 
-    __slots__ = ("point", "body", "solo", "loop", "future", "done", "result", "error")
+    __slots__ = ("body", "done", "error", "future", "loop", "point", "result", "solo")
 
     def __init__(self, point: str | None, body: Body[R], solo: bool = False) -> None:
         self.point = point

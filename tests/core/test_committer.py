@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from processes import child_env, died, run_child
+from processes import died, run_child
 
 import fsm
 from fsm.errors import LeaseLost, ResourceConflict
