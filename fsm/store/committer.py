@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import queue
@@ -53,9 +54,13 @@ MAX_BATCH = 256
 IDLE_EXIT = 1.0
 """Seconds without work after which the thread closes its connection and ends."""
 
-CHECKPOINT_EVERY = 500
-"""SQLite: committed jobs after which the thread runs a PASSIVE WAL checkpoint when idle;
-four times as many force one even under load, so the WAL cannot grow without bound."""
+CHECKPOINT_EVERY = 400
+"""SQLite: writes (on any thread) after which the thread runs a PASSIVE WAL checkpoint.
+
+SQLite's own auto-checkpoint is off on the store's connections (`fsm.store.files`): it runs
+inside the COMMIT that crosses 1,000 WAL pages, a stall of milliseconds on whichever
+caller's path that is, the event loop's included. Counting every write instead bounds the
+WAL the same way, from the committer's thread (see `Committer._checkpoint`)."""
 
 
 class Job(Generic[R]):
@@ -64,7 +69,7 @@ class Job(Generic[R]):
     An async waiter has ``loop`` and ``future``; a synchronous one ``done``.
     """
 
-    __slots__ = ("body", "done", "error", "future", "loop", "point", "result", "solo")
+    __slots__ = ("body", "done", "error", "fence", "future", "loop", "point", "result", "solo")
 
     def __init__(self, point: str | None, body: Body[R], solo: bool = False) -> None:
         self.point = point
@@ -75,6 +80,18 @@ class Job(Generic[R]):
         self.done: concurrent.futures.Future[R] | None = None
         self.result: Any = None
         self.error: BaseException | None = None
+        self.fence = False
+        """A checkpoint that holds writers back (see `Committer._checkpoint`)."""
+
+    @property
+    def waited(self) -> bool:
+        """Someone waits for this job (every write; not a background checkpoint)."""
+        return self.loop is not None or self.done is not None
+
+    @property
+    def holds(self) -> bool:
+        """While queued or running, the committer is `busy`: writers queue behind it."""
+        return self.fence or self.waited
 
 
 def _resolve(jobs: list[Job[Any]]) -> None:
@@ -169,9 +186,7 @@ class Committer:
             job = jobs[0]
             self._alone(job)
             _resolve(jobs)
-            self._since_checkpoint += 1
-            if self._link.sqlite and self._since_checkpoint >= CHECKPOINT_EVERY:
-                self._put([Job(None, self._checkpoint_job, solo=True)])
+            self.wrote(1)
             return
         if jobs:
             self._put(jobs)
@@ -187,10 +202,21 @@ class Committer:
         self._put([job])
         return done.result()
 
+    def wrote(self, n: int) -> None:
+        """Count ``n`` writes committed (on any thread); queue a WAL checkpoint when due."""
+        self._since_checkpoint += n
+        if self._link.sqlite and self._since_checkpoint >= CHECKPOINT_EVERY:
+            self._since_checkpoint = 0
+            job: Job[None] = Job(None, self._checkpoint, solo=True)
+            job.fence = True
+            self._put([job])
+
     def _put(self, jobs: list[Job[Any]]) -> None:
+        """Queue ``jobs``; those `waited` for make the committer `busy` (a checkpoint does
+        not: writers go on beside it)."""
         with self._lock:
             for job in jobs:
-                self._in_flight += 1
+                self._in_flight += job.holds
                 self._queue.put(job)
             if not self.running:
                 self._pid = os.getpid()
@@ -231,9 +257,7 @@ class Committer:
                         break
                     batch.append(more)
                 self._commit(batch)
-                self._maybe_checkpoint(idle=self._queue.empty())
         finally:
-            self._maybe_checkpoint(idle=True, at_least=1)
             try:
                 link.db.close()
             except Exception as exc:  # a broken connection: gone either way
@@ -268,10 +292,10 @@ class Committer:
         except BaseException as exc:  # pragma: no cover - never leave a waiter hanging
             for job in batch:
                 job.error = job.error or exc
-        self._since_checkpoint += len(batch)
         with self._lock:
-            self._in_flight -= len(batch)
+            self._in_flight -= sum(job.holds for job in batch)
         _settle(batch)
+        self.wrote(sum(job.waited for job in batch))
 
     def _alone(self, job: Job[Any]) -> None:
         try:
@@ -317,20 +341,32 @@ class Committer:
                 except BaseException as exc:
                     job.error = exc
 
-    def _maybe_checkpoint(self, *, idle: bool, at_least: int = CHECKPOINT_EVERY) -> None:
-        """SQLite: copy the WAL back into the database file, off every caller's path."""
-        pending = self._since_checkpoint
-        if not self._link.sqlite or pending < at_least or (not idle and pending < 4 * at_least):
-            return
-        self._since_checkpoint = 0
-        self._pragma("wal_checkpoint(PASSIVE)")
+    def _checkpoint(self, batched: bool) -> None:
+        """SQLite: copy the WAL back into the database file, off the event loop's thread.
 
-    def _checkpoint_job(self, batched: bool) -> None:
-        self._maybe_checkpoint(idle=True, at_least=1)
+        SQLite starts the WAL over only when a write begins after a checkpoint that copied
+        all of it; beside a steady stream of writes a checkpoint never catches up and the
+        WAL grows for ever. So the checkpoint is a fence (`Job.fence`): writers queue behind
+        it for the milliseconds it takes (the event loop's drives wait, the loop does not),
+        and an empty write transaction right after it starts the WAL over.
+        """
+        row = self._pragma("wal_checkpoint(PASSIVE)")
+        if row is not None and row[0] == 0 and row[1] == row[2]:
+            try:
+                conn = self._link.connection()
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("COMMIT")
+            except Exception as exc:  # another process writes: its next write restarts it
+                log.debug("restarting the WAL: %s", exc)
+                if not self._link.idle():
+                    with contextlib.suppress(Exception):
+                        self._link.connection().execute("ROLLBACK")
 
-    def _pragma(self, pragma: str) -> None:
-        """Run a PRAGMA on this thread's connection, past the test hooks (not a write)."""
+    def _pragma(self, pragma: str) -> Any:
+        """Run a PRAGMA on this thread's connection, past the test hooks (not a write); its
+        first row, or ``None``."""
         try:
-            self._link.connection().execute(f"PRAGMA {pragma}").fetchall()
+            return self._link.connection().execute(f"PRAGMA {pragma}").fetchone()
         except Exception as exc:  # a busy reader or a lost connection: the next one catches up
             log.debug("PRAGMA %s: %s", pragma, exc)
+            return None

@@ -196,9 +196,12 @@ class Store:
         if committer.busy and not committer.on_thread():
             return committer.call(point, body, solo=solo)
         if point is None:
-            return body(False)
-        with self._link.write_point(point):
-            return body(False)
+            result = body(False)
+        else:
+            with self._link.write_point(point):
+                result = body(False)
+        committer.wrote(1)
+        return result
 
     async def _write_soon(self, point: str, body: Body[R]) -> R:
         """Run a write on the committer, batched with the others ready; wait until durable."""

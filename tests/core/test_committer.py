@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from processes import died, run_child
 
@@ -211,4 +212,29 @@ class Lockstep(Together):
         await asyncio.sleep(0)
         if self.n + 1 >= 3:
             return fsm.Done()
-        return fsm.Next(type(self)(self.label, self.n + 1))
+        return fsm.Next(attrs.evolve(self, n=self.n + 1))
+
+
+def test_the_wal_is_checkpointed_in_the_background(db_path: Path) -> None:
+    """SQLite's auto-checkpoint is off (it would stall a commit); the committer's thread
+    checkpoints every few hundred writes, so the WAL stays small however much is written."""
+    store = fsm.Store.sqlite(db_path)
+    assert store.db.execute_sql("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    (c,) = started(store, ["a"])
+    for seq in range(1, 2001):  # 2,000 checkpoints of 4 KB: over 16 MB of WAL unchecked
+        store.write(
+            "a",
+            c.epoch,
+            state="s1",
+            payload=f'{{"n": {seq}, "note": "{"x" * 4000}"}}',
+            seq=seq,
+            was=c.bookkeeping,
+            new=c.bookkeeping,
+            acquired=(),
+            released=(),
+            entry=None,
+            now=T0 + seq,
+        )
+    store.committer.close()
+    assert (db_path.parent / (db_path.name + "-wal")).stat().st_size < 8_000_000
+    store.close()

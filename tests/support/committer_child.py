@@ -46,6 +46,7 @@ class Together(fsm.Action[Any]):
     name = "together"
     label: str
     n: int = 0
+    note: str = ""
 
     @property
     def id(self) -> str:
