@@ -15,11 +15,13 @@ What a caller can rely on (the promises of the hot path):
   committed, in the committer's thread, before any waiter is woken;
 * fencing stays per row: a job whose row was taken over raises `LeaseLost` alone (its
   statement changed nothing), the others commit;
-* one bad job cannot fail its neighbours: any other error that is not transient (a
-  constraint, a resource conflict) rolls the batch back and every job is run again alone,
-  each getting its own result; a transient error (a lock, a lost connection, a failed
-  COMMIT, whose outcome is unknown) fails every waiter of the batch with that error, which
-  each drive handles as today (back off, claim again, re-read the row).
+* one bad job cannot fail its neighbours: any other error of a job's statements (a
+  constraint, a resource conflict, a lock or a lost connection) rolls the batch back and
+  every other job is run again alone, each getting its own result (the failing job gets
+  its transient error, or its own error again); an error of the batch's own BEGIN or
+  COMMIT (whose outcome is then unknown: it is never repeated) fails every waiter of the
+  batch with that error, which each drive handles as today (back off, claim again,
+  re-read the row).
 
 The thread owns its own connection (peewee keeps one per thread); it stops after a second
 without work, closing it, and is started again by the next write.
@@ -311,26 +313,30 @@ class Committer:
     def _together(self, batch: list[Job[Any]]) -> None:
         link = self._link
         point = link.hooks.point
+        failed: Job[Any] | None = None
         try:
             with link.transaction():
                 for job in batch:
+                    failed = job
                     if point is not None:
                         point(f"{job.point}.before")
                     try:
                         job.result = job.body(True)
                     except LeaseLost as exc:  # its fenced statement changed nothing
                         job.error = exc
+                failed = None  # from here on, the COMMIT
         except Exception as exc:
-            if is_transient(exc):
+            if is_transient(exc) and failed is None:  # BEGIN or COMMIT: the batch as a whole
                 for job in batch:
                     job.error = exc
                 return
-            log.debug(
-                "a batch of %d failed (%s); committing its writes one by one", len(batch), exc
-            )
+            log.debug("a batch of %d failed (%s); its writes go one by one", len(batch), exc)
             for job in batch:
                 job.error = None
-                self._alone(job)
+                if job is failed and is_transient(exc):  # rolled back: nothing is written
+                    job.error = exc
+                else:
+                    self._alone(job)
             return
         self.batches += 1
         self.commits += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,29 +85,46 @@ def test_a_lost_lease_in_a_batch_refuses_that_write_only(store: fsm.Store) -> No
     assert states(store) == {"a": "s1", "b": "s0", "c": "s1"}
 
 
-def test_a_transient_error_fails_every_write_of_the_batch(store: fsm.Store) -> None:
-    """A lock or a lost connection inside the batch: every waiter gets that error (each
-    drive then backs off as after any failed write), and nothing of the batch is written."""
+def failing(n: int, sqlite: bool) -> Callable[[bool], None]:
+    """A statement hook failing the committer thread's ``n``-th statement with a lock
+    (SQLite) or a lost connection (PostgreSQL)."""
+    count = 0
+
+    def hook(_: bool) -> None:
+        nonlocal count
+        if threading.current_thread().name != "fsm-committer":
+            return
+        count += 1
+        if count != n:
+            return
+        if sqlite:
+            raise sqlite3.OperationalError("database is locked")
+        import psycopg
+
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    return hook
+
+
+def test_a_transient_error_of_one_write_fails_that_write_only(store: fsm.Store) -> None:
+    """The batch is rolled back; the failing write reports its error, the others are
+    written one by one."""
     claims = started(store, ["a", "b", "c"])
-    statements = 0
+    store.hooks = StoreHooks(statement=failing(3, store.is_sqlite))  # BEGIN, a, then b
+    results = asyncio.run(together(*(write(store, c) for c in claims)))
+    assert results[0] is None and results[2] is None and is_transient(results[1])
+    assert states(store) == {"a": "s1", "b": "s0", "c": "s1"}
 
-    def second_fails(sqlite: bool) -> None:  # BEGIN, a's UPDATE, then b's fails
-        nonlocal statements
-        statements += 1
-        if statements == 3:
-            if sqlite:
-                raise sqlite3.OperationalError("database is locked")
-            import psycopg
 
-            raise psycopg.OperationalError("server closed the connection unexpectedly")
-
-    store.hooks = StoreHooks(statement=second_fails)
+def test_a_failed_begin_fails_every_write_of_the_batch(store: fsm.Store) -> None:
+    claims = started(store, ["a", "b", "c"])
+    store.hooks = StoreHooks(statement=failing(1, store.is_sqlite))
     results = asyncio.run(together(*(write(store, c) for c in claims)))
     assert all(is_transient(r) for r in results) and len({id(r) for r in results}) == 1
     assert states(store) == {"a": "s0", "b": "s0", "c": "s0"}
 
 
-def test_a_failed_batch_write_backs_off_like_any_failed_write(db_path: Path) -> None:
+def test_a_failed_batch_backs_off_like_any_failed_write(db_path: Path) -> None:
     """Through the executor: every drive of the failed batch records the failure, keeps its
     checkpoint and waits for its backoff."""
     store = fsm.Store.sqlite(db_path)
@@ -115,17 +133,9 @@ def test_a_failed_batch_write_backs_off_like_any_failed_write(db_path: Path) -> 
     async def run() -> list[fsm.DriveResult]:
         for label in "abc":
             await ex.start(Lockstep(label))
+        store.hooks = StoreHooks(statement=failing(1, True))  # the batch's BEGIN
         return list(await asyncio.gather(*(ex.drive(label) for label in "abc")))
 
-    armed = {"count": 0}
-
-    def fail_in_batch(sqlite: bool) -> None:
-        if threading.current_thread().name == "fsm-committer":
-            armed["count"] += 1
-            if armed["count"] == 2:  # the batch's first UPDATE, after its BEGIN
-                raise sqlite3.OperationalError("database is locked")
-
-    store.hooks = StoreHooks(statement=fail_in_batch)
     results = asyncio.run(run())
     assert [r.status for r in results] == [fsm.DriveStatus.ERROR] * 3
     rows = store.rows()
