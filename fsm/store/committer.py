@@ -167,8 +167,10 @@ class Committer:
 
         The job waits in this loop's list until the loop has run every task that was ready
         with it (`_flush`, one ``call_soon`` later): those are the writes ready "at the same
-        time". A write alone, with the thread idle, is committed right there on the loop's
-        thread: a single drive pays no hand-off. Anything else goes to the thread at once.
+        time". On SQLite a write alone, with the thread idle and no other task ready, is
+        committed right there on the loop's thread (tens of microseconds): a single drive
+        pays no hand-off. Anything else goes to the thread at once; on PostgreSQL everything
+        does (a round trip is long enough for other drives' timers to run late behind it).
         """
         loop = asyncio.get_running_loop()
         job: Job[R] = Job(point, body)
@@ -184,7 +186,7 @@ class Committer:
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         jobs = self._pending.pop(loop, [])
-        if len(jobs) == 1 and not self.busy and not _other_work(loop):
+        if len(jobs) == 1 and self._link.sqlite and not self.busy and not _other_work(loop):
             job = jobs[0]
             self._alone(job)
             _resolve(jobs)
