@@ -174,6 +174,15 @@ class Committer:
         """
         loop = asyncio.get_running_loop()
         job: Job[R] = Job(point, body)
+        if self._link.sqlite and loop not in self._pending and self._alone_here(loop):
+            # Nothing else can become ready in this turn of the loop: no batch can form,
+            # so the write is committed at once, without even a turn of the loop.
+            self._alone(job)
+            self.wrote(1)
+            if job.error is not None:
+                raise job.error
+            result_now: R = job.result
+            return result_now
         job.loop = loop
         job.future = future = loop.create_future()
         pending = self._pending.get(loop)
@@ -186,7 +195,7 @@ class Committer:
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         jobs = self._pending.pop(loop, [])
-        if len(jobs) == 1 and self._link.sqlite and not self.busy and not _other_work(loop):
+        if len(jobs) == 1 and self._link.sqlite and self._alone_here(loop):
             job = jobs[0]
             self._alone(job)
             _resolve(jobs)
@@ -194,6 +203,11 @@ class Committer:
             return
         if jobs:
             self._put(jobs)
+
+    def _alone_here(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """True when a write may commit on the loop's thread: the committer's thread has no
+        work (so no lock is contended) and the loop has no other task ready to run."""
+        return not self.busy and not _other_work(loop)
 
     def call(self, point: str | None, body: Body[R], *, solo: bool = False) -> R:
         """`run` for a synchronous caller: blocks until the job is committed.
@@ -359,16 +373,17 @@ class Committer:
         and an empty write transaction right after it starts the WAL over.
         """
         row = self._pragma("wal_checkpoint(PASSIVE)")
-        if row is not None and row[0] == 0 and row[1] == row[2]:
-            try:
-                conn = self._link.connection()
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute("COMMIT")
-            except Exception as exc:  # another process writes: its next write restarts it
-                log.debug("restarting the WAL: %s", exc)
-                if not self._link.idle():
-                    with contextlib.suppress(Exception):
-                        self._link.connection().execute("ROLLBACK")
+        if row is None or row[0] != 0 or row[1] != row[2]:
+            return  # another process is writing or reading: a later checkpoint catches up
+        try:
+            conn = self._link.connection()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("COMMIT")
+        except Exception as exc:
+            log.debug("restarting the WAL: %s", exc)
+            if not self._link.idle():
+                with contextlib.suppress(Exception):
+                    self._link.connection().execute("ROLLBACK")
 
     def _pragma(self, pragma: str) -> Any:
         """Run a PRAGMA on this thread's connection, past the test hooks (not a write); its

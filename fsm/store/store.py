@@ -16,7 +16,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Literal, ParamSpec, TypeVar
 
 import peewee
@@ -203,10 +203,6 @@ class Store:
         committer.wrote(1)
         return result
 
-    async def _write_soon(self, point: str, body: Body[R]) -> R:
-        """Run a write on the committer, batched with the others ready; wait until durable."""
-        return await self.committer.run(point, body)
-
     def claim(self, action_id: str, owner: str, now: float) -> records.Claimed | records.ClaimMiss:
         """Take the lease on a live action and read it, in one statement (`leases.claim`)."""
         until = now + self.lease_ttl
@@ -247,7 +243,7 @@ class Store:
         )
         self._write_now(point, body)
 
-    async def write_soon(
+    def write_soon(
         self,
         action_id: str,
         epoch: int,
@@ -261,13 +257,13 @@ class Store:
         released: Sequence[str],
         entry: records.LogEntry | None,
         now: float,
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
         """`write` through the committer: batched with other drives' writes, off the event
-        loop's thread; returns once the checkpoint is durable."""
+        loop's thread; awaiting it returns once the checkpoint is durable."""
         point, body = self._step_write(
             action_id, epoch, state, payload, seq, was, new, acquired, released, entry, now
         )
-        await self._write_soon(point, body)
+        return self.committer.run(point, body)
 
     def _step_write(
         self,
@@ -352,7 +348,7 @@ class Store:
             "finish", self._ending(action_id, epoch, entry, now, (state, status, error, cause))
         )
 
-    async def finish_soon(
+    def finish_soon(
         self,
         action_id: str,
         epoch: int,
@@ -363,10 +359,10 @@ class Store:
         state: str,
         error: str | None = None,
         cause: str | None = None,
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
         """`finish` through the committer (see `write_soon`)."""
         body = self._ending(action_id, epoch, entry, now, (state, status, error, cause))
-        await self._write_soon("finish", body)
+        return self.committer.run("finish", body)
 
     def _ending(
         self,
