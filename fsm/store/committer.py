@@ -162,27 +162,22 @@ class Committer:
     def on_thread(self) -> bool:
         return self._thread is threading.current_thread()
 
-    async def run(self, point: str, body: Body[R]) -> R:
-        """Commit ``body`` (in a batch with whatever else is ready); its result once durable.
+    def run(self, point: str, body: Body[R]) -> asyncio.Future[R]:
+        """Commit ``body`` (in a batch with whatever else is ready); a future of its result,
+        done once the write is durable.
 
         The job waits in this loop's list until the loop has run every task that was ready
         with it (`_flush`, one ``call_soon`` later): those are the writes ready "at the same
         time". On SQLite a write alone, with the thread idle and no other task ready, is
-        committed right there on the loop's thread (tens of microseconds): a single drive
-        pays no hand-off. Anything else goes to the thread at once; on PostgreSQL everything
-        does (a round trip is long enough for other drives' timers to run late behind it).
+        committed right here on the loop's thread (tens of microseconds), and the future is
+        done at once: a single drive pays no hand-off, not even a turn of the loop. Anything
+        else goes to the thread; on PostgreSQL everything does (a round trip is long enough
+        for other drives' timers to run late behind it).
         """
         loop = asyncio.get_running_loop()
-        job: Job[R] = Job(point, body)
         if self._link.sqlite and loop not in self._pending and self._alone_here(loop):
-            # Nothing else can become ready in this turn of the loop: no batch can form,
-            # so the write is committed at once, without even a turn of the loop.
-            self._alone(job)
-            self.wrote(1)
-            if job.error is not None:
-                raise job.error
-            result_now: R = job.result
-            return result_now
+            return self._now(loop, point, body)
+        job: Job[R] = Job(point, body)
         job.loop = loop
         job.future = future = loop.create_future()
         pending = self._pending.get(loop)
@@ -190,8 +185,19 @@ class Committer:
             pending = self._pending[loop] = []
             loop.call_soon(self._flush, loop)
         pending.append(job)
-        result: R = await future
-        return result
+        return future
+
+    def _now(self, loop: asyncio.AbstractEventLoop, point: str, body: Body[R]) -> asyncio.Future[R]:
+        """Commit ``body`` on this thread; a done future of how it went."""
+        future: asyncio.Future[R] = loop.create_future()
+        try:
+            with self._link.write_point(point):
+                future.set_result(body(False))
+        except Exception as exc:  # the waiter gets it, as from the thread
+            future.set_exception(exc)
+        self.commits += 1
+        self.wrote(1)
+        return future
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         jobs = self._pending.pop(loop, [])
@@ -221,9 +227,15 @@ class Committer:
         return done.result()
 
     def wrote(self, n: int) -> None:
-        """Count ``n`` writes committed (on any thread); queue a WAL checkpoint when due."""
+        """Count ``n`` writes committed; queue a WAL checkpoint when due (see `_checkpoint`).
+
+        Called by the thread that wrote, right after its write: the fence queued here comes
+        before that thread's next write, which then waits behind it.
+        """
+        if not self._link.sqlite:
+            return
         self._since_checkpoint += n
-        if self._link.sqlite and self._since_checkpoint >= CHECKPOINT_EVERY:
+        if self._since_checkpoint >= CHECKPOINT_EVERY:
             self._since_checkpoint = 0
             job: Job[None] = Job(None, self._checkpoint, solo=True)
             job.fence = True

@@ -16,7 +16,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, ParamSpec, TypeVar
 
 import peewee
@@ -257,7 +257,7 @@ class Store:
         released: Sequence[str],
         entry: records.LogEntry | None,
         now: float,
-    ) -> Coroutine[Any, Any, None]:
+    ) -> Awaitable[None]:
         """`write` through the committer: batched with other drives' writes, off the event
         loop's thread; awaiting it returns once the checkpoint is durable."""
         point, body = self._step_write(
@@ -359,7 +359,7 @@ class Store:
         state: str,
         error: str | None = None,
         cause: str | None = None,
-    ) -> Coroutine[Any, Any, None]:
+    ) -> Awaitable[None]:
         """`finish` through the committer (see `write_soon`)."""
         body = self._ending(action_id, epoch, entry, now, (state, status, error, cause))
         return self.committer.run("finish", body)

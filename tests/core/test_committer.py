@@ -39,9 +39,9 @@ def started(
     return claims
 
 
-def write(store: fsm.Store, c: Claimed, acquired: tuple[str, ...] = ()) -> Any:
+async def write(store: fsm.Store, c: Claimed, acquired: tuple[str, ...] = ()) -> None:
     """The write of ``c``'s first step (s0 -> s1), through the committer."""
-    return store.write_soon(
+    await store.write_soon(
         c.id,
         c.epoch,
         state="s1",
