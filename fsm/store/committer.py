@@ -196,7 +196,7 @@ class Committer:
         except Exception as exc:  # the waiter gets it, as from the thread
             future.set_exception(exc)
         self.commits += 1
-        self.wrote(1)
+        self.wrote(1, idle_loop=True)
         return future
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -226,17 +226,23 @@ class Committer:
         self._put([job])
         return done.result()
 
-    def wrote(self, n: int) -> None:
+    def wrote(self, n: int, *, idle_loop: bool = False) -> None:
         """Count ``n`` writes committed; queue a WAL checkpoint when due (see `_checkpoint`).
 
         Called by the thread that wrote, right after its write: the fence queued here comes
-        before that thread's next write, which then waits behind it.
+        before that thread's next write, which then waits behind it. ``idle_loop``: the
+        write was committed on an event loop with nothing else ready (a single drive);
+        the checkpoint then runs right there, as SQLite's own would, since no task waits
+        behind it and a hand-off to the thread would only add to the drive's time.
         """
         if not self._link.sqlite:
             return
         self._since_checkpoint += n
         if self._since_checkpoint >= CHECKPOINT_EVERY:
             self._since_checkpoint = 0
+            if idle_loop:
+                self._checkpoint(False)
+                return
             job: Job[None] = Job(None, self._checkpoint, solo=True)
             job.fence = True
             self._put([job])
