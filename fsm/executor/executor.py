@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Generic
 
 from fsm.errors import ActionBusy, DecodeError, KindError, KindMismatch
-from fsm.executor.claims import claim, let_go, readable
+from fsm.executor.claims import claim, claim_soon, let_go, readable
 from fsm.executor.drive import Naps, drive
 from fsm.executor.plan import plan_update
 from fsm.ids import check_id, new_incarnation
@@ -176,7 +176,7 @@ class Executor(Generic[S]):
         if action_id in self._driving:
             log.debug("action %s: already being driven by this executor, skipping", action_id)
             return DriveResult(action_id, DriveStatus.BUSY)
-        claimed = claim(self.store, action_id, self.owner, self.clock())
+        claimed = await claim_soon(self.store, action_id, self.owner, self.clock())
         if isinstance(claimed, DriveStatus):
             return DriveResult(action_id, claimed)
         return await self.drive_claimed(claimed, mode)

@@ -162,7 +162,7 @@ class Committer:
     def on_thread(self) -> bool:
         return self._thread is threading.current_thread()
 
-    def run(self, point: str, body: Body[R]) -> asyncio.Future[R]:
+    def run(self, point: str | None, body: Body[R], *, solo: bool = False) -> asyncio.Future[R]:
         """Commit ``body`` (in a batch with whatever else is ready); a future of its result,
         done once the write is durable.
 
@@ -177,7 +177,7 @@ class Committer:
         loop = asyncio.get_running_loop()
         if self._link.sqlite and loop not in self._pending and self._alone_here(loop):
             return self._now(loop, point, body)
-        job: Job[R] = Job(point, body)
+        job: Job[R] = Job(point, body, solo)
         job.loop = loop
         job.future = future = loop.create_future()
         pending = self._pending.get(loop)
@@ -187,12 +187,17 @@ class Committer:
         pending.append(job)
         return future
 
-    def _now(self, loop: asyncio.AbstractEventLoop, point: str, body: Body[R]) -> asyncio.Future[R]:
+    def _now(
+        self, loop: asyncio.AbstractEventLoop, point: str | None, body: Body[R]
+    ) -> asyncio.Future[R]:
         """Commit ``body`` on this thread; a done future of how it went."""
         future: asyncio.Future[R] = loop.create_future()
         try:
-            with self._link.write_point(point):
+            if point is None:
                 future.set_result(body(False))
+            else:
+                with self._link.write_point(point):
+                    future.set_result(body(False))
         except Exception as exc:  # the waiter gets it, as from the thread
             future.set_exception(exc)
         self.commits += 1

@@ -128,12 +128,16 @@ def test_a_failed_batch_backs_off_like_any_failed_write(db_path: Path) -> None:
     """Through the executor: every drive of the failed batch records the failure, keeps its
     checkpoint and waits for its backoff."""
     store = fsm.Store.sqlite(db_path)
-    ex: fsm.Executor[Any] = fsm.Executor(store, None, kinds=[Lockstep])
+
+    def arm() -> None:  # once every drive is in its step: the next BEGIN fails
+        if store.hooks.statement is None:
+            store.hooks = StoreHooks(statement=failing(1, True))
+
+    ex: fsm.Executor[Any] = fsm.Executor(store, (Barrier(3), arm), kinds=[Arming])
 
     async def run() -> list[fsm.DriveResult]:
         for label in "abc":
-            await ex.start(Lockstep(label))
-        store.hooks = StoreHooks(statement=failing(1, True))  # the batch's BEGIN
+            await ex.start(Arming(label))
         return list(await asyncio.gather(*(ex.drive(label) for label in "abc")))
 
     results = asyncio.run(run())
@@ -210,7 +214,19 @@ def test_a_crash_in_a_batch_leaves_no_step_reported_that_is_not_durable(
     store.close()
 
 
-from committer_child import Together  # noqa: E402
+from committer_child import Barrier, Together  # noqa: E402
+
+
+class Arming(Together):
+    """`Together` whose services are its barrier and a callable run once all are past it."""
+
+    name = "arming"
+
+    async def advance(self, ctx: fsm.StepContext[Any]) -> fsm.Outcome:  # type: ignore[override]
+        barrier, arm = ctx.services
+        await barrier.wait()
+        arm()
+        return fsm.Next(attrs.evolve(self, n=self.n + 1))
 
 
 class Lockstep(Together):
