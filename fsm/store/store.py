@@ -12,7 +12,6 @@ which the methods below call.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -21,20 +20,18 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 import peewee
 
-from fsm.errors import LeaseLost
 from fsm.store import inspection, leases, records, schema
 from fsm.store.clock import DatabaseClock
 from fsm.store.committer import Body, Committer
 from fsm.store.connection import Link
 from fsm.store.files import sqlite_database
 from fsm.store.hooks import StoreHooks, environment_hooks
-from fsm.store.resources import all_held, change_held, held_by, holder
-from fsm.store.statements import Statements, step_update
+from fsm.store.resources import all_held, held_by, holder
+from fsm.store.statements import Statements
+from fsm.store.writes import StepValues, Writes
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-_NO_TRANSACTION = contextlib.nullcontext()
 
 _NEVER = float("inf")
 """``ended_since`` of a start that ignores kept outcomes (a deliberate new incarnation)."""
@@ -79,6 +76,7 @@ class Store:
         self._exec = link.exec
         self._sql = Statements(database.param)
         self.committer = Committer(link)
+        self._writes = Writes(link, self._sql)
         self.db.connect(reuse_if_open=True)
         if readonly:
             check = schema.check_schema
@@ -166,28 +164,7 @@ class Store:
         """
         since = _NEVER if ended_since is None else ended_since
         params = (action_id, kind, state, version, payload, now, now, now, incarnation)
-        held = tuple(resources)
-
-        def body(batched: bool) -> str | records.KeptOutcome | None:
-            with self._transaction(batched):
-                cur = self._exec(self._sql.insert, (*params, action_id, since))
-                if cur.rowcount != 1:
-                    row = self._exec(self._sql.kind_of, (action_id,)).fetchone()
-                    if row is not None:
-                        return str(row[0])
-                    kept = self._exec(self._sql.outcome_of, (action_id,)).fetchone()
-                    if kept is None:  # pragma: no cover - the insert lost a race with a delete
-                        raise LeaseLost(f"action {action_id}: changed while being started; retry")
-                    return records.KeptOutcome(*kept)
-                change_held(self._link, self._sql, action_id, held, (), now)
-                self.wake_workers()
-            return None
-
-        return self._write_now("start", body)
-
-    def _transaction(self, batched: bool) -> Any:
-        """The job's own transaction, or none inside a batch's (`fsm.store.committer`)."""
-        return _NO_TRANSACTION if batched else self._link.transaction()
+        return self._write_now("start", self._writes.start(params, tuple(resources), since))
 
     def _write_now(self, point: str | None, body: Body[R], *, solo: bool = False) -> R:
         """Run a write for a synchronous caller: through the committer while it has work (one
@@ -250,71 +227,15 @@ class Store:
         else runs in an explicit transaction. A new ``wake_at`` is written only if no notify
         arrived since the claim (`mark_due`); otherwise the action is left due now.
         """
-        point, body = self._step_write(
-            action_id, epoch, state, payload, seq, was, new, acquired, released, entry, now
-        )
-        self._write_now(point, body)
+        step = (state, payload, seq, was, new, acquired, released, entry, now)
+        self._write_now(*self._writes.step(action_id, epoch, step, self.log_transitions))
 
-    def write_soon(
-        self,
-        action_id: str,
-        epoch: int,
-        *,
-        state: str,
-        payload: str,
-        seq: int,
-        was: records.Bookkeeping,
-        new: records.Bookkeeping,
-        acquired: Sequence[str],
-        released: Sequence[str],
-        entry: records.LogEntry | None,
-        now: float,
-    ) -> Awaitable[None]:
-        """`write` through the committer: batched with other drives' writes, off the event
-        loop's thread; awaiting it returns once the checkpoint is durable."""
-        point, body = self._step_write(
-            action_id, epoch, state, payload, seq, was, new, acquired, released, entry, now
-        )
+    def write_soon(self, action_id: str, epoch: int, step: StepValues) -> Awaitable[None]:
+        """`write` through the committer (``step``: its arguments after ``epoch``, in order):
+        batched with other drives' writes, off the event loop's thread; awaiting it returns
+        once the step is durable."""
+        point, body = self._writes.step(action_id, epoch, step, self.log_transitions)
         return self.committer.run(point, body)
-
-    def _step_write(
-        self,
-        action_id: str,
-        epoch: int,
-        state: str,
-        payload: str,
-        seq: int,
-        was: records.Bookkeeping,
-        new: records.Bookkeeping,
-        acquired: Sequence[str],
-        released: Sequence[str],
-        entry: records.LogEntry | None,
-        now: float,
-    ) -> tuple[str, Body[None]]:
-        """A step's write point and statements (see `write`)."""
-        logged = entry is not None and self.log_transitions
-        sql, step = step_update(self._sql, was, new, entry, logged, now)
-        params = [state, payload, seq, now, *step, action_id, epoch]
-        if not acquired and not released:
-            if logged and entry is not None and not self._sqlite:
-                sql = self._sql.logged(sql)
-                params += [*entry.values()[1:], now]
-
-            def checkpoint(batched: bool) -> None:
-                if self._exec(sql, params).rowcount != 1:
-                    raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
-
-            return "checkpoint", checkpoint
-
-        def with_resources(batched: bool) -> None:
-            with self._transaction(batched):
-                if self._exec(sql, params).rowcount != 1:
-                    raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
-                change_held(self._link, self._sql, action_id, acquired, released, now)
-                if logged and entry is not None and not self._sqlite:
-                    self._log(action_id, entry, now)
-
-        return "resources", with_resources
 
     def record_failure(
         self,
@@ -334,12 +255,7 @@ class Store:
         nor silently retried. Raises `LeaseLost` if another driver holds the row now.
         """
         params = (attempts, error, wake_at, broken, now, action_id, epoch)
-
-        def body(batched: bool) -> None:
-            if self._exec(self._sql.record_failure, params).rowcount != 1:
-                raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
-
-        self._write_now("checkpoint", body)
+        self._write_now("checkpoint", self._writes.failure(action_id, epoch, params))
 
     def finish(
         self,
@@ -356,56 +272,27 @@ class Store:
         """Terminal: delete the row (its resources go with it, by cascade), keep its outcome
         (``status`` done, failed or stopped, the terminal ``state``, the ``error`` and the
         ``cause`` it carried) and log the end, in one transaction."""
-        self._write_now(
-            "finish", self._ending(action_id, epoch, entry, now, (state, status, error, cause))
+        logged = self.log_transitions
+        body = self._writes.ending(
+            action_id,
+            epoch,
+            entry,
+            now,
+            logged,
+            status=status,
+            state=state,
+            error=error,
+            cause=cause,
         )
+        self._write_now("finish", body)
 
     def finish_soon(
-        self,
-        action_id: str,
-        epoch: int,
-        entry: records.LogEntry,
-        now: float,
-        *,
-        status: str,
-        state: str,
-        error: str | None = None,
-        cause: str | None = None,
+        self, action_id: str, epoch: int, entry: records.LogEntry, now: float, **outcome: Any
     ) -> Awaitable[None]:
-        """`finish` through the committer (see `write_soon`)."""
-        body = self._ending(action_id, epoch, entry, now, (state, status, error, cause))
-        return self.committer.run("finish", body)
-
-    def _ending(
-        self,
-        action_id: str,
-        epoch: int,
-        entry: records.LogEntry,
-        now: float,
-        outcome: tuple[str, str, str | None, str | None],
-    ) -> Body[None]:
-        """The terminal write's statements (see `finish`)."""
-        kept = (*outcome, now)
+        """`finish` (same arguments) through the committer (see `write_soon`)."""
         logged = self.log_transitions
-        if not self._sqlite:
-            log = (*entry.values()[1:], now) if logged else ()
-
-            def in_one(batched: bool) -> None:
-                cur = self._exec(self._sql.finish(logged), (action_id, epoch, *log, *kept))
-                if cur.rowcount != 1:
-                    raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
-
-            return in_one
-
-        def in_three(batched: bool) -> None:
-            with self._transaction(batched):
-                self._exec(self._sql.keep_outcome, (*kept, action_id, epoch))
-                if self._exec(self._sql.delete_fenced, (action_id, epoch)).rowcount != 1:
-                    raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
-                if logged:
-                    self._log(action_id, entry, now)
-
-        return in_three
+        body = self._writes.ending(action_id, epoch, entry, now, logged, **outcome)
+        return self.committer.run("finish", body)
 
     def claim_due(
         self, owner: str, now: float, limit: int, kinds: Mapping[str, int] | None = None
@@ -429,15 +316,11 @@ class Store:
 
     def wake_workers(self) -> None:
         """Tell listening workers that something became due (PostgreSQL NOTIFY; no-op else)."""
-        if not self._sqlite:
-            self._exec(self._sql.notify_due)
+        self._writes.wake_workers()
 
     def unclaim(self, action_id: str, epoch: int) -> None:
         """Let go of the lease without touching the checkpoint (the epoch moves on)."""
         self._write_now("unclaim", lambda _: self._exec(self._sql.unclaim, (action_id, epoch)))
-
-    def _log(self, action_id: str, e: records.LogEntry, now: float) -> None:
-        self._exec(self._sql.log, (action_id, *e.values(), now))
 
     # -- reads used by steps and workers --------------------------------------------------
 

@@ -41,19 +41,9 @@ def started(
 
 async def write(store: fsm.Store, c: Claimed, acquired: tuple[str, ...] = ()) -> None:
     """The write of ``c``'s first step (s0 -> s1), through the committer."""
-    await store.write_soon(
-        c.id,
-        c.epoch,
-        state="s1",
-        payload='{"n": 1}',
-        seq=1,
-        was=c.bookkeeping,
-        new=c.bookkeeping,
-        acquired=acquired,
-        released=(),
-        entry=LogEntry("k", 0, "s0", "s1", "next", "step", 0, None, 0.001),
-        now=T0 + 1,
-    )
+    entry = LogEntry("k", 0, "s0", "s1", "next", "step", 0, None, 0.001)
+    step = ("s1", '{"n": 1}', 1, c.bookkeeping, c.bookkeeping, acquired, (), entry, T0 + 1)
+    await store.write_soon(c.id, c.epoch, step)
 
 
 async def together(*writes: Any) -> list[Any]:
