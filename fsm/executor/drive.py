@@ -178,22 +178,22 @@ class Drive:
         except DoubleDriveMismatch as exc:
             # A step that is not idempotent is a bug of the kind: parked as broken (so a
             # worker does not pick it up again at once), then reported loudly.
-            self.park_broken(exc, started, t0)
+            await self.park_broken(exc, started, t0)
             raise
         except Exception as exc:
             if not isinstance(exc, Rejected) and self.action.policy(ex.retry).is_broken(exc):
-                return self.park_broken(exc, started, t0)
+                return await self.park_broken(exc, started, t0)
             before = codec.load(self.state, self.bookkeeping.version, self.payload)
             handled = await handle(exc, before, self.context(started), self.state, self.adapter)
             if isinstance(handled, Exception):
-                return self.park_broken(handled, started, t0)
+                return await self.park_broken(handled, started, t0)
             via, outcome, ctx, routed = handled.via, handled.outcome, handled.ctx, handled.routed
             cause = error_text(handled.error)
             attempts = handled.attempts
             try:
                 encoded = encode(codec, outcome)
             except Exception as enc_exc:
-                return self.park_broken(enc_exc, started, t0)
+                return await self.park_broken(enc_exc, started, t0)
         else:
             attempts = self.bookkeeping.attempts
         duration = time.perf_counter() - t0
@@ -217,17 +217,17 @@ class Drive:
             duration=duration,
         )
         if isinstance(outcome, _ENDS):
-            return self.finish(planned, now)
-        return self.commit(planned, outcome, ctx, now)
+            return await self.finish(planned, now)
+        return await self.commit(planned, outcome, ctx, now)
 
-    def commit(
+    async def commit(
         self, planned: Plan, outcome: Next | Park, ctx: StepContext[Any], now: float
     ) -> DriveResult | float | None:
         """Write a `Next` or `Park` with its resource changes; say whether to go on."""
         entry = planned.entry
         acquired, released = ctx.resource_changes()
         try:
-            new = self.write(planned, acquired, released, now)
+            new = await self.write(planned, acquired, released, now)
         except LeaseLost as exc:
             return self.dropped(exc)
         except Exception as exc:
@@ -247,24 +247,16 @@ class Drive:
         error = outcome.error if isinstance(outcome, Park) else None
         return DriveResult(self.id, DriveStatus.PARKED, self.state, error, self.steps)
 
-    def write(
+    async def write(
         self, planned: Plan, acquired: Sequence[str], released: Sequence[str], now: float
     ) -> Bookkeeping:
-        """Write a planned checkpoint, fenced by the claim's epoch; returns its bookkeeping."""
+        """Write a planned checkpoint, fenced by the claim's epoch, through the committer;
+        returns its bookkeeping once it is durable."""
         new = planned.bookkeeping
         assert new is not None
-        self.ex.store.write(
-            self.id,
-            self.epoch,
-            state=planned.state,
-            payload=planned.payload,
-            seq=planned.seq,
-            was=self.bookkeeping,
-            new=new,
-            acquired=acquired,
-            released=released,
-            entry=planned.entry,
-            now=now,
+        step = (planned.state, planned.payload, planned.seq, self.bookkeeping, new)
+        await self.ex.store.write_soon(
+            self.id, self.epoch, (*step, acquired, released, planned.entry, now)
         )
         return new
 
@@ -273,11 +265,11 @@ class Drive:
         self.adapter.warning("%s; dropping the action", exc)
         return DriveResult(self.id, DriveStatus.LEASE_LOST, self.state, exc, self.steps)
 
-    def finish(self, planned: Plan, now: float) -> DriveResult:
+    async def finish(self, planned: Plan, now: float) -> DriveResult:
         """Terminal: delete the row, keep the outcome, and report the terminal state."""
         failure = planned.failure
         try:
-            self.ex.store.finish(
+            await self.ex.store.finish_soon(
                 self.id,
                 self.epoch,
                 planned.entry,
@@ -302,14 +294,14 @@ class Drive:
         self.adapter.info("done in %s after %d step(s)", end, self.steps)
         return DriveResult(self.id, DriveStatus.DONE, end, None, self.steps, planned.cause)
 
-    def park_broken(self, error: BaseException, started: float, t0: float) -> DriveResult:
+    async def park_broken(self, error: BaseException, started: float, t0: float) -> DriveResult:
         """The kind's code failed: keep the checkpoint, mark the row broken, wait for a fix."""
         text = broken_text(error)
         self.adapter.error("%s", text.replace("\n", " | "))
         duration = time.perf_counter() - t0
         planned = plan_broken(self, text, kind=self.codec.name, duration=duration)
         try:
-            self.write(planned, (), (), self.ex.clock())
+            await self.write(planned, (), (), self.ex.clock())
         except LeaseLost as exc:
             return self.dropped(exc)
         except Exception as exc:

@@ -15,7 +15,7 @@ from typing import Any, Generic
 
 from fsm.blocking import DEFAULT_BLOCKING_THREADS, BlockingPool
 from fsm.errors import ActionBusy, DecodeError, KindError, KindMismatch
-from fsm.executor.claims import claim, let_go, readable
+from fsm.executor.claims import claim, claim_soon, let_go, readable
 from fsm.executor.drive import Naps, drive
 from fsm.executor.plan import plan_update
 from fsm.ids import check_id, new_incarnation
@@ -184,7 +184,7 @@ class Executor(Generic[S]):
         if action_id in self._driving:
             log.debug("action %s: already being driven by this executor, skipping", action_id)
             return DriveResult(action_id, DriveStatus.BUSY)
-        claimed = claim(self.store, action_id, self.owner, self.clock())
+        claimed = await claim_soon(self.store, action_id, self.owner, self.clock())
         if isinstance(claimed, DriveStatus):
             return DriveResult(action_id, claimed)
         driving = self.drive_claimed(claimed, mode)

@@ -34,7 +34,12 @@ def sqlite_database(
     _create_private(path)
     return peewee.SqliteDatabase(
         os.fspath(path),
-        pragmas={"journal_mode": "wal", "synchronous": synchronous, "foreign_keys": 1},
+        pragmas={
+            "journal_mode": "wal",
+            "synchronous": synchronous,
+            "foreign_keys": 1,
+            "wal_autocheckpoint": 0,  # the store checkpoints off the callers' path (committer)
+        },
         timeout=busy_timeout,
     )
 

@@ -15,19 +15,20 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, ParamSpec, TypeVar
 
 import peewee
 
-from fsm.errors import LeaseLost
 from fsm.store import inspection, leases, polls, records, schema
 from fsm.store.clock import DatabaseClock
+from fsm.store.committer import Body, Committer
 from fsm.store.connection import Link
 from fsm.store.files import sqlite_database
 from fsm.store.hooks import StoreHooks, environment_hooks
-from fsm.store.resources import all_held, change_held, held_by, holder
-from fsm.store.statements import Statements, step_update
+from fsm.store.resources import all_held, held_by, holder
+from fsm.store.statements import Statements
+from fsm.store.writes import StepValues, Writes
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -74,6 +75,8 @@ class Store:
         self._sqlite = link.sqlite
         self._exec = link.exec
         self._sql = Statements(database.param)
+        self.committer = Committer(link)
+        self._writes = Writes(link, self._sql)
         self.db.connect(reuse_if_open=True)
         if readonly:
             check = schema.check_schema
@@ -125,6 +128,7 @@ class Store:
         return self._cold(schema.schema_version)
 
     def close(self) -> None:
+        self.committer.close()
         self.db.close()
 
     def now(self) -> float:
@@ -160,23 +164,42 @@ class Store:
         """
         since = _NEVER if ended_since is None else ended_since
         params = (action_id, kind, state, version, payload, now, now, now, incarnation)
-        with self._link.write_point("start"), self._link.transaction():
-            cur = self._exec(self._sql.insert, (*params, action_id, since))
-            if cur.rowcount != 1:
-                row = self._exec(self._sql.kind_of, (action_id,)).fetchone()
-                if row is not None:
-                    return str(row[0])
-                kept = self._exec(self._sql.outcome_of, (action_id,)).fetchone()
-                if kept is None:  # pragma: no cover - the insert lost a race with a delete
-                    raise LeaseLost(f"action {action_id}: changed while being started; retry")
-                return records.KeptOutcome(*kept)
-            change_held(self._link, self._sql, action_id, resources, (), now)
-            self.wake_workers()
-        return None
+        return self._write_now("start", self._writes.start(params, tuple(resources), since))
+
+    def _write_now(self, point: str | None, body: Body[R], *, solo: bool = False) -> R:
+        """Run a write for a synchronous caller: through the committer while it has work (one
+        connection writes, so no caller sleeps in SQLite's busy handler), else right here."""
+        committer = self.committer
+        if committer.busy and not committer.on_thread():
+            return committer.call(point, body, solo=solo)
+        if point is None:
+            result = body(False)
+        else:
+            with self._link.write_point(point):
+                result = body(False)
+        committer.wrote(1)
+        return result
 
     def claim(self, action_id: str, owner: str, now: float) -> records.Claimed | records.ClaimMiss:
         """Take the lease on a live action and read it, in one statement (`leases.claim`)."""
-        return leases.claim(self._link, self._sql, action_id, owner, now, now + self.lease_ttl)
+        until = now + self.lease_ttl
+        return self._write_now(
+            None,
+            lambda _: leases.claim(self._link, self._sql, action_id, owner, now, until),
+            solo=True,
+        )
+
+    def claim_soon(
+        self, action_id: str, owner: str, now: float
+    ) -> Awaitable[records.Claimed | records.ClaimMiss]:
+        """`claim` through the committer (alone, never in a batch: its write point passes
+        as it does today), so that the event loop does not wait on the database."""
+        until = now + self.lease_ttl
+        return self.committer.run(
+            None,
+            lambda _: leases.claim(self._link, self._sql, action_id, owner, now, until),
+            solo=True,
+        )
 
     def write(
         self,
@@ -204,23 +227,15 @@ class Store:
         else runs in an explicit transaction. A new ``wake_at`` is written only if no notify
         arrived since the claim (`mark_due`); otherwise the action is left due now.
         """
-        logged = entry is not None and self.log_transitions
-        sql, step = step_update(self._sql, was, new, entry, logged, now)
-        params = [state, payload, seq, now, *step, action_id, epoch]
-        if not acquired and not released:
-            if logged and entry is not None and not self._sqlite:
-                sql = self._sql.logged(sql)
-                params += [*entry.values()[1:], now]
-            with self._link.write_point("checkpoint"):
-                if self._exec(sql, params).rowcount != 1:
-                    raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
-            return
-        with self._link.write_point("resources"), self._link.transaction():
-            if self._exec(sql, params).rowcount != 1:
-                raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
-            change_held(self._link, self._sql, action_id, acquired, released, now)
-            if logged and entry is not None and not self._sqlite:
-                self._log(action_id, entry, now)
+        step = (state, payload, seq, was, new, acquired, released, entry, now)
+        self._write_now(*self._writes.step(action_id, epoch, step, self.log_transitions))
+
+    def write_soon(self, action_id: str, epoch: int, step: StepValues) -> Awaitable[None]:
+        """`write` through the committer (``step``: its arguments after ``epoch``, in order):
+        batched with other drives' writes, off the event loop's thread; awaiting it returns
+        once the step is durable."""
+        point, body = self._writes.step(action_id, epoch, step, self.log_transitions)
+        return self.committer.run(point, body)
 
     def record_failure(
         self,
@@ -240,9 +255,7 @@ class Store:
         nor silently retried. Raises `LeaseLost` if another driver holds the row now.
         """
         params = (attempts, error, wake_at, broken, now, action_id, epoch)
-        with self._link.write_point("checkpoint"):
-            if self._exec(self._sql.record_failure, params).rowcount != 1:
-                raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
+        self._write_now("checkpoint", self._writes.failure(action_id, epoch, params))
 
     def finish(
         self,
@@ -259,29 +272,38 @@ class Store:
         """Terminal: delete the row (its resources go with it, by cascade), keep its outcome
         (``status`` done, failed or stopped, the terminal ``state``, the ``error`` and the
         ``cause`` it carried) and log the end, in one transaction."""
-        kept = (state, status, error, cause, now)
         logged = self.log_transitions
-        if not self._sqlite:
-            log = (*entry.values()[1:], now) if logged else ()
-            with self._link.write_point("finish"):
-                cur = self._exec(self._sql.finish(logged), (action_id, epoch, *log, *kept))
-                if cur.rowcount != 1:
-                    raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
-            return
-        with self._link.write_point("finish"), self._link.transaction():
-            self._exec(self._sql.keep_outcome, (*kept, action_id, epoch))
-            if self._exec(self._sql.delete_fenced, (action_id, epoch)).rowcount != 1:
-                raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
-            if logged:
-                self._log(action_id, entry, now)
+        body = self._writes.ending(
+            action_id,
+            epoch,
+            entry,
+            now,
+            logged,
+            status=status,
+            state=state,
+            error=error,
+            cause=cause,
+        )
+        self._write_now("finish", body)
+
+    def finish_soon(
+        self, action_id: str, epoch: int, entry: records.LogEntry, now: float, **outcome: Any
+    ) -> Awaitable[None]:
+        """`finish` (same arguments) through the committer (see `write_soon`)."""
+        logged = self.log_transitions
+        body = self._writes.ending(action_id, epoch, entry, now, logged, **outcome)
+        return self.committer.run("finish", body)
 
     def claim_due(
         self, owner: str, now: float, limit: int, kinds: Mapping[str, int] | None = None
     ) -> list[records.Claimed]:
         """Take the leases of up to ``limit`` due actions (a worker's batch), oldest first;
         ``kinds``: name -> newest version the caller can read (see `leases.claim_due`)."""
-        return leases.claim_due(
-            self._link, self._sql, owner, now, now + self.lease_ttl, limit, kinds
+        until = now + self.lease_ttl
+        return self._write_now(
+            None,
+            lambda _: leases.claim_due(self._link, self._sql, owner, now, until, limit, kinds),
+            solo=True,
         )
 
     def release_dead_leases(self) -> int:
@@ -294,16 +316,11 @@ class Store:
 
     def wake_workers(self) -> None:
         """Tell listening workers that something became due (PostgreSQL NOTIFY; no-op else)."""
-        if not self._sqlite:
-            self._exec(self._sql.notify_due)
+        self._writes.wake_workers()
 
     def unclaim(self, action_id: str, epoch: int) -> None:
         """Let go of the lease without touching the checkpoint (the epoch moves on)."""
-        with self._link.write_point("unclaim"):
-            self._exec(self._sql.unclaim, (action_id, epoch))
-
-    def _log(self, action_id: str, e: records.LogEntry, now: float) -> None:
-        self._exec(self._sql.log, (action_id, *e.values(), now))
+        self._write_now("unclaim", lambda _: self._exec(self._sql.unclaim, (action_id, epoch)))
 
     # -- reads used by steps and workers --------------------------------------------------
 

@@ -36,6 +36,11 @@ def backend_pid(store: fsm.Store) -> int:
     return int(store.db.execute_sql("SELECT pg_backend_pid()").fetchone()[0])
 
 
+def writer_pid(store: fsm.Store) -> int:
+    """The PostgreSQL backend of ``store``'s committer, whose connection writes the steps."""
+    return store.committer.call(None, lambda _: backend_pid(store), solo=True)
+
+
 def kill_backend(pid: int) -> None:
     """Terminate one backend (ours) and wait until it is gone."""
     with psycopg.connect(PG_URL, autocommit=True) as conn:
@@ -44,8 +49,8 @@ def kill_backend(pid: int) -> None:
 
 
 class KillingLedger(Ledger):
-    """The ledger in the store's database, which kills the store's backend right after its
-    first effect."""
+    """The ledger in the store's database, which kills the backend writing the store's steps
+    (its committer's) right after its first effect."""
 
     store: fsm.Store
     first: str | None = None
@@ -54,7 +59,7 @@ class KillingLedger(Ledger):
         await super().apply(key, action_id, what)
         if self.first is None:
             self.first = key
-            kill_backend(backend_pid(self.store))
+            kill_backend(writer_pid(self.store))
 
 
 # -- the store reconnects -----------------------------------------------------------------

@@ -1,0 +1,418 @@
+"""Group commit: one thread per store commits the ready writes of every drive together.
+
+Why a thread: a step's commit (and SQLite's WAL checkpoints, and PostgreSQL's round trips)
+must not run on the event loop's thread, where a 1 ms timer would run late behind 32 drives'
+commits. Why batches: a commit costs far more than a row (an fsync or a WAL frame header, a
+round trip), so the writes that became ready while the previous batch was committing go
+into one transaction. Nothing waits for a batch to fill: a write that finds the committer
+idle is committed at once, alone, so a single drive pays only the hand-off.
+
+What a caller can rely on (the promises of the hot path):
+
+* a write's waiter is woken only after its batch committed: a crash at any moment leaves no
+  drive believing a step is durable that is not. The store's write points pass
+  ``<point>.before`` before the job's statements and ``<point>.after`` once the batch
+  committed, in the committer's thread, before any waiter is woken;
+* fencing stays per row: a job whose row was taken over raises `LeaseLost` alone (its
+  statement changed nothing), the others commit;
+* one bad job cannot fail its neighbours: any other error of a job's statements (a
+  constraint, a resource conflict, a lock or a lost connection) rolls the batch back and
+  every other job is run again alone, each getting its own result (the failing job gets
+  its transient error, or its own error again); an error of the batch's own BEGIN or
+  COMMIT (whose outcome is then unknown: it is never repeated) fails every waiter of the
+  batch with that error, which each drive handles as today (back off, claim again,
+  re-read the row).
+
+The thread owns its own connection (peewee keeps one per thread); it stops after a second
+without work, closing it, and is started again by the next write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from fsm.errors import LeaseLost
+from fsm.store.connection import Link, is_transient
+
+log = logging.getLogger("fsm.store")
+
+R = TypeVar("R")
+
+Body = Callable[[bool], R]
+"""A job's statements; called with ``True`` inside a batch's transaction (open none of its
+own), ``False`` alone (own autocommit statement or transaction, as the sync API runs it)."""
+
+MAX_BATCH = 256
+"""Jobs committed in one transaction at most (bounds the work a failed batch redoes)."""
+
+IDLE_EXIT = 1.0
+"""Seconds without work after which the thread closes its connection and ends."""
+
+CHECKPOINT_EVERY = 400
+"""SQLite: writes (on any thread) after which the thread runs a PASSIVE WAL checkpoint.
+
+SQLite's own auto-checkpoint is off on the store's connections (`fsm.store.files`): it runs
+inside the COMMIT that crosses 1,000 WAL pages, a stall of milliseconds on whichever
+caller's path that is, the event loop's included. Counting every write instead bounds the
+WAL the same way, from the committer's thread (see `Committer._checkpoint`)."""
+
+
+class Job(Generic[R]):
+    """One write: its write point, its statements, and who waits for it.
+
+    An async waiter has ``loop`` and ``future``; a synchronous one ``done``.
+    """
+
+    __slots__ = ("body", "done", "error", "fence", "future", "loop", "point", "result", "solo")
+
+    def __init__(self, point: str | None, body: Body[R], solo: bool = False) -> None:
+        self.point = point
+        self.body = body
+        self.solo = solo
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.future: asyncio.Future[R] | None = None
+        self.done: concurrent.futures.Future[R] | None = None
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.fence = False
+        """A checkpoint that holds writers back (see `Committer._checkpoint`)."""
+
+    @property
+    def waited(self) -> bool:
+        """Someone waits for this job (every write; not a background checkpoint)."""
+        return self.loop is not None or self.done is not None
+
+    @property
+    def holds(self) -> bool:
+        """While queued or running, the committer is `busy`: writers queue behind it."""
+        return self.fence or self.waited
+
+
+def _resolve(jobs: list[Job[Any]]) -> None:
+    """Wake the async waiters of ``jobs`` (on their loop's thread)."""
+    for job in jobs:
+        future = job.future
+        if future is None or future.done():  # the waiter was cancelled
+            continue
+        if job.error is not None:
+            future.set_exception(job.error)
+        else:
+            future.set_result(job.result)
+
+
+def _other_work(loop: asyncio.AbstractEventLoop) -> bool:
+    """True when ``loop`` has callbacks ready to run (other drives' steps): a commit on its
+    thread would hold them up. A loop that does not say (not asyncio's own) is assumed busy."""
+    ready = getattr(loop, "_ready", None)
+    return ready is None or len(ready) > 0
+
+
+def _settle(batch: list[Job[Any]]) -> None:
+    """Tell every waiter of a committed batch how its job went: one wake-up per loop."""
+    loops: dict[asyncio.AbstractEventLoop, list[Job[Any]]] = {}
+    for job in batch:
+        if job.done is not None:
+            if job.error is not None:
+                job.done.set_exception(job.error)
+            else:
+                job.done.set_result(job.result)
+        elif job.loop is not None:
+            loops.setdefault(job.loop, []).append(job)
+    for loop, jobs in loops.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, jobs)
+        except RuntimeError:  # the loop is closed: its drives are gone, nobody waits
+            log.debug("%d write(s) committed after their event loop closed", len(jobs))
+
+
+class Committer:
+    """The store's commit thread and its queue of jobs (see the module's docstring)."""
+
+    def __init__(self, link: Link) -> None:
+        self._link = link
+        self._queue: queue.SimpleQueue[Job[Any] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._pending: dict[asyncio.AbstractEventLoop, list[Job[Any]]] = {}
+        self._in_flight = 0
+        self._since_checkpoint = 0
+        self.batches = 0
+        """Transactions committed holding more than one job (tests and benchmarks read it)."""
+        self.commits = 0
+        """Transactions (or autocommit writes) committed, batched or not."""
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._pid == os.getpid()
+
+    @property
+    def busy(self) -> bool:
+        """True while jobs are queued or committing on the thread."""
+        return self._in_flight > 0 and self.running
+
+    def on_thread(self) -> bool:
+        return self._thread is threading.current_thread()
+
+    def run(self, point: str | None, body: Body[R], *, solo: bool = False) -> asyncio.Future[R]:
+        """Commit ``body`` (in a batch with whatever else is ready); a future of its result,
+        done once the write is durable.
+
+        The job waits in this loop's list until the loop has run every task that was ready
+        with it (`_flush`, one ``call_soon`` later): those are the writes ready "at the same
+        time". On SQLite a write alone, with the thread idle and no other task ready, is
+        committed right here on the loop's thread (tens of microseconds), and the future is
+        done at once: a single drive pays no hand-off, not even a turn of the loop. Anything
+        else goes to the thread; on PostgreSQL everything does (a round trip is long enough
+        for other drives' timers to run late behind it).
+        """
+        loop = asyncio.get_running_loop()
+        if self._link.sqlite and loop not in self._pending and self._alone_here(loop):
+            return self._now(loop, point, body)
+        job: Job[R] = Job(point, body, solo)
+        job.loop = loop
+        job.future = future = loop.create_future()
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = []
+            loop.call_soon(self._flush, loop)
+        pending.append(job)
+        return future
+
+    def _now(
+        self, loop: asyncio.AbstractEventLoop, point: str | None, body: Body[R]
+    ) -> asyncio.Future[R]:
+        """Commit ``body`` on this thread; a done future of how it went."""
+        future: asyncio.Future[R] = loop.create_future()
+        try:
+            if point is None:
+                future.set_result(body(False))
+            else:
+                with self._link.write_point(point):
+                    future.set_result(body(False))
+        except Exception as exc:  # the waiter gets it, as from the thread
+            future.set_exception(exc)
+        self.commits += 1
+        self.wrote(1, idle_loop=True)
+        return future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        jobs = self._pending.pop(loop, [])
+        if len(jobs) == 1 and self._link.sqlite and self._alone_here(loop):
+            job = jobs[0]
+            self._alone(job)
+            _resolve(jobs)
+            self.wrote(1)
+            return
+        if jobs:
+            self._put(jobs)
+
+    def _alone_here(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """True when a write may commit on the loop's thread: the committer's thread has no
+        work (so no lock is contended) and the loop has no other task ready to run."""
+        return not self.busy and not _other_work(loop)
+
+    def call(self, point: str | None, body: Body[R], *, solo: bool = False) -> R:
+        """`run` for a synchronous caller: blocks until the job is committed.
+
+        ``solo``: the job runs alone, never in a batch (a claim: its own write point and
+        statements, which a batch's transaction must not hold up)."""
+        job: Job[R] = Job(point, body, solo)
+        done: concurrent.futures.Future[R] = concurrent.futures.Future()
+        job.done = done
+        self._put([job])
+        return done.result()
+
+    def wrote(self, n: int, *, idle_loop: bool = False) -> None:
+        """Count ``n`` writes committed; queue a WAL checkpoint when due (see `_checkpoint`).
+
+        Called by the thread that wrote, right after its write: the fence queued here comes
+        before that thread's next write, which then waits behind it. ``idle_loop``: the
+        write was committed on an event loop with nothing else ready (a single drive);
+        the checkpoint then runs right there, as SQLite's own would, since no task waits
+        behind it and a hand-off to the thread would only add to the drive's time.
+        """
+        if not self._link.sqlite:
+            return
+        self._since_checkpoint += n
+        if self._since_checkpoint >= CHECKPOINT_EVERY:
+            self._since_checkpoint = 0
+            if idle_loop:
+                self._checkpoint(False)
+                return
+            job: Job[None] = Job(None, self._checkpoint, solo=True)
+            job.fence = True
+            self._put([job])
+
+    def _put(self, jobs: list[Job[Any]]) -> None:
+        """Queue ``jobs``; those `waited` for make the committer `busy` (a checkpoint does
+        not: writers go on beside it)."""
+        with self._lock:
+            for job in jobs:
+                self._in_flight += job.holds
+                self._queue.put(job)
+            if not self.running:
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._serve, name="fsm-committer")
+                self._thread.daemon = True
+                self._thread.start()
+
+    def close(self) -> None:
+        """Commit what is queued, then end the thread (a later write starts a new one)."""
+        with self._lock:
+            thread = self._thread if self.running else None
+            if thread is not None:
+                self._queue.put(None)
+        for loop in list(self._pending):  # a loop's writes not yet handed over go first
+            self._flush(loop)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        link = self._link
+        if link.sqlite:  # this thread's connection checkpoints in the background, not inline
+            self._pragma("wal_autocheckpoint = 0")
+        try:
+            while True:
+                job = self._next()
+                if job is None:
+                    return
+                batch = [job]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:  # close(): commit what came before, then end
+                        self._queue.put(None)
+                        break
+                    batch.append(more)
+                self._commit(batch)
+        finally:
+            try:
+                link.db.close()
+            except Exception as exc:  # a broken connection: gone either way
+                log.debug("closing the committer's connection: %s", exc)
+
+    def _next(self) -> Job[Any] | None:
+        """The next job, or ``None`` once idle long enough with nothing queued (or closing)."""
+        while True:
+            try:
+                job = self._queue.get(timeout=IDLE_EXIT)
+            except queue.Empty:
+                job = None
+                if not self._queue.empty():
+                    continue
+            if job is not None:
+                return job
+            with self._lock:
+                if self._queue.empty():
+                    self._thread = None
+                    return None
+
+    def _commit(self, batch: list[Job[Any]]) -> None:
+        try:
+            together = [job for job in batch if not job.solo]
+            if len(together) == 1:
+                self._alone(together[0])
+            elif together:
+                self._together(together)
+            for job in batch:
+                if job.solo:
+                    self._alone(job)
+        except BaseException as exc:  # pragma: no cover - never leave a waiter hanging
+            for job in batch:
+                job.error = job.error or exc
+        with self._lock:
+            self._in_flight -= sum(job.holds for job in batch)
+        _settle(batch)
+        self.wrote(sum(job.waited for job in batch))
+
+    def _alone(self, job: Job[Any]) -> None:
+        try:
+            if job.point is None:
+                job.result = job.body(False)
+            else:
+                with self._link.write_point(job.point):
+                    job.result = job.body(False)
+            self.commits += 1
+        except BaseException as exc:
+            job.error = exc
+
+    def _together(self, batch: list[Job[Any]]) -> None:
+        link = self._link
+        point = link.hooks.point
+        failed: Job[Any] | None = None
+        try:
+            with link.transaction():
+                for job in batch:
+                    failed = job
+                    if point is not None:
+                        point(f"{job.point}.before")
+                    try:
+                        job.result = job.body(True)
+                    except LeaseLost as exc:  # its fenced statement changed nothing
+                        job.error = exc
+                failed = None  # from here on, the COMMIT
+        except Exception as exc:
+            if is_transient(exc) and failed is None:  # BEGIN or COMMIT: the batch as a whole
+                for job in batch:
+                    job.error = exc
+                return
+            log.debug("a batch of %d failed (%s); its writes go one by one", len(batch), exc)
+            for job in batch:
+                job.error = None
+                if job is failed and is_transient(exc):  # rolled back: nothing is written
+                    job.error = exc
+                else:
+                    self._alone(job)
+            return
+        self.batches += 1
+        self.commits += 1
+        for job in batch:
+            if point is not None and job.error is None:
+                try:
+                    point(f"{job.point}.after")
+                except BaseException as exc:
+                    job.error = exc
+
+    def _checkpoint(self, batched: bool) -> None:
+        """SQLite: copy the WAL back into the database file, off the event loop's thread.
+
+        SQLite starts the WAL over only when a write begins after a checkpoint that copied
+        all of it; beside a steady stream of writes a checkpoint never catches up and the
+        WAL grows for ever. So the checkpoint is a fence (`Job.fence`): writers queue behind
+        it for the milliseconds it takes (the event loop's drives wait, the loop does not),
+        and an empty write transaction right after it starts the WAL over.
+        """
+        row = self._pragma("wal_checkpoint(PASSIVE)")
+        if row is None or row[0] != 0 or row[1] != row[2]:
+            return  # another process is writing or reading: a later checkpoint catches up
+        try:
+            conn = self._link.connection()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("COMMIT")
+        except Exception as exc:
+            log.debug("restarting the WAL: %s", exc)
+            if not self._link.idle():
+                with contextlib.suppress(Exception):
+                    self._link.connection().execute("ROLLBACK")
+
+    def _pragma(self, pragma: str) -> Any:
+        """Run a PRAGMA on this thread's connection, past the test hooks (not a write); its
+        first row, or ``None``."""
+        try:
+            return self._link.connection().execute(f"PRAGMA {pragma}").fetchone()
+        except Exception as exc:  # a busy reader or a lost connection: the next one catches up
+            log.debug("PRAGMA %s: %s", pragma, exc)
+            return None

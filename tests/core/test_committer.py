@@ -1,0 +1,256 @@
+"""The committer's failure cases: what a batch of several drives' writes does when one of
+them, or the database, fails; and that batches form at all.
+
+The writes are submitted together (`asyncio.gather`), so they are ready in the same turn of
+the event loop and the committer writes them as one batch (`Store.committer.batches`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from processes import died, run_child
+
+import fsm
+from fsm.errors import LeaseLost, ResourceConflict
+from fsm.store import Claimed, LogEntry, StoreHooks, is_transient
+
+T0 = 1_000_000.0
+OWNER = "owner-a"
+
+
+def started(
+    store: fsm.Store, ids: list[str], resources: dict[str, tuple[str, ...]] | None = None
+) -> list[Claimed]:
+    claims = []
+    for action_id in ids:
+        held = (resources or {}).get(action_id, ())
+        assert store.insert(action_id, "k", "s0", 1, '{"n": 0}', held, T0) is None
+        claimed = store.claim(action_id, OWNER, T0)
+        assert isinstance(claimed, Claimed)
+        claims.append(claimed)
+    return claims
+
+
+async def write(store: fsm.Store, c: Claimed, acquired: tuple[str, ...] = ()) -> None:
+    """The write of ``c``'s first step (s0 -> s1), through the committer."""
+    entry = LogEntry("k", 0, "s0", "s1", "next", "step", 0, None, 0.001)
+    step = ("s1", '{"n": 1}', 1, c.bookkeeping, c.bookkeeping, acquired, (), entry, T0 + 1)
+    await store.write_soon(c.id, c.epoch, step)
+
+
+async def together(*writes: Any) -> list[Any]:
+    return list(await asyncio.gather(*writes, return_exceptions=True))
+
+
+def states(store: fsm.Store) -> dict[str, str]:
+    return {r.id: r.state for r in store.rows()}
+
+
+def test_one_bad_write_in_a_batch_fails_alone(store: fsm.Store) -> None:
+    """A resource conflict rolls the batch back; its writes are redone one by one."""
+    a, b, c = started(store, ["a", "b", "c"], {"a": ("coin",)})
+    results = asyncio.run(together(write(store, a), write(store, b, ("coin",)), write(store, c)))
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], ResourceConflict)
+    assert states(store) == {"a": "s1", "b": "s0", "c": "s1"}
+    assert store.holder_of("coin") == "a"
+    assert [t.action_id for t in store.transitions()] == ["a", "c"]
+
+
+def test_a_lost_lease_in_a_batch_refuses_that_write_only(store: fsm.Store) -> None:
+    a, b, c = started(store, ["a", "b", "c"])
+    store.unclaim("b", b.epoch)  # another driver's turn: b's claim is stale
+    results = asyncio.run(together(write(store, a), write(store, b), write(store, c)))
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], LeaseLost)
+    assert store.committer.batches == 1  # one transaction: the stale write did not split it
+    assert states(store) == {"a": "s1", "b": "s0", "c": "s1"}
+
+
+def failing(n: int, sqlite: bool) -> Callable[[bool], None]:
+    """A statement hook failing the committer thread's ``n``-th statement with a lock
+    (SQLite) or a lost connection (PostgreSQL)."""
+    count = 0
+
+    def hook(_: bool) -> None:
+        nonlocal count
+        if threading.current_thread().name != "fsm-committer":
+            return
+        count += 1
+        if count != n:
+            return
+        if sqlite:
+            raise sqlite3.OperationalError("database is locked")
+        import psycopg
+
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    return hook
+
+
+def test_a_transient_error_of_one_write_fails_that_write_only(store: fsm.Store) -> None:
+    """The batch is rolled back; the failing write reports its error, the others are
+    written one by one."""
+    claims = started(store, ["a", "b", "c"])
+    store.hooks = StoreHooks(statement=failing(3, store.is_sqlite))  # BEGIN, a, then b
+    results = asyncio.run(together(*(write(store, c) for c in claims)))
+    assert results[0] is None and results[2] is None and is_transient(results[1])
+    assert states(store) == {"a": "s1", "b": "s0", "c": "s1"}
+
+
+def test_a_failed_begin_fails_every_write_of_the_batch(store: fsm.Store) -> None:
+    claims = started(store, ["a", "b", "c"])
+    store.hooks = StoreHooks(statement=failing(1, store.is_sqlite))
+    results = asyncio.run(together(*(write(store, c) for c in claims)))
+    assert all(is_transient(r) for r in results) and len({id(r) for r in results}) == 1
+    assert states(store) == {"a": "s0", "b": "s0", "c": "s0"}
+
+
+def test_a_failed_batch_backs_off_like_any_failed_write(db_path: Path) -> None:
+    """Through the executor: every drive of the failed batch records the failure, keeps its
+    checkpoint and waits for its backoff."""
+    store = fsm.Store.sqlite(db_path)
+
+    def arm() -> None:  # once every drive is in its step: the next BEGIN fails
+        if store.hooks.statement is None:
+            store.hooks = StoreHooks(statement=failing(1, True))
+
+    ex: fsm.Executor[Any] = fsm.Executor(store, (Barrier(3), arm), kinds=[Arming])
+
+    async def run() -> list[fsm.DriveResult]:
+        for label in "abc":
+            await ex.start(Arming(label))
+        return list(await asyncio.gather(*(ex.drive(label) for label in "abc")))
+
+    results = asyncio.run(run())
+    assert [r.status for r in results] == [fsm.DriveStatus.ERROR] * 3
+    rows = store.rows()
+    assert {r.state for r in rows} == {"s0"} and all(r.attempts == 1 for r in rows)
+    assert all(r.wake_at is not None and r.wake_at > ex.clock() for r in rows)
+    store.close()
+
+
+def test_batches_form_when_drives_are_ready_together(db_path: Path) -> None:
+    """Counted through the write points: in a batch, several ``before`` come before the
+    ``after`` of the first; every step passes both."""
+    passes: list[str] = []
+    store = fsm.Store.sqlite(db_path, hooks=StoreHooks(point=passes.append))
+    ex: fsm.Executor[Any] = fsm.Executor(store, None, kinds=[Lockstep])
+
+    async def run() -> fsm.ResumeReport:
+        for i in range(20):
+            await ex.start(Lockstep(f"l{i}"))
+        passes.clear()
+        return await ex.resume_all(concurrency=20)
+
+    report = asyncio.run(run())
+    assert report.count(fsm.DriveStatus.DONE) == 20
+    passes[:] = [p for p in passes if not p.startswith(("claim", "unclaim"))]
+    befores = [p for p in passes if p.endswith(".before")]
+    assert len(befores) == 20 * 3 and len(passes) == 2 * len(befores)
+    commits = sum(
+        1
+        for i, p in enumerate(passes)
+        if p.endswith(".after") and (i == 0 or passes[i - 1].endswith(".before"))
+    )
+    assert commits < len(befores)  # fewer commits than steps
+    assert store.committer.batches >= 1
+    store.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["checkpoint.before", "checkpoint.after"])
+def test_a_crash_in_a_batch_leaves_no_step_reported_that_is_not_durable(
+    tmp_path: Path, point: str
+) -> None:
+    """SIGKILL inside the second batch (5 drives' writes): before its commit, or after it
+    and before any drive was woken. No drive reported a step of that batch; every step a
+    drive reported is in the database; after a restart the steps that were not written run
+    again under the same keys, and every action ends."""
+    db, report, keys, trace = (tmp_path / n for n in ("a.sqlite", "report", "keys", "trace"))
+    store = fsm.Store.sqlite(db)
+    ex: fsm.Executor[Any] = fsm.Executor(store, None, kinds=[Together])
+
+    async def start() -> None:
+        for i in range(5):
+            await ex.start(Together(f"t{i}"))
+
+    asyncio.run(start())
+    env = {"FSM_CRASH": f"{point}:7", "FSM_CRASH_TRACE": str(trace)}
+    first = run_child("committer_child.py", db, report, keys, env=env)
+    assert died(first), first.stderr
+    passes = [p for p in trace.read_text().split() if p.startswith("checkpoint")]
+    assert passes[:10] == ["checkpoint.before"] * 5 + ["checkpoint.after"] * 5  # one batch
+    told = [line.split() for line in report.read_text().splitlines()]
+    assert sorted(told) == [[f"t{i}", "0"] for i in range(5)]  # the first batch only
+    durable = states(store)
+    written = "s2" if point.endswith("after") else "s1"
+    assert durable == {f"t{i}": written for i in range(5)}
+    second = run_child("committer_child.py", db, report, keys)
+    assert second.returncode == 0, second.stderr
+    assert store.live_ids() == []
+    ran = keys.read_text().split()
+    again = 2 if point.endswith("before") else 1  # the lost step ran twice, under one key
+    assert sorted(set(ran)) == sorted(ran[:5] + ran[5:10] + ran[-5:])
+    assert {k: ran.count(k) for k in ran[5:10]} == {k: again for k in ran[5:10]}
+    store.close()
+
+
+from committer_child import Barrier, Together  # noqa: E402
+
+
+class Arming(Together):
+    """`Together` whose services are its barrier and a callable run once all are past it."""
+
+    name = "arming"
+
+    async def advance(self, ctx: fsm.StepContext[Any]) -> fsm.Outcome:  # type: ignore[override]
+        barrier, arm = ctx.services
+        await barrier.wait()
+        arm()
+        return fsm.Next(attrs.evolve(self, n=self.n + 1))
+
+
+class Lockstep(Together):
+    """`Together` without its barrier: three steps, each awaiting nothing."""
+
+    name = "lockstep"
+
+    async def advance(self, ctx: fsm.StepContext[Any]) -> fsm.Outcome:  # type: ignore[override]
+        await asyncio.sleep(0)
+        if self.n + 1 >= 3:
+            return fsm.Done()
+        return fsm.Next(attrs.evolve(self, n=self.n + 1))
+
+
+def test_the_wal_is_checkpointed_in_the_background(db_path: Path) -> None:
+    """SQLite's auto-checkpoint is off (it would stall a commit); the committer's thread
+    checkpoints every few hundred writes, so the WAL stays small however much is written."""
+    store = fsm.Store.sqlite(db_path)
+    assert store.db.execute_sql("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    (c,) = started(store, ["a"])
+    for seq in range(1, 2001):  # 2,000 checkpoints of 4 KB: over 16 MB of WAL unchecked
+        store.write(
+            "a",
+            c.epoch,
+            state="s1",
+            payload=f'{{"n": {seq}, "note": "{"x" * 4000}"}}',
+            seq=seq,
+            was=c.bookkeeping,
+            new=c.bookkeeping,
+            acquired=(),
+            released=(),
+            entry=None,
+            now=T0 + seq,
+        )
+    store.committer.close()
+    assert (db_path.parent / (db_path.name + "-wal")).stat().st_size < 8_000_000
+    store.close()
