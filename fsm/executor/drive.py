@@ -36,10 +36,13 @@ _ENDS = (Done, Failed)  # ``isinstance`` is quicker with a tuple than with a uni
 
 
 class Naps:
-    """The drives sleeping through a park, so that a notify or a stop cuts a sleep short."""
+    """The drives sleeping through a park, so that a notify or a stop cuts a sleep short.
+
+    A nap is one future and one timer: a parked drive holds little (no event, no extra
+    tasks), which matters when a worker keeps thousands of them asleep."""
 
     def __init__(self) -> None:
-        self._wakers: dict[str, asyncio.Event] = {}
+        self._wakers: dict[str, asyncio.Future[None]] = {}
 
     def __contains__(self, action_id: object) -> bool:
         return action_id in self._wakers
@@ -48,24 +51,35 @@ class Naps:
         self, action_id: str, seconds: float, sleep: Callable[[float], Awaitable[None]]
     ) -> None:
         """Sleep ``seconds`` (with ``sleep``) unless `wake` comes first."""
-        waker = self._wakers[action_id] = asyncio.Event()
-        try:
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+        self._wakers[action_id] = woken
+        cancel: Callable[[], object]
+        if sleep is asyncio.sleep:
+            cancel = loop.call_later(seconds, _wake, woken).cancel
+        else:  # a test's clock: its sleep ends the nap as the timer would
             sleeper = asyncio.ensure_future(sleep(seconds))
-            woken = asyncio.ensure_future(waker.wait())
-            _, pending = await asyncio.wait((sleeper, woken), return_when=asyncio.FIRST_COMPLETED)
-            for task in pending:
-                task.cancel()
+            sleeper.add_done_callback(lambda _: _wake(woken))
+            cancel = sleeper.cancel
+        try:
+            await woken
         finally:
+            cancel()
             del self._wakers[action_id]
 
     def wake(self, action_id: str) -> None:
         waker = self._wakers.get(action_id)
         if waker is not None:
-            waker.set()
+            _wake(waker)
 
     def wake_all(self) -> None:
         for waker in self._wakers.values():
-            waker.set()
+            _wake(waker)
+
+
+def _wake(woken: asyncio.Future[None]) -> None:
+    if not woken.done():
+        woken.set_result(None)
 
 
 class Driver(Protocol):
@@ -104,8 +118,11 @@ async def drive(ex: Driver, claimed: Claimed, mode: DriveMode) -> DriveResult:
         adapter.error("quarantined: %s", decoded)
         ex.store.quarantine(action_id, decoded)
         return DriveResult(action_id, DriveStatus.QUARANTINED, claimed.state, decoded)
-    codec, action = decoded
-    return await Drive(ex, claimed, codec, action, adapter).run(mode)
+    one = Drive(ex, claimed, codec=decoded[0], action=decoded[1], adapter=adapter)
+    # What the drive keeps is in `one`; the claimed row and its decoded form are dropped, so
+    # a parked drive does not hold its payload twice.
+    del claimed, decoded
+    return await one.run(mode)
 
 
 class Drive:

@@ -299,7 +299,9 @@ def test_a_worker_survives_injected_database_faults(db_path: Path, tmp_path: Pat
     env = {"FSM_DB_FAULTS": "0.05:7", "FSM_DB_FAULTS_TRACE": str(tmp_path / "f")}
     log = tmp_path / "w.log"
     worker = spawn_worker(url, "--concurrency", "4", log=log, env=env)
-    finish_and_stop([worker], store)
+    # Every injected fault costs a backoff (a failed batch, all its drives): on a loaded
+    # machine this run takes minutes; the bound only catches a hung worker.
+    finish_and_stop([worker], store, timeout=600)
     assert worker.returncode == 0, log.read_text()[-3000:]
     check_ledger(store, 100)
     assert (tmp_path / "f").read_text().count("\n") > 10  # faults were injected

@@ -62,8 +62,10 @@ def freeze_while_holding(store: fsm.Store, proc: subprocess.Popen[bytes]) -> lis
     raise AssertionError(f"worker {proc.pid} never held a lease while stopped")
 
 
-def finish_and_stop(procs: list[subprocess.Popen[bytes]], store: fsm.Store) -> None:
-    wait_for(lambda: not store.rows(), "every action to finish", timeout=120)
+def finish_and_stop(
+    procs: list[subprocess.Popen[bytes]], store: fsm.Store, timeout: float = 120.0
+) -> None:
+    wait_for(lambda: not store.rows(), "every action to finish", timeout=timeout)
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
