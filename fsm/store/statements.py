@@ -235,6 +235,8 @@ def step_update(
         entry.via if entry else None,
         entry.duration if entry else None,
     ]
+    if new == was:  # the usual step: one tuple comparison, no column to add
+        return sql.update(columns), params
     for name in BOOKKEEPING:
         value = getattr(new, name)
         if value != getattr(was, name):
