@@ -522,3 +522,19 @@ def test_the_environment_arms_a_store_of_any_program(tmp_path: Path) -> None:
         assert store.live_ids() == ["a"]  # killed right after the start committed
     finally:
         store.close()
+
+
+def test_importing_fsm_loads_no_testing_tool_unless_the_environment_arms_one() -> None:
+    """Production pays nothing for the test seam: the tools load only when a variable is set."""
+    code = (
+        "import sys, fsm; s = fsm.Store.sqlite(':memory:'); "
+        "print(sorted(m for m in sys.modules if m.startswith('fsm.testing'))); s.close()"
+    )
+    plain = subprocess.run([sys.executable, "-c", code], env=child_env({}), capture_output=True)
+    assert plain.returncode == 0, plain.stderr.decode()
+    assert plain.stdout.decode().strip() == "[]"
+    armed_env = child_env({"FSM_DB_FAULTS": "0:1"})
+    armed = subprocess.run([sys.executable, "-c", code], env=armed_env, capture_output=True)
+    assert armed.returncode == 0, armed.stderr.decode()
+    assert "'fsm.testing.faults'" in armed.stdout.decode()
+    assert b"FSM_DB_FAULTS='0:1' is set" in armed.stderr
