@@ -105,7 +105,3 @@ __all__ = [
     "read_action",
     "validate_kind",
 ]
-
-# Last: the testing tools' environment reader, so a driver process a crash runner spawns is
-# armed by FSM_CRASH / FSM_DB_FAULTS whatever it imported (see fsm.store.hooks).
-import fsm.testing.faults  # noqa: F401

@@ -296,8 +296,9 @@ class Executor(Generic[S]):
             log.warning("action %s: quarantined row removed by delete", action_id)
             return True
         assert isinstance(claimed, Claimed)
+        why = "stopped by Executor.delete"
         entry = LogEntry(
-            claimed.kind, claimed.seq, claimed.state, None, "stopped", "stop", 0, None, 0.0
+            claimed.kind, claimed.seq, claimed.state, None, "stopped", "stop", 0, why, 0.0
         )
         self.store.finish(
             action_id,
@@ -306,7 +307,7 @@ class Executor(Generic[S]):
             now,
             status="stopped",
             state=claimed.state,
-            error="stopped by Executor.delete",
+            error=why,
             cause=claimed.cause,
         )
         log.info("action %s: deleted (ended as stopped), resources released", action_id)

@@ -18,7 +18,7 @@ import peewee
 
 from fsm.errors import NotAnFsmDatabase, SchemaError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class _Base(peewee.Model):
@@ -51,6 +51,7 @@ class ActionRow(_Base):
     cause = peewee.TextField(null=True)
     broken = peewee.BooleanField(constraints=[peewee.SQL("DEFAULT FALSE")])
     notified = peewee.BooleanField(constraints=[peewee.SQL("DEFAULT FALSE")])
+    ending = peewee.CharField(max_length=16, null=True)  # SQLite's end trigger (schema v4)
 
     class Meta:
         table_name = "fsm_action"
@@ -64,6 +65,9 @@ _V2_COLUMNS = (
     ("notified", "BOOLEAN NOT NULL DEFAULT FALSE"),
 )
 """Columns schema v2 added to ``fsm_action`` (migrated in place from v1)."""
+
+_V4_COLUMNS = (("ending", "VARCHAR(16)"),)
+"""Schema v4: how the action ends, set only by SQLite's terminal UPDATE (`_SQLITE_END_TRIGGER`)."""
 
 
 class ResourceRow(_Base):
@@ -176,6 +180,31 @@ END
 """
 """Writes the log row of a step inside the step's own UPDATE (one statement, one commit)."""
 
+_SQLITE_END_TRIGGER = """
+CREATE TRIGGER IF NOT EXISTS fsm_action_end
+AFTER UPDATE OF ending ON fsm_action
+WHEN NEW.ending IS NOT NULL
+BEGIN
+    INSERT INTO fsm_outcome (id, incarnation, kind, state, status, error, cause, started_at,
+                             finished_at)
+    VALUES (NEW.id, NEW.incarnation, NEW.kind, NEW.state, NEW.ending,
+            CASE WHEN NEW.ending = 'done' THEN NULL ELSE NEW.last_error END, NEW.cause,
+            NEW.created_at, NEW.updated_at)
+    ON CONFLICT (id, incarnation) DO NOTHING;
+    INSERT INTO fsm_transition (action_id, kind, seq, from_state, to_state, outcome, via,
+                                attempt, error, duration, at)
+    SELECT NEW.id, NEW.kind, OLD.seq, OLD.state, NULL, NEW.step_outcome, NEW.step_via,
+           NEW.attempts, NEW.last_error, NEW.step_duration, NEW.updated_at
+    WHERE NEW.step_outcome IS NOT NULL;
+    DELETE FROM fsm_action WHERE id = NEW.id;
+END
+"""
+"""The end of an action on SQLite as one statement: the fenced UPDATE that sets ``ending``
+keeps the outcome, logs the last step (unless ``step_outcome`` is NULL: logging is off) and
+deletes the row, whose resources go with it by cascade. One statement in autocommit instead
+of a transaction of three: a terminal step costs what any other step costs. PostgreSQL does
+the same with one data-modifying CTE (`Statements.finish`)."""
+
 
 def migrate(db: peewee.Database, sqlite: bool) -> None:
     """Create what is missing and bring an older schema up to `SCHEMA_VERSION`, atomically.
@@ -187,33 +216,38 @@ def migrate(db: peewee.Database, sqlite: bool) -> None:
         db.create_tables(MODELS, safe=True)
         for ddl in _POLL_INDEXES:
             db.execute_sql(ddl)
-        if sqlite:
-            db.execute_sql(_SQLITE_LOG_TRIGGER)
         row = MetaRow.get_or_none(MetaRow.key == "schema_version")
-        if row is None:
-            MetaRow.create(key="schema_version", value=str(SCHEMA_VERSION))
-            return
-        found = int(row.value)
+        found = SCHEMA_VERSION if row is None else int(row.value)
         if found > SCHEMA_VERSION:
             raise SchemaError(
                 f"database schema v{found} is newer than this fsm (v{SCHEMA_VERSION}); upgrade fsm"
             )
         if found < 2:
-            _migrate_to_v2(db)
+            _add_columns(db, _V2_COLUMNS)
         if found < 3:
             db.execute_sql("DROP INDEX IF EXISTS fsm_action_wake_at")  # v2's full index
-        if found < SCHEMA_VERSION:
+        if found < 4:
+            _add_columns(db, _V4_COLUMNS)
+        if sqlite:
+            db.execute_sql(_SQLITE_LOG_TRIGGER)
+            db.execute_sql(_SQLITE_END_TRIGGER)
+        if row is None:
+            MetaRow.create(key="schema_version", value=str(SCHEMA_VERSION))
+        elif found < SCHEMA_VERSION:
             MetaRow.update(value=str(SCHEMA_VERSION)).where(
                 MetaRow.key == "schema_version"
             ).execute()
 
 
-def _migrate_to_v2(db: peewee.Database) -> None:
-    """v1 -> v2: incarnations, kept causes, broken and notified marks (``fsm_outcome`` is
-    created by ``create_tables``). Rows from v1 keep an empty incarnation, so the steps in
-    flight during the upgrade keep their ``<id>.<seq>`` idempotency keys."""
+def _add_columns(db: peewee.Database, columns: tuple[tuple[str, str], ...]) -> None:
+    """Add the ``columns`` ``fsm_action`` lacks, in place.
+
+    v1 -> v2: incarnations, kept causes, broken and notified marks (``fsm_outcome`` is created
+    by ``create_tables``); rows from v1 keep an empty incarnation, so the steps in flight
+    during the upgrade keep their ``<id>.<seq>`` idempotency keys. v3 -> v4: ``ending``.
+    """
     have = {c.name for c in db.get_columns("fsm_action")}
-    for name, ddl in _V2_COLUMNS:
+    for name, ddl in columns:
         if name not in have:
             db.execute_sql(f"ALTER TABLE fsm_action ADD COLUMN {name} {ddl}")
 

@@ -56,11 +56,10 @@ class Statements:
             f"SELECT {outcome_cols} FROM fsm_outcome WHERE id = {p} "
             "ORDER BY finished_at DESC LIMIT 1"
         )
-        self.keep_outcome = (
-            f"INSERT INTO fsm_outcome ({outcome_cols}) "
-            f"SELECT id, incarnation, kind, {p}, {p}, {p}, {p}, created_at, {p} "
-            f"FROM fsm_action WHERE id = {p} AND epoch = {p} "
-            "ON CONFLICT (id, incarnation) DO NOTHING"
+        self.end = (  # SQLite: the end trigger (`fsm.store.schema`) does the rest
+            f"UPDATE fsm_action SET state = {p}, ending = {p}, last_error = {p}, cause = {p}, "
+            f"attempts = {p}, step_outcome = {p}, step_via = {p}, step_duration = {p}, "
+            f"updated_at = {p} WHERE id = {p} AND epoch = {p}"
         )
         self._outcome_cols = outcome_cols
         self.record_failure = (
@@ -236,6 +235,8 @@ def step_update(
         entry.via if entry else None,
         entry.duration if entry else None,
     ]
+    if new == was:  # the usual step: one tuple comparison, no column to add
+        return sql.update(columns), params
     for name in BOOKKEEPING:
         value = getattr(new, name)
         if value != getattr(was, name):

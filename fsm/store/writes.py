@@ -136,7 +136,15 @@ class Writes:
         error: str | None = None,
         cause: str | None = None,
     ) -> Body[None]:
-        """The terminal write's statements (see `Store.finish`)."""
+        """The terminal write's statements (see `Store.finish`).
+
+        The kept outcome's ``error`` is the log entry's (none when done): SQLite's end
+        trigger takes both from one column, and both backends hold to it.
+        """
+        if error != (None if status == "done" else entry.error):
+            raise ValueError(  # the end trigger keeps one error for the log and the outcome
+                f"action {action_id}: an end's error must be its log entry's (done: none)"
+            )
         kept = (state, status, error, cause, now)
         logged = log_transitions
         if not self._sqlite:
@@ -149,12 +157,12 @@ class Writes:
 
             return in_one
 
-        def in_three(batched: bool) -> None:
-            with self.transaction(batched):
-                self._exec(self._sql.keep_outcome, (*kept, action_id, epoch))
-                if self._exec(self._sql.delete_fenced, (action_id, epoch)).rowcount != 1:
-                    raise _lost(action_id, epoch)
-                if logged:
-                    self.log(action_id, entry, now)
+        step = (entry.outcome if logged else None, entry.via, entry.duration)
+        params = (state, status, entry.error, cause, entry.attempt, *step)
 
-        return in_three
+        def by_trigger(batched: bool) -> None:
+            cur = self._exec(self._sql.end, (*params, now, action_id, epoch))
+            if cur.rowcount != 1:
+                raise _lost(action_id, epoch)
+
+        return by_trigger
