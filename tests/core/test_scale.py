@@ -172,7 +172,83 @@ def test_a_v2_database_is_upgraded_and_keeps_its_rows(store_url: str) -> None:
         found = {name for (name,) in store.db.execute_sql(indexes).fetchall()}
     finally:
         store.close()
-    assert found == {"fsm_action_wake", "fsm_action_lease"}
+    assert found == {"fsm_action_wake", "fsm_action_lease", *V5_ACTION_INDEXES}
+
+
+V5_ACTION_INDEXES = ("fsm_action_started", "fsm_action_trouble")
+V5_OTHER_INDEXES = ("fsm_outcome_ended", "fsm_outcome_trouble", "fsm_transition_action")
+
+V4_END_TRIGGER = """
+CREATE TRIGGER fsm_action_end AFTER UPDATE OF ending ON fsm_action WHEN NEW.ending IS NOT NULL
+BEGIN
+    INSERT INTO fsm_outcome (id, incarnation, kind, state, status, error, cause, started_at,
+                             finished_at)
+    VALUES (NEW.id, NEW.incarnation, NEW.kind, NEW.state, NEW.ending,
+            CASE WHEN NEW.ending = 'done' THEN NULL ELSE NEW.last_error END, NEW.cause,
+            NEW.created_at, NEW.updated_at)
+    ON CONFLICT (id, incarnation) DO NOTHING;
+    INSERT INTO fsm_transition (action_id, kind, seq, from_state, to_state, outcome, via,
+                                attempt, error, duration, at)
+    SELECT NEW.id, NEW.kind, OLD.seq, OLD.state, NULL, NEW.step_outcome, NEW.step_via,
+           NEW.attempts, NEW.last_error, NEW.step_duration, NEW.updated_at
+    WHERE NEW.step_outcome IS NOT NULL;
+    DELETE FROM fsm_action WHERE id = NEW.id;
+END
+"""
+"""Schema v4's end trigger, as v4 created it (it keeps no counts)."""
+
+
+def make_v4(store: fsm.Store) -> None:
+    """Turn a v5 database into what v4 left: no counts, no listing indexes, v4's trigger."""
+    for index in (*V5_ACTION_INDEXES, *V5_OTHER_INDEXES):
+        store.db.execute_sql(f"DROP INDEX {index}")
+    if store.is_sqlite:
+        store.db.execute_sql("DROP TRIGGER fsm_action_end")
+    for table in ("fsm_action", "fsm_outcome"):
+        for column in ("steps", "retries"):
+            store.db.execute_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+    if store.is_sqlite:
+        store.db.execute_sql(V4_END_TRIGGER)
+    store.db.execute_sql("UPDATE fsm_meta SET value = '4' WHERE key = 'schema_version'")
+
+
+def test_a_v4_database_is_upgraded_to_count_steps_and_list(store_url: str) -> None:
+    """v4 -> v5: the counts start at 0 on what was there, the end keeps them from then on,
+    and the listing's indexes exist; a read-only open of the v4 file says how to upgrade."""
+    bulk.fill(store_url, 100)
+    store = fsm.open_store(store_url)
+    store.insert("old", "k", "s0", 1, "{}", (), bulk.NOW)
+    claimed = store.claim("old", "me", bulk.NOW)
+    assert isinstance(claimed, fsm.store.Claimed)
+    end = fsm.LogEntry("k", 0, "s0", None, "done", "step", 0, None, 0.0)
+    store.finish("old", claimed.epoch, end, bulk.NOW + 1, status="done", state="s0")
+    store.insert("again", "k", "s0", 1, "{}", (), bulk.NOW)
+    make_v4(store)
+    before = store.rows()
+    store.close()
+
+    reader = fsm.open_store(store_url, readonly=True)
+    try:
+        with pytest.raises(fsm.SchemaError, match="v4 is older than this fsm"):
+            reader.list_actions()
+    finally:
+        reader.close()
+
+    store = fsm.open_store(store_url)
+    try:
+        assert store.schema_version == SCHEMA_VERSION == 5
+        assert store.rows() == before
+        kept = store.outcome("old")
+        assert kept is not None and (kept.status, kept.steps, kept.retries) == ("done", 0, 0)
+        claimed = store.claim("again", "me", bulk.NOW)
+        assert isinstance(claimed, fsm.store.Claimed)
+        store.finish("again", claimed.epoch, end, bulk.NOW + 1, status="done", state="s0")
+        kept = store.outcome("again")
+        assert kept is not None and (kept.steps, kept.retries) == (1, 0)
+        page = store.list_actions(fsm.ActionFilter(statuses=("done",)))
+        assert [a.id for a in page] == ["again", "old"]
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("rows", [0, 3])
