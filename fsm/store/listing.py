@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 from fsm.store.connection import Link
-from fsm.store.schema import ACTION_TROUBLE, OUTCOME_TROUBLE
 from fsm.store.reports import (
     ENDED_STATUSES,
     LIVE_STATUSES,
@@ -29,6 +28,7 @@ from fsm.store.reports import (
     Cursor,
     live_status,
 )
+from fsm.store.schema import ACTION_TROUBLE, OUTCOME_TROUBLE
 
 _LIVE_COLUMNS = (
     "id, kind, state, incarnation, created_at, updated_at, steps, retries, attempts, "
