@@ -16,10 +16,12 @@ from typing import Any, ParamSpec, TypeVar
 import peewee
 
 from fsm.store import listing, pruning, report
-from fsm.store.connection import Link
+from fsm.store.committer import Committer
+from fsm.store.connection import WRAP_ERRORS, Link
 from fsm.store.inspection import pages
 from fsm.store.records import LoggedStep
 from fsm.store.reports import ActionFilter, ActionReport, ActionSummary, Cursor, PruneResult
+from fsm.store.schema import explain_missing
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -34,13 +36,26 @@ class Operations:
     """The operator's reads and prune (mixed into `Store`)."""
 
     db: peewee.Database
+    committer: Committer
     _link: Link
+    _read_version: int | None
 
     def now(self) -> float:  # pragma: no cover - `Store.now` is the one used
         raise NotImplementedError
 
-    def _cold(self, query: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        raise NotImplementedError  # pragma: no cover - `Store._cold` is the one used
+    def _run(self, query: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run one of the operator's statements' functions on a usable connection.
+
+        Unlike the model-based cold paths it binds no model (so it is safe from any
+        thread); on an older schema read as it is, what a query lacks is explained.
+        """
+        with WRAP_ERRORS:
+            self._link.connection()  # reconnects first if the last connection broke
+        try:
+            return query(*args, **kwargs)
+        except (peewee.OperationalError, peewee.ProgrammingError) as exc:
+            explain_missing(exc, self._read_version)
+            raise
 
     def list_actions(
         self,
@@ -61,7 +76,7 @@ class Operations:
             raise ValueError(f"limit must be a count > 0, got {limit!r}")
         cursor = Cursor.parse(after) if isinstance(after, str) else after
         at = self.now() if now is None else now
-        return self._cold(listing.list_actions, self._link, self.db.param, where, cursor, limit, at)
+        return self._run(listing.list_actions, self._link, self.db.param, where, cursor, limit, at)
 
     def walk_actions(
         self, where: ActionFilter = _ALL, *, page: int = 1000, after: Cursor | str | None = None
@@ -85,7 +100,7 @@ class Operations:
         if not (isinstance(history, int) and history >= 0):
             raise ValueError(f"history must be a count >= 0, got {history!r}")
         now = self.now()
-        return self._cold(report.inspect, self._link, self.db.param, action_id, now, history)
+        return self._run(report.inspect, self._link, self.db.param, action_id, now, history)
 
     def history(
         self,
@@ -99,7 +114,7 @@ class Operations:
         """A page of ``action_id``'s transition log between two times, oldest first, after
         the log id ``after`` (the last `LoggedStep.id` of the previous page). An
         incarnation's history is between its ``started_at`` and its end (`ActionReport`)."""
-        return self._cold(
+        return self._run(
             report.history_page, self._link, self.db.param, action_id, since, until, after, limit
         )
 
@@ -108,17 +123,37 @@ class Operations:
         unix time), in short batches (`fsm.store.pruning`). An outcome forgotten no longer
         answers a start delivered again for its id (`Executor.redelivery_window`)."""
         _check_time(older_than)
-        return self._cold(pruning.prune, self._link, self.db.param, older_than)
+        return self._run(pruning.prune, self._link, self.db.param, older_than)
+
+    async def prune_soon(self, older_than: float) -> PruneResult:
+        """`prune` through the committer, a batch at a time, each batch a write of its own
+        in turn with the drives' writes (a worker's retention, `fsm.worker.Worker`)."""
+        _check_time(older_than)
+        p, link = self.db.param, self._link
+        log_rows = await self._until_short(pruning.log_deletes(link, p, older_than))
+        outcomes = 0
+        for delete in pruning.outcome_deletes(link, p, older_than):
+            outcomes += await self._until_short(delete)
+        return PruneResult(log_rows, outcomes, older_than)
+
+    async def _until_short(self, delete: pruning.Delete) -> int:
+        """Run a batch delete through the committer until it deletes less than a batch."""
+        total = 0
+        while True:
+            deleted = await self.committer.run(None, lambda _: delete(), solo=True)
+            total += deleted
+            if deleted < pruning.BATCH:
+                return total
 
     def prune_log(self, older_than: float) -> int:
         """Delete transition-log rows written before ``older_than`` (a unix time)."""
         _check_time(older_than)
-        return self._cold(pruning.prune_log, self._link, self.db.param, older_than)
+        return self._run(pruning.prune_log, self._link, self.db.param, older_than)
 
     def prune_outcomes(self, older_than: float) -> int:
         """Forget the outcomes of actions that ended before ``older_than`` (a unix time)."""
         _check_time(older_than)
-        return self._cold(pruning.prune_outcomes, self._link, self.db.param, older_than)
+        return self._run(pruning.prune_outcomes, self._link, self.db.param, older_than)
 
 
 def _check_time(value: Any) -> None:

@@ -179,9 +179,7 @@ half, `release_dead_leases` and a release by owner read it. It is keyed on ``lea
 written at a claim and a release, and not on ``lease_expires``, which every `renew` writes.
 """
 
-ACTION_TROUBLE = (
-    "broken OR quarantine IS NOT NULL OR last_error IS NOT NULL OR cause IS NOT NULL"
-)
+ACTION_TROUBLE = "broken OR quarantine IS NOT NULL OR last_error IS NOT NULL OR cause IS NOT NULL"
 """Live rows in trouble: the partial index ``fsm_action_trouble`` holds only these, and a
 query that repeats this condition word for word can read it (SQLite's rule)."""
 OUTCOME_TROUBLE = "error IS NOT NULL OR cause IS NOT NULL"
