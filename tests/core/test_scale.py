@@ -223,8 +223,8 @@ def test_a_v4_database_is_upgraded_to_count_steps_and_list(store_url: str) -> No
     end = fsm.LogEntry("k", 0, "s0", None, "done", "step", 0, None, 0.0)
     store.finish("old", claimed.epoch, end, bulk.NOW + 1, status="done", state="s0")
     store.insert("again", "k", "s0", 1, "{}", (), bulk.NOW)
-    make_v4(store)
     before = store.rows()
+    make_v4(store)
     store.close()
 
     reader = fsm.open_store(store_url, readonly=True)
