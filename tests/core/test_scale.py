@@ -242,7 +242,7 @@ def test_a_v4_database_is_upgraded_to_count_steps_and_list(store_url: str) -> No
         assert kept is not None and (kept.status, kept.steps, kept.retries) == ("done", 0, 0)
         claimed = store.claim("again", "me", bulk.NOW)
         assert isinstance(claimed, fsm.store.Claimed)
-        store.finish("again", claimed.epoch, end, bulk.NOW + 1, status="done", state="s0")
+        store.finish("again", claimed.epoch, end, bulk.NOW + 2, status="done", state="s0")
         kept = store.outcome("again")
         assert kept is not None and (kept.steps, kept.retries) == (1, 0)
         page = store.list_actions(fsm.ActionFilter(statuses=("done",)))
