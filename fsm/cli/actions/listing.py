@@ -26,12 +26,12 @@ PAGE = 1000
 
 
 COLUMNS = (
-    render.Column("ID", 14, 24, fold=True),
-    render.Column("KIND", 8, 14),
-    render.Column("STATE", 8, 14),
+    render.Column("ID", 22, 26, fold=True),
+    render.Column("KIND", 7, 14),
+    render.Column("STATE", 7, 14),
     render.Column("STATUS", 7, 11),
     render.Column("WHEN", 10, 10),
-    render.Column("NOTE", 20, fold=True),
+    render.Column("NOTE", 13, fold=True),
 )
 """The listing in 80 columns: the id and the note whole (folded onto more lines), names
 cut short when the terminal is narrow."""

@@ -40,8 +40,14 @@ def cell(value: object) -> Text:
 
 
 def lines(text: str) -> Text:
-    """A multi-line value (an error chain, a JSON checkpoint): each line escaped."""
-    return Text("\n".join(one_line(line) for line in text.splitlines() or [""]))
+    """A multi-line value (an error chain, a JSON checkpoint): each line escaped, its
+    indentation kept."""
+    return Text("\n".join(_indented(line) for line in text.splitlines() or [""]))
+
+
+def _indented(line: str) -> str:
+    body = line.lstrip(" ")
+    return " " * (len(line) - len(body)) + one_line(body)
 
 
 def table(columns: Sequence[Column], rows: Sequence[Sequence[Text]], width: int) -> Table:
@@ -70,15 +76,18 @@ class Column:
 def fit(columns: Sequence[Column], rows: Sequence[Sequence[Text]], width: int) -> list[int]:
     """Each column's width so that the table fits in ``width`` characters.
 
-    Every column gets its widest cell (within its bounds); when that is too wide, the last
-    column gives way first, down to its minimum, then the others from the right.
+    Every column gets its widest cell (within its bounds); when that is too wide, the
+    columns that fold give way first (down to their minimum), then the others from the
+    right.
     """
     natural = [max([len(c.header), *(r[i].cell_len for r in rows)]) for i, c in enumerate(columns)]
     widths = [
         max(c.min_width, min(n, c.max_width or n)) for c, n in zip(columns, natural, strict=True)
     ]
     room = width - 2 * (len(columns) - 1)  # one space on each side of an inner border
-    for i in reversed(range(len(columns))):
+    folded = [i for i, c in enumerate(columns) if c.fold]
+    cut = [i for i in reversed(range(len(columns))) if not columns[i].fold]
+    for i in folded + cut:  # folding loses nothing: those give way first
         excess = sum(widths) - room
         if excess <= 0:
             break

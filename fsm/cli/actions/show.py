@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if report.history:
         shown = report.history[-SHOWN_STEPS:]
         older = len(report.history) - len(shown) + (1 if report.history_truncated else 0)
-        head = f"last {len(shown)} steps" + (" (more: fsm actions history)" if older else "")
+        head = f"last {render.plural(len(shown), 'step')}"
+        head += " (more: fsm actions history)" if older else ""
         out.print(Text(head, style="bold"))
         out.print(steps_table(shown, now, out.width))
     return 0
@@ -104,7 +105,7 @@ def status_line(r: ActionReport, now: float) -> str:
     """The status with what goes with it, in words."""
     s = r.status
     if s is ActionStatus.PARKED:
-        return f"parked until {render.relative(r.wake_at, now)} ({render.absolute(r.wake_at)})"
+        return f"parked until {_when(r.wake_at or 0.0, now)}"
     if s is ActionStatus.DUE:
         return f"due (since {render.relative(r.wake_at, now)})"
     if s is ActionStatus.WAITING:
@@ -115,7 +116,7 @@ def status_line(r: ActionReport, now: float) -> str:
         return "broken: the kind's code failed; fix it, then notify or retry"
     if s is ActionStatus.QUARANTINED:
         return "quarantined: set aside, never driven"
-    return f"{s.value} {render.relative(r.ended_at, now)}"
+    return f"{s.value} {render.relative(r.ended_at, now)} (in state {r.state})"
 
 
 FIELD_COLUMNS = (render.Column("FIELD", 11, 11), render.Column("VALUE", fold=True))
@@ -150,7 +151,8 @@ def steps_table(steps: Sequence[LoggedStep], now: float, width: int) -> Table:
 
 
 def _when(at: float, now: float) -> str:
-    return f"{render.relative(at, now)} ({render.absolute(at)})"
+    near, exact = render.relative(at, now), render.absolute(at)
+    return near if near == exact else f"{near} ({exact})"
 
 
 def _wake(r: ActionReport, now: float) -> str:
