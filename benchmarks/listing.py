@@ -34,6 +34,23 @@ def median_us(call: Callable[[], object], repeat: int = 30) -> float:
     return statistics.median(samples) * 1e6
 
 
+def measure(store: fsm.Store, rows: int) -> str:
+    """The medians of the reads on a table of ``rows`` (see above), as one line."""
+    one = f"a{rows // 20:09d}"
+    since = bulk.NOW - 100_000 + rows - 500
+    calls: dict[str, Callable[[], object]] = {}
+    for name, where in (
+        ("page", fsm.ActionFilter()),
+        ("failed", fsm.ActionFilter(statuses=("failed",))),
+        ("quarantined", fsm.ActionFilter(statuses=("quarantined",))),
+        ("ended since", fsm.ActionFilter(statuses=("ended",), since=since)),
+    ):
+        calls[name] = lambda w=where: store.list_actions(w, limit=50, now=bulk.NOW)
+    calls["inspect"] = lambda: store.inspect(one)
+    calls["history"] = lambda: store.history(one)
+    return " | ".join(f"{n} {median_us(c):.0f}" for n, c in calls.items())
+
+
 def main() -> None:
     sizes = [int(arg) for arg in sys.argv[1:]] or [1_000, 100_000, 1_000_000]
     with tempfile.TemporaryDirectory() as tmp:
@@ -43,20 +60,10 @@ def main() -> None:
             bulk.fill_ended(url, rows)
             bulk.fill_log(url, rows)
             store = fsm.open_store(url, readonly=True)
-            one = f"a{rows // 20:09d}"
-            since = bulk.NOW - 100_000 + rows - 500
-            calls: dict[str, Callable[[], object]] = {}
-            for name, where in (
-                ("page", fsm.ActionFilter()),
-                ("failed", fsm.ActionFilter(statuses=("failed",))),
-                ("quarantined", fsm.ActionFilter(statuses=("quarantined",))),
-                ("ended since", fsm.ActionFilter(statuses=("ended",), since=since)),
-            ):
-                calls[name] = lambda w=where: store.list_actions(w, limit=50, now=bulk.NOW)
-            calls["inspect"] = lambda: store.inspect(one)
-            calls["history"] = lambda: store.history(one)
-            figures = " | ".join(f"{n} {median_us(c):.0f}" for n, c in calls.items())
-            store.close()
+            try:
+                figures = measure(store, rows)
+            finally:
+                store.close()
             print(f"{rows:>9,} rows: {figures} us", flush=True)
 
 
