@@ -43,7 +43,19 @@ from fsm.registry import Registry
 from fsm.results import DriveResult, DriveStatus, ResumeReport, StartResult, StartStatus
 from fsm.retry import RetryPolicy
 from fsm.state import Rejection, RejectionHandler, State, Transition, Wake
-from fsm.store import KeptOutcome, LogEntry, Store, open_store
+from fsm.store import (
+    ActionFilter,
+    ActionReport,
+    ActionStatus,
+    ActionSummary,
+    Cursor,
+    KeptOutcome,
+    LogEntry,
+    LoggedStep,
+    PruneResult,
+    Store,
+    open_store,
+)
 from fsm.sync import SyncExecutor
 from fsm.validate import GuardedExitWarning, KindWarning, UntypedDataWarning, validate_kind
 from fsm.worker import Worker
@@ -52,6 +64,11 @@ __all__ = [
     "CONVERTER",
     "Action",
     "ActionBusy",
+    "ActionFilter",
+    "ActionReport",
+    "ActionStatus",
+    "ActionSummary",
+    "Cursor",
     "DecodeError",
     "DefinitionError",
     "Done",
@@ -74,9 +91,11 @@ __all__ = [
     "KindWarning",
     "LeaseLost",
     "LogEntry",
+    "LoggedStep",
     "Next",
     "Outcome",
     "Park",
+    "PruneResult",
     "Registry",
     "Rejected",
     "Rejection",

@@ -12,7 +12,7 @@ from typing import Any, Generic
 
 from fsm.executor import DriveResult, Executor, ResumeReport, StartResult
 from fsm.protocol import Action, DriveMode, S
-from fsm.store import Store
+from fsm.store import ActionReport, Store
 
 
 class SyncExecutor(Generic[S]):
@@ -40,6 +40,9 @@ class SyncExecutor(Generic[S]):
 
     def delete(self, action_id: str) -> bool:
         return self._runner.run(self.executor.delete(action_id))
+
+    def inspect(self, action_id: str, *, history: int = 1000) -> ActionReport | None:
+        return self._runner.run(self.executor.inspect(action_id, history=history))
 
     def resume_all(self, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE) -> ResumeReport:
         return self._runner.run(self.executor.resume_all(mode))

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 
-from fsm.cli.common import Command, UsageError, add_module_option, open_db, positive
+from fsm.cli.common import Command, UsageError, add_module_option, duration, open_db, positive
 from fsm.discover import drivable
 from fsm.errors import FsmError
+from fsm.executor.executor import DEFAULT_REDELIVERY_WINDOW
 from fsm.worker import run_worker
+from fsm.worker.retention import check_retention
 from fsm.worker.services import load_factory, services_for
 
 
@@ -55,9 +57,20 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="exit (code 1) after the database has failed for this long; 0: at the first "
         "failure, inf: never (default 300)",
     )
+    p.add_argument(
+        "--retention",
+        type=duration,
+        metavar="DURATION",
+        help="prune history (log rows, kept outcomes) older than this, at start and every "
+        "hour: 30d, 12h; at least the redelivery window (7d). Default: keep everything",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        check_retention(args.retention, DEFAULT_REDELIVERY_WINDOW)
+    except ValueError as exc:
+        raise UsageError(f"--retention: {exc}") from None
     kinds = drivable(args.module)
     if not kinds:
         raise UsageError(
@@ -86,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         poll=args.poll,
         json_logs=args.json,
         max_outage=args.max_outage,
+        retention=args.retention,
     )
 
 

@@ -20,7 +20,7 @@ from fsm.errors import DoubleDriveMismatch, LeaseLost, Rejected
 from fsm.executor.claims import foreign, let_go, readable
 from fsm.executor.plan import Plan, Write, after_failed_write, plan, plan_broken
 from fsm.executor.step import advance, drive_again, encode, handle
-from fsm.failures import broken_text, error_text
+from fsm.failures import broken_text, chained_text, error_text
 from fsm.protocol import Action, Done, DriveMode, Failed, Next, Park, StepContext
 from fsm.registry import Registry
 from fsm.results import DriveResult, DriveStatus
@@ -205,7 +205,7 @@ class Drive:
             if isinstance(handled, Exception):
                 return await self.park_broken(handled, started, t0)
             via, outcome, ctx, routed = handled.via, handled.outcome, handled.ctx, handled.routed
-            cause = error_text(handled.error)
+            cause = chained_text(handled.error)
             attempts = handled.attempts
             try:
                 encoded = encode(codec, outcome)
@@ -293,7 +293,7 @@ class Drive:
                 now,
                 status=planned.write.value,
                 state=planned.state,
-                error=error_text(failure),
+                error=chained_text(failure),
                 cause=planned.cause,
             )
         except LeaseLost as exc:

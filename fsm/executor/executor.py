@@ -20,10 +20,10 @@ from fsm.executor.drive import Naps, drive
 from fsm.executor.plan import plan_update
 from fsm.ids import check_id, new_incarnation
 from fsm.protocol import Action, DriveMode, S
-from fsm.registry import Registry
+from fsm.registry import Registry, decode_report
 from fsm.results import DriveResult, DriveStatus, ResumeReport, StartResult, StartStatus
 from fsm.retry import SEED_POLICY, RetryPolicy
-from fsm.store import Claimed, KeptOutcome, LogEntry, Store, new_owner
+from fsm.store import ActionReport, Claimed, KeptOutcome, LogEntry, Store, new_owner
 from fsm.store.hooks import warn_armed
 from fsm.store.inspection import pages
 
@@ -312,6 +312,16 @@ class Executor(Generic[S]):
         )
         log.info("action %s: deleted (ended as stopped), resources released", action_id)
         return True
+
+    async def inspect(self, action_id: str, *, history: int = 1000) -> ActionReport | None:
+        """Everything about one action, in one read: its status (due, parked until when,
+        waiting for a notify, running under whose lease until when, broken with which error,
+        quarantined with which reason, or done, failed or stopped with its outcome), its
+        checkpoint decoded by its kind (``action``; ``decode_error`` if it cannot be), its
+        resources and its newest ``history`` steps. ``None`` if the id is unknown. See
+        `fsm.ActionReport`; `Store.inspect` is the same without decoding."""
+        report = self.store.inspect(action_id, history=history)
+        return None if report is None else decode_report(self.registry, report)
 
     async def resume_all(
         self, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE, *, concurrency: int = 1

@@ -26,6 +26,7 @@ from fsm.store.committer import Body, Committer
 from fsm.store.connection import Link
 from fsm.store.files import sqlite_database
 from fsm.store.hooks import StoreHooks, environment_hooks
+from fsm.store.operations import Operations
 from fsm.store.resources import all_held, held_by, holder
 from fsm.store.statements import Statements
 from fsm.store.writes import StepValues, Writes
@@ -37,7 +38,7 @@ _NEVER = float("inf")
 """``ended_since`` of a start that ignores kept outcomes (a deliberate new incarnation)."""
 
 
-class Store:
+class Store(Operations):
     """The checkpoint store over one peewee database (SQLite by default).
 
     ``lease_ttl``: seconds a claim stays valid without a write.
@@ -46,6 +47,8 @@ class Store:
     by default those the environment arms (``FSM_CRASH``, ``FSM_DB_FAULTS``: see
     `fsm.testing.faults`), usually none.
     ``local_clock``: this host's clock (unix seconds); `now` corrects it to the database's.
+    The operator's reads (`list_actions`, `inspect`, `history`) and `prune` come from
+    `Operations`.
     ``readonly``: inspection only (``fsm actions``, ``fsm diagram --db``), safe to point at
     any file: no table is created and nothing migrated; through `open_store` or `sqlite` the
     connection cannot write either (SQLite ``mode=ro``, a PostgreSQL read-only session).
@@ -389,14 +392,6 @@ class Store:
 
     def transitions(self, action_id: str | None = None) -> list[records.LoggedStep]:
         return self._cold(inspection.transitions, action_id)
-
-    def prune_log(self, older_than: float) -> int:
-        """Delete transition-log rows written before ``older_than`` (a unix time)."""
-        return self._cold(inspection.prune_log, older_than)
-
-    def prune_outcomes(self, older_than: float) -> int:
-        """Forget the outcomes of actions that ended before ``older_than`` (a unix time)."""
-        return self._cold(inspection.prune_outcomes, older_than)
 
     def quarantine(self, action_id: str, reason: str) -> None:
         """Set a row aside: never driven, never deleted, reported with ``reason``."""

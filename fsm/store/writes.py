@@ -18,7 +18,7 @@ from fsm.store import records
 from fsm.store.committer import Body
 from fsm.store.connection import Link
 from fsm.store.resources import change_held
-from fsm.store.statements import Statements, step_update
+from fsm.store.statements import Statements, counts, step_update
 
 _NO_TRANSACTION = contextlib.nullcontext()
 
@@ -145,7 +145,7 @@ class Writes:
             raise ValueError(  # the end trigger keeps one error for the log and the outcome
                 f"action {action_id}: an end's error must be its log entry's (done: none)"
             )
-        kept = (state, status, error, cause, now)
+        kept = (state, status, error, cause, now, *counts(entry))
         logged = log_transitions
         if not self._sqlite:
             log = (*entry.values()[1:], now) if logged else ()
@@ -159,9 +159,10 @@ class Writes:
 
         step = (entry.outcome if logged else None, entry.via, entry.duration)
         params = (state, status, entry.error, cause, entry.attempt, *step)
+        tally = counts(entry)
 
         def by_trigger(batched: bool) -> None:
-            cur = self._exec(self._sql.end, (*params, now, action_id, epoch))
+            cur = self._exec(self._sql.end, (*params, now, *tally, action_id, epoch))
             if cur.rowcount != 1:
                 raise _lost(action_id, epoch)
 

@@ -15,6 +15,7 @@ from fsm.store import Store
 from fsm.worker.logs import configure_logging
 from fsm.worker.loop import Worker
 from fsm.worker.outage import MAX_OUTAGE
+from fsm.worker.retention import check_retention
 
 log = logging.getLogger("fsm.worker")
 
@@ -28,6 +29,7 @@ def run_worker(
     poll: float = 0.2,
     json_logs: bool = False,
     max_outage: float = MAX_OUTAGE,
+    retention: float | None = None,
 ) -> int:
     """The ``fsm worker`` process: log one line per outcome, stop cleanly on SIGTERM/SIGINT.
 
@@ -36,6 +38,7 @@ def run_worker(
     """
     configure_logging(json_logs)
     executor: Executor[Any] = Executor(store, services, kinds=kinds)
+    check_retention(retention, executor.redelivery_window)  # refused before the loop starts
     outcome_log = logging.getLogger("fsm.worker.outcome")
 
     def report(result: DriveResult) -> None:
@@ -63,6 +66,7 @@ def run_worker(
             poll=poll,
             on_result=report,
             max_outage=max_outage,
+            retention=retention,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -252,7 +252,8 @@ def test_finish_deletes_releases_keeps_the_outcome_and_logs_the_end(store: fsm.S
     store.finish("a", c.epoch, entry(0, "s0", None, "done"), T0 + 3, status="done", state="ok")
     assert store.row("a") is None
     assert store.all_resources() == {}
-    assert store.outcome("a") == KeptOutcome("a", "", "k", "ok", "done", None, None, T0, T0 + 3)
+    kept = KeptOutcome("a", "", "k", "ok", "done", None, None, T0, T0 + 3, steps=1)
+    assert store.outcome("a") == kept
     assert [(t.from_state, t.to_state, t.outcome) for t in store.transitions("a")] == [
         ("s0", None, "done")
     ]
@@ -448,7 +449,8 @@ def test_a_v1_database_is_migrated_in_place(stores: OpenStore) -> None:
     start(store)
     if store.is_sqlite:  # SQLite's end trigger (v4) reads v2's columns
         store.db.execute_sql("DROP TRIGGER fsm_action_end")
-    for column in ("incarnation", "cause", "broken", "notified", "ending"):
+    store.db.execute_sql("DROP INDEX fsm_action_trouble")  # v5's, reads v2's broken
+    for column in ("incarnation", "cause", "broken", "notified", "ending", "steps", "retries"):
         store.db.execute_sql(f"ALTER TABLE fsm_action DROP COLUMN {column}")
     store.db.execute_sql("DROP TABLE fsm_outcome")
     store.db.execute_sql("UPDATE fsm_meta SET value = '1' WHERE key = 'schema_version'")
