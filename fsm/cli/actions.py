@@ -1,5 +1,8 @@
 """``fsm actions --db URL``: the live and quarantined actions of a database, one per line.
 
+The operator's controls are subcommands of it (``fsm actions retry ID``, ...: see
+`fsm.cli.control`); without a subcommand it lists.
+
 The database is opened read-only, and what it holds is shown whatever it is: text with its
 control characters escaped, any stored wake-up time in words (`when`). Rows are read and
 printed a page at a time (keyset pagination by id), so a million rows list in constant
@@ -14,7 +17,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
-from fsm.cli.common import Command, open_db, positive
+from fsm.cli import control
+from fsm.cli.common import Command, UsageError, open_db, positive
 from fsm.failures import one_line
 from fsm.store import RowInfo
 from fsm.store.inspection import pages
@@ -26,14 +30,22 @@ HEADERS = ("ID", "KIND", "STATE", "STATUS", "ATTEMPTS", "WAKE_AT", "ERROR")
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="URL", required=True, help="the database to read")
+    # Not required here: a subcommand takes its own --db (checked in `run`).
+    p.add_argument("--db", metavar="URL", help="the database to read")
     p.add_argument("--kind", metavar="K", help="only actions of this kind")
     p.add_argument(
         "--limit", metavar="N", type=positive(int), help="show at most N actions (first by id)"
     )
+    sub = p.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
+    control.register(sub)
 
 
 def run(args: argparse.Namespace) -> int:
+    handler = getattr(args, "handler", None)
+    if handler is not None:
+        return int(handler(args))
+    if args.db is None:
+        raise UsageError("actions: the following arguments are required: --db")
     store = open_db(args.db, readonly=True)
     try:
         size = PAGE if args.limit is None else min(PAGE, int(args.limit))

@@ -31,6 +31,12 @@ DUE_CHANNEL = "fsm_due"
 _KINDS = "/*kinds*/"
 """Where `Statements.for_kinds` puts its kind filter in a statement (a no-op comment)."""
 
+CLAIMED_COLUMNS = (
+    "kind, state, version, payload, seq, attempts, last_error, wake_at, epoch, "
+    "lease_expires, incarnation, cause, broken"
+)
+"""What a claim reads back (`fsm.store.records.Claimed`'s fields after ``id``)."""
+
 _LOG_COLUMNS = (
     "action_id, kind, seq, from_state, to_state, outcome, via, attempt, error, duration, at"
 )
@@ -40,10 +46,7 @@ class Statements:
     """The hot-path SQL, written once with the database's parameter marker."""
 
     def __init__(self, p: str) -> None:
-        cols = (
-            "kind, state, version, payload, seq, attempts, last_error, wake_at, epoch, "
-            "lease_expires, incarnation, cause, broken"
-        )
+        cols = CLAIMED_COLUMNS
         self.insert = (
             "INSERT INTO fsm_action (id, kind, state, version, payload, seq, attempts, "
             "wake_at, epoch, created_at, updated_at, incarnation) "
