@@ -140,9 +140,9 @@ class Controls:
         if found is ClaimMiss.QUARANTINED:
             raise ControlRefused(_quarantined(action_id, "notify"))
         assert not isinstance(found, ClaimMiss)
-        kind, state = found
+        kind, state, attempts = found
         log.info("action %s: %s (due now)", action_id, text)
-        return Controlled(action_id, "notify", kind, state, state, "due", text)
+        return Controlled(action_id, "notify", kind, state, state, "due", text, None, attempts)
 
     def cancel(
         self, action_id: str, *, reason: str, by: str | None = None, wait: float = 0.0
@@ -167,7 +167,12 @@ class Controls:
         with self._holding(c):
             _refuse_quarantined(taken, "cancel")
             codec, action = self._decoded(c)
-            outcome = action.on_cancel(cancel)
+            try:
+                outcome = action.on_cancel(cancel)
+            except Exception as exc:  # the kind's bug: refused in one line, nothing written
+                raise KindError(
+                    f"{type(action).__name__}.on_cancel raised {type(exc).__name__}: {exc}"
+                ) from exc
             if outcome is None:
                 raise NoCancelRoute(_no_route(c, codec))
             if isinstance(outcome, Next):

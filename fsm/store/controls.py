@@ -145,12 +145,14 @@ class ControlWrites:
 
         self._write_now("control", body, solo=True)
 
-    def notify(self, action_id: str, now: float, text: str | None) -> tuple[str, str] | ClaimMiss:
+    def notify(
+        self, action_id: str, now: float, text: str | None
+    ) -> tuple[str, str, int] | ClaimMiss:
         """Make the action due now and mark it notified (`Store.mark_due`), and log it with
-        ``text``, in one transaction; (kind, state) of the action, or why not:
+        ``text``, in one transaction; (kind, state, attempts) of the action, or why not:
         `ClaimMiss.MISSING` or `ClaimMiss.QUARANTINED` (nothing is written then)."""
 
-        def body(batched: bool) -> tuple[str, str] | ClaimMiss:
+        def body(batched: bool) -> tuple[str, str, int] | ClaimMiss:
             link = self._link
             with contextlib.nullcontext() if batched else link.transaction():
                 row = link.exec(self._notify, (now, action_id)).fetchone()
@@ -163,7 +165,7 @@ class ControlWrites:
                     link.exec(self._sql.log, (action_id, *entry.values(), now))
                 if not link.sqlite:
                     link.exec(self._sql.notify_due)
-            return str(kind), str(state)
+            return str(kind), str(state), int(attempts)
 
-        result: tuple[str, str] | ClaimMiss = self._write_now("wake", body, solo=True)
+        result: tuple[str, str, int] | ClaimMiss = self._write_now("wake", body, solo=True)
         return result

@@ -11,12 +11,14 @@ and PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from typing import Any
 
 import pytest
 from control_kinds import Booking, BookingKind, Desk
-from processes import spawn_child
+from processes import REPO, child_env, died, spawn_child
 
 import fsm
 from fsm import DriveStatus
@@ -199,4 +201,42 @@ def test_controls_racing_a_driver_process(store_url: str) -> None:
     assert isinstance(done, fsm.Controlled), done
     assert (done.state, done.to_state) == ("held", "releasing")
     assert vias(store, "booking-1") == ["notify", "step", "step", "cancel"]
+    store.close()
+
+
+# -- a control process killed at its write -------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", ["before", "after"])
+def test_a_control_killed_at_its_write_leaves_all_of_it_or_none(
+    store_url: str, phase: str
+) -> None:
+    """``fsm actions cancel`` SIGKILLed right before its fenced write (nothing of the cancel
+    is written; its lease, of a certainly dead owner, is taken over at once) or right after
+    it committed (the whole cancel is there: route, cause, log row, lease let go)."""
+    store = fsm.open_store(store_url, lease_ttl=3600)
+    desk = Desk()
+    ex: fsm.Executor[Any] = fsm.Executor(store, desk, kinds=[BookingKind])
+    assert asyncio.run(ex.drive(BookingKind.create(Booking("1")))).state == "held"
+    argv = [sys.executable, "-m", "fsm", "actions", "cancel", "booking-1", "--db", store_url]
+    argv += ["--reason", "customer asked", "--module", "control_kinds"]
+    env = child_env({"FSM_CRASH": f"control.{phase}:1"})
+    proc = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert died(proc), proc.stderr
+
+    row = store.row("booking-1")
+    assert row is not None
+    if phase == "before":
+        assert (row.state, row.cause) == ("held", None)
+        assert vias(store, "booking-1") == ["step", "step"]
+        assert row.lease_owner is not None  # the dead control's lease: taken over at once
+        desk.confirmed = True
+        assert asyncio.run(ex.drive("booking-1")).status is DriveStatus.DONE
+    else:
+        assert (row.state, row.lease_owner) == ("releasing", None)
+        assert row.cause is not None and row.cause.endswith(": customer asked")
+        assert vias(store, "booking-1") == ["step", "step", "cancel"]
+        result = asyncio.run(ex.run_due()).results[0]
+        assert (result.status, result.state) == (DriveStatus.FAILED, "cancelled")
     store.close()

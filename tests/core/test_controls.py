@@ -211,7 +211,12 @@ def test_cancel_refuses_what_it_cannot_read(store: fsm.Store) -> None:
 
 @pytest.mark.parametrize(
     ("plan", "error"),
-    [("none", fsm.NoCancelRoute), ("bad", fsm.KindError), ("other", fsm.KindError)],
+    [
+        ("none", fsm.NoCancelRoute),
+        ("bad", fsm.KindError),
+        ("other", fsm.KindError),
+        ("raise", fsm.KindError),
+    ],
 )
 def test_a_hand_written_action_refused_or_wrong_changes_nothing(
     store: fsm.Store, plan: str, error: type[Exception]

@@ -109,7 +109,8 @@ class Pass(fsm.Action[Any]):
     """A hand-written action whose ``on_cancel`` does what ``plan`` says.
 
     ``plan``: ``route`` (a `Next` into phase ``refunding``), ``fail`` (end now), ``none``
-    (refuse), ``bad`` (a wrong return type), ``other`` (a `Next` with another id).
+    (refuse), ``bad`` (a wrong return type), ``other`` (a `Next` with another id), ``raise``
+    (a bug in the hook).
     """
 
     name = "pass"
@@ -139,4 +140,6 @@ class Pass(fsm.Action[Any]):
             return "refund please"
         if self.plan == "other":
             return fsm.Next(attrs.evolve(self, label="someone-else"))
+        if self.plan == "raise":
+            raise AttributeError("'Pass' object has no attribute 'refund'")
         return None
