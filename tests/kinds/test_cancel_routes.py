@@ -13,6 +13,9 @@ from fsm import Cancellation, DefinitionError, Kind, State, StepContext
 from fsm.diagram import to_dot, to_mermaid, to_svg
 from fsm.diagram.style import CANCEL_COLOR
 
+# pydot's parser calls pyparsing names that pyparsing deprecates (as test_diagram.py says)
+pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated - use:DeprecationWarning")
+
 
 @attrs.frozen
 class Trip:
