@@ -3,7 +3,9 @@
 The order reserves stock, charges a card, then waits for the warehouse to confirm the
 shipment. A charge can fail transiently (retried with backoff, up to a budget) or be
 rejected by the card network (`fsm.Rejected`): both end in the ``releasing`` state, which
-refunds whatever was charged and gives the stock back before the order fails.
+refunds whatever was charged and gives the stock back before the order fails. An operator's
+cancel (``fsm actions cancel``) takes the same way out of ``charging`` and
+``awaiting_shipment``, and ends an order still in ``start`` at once.
 
 Run it: ``python examples/order.py [DB_PATH]``. Time is simulated (the executor's clock and
 sleep are fakes), so the retries and the shipment wait take no real time.
@@ -155,6 +157,11 @@ class OrderKind(Kind[Order, FakeShop]):
         # route.
         start.rejected(to=cancelled),
         charging.rejected(to=releasing),
+        # An operator's cancel: before anything is reserved there is nothing to undo; after,
+        # the same compensation as a refused charge.
+        start.cancelled(to=cancelled),
+        charging.cancelled(to=releasing),
+        awaiting_shipment.cancelled(to=releasing),
     )
 
     @staticmethod

@@ -8,6 +8,7 @@ from fsm.codec import KindCodec
 from fsm.converter import CONVERTER, make_converter
 from fsm.errors import (
     ActionBusy,
+    ControlRefused,
     DecodeError,
     DefinitionError,
     DoubleDriveMismatch,
@@ -17,18 +18,21 @@ from fsm.errors import (
     KindError,
     KindMismatch,
     LeaseLost,
+    NoCancelRoute,
+    NoSuchAction,
     Rejected,
     ResourceConflict,
     SchemaError,
     StepTimeout,
     UnknownKind,
 )
-from fsm.executor import Executor
+from fsm.executor import Controlled, Controls, Executor
 from fsm.ids import check_id
 from fsm.interpreter import Instance
 from fsm.kind import Kind
 from fsm.protocol import (
     Action,
+    Cancellation,
     Done,
     DriveMode,
     Failed,
@@ -42,7 +46,7 @@ from fsm.protocol import (
 from fsm.registry import Registry
 from fsm.results import DriveResult, DriveStatus, ResumeReport, StartResult, StartStatus
 from fsm.retry import RetryPolicy
-from fsm.state import Rejection, RejectionHandler, State, Transition, Wake
+from fsm.state import CancelRoute, Rejection, RejectionHandler, State, Transition, Wake
 from fsm.store import (
     ActionFilter,
     ActionReport,
@@ -68,6 +72,11 @@ __all__ = [
     "ActionReport",
     "ActionStatus",
     "ActionSummary",
+    "CancelRoute",
+    "Cancellation",
+    "ControlRefused",
+    "Controlled",
+    "Controls",
     "Cursor",
     "DecodeError",
     "DefinitionError",
@@ -93,6 +102,8 @@ __all__ = [
     "LogEntry",
     "LoggedStep",
     "Next",
+    "NoCancelRoute",
+    "NoSuchAction",
     "Outcome",
     "Park",
     "PruneResult",

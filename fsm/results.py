@@ -1,4 +1,5 @@
-"""What the executor's calls return: how a drive ended, how a start went, a resume's report."""
+"""What the executor's calls return: how a drive ended, how a start went, a resume's report,
+what an operator's control did."""
 
 from __future__ import annotations
 
@@ -101,3 +102,26 @@ class ResumeReport:
 
     def count(self, status: DriveStatus) -> int:
         return sum(1 for r in self.results if r.status is status)
+
+
+@attrs.frozen
+class Controlled:
+    """What an operator's control did to one action (`fsm.Controls`).
+
+    ``control``: retry, notify, cancel, stop or unquarantine. ``state``: where the action
+    stood; ``to_state``: where it stands now (``None``: it ended). ``outcome``: what its
+    history records (``due``, ``cancelled``, ``released``, ``stopped``, or ``failed`` /
+    ``done`` for a cancel route to a terminal state). ``note``: the who and why recorded
+    with it (a cancel's is also the action's cause). ``quarantine``: for unquarantine, why
+    the row had been set aside. ``attempts``: the action's attempts after the control.
+    """
+
+    id: str
+    control: str
+    kind: str
+    state: str
+    to_state: str | None
+    outcome: str
+    note: str | None
+    quarantine: str | None = None
+    attempts: int = 0

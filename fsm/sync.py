@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, Generic
 
-from fsm.executor import DriveResult, Executor, ResumeReport, StartResult
+from fsm.executor import Controls, DriveResult, Executor, ResumeReport, StartResult
 from fsm.protocol import Action, DriveMode, S
 from fsm.store import ActionReport, Store
 
@@ -43,6 +43,11 @@ class SyncExecutor(Generic[S]):
 
     def inspect(self, action_id: str, *, history: int = 1000) -> ActionReport | None:
         return self._runner.run(self.executor.inspect(action_id, history=history))
+
+    @property
+    def controls(self) -> Controls:
+        """The operator's controls (`fsm.Controls`; already synchronous)."""
+        return self.executor.controls
 
     def resume_all(self, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE) -> ResumeReport:
         return self._runner.run(self.executor.resume_all(mode))

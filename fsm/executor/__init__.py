@@ -25,6 +25,8 @@ The parts, each depending only on those below it:
 
 * `fsm.executor.executor`: `Executor`, its settings and the calls a program makes (start,
   drive, notify, update, delete, resume, run due, stop).
+* `fsm.executor.controls`: `Controls`, the operator's controls (retry, notify, cancel, stop,
+  unquarantine), each written under the action's lease like a step.
 * `fsm.executor.drive`: the drive loop, a thin shell around the step and the plan.
 * `fsm.executor.step`: one step run under its timeout, its result checked, its errors
   handed to the kind's handlers.
@@ -33,6 +35,7 @@ The parts, each depending only on those below it:
   wake-up, lease, cause), tested without a database.
 """
 
+from fsm.executor.controls import Controls
 from fsm.executor.executor import (
     DEFAULT_REDELIVERY_WINDOW,
     DEFAULT_STEP_TIMEOUT,
@@ -40,13 +43,22 @@ from fsm.executor.executor import (
     Executor,
 )
 from fsm.executor.plan import RUN_NOW
-from fsm.results import DriveResult, DriveStatus, ResumeReport, StartResult, StartStatus
+from fsm.results import (
+    Controlled,
+    DriveResult,
+    DriveStatus,
+    ResumeReport,
+    StartResult,
+    StartStatus,
+)
 
 __all__ = [
     "DEFAULT_REDELIVERY_WINDOW",
     "DEFAULT_STEP_TIMEOUT",
     "DOUBLE_DRIVE_ENV",
     "RUN_NOW",
+    "Controlled",
+    "Controls",
     "DriveResult",
     "DriveStatus",
     "Executor",

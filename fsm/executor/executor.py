@@ -1,7 +1,8 @@
 """`Executor`: the settings of a set of drives, and the calls a program makes on actions.
 
 Start, drive, notify, update and delete an action, resume or run what is due, stop. The drive
-itself is `fsm.executor.drive`; what its writes are, `fsm.executor.plan`.
+itself is `fsm.executor.drive`; what its writes are, `fsm.executor.plan`; the operator's
+controls (retry, notify, cancel, stop, unquarantine), `fsm.executor.controls`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Generic
 
 from fsm.blocking import DEFAULT_BLOCKING_THREADS, BlockingPool
-from fsm.errors import ActionBusy, DecodeError, KindError, KindMismatch
+from fsm.errors import ActionBusy, DecodeError, KindError, KindMismatch, NoSuchAction
 from fsm.executor.claims import claim, claim_soon, let_go, readable
+from fsm.executor.controls import Controls
 from fsm.executor.drive import Naps, drive
 from fsm.executor.plan import plan_update
 from fsm.ids import check_id, new_incarnation
@@ -105,6 +107,15 @@ class Executor(Generic[S]):
         self.stopping = False
         self.naps = Naps()  # the drives sleeping through a park, for notify and stop to wake
         self._driving: set[str] = set()
+        self.controls = Controls(
+            store,
+            registry=self.registry,
+            clock=lambda: self.clock(),
+            owner=self.owner,
+            driving=self._driving,
+        )
+        """The operator's controls over this store's actions (`fsm.Controls`), with this
+        executor's kinds, clock and lease owner; an action it is driving counts as busy."""
 
     @property
     def driving(self) -> frozenset[str]:
@@ -235,7 +246,8 @@ class Executor(Generic[S]):
         ``change`` gets the stored action and returns the new one (same id); it is written as
         a step of its own (``via="update"`` in the log). The step sequence does not advance,
         so a step waiting to be retried keeps its idempotency key. Raises `ActionBusy` while a
-        driver holds the action, ``LookupError`` if there is no such live action.
+        driver holds the action, `NoSuchAction` (a ``LookupError``) if there is no such live
+        action.
         """
         if action_id in self._driving:
             raise ActionBusy(f"action {action_id} is being driven; update it once it parks")
@@ -244,7 +256,7 @@ class Executor(Generic[S]):
         if claimed is DriveStatus.BUSY:
             raise ActionBusy(f"action {action_id} is being driven; update it once it parks")
         if isinstance(claimed, DriveStatus):
-            raise LookupError(f"no live action {action_id!r} to update ({claimed.value})")
+            raise NoSuchAction(f"no live action {action_id!r} to update ({claimed.value})")
         try:
             decoded = readable(self.registry, claimed)
             if isinstance(decoded, str):
@@ -278,39 +290,16 @@ class Executor(Generic[S]):
         return new
 
     async def delete(self, action_id: str) -> bool:
-        """Manual clean-up: release the action's resources and remove its checkpoint.
+        """Manual clean-up: `Controls.stop` (``self.controls.stop``), kept under its old name.
 
-        Works on quarantined rows too. The end is kept as ``stopped``. Returns False if there
-        is no such action; raises `ActionBusy` if a driver holds it right now.
+        Releases the action's resources and removes its checkpoint, quarantined rows too; the
+        end is kept as ``stopped``. Returns False if there is no such action; raises
+        `ActionBusy` if a driver holds it right now.
         """
-        now = self.clock()
-        if action_id in self._driving:
-            raise ActionBusy(f"action {action_id} is being driven; delete it once it parks")
-        claimed = claim(self.store, action_id, self.owner, now)
-        if claimed is DriveStatus.MISSING:
+        try:
+            self.controls.stop(action_id, by="Executor.delete")
+        except NoSuchAction:
             return False
-        if claimed is DriveStatus.BUSY:
-            raise ActionBusy(f"action {action_id} is being driven; delete it once it parks")
-        if claimed is DriveStatus.QUARANTINED:
-            self.store.remove_quarantined(action_id)
-            log.warning("action %s: quarantined row removed by delete", action_id)
-            return True
-        assert isinstance(claimed, Claimed)
-        why = "stopped by Executor.delete"
-        entry = LogEntry(
-            claimed.kind, claimed.seq, claimed.state, None, "stopped", "stop", 0, why, 0.0
-        )
-        self.store.finish(
-            action_id,
-            claimed.epoch,
-            entry,
-            now,
-            status="stopped",
-            state=claimed.state,
-            error=why,
-            cause=claimed.cause,
-        )
-        log.info("action %s: deleted (ended as stopped), resources released", action_id)
         return True
 
     async def inspect(self, action_id: str, *, history: int = 1000) -> ActionReport | None:

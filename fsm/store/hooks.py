@@ -36,6 +36,7 @@ WRITE_POINTS: tuple[str, ...] = (
     "finish",  # the terminal delete (resources released by cascade, log row)
     "unclaim",  # letting go of the lease without a checkpoint change
     "wake",  # marking an action due (notify)
+    "control",  # an operator's control written under the lease (retry, cancel, ...)
     "quarantine",  # setting an unreadable row aside
 )
 """Every place the store writes, in the order a drive usually passes them.

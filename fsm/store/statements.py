@@ -38,6 +38,12 @@ CODE_VIAS = frozenset(("step", "retry", "rejection"))
 """The log's ``via`` of a step the kind's code made (counted in ``steps``); an ``update`` or
 an operator's write is logged but not counted."""
 
+CLAIMED_COLUMNS = (
+    "kind, state, version, payload, seq, attempts, last_error, wake_at, epoch, "
+    "lease_expires, incarnation, cause, broken"
+)
+"""What a claim reads back (`fsm.store.records.Claimed`'s fields after ``id``)."""
+
 _LOG_COLUMNS = (
     "action_id, kind, seq, from_state, to_state, outcome, via, attempt, error, duration, at"
 )
@@ -47,10 +53,7 @@ class Statements:
     """The hot-path SQL, written once with the database's parameter marker."""
 
     def __init__(self, p: str) -> None:
-        cols = (
-            "kind, state, version, payload, seq, attempts, last_error, wake_at, epoch, "
-            "lease_expires, incarnation, cause, broken"
-        )
+        cols = CLAIMED_COLUMNS
         self.insert = (
             "INSERT INTO fsm_action (id, kind, state, version, payload, seq, attempts, "
             "wake_at, epoch, created_at, updated_at, incarnation) "

@@ -24,6 +24,7 @@ from fsm.store import inspection, leases, polls, records, schema
 from fsm.store.clock import DatabaseClock
 from fsm.store.committer import Body, Committer
 from fsm.store.connection import Link
+from fsm.store.controls import ControlWrites
 from fsm.store.files import sqlite_database
 from fsm.store.hooks import StoreHooks, environment_hooks
 from fsm.store.operations import Operations
@@ -80,6 +81,10 @@ class Store(Operations):
         self._sql = Statements(database.param)
         self.committer = Committer(link)
         self._writes = Writes(link, self._sql)
+        self.control_writes = ControlWrites(
+            link, self._sql, self._write_now, lambda: self.log_transitions
+        )
+        """The operator's controls' writes (`fsm.Controls` decides them)."""
         self.db.connect(reuse_if_open=True)
         if readonly:
             check = schema.check_schema
