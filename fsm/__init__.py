@@ -27,6 +27,7 @@ from fsm.executor import Executor
 from fsm.ids import check_id
 from fsm.interpreter import Instance
 from fsm.kind import Kind
+from fsm.observer import Observer, StepEnd, StepStart, StepWatch
 from fsm.protocol import (
     Action,
     Done,
@@ -75,6 +76,7 @@ __all__ = [
     "LeaseLost",
     "LogEntry",
     "Next",
+    "Observer",
     "Outcome",
     "Park",
     "Registry",
@@ -89,7 +91,10 @@ __all__ = [
     "StartStatus",
     "State",
     "StepContext",
+    "StepEnd",
+    "StepStart",
     "StepTimeout",
+    "StepWatch",
     "Store",
     "SyncExecutor",
     "Transition",

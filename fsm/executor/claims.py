@@ -50,7 +50,12 @@ def let_go(store: Store, action_id: str, epoch: int) -> None:
     try:
         store.unclaim(action_id, epoch)
     except Exception as exc:  # the lease then expires on its own
-        log.warning("action %s: could not release the lease: %s", action_id, exc)
+        log.warning(
+            "action %s: could not release the lease: %s",
+            action_id,
+            exc,
+            extra={"action": action_id},
+        )
 
 
 def readable(registry: Registry, claimed: Claimed) -> tuple[KindCodec, Action[Any]] | str:
