@@ -116,7 +116,7 @@ async def drive(
     reason = foreign(ex.registry, claimed)
     if reason is not None:
         adapter.info("left for another driver: %s", reason)
-        let_go(ex.store, action_id, claimed.epoch)
+        let_go(ex.store, action_id, claimed.epoch, adapter)
         return _result(claimed, DriveStatus.SKIPPED, reason)
     decoded = readable(ex.registry, claimed)
     if isinstance(decoded, str):
@@ -167,7 +167,7 @@ class Drive:
         while True:
             if ex.stopping:
                 self.adapter.info("stopping: the lease is released, the action stays as written")
-                let_go(ex.store, self.id, self.epoch)
+                let_go(ex.store, self.id, self.epoch, self.adapter)
                 return self.result(DriveStatus.PARKED)
             then = await self.step(mode)
             if then is None:
@@ -364,7 +364,7 @@ class Drive:
             self.adapter.warning(
                 "could not record the failure either (%s); the lease runs out", exc
             )
-            let_go(self.ex.store, self.id, self.epoch)
+            let_go(self.ex.store, self.id, self.epoch, self.adapter)
 
     def result(
         self,

@@ -46,26 +46,7 @@ from fsm.telemetry.gauges import GaugeReader
 SCOPE = "fsm"
 """The instrumentation scope of fsm's tracer and meter."""
 
-SECONDS_BUCKETS = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-)
+SECONDS_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0)
 """Histogram buckets from 100 us (a SQLite commit is tens of microseconds) to a minute."""
 
 ORIGINS_KEPT = 10_000
