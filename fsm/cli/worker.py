@@ -27,7 +27,7 @@ from fsm.worker import run_worker
 from fsm.worker.services import load_factory, services_for
 
 if TYPE_CHECKING:
-    from fsm.telemetry.otel import OpenTelemetry
+    from fsm.telemetry.metrics import Metrics
 
 
 def _seconds_or_inf(text: str) -> float:
@@ -154,26 +154,27 @@ def run(args: argparse.Namespace) -> int:
             telemetry[2]()
 
 
-def _telemetry(store: Store, port: int, addr: str) -> tuple[OpenTelemetry, str, Callable[[], None]]:
+def _telemetry(store: Store, port: int, addr: str) -> tuple[Metrics, str, Callable[[], None]]:
     """The worker's metrics: its observer, where they are served, and how to stop serving.
 
-    OpenTelemetry is imported here only, when ``--metrics-port`` asks for it.
+    prometheus-client is imported here only, when ``--metrics-port`` asks for it.
     """
     try:
-        from fsm.telemetry.otel import OpenTelemetry
+        from fsm.telemetry.metrics import Metrics
         from fsm.telemetry.prometheus import serve
     except ImportError as exc:
         raise CommandError(
-            f"--metrics-port needs OpenTelemetry ({exc.name} is missing): pip install 'fsm[otel]'"
+            f"--metrics-port needs prometheus-client ({exc.name} is missing): "
+            "pip install 'fsm[otel]'"
         ) from None
-    endpoint = serve(port, addr)
-    observer = OpenTelemetry(store, meter_provider=endpoint.provider)
+    metrics = Metrics(store)
+    endpoint = serve(metrics, port, addr)
 
     def stop() -> None:
         endpoint.close()
-        observer.close()
+        metrics.close()
 
-    return observer, f"http://{addr}:{endpoint.port}/metrics", stop
+    return metrics, f"http://{addr}:{endpoint.port}/metrics", stop
 
 
 COMMAND = Command("drive due actions until SIGTERM/SIGINT", configure, run)

@@ -42,12 +42,11 @@ from opentelemetry.trace import Span, SpanContext, Status, StatusCode
 from fsm.observer import StepEnd, StepStart
 from fsm.store import Store
 from fsm.telemetry.gauges import GaugeReader
+from fsm.telemetry.metrics import SECONDS_BUCKETS
+from fsm.telemetry.tallies import Samples, Tally
 
 SCOPE = "fsm"
 """The instrumentation scope of fsm's tracer and meter."""
-
-SECONDS_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0)
-"""Histogram buckets from 100 us (a SQLite commit is tens of microseconds) to a minute."""
 
 ORIGINS_KEPT = 10_000
 """Start contexts remembered for actions not yet driven here; the oldest is forgotten first."""
@@ -74,31 +73,44 @@ class OpenTelemetry:
     ) -> None:
         self.tracer = trace.get_tracer(SCOPE, tracer_provider=tracer_provider)
         meter = metrics.get_meter(SCOPE, meter_provider=meter_provider)
-        self._steps = meter.create_counter("fsm.steps", "{step}", "Steps run, by outcome")
-        self._started = meter.create_counter(
-            "fsm.actions.started", "{action}", "New incarnations started"
-        )
-        self._ended = meter.create_counter(
-            "fsm.actions.ended", "{action}", "Actions ended, done or failed"
-        )
-        self._retries = meter.create_counter(
-            "fsm.retries", "{step}", "Steps whose transient error went to the retry handler"
-        )
-        self._rejections = meter.create_counter(
-            "fsm.rejections", "{step}", "Steps rejected (routed to the rejection handler)"
-        )
-        self._duration = meter.create_histogram(
+        # Counted here, handed over at collection (`fsm.telemetry.tallies`: why).
+        self._steps = Tally("kind", "state", "outcome")
+        self._started = Tally("kind")
+        self._ended = Tally("kind", "state", "outcome")
+        self._retries = Tally("kind", "state")
+        self._rejections = Tally("kind", "state")
+        duration = meter.create_histogram(
             "fsm.step.duration",
             "s",
             "Time the step's code ran (advance and handlers)",
             explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
-        self._commit = meter.create_histogram(
+        commit = meter.create_histogram(
             "fsm.commit.latency",
             "s",
             "Time from handing a step's write to the committer to its durability",
             explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
+        self._durations = Samples(duration, "kind", "state")
+        self._commits = Samples(commit, "outcome")
+        for name, callback, unit, description in (
+            ("fsm.steps", self._collect, "{step}", "Steps run, by outcome"),
+            ("fsm.actions.started", self._started.observe, "{action}", "Incarnations started"),
+            ("fsm.actions.ended", self._ended.observe, "{action}", "Actions ended, done or failed"),
+            (
+                "fsm.retries",
+                self._retries.observe,
+                "{step}",
+                "Steps whose transient error went to the retry handler",
+            ),
+            (
+                "fsm.rejections",
+                self._rejections.observe,
+                "{step}",
+                "Steps rejected (routed to the rejection handler)",
+            ),
+        ):
+            meter.create_observable_counter(name, [callback], unit, description)
         self.gauges = None if store is None else GaugeReader(store, gauge_interval)
         if self.gauges is not None:
             meter.create_observable_gauge(
@@ -115,7 +127,7 @@ class OpenTelemetry:
     # -- fsm.Observer ---------------------------------------------------------------------
 
     def started(self, action_id: str, kind: str, state: str, incarnation: str) -> None:
-        self._started.add(1, {"kind": kind})
+        self._started.add(kind)
         origin = trace.get_current_span().get_span_context()
         if origin.is_valid:
             origins = self._origins
@@ -148,21 +160,27 @@ class OpenTelemetry:
     # -- what a step's end records --------------------------------------------------------
 
     def record(self, start: StepStart, end: StepEnd) -> None:
-        """The metrics of one ended step."""
+        """The metrics of one ended step (counted now, handed over at the next collection)."""
         kind, state, outcome = start.kind, start.state, end.outcome
-        where = {"kind": kind, "state": state}
-        self._steps.add(1, {"kind": kind, "state": state, "outcome": outcome})
+        self._steps.add(kind, state, outcome)
         if end.via == "retry":
-            self._retries.add(1, where)
+            self._retries.add(kind, state)
         elif end.via == "rejection":
-            self._rejections.add(1, where)
+            self._rejections.add(kind, state)
         if end.duration is not None:
-            self._duration.record(end.duration, where)
+            self._durations.add(end.duration, kind, state)
         if end.commit is not None:
-            self._commit.record(end.commit, {"outcome": outcome})
+            self._commits.add(end.commit, outcome)
             if outcome in _ENDS:
-                self._ended.add(1, {"kind": kind, "state": end.to_state, "outcome": outcome})
+                self._ended.add(kind, end.to_state, outcome)
                 self._origins.pop(start.action_id, None)
+
+    def _collect(self, options: CallbackOptions) -> Iterable[Observation]:
+        """A callback of every collection: the queued samples go into their histograms (the
+        SDK runs every callback before it reads any instrument), then the step counts."""
+        self._durations.record()
+        self._commits.record()
+        return self._steps.observe(options)
 
     def _live(self, options: CallbackOptions) -> Iterable[Observation]:
         reading = None if self.gauges is None else self.gauges.read()

@@ -1,29 +1,21 @@
-"""The Prometheus endpoint of ``fsm worker --metrics-port N``: fsm's metrics as scrape text.
+"""The Prometheus endpoint of ``fsm worker --metrics-port N``: `Metrics` as scrape text.
 
-Why OpenTelemetry's Prometheus exporter rather than prometheus-client's own metrics: fsm's
-instruments are defined once, in `fsm.telemetry.otel`, and this endpoint is one reader of
-them; a program that sends the same metrics by OTLP (or to a test's in-memory reader) uses
-the same observer, with the same names and labels. prometheus-client still serves the
-text: its HTTP server runs in a daemon thread, and a registry of our own also carries the
-process's CPU, memory and file descriptors (``process_*``).
-
-Names follow OpenTelemetry's Prometheus mapping: dots become underscores, a unit in seconds
-adds ``_seconds``, a counter ``_total`` (``fsm.step.duration`` ->
-``fsm_step_duration_seconds``, ``fsm.steps`` -> ``fsm_steps_total``).
+prometheus-client's HTTP server runs in a daemon thread and serves a registry of our own:
+fsm's `fsm.telemetry.metrics.Metrics` (counted by fsm, turned into text only when scraped)
+and the process's CPU, memory, file descriptors and garbage collections (``process_*``,
+``python_gc_*``). Why prometheus-client rather than OpenTelemetry's Prometheus exporter:
+see `fsm.telemetry.metrics` (the SDK's cost per measurement).
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import threading
 from wsgiref.simple_server import WSGIServer
 
 import attrs
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector, start_http_server
+from prometheus_client.registry import Collector
 
 from fsm.errors import FsmError
 
@@ -34,24 +26,23 @@ class MetricsPortError(FsmError):
 
 @attrs.define
 class Endpoint:
-    """A serving metrics endpoint: the meter provider to give `OpenTelemetry`, and its port."""
+    """A serving metrics endpoint, and the port it listens on."""
 
-    provider: MeterProvider
     port: int
     """The port it listens on (the one the system chose when asked for port 0)."""
     _server: WSGIServer
     _thread: threading.Thread
 
     def close(self) -> None:
-        """Stop serving and shut the meter provider down."""
+        """Stop serving and close the socket."""
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
-        self.provider.shutdown()
 
 
-def serve(port: int, addr: str = "0.0.0.0") -> Endpoint:
-    """Serve fsm's metrics as Prometheus text on ``addr:port`` (``/metrics``, or any path).
+def serve(collector: Collector, port: int, addr: str = "0.0.0.0") -> Endpoint:
+    """Serve ``collector`` (and the process's own metrics) as Prometheus text on
+    ``addr:port``, at any path (``/metrics`` by convention).
 
     Port 0 asks the system for a free port (`Endpoint.port` says which). Raises
     `MetricsPortError` in one line when the port is taken, not ours to open, or the address
@@ -60,17 +51,12 @@ def serve(port: int, addr: str = "0.0.0.0") -> Endpoint:
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     GCCollector(registry=registry)
-    reader = PrometheusMetricReader(registry=registry, scope_info_enabled=False)
-    name = os.environ.get("OTEL_SERVICE_NAME", "fsm-worker")
-    provider = MeterProvider(
-        metric_readers=[reader], resource=Resource.create({SERVICE_NAME: name})
-    )
+    registry.register(collector)
     try:
         server, thread = start_http_server(port, addr, registry=registry)
     except OSError as exc:
-        provider.shutdown()
         raise MetricsPortError(_why(exc, addr, port)) from None
-    return Endpoint(provider, int(server.server_port), server, thread)
+    return Endpoint(int(server.server_port), server, thread)
 
 
 def _why(exc: OSError, addr: str, port: int) -> str:

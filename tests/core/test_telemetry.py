@@ -1,6 +1,7 @@
 """`fsm.telemetry.otel.OpenTelemetry` through OpenTelemetry's own SDK: the spans (attributes,
-parents, status) in its in-memory exporter, the metrics in its in-memory reader, and the
-gauges read from a real store (`fsm.store.census`) on SQLite and PostgreSQL."""
+parents, status) in its in-memory exporter, the metrics in its in-memory reader; the gauges
+read from a real store (`fsm.store.census`) on SQLite and PostgreSQL; and
+`fsm.telemetry.metrics.Metrics`, the worker's Prometheus counts, read as scrape text."""
 
 from __future__ import annotations
 
@@ -20,11 +21,14 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 import fsm
 from fsm import DriveStatus
 from fsm.ids import idempotency_key
 from fsm.telemetry.gauges import GaugeReader
+from fsm.telemetry.metrics import Buckets, Metrics
 from fsm.telemetry.otel import OpenTelemetry
 
 T0 = 1_800_000_000.0
@@ -353,3 +357,61 @@ def test_a_reading_happens_on_the_readers_own_thread(db_path: Path) -> None:
     reader.close()
     assert len(threads) == 1 and next(iter(threads)).startswith("fsm-gauges")
     store.close()
+
+
+def test_prometheus_metrics_count_known_steps_into_exact_buckets(db_path: Path) -> None:
+    """`Metrics` (what ``fsm worker --metrics-port`` serves), read as scrape text."""
+
+    def flaky(a: Script, ctx: fsm.StepContext[Any]) -> None:
+        if ctx.attempts == 0:
+            raise ConnectionError("the remote hung up")
+
+    store = fsm.Store.sqlite(db_path)
+    metrics = Metrics(store, gauge_interval=0)
+    registry = CollectorRegistry()
+    registry.register(metrics)
+    clock = {"now": T0}
+    ex = fsm.Executor(
+        store, {("r", 0): flaky}, kinds=[Script], observer=metrics, clock=lambda: clock["now"]
+    )
+
+    async def scenario() -> None:
+        await ex.drive(Script("d", last=1))
+        await ex.drive(Script("r", last=0))
+        clock["now"] += 10
+        await ex.drive("r")
+        await ex.start(Script("w"))
+
+    asyncio.run(scenario())
+    samples = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in family.samples
+    }
+    assert samples["fsm_steps_total", key(kind="script", state="s0", outcome="next")] == 1
+    assert samples["fsm_steps_total", key(kind="script", state="s1", outcome="done")] == 1
+    assert samples["fsm_steps_total", key(kind="script", state="s0", outcome="park")] == 1
+    assert samples["fsm_steps_total", key(kind="script", state="s0", outcome="done")] == 1
+    assert samples["fsm_retries_total", key(kind="script", state="s0")] == 1
+    assert samples["fsm_actions_started_total", key(kind="script")] == 3
+    ended = key(kind="script", state="s1", outcome="done")
+    assert samples["fsm_actions_ended_total", ended] == 1
+    assert samples["fsm_commit_latency_seconds_count", key(outcome="next")] == 1
+    assert samples["fsm_commit_latency_seconds_count", key(outcome="done")] == 2
+    assert samples["fsm_step_duration_seconds_count", key(kind="script", state="s0")] == 3
+    infinite = key(kind="script", state="s0", le="+Inf")
+    assert samples["fsm_step_duration_seconds_bucket", infinite] == 3
+    assert samples["fsm_actions_live", key(kind="script", state="s0")] == 1
+    assert samples["fsm_due_oldest_age_seconds", frozenset()] >= 0
+    metrics.close()
+    store.close()
+
+
+def test_a_sample_on_a_bucket_bound_counts_in_that_bucket() -> None:
+    buckets = Buckets()
+    for value in (0.0001, 0.00011, 0.001, 61.0):
+        buckets.observe(value)
+    cumulative = dict(buckets.cumulative())
+    assert (cumulative["0.0001"], cumulative["0.0005"], cumulative["0.001"]) == (1, 2, 3)
+    assert (cumulative["60.0"], cumulative["+Inf"]) == (3, 4)
+    assert buckets.sum == pytest.approx(61.00121)
