@@ -112,15 +112,15 @@ async def drive(
     executor has an observer), chosen once per drive rather than checked at every step.
     """
     action_id = claimed.id
-    adapter = Adapter(log, claimed)
     reason = foreign(ex.registry, claimed)
     if reason is not None:
+        adapter = Adapter(log, claimed)
         adapter.info("left for another driver: %s", reason)
         let_go(ex.store, action_id, claimed.epoch, adapter)
         return _result(claimed, DriveStatus.SKIPPED, reason)
     decoded = readable(ex.registry, claimed)
     if isinstance(decoded, str):
-        adapter.error("quarantined: %s", decoded)
+        Adapter(log, claimed).error("quarantined: %s", decoded)
         ex.store.quarantine(action_id, decoded)
         return _result(claimed, DriveStatus.QUARANTINED, decoded)
     one = (stepper or Drive)(ex, claimed, codec=decoded[0], action=decoded[1])

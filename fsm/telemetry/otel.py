@@ -14,7 +14,10 @@ context current when this process started the action (`fsm.Executor.start` in a 
 driven later by a worker in the same process). While the step runs, its span is the current
 one, so what the step's code does (HTTP calls, queries) nests under it.
 
-The metrics (Prometheus names in brackets, as ``fsm worker --metrics-port`` serves them):
+The metrics are those `fsm.telemetry.metrics.Metrics` serves to Prometheus (in brackets: the
+name OpenTelemetry's Prometheus mapping gives them, the same). Counts are kept here and
+handed over at collection, histogram samples queued until then (`fsm.telemetry.tallies`:
+the SDK's cost per measurement is more than a step's):
 
 * ``fsm.steps`` [``fsm_steps_total``]: steps by kind, state (run from) and outcome (``next``,
   ``park``, ``done``, ``failed``, ``broken``, or ``lease_lost``, ``error``, ``cancelled``

@@ -324,7 +324,7 @@ def test_gauge_readings_are_kept_for_the_interval_and_a_failure_is_logged(
     assert first is not None and first.live == {("other", Other.__name__): 1}
     asyncio.run(ex.start(Other("b")))
     assert kept.read() is first  # within the interval: not read again
-    fresh = GaugeReader(store, interval=0)
+    fresh = GaugeReader(store, interval=0, cost_share=0)
     reading = fresh.read()
     assert reading is not None and reading.live == {("other", Other.__name__): 2}
     store.db.execute_sql("ALTER TABLE fsm_action RENAME TO gone")
@@ -334,6 +334,20 @@ def test_gauge_readings_are_kept_for_the_interval_and_a_failure_is_logged(
     for reader in (kept, fresh):
         reader.close()
     store.db.execute_sql("ALTER TABLE gone RENAME TO fsm_action")
+    store.close()
+
+
+def test_a_reading_is_kept_longer_the_longer_it_took(db_path: Path) -> None:
+    """A large table's count is not read again at every scrape: a reading is kept a multiple
+    of the time it took (here a million times: far longer than this test)."""
+    store = fsm.Store.sqlite(db_path)
+    ex = fsm.Executor(store, None, kinds=[Other])
+    asyncio.run(ex.start(Other("a")))
+    reader = GaugeReader(store, interval=0, cost_share=1e6)
+    first = reader.read()
+    asyncio.run(ex.start(Other("b")))
+    assert reader.read() is first
+    reader.close()
     store.close()
 
 
@@ -348,7 +362,7 @@ def test_a_reading_happens_on_the_readers_own_thread(db_path: Path) -> None:
         return original()
 
     store.live_counts = counting  # type: ignore[method-assign]
-    reader = GaugeReader(store, interval=0)
+    reader = GaugeReader(store, interval=0, cost_share=0)
     callers = [threading.Thread(target=reader.read) for _ in range(3)]
     for t in callers:
         t.start()
