@@ -6,8 +6,8 @@ a database connection per scrape (peewee keeps one per thread), so every read is
 one long-lived thread that keeps one connection. A reading is kept for ``interval`` seconds,
 and at least `COST_SHARE` times as long as it took: the two gauges of one collection share
 one reading, many scrapers cannot make the store count its rows more often than that, and
-on a table so large that counting takes long (about 2.5 ms per thousand live rows on SQLite
-here) the gauges refresh less often rather than keep the database busy.
+on a table so large that counting takes long (about a millisecond per thousand live rows on
+SQLite here) the gauges refresh less often rather than keep the database busy.
 
 A read that fails is logged (one warning line) and the gauges report nothing for that
 collection; the next one reads again. No read runs on the event loop's thread, and none on a
