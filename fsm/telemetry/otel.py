@@ -37,6 +37,7 @@ the SDK's cost per measurement is more than a step's):
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextvars import Token
 
 from opentelemetry import context, metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -207,7 +208,11 @@ class _StepSpan:
     __slots__ = ("observer", "span", "start", "token")
 
     def __init__(
-        self, observer: OpenTelemetry, start: StepStart, span: Span, token: object
+        self,
+        observer: OpenTelemetry,
+        start: StepStart,
+        span: Span,
+        token: Token[context.Context],
     ) -> None:
         self.observer = observer
         self.start = start
@@ -229,4 +234,4 @@ class _StepSpan:
                     span.set_status(Status(StatusCode.ERROR, end.error or end.outcome))
             span.end()
         finally:
-            context.detach(self.token)  # type: ignore[arg-type]
+            context.detach(self.token)
