@@ -30,6 +30,7 @@ from fsm.executor import Controlled, Controls, Executor
 from fsm.ids import check_id
 from fsm.interpreter import Instance
 from fsm.kind import Kind
+from fsm.observer import Observer, StepEnd, StepStart, StepWatch
 from fsm.protocol import (
     Action,
     Cancellation,
@@ -104,6 +105,7 @@ __all__ = [
     "Next",
     "NoCancelRoute",
     "NoSuchAction",
+    "Observer",
     "Outcome",
     "Park",
     "PruneResult",
@@ -119,7 +121,10 @@ __all__ = [
     "StartStatus",
     "State",
     "StepContext",
+    "StepEnd",
+    "StepStart",
     "StepTimeout",
+    "StepWatch",
     "Store",
     "SyncExecutor",
     "Transition",

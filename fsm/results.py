@@ -45,6 +45,9 @@ class DriveResult:
     ``state`` is where the action stands: the terminal state reached for done and failed.
     ``error`` is the park's error, the failure, or what went wrong; ``cause`` the error of the
     rejection (or spent retry budget) whose route led the action to its end, if any.
+    ``kind`` and ``key`` are known when the drive read the row: the action's kind, and the
+    idempotency key of the step it stands at (for done and failed, the step that ended it;
+    otherwise the next step to run), for logs that say which step a line is about.
     """
 
     id: str
@@ -53,6 +56,8 @@ class DriveResult:
     error: BaseException | str | None = None
     steps: int = 0
     cause: str | None = None
+    kind: str | None = attrs.field(default=None, kw_only=True)
+    key: str | None = attrs.field(default=None, kw_only=True)
 
     @property
     def ok(self) -> bool:

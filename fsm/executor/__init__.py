@@ -27,7 +27,10 @@ The parts, each depending only on those below it:
   drive, notify, update, delete, resume, run due, stop).
 * `fsm.executor.controls`: `Controls`, the operator's controls (retry, notify, cancel, stop,
   unquarantine), each written under the action's lease like a step.
-* `fsm.executor.drive`: the drive loop, a thin shell around the step and the plan.
+* `fsm.executor.observed`: the drive loop of an executor with an observer (`fsm.observer`):
+  each step timed and reported; chosen once per drive, so the plain loop pays nothing.
+* `fsm.executor.drive`: the drive loop, a thin shell around the step and the plan;
+  `fsm.executor.drivelog`, its logger (action, kind, state and step key on every record).
 * `fsm.executor.step`: one step run under its timeout, its result checked, its errors
   handed to the kind's handlers.
 * `fsm.executor.claims`: taking, reading and releasing a claimed row.

@@ -18,9 +18,12 @@ from fsm.blocking import BlockingPool
 from fsm.codec import KindCodec
 from fsm.errors import DoubleDriveMismatch, LeaseLost, Rejected
 from fsm.executor.claims import foreign, let_go, readable
+from fsm.executor.drivelog import Adapter
 from fsm.executor.plan import Plan, Write, after_failed_write, plan, plan_broken
 from fsm.executor.step import advance, drive_again, encode, handle
 from fsm.failures import broken_text, chained_text, error_text
+from fsm.ids import idempotency_key
+from fsm.observer import Observer
 from fsm.protocol import Action, Done, DriveMode, Failed, Next, Park, StepContext
 from fsm.registry import Registry
 from fsm.results import DriveResult, DriveStatus
@@ -93,36 +96,44 @@ class Driver(Protocol):
     clock: Callable[[], float]
     sleep: Callable[[float], Awaitable[None]]
     on_commit: Callable[[str, LogEntry], None] | None
+    observer: Observer | None
     double_drive: bool
     stopping: bool
     naps: Naps
     threads: BlockingPool
 
 
-class _Adapter(logging.LoggerAdapter[logging.Logger]):
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"action {self.extra['action_id'] if self.extra else '?'}: {msg}", kwargs
+async def drive(
+    ex: Driver, claimed: Claimed, mode: DriveMode, stepper: type[Drive] | None = None
+) -> DriveResult:
+    """Drive a claimed action: left to another driver, quarantined, or stepped until it returns.
 
-
-async def drive(ex: Driver, claimed: Claimed, mode: DriveMode) -> DriveResult:
-    """Drive a claimed action: left to another driver, quarantined, or stepped until it returns."""
+    ``stepper``: the `Drive` class that steps it (`fsm.executor.observed.ObservedDrive` when the
+    executor has an observer), chosen once per drive rather than checked at every step.
+    """
     action_id = claimed.id
-    adapter = _Adapter(log, {"action_id": action_id})
     reason = foreign(ex.registry, claimed)
     if reason is not None:
+        adapter = Adapter(log, claimed)
         adapter.info("left for another driver: %s", reason)
-        let_go(ex.store, action_id, claimed.epoch)
-        return DriveResult(action_id, DriveStatus.SKIPPED, claimed.state, reason)
+        let_go(ex.store, action_id, claimed.epoch, adapter)
+        return _result(claimed, DriveStatus.SKIPPED, reason)
     decoded = readable(ex.registry, claimed)
     if isinstance(decoded, str):
-        adapter.error("quarantined: %s", decoded)
+        Adapter(log, claimed).error("quarantined: %s", decoded)
         ex.store.quarantine(action_id, decoded)
-        return DriveResult(action_id, DriveStatus.QUARANTINED, claimed.state, decoded)
-    one = Drive(ex, claimed, codec=decoded[0], action=decoded[1], adapter=adapter)
+        return _result(claimed, DriveStatus.QUARANTINED, decoded)
+    one = (stepper or Drive)(ex, claimed, codec=decoded[0], action=decoded[1])
     # What the drive keeps is in `one`; the claimed row and its decoded form are dropped, so
     # a parked drive does not hold its payload twice.
     del claimed, decoded
     return await one.run(mode)
+
+
+def _result(claimed: Claimed, status: DriveStatus, error: str) -> DriveResult:
+    """The result of a drive that never stepped (the row is another's, or unreadable)."""
+    key = idempotency_key(claimed.id, claimed.incarnation, claimed.seq)
+    return DriveResult(claimed.id, status, claimed.state, error, kind=claimed.kind, key=key)
 
 
 class Drive:
@@ -134,11 +145,11 @@ class Drive:
         claimed: Claimed,
         codec: KindCodec,
         action: Action[Any],
-        adapter: logging.LoggerAdapter[logging.Logger],
     ) -> None:
         self.ex = ex
         self.codec = codec
-        self.adapter = adapter
+        self.kind = codec.name
+        self.adapter = Adapter(log, self)
         self.id = claimed.id
         self.epoch = claimed.epoch
         self.incarnation = claimed.incarnation
@@ -156,8 +167,8 @@ class Drive:
         while True:
             if ex.stopping:
                 self.adapter.info("stopping: the lease is released, the action stays as written")
-                let_go(ex.store, self.id, self.epoch)
-                return DriveResult(self.id, DriveStatus.PARKED, self.state, None, self.steps)
+                let_go(ex.store, self.id, self.epoch, self.adapter)
+                return self.result(DriveStatus.PARKED)
             then = await self.step(mode)
             if then is None:
                 if time.perf_counter() - held_since > _YIELD_AFTER:
@@ -262,7 +273,7 @@ class Drive:
         if self.ex.stopping:
             self.adapter.info("stopping after this step; the lease is released")
         error = outcome.error if isinstance(outcome, Park) else None
-        return DriveResult(self.id, DriveStatus.PARKED, self.state, error, self.steps)
+        return self.result(DriveStatus.PARKED, error)
 
     async def write(
         self, planned: Plan, acquired: Sequence[str], released: Sequence[str], now: float
@@ -280,7 +291,7 @@ class Drive:
     def dropped(self, exc: LeaseLost) -> DriveResult:
         """Another driver claimed the action meanwhile: our write was refused; stop here."""
         self.adapter.warning("%s; dropping the action", exc)
-        return DriveResult(self.id, DriveStatus.LEASE_LOST, self.state, exc, self.steps)
+        return self.result(DriveStatus.LEASE_LOST, exc)
 
     async def finish(self, planned: Plan, now: float) -> DriveResult:
         """Terminal: delete the row, keep the outcome, and report the terminal state."""
@@ -298,18 +309,18 @@ class Drive:
             )
         except LeaseLost as exc:
             self.adapter.warning("lost the lease before finishing: %s", exc)
-            return DriveResult(self.id, DriveStatus.LEASE_LOST, self.state, exc, self.steps)
+            return self.result(DriveStatus.LEASE_LOST, exc)
         except Exception as exc:
             # The end could not be written: nothing of it happened. The step is retried.
             self.adapter.error("could not write the end of the action: %s", exc)
             return self.record_failure(exc)
         self.committed(planned.entry)
-        end = planned.state
+        self.state = end = planned.state  # the key stays the last step's: it ended the action
         if planned.write is Write.FAILED:
             self.adapter.info("failed in %s: %s", end, error_text(failure))
-            return DriveResult(self.id, DriveStatus.FAILED, end, failure, self.steps, planned.cause)
+            return self.result(DriveStatus.FAILED, failure, cause=planned.cause)
         self.adapter.info("done in %s after %d step(s)", end, self.steps)
-        return DriveResult(self.id, DriveStatus.DONE, end, None, self.steps, planned.cause)
+        return self.result(DriveStatus.DONE, cause=planned.cause)
 
     async def park_broken(self, error: BaseException, started: float, t0: float) -> DriveResult:
         """The kind's code failed: keep the checkpoint, mark the row broken, wait for a fix."""
@@ -325,7 +336,7 @@ class Drive:
             self.adapter.error("could not mark the action broken: %s", exc)
             assert planned.bookkeeping is not None
             self.fallback(planned.bookkeeping, text, started)
-        return DriveResult(self.id, DriveStatus.BROKEN, self.state, error, self.steps)
+        return self.result(DriveStatus.BROKEN, error)
 
     def record_failure(self, error: BaseException) -> DriveResult:
         """A step's write failed: count the attempt and back off, keeping the checkpoint."""
@@ -335,7 +346,7 @@ class Drive:
         text = error_text(f"could not write the checkpoint: {error_text(error)}")
         assert text is not None
         self.fallback(after_failed_write(row, text, delay, now), text, now)
-        return DriveResult(self.id, DriveStatus.ERROR, self.state, error, self.steps)
+        return self.result(DriveStatus.ERROR, error)
 
     def fallback(self, new: Bookkeeping, text: str, now: float) -> None:
         """Write the failure alone (attempts, error, wake-up, broken mark), releasing the lease."""
@@ -353,7 +364,25 @@ class Drive:
             self.adapter.warning(
                 "could not record the failure either (%s); the lease runs out", exc
             )
-            let_go(self.ex.store, self.id, self.epoch)
+            let_go(self.ex.store, self.id, self.epoch, self.adapter)
+
+    def result(
+        self,
+        status: DriveStatus,
+        error: BaseException | str | None = None,
+        cause: str | None = None,
+    ) -> DriveResult:
+        """The drive's result: where the action stands, with its kind and step key."""
+        return DriveResult(
+            self.id,
+            status,
+            self.state,
+            error,
+            self.steps,
+            cause,
+            kind=self.kind,
+            key=idempotency_key(self.id, self.incarnation, self.seq),
+        )
 
     def context(self, now: float) -> StepContext[Any]:
         ex = self.ex

@@ -19,8 +19,10 @@ from fsm.errors import ActionBusy, DecodeError, KindError, KindMismatch, NoSuchA
 from fsm.executor.claims import claim, claim_soon, let_go, readable
 from fsm.executor.controls import Controls
 from fsm.executor.drive import Naps, drive
+from fsm.executor.observed import ObservedDrive
 from fsm.executor.plan import plan_update
 from fsm.ids import check_id, new_incarnation
+from fsm.observer import Observer
 from fsm.protocol import Action, DriveMode, S
 from fsm.registry import Registry, decode_report
 from fsm.results import DriveResult, DriveStatus, ResumeReport, StartResult, StartStatus
@@ -63,6 +65,9 @@ class Executor(Generic[S]):
     and raises `DoubleDriveMismatch` if the results differ (default: the ``FSM_DOUBLE_DRIVE``
     environment variable, warned about when set). ``blocking_threads``: how many blocking
     callbacks (``blocking = True``, see `fsm.blocking`) may run at once, each on a thread.
+    ``observer`` hears of every start and every step, for metrics and tracing (see
+    `fsm.observer`; `fsm.telemetry.otel.OpenTelemetry` is one); without one a step pays
+    nothing for it.
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class Executor(Generic[S]):
         double_drive: bool | None = None,
         owner: str | None = None,
         blocking_threads: int = DEFAULT_BLOCKING_THREADS,
+        observer: Observer | None = None,
     ) -> None:
         self.store = store
         self.services = services
@@ -97,6 +103,7 @@ class Executor(Generic[S]):
         self.clock = clock if clock is not None else store.now
         self.sleep = sleep
         self.on_commit = on_commit
+        self.observer = observer
         if double_drive is None:
             double_drive = _env_flag(DOUBLE_DRIVE_ENV)
             if double_drive:
@@ -155,7 +162,15 @@ class Executor(Generic[S]):
             ended_since=None if again else now - self.redelivery_window,
         )
         if found is None:
-            log.info("action %s: started as %s in state %s", action_id, codec.name, state)
+            log.info(
+                "action %s: started as %s in state %s",
+                action_id,
+                codec.name,
+                state,
+                extra={"action": action_id, "kind": codec.name, "state": state},
+            )
+            if self.observer is not None:
+                self.observer.started(action_id, codec.name, state, incarnation)
             return StartResult(action_id, StartStatus.STARTED, incarnation)
         kind = found.kind if isinstance(found, KeptOutcome) else found
         if kind != codec.name:
@@ -208,7 +223,8 @@ class Executor(Generic[S]):
         """Drive an action whose lease this executor already took (`Store.claim_due`)."""
         action_id, epoch = claimed.id, claimed.epoch
         self._driving.add(action_id)
-        driving = drive(self, claimed, mode)
+        stepper = None if self.observer is None else ObservedDrive  # chosen once per drive
+        driving = drive(self, claimed, mode, stepper)
         del claimed  # as in `drive`: a parked drive keeps only what it stands on
         try:
             return await driving
@@ -347,7 +363,7 @@ class Executor(Generic[S]):
             try:
                 results[slot] = await self.drive(action_id, mode)
             except Exception as exc:  # a store error for one action must not stop the rest
-                log.exception("action %s: drive failed", action_id)
+                log.exception("action %s: drive failed", action_id, extra={"action": action_id})
                 results[slot] = DriveResult(action_id, DriveStatus.ERROR, error=exc)
 
         async def reap() -> set[asyncio.Task[None]]:

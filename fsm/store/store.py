@@ -20,7 +20,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 import peewee
 
-from fsm.store import inspection, leases, polls, records, schema
+from fsm.store import census, inspection, leases, polls, records, schema
 from fsm.store.clock import DatabaseClock
 from fsm.store.committer import Body, Committer
 from fsm.store.connection import Link
@@ -360,6 +360,16 @@ class Store(Operations):
         does not wake it at once, again and again.
         """
         return polls.next_wake(self._link, self._sql, kinds)
+
+    # -- gauges (`fsm.store.census`): plain statements, safe from a collector's thread ----
+
+    def live_counts(self) -> dict[tuple[str, str], int]:
+        """Live actions per (kind, state), quarantined and broken included (reads every row)."""
+        return census.live_counts(self._link)
+
+    def oldest_due(self, now: float | None = None) -> float:
+        """Seconds the longest-waiting claimable action has waited (0: none); from indexes."""
+        return census.oldest_due(self._link, self.now() if now is None else now)
 
     # -- cold paths (`fsm.store.inspection`) ----------------------------------------------
 

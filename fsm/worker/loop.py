@@ -33,6 +33,7 @@ import attrs
 
 from fsm.errors import DatabaseUnavailable
 from fsm.executor import DriveResult, Executor
+from fsm.ids import idempotency_key
 from fsm.protocol import S
 from fsm.store import Claimed, is_transient
 from fsm.worker.dbfile import DatabaseFile
@@ -216,7 +217,17 @@ class Worker(Generic[S]):
             if task.cancelled():
                 return
             if exc is not None:
-                log.error("drive crashed: %r", exc)
+                log.error(
+                    "action %s: drive crashed: %r",
+                    claimed.id,
+                    exc,
+                    extra={
+                        "action": claimed.id,
+                        "kind": claimed.kind,
+                        "state": claimed.state,
+                        "key": idempotency_key(claimed.id, claimed.incarnation, claimed.seq),
+                    },
+                )
                 return
             result = task.result()
             self.stats.count(result)

@@ -18,7 +18,7 @@ import pytest
 
 import fsm
 from fsm.executor.executor import RESUME_PAGE
-from fsm.store import SCHEMA_VERSION, polls
+from fsm.store import SCHEMA_VERSION, census, polls
 from fsm.testing import bulk
 
 SMALL, LARGE = 1_000, 10_000
@@ -63,7 +63,8 @@ def pg_rows_read(store: fsm.Store, statement: str, params: Sequence[Any]) -> int
 
 
 def poll_statements(store: fsm.Store) -> dict[str, tuple[str, tuple[Any, ...]]]:
-    """Every statement an idle or busy worker polls with, and its parameters."""
+    """Every statement an idle or busy worker polls with, and its parameters (and the
+    oldest-due gauge's, read at every metrics scrape)."""
     sql = store._sql
     now = bulk.NOW
     with_kinds, kind_params = sql.for_kinds(polls.NEXT_WAKE, {bulk.KIND: 1})
@@ -77,6 +78,7 @@ def poll_statements(store: fsm.Store) -> dict[str, tuple[str, tuple[Any, ...]]]:
         "lease_owners": (sql.lease_owners, ()),
         "release_owner": (sql.release_owner, ("elsewhere:1:dead:0",)),
         "renew": (sql.renew, (now + 60, "elsewhere:1:dead:0", id_list)),
+        "oldest_due (a gauge)": (census.OLDEST_DUE.format(p=store.db.param), (now, now, now)),
     }
 
 
