@@ -134,7 +134,7 @@ def resume_child(url: str, traced: bool) -> None:
     print(
         json.dumps(
             {
-                "actions": len(report.results),
+                "actions": report.total,
                 "parked": report.count(fsm.DriveStatus.PARKED),
                 "seconds": seconds,
                 "traced_peak": peak,

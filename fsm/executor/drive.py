@@ -9,6 +9,7 @@ code, the store, the lease, sleeping through parks, and the fallbacks when a wri
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,34 +39,37 @@ _ENDS = (Done, Failed)  # ``isinstance`` is quicker with a tuple than with a uni
 class Naps:
     """The drives sleeping through a park, so that a notify or a stop cuts a sleep short.
 
-    A nap is one future and one timer: a parked drive holds little (no event, no extra
-    tasks), which matters when a worker keeps thousands of them asleep."""
+    A nap is one future and one timer, and no coroutine of its own: the drive awaits the
+    future in its own frame (`start`, then `end`). A parked drive holds little, which
+    matters when a worker keeps thousands of them asleep."""
 
     def __init__(self) -> None:
         self._wakers: dict[str, asyncio.Future[None]] = {}
+        # The timers' context: `_wake` reads no context variable, so one empty context
+        # serves every timer of this executor instead of a copy of the caller's per timer.
+        self._context = contextvars.Context()
 
     def __contains__(self, action_id: object) -> bool:
         return action_id in self._wakers
 
-    async def nap(
+    def start(
         self, action_id: str, seconds: float, sleep: Callable[[float], Awaitable[None]]
-    ) -> None:
-        """Sleep ``seconds`` (with ``sleep``) unless `wake` comes first."""
+    ) -> tuple[asyncio.Future[None], _Timer]:
+        """Begin a nap of ``seconds`` (with ``sleep``) unless `wake` comes first: the future
+        to await, and the timer to hand to `end` once it is done (or the await cancelled)."""
         loop = asyncio.get_running_loop()
         woken: asyncio.Future[None] = loop.create_future()
         self._wakers[action_id] = woken
-        cancel: Callable[[], object]
         if sleep is asyncio.sleep:
-            cancel = loop.call_later(seconds, _wake, woken).cancel
-        else:  # a test's clock: its sleep ends the nap as the timer would
-            sleeper = asyncio.ensure_future(sleep(seconds))
-            sleeper.add_done_callback(lambda _: _wake(woken))
-            cancel = sleeper.cancel
-        try:
-            await woken
-        finally:
-            cancel()
-            del self._wakers[action_id]
+            return woken, loop.call_later(seconds, _wake, woken, context=self._context)
+        # a test's clock: its sleep ends the nap as the timer would
+        sleeper = asyncio.ensure_future(sleep(seconds))
+        sleeper.add_done_callback(lambda _: _wake(woken))
+        return woken, sleeper
+
+    def end(self, action_id: str, timer: _Timer) -> None:
+        timer.cancel()
+        del self._wakers[action_id]
 
     def wake(self, action_id: str) -> None:
         waker = self._wakers.get(action_id)
@@ -75,6 +79,12 @@ class Naps:
     def wake_all(self) -> None:
         for waker in self._wakers.values():
             _wake(waker)
+
+
+class _Timer(Protocol):
+    """What ends a nap by itself: a loop's timer, or a test clock's sleep."""
+
+    def cancel(self) -> object: ...
 
 
 def _wake(woken: asyncio.Future[None]) -> None:
@@ -97,6 +107,8 @@ class Driver(Protocol):
     stopping: bool
     naps: Naps
     threads: BlockingPool
+    _driving: set[str]
+    """The ids being driven: each drive adds its own while it runs (`Executor.driving`)."""
 
 
 class _Adapter(logging.LoggerAdapter[logging.Logger]):
@@ -104,41 +116,59 @@ class _Adapter(logging.LoggerAdapter[logging.Logger]):
         return f"action {self.extra['action_id'] if self.extra else '?'}: {msg}", kwargs
 
 
-async def drive(ex: Driver, claimed: Claimed, mode: DriveMode) -> DriveResult:
-    """Drive a claimed action: left to another driver, quarantined, or stepped until it returns."""
+def prepare(ex: Driver, claimed: Claimed) -> Drive | DriveResult:
+    """A claimed action ready to drive, or why it is not driven here: left for another
+    driver (its lease let go), or quarantined.
+
+    Not a coroutine: the caller awaits `Drive.run` itself, so a drive sleeping through a
+    park is one frame of fsm's below its caller's, not one per layer.
+    """
     action_id = claimed.id
-    adapter = _Adapter(log, {"action_id": action_id})
-    reason = foreign(ex.registry, claimed)
-    if reason is not None:
-        adapter.info("left for another driver: %s", reason)
+    try:
+        reason = foreign(ex.registry, claimed)
+        if reason is not None:
+            log.info("action %s: left for another driver: %s", action_id, reason)
+            let_go(ex.store, action_id, claimed.epoch)
+            return DriveResult(action_id, DriveStatus.SKIPPED, claimed.state, reason)
+        decoded = readable(ex.registry, claimed)
+        if isinstance(decoded, str):
+            log.error("action %s: quarantined: %s", action_id, decoded)
+            ex.store.quarantine(action_id, decoded)
+            return DriveResult(action_id, DriveStatus.QUARANTINED, claimed.state, decoded)
+    except BaseException:
         let_go(ex.store, action_id, claimed.epoch)
-        return DriveResult(action_id, DriveStatus.SKIPPED, claimed.state, reason)
-    decoded = readable(ex.registry, claimed)
-    if isinstance(decoded, str):
-        adapter.error("quarantined: %s", decoded)
-        ex.store.quarantine(action_id, decoded)
-        return DriveResult(action_id, DriveStatus.QUARANTINED, claimed.state, decoded)
-    one = Drive(ex, claimed, codec=decoded[0], action=decoded[1], adapter=adapter)
-    # What the drive keeps is in `one`; the claimed row and its decoded form are dropped, so
-    # a parked drive does not hold its payload twice.
-    del claimed, decoded
-    return await one.run(mode)
+        raise
+    # What the drive keeps is in the `Drive`; the claimed row and its decoded form are not
+    # kept, so a parked drive does not hold its payload twice.
+    return Drive(ex, claimed, codec=decoded[0], action=decoded[1])
 
 
 class Drive:
-    """One drive of one claimed action: where it stands, and its loop."""
+    """One drive of one claimed action: where it stands, and its loop.
 
-    def __init__(
-        self,
-        ex: Driver,
-        claimed: Claimed,
-        codec: KindCodec,
-        action: Action[Any],
-        adapter: logging.LoggerAdapter[logging.Logger],
-    ) -> None:
+    Slotted, and what can be rebuilt is not held through a nap (the decoded action, the log
+    adapter): a parked drive holds its checkpoint's text and bookkeeping, little more.
+    """
+
+    __slots__ = (
+        "_log",
+        "action",
+        "bookkeeping",
+        "codec",
+        "epoch",
+        "ex",
+        "id",
+        "incarnation",
+        "payload",
+        "seq",
+        "state",
+        "steps",
+    )
+
+    def __init__(self, ex: Driver, claimed: Claimed, codec: KindCodec, action: Action[Any]) -> None:
         self.ex = ex
         self.codec = codec
-        self.adapter = adapter
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
         self.id = claimed.id
         self.epoch = claimed.epoch
         self.incarnation = claimed.incarnation
@@ -150,26 +180,60 @@ class Drive:
         self.action = action
         self.steps = 0
 
+    @property
+    def adapter(self) -> logging.LoggerAdapter[logging.Logger]:
+        """The action's logger (``action <id>: ...``), made when first needed after a nap."""
+        adapter = self._log
+        if adapter is None:
+            adapter = self._log = _Adapter(log, {"action_id": self.id})
+        return adapter
+
     async def run(self, mode: DriveMode) -> DriveResult:
+        """Step until the plan says return; if anything escapes, the lease is let go."""
         ex = self.ex
-        held_since = time.perf_counter()
-        while True:
-            if ex.stopping:
-                self.adapter.info("stopping: the lease is released, the action stays as written")
-                let_go(ex.store, self.id, self.epoch)
-                return DriveResult(self.id, DriveStatus.PARKED, self.state, None, self.steps)
-            then = await self.step(mode)
-            if then is None:
-                if time.perf_counter() - held_since > _YIELD_AFTER:
-                    # Synchronous steps never suspend: let other actions' effects run.
-                    await asyncio.sleep(0)
-                    held_since = time.perf_counter()
-            elif isinstance(then, DriveResult):
-                return then
-            else:
-                self.adapter.debug("parked; sleeping %.3fs before the next attempt", then)
-                await ex.naps.nap(self.id, then, ex.sleep)
+        ex._driving.add(self.id)
+        try:
+            held_since = time.perf_counter()
+            while True:
+                if ex.stopping:
+                    self.adapter.info(
+                        "stopping: the lease is released, the action stays as written"
+                    )
+                    let_go(ex.store, self.id, self.epoch)
+                    return DriveResult(self.id, DriveStatus.PARKED, self.state, None, self.steps)
+                then = await self.step(mode)
+                if then is None:
+                    if time.perf_counter() - held_since > _YIELD_AFTER:
+                        # Synchronous steps never suspend: let other actions' effects run.
+                        await asyncio.sleep(0)
+                        held_since = time.perf_counter()
+                    continue
+                if isinstance(then, DriveResult):
+                    return then
+                woken, timer = self.doze(then)
+                try:
+                    await woken
+                finally:
+                    ex.naps.end(self.id, timer)
+                self.action = self.codec.load(self.state, self.bookkeeping.version, self.payload)
                 held_since = time.perf_counter()
+        except BaseException:
+            let_go(ex.store, self.id, self.epoch)
+            raise
+        finally:
+            ex._driving.discard(self.id)
+
+    def doze(self, seconds: float) -> tuple[asyncio.Future[None], _Timer]:
+        """Begin a nap (`Naps.start`), letting go of what `run` rebuilds after it.
+
+        The decoded action is loaded again from the checkpoint just written, as a restart
+        would load it (a checkpoint that does not load back fails there, as it does on the
+        step's error path, which loads it too); the log adapter is made when next used.
+        """
+        self.adapter.debug("parked; sleeping %.3fs before the next attempt", seconds)
+        del self.action
+        self._log = None
+        return self.ex.naps.start(self.id, seconds, self.ex.sleep)
 
     async def step(self, mode: DriveMode) -> DriveResult | float | None:
         """Run one step and persist what it led to.
