@@ -9,7 +9,6 @@ code, the store, the lease, sleeping through parks, and the fallbacks when a wri
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,6 +18,7 @@ from fsm.blocking import BlockingPool
 from fsm.codec import KindCodec
 from fsm.errors import DoubleDriveMismatch, LeaseLost, Rejected
 from fsm.executor.claims import foreign, let_go, readable
+from fsm.executor.naps import Naps, Timer
 from fsm.executor.plan import Plan, Write, after_failed_write, plan, plan_broken
 from fsm.executor.step import advance, drive_again, encode, handle
 from fsm.failures import broken_text, error_text
@@ -34,62 +34,6 @@ _YIELD_AFTER = 0.002
 """Seconds a drive may hold the event loop before it yields once to other tasks."""
 
 _ENDS = (Done, Failed)  # ``isinstance`` is quicker with a tuple than with a union
-
-
-class Naps:
-    """The drives sleeping through a park, so that a notify or a stop cuts a sleep short.
-
-    A nap is one future and one timer, and no coroutine of its own: the drive awaits the
-    future in its own frame (`start`, then `end`). A parked drive holds little, which
-    matters when a worker keeps thousands of them asleep."""
-
-    def __init__(self) -> None:
-        self._wakers: dict[str, asyncio.Future[None]] = {}
-        # The timers' context: `_wake` reads no context variable, so one empty context
-        # serves every timer of this executor instead of a copy of the caller's per timer.
-        self._context = contextvars.Context()
-
-    def __contains__(self, action_id: object) -> bool:
-        return action_id in self._wakers
-
-    def start(
-        self, action_id: str, seconds: float, sleep: Callable[[float], Awaitable[None]]
-    ) -> tuple[asyncio.Future[None], _Timer]:
-        """Begin a nap of ``seconds`` (with ``sleep``) unless `wake` comes first: the future
-        to await, and the timer to hand to `end` once it is done (or the await cancelled)."""
-        loop = asyncio.get_running_loop()
-        woken: asyncio.Future[None] = loop.create_future()
-        self._wakers[action_id] = woken
-        if sleep is asyncio.sleep:
-            return woken, loop.call_later(seconds, _wake, woken, context=self._context)
-        # a test's clock: its sleep ends the nap as the timer would
-        sleeper = asyncio.ensure_future(sleep(seconds))
-        sleeper.add_done_callback(lambda _: _wake(woken))
-        return woken, sleeper
-
-    def end(self, action_id: str, timer: _Timer) -> None:
-        timer.cancel()
-        del self._wakers[action_id]
-
-    def wake(self, action_id: str) -> None:
-        waker = self._wakers.get(action_id)
-        if waker is not None:
-            _wake(waker)
-
-    def wake_all(self) -> None:
-        for waker in self._wakers.values():
-            _wake(waker)
-
-
-class _Timer(Protocol):
-    """What ends a nap by itself: a loop's timer, or a test clock's sleep."""
-
-    def cancel(self) -> object: ...
-
-
-def _wake(woken: asyncio.Future[None]) -> None:
-    if not woken.done():
-        woken.set_result(None)
 
 
 class Driver(Protocol):
@@ -189,18 +133,17 @@ class Drive:
         return adapter
 
     async def run(self, mode: DriveMode) -> DriveResult:
-        """Step until the plan says return; if anything escapes, the lease is let go."""
-        ex = self.ex
-        ex._driving.add(self.id)
+        """Step until the plan says return; if anything escapes, the lease is let go.
+
+        A drive asleep in a park holds this frame: what it does besides the loop is in
+        methods (`stopped`, `doze`, `rouse`), which keeps the frame small.
+        """
+        self.ex._driving.add(self.id)
         try:
             held_since = time.perf_counter()
             while True:
-                if ex.stopping:
-                    self.adapter.info(
-                        "stopping: the lease is released, the action stays as written"
-                    )
-                    let_go(ex.store, self.id, self.epoch)
-                    return DriveResult(self.id, DriveStatus.PARKED, self.state, None, self.steps)
+                if self.ex.stopping:
+                    return self.stopped()
                 then = await self.step(mode)
                 if then is None:
                     if time.perf_counter() - held_since > _YIELD_AFTER:
@@ -214,26 +157,33 @@ class Drive:
                 try:
                     await woken
                 finally:
-                    ex.naps.end(self.id, timer)
-                self.action = self.codec.load(self.state, self.bookkeeping.version, self.payload)
+                    self.ex.naps.end(self.id, timer)
+                self.rouse()
                 held_since = time.perf_counter()
         except BaseException:
-            let_go(ex.store, self.id, self.epoch)
+            let_go(self.ex.store, self.id, self.epoch)
             raise
         finally:
-            ex._driving.discard(self.id)
+            self.ex._driving.discard(self.id)
 
-    def doze(self, seconds: float) -> tuple[asyncio.Future[None], _Timer]:
-        """Begin a nap (`Naps.start`), letting go of what `run` rebuilds after it.
+    def stopped(self) -> DriveResult:
+        """The executor is stopping: let go of the lease, leave the action as written."""
+        self.adapter.info("stopping: the lease is released, the action stays as written")
+        let_go(self.ex.store, self.id, self.epoch)
+        return DriveResult(self.id, DriveStatus.PARKED, self.state, None, self.steps)
 
-        The decoded action is loaded again from the checkpoint just written, as a restart
-        would load it (a checkpoint that does not load back fails there, as it does on the
-        step's error path, which loads it too); the log adapter is made when next used.
-        """
+    def doze(self, seconds: float) -> tuple[asyncio.Future[None], Timer]:
+        """Begin a nap (`Naps.start`), letting go of what `rouse` rebuilds after it."""
         self.adapter.debug("parked; sleeping %.3fs before the next attempt", seconds)
         del self.action
-        self._log = None
+        self._log = None  # made again when next used
         return self.ex.naps.start(self.id, seconds, self.ex.sleep)
+
+    def rouse(self) -> None:
+        """After a nap: the action, loaded from the checkpoint this drive just wrote, as a
+        restart would load it. (A checkpoint that does not load back fails here as it does
+        on the step's error path, which loads it too.)"""
+        self.action = self.codec.load(self.state, self.bookkeeping.version, self.payload)
 
     async def step(self, mode: DriveMode) -> DriveResult | float | None:
         """Run one step and persist what it led to.

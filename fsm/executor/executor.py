@@ -16,8 +16,9 @@ from typing import Any, Generic
 from fsm.blocking import DEFAULT_BLOCKING_THREADS, BlockingPool
 from fsm.errors import ActionBusy, DecodeError, KindError, KindMismatch
 from fsm.executor.claims import claim, claim_soon, let_go, readable
-from fsm.executor.drive import Drive, Naps, prepare
+from fsm.executor.drive import Drive, prepare
 from fsm.executor.many import drive_many
+from fsm.executor.naps import Naps
 from fsm.executor.plan import plan_update
 from fsm.ids import check_id, new_incarnation
 from fsm.protocol import Action, DriveMode, S
