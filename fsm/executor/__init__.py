@@ -25,7 +25,9 @@ The parts, each depending only on those below it:
 
 * `fsm.executor.executor`: `Executor`, its settings and the calls a program makes (start,
   drive, notify, update, delete, resume, run due, stop).
+* `fsm.executor.many`: many drives at a bounded concurrency (resume all, run due), tallied.
 * `fsm.executor.drive`: the drive loop, a thin shell around the step and the plan.
+* `fsm.executor.naps`: the drives asleep in a park, for a notify or a stop to wake.
 * `fsm.executor.step`: one step run under its timeout, its result checked, its errors
   handed to the kind's handlers.
 * `fsm.executor.claims`: taking, reading and releasing a claimed row.

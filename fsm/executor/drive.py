@@ -64,8 +64,8 @@ def prepare(ex: Driver, claimed: Claimed) -> Drive | DriveResult:
     """A claimed action ready to drive, or why it is not driven here: left for another
     driver (its lease let go), or quarantined.
 
-    Not a coroutine: the caller awaits `Drive.run` itself, so a drive sleeping through a
-    park is one frame of fsm's below its caller's, not one per layer.
+    Not a coroutine: the caller awaits `Drive.run` itself, so a drive asleep in a park
+    holds two frames of fsm's (its caller's and `Drive.run`'s), not one per layer.
     """
     action_id = claimed.id
     try:
