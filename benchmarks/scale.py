@@ -20,8 +20,9 @@ million on SQLite here), run twice: once for its peak traced Python memory while
 once without tracemalloc (whose own bookkeeping would swell the RSS) for the child's
 ru_maxrss (target < 200 MiB at a million; the bytes per action are printed, and what they
 make at a million, so a smaller run extrapolates). Last, the memory
-a drive holds while it sleeps through a park: ``--parked`` drives parked with a wake-up an
-hour away, measured with tracemalloc (target <= 2 KiB each).
+a drive holds while it sleeps through a park: ``--parked`` drives, each ``executor.drive(id,
+UNTIL_DONE)`` in a task of its own (the task counted), parked with a wake-up an hour away,
+measured with tracemalloc (target <= 2 KiB each; ``FSM_SCALE_TOP=1`` prints what holds it).
 
     python benchmarks/scale.py [--rows 1000000] [--small 1000] [--db sqlite,postgres]
                                [--pg URL] [--repeat 200] [--resume-rows N] [--parked 2000]
@@ -147,7 +148,7 @@ def resume_child(url: str, traced: bool) -> None:
     print(
         json.dumps(
             {
-                "actions": len(report.results),
+                "actions": report.total,
                 "parked": report.count(fsm.DriveStatus.PARKED),
                 "seconds": seconds,
                 "traced_peak": peak,
@@ -175,15 +176,14 @@ def parked_bytes(url: str, drives: int) -> float:
     ids = [f"a{i:09d}" for i in range(32, drives) if i % 1000 != 7]
 
     async def run() -> float:
-        async def one(action_id: str) -> None:
-            await executor.drive(action_id, fsm.DriveMode.UNTIL_DONE)
-
         # warm every cache (statements, codecs, loggers) with one drive to its first park
         await executor.drive(ids[0])
         gc.collect()
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
-        tasks = [asyncio.create_task(one(i)) for i in ids]
+        # a task per drive, as a worker makes: the task's own cost is counted
+        until_done = fsm.DriveMode.UNTIL_DONE
+        tasks = [asyncio.create_task(executor.drive(i, until_done)) for i in ids]
         while not all(i in executor.naps for i in ids):
             await asyncio.sleep(0.01)
         gc.collect()

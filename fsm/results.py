@@ -4,6 +4,8 @@ what an operator's control did."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from types import MappingProxyType
 
 import attrs
 
@@ -98,15 +100,92 @@ class StartResult:
         return self.status is StartStatus.STARTED
 
 
+KEPT_FAILURES = 1000
+"""How many results that are not `DriveResult.ok` a `ResumeReport` keeps in full."""
+
+
 @attrs.frozen
 class ResumeReport:
-    """The result of `Executor.resume_all`: one result per live action, and the set-aside rows."""
+    """What `Executor.resume_all` (or `Executor.run_due`) did, sized for a million actions.
 
-    results: tuple[DriveResult, ...]
+    Every drive is counted by status (`count`, `counts`, `total`); the drives that went wrong,
+    those whose result is not `DriveResult.ok` (an error, a broken or quarantined row, a
+    failed end, a parked retry, a busy or missing action...), are kept in full in `failures`,
+    the first `KEPT_FAILURES` of them to end, in the order their ids were driven;
+    ``failures_omitted`` says how many more were counted but not kept. A report of a million
+    drives that went well is a few counters, not a million results. ``quarantined``: the rows
+    set aside in the table when the run ended (`Store.quarantined`).
+
+    ``keep_results=True`` (on `Executor.resume_all` and `Executor.run_due`) keeps every
+    result as well, in `results`: for small runs and tests that look at each action.
+    """
+
+    counts: Mapping[DriveStatus, int]
+    """How many drives ended with each status (statuses no drive ended with are absent)."""
+    failures: tuple[DriveResult, ...]
     quarantined: tuple[RowInfo, ...]
+    failures_omitted: int = 0
+    _results: tuple[DriveResult, ...] | None = None
+
+    @property
+    def total(self) -> int:
+        """How many drives ran."""
+        return sum(self.counts.values())
 
     def count(self, status: DriveStatus) -> int:
-        return sum(1 for r in self.results if r.status is status)
+        """How many drives ended with ``status``."""
+        return self.counts.get(status, 0)
+
+    @property
+    def results(self) -> tuple[DriveResult, ...]:
+        """Every drive's result, in the order the ids were driven; only with ``keep_results``.
+
+        Raises ``LookupError`` when the run kept counts and failures only, rather than
+        answering with an empty or partial list that reads like fewer drives.
+        """
+        if self._results is None:
+            raise LookupError(
+                "this report kept counts and failures only (see ResumeReport.failures); "
+                "pass keep_results=True to resume_all or run_due to keep every result"
+            )
+        return self._results
+
+
+class Tally:
+    """A `ResumeReport` being made, one result at a time, in memory bounded by its failures.
+
+    ``slot`` is a result's place in the order its id was driven: results may come in any
+    order (drives run concurrently), the report lists them in that order.
+    """
+
+    def __init__(self, *, keep_results: bool = False) -> None:
+        self._counts: dict[DriveStatus, int] = {}
+        self._failures: list[tuple[int, DriveResult]] = []
+        self._omitted = 0
+        self._results: list[tuple[int, DriveResult]] | None = [] if keep_results else None
+
+    def add(self, slot: int, result: DriveResult) -> None:
+        self._counts[result.status] = self._counts.get(result.status, 0) + 1
+        if self._results is not None:
+            self._results.append((slot, result))
+        if not result.ok:
+            if len(self._failures) < KEPT_FAILURES:
+                self._failures.append((slot, result))
+            else:
+                self._omitted += 1
+
+    def report(self, quarantined: tuple[RowInfo, ...]) -> ResumeReport:
+        return ResumeReport(
+            MappingProxyType(dict(self._counts)),
+            _in_order(self._failures),
+            quarantined,
+            self._omitted,
+            None if self._results is None else _in_order(self._results),
+        )
+
+
+def _in_order(results: list[tuple[int, DriveResult]]) -> tuple[DriveResult, ...]:
+    return tuple(result for _, result in sorted(results, key=lambda kept: kept[0]))
 
 
 @attrs.frozen

@@ -49,11 +49,27 @@ class SyncExecutor(Generic[S]):
         """The operator's controls (`fsm.Controls`; already synchronous)."""
         return self.executor.controls
 
-    def resume_all(self, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE) -> ResumeReport:
-        return self._runner.run(self.executor.resume_all(mode))
+    def resume_all(
+        self,
+        mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE,
+        *,
+        concurrency: int = 1,
+        keep_results: bool = False,
+    ) -> ResumeReport:
+        return self._runner.run(
+            self.executor.resume_all(mode, concurrency=concurrency, keep_results=keep_results)
+        )
 
-    def run_due(self, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE) -> ResumeReport:
-        return self._runner.run(self.executor.run_due(mode))
+    def run_due(
+        self,
+        mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE,
+        *,
+        concurrency: int = 1,
+        keep_results: bool = False,
+    ) -> ResumeReport:
+        return self._runner.run(
+            self.executor.run_due(mode, concurrency=concurrency, keep_results=keep_results)
+        )
 
     def close(self) -> None:
         self._runner.close()

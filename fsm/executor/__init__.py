@@ -29,8 +29,10 @@ The parts, each depending only on those below it:
   unquarantine), each written under the action's lease like a step.
 * `fsm.executor.observed`: the drive loop of an executor with an observer (`fsm.observer`):
   each step timed and reported; chosen once per drive, so the plain loop pays nothing.
+* `fsm.executor.many`: many drives at a bounded concurrency (resume all, run due), tallied.
 * `fsm.executor.drive`: the drive loop, a thin shell around the step and the plan;
   `fsm.executor.drivelog`, its logger (action, kind, state and step key on every record).
+* `fsm.executor.naps`: the drives asleep in a park, for a notify or a stop to wake.
 * `fsm.executor.step`: one step run under its timeout, its result checked, its errors
   handed to the kind's handlers.
 * `fsm.executor.claims`: taking, reading and releasing a claimed row.

@@ -19,6 +19,7 @@ from fsm.codec import KindCodec
 from fsm.errors import DoubleDriveMismatch, LeaseLost, Rejected
 from fsm.executor.claims import foreign, let_go, readable
 from fsm.executor.drivelog import Adapter
+from fsm.executor.naps import Naps, Timer
 from fsm.executor.plan import Plan, Write, after_failed_write, plan, plan_broken
 from fsm.executor.step import advance, drive_again, encode, handle
 from fsm.failures import broken_text, chained_text, error_text
@@ -38,53 +39,6 @@ _YIELD_AFTER = 0.002
 _ENDS = (Done, Failed)  # ``isinstance`` is quicker with a tuple than with a union
 
 
-class Naps:
-    """The drives sleeping through a park, so that a notify or a stop cuts a sleep short.
-
-    A nap is one future and one timer: a parked drive holds little (no event, no extra
-    tasks), which matters when a worker keeps thousands of them asleep."""
-
-    def __init__(self) -> None:
-        self._wakers: dict[str, asyncio.Future[None]] = {}
-
-    def __contains__(self, action_id: object) -> bool:
-        return action_id in self._wakers
-
-    async def nap(
-        self, action_id: str, seconds: float, sleep: Callable[[float], Awaitable[None]]
-    ) -> None:
-        """Sleep ``seconds`` (with ``sleep``) unless `wake` comes first."""
-        loop = asyncio.get_running_loop()
-        woken: asyncio.Future[None] = loop.create_future()
-        self._wakers[action_id] = woken
-        cancel: Callable[[], object]
-        if sleep is asyncio.sleep:
-            cancel = loop.call_later(seconds, _wake, woken).cancel
-        else:  # a test's clock: its sleep ends the nap as the timer would
-            sleeper = asyncio.ensure_future(sleep(seconds))
-            sleeper.add_done_callback(lambda _: _wake(woken))
-            cancel = sleeper.cancel
-        try:
-            await woken
-        finally:
-            cancel()
-            del self._wakers[action_id]
-
-    def wake(self, action_id: str) -> None:
-        waker = self._wakers.get(action_id)
-        if waker is not None:
-            _wake(waker)
-
-    def wake_all(self) -> None:
-        for waker in self._wakers.values():
-            _wake(waker)
-
-
-def _wake(woken: asyncio.Future[None]) -> None:
-    if not woken.done():
-        woken.set_result(None)
-
-
 class Driver(Protocol):
     """What a drive uses of its executor (`fsm.Executor` is one); read at every step."""
 
@@ -96,38 +50,46 @@ class Driver(Protocol):
     clock: Callable[[], float]
     sleep: Callable[[float], Awaitable[None]]
     on_commit: Callable[[str, LogEntry], None] | None
-    observer: Observer | None
     double_drive: bool
     stopping: bool
     naps: Naps
+    observer: Observer | None
     threads: BlockingPool
+    _driving: set[str]
+    """The ids being driven: each drive adds its own while it runs (`Executor.driving`)."""
 
 
-async def drive(
-    ex: Driver, claimed: Claimed, mode: DriveMode, stepper: type[Drive] | None = None
-) -> DriveResult:
-    """Drive a claimed action: left to another driver, quarantined, or stepped until it returns.
+def prepare(
+    ex: Driver, claimed: Claimed, stepper: type[Drive] | None = None
+) -> Drive | DriveResult:
+    """A claimed action ready to drive, or why it is not driven here: left for another
+    driver (its lease let go), or quarantined.
 
     ``stepper``: the `Drive` class that steps it (`fsm.executor.observed.ObservedDrive` when the
     executor has an observer), chosen once per drive rather than checked at every step.
+
+    Not a coroutine: the caller awaits `Drive.run` itself, so a drive asleep in a park
+    holds two frames of fsm's (its caller's and `Drive.run`'s), not one per layer.
     """
     action_id = claimed.id
-    reason = foreign(ex.registry, claimed)
-    if reason is not None:
-        adapter = Adapter(log, claimed)
-        adapter.info("left for another driver: %s", reason)
-        let_go(ex.store, action_id, claimed.epoch, adapter)
-        return _result(claimed, DriveStatus.SKIPPED, reason)
-    decoded = readable(ex.registry, claimed)
-    if isinstance(decoded, str):
-        Adapter(log, claimed).error("quarantined: %s", decoded)
-        ex.store.quarantine(action_id, decoded)
-        return _result(claimed, DriveStatus.QUARANTINED, decoded)
-    one = (stepper or Drive)(ex, claimed, codec=decoded[0], action=decoded[1])
-    # What the drive keeps is in `one`; the claimed row and its decoded form are dropped, so
-    # a parked drive does not hold its payload twice.
-    del claimed, decoded
-    return await one.run(mode)
+    try:
+        reason = foreign(ex.registry, claimed)
+        if reason is not None:
+            adapter = Adapter(log, claimed)
+            adapter.info("left for another driver: %s", reason)
+            let_go(ex.store, action_id, claimed.epoch, adapter)
+            return _result(claimed, DriveStatus.SKIPPED, reason)
+        decoded = readable(ex.registry, claimed)
+        if isinstance(decoded, str):
+            Adapter(log, claimed).error("quarantined: %s", decoded)
+            ex.store.quarantine(action_id, decoded)
+            return _result(claimed, DriveStatus.QUARANTINED, decoded)
+    except BaseException:
+        let_go(ex.store, action_id, claimed.epoch)
+        raise
+    # What the drive keeps is in the `Drive`; the claimed row and its decoded form are not
+    # kept, so a parked drive does not hold its payload twice.
+    return (stepper or Drive)(ex, claimed, codec=decoded[0], action=decoded[1])
 
 
 def _result(claimed: Claimed, status: DriveStatus, error: str) -> DriveResult:
@@ -137,19 +99,33 @@ def _result(claimed: Claimed, status: DriveStatus, error: str) -> DriveResult:
 
 
 class Drive:
-    """One drive of one claimed action: where it stands, and its loop."""
+    """One drive of one claimed action: where it stands, and its loop.
 
-    def __init__(
-        self,
-        ex: Driver,
-        claimed: Claimed,
-        codec: KindCodec,
-        action: Action[Any],
-    ) -> None:
+    Slotted, and what can be rebuilt is not held through a nap (the decoded action, the log
+    adapter): a parked drive holds its checkpoint's text and bookkeeping, little more.
+    """
+
+    __slots__ = (
+        "_log",
+        "action",
+        "bookkeeping",
+        "codec",
+        "epoch",
+        "ex",
+        "id",
+        "incarnation",
+        "kind",
+        "payload",
+        "seq",
+        "state",
+        "steps",
+    )
+
+    def __init__(self, ex: Driver, claimed: Claimed, codec: KindCodec, action: Action[Any]) -> None:
         self.ex = ex
         self.codec = codec
         self.kind = codec.name
-        self.adapter = Adapter(log, self)
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
         self.id = claimed.id
         self.epoch = claimed.epoch
         self.incarnation = claimed.incarnation
@@ -161,26 +137,67 @@ class Drive:
         self.action = action
         self.steps = 0
 
+    @property
+    def adapter(self) -> logging.LoggerAdapter[logging.Logger]:
+        """The action's logger (action, kind, state and step key on every record:
+        `fsm.executor.drivelog`), made when first needed after a nap."""
+        adapter = self._log
+        if adapter is None:
+            adapter = self._log = Adapter(log, self)
+        return adapter
+
     async def run(self, mode: DriveMode) -> DriveResult:
-        ex = self.ex
-        held_since = time.perf_counter()
-        while True:
-            if ex.stopping:
-                self.adapter.info("stopping: the lease is released, the action stays as written")
-                let_go(ex.store, self.id, self.epoch, self.adapter)
-                return self.result(DriveStatus.PARKED)
-            then = await self.step(mode)
-            if then is None:
-                if time.perf_counter() - held_since > _YIELD_AFTER:
-                    # Synchronous steps never suspend: let other actions' effects run.
-                    await asyncio.sleep(0)
-                    held_since = time.perf_counter()
-            elif isinstance(then, DriveResult):
-                return then
-            else:
-                self.adapter.debug("parked; sleeping %.3fs before the next attempt", then)
-                await ex.naps.nap(self.id, then, ex.sleep)
+        """Step until the plan says return; if anything escapes, the lease is let go.
+
+        A drive asleep in a park holds this frame: what it does besides the loop is in
+        methods (`stopped`, `doze`, `rouse`), which keeps the frame small.
+        """
+        self.ex._driving.add(self.id)
+        try:
+            held_since = time.perf_counter()
+            while True:
+                if self.ex.stopping:
+                    return self.stopped()
+                then = await self.step(mode)
+                if then is None:
+                    if time.perf_counter() - held_since > _YIELD_AFTER:
+                        # Synchronous steps never suspend: let other actions' effects run.
+                        await asyncio.sleep(0)
+                        held_since = time.perf_counter()
+                    continue
+                if isinstance(then, DriveResult):
+                    return then
+                woken, timer = self.doze(then)
+                try:
+                    await woken
+                finally:
+                    self.ex.naps.end(self.id, timer)
+                self.rouse()
                 held_since = time.perf_counter()
+        except BaseException:
+            let_go(self.ex.store, self.id, self.epoch, self.adapter)
+            raise
+        finally:
+            self.ex._driving.discard(self.id)
+
+    def stopped(self) -> DriveResult:
+        """The executor is stopping: let go of the lease, leave the action as written."""
+        self.adapter.info("stopping: the lease is released, the action stays as written")
+        let_go(self.ex.store, self.id, self.epoch, self.adapter)
+        return self.result(DriveStatus.PARKED)
+
+    def doze(self, seconds: float) -> tuple[asyncio.Future[None], Timer]:
+        """Begin a nap (`Naps.start`), letting go of what `rouse` rebuilds after it."""
+        self.adapter.debug("parked; sleeping %.3fs before the next attempt", seconds)
+        del self.action
+        self._log = None  # made again when next used
+        return self.ex.naps.start(self.id, seconds, self.ex.sleep)
+
+    def rouse(self) -> None:
+        """After a nap: the action, loaded from the checkpoint this drive just wrote, as a
+        restart would load it. (A checkpoint that does not load back fails here as it does
+        on the step's error path, which loads it too.)"""
+        self.action = self.codec.load(self.state, self.bookkeeping.version, self.payload)
 
     async def step(self, mode: DriveMode) -> DriveResult | float | None:
         """Run one step and persist what it led to.

@@ -18,14 +18,16 @@ from fsm.blocking import DEFAULT_BLOCKING_THREADS, BlockingPool
 from fsm.errors import ActionBusy, DecodeError, KindError, KindMismatch, NoSuchAction
 from fsm.executor.claims import claim, claim_soon, let_go, readable
 from fsm.executor.controls import Controls
-from fsm.executor.drive import Naps, drive
+from fsm.executor.drive import Drive, prepare
+from fsm.executor.many import drive_many
+from fsm.executor.naps import Naps
 from fsm.executor.observed import ObservedDrive
 from fsm.executor.plan import plan_update
 from fsm.ids import check_id, new_incarnation
 from fsm.observer import Observer
 from fsm.protocol import Action, DriveMode, S
 from fsm.registry import Registry, decode_report
-from fsm.results import DriveResult, DriveStatus, ResumeReport, StartResult, StartStatus
+from fsm.results import DriveResult, DriveStatus, ResumeReport, StartResult, StartStatus, Tally
 from fsm.retry import SEED_POLICY, RetryPolicy
 from fsm.store import ActionReport, Claimed, KeptOutcome, LogEntry, Store, new_owner
 from fsm.store.hooks import warn_armed
@@ -200,6 +202,26 @@ class Executor(Generic[S]):
         existing checkpoint always wins over the object's state), and if its id ended within
         the redelivery window the kept outcome is returned without running anything.
         """
+        # Claiming is a coroutine of its own, done before the drive runs: a drive asleep in
+        # a park holds this small frame and `Drive.run`'s, not the claim's too.
+        one = await self._claim_drive(target)
+        return one if isinstance(one, DriveResult) else await one.run(mode)
+
+    async def drive_claimed(
+        self, claimed: Claimed, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE
+    ) -> DriveResult:
+        """Drive an action whose lease this executor already took (`Store.claim_due`)."""
+        one = prepare(self, claimed, self._stepper)
+        del claimed  # a parked drive keeps only what it stands on (the `Drive`), not the row
+        return one if isinstance(one, DriveResult) else await one.run(mode)
+
+    @property
+    def _stepper(self) -> type[Drive] | None:
+        """The drive class: `ObservedDrive` with an observer, chosen once per drive."""
+        return None if self.observer is None else ObservedDrive
+
+    async def _claim_drive(self, target: str | Action[S]) -> Drive | DriveResult:
+        """``target``'s drive, claimed and ready to run, or the result that says why not."""
         if isinstance(target, str):
             action_id = target
         else:
@@ -213,26 +235,7 @@ class Executor(Generic[S]):
         claimed = await claim_soon(self.store, action_id, self.owner, self.clock())
         if isinstance(claimed, DriveStatus):
             return DriveResult(action_id, claimed)
-        driving = self.drive_claimed(claimed, mode)
-        del claimed  # the claimed row (its payload) is dead once the drive steps
-        return await driving
-
-    async def drive_claimed(
-        self, claimed: Claimed, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE
-    ) -> DriveResult:
-        """Drive an action whose lease this executor already took (`Store.claim_due`)."""
-        action_id, epoch = claimed.id, claimed.epoch
-        self._driving.add(action_id)
-        stepper = None if self.observer is None else ObservedDrive  # chosen once per drive
-        driving = drive(self, claimed, mode, stepper)
-        del claimed  # as in `drive`: a parked drive keeps only what it stands on
-        try:
-            return await driving
-        except BaseException:
-            let_go(self.store, action_id, epoch)
-            raise
-        finally:
-            self._driving.discard(action_id)
+        return prepare(self, claimed, self._stepper)
 
     def stop(self) -> None:
         """Graceful shutdown (as `Worker.stop`): every drive ends after the step it is running.
@@ -329,60 +332,40 @@ class Executor(Generic[S]):
         return None if report is None else decode_report(self.registry, report)
 
     async def resume_all(
-        self, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE, *, concurrency: int = 1
+        self,
+        mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE,
+        *,
+        concurrency: int = 1,
+        keep_results: bool = False,
     ) -> ResumeReport:
         """Drive every live action once (the seed's sync), and report quarantined rows.
 
         Broken actions are driven too: a restart after a fix is the usual way they recover.
         The ids are read a page at a time, in id order (`RESUME_PAGE`, keyset pagination),
-        and at most ``concurrency`` drives run at once, so memory holds a page of ids, the
-        running drives and one small result per action, however many rows the table has.
+        and at most ``concurrency`` drives run at once. The report counts the drives by
+        status and keeps in full only those that went wrong (`ResumeReport`), so memory holds
+        a page of ids and the running drives, however many rows the table has;
+        ``keep_results=True`` keeps every result too (`ResumeReport.results`).
         """
         found = pages(lambda after: self.store.live_ids_after(after, RESUME_PAGE), str)
-        return await self._drive_many((i for page in found for i in page), mode, concurrency)
+        ids = (i for page in found for i in page)
+        return await self._drive_many(ids, mode, concurrency, keep_results)
 
     async def run_due(
-        self, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE, *, concurrency: int = 1
+        self,
+        mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE,
+        *,
+        concurrency: int = 1,
+        keep_results: bool = False,
     ) -> ResumeReport:
-        """Drive the actions whose wake-up time has passed (up to 1,000: a worker's batch)."""
-        return await self._drive_many(self.store.due_ids(self.clock()), mode, concurrency)
+        """Drive the actions whose wake-up time has passed (up to 1,000: a worker's batch),
+        earliest first; reported as `resume_all` reports."""
+        ids = self.store.due_ids(self.clock())
+        return await self._drive_many(ids, mode, concurrency, keep_results)
 
     async def _drive_many(
-        self, ids: Iterable[str], mode: DriveMode, concurrency: int
+        self, ids: Iterable[str], mode: DriveMode, concurrency: int, keep_results: bool
     ) -> ResumeReport:
-        """Drive ``ids`` with at most ``concurrency`` drives at once; results in ``ids`` order.
-
-        A drive task is made only when a slot frees, never one per id up front. If this is
-        cancelled (or a drive raises what is not an ``Exception``), the running drives are
-        cancelled and awaited before it returns.
-        """
-        results: list[DriveResult | None] = []
-        running: set[asyncio.Task[None]] = set()
-
-        async def one(slot: int, action_id: str) -> None:
-            try:
-                results[slot] = await self.drive(action_id, mode)
-            except Exception as exc:  # a store error for one action must not stop the rest
-                log.exception("action %s: drive failed", action_id, extra={"action": action_id})
-                results[slot] = DriveResult(action_id, DriveStatus.ERROR, error=exc)
-
-        async def reap() -> set[asyncio.Task[None]]:
-            done, left = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()  # re-raises what one() let through (BaseException only)
-            return left
-
-        try:
-            for action_id in ids:
-                while len(running) >= max(1, concurrency):
-                    running = await reap()
-                results.append(None)
-                running.add(asyncio.create_task(one(len(results) - 1, action_id)))
-            while running:
-                running = await reap()
-        finally:
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
-        finished = tuple(r for r in results if r is not None)
-        return ResumeReport(finished, tuple(self.store.quarantined()))
+        tally = Tally(keep_results=keep_results)
+        await drive_many(self.drive, ids, mode, concurrency, tally)
+        return tally.report(tuple(self.store.quarantined()))

@@ -33,7 +33,6 @@ import attrs
 
 from fsm.errors import DatabaseUnavailable
 from fsm.executor import DriveResult, Executor
-from fsm.ids import idempotency_key
 from fsm.protocol import S
 from fsm.store import Claimed, is_transient
 from fsm.worker.dbfile import DatabaseFile
@@ -152,16 +151,23 @@ class Worker(Generic[S]):
         """Claim a batch, start its drives, and wait for room or for work to come due."""
         self._release_unreleased()
         free = self.concurrency - len(in_flight)
-        batch = self._claim(free) if free else []
+        if not (self._start_drives(in_flight, free) if free else 0):
+            await self._wait(in_flight, timeout=self._idle_timeout())
+        elif len(in_flight) >= self.concurrency:
+            await self._wait(in_flight, timeout=None)
+
+    def _start_drives(self, in_flight: set[asyncio.Task[DriveResult]], free: int) -> int:
+        """Claim up to ``free`` due actions and start a drive task for each; how many.
+
+        The claimed rows go to the drives: none stays in the loop's frame while it waits.
+        """
+        batch = self._claim(free)
         self.stats.claimed += len(batch)
         for claimed in batch:
             task = asyncio.create_task(self.executor.drive_claimed(claimed))
             in_flight.add(task)
-            task.add_done_callback(self._finished(in_flight, claimed))
-        if not batch:
-            await self._wait(in_flight, timeout=self._idle_timeout())
-        elif len(in_flight) >= self.concurrency:
-            await self._wait(in_flight, timeout=None)
+            task.add_done_callback(self._finished(in_flight, claimed.id, claimed.epoch))
+        return len(batch)
 
     async def _back_off(self, exc: Exception) -> None:
         """Log one line for this failure and wait before trying again, or give up."""
@@ -204,8 +210,10 @@ class Worker(Generic[S]):
             self._outage = None
 
     def _finished(
-        self, in_flight: set[asyncio.Task[DriveResult]], claimed: Claimed
+        self, in_flight: set[asyncio.Task[DriveResult]], action_id: str, epoch: int
     ) -> Callable[[asyncio.Task[DriveResult]], None]:
+        """The drive task's done callback; it keeps the claim's id and epoch, not its row (a
+        parked drive would hold its payload twice)."""
         failed_before = self.store.failed_calls
 
         def done(task: asyncio.Task[DriveResult]) -> None:
@@ -213,20 +221,14 @@ class Worker(Generic[S]):
             self._wake.set()
             exc = None if task.cancelled() else task.exception()
             if task.cancelled() or exc is not None or self.store.failed_calls != failed_before:
-                self._unreleased[claimed.id] = claimed.epoch
+                self._unreleased[action_id] = epoch
             if task.cancelled():
                 return
             if exc is not None:
+                # The action's id only: its state and step key at the crash are the drive's,
+                # and this callback keeps nothing of the claimed row.
                 log.error(
-                    "action %s: drive crashed: %r",
-                    claimed.id,
-                    exc,
-                    extra={
-                        "action": claimed.id,
-                        "kind": claimed.kind,
-                        "state": claimed.state,
-                        "key": idempotency_key(claimed.id, claimed.incarnation, claimed.seq),
-                    },
+                    "action %s: drive crashed: %r", action_id, exc, extra={"action": action_id}
                 )
                 return
             result = task.result()

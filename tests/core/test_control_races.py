@@ -237,6 +237,6 @@ def test_a_control_killed_at_its_write_leaves_all_of_it_or_none(
         assert (row.state, row.lease_owner) == ("releasing", None)
         assert row.cause is not None and row.cause.endswith(": customer asked")
         assert vias(store, "booking-1") == ["step", "step", "cancel"]
-        result = asyncio.run(ex.run_due()).results[0]
+        result = asyncio.run(ex.run_due(keep_results=True)).results[0]
         assert (result.status, result.state) == (DriveStatus.FAILED, "cancelled")
     store.close()

@@ -71,7 +71,7 @@ def test_retry_wakes_a_broken_action_under_the_same_key(store: fsm.Store) -> Non
         "retried by ops: fix deployed",
     )
     desk.fault = None  # the fix
-    assert asyncio.run(ex.run_due()).results[0].state == "held"
+    assert asyncio.run(ex.run_due(keep_results=True)).results[0].state == "held"
     keys = [key for what, key in desk.calls if what == "hold"]
     assert len(keys) == 2 and keys[0] == keys[1]  # the step ran again under its key
 
@@ -120,7 +120,7 @@ def test_notify_makes_a_waiting_action_due_and_logs_it(store: fsm.Store) -> None
     assert history(store, action_id)[-1] == ("held", "held", "due", "notify")
     desk.confirmed = True
     ex, _ = make(store, desk)
-    assert asyncio.run(ex.run_due()).results[0].status is DriveStatus.DONE
+    assert asyncio.run(ex.run_due(keep_results=True)).results[0].status is DriveStatus.DONE
 
 
 def test_notify_refuses_missing_and_quarantined_rows(store: fsm.Store) -> None:
@@ -150,7 +150,7 @@ def test_cancel_writes_the_route_and_a_worker_runs_the_compensation(store: fsm.S
     assert history(store, action_id)[-1] == ("held", "releasing", "cancelled", "cancel")
 
     ex, _ = make(store, desk)
-    result = asyncio.run(ex.run_due()).results[0]
+    result = asyncio.run(ex.run_due(keep_results=True)).results[0]
     assert result.status is DriveStatus.FAILED and result.state == "cancelled"
     assert result.cause == "cancelled by alice: customer asked"
     kept = store.outcome(action_id)
@@ -232,7 +232,7 @@ def test_a_hand_written_action_cancels_through_on_cancel(store: fsm.Store) -> No
     ex, _ = make(store)
     asyncio.run(ex.drive(Pass("p")))
     assert controls(store).cancel("p", reason="x").to_state == "refunding"
-    result = asyncio.run(ex.run_due()).results[0]
+    result = asyncio.run(ex.run_due(keep_results=True)).results[0]
     assert (result.status, result.state, result.cause) == (
         DriveStatus.FAILED,
         "refunded",
@@ -309,7 +309,7 @@ def test_unquarantine_puts_the_row_back_and_says_why_it_was_set_aside(
     assert history(store, action_id)[-1] == ("held", "held", "released", "unquarantine")
     desk.confirmed = True
     ex, _ = make(store, desk)
-    assert asyncio.run(ex.run_due()).results[0].status is DriveStatus.DONE
+    assert asyncio.run(ex.run_due(keep_results=True)).results[0].status is DriveStatus.DONE
 
 
 def test_unquarantine_refuses_a_row_not_quarantined_or_still_unreadable(

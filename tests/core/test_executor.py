@@ -103,7 +103,7 @@ def test_park_without_wake_waits_for_notify(store: fsm.Store) -> None:
     assert first.status is DriveStatus.PARKED and sleeps.calls == []
     row = store.row("a")
     assert row is not None and row.wake_at is None
-    assert run(ex.run_due()).results == ()
+    assert run(ex.run_due()).total == 0
     gate["open"] = True
     assert run(ex.notify("a")).status is DriveStatus.DONE
 
@@ -326,10 +326,11 @@ def test_resume_all_drives_every_live_action(store: fsm.Store) -> None:
     ex, _, _ = make(store, {("b", 1): lambda a, c: fsm.Park(a)})
     for name in "abc":
         run(ex.start(Script(name)))
-    report = run(ex.resume_all())
+    report = run(ex.resume_all(keep_results=True))
     statuses = {r.id: r.status for r in report.results}
     assert statuses == {"a": DriveStatus.DONE, "b": DriveStatus.PARKED, "c": DriveStatus.DONE}
     assert report.count(DriveStatus.DONE) == 2 and report.quarantined == ()
+    assert report.total == 3 and report.failures == ()
 
 
 def test_lease_lost_write_is_refused(store: fsm.Store) -> None:

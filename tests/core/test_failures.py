@@ -204,7 +204,7 @@ def test_an_effect_returning_the_wrong_type_parks_the_action_as_broken(
     # not due: no hot loop, whoever polls, for as long as it polls
     for _ in range(5):
         clock.now += 3600
-        assert run(ex.run_due()).results == ()
+        assert run(ex.run_due()).total == 0
         assert store.claim_due("w", clock.now, 10) == []
     assert len(svc.calls) == 1
     # fixed and notified: the step runs again under the same key, and the action finishes

@@ -292,7 +292,7 @@ def test_resume_all_pages_through_every_live_row(store_url: str) -> None:
 
     executor.drive = counted  # type: ignore[method-assign,assignment]
     try:
-        report = asyncio.run(executor.resume_all(concurrency=4))
+        report = asyncio.run(executor.resume_all(concurrency=4, keep_results=True))
     finally:
         store.close()
     set_aside = {f"a{i:09d}" for i in range(rows) if i % 1000 == 7}

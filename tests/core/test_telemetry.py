@@ -141,7 +141,7 @@ def test_a_worker_drive_joins_the_trace_of_the_request_that_started_it(
 
     asyncio.run(request())
     (caller,) = telemetry.finished()
-    report = asyncio.run(ex.run_due())  # no span is current here
+    report = asyncio.run(ex.run_due(keep_results=True))  # no span is current here
     assert [r.status for r in report.results] == [DriveStatus.DONE]
     (step,) = telemetry.steps()
     assert step.parent is not None and step.parent.span_id == caller.context.span_id
