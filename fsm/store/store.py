@@ -39,6 +39,10 @@ _NEVER = float("inf")
 """``ended_since`` of a start that ignores kept outcomes (a deliberate new incarnation)."""
 
 
+DEFAULT_LEASE_TTL = 30.0
+"""Seconds a claim stays valid without a write, unless the store is told otherwise."""
+
+
 class Store(Operations):
     """The checkpoint store over one peewee database (SQLite by default).
 
@@ -62,7 +66,7 @@ class Store(Operations):
         self,
         database: peewee.Database,
         *,
-        lease_ttl: float = 30.0,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
         log_transitions: bool = True,
         hooks: StoreHooks | None = None,
         local_clock: Callable[[], float] = time.time,
