@@ -25,9 +25,6 @@ STEP_COLUMNS: tuple[str, ...] = (
 )
 """The columns every step's fenced UPDATE writes (then the bookkeeping that changed)."""
 
-DUE_CHANNEL = "fsm_due"
-"""The PostgreSQL NOTIFY channel a start or a notify signals on (workers LISTEN to it)."""
-
 _KINDS = "/*kinds*/"
 """Where `Statements.for_kinds` puts its kind filter in a statement (a no-op comment)."""
 
@@ -143,7 +140,6 @@ class Statements:
             f"INSERT INTO fsm_transition ({_LOG_COLUMNS}) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, "
             f"{p}, {p}, {p}, {p}, {p})"
         )
-        self.notify_due = f"NOTIFY {DUE_CHANNEL}"
 
     def update(self, columns: tuple[str, ...]) -> str:
         """The fenced UPDATE setting ``columns``, built once per column set, then bumping the

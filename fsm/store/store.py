@@ -20,7 +20,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 import peewee
 
-from fsm.store import census, inspection, leases, polls, records, schema
+from fsm.store import census, channel, inspection, leases, polls, records, schema
 from fsm.store.clock import DatabaseClock
 from fsm.store.committer import Body, Committer
 from fsm.store.connection import Link
@@ -80,17 +80,19 @@ class Store(Operations):
         self._exec = link.exec
         self._sql = Statements(database.param)
         self.committer = Committer(link)
-        self._writes = Writes(link, self._sql)
-        self.control_writes = ControlWrites(
-            link, self._sql, self._write_now, lambda: self.log_transitions
-        )
-        """The operator's controls' writes (`fsm.Controls` decides them)."""
         self.db.connect(reuse_if_open=True)
         if readonly:
             check = schema.check_schema
             self._read_version = self._cold(check, self._exec, self._sqlite, database.param)
         else:
             self._cold(schema.migrate, database, self._sqlite)
+        self.due_channel = None if self._sqlite else channel.current_channel(link)
+        """PostgreSQL: the NOTIFY channel of this store's schema (`fsm.store.channel`)."""
+        self._writes = Writes(link, self._sql, self.due_channel)
+        self.control_writes = ControlWrites(
+            link, self._sql, self._write_now, lambda: self.log_transitions, self.due_channel
+        )
+        """The operator's controls' writes (`fsm.Controls` decides them)."""
         self._clock = DatabaseClock(local_clock, None if self._sqlite else database.connection)
 
     @classmethod

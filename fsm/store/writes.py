@@ -15,6 +15,7 @@ from typing import Any
 
 from fsm.errors import LeaseLost
 from fsm.store import records
+from fsm.store.channel import NOTIFY
 from fsm.store.committer import Body
 from fsm.store.connection import Link
 from fsm.store.resources import change_held
@@ -44,9 +45,10 @@ def _lost(action_id: str, epoch: int) -> LeaseLost:
 class Writes:
     """The write bodies over one connection and its statements."""
 
-    def __init__(self, link: Link, sql: Statements) -> None:
+    def __init__(self, link: Link, sql: Statements, channel: str | None) -> None:
         self._link = link
         self._sql = sql
+        self._channel = channel
         self._exec = link.exec
         self._sqlite = link.sqlite
 
@@ -56,8 +58,8 @@ class Writes:
 
     def wake_workers(self) -> None:
         """Tell listening workers that something became due (PostgreSQL NOTIFY; no-op else)."""
-        if not self._sqlite:
-            self._exec(self._sql.notify_due)
+        if self._channel is not None:
+            self._exec(NOTIFY, (self._channel,))
 
     def log(self, action_id: str, e: records.LogEntry, now: float) -> None:
         self._exec(self._sql.log, (action_id, *e.values(), now))

@@ -8,7 +8,8 @@ step is not taken over. A worker that stalls past its lease (paused, cut off) lo
 action to another worker; its own writes are then refused by the fencing epoch.
 
 Between batches it sleeps until the earliest wake-up, a notification (PostgreSQL
-``LISTEN fsm_due``, sent when an action is started or notified), or a short poll interval.
+``LISTEN`` on its schema's channel, notified when an action is started or notified), or a
+short poll interval.
 
 A worker outlives its database's outages. A transient error in its own loop (a killed backend,
 a server restart, an unreachable host, a locked SQLite file) is logged, one line per failure,
