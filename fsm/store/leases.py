@@ -15,10 +15,12 @@ import os
 import socket
 import uuid
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import orjson
 
 from fsm.store.connection import Link
+from fsm.store.pipeline import Statement
 from fsm.store.records import Claimed, ClaimMiss
 from fsm.store.statements import Statements
 
@@ -133,13 +135,33 @@ def claim_due(
     never wait on each other; on SQLite the statement runs under the database's single
     write lock.
     """
-    if kinds is not None and not kinds:
+    due = due_claim(link, sql, owner, now, until, limit, kinds)
+    if due is None:
         return []
+    with link.write_point("claim"):
+        return due(False)
+
+
+def due_claim(
+    link: Link,
+    sql: Statements,
+    owner: str,
+    now: float,
+    until: float,
+    limit: int,
+    kinds: Mapping[str, int] | None,
+) -> Statement[list[Claimed]] | None:
+    """`claim_due`'s one statement (``None`` when ``kinds`` is empty: nothing to claim),
+    for the committer to batch with other writes (`Store.claim_due_soon`)."""
+    if kinds is not None and not kinds:
+        return None
     statement, kind_params = sql.for_kinds(sql.claim_due, kinds)
     params = (owner, until, now, now, *kind_params, limit)
-    with link.write_point("claim"):
-        rows = link.exec(statement, params).fetchall()
-    return [Claimed(*row) for row in rows]
+    return Statement(link, statement, params, _claimed)
+
+
+def _claimed(cursor: Any) -> list[Claimed]:
+    return [Claimed(*row) for row in cursor.fetchall()]
 
 
 def release_dead_leases(link: Link, sql: Statements) -> int:

@@ -12,6 +12,7 @@ which the methods below call.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import time
@@ -315,6 +316,19 @@ class Store(Operations):
             lambda _: leases.claim_due(self._link, self._sql, owner, now, until, limit, kinds),
             solo=True,
         )
+
+    def claim_due_soon(
+        self, owner: str, now: float, limit: int, kinds: Mapping[str, int] | None = None
+    ) -> Awaitable[list[records.Claimed]]:
+        """`claim_due` through the committer: batched with the drives' writes (on PostgreSQL
+        in the same pipeline, sharing their commit), off the event loop's thread."""
+        until = now + self.lease_ttl
+        due = leases.due_claim(self._link, self._sql, owner, now, until, limit, kinds)
+        if due is None:
+            nothing = asyncio.get_running_loop().create_future()
+            nothing.set_result([])
+            return nothing
+        return self.committer.run("claim", due)
 
     def release_dead_leases(self) -> int:
         """Let go of the leases of certainly dead owners; see `leases.release_dead_leases`."""

@@ -152,17 +152,19 @@ class Worker(Generic[S]):
         """Claim a batch, start its drives, and wait for room or for work to come due."""
         self._release_unreleased()
         free = self.concurrency - len(in_flight)
-        if not (self._start_drives(in_flight, free) if free else 0):
+        if not free:  # full: only a drive's end makes room (a notification cannot)
+            await self._wait(in_flight, timeout=None)
+        elif not await self._start_drives(in_flight, free):
             await self._wait(in_flight, timeout=self._idle_timeout())
         elif len(in_flight) >= self.concurrency:
             await self._wait(in_flight, timeout=None)
 
-    def _start_drives(self, in_flight: set[asyncio.Task[DriveResult]], free: int) -> int:
+    async def _start_drives(self, in_flight: set[asyncio.Task[DriveResult]], free: int) -> int:
         """Claim up to ``free`` due actions and start a drive task for each; how many.
 
         The claimed rows go to the drives: none stays in the loop's frame while it waits.
         """
-        batch = self._claim(free)
+        batch = await self._claim(free)
         self.stats.claimed += len(batch)
         for claimed in batch:
             task = asyncio.create_task(self.executor.drive_claimed(claimed))
@@ -244,14 +246,15 @@ class Worker(Generic[S]):
         registry = self.executor.registry
         return {name: registry.get(name).version for name in registry}
 
-    def _claim(self, free: int) -> list[Claimed]:
+    async def _claim(self, free: int) -> list[Claimed]:
         """Claim up to ``free`` due actions, only of the kinds and versions we can drive.
 
         Another team's kinds, or rows a newer release wrote during a rolling deploy, are left
-        for the workers that load them: claiming them would quarantine live actions.
+        for the workers that load them: claiming them would quarantine live actions. The
+        claim goes through the store's committer, batched with the drives' writes.
         """
         ex = self.executor
-        return self.store.claim_due(ex.owner, ex.clock(), free, kinds=self._drivable)
+        return await self.store.claim_due_soon(ex.owner, ex.clock(), free, kinds=self._drivable)
 
     def _release_unreleased(self) -> None:
         """Let go again of the actions whose drives may have failed to let go themselves.

@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import attrs
@@ -351,14 +351,14 @@ def test_a_worker_whose_only_due_rows_are_foreign_does_not_spin(
     store = stores()
     started(store, row)
     claims = 0
-    claim_due = store.claim_due
+    claim_due = store.claim_due_soon
 
-    def counting(*args: Any, **kwargs: Any) -> list[Claimed]:
+    def counting(*args: Any, **kwargs: Any) -> Awaitable[list[Claimed]]:
         nonlocal claims
         claims += 1
         return claim_due(*args, **kwargs)
 
-    store.claim_due = counting  # type: ignore[method-assign]
+    store.claim_due_soon = counting  # type: ignore[method-assign]
 
     async def scenario() -> None:
         ex: fsm.Executor[Any] = fsm.Executor(store, None, kinds=loads)

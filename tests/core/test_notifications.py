@@ -124,14 +124,14 @@ def test_a_worker_is_woken_by_a_start_in_its_own_schema(
 def counted_claims(store: fsm.Store) -> list[int]:
     """Records each of ``store``'s batch claims (how many rows it took)."""
     claims: list[int] = []
-    claim_due = store.claim_due
+    claim_due = store.claim_due_soon
 
-    def counting(*args: Any, **kwargs: Any) -> list[Claimed]:
-        claimed = claim_due(*args, **kwargs)
+    async def counting(*args: Any, **kwargs: Any) -> list[Claimed]:
+        claimed = await claim_due(*args, **kwargs)
         claims.append(len(claimed))
         return claimed
 
-    store.claim_due = counting  # type: ignore[method-assign]
+    store.claim_due_soon = counting  # type: ignore[method-assign]
     return claims
 
 
