@@ -149,7 +149,13 @@ class Worker(Generic[S]):
         return self.stats
 
     async def _serve_once(self, in_flight: set[asyncio.Task[DriveResult]]) -> None:
-        """Claim a batch, start its drives, and wait for room or for work to come due."""
+        """Claim a batch, start its drives, and wait for room or for work to come due.
+
+        The wake-up event is cleared here, before the claim is awaited, not when the wait
+        begins: a notification (or `stop`) that arrives while the claim is in flight must
+        cut the wait short, or a row started meanwhile waits for the poll interval.
+        """
+        self._wake.clear()
         self._release_unreleased()
         free = self.concurrency - len(in_flight)
         if not free:  # full: only a drive's end makes room (a notification cannot)
@@ -278,8 +284,8 @@ class Worker(Generic[S]):
         return max(0.0, min(self.poll, next_wake - self.executor.clock()))
 
     async def _wait(self, in_flight: set[asyncio.Task[DriveResult]], timeout: float | None) -> None:
-        """Sleep until a drive finishes, a notification arrives, stop, or ``timeout``."""
-        self._wake.clear()
+        """Sleep until a drive finishes, a notification arrives, stop, or ``timeout``
+        (at once if one of them came since `_serve_once` began)."""
         waker = asyncio.create_task(self._wake.wait())
         try:
             await asyncio.wait({waker, *in_flight}, timeout=timeout, return_when="FIRST_COMPLETED")
