@@ -93,10 +93,32 @@ def claim(
     at once; the executor keeps two of its own tasks apart in memory. The lease of a
     certainly dead owner (`owner_is_dead`) is taken over.
     """
+    taking = claim_statement(link, sql, action_id, owner, now, until)
     with link.write_point("claim"):
-        row = link.exec(sql.claim, (owner, until, action_id, now, owner)).fetchone()
-    if row is not None:
-        return Claimed(action_id, *row)
+        cursor = link.exec(taking.sql, taking.params)
+    return taking.judge(cursor)
+
+
+def claim_statement(
+    link: Link, sql: Statements, action_id: str, owner: str, now: float, until: float
+) -> Statement[Claimed | ClaimMiss]:
+    """`claim`'s one statement, for the committer to batch with other writes
+    (`Store.claim_soon`); its judge reads the claimed row, or finds out why there is none
+    (reads, and the takeover of a dead owner's lease, run after the claim's commit)."""
+
+    def judge(cursor: Any) -> Claimed | ClaimMiss:
+        row = cursor.fetchone()
+        if row is not None:
+            return Claimed(action_id, *row)
+        return _missed(link, sql, action_id, owner, until)
+
+    return Statement(link, sql.claim, (owner, until, action_id, now, owner), judge)
+
+
+def _missed(
+    link: Link, sql: Statements, action_id: str, owner: str, until: float
+) -> Claimed | ClaimMiss:
+    """Why a claim took no row; a dead owner's lease is taken over instead."""
     info = link.exec(sql.lease_of, (action_id,)).fetchone()
     if info is None:
         return ClaimMiss.MISSING

@@ -203,14 +203,12 @@ class Store(Operations):
     def claim_soon(
         self, action_id: str, owner: str, now: float
     ) -> Awaitable[records.Claimed | records.ClaimMiss]:
-        """`claim` through the committer (alone, never in a batch: its write point passes
-        as it does today), so that the event loop does not wait on the database."""
+        """`claim` through the committer, so that the event loop does not wait on the
+        database: batched with other drives' writes (on PostgreSQL in the same pipeline,
+        sharing their commit)."""
         until = now + self.lease_ttl
-        return self.committer.run(
-            None,
-            lambda _: leases.claim(self._link, self._sql, action_id, owner, now, until),
-            solo=True,
-        )
+        taking = leases.claim_statement(self._link, self._sql, action_id, owner, now, until)
+        return self.committer.run("claim", taking)
 
     def write(
         self,
