@@ -8,8 +8,10 @@ calls:
 - the idle poll, ``Store.next_wake()``;
 - a claim of 16 due rows, ``Store.claim_due(limit=16)`` (the leases are let go, untimed,
   after each claim, so every claim finds the same front of the queue);
-- the first page of ``fsm actions`` (``fsm actions --limit 1000``, in-process, output
-  discarded: opening the store included).
+- the first page of ``fsm actions list`` (50 rows, ``--json``, in-process, opening the
+  store included), unfiltered and with the filters an operator uses most (``--status
+  failed``, ``--status quarantined``, ``--status ended --since 2d``); the tables also hold
+  as many kept outcomes as live rows (`fsm.testing.bulk.fill_ended`).
 
 and prints the ratio large / small (target <= 2x). Then, in a child process so its peak RSS
 is its own: ``Executor.resume_all(concurrency=16)`` over ``--resume-rows`` live actions
@@ -103,14 +105,25 @@ def polls(url: str, repeat: int) -> dict[str, float]:
         store.close()
     out = io.StringIO()
 
-    def first_page() -> None:
-        out.seek(0)
-        out.truncate()
-        if fsm_main(["actions", "--db", url, "--limit", "1000"], stdout=out) != 0:
-            raise SystemExit(f"fsm actions failed on {url}")
+    def first_page(*filters: str) -> Callable[[], None]:
+        def run() -> None:
+            out.seek(0)
+            out.truncate()
+            argv = ["actions", "list", "--db", url, "--json", "--limit", "50", *filters]
+            if fsm_main(argv, stdout=out) != 0:
+                raise SystemExit(f"fsm actions list failed on {url}")
 
-    figures["first page (fsm actions)"] = median_us(first_page, max(5, repeat // 10), lambda: None)
-    assert out.getvalue().count("\n") == 1001, "the first page is 1,000 rows and a header"
+        return run
+
+    pages = {
+        "first page (fsm actions list)": (),
+        "first page, --status failed": ("--status", "failed"),
+        "first page, --status quarantined": ("--status", "quarantined"),
+        "first page, --since (ended)": ("--status", "ended", "--since", "2d"),
+    }
+    for name, filters in pages.items():
+        figures[name] = median_us(first_page(*filters), max(5, repeat // 10), lambda: None)
+    assert len(json.loads(out.getvalue())) > 0, "the listing's first page holds rows"
     return figures
 
 
@@ -213,7 +226,11 @@ def main() -> None:
                 with database(kind, args.pg, tmp, f"t{rows}") as url:
                     t0 = time.perf_counter()
                     bulk.fill(url, rows)
-                    print(f"  built {rows:,} rows in {time.perf_counter() - t0:.1f} s")
+                    bulk.fill_ended(url, rows)
+                    print(
+                        f"  built {rows:,} live rows and {rows:,} kept outcomes in "
+                        f"{time.perf_counter() - t0:.1f} s"
+                    )
                     figures[rows] = polls(url, args.repeat)
             for name, small in figures[args.small].items():
                 large = figures[args.rows][name]

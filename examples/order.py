@@ -3,10 +3,12 @@
 The order reserves stock, charges a card, then waits for the warehouse to confirm the
 shipment. A charge can fail transiently (retried with backoff, up to a budget) or be
 rejected by the card network (`fsm.Rejected`): both end in the ``releasing`` state, which
-refunds whatever was charged and gives the stock back before the order fails.
+refunds whatever was charged and gives the stock back before the order fails. An operator's
+cancel (``fsm actions cancel``) takes the same way out of ``charging`` and
+``awaiting_shipment``, and ends an order still in ``start`` at once.
 
-Run it: ``python examples/order.py [DB_PATH]``. Time is simulated (the executor's clock and
-sleep are fakes), so the retries and the shipment wait take no real time.
+Run it: ``python examples/order.py [DB_PATH]`` (simulated time: the waits take none), or
+with ``--start-only`` to leave the orders to ``fsm worker`` (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -155,6 +157,11 @@ class OrderKind(Kind[Order, FakeShop]):
         # route.
         start.rejected(to=cancelled),
         charging.rejected(to=releasing),
+        # An operator's cancel: before anything is reserved there is nothing to undo; after,
+        # the same compensation as a refused charge.
+        start.cancelled(to=cancelled),
+        charging.cancelled(to=releasing),
+        awaiting_shipment.cancelled(to=releasing),
     )
 
     @staticmethod
@@ -203,11 +210,28 @@ async def run(db_path: Path) -> FakeShop:
     return shop
 
 
+def worker_services(store: fsm.Store) -> FakeShop:
+    """The services of ``fsm worker --module examples/order.py --services
+    examples/order.py:worker_services``: one shop for every step the worker drives."""
+    return FakeShop({"mug": 5, "tee": 5, "cap": 0})
+
+
+async def start_orders(db_path: Path) -> None:
+    """Start the orders and drive none of them: ``--start-only`` leaves them to a worker."""
+    store = fsm.Store.sqlite(db_path)
+    executor: fsm.Executor[FakeShop] = fsm.Executor(store, kinds=[OrderKind])
+    for order in ORDERS:
+        await executor.start(OrderKind.create(order))
+    store.close()
+
+
 def main() -> None:
-    if len(sys.argv) > 1:
-        path = Path(sys.argv[1])
-    else:
-        path = Path(tempfile.mkdtemp(prefix="fsm-order-")) / "orders.db"
+    args = [a for a in sys.argv[1:] if a != "--start-only"]
+    path = Path(args[0]) if args else Path(tempfile.mkdtemp(prefix="fsm-order-")) / "orders.db"
+    if "--start-only" in sys.argv[1:]:
+        asyncio.run(start_orders(path))
+        print(f"started {len(ORDERS)} orders in {path}; run `fsm worker` to drive them")
+        return
     shop = asyncio.run(run(path))
     charged = sum(n for op, _, n in shop.ledger if op == "charge")
     refunded = sum(n for op, _, n in shop.ledger if op == "refund")

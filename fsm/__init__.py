@@ -8,6 +8,7 @@ from fsm.codec import KindCodec
 from fsm.converter import CONVERTER, make_converter
 from fsm.errors import (
     ActionBusy,
+    ControlRefused,
     DecodeError,
     DefinitionError,
     DoubleDriveMismatch,
@@ -17,18 +18,22 @@ from fsm.errors import (
     KindError,
     KindMismatch,
     LeaseLost,
+    NoCancelRoute,
+    NoSuchAction,
     Rejected,
     ResourceConflict,
     SchemaError,
     StepTimeout,
     UnknownKind,
 )
-from fsm.executor import Executor
+from fsm.executor import Controlled, Controls, Executor
 from fsm.ids import check_id
 from fsm.interpreter import Instance
 from fsm.kind import Kind
+from fsm.observer import Observer, StepEnd, StepStart, StepWatch
 from fsm.protocol import (
     Action,
+    Cancellation,
     Done,
     DriveMode,
     Failed,
@@ -42,8 +47,20 @@ from fsm.protocol import (
 from fsm.registry import Registry
 from fsm.results import DriveResult, DriveStatus, ResumeReport, StartResult, StartStatus
 from fsm.retry import RetryPolicy
-from fsm.state import Rejection, RejectionHandler, State, Transition, Wake
-from fsm.store import KeptOutcome, LogEntry, Store, open_store
+from fsm.state import CancelRoute, Rejection, RejectionHandler, State, Transition, Wake
+from fsm.store import (
+    ActionFilter,
+    ActionReport,
+    ActionStatus,
+    ActionSummary,
+    Cursor,
+    KeptOutcome,
+    LogEntry,
+    LoggedStep,
+    PruneResult,
+    Store,
+    open_store,
+)
 from fsm.sync import SyncExecutor
 from fsm.validate import GuardedExitWarning, KindWarning, UntypedDataWarning, validate_kind
 from fsm.worker import Worker
@@ -52,6 +69,16 @@ __all__ = [
     "CONVERTER",
     "Action",
     "ActionBusy",
+    "ActionFilter",
+    "ActionReport",
+    "ActionStatus",
+    "ActionSummary",
+    "CancelRoute",
+    "Cancellation",
+    "ControlRefused",
+    "Controlled",
+    "Controls",
+    "Cursor",
     "DecodeError",
     "DefinitionError",
     "Done",
@@ -74,9 +101,14 @@ __all__ = [
     "KindWarning",
     "LeaseLost",
     "LogEntry",
+    "LoggedStep",
     "Next",
+    "NoCancelRoute",
+    "NoSuchAction",
+    "Observer",
     "Outcome",
     "Park",
+    "PruneResult",
     "Registry",
     "Rejected",
     "Rejection",
@@ -89,7 +121,10 @@ __all__ = [
     "StartStatus",
     "State",
     "StepContext",
+    "StepEnd",
+    "StepStart",
     "StepTimeout",
+    "StepWatch",
     "Store",
     "SyncExecutor",
     "Transition",
@@ -105,7 +140,3 @@ __all__ = [
     "read_action",
     "validate_kind",
 ]
-
-# Last: the testing tools' environment reader, so a driver process a crash runner spawns is
-# armed by FSM_CRASH / FSM_DB_FAULTS whatever it imported (see fsm.store.hooks).
-import fsm.testing.faults  # noqa: F401

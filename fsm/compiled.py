@@ -49,6 +49,8 @@ class CompiledState:
     """The states ``handler`` declared (``rejected(handler=..., to=...)``); None: undeclared."""
     park: bool
     """``rejected(park=True)``: a rejection parks here with the error, no wake-up."""
+    cancel: tuple[str, Outcome | None] | None
+    """The cancel row's target name and its terminal outcome; None: no cancel route here."""
     data_type: type
     where: str
     """``kind 'order' (OrderKind), state 'start'``: how errors name this state."""
@@ -69,9 +71,12 @@ class Compiled:
         self.initial = next(s.name for s in d.states if s.initial)
         self.upcasters: Mapping[int, Upcaster] = dict(d.upcasters)
         rows = {r.source.name: r for r in d.rejections}
+        cancels = {c.source.name: c.to for c in d.cancels}
         self.states: dict[str, CompiledState] = {
-            s.name: _compile_state(d, s, rows.get(s.name)) for s in d.states
+            s.name: _compile_state(d, s, rows.get(s.name), cancels.get(s.name)) for s in d.states
         }
+        self.cancellable: tuple[str, ...] = tuple(cancels)
+        """The states with a cancel route, in table order (for a refusal's message)."""
         self.instance_type: type[Instance[Any, Any]] = type(
             f"{kind.__name__}Action",
             (Instance,),
@@ -95,7 +100,9 @@ def _terminal_outcome(d: Definition, target: State) -> Outcome | None:
     return None
 
 
-def _compile_state(d: Definition, s: State, row: Rejection[Any, Any] | None) -> CompiledState:
+def _compile_state(
+    d: Definition, s: State, row: Rejection[Any, Any] | None, cancel_to: State | None
+) -> CompiledState:
     edges = tuple(
         (
             t.guard,
@@ -132,6 +139,7 @@ def _compile_state(d: Definition, s: State, row: Rejection[Any, Any] | None) -> 
         handler_blocks=blocking and handler is not None and not is_async(handler),
         targets=targets,
         park=row is not None and row.park,
+        cancel=None if cancel_to is None else (cancel_to.name, _terminal_outcome(d, cancel_to)),
         data_type=d.data_type,
         where=f"{d.label()}, state {s.name!r}",
         stuck=(

@@ -16,7 +16,7 @@ import attrs
 from fsm.errors import DefinitionError
 from fsm.protocol import Upcaster
 from fsm.retry import RetryPolicy
-from fsm.state import Rejection, State, Transition, callable_name
+from fsm.state import CancelRoute, Rejection, State, Transition, callable_name
 
 
 @attrs.frozen
@@ -29,7 +29,8 @@ class Definition:
     services_type: Any
     states: tuple[State, ...]
     transitions: tuple[Transition[Any, Any], ...]
-    """The rows of the table that are not `Rejection` rows (anything else is an error)."""
+    """The rows of the table that are neither `Rejection` nor `CancelRoute` rows (anything
+    but a `Transition` is an error)."""
     rejections: tuple[Rejection[Any, Any], ...]
     """The table's ``state.rejected(...)`` rows, in table order."""
     retry: RetryPolicy | None
@@ -42,6 +43,8 @@ class Definition:
     action_id: Callable[[Any], str] | None = None
     table_type: type = tuple
     """The type of what the class body gave as ``transitions`` (it must be ordered)."""
+    cancels: tuple[CancelRoute, ...] = ()
+    """The table's ``state.cancelled(to=...)`` rows, in table order."""
 
     def label(self) -> str:
         """How messages name the kind: ``kind 'order' (OrderKind)``."""
@@ -73,6 +76,12 @@ class Definition:
             for r in self.rejections
             if r.handler is not None and r.to is None
         }
+
+    def cancel_edges(self) -> tuple[tuple[State, State], ...]:
+        """(source, target) of every cancel row, in table order: edges for reachability and
+        diagrams (not for the trap and terminal-path checks: a cancel is an operator's
+        intervention, not a way an action finishes on its own)."""
+        return tuple((c.source, c.to) for c in self.cancels)
 
     def blocking_of(self, state: State) -> bool:
         """Whether ``state``'s synchronous callbacks run on the thread pool: its own say, else
@@ -117,8 +126,9 @@ def collect(cls: type, base: type) -> Definition:
         data_type=data_type,
         services_type=services_type,
         states=tuple(states.values()),
-        transitions=tuple(r for r in rows if not isinstance(r, Rejection)),
+        transitions=tuple(r for r in rows if not isinstance(r, Rejection | CancelRoute)),
         rejections=tuple(r for r in rows if isinstance(r, Rejection)),
+        cancels=tuple(r for r in rows if isinstance(r, CancelRoute)),
         retry=getattr(cls, "retry", None),
         timeout=getattr(cls, "timeout", None),
         blocking=getattr(cls, "blocking", False),

@@ -64,7 +64,21 @@ class NotAnFsmDatabase(SchemaError):
 
 
 class ActionBusy(FsmError):
-    """Another driver holds this action right now (`update`, `delete` raise it; `drive` returns)."""
+    """Another driver holds this action right now (`update`, `delete` and the controls raise
+    it; `drive` returns `DriveStatus.BUSY`)."""
+
+
+class NoSuchAction(FsmError, LookupError):
+    """No live action has this id (it may have ended: see its kept outcome)."""
+
+
+class ControlRefused(FsmError):
+    """An operator's control cannot act on this action as it stands (it is quarantined, or
+    not; its row cannot be read by this code); nothing was written."""
+
+
+class NoCancelRoute(ControlRefused):
+    """The action's kind declares no cancel route for the state it is in."""
 
 
 class DefinitionError(FsmError):

@@ -17,6 +17,13 @@ MAX_ERROR_CHARS = 4000
 _TRACEBACK_LINES = 6
 """Lines of a broken step's traceback kept with its error (the innermost frames)."""
 
+_CHAIN_DEPTH = 5
+"""Causes kept after an error (``raise ... from``, or raised while handling another)."""
+
+CAUSED_BY = "caused by: "
+WHILE_HANDLING = "while handling: "
+_LINKS = ("\n" + CAUSED_BY, "\n" + WHILE_HANDLING)
+
 
 def one_line(text: str) -> str:
     """``text`` safe to print on one terminal line, whoever wrote it (a remote's error, a
@@ -45,6 +52,43 @@ def error_text(error: BaseException | str | None) -> str | None:
     if isinstance(error, str):
         return storable(error)
     return storable(f"{type(error).__name__}: {_message(error)}")
+
+
+def chained_text(error: BaseException | str | None) -> str | None:
+    """`error_text`, then the error's chain of causes, one per line, outermost first:
+    ``caused by: <error>`` for an explicit cause (``raise ... from``), ``while handling:
+    <error>`` for the one being handled when it was raised. A text stays as it is."""
+    if not isinstance(error, BaseException):
+        return error_text(error)
+    lines = [f"{type(error).__name__}: {_message(error)}"]
+    seen = {id(error)}
+    current: BaseException | None = error
+    while current is not None and len(lines) <= _CHAIN_DEPTH:
+        if current.__cause__ is not None:
+            current, link = current.__cause__, CAUSED_BY
+        elif current.__context__ is not None and not current.__suppress_context__:
+            current, link = current.__context__, WHILE_HANDLING
+        else:
+            break
+        if id(current) in seen:  # a cycle of causes
+            break
+        seen.add(id(current))
+        lines.append(f"{link}{type(current).__name__}: {_message(current)}")
+    return storable("\n".join(lines))
+
+
+def chain_of(text: str) -> tuple[str, ...]:
+    """A stored error split into the error and its causes (see `chained_text`): the first
+    item is the error, each next one a cause with its ``caused by:``/``while handling:``."""
+    parts = [text]
+    for link in _LINKS:
+        parts = [piece for part in parts for piece in _split_keep(part, link)]
+    return tuple(parts)
+
+
+def _split_keep(text: str, link: str) -> list[str]:
+    head, *rest = text.split(link)
+    return [head, *(link[1:] + piece for piece in rest)]
 
 
 def broken_text(error: BaseException) -> str:
@@ -78,6 +122,7 @@ def _message(error: BaseException) -> str:
 
 def with_cause(error: BaseException | str, cause: str | None) -> BaseException | str:
     """A failure's error, with the cause that led there appended when it is a plain text."""
-    if cause is None or not isinstance(error, str) or cause in error:
+    if cause is None or not isinstance(error, str):
         return error
-    return f"{error} (cause: {cause})"
+    cause = cause.split("\n", 1)[0]  # its own chain is kept with the cause
+    return error if cause in error else f"{error} (cause: {cause})"

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic
 from fsm.errors import DefinitionError, KindError, Rejected
 from fsm.protocol import (
     Action,
+    Cancellation,
     Done,
     Failed,
     MaybeAwaitable,
@@ -169,6 +170,21 @@ class Instance(Action[S], Generic[D, S]):
         if st.route is None and st.handler is None and not st.park:
             return Failed(error)
         return self._follow(ctx, st, error)
+
+    def on_cancel(self, cancel: Cancellation) -> Next | Done | Failed | None:
+        """An operator's cancel: the state's cancel route, with the data as it stands.
+
+        A route to a step or wait state is a `Next` into it (the compensation runs as its
+        steps); to a terminal state, that state's end; no cancel row: None (refused).
+        """
+        route = self._kind.states[self._state].cancel
+        if route is None:
+            return None
+        target, end = route
+        if end is None:
+            return Next(type(self)(target, self.data))
+        assert isinstance(end, Done | Failed)
+        return end
 
     def _follow(
         self, ctx: StepContext[S], st: CompiledState, error: BaseException

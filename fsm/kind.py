@@ -43,7 +43,7 @@ from fsm.diagram.model import Edge, KindGraph, StateNode
 from fsm.interpreter import Instance
 from fsm.protocol import Next, S, Upcaster
 from fsm.retry import RetryPolicy
-from fsm.state import D, Rejection, State, Transition, callable_name
+from fsm.state import CancelRoute, D, Rejection, State, Transition, callable_name
 from fsm.validate import check_definition, emit
 
 
@@ -52,7 +52,8 @@ class Kind(Generic[D, S]):
 
     Declare in the class body: ``name``; the states (`State` attributes, exactly one
     initial); ``transitions``, the ordered table of ``a.to(b, ...)`` rows and, where a
-    rejection has somewhere to go, ``a.rejected(...)`` rows (see `State.rejected`);
+    rejection has somewhere to go, ``a.rejected(...)`` rows (see `State.rejected`), and
+    where an operator's cancel has, ``a.cancelled(to=...)`` rows (see `State.cancelled`);
     ``action_id(data)``, a staticmethod; and optionally ``retry`` (the kind's `RetryPolicy`;
     default: the executor's), ``timeout`` (seconds an async step may run; default: the
     executor's ``step_timeout``), ``blocking`` (True: the synchronous callbacks of its states
@@ -70,7 +71,7 @@ class Kind(Generic[D, S]):
     blocking: ClassVar[bool] = False
     upcasters: ClassVar[Mapping[int, Upcaster]]
     services: ClassVar[Callable[[], Any] | None] = None
-    transitions: Sequence[Transition[D, S] | Rejection[D, S]]
+    transitions: Sequence[Transition[D, S] | Rejection[D, S] | CancelRoute]
 
     __fsm_definition__: ClassVar[Definition]
     __fsm_compiled__: ClassVar[Compiled]
@@ -108,7 +109,7 @@ class Kind(Generic[D, S]):
     @classmethod
     def graph(cls) -> KindGraph:
         """The kind as a diagram IR: states in declaration order, edges in table order, then
-        the targets of the rejection rows (dashed), in table order.
+        the targets of the rejection rows, then those of the cancel rows, in table order.
         """
         d = cls.__fsm_definition__
         handlers = d.hidden_handlers()  # undeclared handlers: their targets cannot be drawn
@@ -128,6 +129,7 @@ class Kind(Generic[D, S]):
             Edge(src.name, dst.name, style="rejection", handler=handler)
             for src, dst, handler in d.rejection_edges()
         ]
+        edges += [Edge(src.name, dst.name, style="cancel") for src, dst in d.cancel_edges()]
         return KindGraph(d.name, d.version, states, tuple(edges))
 
     @classmethod

@@ -78,6 +78,21 @@ class Failed:
     state: str | None = None
 
 
+@attrs.frozen(slots=True)
+class Cancellation:
+    """An operator's cancel of an action (`fsm.Controls.cancel`): why, and who asked."""
+
+    reason: str
+    by: str | None = None
+
+    @property
+    def text(self) -> str:
+        """How the cancel is recorded in the history and as the action's cause:
+        ``cancelled by alice: customer asked`` (``cancelled: ...`` when nobody is named)."""
+        who = f" by {self.by}" if self.by else ""
+        return f"cancelled{who}: {self.reason}"
+
+
 Outcome: TypeAlias = Next | Park | Done | Failed
 MaybeAwaitable: TypeAlias = Outcome | Awaitable[Outcome]
 Upcaster: TypeAlias = Callable[[dict[str, Any]], dict[str, Any]]
@@ -276,6 +291,18 @@ class Action(Generic[S]):
         """The remote side refused and changed nothing: fail (every resource is released)."""
         return Failed(error)
 
+    def on_cancel(self, cancel: Cancellation) -> Next | Done | Failed | None:
+        """An operator cancels the action in this state: where it goes (the cancel route).
+
+        `Next(compensating_state)`: written as the new checkpoint and made due, so a worker
+        runs the compensation as ordinary steps; `Done` or `Failed`: the action ends now
+        (nothing to undo); ``None`` (the default): this state cannot be cancelled, and the
+        cancel is refused. It runs in the operator's process, under the action's lease,
+        with no services and no step context: decide, do not act (the compensation's
+        effects belong in the steps it leads to). ``cancel.text`` becomes the action's cause.
+        """
+        return None
+
 
 def park_with_backoff(
     state: Action[Any],
@@ -296,6 +323,7 @@ def park_with_backoff(
 
 __all__ = [
     "Action",
+    "Cancellation",
     "Done",
     "DriveMode",
     "Failed",

@@ -12,8 +12,9 @@ from typing import Any
 import attrs
 
 from fsm.codec import AttrsCodec, KindCodec
-from fsm.errors import DefinitionError, UnknownKind
+from fsm.errors import DecodeError, DefinitionError, UnknownKind
 from fsm.storable import storage_problems
+from fsm.store import ActionReport
 
 
 def codec_of(kind: Any) -> KindCodec:
@@ -75,3 +76,21 @@ class Registry:
 
 def _origin(codec: KindCodec) -> Any:
     return getattr(codec, "cls", codec)
+
+
+def decode_report(registry: Registry, report: ActionReport) -> ActionReport:
+    """``report`` with its live checkpoint decoded by its kind (``action``), or with
+    ``decode_error`` saying why it cannot be: a kind ``registry`` does not hold, a row
+    written by a newer version, a payload that does not load. An ended action has no
+    checkpoint left: its report is returned as it is."""
+    if report.payload is None or report.version is None:
+        return report
+    if report.kind not in registry:
+        known = ", ".join(sorted(registry)) or "none"
+        why = f"kind {report.kind!r} is not registered here (registered: {known})"
+        return attrs.evolve(report, decode_error=why)
+    try:
+        action = registry.get(report.kind).load(report.state, report.version, report.payload)
+    except DecodeError as exc:
+        return attrs.evolve(report, decode_error=str(exc))
+    return attrs.evolve(report, action=action)

@@ -1,4 +1,5 @@
-"""What the executor's calls return: how a drive ended, how a start went, a resume's report."""
+"""What the executor's calls return: how a drive ended, how a start went, a resume's report,
+what an operator's control did."""
 
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ class DriveResult:
     ``state`` is where the action stands: the terminal state reached for done and failed.
     ``error`` is the park's error, the failure, or what went wrong; ``cause`` the error of the
     rejection (or spent retry budget) whose route led the action to its end, if any.
+    ``kind`` and ``key`` are known when the drive read the row: the action's kind, and the
+    idempotency key of the step it stands at (for done and failed, the step that ended it;
+    otherwise the next step to run), for logs that say which step a line is about.
     """
 
     id: str
@@ -54,6 +58,8 @@ class DriveResult:
     error: BaseException | str | None = None
     steps: int = 0
     cause: str | None = None
+    kind: str | None = attrs.field(default=None, kw_only=True)
+    key: str | None = attrs.field(default=None, kw_only=True)
 
     @property
     def ok(self) -> bool:
@@ -183,3 +189,26 @@ class Tally:
 
 def _in_order(results: list[tuple[int, DriveResult]]) -> tuple[DriveResult, ...]:
     return tuple(result for _, result in sorted(results, key=lambda kept: kept[0]))
+
+
+@attrs.frozen
+class Controlled:
+    """What an operator's control did to one action (`fsm.Controls`).
+
+    ``control``: retry, notify, cancel, stop or unquarantine. ``state``: where the action
+    stood; ``to_state``: where it stands now (``None``: it ended). ``outcome``: what its
+    history records (``due``, ``cancelled``, ``released``, ``stopped``, or ``failed`` /
+    ``done`` for a cancel route to a terminal state). ``note``: the who and why recorded
+    with it (a cancel's is also the action's cause). ``quarantine``: for unquarantine, why
+    the row had been set aside. ``attempts``: the action's attempts after the control.
+    """
+
+    id: str
+    control: str
+    kind: str
+    state: str
+    to_state: str | None
+    outcome: str
+    note: str | None
+    quarantine: str | None = None
+    attempts: int = 0

@@ -1,4 +1,5 @@
-"""The vocabulary of a declarative kind: states, wake policies, transitions, rejection rows.
+"""The vocabulary of a declarative kind: states, wake policies, transitions, rejection and
+cancel rows.
 
 These objects only *describe* a kind. `fsm.kind.Kind` collects them when the class is
 created, `fsm.validate` checks them and `fsm.compiled` compiles them into plain tuples, so
@@ -6,10 +7,10 @@ nothing here is on the hot path and nothing here knows about storage.
 
 The callables are typed against the kind's data type ``D`` and services type ``S``: in
 ``class OrderKind(Kind[Order, Shop])`` the table is declared as
-``Sequence[Transition[Order, Shop] | Rejection[Order, Shop]]``, so a type checker infers
-``D`` and ``S`` of every ``a.to(b, guard=..., effect=...)`` and ``a.rejected(handler=...)``
-from that context and flags a callback that takes or returns another data type, or expects
-other services.
+``Sequence[Transition[Order, Shop] | Rejection[Order, Shop] | CancelRoute]``, so a type
+checker infers ``D`` and ``S`` of every ``a.to(b, guard=..., effect=...)`` and
+``a.rejected(handler=...)`` from that context and flags a callback that takes or returns
+another data type, or expects other services.
 """
 
 from __future__ import annotations
@@ -181,6 +182,23 @@ class State:
         targets = None if to is None else (to,) if isinstance(to, State) else tuple(to)
         return Rejection(self, targets, handler, park)
 
+    def cancelled(self, to: State) -> CancelRoute:
+        """The row saying where an operator's cancel of an action in this state leads::
+
+            start.cancelled(to=cancelled)        # nothing done yet: end in a failed state
+            charging.cancelled(to=releasing)     # money may have moved: compensate first
+
+        Like a rejection route, and for the same reason: cancelling is a decision to undo,
+        and undoing is the kind's own work. A cancel (`fsm.Controls.cancel`, ``fsm actions
+        cancel``) writes the action's data, unchanged, into ``to`` as its new checkpoint and
+        makes it due, so a worker runs the compensation as ordinary, retried, idempotent
+        steps; a terminal ``to`` ends the action at once. Who cancelled and why become the
+        action's *cause*, carried to its end. A state without a cancel row cannot be
+        cancelled (the control refuses; ``stop`` removes an action without compensation).
+        The targets count as edges for reachability, and diagrams draw them as cancel edges.
+        """
+        return CancelRoute(self, to)
+
     def __repr__(self) -> str:
         flag = " initial" if self.initial else ""
         return f"<State {self.name or '?'} ({self.role}{flag})>"
@@ -234,6 +252,23 @@ class Rejection(Generic[D, S]):
         if self.to is not None:
             parts.append(f"to=({', '.join(s.name or '?' for s in self.to)})")
         return f"<Rejection {' '.join(parts)}>"
+
+
+@attrs.frozen(repr=False, eq=False)
+class CancelRoute:
+    """A row of the table saying where an operator's cancel in ``source`` leads (``to``).
+
+    Made by `State.cancelled`; see there. It names states only, no callback: a cancel is
+    decided where no services exist (a command line), and the compensation it leads to runs
+    as the target state's ordinary steps.
+    """
+
+    source: State
+    to: State
+
+    def __repr__(self) -> str:
+        target = self.to.name if isinstance(self.to, State) else repr(self.to)
+        return f"<CancelRoute {self.source.name or '?'} cancelled to={target or '?'}>"
 
 
 def callable_name(fn: object) -> str:

@@ -10,9 +10,9 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, Generic
 
-from fsm.executor import DriveResult, Executor, ResumeReport, StartResult
+from fsm.executor import Controls, DriveResult, Executor, ResumeReport, StartResult
 from fsm.protocol import Action, DriveMode, S
-from fsm.store import Store
+from fsm.store import ActionReport, Store
 
 
 class SyncExecutor(Generic[S]):
@@ -40,6 +40,14 @@ class SyncExecutor(Generic[S]):
 
     def delete(self, action_id: str) -> bool:
         return self._runner.run(self.executor.delete(action_id))
+
+    def inspect(self, action_id: str, *, history: int = 1000) -> ActionReport | None:
+        return self._runner.run(self.executor.inspect(action_id, history=history))
+
+    @property
+    def controls(self) -> Controls:
+        """The operator's controls (`fsm.Controls`; already synchronous)."""
+        return self.executor.controls
 
     def resume_all(
         self,

@@ -1,7 +1,8 @@
 """The ``fsm`` command: its parser, the plugin commands, and the one error rule.
 
 Each subcommand is a `Command` in its own module (``fsm.cli.kinds``, ``.validate``,
-``.diagram``, ``.actions``, ``.worker``, ``.torture``); installed packages add more through
+``.diagram``, ``.actions`` (a package, one module per subcommand), ``.prune``, ``.worker``,
+``.torture``); installed packages add more through
 ``fsm.commands`` entry points. Errors follow one rule, so scripts can rely on them: bad
 arguments exit 2 and runtime problems (a missing kind, an unreadable database, no Graphviz)
 exit 1, each with a single ``fsm: error: <reason>`` line on stderr and no traceback.
@@ -28,6 +29,7 @@ from fsm.cli.actions import COMMAND as ACTIONS
 from fsm.cli.common import PROG, Command, CommandError, UsageError
 from fsm.cli.diagram import COMMAND as DIAGRAM
 from fsm.cli.kinds import COMMAND as KINDS
+from fsm.cli.prune import COMMAND as PRUNE
 from fsm.cli.torture import COMMAND as TORTURE
 from fsm.cli.validate import COMMAND as VALIDATE
 from fsm.cli.worker import COMMAND as WORKER
@@ -40,6 +42,7 @@ COMMANDS: dict[str, Command] = {
     "validate": VALIDATE,
     "diagram": DIAGRAM,
     "actions": ACTIONS,
+    "prune": PRUNE,
     "worker": WORKER,
     "torture": TORTURE,
 }

@@ -87,6 +87,24 @@ def positive(kind: type[int] | type[float]) -> Callable[[str], float]:
     return parse
 
 
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def duration(text: str) -> float:
+    """An argparse type: a duration such as ``30d``, ``12h``, ``90m``, ``45s`` or ``2w``
+    (a plain number is seconds), finite and not negative; in seconds."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+    try:
+        value = float(number) * _UNITS[unit]
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0) or number.strip() != number:
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (a number and a unit: 30d, 12h, 90m, 45s, 2w)"
+        )
+    return value
+
+
 def open_db(url: str, *, readonly: bool) -> Store:
     """Open an existing database for ``--db URL``; never create one because of a typo.
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from fsm.diagram.model import Edge, KindGraph, StateNode
 from fsm.diagram.overlay import NO_OVERLAY, Overlay
 from fsm.diagram.style import (
+    CANCEL_COLOR,
     CURRENT_FILL,
     CURRENT_STROKE,
     FILL,
@@ -69,6 +70,8 @@ def _dot_edge(edge: Edge) -> dict[str, str | int | float]:
         out.update(style="dashed", color=REJECTION_COLOR, fontcolor=REJECTION_COLOR)
     elif edge.style == "retry":
         out.update(style="dotted", color=RETRY_COLOR, fontcolor=RETRY_COLOR)
+    elif edge.style == "cancel":
+        out.update(style="dashed", color=CANCEL_COLOR, fontcolor=CANCEL_COLOR, arrowhead="empty")
     return out
 
 
@@ -89,7 +92,8 @@ _DOT_EDGE: Mapping[str, str | int | float] = {"fontname": "Helvetica", "fontsize
 def to_dot(graph: KindGraph, overlay: Overlay = NO_OVERLAY) -> str:
     """Graphviz DOT: roles as fill colours (terminals doubled, wait states dashed), the
     initial state thick and entered from a point, rejection routes dashed red, retry routes
-    dotted grey, the current state filled turquoise."""
+    dotted grey, cancel routes dashed purple with a hollow head, the current state filled
+    turquoise."""
     overlay.check(graph)
     lines = [
         f"digraph {dot_quote(graph.name)} {{",

@@ -14,7 +14,9 @@ import attrs
 
 from fsm.state import Role
 
-EdgeStyle = Literal["transition", "rejection", "retry"]
+EdgeStyle = Literal["transition", "rejection", "retry", "cancel"]
+"""How an edge is drawn: a transition, a rejection route (or a handler's declared target), a
+retry route, or a cancel route (``state.cancelled(to=...)``, taken only by an operator)."""
 
 
 @attrs.frozen
@@ -34,7 +36,7 @@ class StateNode:
 
 @attrs.frozen
 class Edge:
-    """A transition (or a rejection route) with the names of its guard and effect.
+    """A transition (or a rejection or cancel route) with the names of its guard and effect.
 
     ``handler`` names the rejection handler that may take this edge (a target it declared
     in its ``rejected(handler=..., to=...)`` row); such edges have the ``rejection`` style.

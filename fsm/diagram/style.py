@@ -27,16 +27,19 @@ CURRENT_FILL = "#40e0d0"
 CURRENT_STROKE = "#00607a"
 REJECTION_COLOR = "#c62828"
 RETRY_COLOR = "#6c757d"
+CANCEL_COLOR = "#6f42c1"
 
 
 def edge_label(edge: Edge) -> str:
-    """``[guard] / effect``, prefixed with ``rejected`` or ``retry`` for those routes; an edge
-    a rejection handler declared reads ``rejected / handler``."""
+    """``[guard] / effect``, prefixed with ``rejected``, ``retry`` or ``cancelled`` for those
+    routes; an edge a rejection handler declared reads ``rejected / handler``."""
     parts: list[str] = []
     if edge.style == "rejection":
         parts.append("rejected")
     elif edge.style == "retry":
         parts.append("retry")
+    elif edge.style == "cancel":
+        parts.append("cancelled")
     if edge.guard:
         parts.append(f"[{edge.guard}]")
     for action in (edge.effect, edge.handler):

@@ -25,8 +25,13 @@ The parts, each depending only on those below it:
 
 * `fsm.executor.executor`: `Executor`, its settings and the calls a program makes (start,
   drive, notify, update, delete, resume, run due, stop).
+* `fsm.executor.controls`: `Controls`, the operator's controls (retry, notify, cancel, stop,
+  unquarantine), each written under the action's lease like a step.
+* `fsm.executor.observed`: the drive loop of an executor with an observer (`fsm.observer`):
+  each step timed and reported; chosen once per drive, so the plain loop pays nothing.
 * `fsm.executor.many`: many drives at a bounded concurrency (resume all, run due), tallied.
-* `fsm.executor.drive`: the drive loop, a thin shell around the step and the plan.
+* `fsm.executor.drive`: the drive loop, a thin shell around the step and the plan;
+  `fsm.executor.drivelog`, its logger (action, kind, state and step key on every record).
 * `fsm.executor.naps`: the drives asleep in a park, for a notify or a stop to wake.
 * `fsm.executor.step`: one step run under its timeout, its result checked, its errors
   handed to the kind's handlers.
@@ -35,6 +40,7 @@ The parts, each depending only on those below it:
   wake-up, lease, cause), tested without a database.
 """
 
+from fsm.executor.controls import Controls
 from fsm.executor.executor import (
     DEFAULT_REDELIVERY_WINDOW,
     DEFAULT_STEP_TIMEOUT,
@@ -42,13 +48,22 @@ from fsm.executor.executor import (
     Executor,
 )
 from fsm.executor.plan import RUN_NOW
-from fsm.results import DriveResult, DriveStatus, ResumeReport, StartResult, StartStatus
+from fsm.results import (
+    Controlled,
+    DriveResult,
+    DriveStatus,
+    ResumeReport,
+    StartResult,
+    StartStatus,
+)
 
 __all__ = [
     "DEFAULT_REDELIVERY_WINDOW",
     "DEFAULT_STEP_TIMEOUT",
     "DOUBLE_DRIVE_ENV",
     "RUN_NOW",
+    "Controlled",
+    "Controls",
     "DriveResult",
     "DriveStatus",
     "Executor",

@@ -45,12 +45,28 @@ def _why_not(claimed: Claimed | ClaimMiss, action_id: str) -> Claimed | DriveSta
     return DriveStatus.MISSING
 
 
-def let_go(store: Store, action_id: str, epoch: int) -> None:
-    """Release a lease without touching the checkpoint; if that fails, the lease runs out."""
+def let_go(
+    store: Store,
+    action_id: str,
+    epoch: int,
+    logger: logging.LoggerAdapter[logging.Logger] | None = None,
+) -> None:
+    """Release a lease without touching the checkpoint; if that fails, the lease runs out.
+
+    ``logger``: a drive's own (`fsm.executor.drivelog.Adapter`), so the warning names the
+    action's kind, state and step key too."""
     try:
         store.unclaim(action_id, epoch)
     except Exception as exc:  # the lease then expires on its own
-        log.warning("action %s: could not release the lease: %s", action_id, exc)
+        if logger is None:
+            log.warning(
+                "action %s: could not release the lease: %s",
+                action_id,
+                exc,
+                extra={"action": action_id},
+            )
+        else:
+            logger.warning("could not release the lease: %s", exc)
 
 
 def readable(registry: Registry, claimed: Claimed) -> tuple[KindCodec, Action[Any]] | str:

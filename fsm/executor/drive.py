@@ -18,10 +18,13 @@ from fsm.blocking import BlockingPool
 from fsm.codec import KindCodec
 from fsm.errors import DoubleDriveMismatch, LeaseLost, Rejected
 from fsm.executor.claims import foreign, let_go, readable
+from fsm.executor.drivelog import Adapter
 from fsm.executor.naps import Naps, Timer
 from fsm.executor.plan import Plan, Write, after_failed_write, plan, plan_broken
 from fsm.executor.step import advance, drive_again, encode, handle
-from fsm.failures import broken_text, error_text
+from fsm.failures import broken_text, chained_text, error_text
+from fsm.ids import idempotency_key
+from fsm.observer import Observer
 from fsm.protocol import Action, Done, DriveMode, Failed, Next, Park, StepContext
 from fsm.registry import Registry
 from fsm.results import DriveResult, DriveStatus
@@ -50,19 +53,20 @@ class Driver(Protocol):
     double_drive: bool
     stopping: bool
     naps: Naps
+    observer: Observer | None
     threads: BlockingPool
     _driving: set[str]
     """The ids being driven: each drive adds its own while it runs (`Executor.driving`)."""
 
 
-class _Adapter(logging.LoggerAdapter[logging.Logger]):
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"action {self.extra['action_id'] if self.extra else '?'}: {msg}", kwargs
-
-
-def prepare(ex: Driver, claimed: Claimed) -> Drive | DriveResult:
+def prepare(
+    ex: Driver, claimed: Claimed, stepper: type[Drive] | None = None
+) -> Drive | DriveResult:
     """A claimed action ready to drive, or why it is not driven here: left for another
     driver (its lease let go), or quarantined.
+
+    ``stepper``: the `Drive` class that steps it (`fsm.executor.observed.ObservedDrive` when the
+    executor has an observer), chosen once per drive rather than checked at every step.
 
     Not a coroutine: the caller awaits `Drive.run` itself, so a drive asleep in a park
     holds two frames of fsm's (its caller's and `Drive.run`'s), not one per layer.
@@ -71,20 +75,27 @@ def prepare(ex: Driver, claimed: Claimed) -> Drive | DriveResult:
     try:
         reason = foreign(ex.registry, claimed)
         if reason is not None:
-            log.info("action %s: left for another driver: %s", action_id, reason)
-            let_go(ex.store, action_id, claimed.epoch)
-            return DriveResult(action_id, DriveStatus.SKIPPED, claimed.state, reason)
+            adapter = Adapter(log, claimed)
+            adapter.info("left for another driver: %s", reason)
+            let_go(ex.store, action_id, claimed.epoch, adapter)
+            return _result(claimed, DriveStatus.SKIPPED, reason)
         decoded = readable(ex.registry, claimed)
         if isinstance(decoded, str):
-            log.error("action %s: quarantined: %s", action_id, decoded)
+            Adapter(log, claimed).error("quarantined: %s", decoded)
             ex.store.quarantine(action_id, decoded)
-            return DriveResult(action_id, DriveStatus.QUARANTINED, claimed.state, decoded)
+            return _result(claimed, DriveStatus.QUARANTINED, decoded)
     except BaseException:
         let_go(ex.store, action_id, claimed.epoch)
         raise
     # What the drive keeps is in the `Drive`; the claimed row and its decoded form are not
     # kept, so a parked drive does not hold its payload twice.
-    return Drive(ex, claimed, codec=decoded[0], action=decoded[1])
+    return (stepper or Drive)(ex, claimed, codec=decoded[0], action=decoded[1])
+
+
+def _result(claimed: Claimed, status: DriveStatus, error: str) -> DriveResult:
+    """The result of a drive that never stepped (the row is another's, or unreadable)."""
+    key = idempotency_key(claimed.id, claimed.incarnation, claimed.seq)
+    return DriveResult(claimed.id, status, claimed.state, error, kind=claimed.kind, key=key)
 
 
 class Drive:
@@ -103,6 +114,7 @@ class Drive:
         "ex",
         "id",
         "incarnation",
+        "kind",
         "payload",
         "seq",
         "state",
@@ -112,6 +124,7 @@ class Drive:
     def __init__(self, ex: Driver, claimed: Claimed, codec: KindCodec, action: Action[Any]) -> None:
         self.ex = ex
         self.codec = codec
+        self.kind = codec.name
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
         self.id = claimed.id
         self.epoch = claimed.epoch
@@ -126,10 +139,11 @@ class Drive:
 
     @property
     def adapter(self) -> logging.LoggerAdapter[logging.Logger]:
-        """The action's logger (``action <id>: ...``), made when first needed after a nap."""
+        """The action's logger (action, kind, state and step key on every record:
+        `fsm.executor.drivelog`), made when first needed after a nap."""
         adapter = self._log
         if adapter is None:
-            adapter = self._log = _Adapter(log, {"action_id": self.id})
+            adapter = self._log = Adapter(log, self)
         return adapter
 
     async def run(self, mode: DriveMode) -> DriveResult:
@@ -161,7 +175,7 @@ class Drive:
                 self.rouse()
                 held_since = time.perf_counter()
         except BaseException:
-            let_go(self.ex.store, self.id, self.epoch)
+            let_go(self.ex.store, self.id, self.epoch, self.adapter)
             raise
         finally:
             self.ex._driving.discard(self.id)
@@ -169,8 +183,8 @@ class Drive:
     def stopped(self) -> DriveResult:
         """The executor is stopping: let go of the lease, leave the action as written."""
         self.adapter.info("stopping: the lease is released, the action stays as written")
-        let_go(self.ex.store, self.id, self.epoch)
-        return DriveResult(self.id, DriveStatus.PARKED, self.state, None, self.steps)
+        let_go(self.ex.store, self.id, self.epoch, self.adapter)
+        return self.result(DriveStatus.PARKED)
 
     def doze(self, seconds: float) -> tuple[asyncio.Future[None], Timer]:
         """Begin a nap (`Naps.start`), letting go of what `rouse` rebuilds after it."""
@@ -219,7 +233,7 @@ class Drive:
             if isinstance(handled, Exception):
                 return await self.park_broken(handled, started, t0)
             via, outcome, ctx, routed = handled.via, handled.outcome, handled.ctx, handled.routed
-            cause = error_text(handled.error)
+            cause = chained_text(handled.error)
             attempts = handled.attempts
             try:
                 encoded = encode(codec, outcome)
@@ -276,7 +290,7 @@ class Drive:
         if self.ex.stopping:
             self.adapter.info("stopping after this step; the lease is released")
         error = outcome.error if isinstance(outcome, Park) else None
-        return DriveResult(self.id, DriveStatus.PARKED, self.state, error, self.steps)
+        return self.result(DriveStatus.PARKED, error)
 
     async def write(
         self, planned: Plan, acquired: Sequence[str], released: Sequence[str], now: float
@@ -294,7 +308,7 @@ class Drive:
     def dropped(self, exc: LeaseLost) -> DriveResult:
         """Another driver claimed the action meanwhile: our write was refused; stop here."""
         self.adapter.warning("%s; dropping the action", exc)
-        return DriveResult(self.id, DriveStatus.LEASE_LOST, self.state, exc, self.steps)
+        return self.result(DriveStatus.LEASE_LOST, exc)
 
     async def finish(self, planned: Plan, now: float) -> DriveResult:
         """Terminal: delete the row, keep the outcome, and report the terminal state."""
@@ -307,23 +321,23 @@ class Drive:
                 now,
                 status=planned.write.value,
                 state=planned.state,
-                error=error_text(failure),
+                error=chained_text(failure),
                 cause=planned.cause,
             )
         except LeaseLost as exc:
             self.adapter.warning("lost the lease before finishing: %s", exc)
-            return DriveResult(self.id, DriveStatus.LEASE_LOST, self.state, exc, self.steps)
+            return self.result(DriveStatus.LEASE_LOST, exc)
         except Exception as exc:
             # The end could not be written: nothing of it happened. The step is retried.
             self.adapter.error("could not write the end of the action: %s", exc)
             return self.record_failure(exc)
         self.committed(planned.entry)
-        end = planned.state
+        self.state = end = planned.state  # the key stays the last step's: it ended the action
         if planned.write is Write.FAILED:
             self.adapter.info("failed in %s: %s", end, error_text(failure))
-            return DriveResult(self.id, DriveStatus.FAILED, end, failure, self.steps, planned.cause)
+            return self.result(DriveStatus.FAILED, failure, cause=planned.cause)
         self.adapter.info("done in %s after %d step(s)", end, self.steps)
-        return DriveResult(self.id, DriveStatus.DONE, end, None, self.steps, planned.cause)
+        return self.result(DriveStatus.DONE, cause=planned.cause)
 
     async def park_broken(self, error: BaseException, started: float, t0: float) -> DriveResult:
         """The kind's code failed: keep the checkpoint, mark the row broken, wait for a fix."""
@@ -339,7 +353,7 @@ class Drive:
             self.adapter.error("could not mark the action broken: %s", exc)
             assert planned.bookkeeping is not None
             self.fallback(planned.bookkeeping, text, started)
-        return DriveResult(self.id, DriveStatus.BROKEN, self.state, error, self.steps)
+        return self.result(DriveStatus.BROKEN, error)
 
     def record_failure(self, error: BaseException) -> DriveResult:
         """A step's write failed: count the attempt and back off, keeping the checkpoint."""
@@ -349,7 +363,7 @@ class Drive:
         text = error_text(f"could not write the checkpoint: {error_text(error)}")
         assert text is not None
         self.fallback(after_failed_write(row, text, delay, now), text, now)
-        return DriveResult(self.id, DriveStatus.ERROR, self.state, error, self.steps)
+        return self.result(DriveStatus.ERROR, error)
 
     def fallback(self, new: Bookkeeping, text: str, now: float) -> None:
         """Write the failure alone (attempts, error, wake-up, broken mark), releasing the lease."""
@@ -367,7 +381,25 @@ class Drive:
             self.adapter.warning(
                 "could not record the failure either (%s); the lease runs out", exc
             )
-            let_go(self.ex.store, self.id, self.epoch)
+            let_go(self.ex.store, self.id, self.epoch, self.adapter)
+
+    def result(
+        self,
+        status: DriveStatus,
+        error: BaseException | str | None = None,
+        cause: str | None = None,
+    ) -> DriveResult:
+        """The drive's result: where the action stands, with its kind and step key."""
+        return DriveResult(
+            self.id,
+            status,
+            self.state,
+            error,
+            self.steps,
+            cause,
+            kind=self.kind,
+            key=idempotency_key(self.id, self.incarnation, self.seq),
+        )
 
     def context(self, now: float) -> StepContext[Any]:
         ex = self.ex

@@ -1,7 +1,8 @@
 """`Executor`: the settings of a set of drives, and the calls a program makes on actions.
 
 Start, drive, notify, update and delete an action, resume or run what is due, stop. The drive
-itself is `fsm.executor.drive`; what its writes are, `fsm.executor.plan`.
+itself is `fsm.executor.drive`; what its writes are, `fsm.executor.plan`; the operator's
+controls (retry, notify, cancel, stop, unquarantine), `fsm.executor.controls`.
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Generic
 
 from fsm.blocking import DEFAULT_BLOCKING_THREADS, BlockingPool
-from fsm.errors import ActionBusy, DecodeError, KindError, KindMismatch
+from fsm.errors import ActionBusy, DecodeError, KindError, KindMismatch, NoSuchAction
 from fsm.executor.claims import claim, claim_soon, let_go, readable
+from fsm.executor.controls import Controls
 from fsm.executor.drive import Drive, prepare
 from fsm.executor.many import drive_many
 from fsm.executor.naps import Naps
+from fsm.executor.observed import ObservedDrive
 from fsm.executor.plan import plan_update
 from fsm.ids import check_id, new_incarnation
+from fsm.observer import Observer
 from fsm.protocol import Action, DriveMode, S
-from fsm.registry import Registry
+from fsm.registry import Registry, decode_report
 from fsm.results import DriveResult, DriveStatus, ResumeReport, StartResult, StartStatus, Tally
 from fsm.retry import SEED_POLICY, RetryPolicy
-from fsm.store import Claimed, KeptOutcome, LogEntry, Store, new_owner
+from fsm.store import ActionReport, Claimed, KeptOutcome, LogEntry, Store, new_owner
 from fsm.store.hooks import warn_armed
 from fsm.store.inspection import pages
 
@@ -63,6 +67,9 @@ class Executor(Generic[S]):
     and raises `DoubleDriveMismatch` if the results differ (default: the ``FSM_DOUBLE_DRIVE``
     environment variable, warned about when set). ``blocking_threads``: how many blocking
     callbacks (``blocking = True``, see `fsm.blocking`) may run at once, each on a thread.
+    ``observer`` hears of every start and every step, for metrics and tracing (see
+    `fsm.observer`; `fsm.telemetry.otel.OpenTelemetry` is one); without one a step pays
+    nothing for it.
     """
 
     def __init__(
@@ -81,6 +88,7 @@ class Executor(Generic[S]):
         double_drive: bool | None = None,
         owner: str | None = None,
         blocking_threads: int = DEFAULT_BLOCKING_THREADS,
+        observer: Observer | None = None,
     ) -> None:
         self.store = store
         self.services = services
@@ -97,6 +105,7 @@ class Executor(Generic[S]):
         self.clock = clock if clock is not None else store.now
         self.sleep = sleep
         self.on_commit = on_commit
+        self.observer = observer
         if double_drive is None:
             double_drive = _env_flag(DOUBLE_DRIVE_ENV)
             if double_drive:
@@ -107,6 +116,15 @@ class Executor(Generic[S]):
         self.stopping = False
         self.naps = Naps()  # the drives sleeping through a park, for notify and stop to wake
         self._driving: set[str] = set()
+        self.controls = Controls(
+            store,
+            registry=self.registry,
+            clock=lambda: self.clock(),
+            owner=self.owner,
+            driving=self._driving,
+        )
+        """The operator's controls over this store's actions (`fsm.Controls`), with this
+        executor's kinds, clock and lease owner; an action it is driving counts as busy."""
 
     @property
     def driving(self) -> frozenset[str]:
@@ -146,7 +164,15 @@ class Executor(Generic[S]):
             ended_since=None if again else now - self.redelivery_window,
         )
         if found is None:
-            log.info("action %s: started as %s in state %s", action_id, codec.name, state)
+            log.info(
+                "action %s: started as %s in state %s",
+                action_id,
+                codec.name,
+                state,
+                extra={"action": action_id, "kind": codec.name, "state": state},
+            )
+            if self.observer is not None:
+                self.observer.started(action_id, codec.name, state, incarnation)
             return StartResult(action_id, StartStatus.STARTED, incarnation)
         kind = found.kind if isinstance(found, KeptOutcome) else found
         if kind != codec.name:
@@ -185,9 +211,14 @@ class Executor(Generic[S]):
         self, claimed: Claimed, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE
     ) -> DriveResult:
         """Drive an action whose lease this executor already took (`Store.claim_due`)."""
-        one = prepare(self, claimed)
+        one = prepare(self, claimed, self._stepper)
         del claimed  # a parked drive keeps only what it stands on (the `Drive`), not the row
         return one if isinstance(one, DriveResult) else await one.run(mode)
+
+    @property
+    def _stepper(self) -> type[Drive] | None:
+        """The drive class: `ObservedDrive` with an observer, chosen once per drive."""
+        return None if self.observer is None else ObservedDrive
 
     async def _claim_drive(self, target: str | Action[S]) -> Drive | DriveResult:
         """``target``'s drive, claimed and ready to run, or the result that says why not."""
@@ -204,7 +235,7 @@ class Executor(Generic[S]):
         claimed = await claim_soon(self.store, action_id, self.owner, self.clock())
         if isinstance(claimed, DriveStatus):
             return DriveResult(action_id, claimed)
-        return prepare(self, claimed)
+        return prepare(self, claimed, self._stepper)
 
     def stop(self) -> None:
         """Graceful shutdown (as `Worker.stop`): every drive ends after the step it is running.
@@ -234,7 +265,8 @@ class Executor(Generic[S]):
         ``change`` gets the stored action and returns the new one (same id); it is written as
         a step of its own (``via="update"`` in the log). The step sequence does not advance,
         so a step waiting to be retried keeps its idempotency key. Raises `ActionBusy` while a
-        driver holds the action, ``LookupError`` if there is no such live action.
+        driver holds the action, `NoSuchAction` (a ``LookupError``) if there is no such live
+        action.
         """
         if action_id in self._driving:
             raise ActionBusy(f"action {action_id} is being driven; update it once it parks")
@@ -243,7 +275,7 @@ class Executor(Generic[S]):
         if claimed is DriveStatus.BUSY:
             raise ActionBusy(f"action {action_id} is being driven; update it once it parks")
         if isinstance(claimed, DriveStatus):
-            raise LookupError(f"no live action {action_id!r} to update ({claimed.value})")
+            raise NoSuchAction(f"no live action {action_id!r} to update ({claimed.value})")
         try:
             decoded = readable(self.registry, claimed)
             if isinstance(decoded, str):
@@ -277,39 +309,27 @@ class Executor(Generic[S]):
         return new
 
     async def delete(self, action_id: str) -> bool:
-        """Manual clean-up: release the action's resources and remove its checkpoint.
+        """Manual clean-up: `Controls.stop` (``self.controls.stop``), kept under its old name.
 
-        Works on quarantined rows too. The end is kept as ``stopped``. Returns False if there
-        is no such action; raises `ActionBusy` if a driver holds it right now.
+        Releases the action's resources and removes its checkpoint, quarantined rows too; the
+        end is kept as ``stopped``. Returns False if there is no such action; raises
+        `ActionBusy` if a driver holds it right now.
         """
-        now = self.clock()
-        if action_id in self._driving:
-            raise ActionBusy(f"action {action_id} is being driven; delete it once it parks")
-        claimed = claim(self.store, action_id, self.owner, now)
-        if claimed is DriveStatus.MISSING:
+        try:
+            self.controls.stop(action_id, by="Executor.delete")
+        except NoSuchAction:
             return False
-        if claimed is DriveStatus.BUSY:
-            raise ActionBusy(f"action {action_id} is being driven; delete it once it parks")
-        if claimed is DriveStatus.QUARANTINED:
-            self.store.remove_quarantined(action_id)
-            log.warning("action %s: quarantined row removed by delete", action_id)
-            return True
-        assert isinstance(claimed, Claimed)
-        entry = LogEntry(
-            claimed.kind, claimed.seq, claimed.state, None, "stopped", "stop", 0, None, 0.0
-        )
-        self.store.finish(
-            action_id,
-            claimed.epoch,
-            entry,
-            now,
-            status="stopped",
-            state=claimed.state,
-            error="stopped by Executor.delete",
-            cause=claimed.cause,
-        )
-        log.info("action %s: deleted (ended as stopped), resources released", action_id)
         return True
+
+    async def inspect(self, action_id: str, *, history: int = 1000) -> ActionReport | None:
+        """Everything about one action, in one read: its status (due, parked until when,
+        waiting for a notify, running under whose lease until when, broken with which error,
+        quarantined with which reason, or done, failed or stopped with its outcome), its
+        checkpoint decoded by its kind (``action``; ``decode_error`` if it cannot be), its
+        resources and its newest ``history`` steps. ``None`` if the id is unknown. See
+        `fsm.ActionReport`; `Store.inspect` is the same without decoding."""
+        report = self.store.inspect(action_id, history=history)
+        return None if report is None else decode_report(self.registry, report)
 
     async def resume_all(
         self,

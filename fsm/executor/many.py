@@ -37,7 +37,7 @@ async def drive_many(
         try:
             result = await drive(action_id, mode)
         except Exception as exc:  # a store error for one action must not stop the rest
-            log.exception("action %s: drive failed", action_id)
+            log.exception("action %s: drive failed", action_id, extra={"action": action_id})
             result = DriveResult(action_id, DriveStatus.ERROR, error=exc)
         tally.add(slot, result)
 

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import attrs
 
-from fsm.failures import error_text, with_cause
+from fsm.failures import chained_text, error_text, with_cause
 from fsm.protocol import Done, DriveMode, Failed, Next, Outcome, Park
 from fsm.store import Bookkeeping, LogEntry
 
@@ -209,7 +209,7 @@ def _end(
     failed = isinstance(outcome, Failed)
     failure = with_cause(outcome.error, cause_text) if isinstance(outcome, Failed) else None
     write = Write.FAILED if failed else Write.DONE
-    text = error_text(failure) if failure else cause
+    text = chained_text(failure) if failure else cause
     entry = LogEntry(kind, at.seq, at.state, None, write.value, via, attempts, text, duration)
     end_state = outcome.state or at.state
     return Plan(

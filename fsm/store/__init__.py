@@ -14,6 +14,8 @@ returns are plain attrs classes. The package's modules, one concern each:
 * `hooks`: the write points and `StoreHooks`, where the testing tools plug in;
 * `opening` and `files`: URLs, SQLite files (owner-only, read-only, never created by a read);
 * `inspection`: the cold reads and the operator's writes;
+* `operations`, `reports`, `listing`, `report`, `pruning`: what an operator reads (a filtered
+  keyset listing, one action's report and history) and the prune of old history;
 * `clock`: the database's clock.
 """
 
@@ -31,6 +33,14 @@ from fsm.store.records import (
     LoggedStep,
     RowInfo,
 )
+from fsm.store.reports import (
+    ActionFilter,
+    ActionReport,
+    ActionStatus,
+    ActionSummary,
+    Cursor,
+    PruneResult,
+)
 from fsm.store.schema import SCHEMA_VERSION
 from fsm.store.store import Store
 
@@ -38,13 +48,19 @@ __all__ = [
     "NO_HOOKS",
     "SCHEMA_VERSION",
     "WRITE_POINTS",
+    "ActionFilter",
+    "ActionReport",
+    "ActionStatus",
+    "ActionSummary",
     "Bookkeeping",
     "Checkpoint",
     "ClaimMiss",
     "Claimed",
+    "Cursor",
     "KeptOutcome",
     "LogEntry",
     "LoggedStep",
+    "PruneResult",
     "RowInfo",
     "Store",
     "StoreHooks",

@@ -8,17 +8,19 @@ faults, "kill this process after N commits") are hooks. Without hooks the hot pa
 ``is None`` test per statement.
 
 Hooks also come from the environment (``FSM_CRASH``, ``FSM_DB_FAULTS``, ...), so a crash
-runner can arm a driver process it did not write. The testing tools install the function
-that reads it (`set_environment_reader`) when `fsm.testing.faults` is imported, and every
-program using fsm imports it (``import fsm`` does, last). A store made without explicit hooks
-asks that reader once, at construction; the store itself imports nothing from the testing
-tools. `warn_armed` is here, below both, because the executor's double-drive switch is armed
-from the environment too.
+runner can arm a driver process it did not write. A store made without explicit hooks asks
+`environment_hooks` once, at construction: with none of `ENVIRONMENT` set (production) that
+is one look at the environment and nothing is imported; with one set, the testing tools
+(`fsm.testing.faults`) are imported then, and read it. So ``import fsm`` does not load the
+testing tools, and any program is armed by the variables whatever it imported.
+`warn_armed` is here, below both, because the executor's double-drive switch is armed from
+the environment too.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -34,6 +36,7 @@ WRITE_POINTS: tuple[str, ...] = (
     "finish",  # the terminal delete (resources released by cascade, log row)
     "unclaim",  # letting go of the lease without a checkpoint change
     "wake",  # marking an action due (notify)
+    "control",  # an operator's control written under the lease (retry, cancel, ...)
     "quarantine",  # setting an unreadable row aside
 )
 """Every place the store writes, in the order a drive usually passes them.
@@ -82,18 +85,21 @@ def _both(
     return both
 
 
-_environment_reader: Callable[[], StoreHooks] = lambda: NO_HOOKS  # noqa: E731
-
-
-def set_environment_reader(reader: Callable[[], StoreHooks]) -> None:
-    """Make ``reader`` what a store without explicit hooks calls to arm itself."""
-    global _environment_reader
-    _environment_reader = reader
+CRASH_ENV = "FSM_CRASH"
+TRACE_ENV = "FSM_CRASH_TRACE"
+DB_FAULTS_ENV = "FSM_DB_FAULTS"
+DB_FAULTS_TRACE_ENV = "FSM_DB_FAULTS_TRACE"
+ENVIRONMENT = (CRASH_ENV, TRACE_ENV, DB_FAULTS_ENV)
+"""The variables that arm hooks (`fsm.testing.faults` reads them, and the traces' files)."""
 
 
 def environment_hooks() -> StoreHooks:
     """The hooks this process's environment arms (`NO_HOOKS` when it arms none)."""
-    return _environment_reader()
+    if not any(os.environ.get(name) for name in ENVIRONMENT):
+        return NO_HOOKS
+    from fsm.testing.faults import hooks_from_env  # test tools, loaded only when armed
+
+    return hooks_from_env()
 
 
 log = logging.getLogger("fsm.testing")

@@ -17,7 +17,6 @@ from fsm.store.records import Checkpoint, LoggedStep, RowInfo
 from fsm.store.schema import (
     MODELS,
     ActionRow,
-    OutcomeRow,
     ResourceRow,
     TransitionRow,
     explain_missing,
@@ -26,6 +25,7 @@ from fsm.store.schema import (
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+K = TypeVar("K")
 
 
 def bound(
@@ -85,13 +85,13 @@ def rows_after(after: str | None, size: int, kind: str | None) -> list[RowInfo]:
     return [_info(r) for r in q.order_by(ActionRow.id).limit(size)]
 
 
-def pages(fetch: Callable[[str | None], list[T]], key: Callable[[T], str]) -> Iterator[list[T]]:
+def pages(fetch: Callable[[K | None], list[T]], key: Callable[[T], K]) -> Iterator[list[T]]:
     """Walk a keyset: ``fetch(None)``, then ``fetch(key(last item))`` until a page is empty.
 
     Each page is a query of its own (no cursor stays open between pages), so rows written
     meanwhile are seen or not by where they sort, and none is seen twice.
     """
-    after: str | None = None
+    after: K | None = None
     while page := fetch(after):
         yield page
         after = key(page[-1])
@@ -169,16 +169,6 @@ def transitions(action_id: str | None) -> list[LoggedStep]:
         )
         for t in q
     ]
-
-
-def prune_log(older_than: float) -> int:
-    """Delete transition-log rows written before ``older_than`` (a unix time)."""
-    return int(TransitionRow.delete().where(TransitionRow.at < older_than).execute())
-
-
-def prune_outcomes(older_than: float) -> int:
-    """Forget the outcomes of actions that ended before ``older_than`` (a unix time)."""
-    return int(OutcomeRow.delete().where(OutcomeRow.finished_at < older_than).execute())
 
 
 def quarantine(action_id: str, reason: str) -> None:

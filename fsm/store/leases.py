@@ -102,7 +102,12 @@ def claim(
     if quarantined is not None:
         return ClaimMiss.QUARANTINED
     if holder is not None and owner_is_dead(holder):
-        log.info("action %s: taking over the lease of dead driver %s", action_id, holder)
+        log.info(
+            "action %s: taking over the lease of dead driver %s",
+            action_id,
+            holder,
+            extra={"action": action_id},
+        )
         row = link.exec(sql.steal, (owner, until, action_id, holder)).fetchone()
         if row is not None:
             return Claimed(action_id, *row)

@@ -6,7 +6,7 @@ from typing import Any
 
 import peewee
 
-from fsm.store.store import Store
+from fsm.store.store import DEFAULT_LEASE_TTL, Store
 
 
 def open_store(url: str, **kwargs: Any) -> Store:
@@ -57,6 +57,14 @@ def _postgres(params: dict[str, Any], **kwargs: Any) -> Store:
             "PostgreSQL needs the psycopg driver: pip install 'fsm[postgres]'"
         ) from exc
     database = params.pop("database")
+    # A session stopped inside a transaction (SIGSTOP, a frozen VM) holds its row locks, and
+    # the other workers' claims skip locked rows for ever: the server ends such a session
+    # once it has idled in a transaction for a lease's time, so its rows are freed (the
+    # paused worker, resumed, finds its connection gone and retries). Given first, so an
+    # ``options`` of the URL can override it.
+    ttl = float(kwargs.get("lease_ttl", DEFAULT_LEASE_TTL))
+    idle = f"-c idle_in_transaction_session_timeout={max(1, round(ttl * 1000))}"
+    params["options"] = f"{idle} {params.get('options', '')}".strip()
     if kwargs.get("readonly"):
         # A session setting given at connect time, so it holds on every reconnection too.
         params["options"] = f"{params.get('options', '')} -c default_transaction_read_only=on"

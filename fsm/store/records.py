@@ -155,7 +155,15 @@ class Checkpoint:
 
 @attrs.frozen(slots=True)
 class KeptOutcome:
-    """How an incarnation of an action ended (``status``: done, failed or stopped)."""
+    """How an incarnation of an action ended (``status``: done, failed or stopped).
+
+    ``error``: the failure, with its exception's chain of causes on the lines after the
+    first (`fsm.failures.chain_of` splits them); ``cause``: the error of the rejection (or
+    spent retry budget) whose route led there, with its chain too. ``steps``: the steps the
+    kind's code made in this incarnation (its end included), ``retries`` how many of them
+    were transient errors sent to the retry handler or failed writes (counted from schema
+    v5 on: 0 for what ended or started before).
+    """
 
     id: str
     incarnation: str
@@ -166,3 +174,5 @@ class KeptOutcome:
     cause: str | None
     started_at: float
     finished_at: float
+    steps: int = 0
+    retries: int = 0

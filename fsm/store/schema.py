@@ -18,7 +18,7 @@ import peewee
 
 from fsm.errors import NotAnFsmDatabase, SchemaError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 
 
 class _Base(peewee.Model):
@@ -51,6 +51,9 @@ class ActionRow(_Base):
     cause = peewee.TextField(null=True)
     broken = peewee.BooleanField(constraints=[peewee.SQL("DEFAULT FALSE")])
     notified = peewee.BooleanField(constraints=[peewee.SQL("DEFAULT FALSE")])
+    ending = peewee.CharField(max_length=16, null=True)  # SQLite's end trigger (schema v4)
+    steps = peewee.IntegerField(constraints=[peewee.SQL("DEFAULT 0")])  # schema v5
+    retries = peewee.IntegerField(constraints=[peewee.SQL("DEFAULT 0")])  # schema v5
 
     class Meta:
         table_name = "fsm_action"
@@ -64,6 +67,16 @@ _V2_COLUMNS = (
     ("notified", "BOOLEAN NOT NULL DEFAULT FALSE"),
 )
 """Columns schema v2 added to ``fsm_action`` (migrated in place from v1)."""
+
+_V4_COLUMNS = (("ending", "VARCHAR(16)"),)
+"""Schema v4: how the action ends, set only by SQLite's terminal UPDATE (`_SQLITE_END_TRIGGER`)."""
+
+_V5_COUNTS = (
+    ("steps", "INTEGER NOT NULL DEFAULT 0"),
+    ("retries", "INTEGER NOT NULL DEFAULT 0"),
+)
+"""Schema v5: how many steps an incarnation made and how many were retries, on ``fsm_action``
+(counted by the step's own UPDATE) and on ``fsm_outcome`` (copied by the end)."""
 
 
 class ResourceRow(_Base):
@@ -86,8 +99,9 @@ class ResourceRow(_Base):
 class TransitionRow(_Base):
     """One step of one action, written in the step's own transaction.
 
-    No secondary indexes: every index is one more page written per step, and the log is read
-    only on cold paths (inspection, invariant checks, pruning by ``id``).
+    One secondary index, by action (``fsm_transition_action``): every index is one more page
+    written per step, and this one pays for itself by reading an action's history without
+    a scan of the whole log. Pruning walks the log by ``id``, oldest first.
     """
 
     id = peewee.AutoField()
@@ -124,6 +138,8 @@ class OutcomeRow(_Base):
     cause = peewee.TextField(null=True)
     started_at = peewee.DoubleField()
     finished_at = peewee.DoubleField()
+    steps = peewee.IntegerField(constraints=[peewee.SQL("DEFAULT 0")])  # schema v5
+    retries = peewee.IntegerField(constraints=[peewee.SQL("DEFAULT 0")])  # schema v5
 
     class Meta:
         table_name = "fsm_outcome"
@@ -163,6 +179,36 @@ half, `release_dead_leases` and a release by owner read it. It is keyed on ``lea
 written at a claim and a release, and not on ``lease_expires``, which every `renew` writes.
 """
 
+ACTION_TROUBLE = "broken OR quarantine IS NOT NULL OR last_error IS NOT NULL OR cause IS NOT NULL"
+"""Live rows in trouble: the partial index ``fsm_action_trouble`` holds only these, and a
+query that repeats this condition word for word can read it (SQLite's rule)."""
+OUTCOME_TROUBLE = "error IS NOT NULL OR cause IS NOT NULL"
+"""Ends with an error or a cause (``fsm_outcome_trouble``), as `ACTION_TROUBLE`."""
+
+_LISTING_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS fsm_action_started ON fsm_action (created_at, id)",
+    f"CREATE INDEX IF NOT EXISTS fsm_action_trouble ON fsm_action (created_at, id) "
+    f"WHERE {ACTION_TROUBLE}",
+    "CREATE INDEX IF NOT EXISTS fsm_outcome_ended ON fsm_outcome "
+    "(status, finished_at, id, incarnation)",
+    "CREATE INDEX IF NOT EXISTS fsm_outcome_trouble ON fsm_outcome "
+    f"(status, finished_at, id, incarnation) WHERE {OUTCOME_TROUBLE}",
+    "CREATE INDEX IF NOT EXISTS fsm_transition_action ON fsm_transition (action_id, id)",
+)
+"""The indexes the operator's reads use (schema v5), so a page of a listing, an action's
+history and a prune cost the same at a million rows as at a thousand.
+
+``fsm_action_started`` orders live actions by their start (written at a start and an end
+only: a step never changes ``created_at``). ``fsm_action_trouble`` holds only the rows in
+trouble (`ACTION_TROUBLE`): the listing of broken and quarantined actions, and a search of
+error texts, read it instead of every live row; a step rewrites it only when it changes one
+of those columns (an error, a fix), never on a plain step. ``fsm_outcome_ended`` orders each
+status's ends by time, for the listing and for pruning (one entry per ended incarnation);
+``fsm_outcome_trouble`` the same for the ends with an error or a cause, for a search of
+error texts. ``fsm_transition_action`` is the one index a step pays for: an action's history
+is read by it, instead of a scan of the whole log (see docs/performance.md).
+"""
+
 _SQLITE_LOG_TRIGGER = """
 CREATE TRIGGER IF NOT EXISTS fsm_transition_log
 AFTER UPDATE OF payload ON fsm_action
@@ -176,6 +222,31 @@ END
 """
 """Writes the log row of a step inside the step's own UPDATE (one statement, one commit)."""
 
+_SQLITE_END_TRIGGER = """
+CREATE TRIGGER IF NOT EXISTS fsm_action_end
+AFTER UPDATE OF ending ON fsm_action
+WHEN NEW.ending IS NOT NULL
+BEGIN
+    INSERT INTO fsm_outcome (id, incarnation, kind, state, status, error, cause, started_at,
+                             finished_at, steps, retries)
+    VALUES (NEW.id, NEW.incarnation, NEW.kind, NEW.state, NEW.ending,
+            CASE WHEN NEW.ending = 'done' THEN NULL ELSE NEW.last_error END, NEW.cause,
+            NEW.created_at, NEW.updated_at, NEW.steps, NEW.retries)
+    ON CONFLICT (id, incarnation) DO NOTHING;
+    INSERT INTO fsm_transition (action_id, kind, seq, from_state, to_state, outcome, via,
+                                attempt, error, duration, at)
+    SELECT NEW.id, NEW.kind, OLD.seq, OLD.state, NULL, NEW.step_outcome, NEW.step_via,
+           NEW.attempts, NEW.last_error, NEW.step_duration, NEW.updated_at
+    WHERE NEW.step_outcome IS NOT NULL;
+    DELETE FROM fsm_action WHERE id = NEW.id;
+END
+"""
+"""The end of an action on SQLite as one statement: the fenced UPDATE that sets ``ending``
+keeps the outcome, logs the last step (unless ``step_outcome`` is NULL: logging is off) and
+deletes the row, whose resources go with it by cascade. One statement in autocommit instead
+of a transaction of three: a terminal step costs what any other step costs. PostgreSQL does
+the same with one data-modifying CTE (`Statements.finish`)."""
+
 
 def migrate(db: peewee.Database, sqlite: bool) -> None:
     """Create what is missing and bring an older schema up to `SCHEMA_VERSION`, atomically.
@@ -187,35 +258,51 @@ def migrate(db: peewee.Database, sqlite: bool) -> None:
         db.create_tables(MODELS, safe=True)
         for ddl in _POLL_INDEXES:
             db.execute_sql(ddl)
-        if sqlite:
-            db.execute_sql(_SQLITE_LOG_TRIGGER)
         row = MetaRow.get_or_none(MetaRow.key == "schema_version")
-        if row is None:
-            MetaRow.create(key="schema_version", value=str(SCHEMA_VERSION))
-            return
-        found = int(row.value)
+        found = SCHEMA_VERSION if row is None else int(row.value)
         if found > SCHEMA_VERSION:
             raise SchemaError(
                 f"database schema v{found} is newer than this fsm (v{SCHEMA_VERSION}); upgrade fsm"
             )
         if found < 2:
-            _migrate_to_v2(db)
+            _add_columns(db, _V2_COLUMNS)
         if found < 3:
             db.execute_sql("DROP INDEX IF EXISTS fsm_action_wake_at")  # v2's full index
-        if found < SCHEMA_VERSION:
+        if found < 4:
+            _add_columns(db, _V4_COLUMNS)
+        if found < 5:
+            _add_columns(db, _V5_COUNTS)
+            _add_columns(db, _V5_COUNTS, table="fsm_outcome")
+            if sqlite:  # v4's end trigger keeps no counts
+                db.execute_sql("DROP TRIGGER IF EXISTS fsm_action_end")
+        for ddl in _LISTING_INDEXES:
+            db.execute_sql(ddl)
+        if sqlite:
+            db.execute_sql(_SQLITE_LOG_TRIGGER)
+            db.execute_sql(_SQLITE_END_TRIGGER)
+        if row is None:
+            MetaRow.create(key="schema_version", value=str(SCHEMA_VERSION))
+        elif found < SCHEMA_VERSION:
             MetaRow.update(value=str(SCHEMA_VERSION)).where(
                 MetaRow.key == "schema_version"
             ).execute()
 
 
-def _migrate_to_v2(db: peewee.Database) -> None:
-    """v1 -> v2: incarnations, kept causes, broken and notified marks (``fsm_outcome`` is
-    created by ``create_tables``). Rows from v1 keep an empty incarnation, so the steps in
-    flight during the upgrade keep their ``<id>.<seq>`` idempotency keys."""
-    have = {c.name for c in db.get_columns("fsm_action")}
-    for name, ddl in _V2_COLUMNS:
+def _add_columns(
+    db: peewee.Database, columns: tuple[tuple[str, str], ...], table: str = "fsm_action"
+) -> None:
+    """Add the ``columns`` ``table`` lacks, in place.
+
+    v1 -> v2: incarnations, kept causes, broken and notified marks (``fsm_outcome`` is created
+    by ``create_tables``); rows from v1 keep an empty incarnation, so the steps in flight
+    during the upgrade keep their ``<id>.<seq>`` idempotency keys. v3 -> v4: ``ending``.
+    v4 -> v5: the step and retry counts, on live rows and kept outcomes (0 for what was
+    there before: their steps were not counted).
+    """
+    have = {c.name for c in db.get_columns(table)}
+    for name, ddl in columns:
         if name not in have:
-            db.execute_sql(f"ALTER TABLE fsm_action ADD COLUMN {name} {ddl}")
+            db.execute_sql(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}")
 
 
 def check_schema(run: Callable[[str, Sequence[Any]], Any], sqlite: bool, param: str) -> int:

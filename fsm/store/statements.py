@@ -31,6 +31,19 @@ DUE_CHANNEL = "fsm_due"
 _KINDS = "/*kinds*/"
 """Where `Statements.for_kinds` puts its kind filter in a statement (a no-op comment)."""
 
+_COUNTS = ", steps = steps + {p}, retries = retries + {p}"
+"""The step and retry counts, bumped by the statement that writes the step (schema v5)."""
+
+CODE_VIAS = frozenset(("step", "retry", "rejection"))
+"""The log's ``via`` of a step the kind's code made (counted in ``steps``); an ``update`` or
+an operator's write is logged but not counted."""
+
+CLAIMED_COLUMNS = (
+    "kind, state, version, payload, seq, attempts, last_error, wake_at, epoch, "
+    "lease_expires, incarnation, cause, broken"
+)
+"""What a claim reads back (`fsm.store.records.Claimed`'s fields after ``id``)."""
+
 _LOG_COLUMNS = (
     "action_id, kind, seq, from_state, to_state, outcome, via, attempt, error, duration, at"
 )
@@ -40,10 +53,7 @@ class Statements:
     """The hot-path SQL, written once with the database's parameter marker."""
 
     def __init__(self, p: str) -> None:
-        cols = (
-            "kind, state, version, payload, seq, attempts, last_error, wake_at, epoch, "
-            "lease_expires, incarnation, cause, broken"
-        )
+        cols = CLAIMED_COLUMNS
         self.insert = (
             "INSERT INTO fsm_action (id, kind, state, version, payload, seq, attempts, "
             "wake_at, epoch, created_at, updated_at, incarnation) "
@@ -51,22 +61,24 @@ class Statements:
             f"WHERE NOT EXISTS (SELECT 1 FROM fsm_outcome WHERE id = {p} AND finished_at >= {p}) "
             "ON CONFLICT (id) DO NOTHING"
         )
-        outcome_cols = "id, incarnation, kind, state, status, error, cause, started_at, finished_at"
+        outcome_cols = (
+            "id, incarnation, kind, state, status, error, cause, started_at, finished_at, "
+            "steps, retries"
+        )
         self.outcome_of = (
             f"SELECT {outcome_cols} FROM fsm_outcome WHERE id = {p} "
             "ORDER BY finished_at DESC LIMIT 1"
         )
-        self.keep_outcome = (
-            f"INSERT INTO fsm_outcome ({outcome_cols}) "
-            f"SELECT id, incarnation, kind, {p}, {p}, {p}, {p}, created_at, {p} "
-            f"FROM fsm_action WHERE id = {p} AND epoch = {p} "
-            "ON CONFLICT (id, incarnation) DO NOTHING"
+        self.end = (  # SQLite: the end trigger (`fsm.store.schema`) does the rest
+            f"UPDATE fsm_action SET state = {p}, ending = {p}, last_error = {p}, cause = {p}, "
+            f"attempts = {p}, step_outcome = {p}, step_via = {p}, step_duration = {p}, "
+            f"updated_at = {p}{_COUNTS.format(p=p)} WHERE id = {p} AND epoch = {p}"
         )
         self._outcome_cols = outcome_cols
         self.record_failure = (
             f"UPDATE fsm_action SET attempts = {p}, last_error = {p}, "
             f"wake_at = CASE WHEN notified THEN 0 ELSE {p} END, broken = {p}, updated_at = {p}, "
-            "lease_owner = NULL, lease_expires = NULL, epoch = epoch + 1 "
+            "lease_owner = NULL, lease_expires = NULL, epoch = epoch + 1, retries = retries + 1 "
             f"WHERE id = {p} AND epoch = {p}"
         )
         self.kind_of = f"SELECT kind FROM fsm_action WHERE id = {p}"
@@ -134,7 +146,8 @@ class Statements:
         self.notify_due = f"NOTIFY {DUE_CHANNEL}"
 
     def update(self, columns: tuple[str, ...]) -> str:
-        """The fenced UPDATE setting ``columns``, built once per column set.
+        """The fenced UPDATE setting ``columns``, built once per column set, then bumping the
+        step and retry counts (two parameters, last before ``id`` and ``epoch``).
 
         ``wake_at`` takes two parameters: the new wake-up, and the one to use instead when a
         notify arrived since the claim (see `Store.mark_due`). Letting go of the lease
@@ -151,6 +164,7 @@ class Statements:
             )
             if "lease_owner" in columns:
                 sets += ", epoch = epoch + 1"
+            sets += _COUNTS.format(p=p)
             cached = self._updates[columns] = (
                 f"UPDATE fsm_action SET {sets} WHERE id = {self._p} AND epoch = {self._p}"
             )
@@ -166,9 +180,9 @@ class Statements:
             log = f", logged AS ({self._log_from('gone')})" if logged else ""
             cached = self._finish[logged] = (
                 f"WITH gone AS ({self.delete_fenced} RETURNING id, kind, incarnation, "
-                f"created_at){log} INSERT INTO fsm_outcome ({self._outcome_cols}) "
-                f"SELECT gone.id, gone.incarnation, gone.kind, {p}, {p}, {p}, {p}, "
-                f"gone.created_at, {p} FROM gone"
+                f"created_at, steps, retries){log} INSERT INTO fsm_outcome "
+                f"({self._outcome_cols}) SELECT gone.id, gone.incarnation, gone.kind, {p}, {p}, "
+                f"{p}, {p}, gone.created_at, {p}, gone.steps + {p}, gone.retries + {p} FROM gone"
             )
         return cached
 
@@ -228,7 +242,8 @@ def step_update(
     Besides `STEP_COLUMNS` it writes only the bookkeeping columns that differ between
     ``was`` and ``new``: a typical step changes none, and every column left out is work
     SQLite does not do. A ``new.lease_expires`` of ``None`` lets go of the lease. The step's
-    columns feed the SQLite log trigger; an outcome only when the step is ``logged``.
+    columns feed the SQLite log trigger; an outcome only when the step is ``logged``. The
+    last two parameters bump the counts (`counts`).
     """
     columns = STEP_COLUMNS
     params: list[Any] = [
@@ -236,6 +251,9 @@ def step_update(
         entry.via if entry else None,
         entry.duration if entry else None,
     ]
+    if new == was:  # the usual step: one tuple comparison, no column to add
+        params += counts(entry)
+        return sql.update(columns), params
     for name in BOOKKEEPING:
         value = getattr(new, name)
         if value != getattr(was, name):
@@ -246,4 +264,24 @@ def step_update(
     if new.lease_expires is None and was.lease_expires is not None:
         columns += ("lease_owner",)
         params.append(None)
+    params += counts(entry)
     return sql.update(columns), params
+
+
+_NOT_COUNTED = (0, 0)
+_STEP = (1, 0)
+_RETRY = (1, 1)
+
+
+def counts(entry: LogEntry | None) -> tuple[int, int]:
+    """What a write adds to the action's step and retry counts: a step of the kind's code
+    (`CODE_VIAS`) counts one step, and one retry when its transient error went to the retry
+    handler; anything else (an update from outside, a stop) counts nothing."""
+    if entry is None:
+        return _NOT_COUNTED
+    via = entry.via
+    if via == "step":
+        return _STEP
+    if via == "retry":
+        return _RETRY
+    return _STEP if via in CODE_VIAS else _NOT_COUNTED

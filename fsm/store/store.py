@@ -20,12 +20,14 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 import peewee
 
-from fsm.store import inspection, leases, polls, records, schema
+from fsm.store import census, inspection, leases, polls, records, schema
 from fsm.store.clock import DatabaseClock
 from fsm.store.committer import Body, Committer
 from fsm.store.connection import Link
+from fsm.store.controls import ControlWrites
 from fsm.store.files import sqlite_database
 from fsm.store.hooks import StoreHooks, environment_hooks
+from fsm.store.operations import Operations
 from fsm.store.resources import all_held, held_by, holder
 from fsm.store.statements import Statements
 from fsm.store.writes import StepValues, Writes
@@ -37,7 +39,11 @@ _NEVER = float("inf")
 """``ended_since`` of a start that ignores kept outcomes (a deliberate new incarnation)."""
 
 
-class Store:
+DEFAULT_LEASE_TTL = 30.0
+"""Seconds a claim stays valid without a write, unless the store is told otherwise."""
+
+
+class Store(Operations):
     """The checkpoint store over one peewee database (SQLite by default).
 
     ``lease_ttl``: seconds a claim stays valid without a write.
@@ -46,6 +52,8 @@ class Store:
     by default those the environment arms (``FSM_CRASH``, ``FSM_DB_FAULTS``: see
     `fsm.testing.faults`), usually none.
     ``local_clock``: this host's clock (unix seconds); `now` corrects it to the database's.
+    The operator's reads (`list_actions`, `inspect`, `history`) and `prune` come from
+    `Operations`.
     ``readonly``: inspection only (``fsm actions``, ``fsm diagram --db``), safe to point at
     any file: no table is created and nothing migrated; through `open_store` or `sqlite` the
     connection cannot write either (SQLite ``mode=ro``, a PostgreSQL read-only session).
@@ -58,7 +66,7 @@ class Store:
         self,
         database: peewee.Database,
         *,
-        lease_ttl: float = 30.0,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
         log_transitions: bool = True,
         hooks: StoreHooks | None = None,
         local_clock: Callable[[], float] = time.time,
@@ -77,6 +85,10 @@ class Store:
         self._sql = Statements(database.param)
         self.committer = Committer(link)
         self._writes = Writes(link, self._sql)
+        self.control_writes = ControlWrites(
+            link, self._sql, self._write_now, lambda: self.log_transitions
+        )
+        """The operator's controls' writes (`fsm.Controls` decides them)."""
         self.db.connect(reuse_if_open=True)
         if readonly:
             check = schema.check_schema
@@ -353,6 +365,16 @@ class Store:
         """
         return polls.next_wake(self._link, self._sql, kinds)
 
+    # -- gauges (`fsm.store.census`): plain statements, safe from a collector's thread ----
+
+    def live_counts(self) -> dict[tuple[str, str], int]:
+        """Live actions per (kind, state), quarantined and broken included (reads every row)."""
+        return census.live_counts(self._link)
+
+    def oldest_due(self, now: float | None = None) -> float:
+        """Seconds the longest-waiting claimable action has waited (0: none); from indexes."""
+        return census.oldest_due(self._link, self.now() if now is None else now)
+
     # -- cold paths (`fsm.store.inspection`) ----------------------------------------------
 
     def live_ids(self) -> list[str]:
@@ -389,14 +411,6 @@ class Store:
 
     def transitions(self, action_id: str | None = None) -> list[records.LoggedStep]:
         return self._cold(inspection.transitions, action_id)
-
-    def prune_log(self, older_than: float) -> int:
-        """Delete transition-log rows written before ``older_than`` (a unix time)."""
-        return self._cold(inspection.prune_log, older_than)
-
-    def prune_outcomes(self, older_than: float) -> int:
-        """Forget the outcomes of actions that ended before ``older_than`` (a unix time)."""
-        return self._cold(inspection.prune_outcomes, older_than)
 
     def quarantine(self, action_id: str, reason: str) -> None:
         """Set a row aside: never driven, never deleted, reported with ``reason``."""

@@ -18,7 +18,7 @@ from fsm.store import records
 from fsm.store.committer import Body
 from fsm.store.connection import Link
 from fsm.store.resources import change_held
-from fsm.store.statements import Statements, step_update
+from fsm.store.statements import Statements, counts, step_update
 
 _NO_TRANSACTION = contextlib.nullcontext()
 
@@ -136,8 +136,16 @@ class Writes:
         error: str | None = None,
         cause: str | None = None,
     ) -> Body[None]:
-        """The terminal write's statements (see `Store.finish`)."""
-        kept = (state, status, error, cause, now)
+        """The terminal write's statements (see `Store.finish`).
+
+        The kept outcome's ``error`` is the log entry's (none when done): SQLite's end
+        trigger takes both from one column, and both backends hold to it.
+        """
+        if error != (None if status == "done" else entry.error):
+            raise ValueError(  # the end trigger keeps one error for the log and the outcome
+                f"action {action_id}: an end's error must be its log entry's (done: none)"
+            )
+        kept = (state, status, error, cause, now, *counts(entry))
         logged = log_transitions
         if not self._sqlite:
             log = (*entry.values()[1:], now) if logged else ()
@@ -149,12 +157,13 @@ class Writes:
 
             return in_one
 
-        def in_three(batched: bool) -> None:
-            with self.transaction(batched):
-                self._exec(self._sql.keep_outcome, (*kept, action_id, epoch))
-                if self._exec(self._sql.delete_fenced, (action_id, epoch)).rowcount != 1:
-                    raise _lost(action_id, epoch)
-                if logged:
-                    self.log(action_id, entry, now)
+        step = (entry.outcome if logged else None, entry.via, entry.duration)
+        params = (state, status, entry.error, cause, entry.attempt, *step)
+        tally = counts(entry)
 
-        return in_three
+        def by_trigger(batched: bool) -> None:
+            cur = self._exec(self._sql.end, (*params, now, *tally, action_id, epoch))
+            if cur.rowcount != 1:
+                raise _lost(action_id, epoch)
+
+        return by_trigger

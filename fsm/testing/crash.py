@@ -37,13 +37,8 @@ from pathlib import Path
 import attrs
 
 from fsm.executor import DOUBLE_DRIVE_ENV
-from fsm.testing.faults import (
-    CRASH_ENV,
-    DB_FAULTS_ENV,
-    DB_FAULTS_TRACE_ENV,
-    TRACE_ENV,
-    all_points,
-)
+from fsm.store.hooks import CRASH_ENV, DB_FAULTS_ENV, DB_FAULTS_TRACE_ENV, TRACE_ENV
+from fsm.testing.faults import all_points
 from fsm.testing.work import Work, completed, work
 
 Progress = Callable[[str], None]

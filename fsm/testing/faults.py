@@ -30,12 +30,16 @@ from collections.abc import Sequence
 
 import attrs
 
-from fsm.store.hooks import PHASES, WRITE_POINTS, StoreHooks, set_environment_reader, warn_armed
-
-CRASH_ENV = "FSM_CRASH"
-TRACE_ENV = "FSM_CRASH_TRACE"
-DB_FAULTS_ENV = "FSM_DB_FAULTS"
-DB_FAULTS_TRACE_ENV = "FSM_DB_FAULTS_TRACE"
+from fsm.store.hooks import (
+    CRASH_ENV,
+    DB_FAULTS_ENV,
+    DB_FAULTS_TRACE_ENV,
+    PHASES,
+    TRACE_ENV,
+    WRITE_POINTS,
+    StoreHooks,
+    warn_armed,
+)
 
 COMMITS = ("checkpoint.after", "resources.after", "finish.after")
 """The crash points passed right after a step's write committed."""
@@ -201,8 +205,6 @@ def hooks_from_env() -> StoreHooks:
         hooks |= faults.hooks()
     return hooks
 
-
-set_environment_reader(hooks_from_env)
 
 _SQLITE_MESSAGES = {
     "locked": "database is locked",

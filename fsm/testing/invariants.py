@@ -9,6 +9,9 @@
    kinds each move is an edge of the kind's table (a transition or a rejection route), a
    park in place, a move chosen by the state's rejection handler, or an end reached from a
    state with a terminal edge.
+5. Every end is kept with its history: an end in the log (a step to no state) has the kept
+   outcome of the same id ending at that moment, and a kept outcome of an action with a log
+   has its end in it (they are written by one statement: a crash cannot split them).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 from fsm.diagram.model import KindGraph
 from fsm.errors import DecodeError, UnknownKind
 from fsm.registry import Registry
-from fsm.store import LoggedStep, Store
+from fsm.store import ActionFilter, LoggedStep, Store
 
 
 def check_invariants(
@@ -40,7 +43,9 @@ def check_invariants(
     problems += _resources_held_by_live_actions(store)
     if effects is not None:
         problems += [f"effect {key!r} applied {n} times" for key, n in effects.items() if n > 1]
-    problems += _log_is_a_path(store.transitions(), graphs)
+    log = store.transitions()
+    problems += _log_is_a_path(log, graphs)
+    problems += _ends_are_kept(store, log)
     return problems
 
 
@@ -71,6 +76,23 @@ def _resources_held_by_live_actions(store: Store) -> list[str]:
         for name, holder in store.all_resources().items()
         if holder not in live
     ]
+
+
+def _ends_are_kept(store: Store, log: list[LoggedStep]) -> list[str]:
+    ended = ActionFilter(statuses=("ended",))
+    kept = {(a.id, a.ended_at) for page in store.walk_actions(ended) for a in page}
+    logged = {(t.action_id, t.at) for t in log if t.to_state is None}
+    with_log = {t.action_id for t in log}
+    problems = [
+        f"action {action_id}: its end at {at} is in the log, but no outcome is kept"
+        for action_id, at in sorted(logged - kept)
+    ]
+    problems += [
+        f"action {action_id}: its outcome (ended at {at}) is kept, but its end is not logged"
+        for action_id, at in sorted(kept - logged, key=str)
+        if action_id in with_log
+    ]
+    return problems
 
 
 def _log_is_a_path(rows: Iterable[LoggedStep], graphs: Mapping[str, KindGraph]) -> list[str]:

@@ -4,7 +4,7 @@ Each check is a tiny function over a `Definition` (and, for the graph checks, th
 python-statemachine class built once from the table) that raises `fsm.DefinitionError` whose
 message names the kind, the state and the fix. They are grouped by topic:
 `fsm.validate.declaration` (names, data type, version, ids, policies), `fsm.validate.table`
-(rows, callbacks, rejection rows), `fsm.validate.blocking` (``blocking = True``),
+(rows, callbacks, rejection and cancel rows), `fsm.validate.blocking` (``blocking = True``),
 `fsm.validate.reachability` (python-statemachine's graph checks) and `fsm.validate.hints`
 (the warnings). They run in the order of `STRUCTURE_CHECKS` then `GRAPH_CHECKS`: the
 structural ones make sure the table is well-formed enough to build a graph at all.
@@ -45,6 +45,7 @@ from fsm.validate.reachability import (
 )
 from fsm.validate.table import (
     check_callbacks,
+    check_cancel_rows,
     check_initial,
     check_initial_not_terminal,
     check_known_states,
@@ -75,6 +76,7 @@ STRUCTURE_CHECKS: tuple[Callable[[Definition], None], ...] = (
     check_shadowed,
     check_wait_exits,
     check_rejection_rows,
+    check_cancel_rows,
     check_blocking_has_effect,
 )
 

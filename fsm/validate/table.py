@@ -1,4 +1,5 @@
-"""Checks of a kind's table: its rows, their states, their callbacks, and the rejection rows.
+"""Checks of a kind's table: its rows, their states, their callbacks, the rejection rows and
+the cancel rows.
 
 They run before the graph checks (`fsm.validate.reachability`) and make sure the table is
 well-formed enough to build a graph at all.
@@ -45,7 +46,8 @@ def check_known_states(d: Definition) -> None:
             raise d.problem(
                 None,
                 f"the table holds {t!r}",
-                "list only `a.to(b, ...)` and `a.rejected(...)` rows in `transitions`",
+                "list only `a.to(b, ...)`, `a.rejected(...)` and `a.cancelled(to=...)` rows "
+                "in `transitions`",
             )
         for end, label in ((t.source, "source"), (t.target, "target")):
             if not isinstance(end, State) or id(end) not in known:
@@ -153,4 +155,44 @@ def _check_handler(d: Definition, r: Rejection[Any, Any], known: set[int]) -> No
                 r.source,
                 f"rejection handler {name} declares unknown target {target!r}",
                 "list States declared as attributes of this kind in `rejected(..., to=...)`",
+            )
+
+
+def check_cancel_rows(d: Definition) -> None:
+    """A cancel row starts from a live state of this kind, leads to another state of this
+    kind, and a state has at most one (which compensation a cancel runs must be plain)."""
+    known = set(map(id, d.states))
+    seen: set[int] = set()
+    for c in d.cancels:
+        if not isinstance(c.source, State) or id(c.source) not in known:
+            raise d.problem(
+                None,
+                f"a cancel row starts from unknown state {c.source!r}",
+                "write `state.cancelled(to=...)` on states of this kind",
+            )
+        if id(c.source) in seen:
+            raise d.problem(
+                c.source,
+                "the table has two cancel rows for this state",
+                "keep one `cancelled(to=...)` row per state",
+            )
+        seen.add(id(c.source))
+        if c.source.terminal:
+            raise d.problem(
+                c.source,
+                "a terminal state has a cancel row, but no action ever waits in it",
+                "remove that row",
+            )
+        if not isinstance(c.to, State) or id(c.to) not in known:
+            raise d.problem(
+                c.source,
+                f"the cancel route leads to {c.to!r}, which is not a state of this kind",
+                "route to a State declared as an attribute of this kind, e.g. "
+                f"`{c.source.name}.cancelled(to=releasing)`",
+            )
+        if c.to is c.source:
+            raise d.problem(
+                c.source,
+                "the cancel route leads back to the same state, so a cancel would undo nothing",
+                "route to the state that compensates (or to a failed state), or remove the row",
             )

@@ -16,7 +16,12 @@ from fsm.failures import one_line
 
 
 class JsonFormatter(logging.Formatter):
-    FIELDS = ("action", "status", "state", "steps", "error")
+    """One JSON object per record: time, level, logger, message, then the fields a record
+    about an action carries (`fsm.executor.drivelog`, the worker's outcome line): ``action``,
+    ``kind``, ``state``, ``key`` (the step's idempotency key), and for an outcome ``status``,
+    ``steps``, ``error``; ``exception`` when the record has a traceback."""
+
+    FIELDS = ("action", "kind", "state", "key", "status", "steps", "error")
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -28,7 +33,9 @@ class JsonFormatter(logging.Formatter):
         for name in self.FIELDS:
             if name in record.__dict__:
                 entry[name] = record.__dict__[name]
-        return orjson.dumps(entry).decode()
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
 
 
 class LineFormatter(logging.Formatter):

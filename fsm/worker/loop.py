@@ -38,6 +38,7 @@ from fsm.store import Claimed, is_transient
 from fsm.worker.dbfile import DatabaseFile
 from fsm.worker.listener import Listener
 from fsm.worker.outage import MAX_OUTAGE, Outage, backoff, error_line
+from fsm.worker.retention import check_retention, prune_periodically
 
 log = logging.getLogger("fsm.worker")
 
@@ -63,6 +64,9 @@ class Worker(Generic[S]):
     ``max_outage``: seconds of consecutive database failures in the worker's loop after which
     `run` raises `DatabaseUnavailable`; ``0`` gives up at the first failure (for a
     supervisor that restarts the process), ``math.inf`` never gives up.
+    ``retention``: seconds of history (transition log, kept outcomes) to keep; older history
+    is pruned at start and every hour (`fsm.worker.retention`). ``None`` keeps everything.
+    It must not be shorter than the executor's redelivery window.
     """
 
     def __init__(
@@ -73,7 +77,9 @@ class Worker(Generic[S]):
         poll: float = 0.2,
         on_result: Callable[[DriveResult], None] | None = None,
         max_outage: float = MAX_OUTAGE,
+        retention: float | None = None,
     ) -> None:
+        check_retention(retention, executor.redelivery_window)
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         if not max_outage >= 0:  # also refuses NaN
@@ -84,6 +90,7 @@ class Worker(Generic[S]):
         self.poll = poll
         self.on_result = on_result
         self.max_outage = max_outage
+        self.retention = retention
         self.stats = WorkerStats()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -110,6 +117,10 @@ class Worker(Generic[S]):
         in_flight: set[asyncio.Task[DriveResult]] = set()
         self._drivable = self._kinds()  # read once: every claim and wake-up filters by it
         renewer = asyncio.create_task(self._renew_leases())
+        pruner = None
+        if self.retention is not None:
+            prune = prune_periodically(self.store, self.retention, self.executor.clock)
+            pruner = asyncio.create_task(prune)
         listener = Listener.start(self.store, self.wake)
         try:
             while not self._stop.is_set():
@@ -127,9 +138,11 @@ class Worker(Generic[S]):
             self.executor.stop()
             if in_flight:
                 await asyncio.wait(in_flight)
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            for task in (renewer, pruner):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if listener is not None:
                 listener.close()
         return self.stats
@@ -212,7 +225,11 @@ class Worker(Generic[S]):
             if task.cancelled():
                 return
             if exc is not None:
-                log.error("drive crashed: %r", exc)
+                # The action's id only: its state and step key at the crash are the drive's,
+                # and this callback keeps nothing of the claimed row.
+                log.error(
+                    "action %s: drive crashed: %r", action_id, exc, extra={"action": action_id}
+                )
                 return
             result = task.result()
             self.stats.count(result)

@@ -11,10 +11,12 @@ from typing import Any
 
 from fsm.errors import DatabaseUnavailable
 from fsm.executor import DriveResult, Executor
+from fsm.observer import Observer
 from fsm.store import Store
 from fsm.worker.logs import configure_logging
 from fsm.worker.loop import Worker
 from fsm.worker.outage import MAX_OUTAGE
+from fsm.worker.retention import check_retention
 
 log = logging.getLogger("fsm.worker")
 
@@ -28,14 +30,20 @@ def run_worker(
     poll: float = 0.2,
     json_logs: bool = False,
     max_outage: float = MAX_OUTAGE,
+    retention: float | None = None,
+    observer: Observer | None = None,
+    serving: str | None = None,
 ) -> int:
     """The ``fsm worker`` process: log one line per outcome, stop cleanly on SIGTERM/SIGINT.
 
-    Returns the exit code: 0 after a clean stop (steps in flight finished, leases released),
-    1 after giving up on the database (`Worker` ``max_outage``, a lost SQLite file).
+    ``observer``: the executor's (metrics and tracing, see `fsm.observer`); ``serving``: where
+    its metrics are served, said in the start line. Returns the exit code: 0 after a clean
+    stop (steps in flight finished, leases released), 1 after giving up on the database
+    (`Worker` ``max_outage``, a lost SQLite file).
     """
     configure_logging(json_logs)
-    executor: Executor[Any] = Executor(store, services, kinds=kinds)
+    executor: Executor[Any] = Executor(store, services, kinds=kinds, observer=observer)
+    check_retention(retention, executor.redelivery_window)  # refused before the loop starts
     outcome_log = logging.getLogger("fsm.worker.outcome")
 
     def report(result: DriveResult) -> None:
@@ -49,8 +57,10 @@ def run_worker(
             f" ({error})" if error else "",
             extra={
                 "action": result.id,
-                "status": result.status.value,
+                "kind": result.kind,
                 "state": result.state,
+                "key": result.key,
+                "status": result.status.value,
                 "steps": result.steps,
                 "error": error,
             },
@@ -63,11 +73,13 @@ def run_worker(
             poll=poll,
             on_result=report,
             max_outage=max_outage,
+            retention=retention,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
-        log.info("worker %s started (concurrency %d)", executor.owner, concurrency)
+        metrics = f", metrics on {serving}" if serving else ""
+        log.info("worker %s started (concurrency %d%s)", executor.owner, concurrency, metrics)
         stats = await worker.run()
         log.info("worker %s stopped: %s", executor.owner, stats.by_status)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import peewee
 import pytest
@@ -16,24 +18,67 @@ from fsm.store import SCHEMA_VERSION
 from fsm.testing import bulk
 
 
-def test_actions_lists_live_and_quarantined(ticket_db: Path) -> None:
-    proc = run_fsm("actions", "--db", ticket_db)
+@pytest.fixture(autouse=True)
+def wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows on one line each, to read them back (`test_tables_fit_80_columns` checks 80)."""
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+def listed(*args: str | Path) -> list[dict[str, Any]]:
+    """``fsm actions list --json ARGS``'s array."""
+    proc = run_fsm("actions", "list", "--json", *args)
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["ID", "KIND", "STATE", "STATUS", "ATTEMPTS", "WAKE_AT", "ERROR"]
-    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    found: list[dict[str, Any]] = json.loads(proc.stdout)
+    return found
+
+
+def table_rows(stdout: str) -> dict[str, list[str]]:
+    """A listing's table: id -> its cells (columns two or more spaces apart; one line each)."""
+    lines = stdout.splitlines()
+    assert lines[0].split() == ["ID", "KIND", "STATE", "STATUS", "WHEN", "NOTE"]
+    rows = [re.split(r"\s{2,}", line.strip()) for line in lines[1:] if not line.startswith("more")]
+    return {row[0]: row for row in rows}
+
+
+def test_actions_lists_live_and_quarantined(ticket_db: Path) -> None:
+    proc = run_fsm("actions", "--db", ticket_db)  # no subcommand: list, as before
+    assert proc.returncode == 0, proc.stderr
+    rows = table_rows(proc.stdout)
     assert sorted(rows) == ["ticket-0", "ticket-1", "ticket-2", "ticket-3"]
-    assert rows["ticket-0"][1:5] == ["ticket", "opened", "live", "0"]
-    assert rows["ticket-1"][2:4] == ["waiting", "live"]
-    assert rows["ticket-1"][5].endswith("+00:00")  # parked with a wake-up time
+    assert rows["ticket-0"][1:4] == ["ticket", "opened", "due"]
+    assert re.fullmatch(r"now|\d+ s ago", rows["ticket-0"][4])
+    assert rows["ticket-1"][2:4] == ["waiting", "parked"]
+    assert re.fullmatch(r"wakes in (\d+ s|1 min)", rows["ticket-1"][5])
     assert rows["ticket-3"][3] == "quarantined"
-    assert lines[-1].endswith("quarantined: payload does not structure")
+    assert rows["ticket-3"][5] == "payload does not structure"
+    assert run_fsm("actions", "list", "--db", ticket_db).stdout == proc.stdout
+    by_id = {a["id"]: a for a in listed("--db", ticket_db)}
+    assert by_id["ticket-1"]["status"] == "parked" and by_id["ticket-1"]["wake_at"] > 0
+    assert by_id["ticket-3"]["quarantine"] == "payload does not structure"
+    assert all(a["cursor"] for a in by_id.values())
 
 
 def test_actions_filter_and_empty(ticket_db: Path) -> None:
     assert run_fsm("actions", "--db", ticket_db, "--kind", "hand").stdout == "no actions\n"
-    proc = run_fsm("actions", "--db", ticket_db, "--kind", "ticket")
-    assert len(proc.stdout.splitlines()) == 5
+    assert len(listed("--db", ticket_db, "--kind", "ticket")) == 4
+    assert [a["id"] for a in listed("--db", ticket_db, "--status", "parked,due")] == [
+        "ticket-2",
+        "ticket-1",
+        "ticket-0",
+    ]
+    assert [a["id"] for a in listed("--db", ticket_db, "--state", "opened")] == ["ticket-0"]
+    assert [a["id"] for a in listed("--db", ticket_db, "--error", "STRUCTURE")] == ["ticket-3"]
+    assert len(listed("--db", ticket_db, "--since", "1h")) == 4
+    assert listed("--db", ticket_db, "--since", "2020-01-01T00:00") != []
+    assert listed("--db", ticket_db, "--status", "ended") == []
+    for bad, what in (
+        (("--status", "lost"), "--status: unknown status 'lost'"),
+        (("--since", "yesterday"), "--since: not a duration"),
+        (("--after", "!!"), "--after: not a listing cursor"),
+        (("--all", "--limit", "3"), "--all and --limit do not go together"),
+    ):
+        assert_one_line_error(run_fsm("actions", "list", "--db", ticket_db, *bad), 2, what)
+    assert_one_line_error(run_fsm("actions"), 2, "required: --db")
 
 
 def test_actions_shows_a_broken_action_as_broken(tmp_path: Path) -> None:
@@ -45,7 +90,7 @@ def test_actions_shows_a_broken_action_as_broken(tmp_path: Path) -> None:
         "x1",
         claimed.epoch,
         attempts=0,
-        error="broken: TypeError: bad",
+        error="broken: TypeError: bad\n  File x.py, line 3",
         wake_at=None,
         broken=True,
         now=3.0,
@@ -53,8 +98,8 @@ def test_actions_shows_a_broken_action_as_broken(tmp_path: Path) -> None:
     store.close()
     proc = run_fsm("actions", "--db", tmp_path / "b.sqlite")
     assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
-    assert "broken" in out.splitlines()[1].split() and "TypeError: bad" in out
+    row = table_rows(proc.stdout)["x1"]
+    assert row[3] == "broken" and row[5] == "broken: TypeError: bad"
 
 
 def foreign_sqlite(path: Path) -> bytes:
@@ -136,7 +181,10 @@ def test_postgres_inspection_is_read_only(pg_url: str) -> None:
     tables = pg_tables(pg_url)
     proc = run_fsm("actions", "--db", pg_url)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[1].split()[:3] == ["job-1", "job", "new"]
+    assert proc.stdout.splitlines()[1].split()[:4] == ["job-1", "job", "new", "due"]
+    shown = run_fsm("actions", "show", "job-1", "--db", pg_url, "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["status"] == "due"
+    assert run_fsm("actions", "history", "job-1", "--db", pg_url, "--json").stdout == "[]\n"
     reader = fsm.open_store(pg_url, readonly=True)
     try:
         with pytest.raises(peewee.DatabaseError, match="read-only transaction"):
@@ -168,6 +216,7 @@ def test_read_only_schema_versions(ticket_db: Path) -> None:
         ticket_db,
         0,
         "DROP INDEX fsm_action_wake",  # v3's wake-up index reads the column
+        "DROP INDEX fsm_action_trouble",  # and v5's listing index
         "ALTER TABLE fsm_action DROP COLUMN quarantine",
     )
     proc = run_fsm("actions", "--db", ticket_db)
@@ -185,13 +234,7 @@ EXTREME_WAKES = {
 }
 
 
-def wake_column(stdout: str) -> dict[str, str]:
-    """Action id -> its WAKE_AT cell (columns are two or more spaces apart)."""
-    rows = [re.split(r"\s{2,}", line) for line in stdout.splitlines()[1:]]
-    return {row[0]: row[5] for row in rows}
-
-
-def test_actions_formats_any_wake_time(store_url: str) -> None:
+def test_any_stored_wake_time_prints(store_url: str) -> None:
     store = fsm.open_store(store_url)
     wakes = dict(EXTREME_WAKES)
     if not store.is_sqlite:  # SQLite stores NaN as NULL; PostgreSQL keeps it
@@ -205,47 +248,62 @@ def test_actions_formats_any_wake_time(store_url: str) -> None:
     store.close()
     proc = run_fsm("actions", "--db", store_url)
     assert proc.returncode == 0, proc.stderr
-    assert wake_column(proc.stdout) == {name: text for name, (_, text) in wakes.items()}
+    assert set(table_rows(proc.stdout)) == set(wakes)
+    for name, (_, text) in wakes.items():
+        shown = run_fsm("actions", "show", name, "--db", store_url)
+        assert shown.returncode == 0, shown.stderr
+        [wake] = [line for line in shown.stdout.splitlines() if line.startswith("wake ")]
+        assert text in wake, (name, wake)
+    as_json = {a["id"]: a["wake_at"] for a in listed("--db", store_url)}
+    assert as_json["inf"] == "inf" and as_json["minus-inf"] == "-inf"  # JSON has no infinity
 
 
 def test_stored_text_is_printed_with_escapes_visible(ticket_db: Path) -> None:
     conn = sqlite3.connect(ticket_db)
     conn.execute(
         "UPDATE fsm_action SET last_error = ? WHERE id = 'ticket-1'",
-        ("remote said \x1b[2J\x1b[31mhacked\x1b[0m\r\u202eevil",),
+        ("remote said \x1b[2J\x1b[31mhacked\x1b[0m\r\u202eevil [bold]x[/bold]",),
     )
     conn.execute("UPDATE fsm_action SET quarantine = ? WHERE id = 'ticket-3'", ("bell\x07!",))
     conn.commit()
     conn.close()
-    proc = run_fsm("actions", "--db", ticket_db)
-    assert proc.returncode == 0, proc.stderr
-    assert all(ch.isprintable() for ch in proc.stdout.replace("\n", ""))
-    lines = {line.split()[0]: line for line in proc.stdout.splitlines()}
-    assert lines["ticket-1"].endswith(r"remote said \x1b[2J\x1b[31mhacked\x1b[0m \u202eevil")
-    assert lines["ticket-3"].endswith(r"quarantined: bell\x07!")
+    for command in (("actions",), ("actions", "show", "ticket-1"), ("actions", "show", "ticket-3")):
+        proc = run_fsm(*command, "--db", ticket_db)
+        assert proc.returncode == 0, proc.stderr
+        assert all(ch.isprintable() for ch in proc.stdout.replace("\n", ""))
+        assert "\\x1b[2J\\x1b[31mhacked" in proc.stdout or "bell\\x07!" in proc.stdout
+    rows = table_rows(run_fsm("actions", "--db", ticket_db).stdout)
+    assert rows["ticket-1"][5] == (
+        r"remote said \x1b[2J\x1b[31mhacked\x1b[0m \u202eevil [bold]x[/bold]"
+    )  # rich's markup is not interpreted either
+    assert rows["ticket-3"][5] == r"bell\x07!"
 
 
 def test_actions_lists_page_after_page(tmp_path: Path) -> None:
-    """More rows than a page: each listed once, by id, under one header."""
+    """More rows than a page: each listed once, newest first, under one header."""
     db = tmp_path / "many.sqlite"
     bulk.fill(str(db), 2_345)
-    proc = run_fsm("actions", "--db", db)
+    proc = run_fsm("actions", "list", "--db", db, "--all")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("ID ") and sum(line.startswith("ID ") for line in lines) == 1
-    assert [line.split()[0] for line in lines[1:]] == [f"a{i:09d}" for i in range(2_345)]
+    newest_first = [f"a{i:09d}" for i in reversed(range(2_345))]
+    assert [line.split()[0] for line in lines[1:]] == newest_first
+    assert [a["id"] for a in listed("--db", db, "--all")] == newest_first
 
 
-def test_actions_limit(tmp_path: Path) -> None:
+def test_actions_limit_and_after(tmp_path: Path) -> None:
     db = tmp_path / "many.sqlite"
     bulk.fill(str(db), 5)
     proc = run_fsm("actions", "--db", db, "--limit", "2")
-    assert [line.split()[0] for line in proc.stdout.splitlines()] == [
-        "ID",
-        "a000000000",
-        "a000000001",
-    ]
-    whole = run_fsm("actions", "--db", db).stdout
-    assert run_fsm("actions", "--db", db, "--limit", "10").stdout == whole
+    lines = proc.stdout.splitlines()
+    assert [line.split()[0] for line in lines[:3]] == ["ID", "a000000004", "a000000003"]
+    more = lines[3].split()
+    assert more[:2] == ["more:", "--after"] and len(lines) == 4
+    nxt = run_fsm("actions", "--db", db, "--limit", "2", "--after", more[2]).stdout.splitlines()
+    assert [line.split()[0] for line in nxt[1:3]] == ["a000000002", "a000000001"]
+    first = listed("--db", db, "--limit", "2")
+    rest = listed("--db", db, "--after", first[-1]["cursor"])
+    assert [a["id"] for a in first + rest] == [f"a{i:09d}" for i in reversed(range(5))]
     for bad in ("0", "-1", "x", "1.5"):
         assert_one_line_error(run_fsm("actions", "--db", db, "--limit", bad), 2, "--limit")

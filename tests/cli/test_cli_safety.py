@@ -5,6 +5,7 @@ gives, a read-only mount, environment variables read at start-up."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
@@ -36,9 +37,9 @@ def run_on_read_only_folder(folder: Path, *args: str | Path) -> subprocess.Compl
 
 def test_inspection_works_on_a_read_only_folder(kinds_file: Path, ticket_db: Path) -> None:
     before = ticket_db.read_bytes()
-    proc = run_on_read_only_folder(ticket_db.parent, "actions", "--db", ticket_db)
+    proc = run_on_read_only_folder(ticket_db.parent, "actions", "--db", ticket_db, "--json")
     assert proc.returncode == 0, proc.stderr
-    assert [line.split()[0] for line in proc.stdout.splitlines()[1:]] == [
+    assert sorted(a["id"] for a in json.loads(proc.stdout)) == [
         "ticket-0",
         "ticket-1",
         "ticket-2",

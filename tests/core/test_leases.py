@@ -376,3 +376,27 @@ def test_a_worker_whose_only_due_rows_are_foreign_does_not_spin(
     assert store.quarantined() == []
     left = store.row(row.id)
     assert left is not None and left.lease_owner is None and left.quarantine is None
+
+
+def test_a_session_stopped_inside_a_transaction_frees_its_rows_after_a_lease(pg_url: str) -> None:
+    """A worker frozen mid-batch (SIGSTOP) must not hold its rows for ever: the server ends a
+    session idle in a transaction for a lease's time, and another worker claims the row."""
+    frozen = fsm.open_store(pg_url, lease_ttl=1)
+    other = fsm.open_store(pg_url)
+    try:
+        assert frozen.db.execute_sql("SHOW idle_in_transaction_session_timeout").fetchone() == (
+            "1s",
+        )
+        started(frozen, Alpha("a"))
+        frozen.db.execute_sql("BEGIN")
+        frozen.db.execute_sql("SELECT id FROM fsm_action WHERE id = 'a' FOR UPDATE")
+        assert other.claim_due(new_owner(), time.time(), 16) == []  # locked: skipped
+        deadline = time.monotonic() + 60  # a bound for a slow machine, not a timing claim
+        claimed: list[Claimed] = []
+        while not claimed and time.monotonic() < deadline:
+            time.sleep(0.2)
+            claimed = other.claim_due(new_owner(), time.time(), 16)
+        assert [c.id for c in claimed] == ["a"]
+    finally:
+        other.close()
+        frozen.db.close()

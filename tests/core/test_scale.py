@@ -18,7 +18,7 @@ import pytest
 
 import fsm
 from fsm.executor.executor import RESUME_PAGE
-from fsm.store import SCHEMA_VERSION, polls
+from fsm.store import SCHEMA_VERSION, census, polls
 from fsm.testing import bulk
 
 SMALL, LARGE = 1_000, 10_000
@@ -63,7 +63,8 @@ def pg_rows_read(store: fsm.Store, statement: str, params: Sequence[Any]) -> int
 
 
 def poll_statements(store: fsm.Store) -> dict[str, tuple[str, tuple[Any, ...]]]:
-    """Every statement an idle or busy worker polls with, and its parameters."""
+    """Every statement an idle or busy worker polls with, and its parameters (and the
+    oldest-due gauge's, read at every metrics scrape)."""
     sql = store._sql
     now = bulk.NOW
     with_kinds, kind_params = sql.for_kinds(polls.NEXT_WAKE, {bulk.KIND: 1})
@@ -77,6 +78,7 @@ def poll_statements(store: fsm.Store) -> dict[str, tuple[str, tuple[Any, ...]]]:
         "lease_owners": (sql.lease_owners, ()),
         "release_owner": (sql.release_owner, ("elsewhere:1:dead:0",)),
         "renew": (sql.renew, (now + 60, "elsewhere:1:dead:0", id_list)),
+        "oldest_due (a gauge)": (census.OLDEST_DUE.format(p=store.db.param), (now, now, now)),
     }
 
 
@@ -145,7 +147,7 @@ def test_next_wake_answers_as_before(store_url: str) -> None:
         store.close()
 
 
-def test_a_v2_database_is_upgraded_to_v3_and_keeps_its_rows(store_url: str) -> None:
+def test_a_v2_database_is_upgraded_and_keeps_its_rows(store_url: str) -> None:
     bulk.fill(store_url, 100)
     store = fsm.open_store(store_url)
     for statement in (
@@ -160,7 +162,7 @@ def test_a_v2_database_is_upgraded_to_v3_and_keeps_its_rows(store_url: str) -> N
 
     store = fsm.open_store(store_url)
     try:
-        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.schema_version == SCHEMA_VERSION
         assert store.rows() == before
         indexes = (
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'fsm_action' "
@@ -172,7 +174,83 @@ def test_a_v2_database_is_upgraded_to_v3_and_keeps_its_rows(store_url: str) -> N
         found = {name for (name,) in store.db.execute_sql(indexes).fetchall()}
     finally:
         store.close()
-    assert found == {"fsm_action_wake", "fsm_action_lease"}
+    assert found == {"fsm_action_wake", "fsm_action_lease", *V5_ACTION_INDEXES}
+
+
+V5_ACTION_INDEXES = ("fsm_action_started", "fsm_action_trouble")
+V5_OTHER_INDEXES = ("fsm_outcome_ended", "fsm_outcome_trouble", "fsm_transition_action")
+
+V4_END_TRIGGER = """
+CREATE TRIGGER fsm_action_end AFTER UPDATE OF ending ON fsm_action WHEN NEW.ending IS NOT NULL
+BEGIN
+    INSERT INTO fsm_outcome (id, incarnation, kind, state, status, error, cause, started_at,
+                             finished_at)
+    VALUES (NEW.id, NEW.incarnation, NEW.kind, NEW.state, NEW.ending,
+            CASE WHEN NEW.ending = 'done' THEN NULL ELSE NEW.last_error END, NEW.cause,
+            NEW.created_at, NEW.updated_at)
+    ON CONFLICT (id, incarnation) DO NOTHING;
+    INSERT INTO fsm_transition (action_id, kind, seq, from_state, to_state, outcome, via,
+                                attempt, error, duration, at)
+    SELECT NEW.id, NEW.kind, OLD.seq, OLD.state, NULL, NEW.step_outcome, NEW.step_via,
+           NEW.attempts, NEW.last_error, NEW.step_duration, NEW.updated_at
+    WHERE NEW.step_outcome IS NOT NULL;
+    DELETE FROM fsm_action WHERE id = NEW.id;
+END
+"""
+"""Schema v4's end trigger, as v4 created it (it keeps no counts)."""
+
+
+def make_v4(store: fsm.Store) -> None:
+    """Turn a v5 database into what v4 left: no counts, no listing indexes, v4's trigger."""
+    for index in (*V5_ACTION_INDEXES, *V5_OTHER_INDEXES):
+        store.db.execute_sql(f"DROP INDEX {index}")
+    if store.is_sqlite:
+        store.db.execute_sql("DROP TRIGGER fsm_action_end")
+    for table in ("fsm_action", "fsm_outcome"):
+        for column in ("steps", "retries"):
+            store.db.execute_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+    if store.is_sqlite:
+        store.db.execute_sql(V4_END_TRIGGER)
+    store.db.execute_sql("UPDATE fsm_meta SET value = '4' WHERE key = 'schema_version'")
+
+
+def test_a_v4_database_is_upgraded_to_count_steps_and_list(store_url: str) -> None:
+    """v4 -> v5: the counts start at 0 on what was there, the end keeps them from then on,
+    and the listing's indexes exist; a read-only open of the v4 file says how to upgrade."""
+    bulk.fill(store_url, 100)
+    store = fsm.open_store(store_url)
+    store.insert("old", "k", "s0", 1, "{}", (), bulk.NOW)
+    claimed = store.claim("old", "me", bulk.NOW)
+    assert isinstance(claimed, fsm.store.Claimed)
+    end = fsm.LogEntry("k", 0, "s0", None, "done", "step", 0, None, 0.0)
+    store.finish("old", claimed.epoch, end, bulk.NOW + 1, status="done", state="s0")
+    store.insert("again", "k", "s0", 1, "{}", (), bulk.NOW)
+    before = store.rows()
+    make_v4(store)
+    store.close()
+
+    reader = fsm.open_store(store_url, readonly=True)
+    try:
+        with pytest.raises(fsm.SchemaError, match="v4 is older than this fsm"):
+            reader.list_actions()
+    finally:
+        reader.close()
+
+    store = fsm.open_store(store_url)
+    try:
+        assert store.schema_version == SCHEMA_VERSION == 5
+        assert store.rows() == before
+        kept = store.outcome("old")
+        assert kept is not None and (kept.status, kept.steps, kept.retries) == ("done", 0, 0)
+        claimed = store.claim("again", "me", bulk.NOW)
+        assert isinstance(claimed, fsm.store.Claimed)
+        store.finish("again", claimed.epoch, end, bulk.NOW + 2, status="done", state="s0")
+        kept = store.outcome("again")
+        assert kept is not None and (kept.steps, kept.retries) == (1, 0)
+        page = store.list_actions(fsm.ActionFilter(statuses=("done",)))
+        assert [a.id for a in page] == ["again", "old"]
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("rows", [0, 3])
@@ -266,3 +344,101 @@ def test_a_cancelled_resume_cancels_its_drives_and_lets_go(db_path: Path) -> Non
         assert all(r.lease_owner is None for r in store.rows() if r.id in started)
     finally:
         store.close()
+
+
+PAGING_LIVE, PAGING_ENDED = 60_000, 40_000
+"""100,000 rows for the paging test: live actions and kept outcomes."""
+
+
+def test_paging_through_100000_rows_lists_each_once_in_order(store_url: str) -> None:
+    """Every row once, newest first, each page after the last; filters keep what they say
+    (correctness at scale, not time: `benchmarks/scale.py` times the pages)."""
+    bulk.fill(store_url, PAGING_LIVE)
+    bulk.fill_ended(store_url, PAGING_ENDED)
+    store = fsm.open_store(store_url)
+    try:
+        seen = [a for page in store.walk_actions(page=997) for a in page]
+        keys = [(a.at, a.id, a.incarnation) for a in seen]
+        assert len(seen) == PAGING_LIVE + PAGING_ENDED == len(set(keys))
+        assert keys == sorted(keys, reverse=True)
+        assert {a.id for a in seen} == {f"a{i:09d}" for i in range(PAGING_LIVE)} | {
+            f"e{i:09d}" for i in range(PAGING_ENDED)
+        }
+
+        def walk(**where: Any) -> list[fsm.ActionSummary]:
+            flt = fsm.ActionFilter(**where)
+            return [a for page in store.walk_actions(flt, page=1000) for a in page]
+
+        failed = walk(statuses=("failed",))
+        assert [a.id for a in failed] == [
+            f"e{i:09d}" for i in reversed(range(PAGING_ENDED)) if i % 10 == 4
+        ]
+        assert all(
+            a.retries == 1 and a.error == f"remote said no ({a.id[1:].lstrip('0')})" for a in failed
+        )
+        quarantined = walk(statuses=("quarantined",))
+        assert [a.id for a in quarantined] == [
+            f"a{i:09d}" for i in reversed(range(PAGING_LIVE)) if i % 1000 == 7
+        ]
+        since = bulk.NOW - 100_000 + PAGING_ENDED - 2_500  # the last 2,500 ends
+        recent = walk(statuses=("ended",), since=since)
+        assert len(recent) == 2_500 and all((a.ended_at or 0) >= since for a in recent)
+        said = walk(error="SAID NO (3999")
+        assert [a.id for a in said] == ["e000039994"]
+    finally:
+        store.close()
+
+
+LISTINGS = {
+    "every action": fsm.ActionFilter(),
+    "failed": fsm.ActionFilter(statuses=("failed",)),
+    "broken or quarantined": fsm.ActionFilter(statuses=("broken", "quarantined")),
+    "ended since": fsm.ActionFilter(statuses=("ended",), since=bulk.NOW - 100_000 + 500),
+}
+"""Listings whose first page must cost the same at any table size. (A search of error texts
+reads the rows in trouble, by a partial index: it grows with the trouble, not the table.)"""
+
+
+def listing_statements(store: fsm.Store) -> dict[str, tuple[str, tuple[Any, ...]]]:
+    """Each statement the first page of each of `LISTINGS` runs (caught on their way)."""
+    caught: dict[str, tuple[str, tuple[Any, ...]]] = {}
+    run = store._link.exec
+    for name, where in LISTINGS.items():
+
+        def catch(sql: str, params: Sequence[Any] = (), name: str = name) -> Any:
+            if sql.startswith("SELECT"):
+                caught[f"{name} #{len([k for k in caught if k.startswith(name)])}"] = (
+                    sql,
+                    tuple(params),
+                )
+            return run(sql, params)
+
+        store._link.exec = catch  # type: ignore[method-assign]
+        try:
+            store.list_actions(where, limit=1, now=bulk.NOW)  # one row: the seek alone
+        finally:
+            store._link.exec = run  # type: ignore[method-assign]
+    return caught
+
+
+def test_a_listings_first_page_does_not_grow_with_the_tables(store_url: str) -> None:
+    def work() -> dict[str, int]:
+        store = fsm.open_store(store_url)
+        try:
+            if not store.is_sqlite:
+                for table in ("fsm_action", "fsm_outcome"):
+                    store.db.execute_sql(f"ANALYZE {table}")
+            measure = sqlite_steps if store.is_sqlite else pg_rows_read
+            return {n: measure(store, *call) for n, call in listing_statements(store).items()}
+        finally:
+            store.close()
+
+    bulk.fill(store_url, SMALL)
+    bulk.fill_ended(store_url, SMALL)
+    small = work()
+    bulk.fill(store_url, LARGE - SMALL, start=SMALL)
+    bulk.fill_ended(store_url, LARGE - SMALL, start=SMALL)
+    large = work()
+    assert len(small) >= len(LISTINGS)
+    grown = {n: (small[n], large[n]) for n in small if large[n] > 2 * small[n] + 50}
+    assert not grown, f"work at {SMALL} -> {LARGE} rows grew: {grown}"

@@ -75,8 +75,10 @@ def claim(store: fsm.Store, action_id: str = "a", owner: str = OWNER, now: float
     return claimed
 
 
-def entry(seq: int, from_state: str, to_state: str | None, outcome: str = "next") -> LogEntry:
-    return LogEntry("k", seq, from_state, to_state, outcome, "step", 0, None, 0.001)
+def entry(
+    seq: int, from_state: str, to_state: str | None, outcome: str = "next", error: str | None = None
+) -> LogEntry:
+    return LogEntry("k", seq, from_state, to_state, outcome, "step", 0, error, 0.001)
 
 
 def step(
@@ -250,7 +252,8 @@ def test_finish_deletes_releases_keeps_the_outcome_and_logs_the_end(store: fsm.S
     store.finish("a", c.epoch, entry(0, "s0", None, "done"), T0 + 3, status="done", state="ok")
     assert store.row("a") is None
     assert store.all_resources() == {}
-    assert store.outcome("a") == KeptOutcome("a", "", "k", "ok", "done", None, None, T0, T0 + 3)
+    kept = KeptOutcome("a", "", "k", "ok", "done", None, None, T0, T0 + 3, steps=1)
+    assert store.outcome("a") == kept
     assert [(t.from_state, t.to_state, t.outcome) for t in store.transitions("a")] == [
         ("s0", None, "done")
     ]
@@ -258,11 +261,28 @@ def test_finish_deletes_releases_keeps_the_outcome_and_logs_the_end(store: fsm.S
         store.finish("a", c.epoch, entry(0, "s0", None, "done"), T0 + 4, status="done", state="ok")
 
 
+def test_an_end_keeps_one_error_for_its_outcome_and_its_log(store: fsm.Store) -> None:
+    start(store)
+    c = claim(store)
+    with pytest.raises(ValueError, match="an end's error must be its log entry's"):
+        store.finish("a", c.epoch, entry(0, "s0", None, "failed"), T0 + 3, status="failed",
+                     state="s0", error="refused")  # fmt: skip
+    with pytest.raises(ValueError, match="an end's error must be its log entry's"):
+        store.finish("a", c.epoch, entry(0, "s0", None, "done"), T0 + 3, status="done",
+                     state="s0", error="refused")  # fmt: skip
+    assert store.row("a") is not None  # refused before any statement ran
+    store.finish("a", c.epoch, entry(0, "s0", None, "done", "a retried fault"), T0 + 3,
+                 status="done", state="s1", cause="why")  # fmt: skip
+    kept = store.outcome("a")
+    assert kept is not None and (kept.state, kept.error, kept.cause) == ("s1", None, "why")
+    assert [t.error for t in store.transitions("a")] == ["a retried fault"]
+
+
 def test_a_recent_outcome_answers_a_start_delivered_again(store: fsm.Store) -> None:
     start(store)
     c = claim(store)
-    store.finish("a", c.epoch, entry(0, "s0", None, "failed"), T0 + 3, status="failed",
-                 state="s0", error="refused")  # fmt: skip
+    store.finish("a", c.epoch, entry(0, "s0", None, "failed", "refused"), T0 + 3,
+                 status="failed", state="s0", error="refused")  # fmt: skip
     kept = store.insert("a", "k", "s0", 1, "{}", (), T0 + 4, incarnation="i2", ended_since=T0)
     assert isinstance(kept, KeptOutcome)
     assert (kept.status, kept.error) == ("failed", "refused")
@@ -427,7 +447,10 @@ def test_unsupported_urls_name_the_accepted_forms() -> None:
 def test_a_v1_database_is_migrated_in_place(stores: OpenStore) -> None:
     store = stores()
     start(store)
-    for column in ("incarnation", "cause", "broken", "notified"):
+    if store.is_sqlite:  # SQLite's end trigger (v4) reads v2's columns
+        store.db.execute_sql("DROP TRIGGER fsm_action_end")
+    store.db.execute_sql("DROP INDEX fsm_action_trouble")  # v5's, reads v2's broken
+    for column in ("incarnation", "cause", "broken", "notified", "ending", "steps", "retries"):
         store.db.execute_sql(f"ALTER TABLE fsm_action DROP COLUMN {column}")
     store.db.execute_sql("DROP TABLE fsm_outcome")
     store.db.execute_sql("UPDATE fsm_meta SET value = '1' WHERE key = 'schema_version'")
@@ -501,3 +524,19 @@ def test_the_environment_arms_a_store_of_any_program(tmp_path: Path) -> None:
         assert store.live_ids() == ["a"]  # killed right after the start committed
     finally:
         store.close()
+
+
+def test_importing_fsm_loads_no_testing_tool_unless_the_environment_arms_one() -> None:
+    """Production pays nothing for the test seam: the tools load only when a variable is set."""
+    code = (
+        "import sys, fsm; s = fsm.Store.sqlite(':memory:'); "
+        "print(sorted(m for m in sys.modules if m.startswith('fsm.testing'))); s.close()"
+    )
+    plain = subprocess.run([sys.executable, "-c", code], env=child_env({}), capture_output=True)
+    assert plain.returncode == 0, plain.stderr.decode()
+    assert plain.stdout.decode().strip() == "[]"
+    armed_env = child_env({"FSM_DB_FAULTS": "0:1"})
+    armed = subprocess.run([sys.executable, "-c", code], env=armed_env, capture_output=True)
+    assert armed.returncode == 0, armed.stderr.decode()
+    assert "'fsm.testing.faults'" in armed.stdout.decode()
+    assert b"FSM_DB_FAULTS='0:1' is set" in armed.stderr

@@ -117,6 +117,7 @@ SNIPPET = textwrap.dedent(
             b.to(end),
             a.rejected(handler=refused, to=(b, end)),
             b.rejected(handler=refused, to=end),
+            a.cancelled(to=end),  # a cancel row types with the rest of the table
         )
 
         @staticmethod
