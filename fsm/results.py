@@ -123,8 +123,11 @@ class ResumeReport:
     counts: Mapping[DriveStatus, int]
     """How many drives ended with each status (statuses no drive ended with are absent)."""
     failures: tuple[DriveResult, ...]
+    """The drives that did not end `DriveResult.ok`, in full (at most `KEPT_FAILURES`)."""
     quarantined: tuple[RowInfo, ...]
+    """The rows set aside in the table when the run ended."""
     failures_omitted: int = 0
+    """How many more drives did not end ok than `failures` holds."""
     _results: tuple[DriveResult, ...] | None = None
 
     @property
