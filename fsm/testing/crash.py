@@ -184,13 +184,17 @@ def soak(
     """
     rng = random.Random(seed)
     report = CrashReport(scenario.name)
-    first, last = _work_window(scenario, workdir / "clean")
-    window = max(last - first, 0.01)
     env = {**os.environ, **scenario.env}
     faults_trace = workdir / "db-faults.trace"
     faults_trace.unlink(missing_ok=True)
+    faults = {DB_FAULTS_ENV: f"{db_fault_rate}:{seed}"} if db_fault_rate else {}
+    # The window is measured under the same faults: their retries and backoffs move the
+    # first write later than a clean run's, and kills aimed by a clean run would land before
+    # it, on no work, every time on a slow machine.
+    first, last = _work_window(scenario, workdir / "clean", faults)
+    window = max(last - first, 0.01)
     if db_fault_rate:
-        env[DB_FAULTS_ENV] = f"{db_fault_rate}:{seed}"
+        env.update(faults)
         env[DB_FAULTS_TRACE_ENV] = str(faults_trace)
     rounds, lag = 0, 0.0
     folder = _fresh(workdir / "soak-0", scenario)
@@ -218,8 +222,11 @@ def soak(
     return report
 
 
-def _work_window(scenario: Scenario, folder: Path, timeout: float = 300) -> tuple[float, float]:
-    """When a clean run from a fresh folder passes its first and last write points.
+def _work_window(
+    scenario: Scenario, folder: Path, faults: dict[str, str], timeout: float = 300
+) -> tuple[float, float]:
+    """When a run from a fresh folder, killed by nothing (``faults``: the database faults
+    the soak arms, if any), passes its first and last write points.
 
     Seconds after the driver's start, read off the growth of its ``FSM_CRASH_TRACE`` file:
     before the first pass the driver is still starting up, after the last it has nothing
@@ -228,7 +235,7 @@ def _work_window(scenario: Scenario, folder: Path, timeout: float = 300) -> tupl
     folder = _fresh(folder, scenario)
     trace_file = folder.parent / f"{folder.name}.points"
     trace_file.unlink(missing_ok=True)
-    env = {**os.environ, **scenario.env, TRACE_ENV: str(trace_file)}
+    env = {**os.environ, **scenario.env, **faults, TRACE_ENV: str(trace_file)}
     env.pop(CRASH_ENV, None)
     t0 = time.monotonic()
     proc = _spawn(scenario, folder, env)
@@ -244,7 +251,7 @@ def _work_window(scenario: Scenario, folder: Path, timeout: float = 300) -> tupl
             size, last = grown, now
             first = first or now
         time.sleep(0.002)
-    if proc.returncode != 0:
+    if proc.returncode != 0 and not faults:  # under faults a run may give up; it timed work
         raise RuntimeError(f"{scenario.name}: the clean run failed")
     end = time.monotonic() - t0
     return (first, last) if size else (0.05, end)
