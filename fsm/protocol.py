@@ -203,22 +203,16 @@ class StepContext(Generic[S]):
     def acquire(self, *names: str) -> None:
         """Take ``names`` for this action, written with the step's checkpoint.
 
-        Raises `fsm.ResourceConflict` now if another live action holds one of them. One
-        read per name not yet known to be held (its holder); the list of what the action
-        holds is read only if the step asks for it (`resources`, `holds`, `release`): each
-        read is a round trip on PostgreSQL, on the event loop's thread.
+        Raises `fsm.ResourceConflict` now if another live action holds one of them.
         """
-        held = self._held
+        held = self._held_set()
         for name in names:
-            if name in (self._acquired if held is None else held):
+            if name in held:
                 continue
             holder = self._holder_of(name)
             if holder is not None and holder != self.action_id:
                 raise ResourceConflict(name, holder, self.action_id)
-            if holder is not None and held is None:
-                continue  # held since an earlier step: nothing changes
-            if held is not None:
-                held.add(name)
+            held.add(name)
             if name in self._released:
                 self._released.remove(name)
             else:
@@ -241,10 +235,8 @@ class StepContext(Generic[S]):
         return tuple(self._acquired), tuple(self._released)
 
     def _held_set(self) -> set[str]:
-        """What the action holds with this step's changes; read once, when first asked (a
-        release reads it first, so only acquisitions can precede the read)."""
         if self._held is None:
-            self._held = set(self._load_held()).union(self._acquired)
+            self._held = set(self._load_held())
         return self._held
 
 

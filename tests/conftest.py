@@ -81,7 +81,8 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "actions.sqlite"
 
 
-def _fresh_schema() -> Iterator[str]:
+@pytest.fixture
+def pg_url() -> Iterator[str]:
     """A URL to a fresh schema of its own on the test PostgreSQL server, dropped afterwards."""
     import psycopg
 
@@ -93,18 +94,6 @@ def _fresh_schema() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A URL to a fresh schema of its own on the test PostgreSQL server, dropped afterwards."""
-    yield from _fresh_schema()
-
-
-@pytest.fixture
-def other_pg_url() -> Iterator[str]:
-    """A second fresh schema in the same database (with ``pg_url``): two teams, one server."""
-    yield from _fresh_schema()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
