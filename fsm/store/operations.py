@@ -22,6 +22,7 @@ from fsm.store.inspection import pages
 from fsm.store.records import LoggedStep
 from fsm.store.reports import ActionFilter, ActionReport, ActionSummary, Cursor, PruneResult
 from fsm.store.schema import explain_missing
+from fsm.store.statements import Statements
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,6 +39,7 @@ class Operations:
     db: peewee.Database
     committer: Committer
     _link: Link
+    _sql: Statements
     _read_version: int | None
 
     def now(self) -> float:  # pragma: no cover - `Store.now` is the one used
@@ -100,7 +102,7 @@ class Operations:
         if not (isinstance(history, int) and history >= 0):
             raise ValueError(f"history must be a count >= 0, got {history!r}")
         now = self.now()
-        return self._run(report.inspect, self._link, self.db.param, action_id, now, history)
+        return self._run(report.inspect, self._link, self._sql, action_id, now, history)
 
     def history(
         self,

@@ -19,6 +19,8 @@ import attrs
 from fsm.store.connection import Link
 from fsm.store.records import KeptOutcome, LoggedStep
 from fsm.store.reports import ActionReport, ActionStatus, live_status
+from fsm.store.resources import held_by
+from fsm.store.statements import Statements
 
 _LIVE = (
     "SELECT kind, state, version, payload, incarnation, seq, attempts, last_error, cause, "
@@ -49,15 +51,16 @@ def one_snapshot(link: Link) -> Iterator[None]:
 
 
 def inspect(
-    link: Link, p: str, action_id: str, now: float, history: int = DEFAULT_HISTORY
+    link: Link, sql: Statements, action_id: str, now: float, history: int = DEFAULT_HISTORY
 ) -> ActionReport | None:
     """The report on ``action_id`` (see `ActionReport`), ``None`` if the database holds
     neither a live row nor a kept outcome of it."""
+    p = sql.param
     with one_snapshot(link):
         row = link.exec(_LIVE.format(p=p), (action_id,)).fetchone()
         kept = [KeptOutcome(*r) for r in link.exec(_OUTCOMES.format(p=p), (action_id,))]
         if row is not None:
-            report = _live_report(link, p, action_id, row, now)
+            report = _live_report(link, sql, action_id, row, now)
             earlier = tuple(kept)
             until = float("inf")
         elif kept:
@@ -96,7 +99,7 @@ def history_page(
 
 
 def _live_report(
-    link: Link, p: str, action_id: str, row: tuple[Any, ...], now: float
+    link: Link, sql: Statements, action_id: str, row: tuple[Any, ...], now: float
 ) -> ActionReport:
     (
         kind,
@@ -119,9 +122,7 @@ def _live_report(
         steps,
         retries,
     ) = row
-    held = link.exec(
-        f"SELECT name FROM fsm_resource WHERE action_id = {p} ORDER BY name", (action_id,)
-    ).fetchall()
+    held = held_by(link, sql, action_id)
     status = live_status(
         quarantine=quarantine,
         broken=bool(broken),
@@ -151,7 +152,7 @@ def _live_report(
         lease_expires=expires,
         quarantine=quarantine,
         notified=bool(notified),
-        resources=tuple(name for (name,) in held),
+        resources=tuple(held),
     )
 
 

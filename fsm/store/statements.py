@@ -170,6 +170,11 @@ class Statements:
             )
         return cached
 
+    @property
+    def param(self) -> str:
+        """The driver's parameter marker (``?`` or ``%s``), for SQL written elsewhere."""
+        return self._p
+
     def finish(self, logged: bool) -> str:
         """PostgreSQL's terminal write as one statement: delete the row (fenced), keep its
         outcome and, when ``logged``, write its log row, all from the deleted row. Built
