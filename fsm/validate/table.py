@@ -102,19 +102,7 @@ def check_rejection_rows(d: Definition) -> None:
     known = set(map(id, d.states))
     seen: set[int] = set()
     for r in d.rejections:
-        if not isinstance(r.source, State) or id(r.source) not in known:
-            raise d.problem(
-                None,
-                f"a rejection row starts from unknown state {r.source!r}",
-                "write `state.rejected(...)` on states of this kind",
-            )
-        if id(r.source) in seen:
-            raise d.problem(
-                r.source,
-                "the table has two rejection rows for this state",
-                "keep one `rejected(...)` row per state",
-            )
-        seen.add(id(r.source))
+        _one_per_state(d, r.source, known, seen, "rejection", "rejected(...)")
         if r.source.terminal:
             raise d.problem(r.source, "a terminal state has a rejection row", "remove that row")
         if r.park:
@@ -128,6 +116,27 @@ def check_rejection_rows(d: Definition) -> None:
             _check_handler(d, r, known)
         else:
             _check_route(d, r, known)
+
+
+def _one_per_state(
+    d: Definition, source: object, known: set[int], seen: set[int], row: str, call: str
+) -> None:
+    """A route row (``row``: rejection or cancel) starts from a state of this kind, and no
+    state has two; ``seen`` collects the states met so far, ``call`` is how the row is
+    written (for the fix)."""
+    if not isinstance(source, State) or id(source) not in known:
+        raise d.problem(
+            None,
+            f"a {row} row starts from unknown state {source!r}",
+            f"write `state.{call}` on states of this kind",
+        )
+    if id(source) in seen:
+        raise d.problem(
+            source,
+            f"the table has two {row} rows for this state",
+            f"keep one `{call}` row per state",
+        )
+    seen.add(id(source))
 
 
 def _check_route(d: Definition, r: Rejection[Any, Any], known: set[int]) -> None:
@@ -164,19 +173,7 @@ def check_cancel_rows(d: Definition) -> None:
     known = set(map(id, d.states))
     seen: set[int] = set()
     for c in d.cancels:
-        if not isinstance(c.source, State) or id(c.source) not in known:
-            raise d.problem(
-                None,
-                f"a cancel row starts from unknown state {c.source!r}",
-                "write `state.cancelled(to=...)` on states of this kind",
-            )
-        if id(c.source) in seen:
-            raise d.problem(
-                c.source,
-                "the table has two cancel rows for this state",
-                "keep one `cancelled(to=...)` row per state",
-            )
-        seen.add(id(c.source))
+        _one_per_state(d, c.source, known, seen, "cancel", "cancelled(to=...)")
         if c.source.terminal:
             raise d.problem(
                 c.source,
