@@ -31,7 +31,7 @@ import fsm
 TESTS = Path(__file__).resolve().parent.parent / "tests" / "support"
 sys.path.insert(0, str(TESTS))
 
-from actions import start_transfers  # noqa: E402  (the tests' kind, shared on purpose)
+from actions import Ledger, start_transfers  # noqa: E402  (the tests' kind, shared on purpose)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -56,6 +56,7 @@ def run(
     measured window only), ``self`` (this process, measured window)."""
     children_before = rusage_cpu(resource.RUSAGE_CHILDREN)
     store = fsm.open_store(url)
+    Ledger.in_store(store)  # its table, before the workers race to create it
     log_files = [logs / f"{uuid.uuid4().hex}.log" for _ in range(workers)]
     command = [sys.executable, "-m", "fsm.cli", "worker", "--db", url, "--module", "actions"]
     command += ["--services", "actions:services", "--concurrency", "16"]
@@ -64,6 +65,9 @@ def run(
         for log in log_files
     ]
     while not all(log.exists() and "started" in log.read_text() for log in log_files):
+        dead = [log.read_text() for p, log in zip(procs, log_files, strict=True) if p.poll()]
+        if dead:
+            raise SystemExit(f"a worker did not start: {dead[0]}")
         time.sleep(0.01)
     t0 = time.perf_counter()
     cpu0 = sum(cpu_seconds(p.pid) for p in procs)

@@ -203,16 +203,22 @@ class StepContext(Generic[S]):
     def acquire(self, *names: str) -> None:
         """Take ``names`` for this action, written with the step's checkpoint.
 
-        Raises `fsm.ResourceConflict` now if another live action holds one of them.
+        Raises `fsm.ResourceConflict` now if another live action holds one of them. One
+        read per name not yet known to be held (its holder); the list of what the action
+        holds is read only if the step asks for it (`resources`, `holds`, `release`): each
+        read is a round trip on PostgreSQL, on the event loop's thread.
         """
-        held = self._held_set()
+        held = self._held
         for name in names:
-            if name in held:
+            if name in (self._acquired if held is None else held):
                 continue
             holder = self._holder_of(name)
             if holder is not None and holder != self.action_id:
                 raise ResourceConflict(name, holder, self.action_id)
-            held.add(name)
+            if holder is not None and held is None:
+                continue  # held since an earlier step: nothing changes
+            if held is not None:
+                held.add(name)
             if name in self._released:
                 self._released.remove(name)
             else:
@@ -235,8 +241,10 @@ class StepContext(Generic[S]):
         return tuple(self._acquired), tuple(self._released)
 
     def _held_set(self) -> set[str]:
+        """What the action holds with this step's changes; read once, when first asked (a
+        release reads it first, so only acquisitions can precede the read)."""
         if self._held is None:
-            self._held = set(self._load_held())
+            self._held = set(self._load_held()).union(self._acquired)
         return self._held
 
 

@@ -81,8 +81,7 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "actions.sqlite"
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
+def _fresh_schema() -> Iterator[str]:
     """A URL to a fresh schema of its own on the test PostgreSQL server, dropped afterwards."""
     import psycopg
 
@@ -94,6 +93,18 @@ def pg_url() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A URL to a fresh schema of its own on the test PostgreSQL server, dropped afterwards."""
+    yield from _fresh_schema()
+
+
+@pytest.fixture
+def other_pg_url() -> Iterator[str]:
+    """A second fresh schema in the same database (with ``pg_url``): two teams, one server."""
+    yield from _fresh_schema()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -41,6 +41,7 @@ from typing import Any, Generic, TypeVar
 
 from fsm.errors import LeaseLost
 from fsm.store.connection import Link, is_transient
+from fsm.store.pipeline import pipelined, refused
 
 log = logging.getLogger("fsm.store")
 
@@ -350,21 +351,31 @@ class Committer:
             job.error = exc
 
     def _together(self, batch: list[Job[Any]]) -> None:
+        """Commit ``batch`` in one transaction; on PostgreSQL, when every job is one
+        `Statement`, in one round trip (`fsm.store.pipeline`), its results read after."""
         link = self._link
         point = link.hooks.point
         failed: Job[Any] | None = None
+        piped = pipelined(link, [job.body for job in batch])
+        sent: list[Any] = []  # piped: the cursors of the statements sent
         try:
-            with link.transaction():
-                for job in batch:
+            with link.transaction() if piped is None else link.pipeline():
+                for index, job in enumerate(batch):
                     failed = job
                     if point is not None:
                         point(f"{job.point}.before")
+                    if piped is not None:
+                        sent.append(link.exec(piped[index].sql, piped[index].params))
+                        continue
                     try:
                         job.result = job.body(True)
                     except LeaseLost as exc:  # its fenced statement changed nothing
                         job.error = exc
                 failed = None  # from here on, the COMMIT
         except Exception as exc:
+            refusal = None if piped is None else refused(link, sent)
+            if refusal is not None:  # the server refused this job's statement
+                failed = batch[refusal]
             if is_transient(exc) and failed is None:  # BEGIN or COMMIT: the batch as a whole
                 for job in batch:
                     job.error = exc
@@ -379,6 +390,11 @@ class Committer:
             return
         self.batches += 1
         self.commits += 1
+        for job, statement, cursor in zip(batch, piped or (), sent, strict=False):
+            try:  # piped: each statement's result is read once the batch committed
+                job.result = statement.judge(cursor)
+            except Exception as exc:  # its fence matched no row: it changed nothing
+                job.error = exc
         for job in batch:
             if point is not None and job.error is None:
                 try:

@@ -153,6 +153,11 @@ class Link:
         """The driver connection now open, or ``None``; never opens one."""
         return None if self.db.is_closed() else self.db.connection()
 
+    def usable(self) -> bool:
+        """True when a connection is open and not broken (it may be in a transaction)."""
+        conn = self._current()
+        return conn is not None and not _is_broken(conn)
+
     def idle(self) -> bool:
         """True when the connection is usable and has no transaction open."""
         conn = self._current()
@@ -177,6 +182,27 @@ class Link:
             yield
             self.exec("COMMIT")
         except BaseException:
+            self._abandon()
+            raise
+
+    @contextmanager
+    def pipeline(self) -> Iterator[None]:
+        """PostgreSQL: one transaction in one round trip (psycopg's pipeline mode).
+
+        ``BEGIN``, the statements `exec` sends inside the block, and ``COMMIT`` go out
+        together and are synced once, as the block ends: a cursor `exec` returned inside
+        the block holds its result only after that. An error of any of them (raised as the
+        block ends) rolls the transaction back as `transaction` does; see
+        `fsm.store.pipeline.refused` for which statement it was.
+        """
+        conn = self.connection()
+        try:
+            with WRAP_ERRORS, conn.pipeline():
+                self.exec("BEGIN")
+                yield
+                self.exec("COMMIT")
+        except BaseException:
+            self.failed_calls += 1
             self._abandon()
             raise
 

@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from fsm.errors import LeaseLost
+from fsm.store.channel import NOTIFY
 from fsm.store.connection import Link
 from fsm.store.leases import owner_is_dead
 from fsm.store.records import Claimed, ClaimMiss, LogEntry
@@ -57,12 +58,19 @@ class ControlWrites:
     """The controls' statements over one store's connection."""
 
     def __init__(
-        self, link: Link, sql: Statements, write_now: WriteNow, logs: Callable[[], bool]
+        self,
+        link: Link,
+        sql: Statements,
+        write_now: WriteNow,
+        logs: Callable[[], bool],
+        channel: str | None,
     ) -> None:
         self._link = link
         self._sql = sql
         self._write_now = write_now
         self._logs = logs
+        self._channel = channel
+        """PostgreSQL: the NOTIFY channel of the store's schema (`fsm.store.channel`)."""
         p = link.db.param
         self._p = p
         returning = f"RETURNING {CLAIMED_COLUMNS}, quarantine"
@@ -140,8 +148,8 @@ class ControlWrites:
                     raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
                 if log is not None:
                     link.exec(self._sql.log, log)
-                if wake and not link.sqlite:
-                    link.exec(self._sql.notify_due)
+                if wake and self._channel is not None:
+                    link.exec(NOTIFY, (self._channel,))
 
         self._write_now("control", body, solo=True)
 
@@ -163,8 +171,8 @@ class ControlWrites:
                 if self._logs():
                     entry = LogEntry(kind, seq, state, state, "due", "notify", attempts, text, 0.0)
                     link.exec(self._sql.log, (action_id, *entry.values(), now))
-                if not link.sqlite:
-                    link.exec(self._sql.notify_due)
+                if self._channel is not None:
+                    link.exec(NOTIFY, (self._channel,))
             return str(kind), str(state), int(attempts)
 
         result: tuple[str, str, int] | ClaimMiss = self._write_now("wake", body, solo=True)

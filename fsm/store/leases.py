@@ -15,10 +15,12 @@ import os
 import socket
 import uuid
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import orjson
 
 from fsm.store.connection import Link
+from fsm.store.pipeline import Statement
 from fsm.store.records import Claimed, ClaimMiss
 from fsm.store.statements import Statements
 
@@ -91,10 +93,32 @@ def claim(
     at once; the executor keeps two of its own tasks apart in memory. The lease of a
     certainly dead owner (`owner_is_dead`) is taken over.
     """
+    taking = claim_statement(link, sql, action_id, owner, now, until)
     with link.write_point("claim"):
-        row = link.exec(sql.claim, (owner, until, action_id, now, owner)).fetchone()
-    if row is not None:
-        return Claimed(action_id, *row)
+        cursor = link.exec(taking.sql, taking.params)
+    return taking.judge(cursor)
+
+
+def claim_statement(
+    link: Link, sql: Statements, action_id: str, owner: str, now: float, until: float
+) -> Statement[Claimed | ClaimMiss]:
+    """`claim`'s one statement, for the committer to batch with other writes
+    (`Store.claim_soon`); its judge reads the claimed row, or finds out why there is none
+    (reads, and the takeover of a dead owner's lease, run after the claim's commit)."""
+
+    def judge(cursor: Any) -> Claimed | ClaimMiss:
+        row = cursor.fetchone()
+        if row is not None:
+            return Claimed(action_id, *row)
+        return _missed(link, sql, action_id, owner, until)
+
+    return Statement(link, sql.claim, (owner, until, action_id, now, owner), judge)
+
+
+def _missed(
+    link: Link, sql: Statements, action_id: str, owner: str, until: float
+) -> Claimed | ClaimMiss:
+    """Why a claim took no row; a dead owner's lease is taken over instead."""
     info = link.exec(sql.lease_of, (action_id,)).fetchone()
     if info is None:
         return ClaimMiss.MISSING
@@ -133,13 +157,33 @@ def claim_due(
     never wait on each other; on SQLite the statement runs under the database's single
     write lock.
     """
-    if kinds is not None and not kinds:
+    due = due_claim(link, sql, owner, now, until, limit, kinds)
+    if due is None:
         return []
+    with link.write_point("claim"):
+        return due(False)
+
+
+def due_claim(
+    link: Link,
+    sql: Statements,
+    owner: str,
+    now: float,
+    until: float,
+    limit: int,
+    kinds: Mapping[str, int] | None,
+) -> Statement[list[Claimed]] | None:
+    """`claim_due`'s one statement (``None`` when ``kinds`` is empty: nothing to claim),
+    for the committer to batch with other writes (`Store.claim_due_soon`)."""
+    if kinds is not None and not kinds:
+        return None
     statement, kind_params = sql.for_kinds(sql.claim_due, kinds)
     params = (owner, until, now, now, *kind_params, limit)
-    with link.write_point("claim"):
-        rows = link.exec(statement, params).fetchall()
-    return [Claimed(*row) for row in rows]
+    return Statement(link, statement, params, _claimed)
+
+
+def _claimed(cursor: Any) -> list[Claimed]:
+    return [Claimed(*row) for row in cursor.fetchall()]
 
 
 def release_dead_leases(link: Link, sql: Statements) -> int:

@@ -25,9 +25,6 @@ STEP_COLUMNS: tuple[str, ...] = (
 )
 """The columns every step's fenced UPDATE writes (then the bookkeeping that changed)."""
 
-DUE_CHANNEL = "fsm_due"
-"""The PostgreSQL NOTIFY channel a start or a notify signals on (workers LISTEN to it)."""
-
 _KINDS = "/*kinds*/"
 """Where `Statements.for_kinds` puts its kind filter in a statement (a no-op comment)."""
 
@@ -134,8 +131,14 @@ class Statements:
         self.resources_of = f"SELECT name FROM fsm_resource WHERE action_id = {p} ORDER BY name"
         self.all_resources = "SELECT name, action_id FROM fsm_resource ORDER BY name"
         self.release_one = f"DELETE FROM fsm_resource WHERE name = {p} AND action_id = {p}"
+        self.start = (  # PostgreSQL: the row, its resources and the wake-up, in one statement
+            f"WITH started AS ({self.insert} RETURNING id), "
+            f"taken AS ({_take('started', p)}) "
+            f"SELECT pg_notify({p}, '') FROM started"
+        )
         self._p = p
         self._logged: dict[str, str] = {}
+        self._with_resources: dict[tuple[str, bool], str] = {}
         self._finish: dict[bool, str] = {}
         self._updates: dict[tuple[str, ...], str] = {}
         self._for_kinds: dict[tuple[str, tuple[str, ...]], str] = {}
@@ -143,7 +146,6 @@ class Statements:
             f"INSERT INTO fsm_transition ({_LOG_COLUMNS}) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, "
             f"{p}, {p}, {p}, {p}, {p})"
         )
-        self.notify_due = f"NOTIFY {DUE_CHANNEL}"
 
     def update(self, columns: tuple[str, ...]) -> str:
         """The fenced UPDATE setting ``columns``, built once per column set, then bumping the
@@ -219,6 +221,30 @@ class Statements:
             cached = self._for_kinds[key] = statement.replace(_KINDS, where)
         return cached, tuple(v for name in names for v in (name, kinds[name]))
 
+    def with_resources(self, statement: str, logged: bool) -> str:
+        """PostgreSQL: ``statement`` (a step's fenced UPDATE), its log row when ``logged``,
+        the resources it takes and those it lets go, as one statement.
+
+        Parameters after the UPDATE's (and the log's): the time, the names taken, the names
+        let go (two text arrays). Every part reads the changed row, so nothing happens when
+        the fence matched no row; the statement returns the changed row's id. A name another
+        action holds breaks the resource key and fails the whole statement. Built once per
+        UPDATE and value of ``logged``.
+        """
+        key = (statement, logged)
+        cached = self._with_resources.get(key)
+        if cached is None:
+            p = self._p
+            log = f", logged AS ({self._log_from('changed')})" if logged else ""
+            cached = self._with_resources[key] = (
+                f"WITH changed AS ({statement} RETURNING id, kind){log}, "
+                f"taken AS ({_take('changed', p)}), "
+                f"freed AS (DELETE FROM fsm_resource WHERE name = ANY({p}::text[]) "
+                "AND action_id IN (SELECT id FROM changed)) "
+                "SELECT id FROM changed"
+            )
+        return cached
+
     def logged(self, statement: str) -> str:
         """``statement`` (a step's fenced UPDATE) plus its log row, as one CTE.
 
@@ -231,6 +257,16 @@ class Statements:
                 f"WITH changed AS ({statement} RETURNING id, kind) {self._log_from('changed')}"
             )
         return cached
+
+
+def _take(source: str, p: str) -> str:
+    """PostgreSQL: take the resources named in a text array for the row of CTE ``source``
+    (parameters: the time, the names). No ``ON CONFLICT``: a name already held fails the
+    statement, whose caller then finds out by whom."""
+    return (
+        "INSERT INTO fsm_resource (name, action_id, acquired_at) "
+        f"SELECT wanted.name, {source}.id, {p} FROM {source}, unnest({p}::text[]) AS wanted(name)"
+    )
 
 
 def step_update(

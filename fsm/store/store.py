@@ -12,6 +12,7 @@ which the methods below call.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import time
@@ -20,7 +21,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 import peewee
 
-from fsm.store import census, inspection, leases, polls, records, schema
+from fsm.store import census, channel, inspection, leases, polls, records, schema
 from fsm.store.clock import DatabaseClock
 from fsm.store.committer import Body, Committer
 from fsm.store.connection import Link
@@ -84,17 +85,19 @@ class Store(Operations):
         self._exec = link.exec
         self._sql = Statements(database.param)
         self.committer = Committer(link)
-        self._writes = Writes(link, self._sql)
-        self.control_writes = ControlWrites(
-            link, self._sql, self._write_now, lambda: self.log_transitions
-        )
-        """The operator's controls' writes (`fsm.Controls` decides them)."""
         self.db.connect(reuse_if_open=True)
         if readonly:
             check = schema.check_schema
             self._read_version = self._cold(check, self._exec, self._sqlite, database.param)
         else:
             self._cold(schema.migrate, database, self._sqlite)
+        self.due_channel = None if self._sqlite else channel.current_channel(link)
+        """PostgreSQL: the NOTIFY channel of this store's schema (`fsm.store.channel`)."""
+        self._writes = Writes(link, self._sql, self.due_channel)
+        self.control_writes = ControlWrites(
+            link, self._sql, self._write_now, lambda: self.log_transitions, self.due_channel
+        )
+        """The operator's controls' writes (`fsm.Controls` decides them)."""
         self._clock = DatabaseClock(local_clock, None if self._sqlite else database.connection)
 
     @classmethod
@@ -204,14 +207,12 @@ class Store(Operations):
     def claim_soon(
         self, action_id: str, owner: str, now: float
     ) -> Awaitable[records.Claimed | records.ClaimMiss]:
-        """`claim` through the committer (alone, never in a batch: its write point passes
-        as it does today), so that the event loop does not wait on the database."""
+        """`claim` through the committer, so that the event loop does not wait on the
+        database: batched with other drives' writes (on PostgreSQL in the same pipeline,
+        sharing their commit)."""
         until = now + self.lease_ttl
-        return self.committer.run(
-            None,
-            lambda _: leases.claim(self._link, self._sql, action_id, owner, now, until),
-            solo=True,
-        )
+        taking = leases.claim_statement(self._link, self._sql, action_id, owner, now, until)
+        return self.committer.run("claim", taking)
 
     def write(
         self,
@@ -317,6 +318,19 @@ class Store(Operations):
             lambda _: leases.claim_due(self._link, self._sql, owner, now, until, limit, kinds),
             solo=True,
         )
+
+    def claim_due_soon(
+        self, owner: str, now: float, limit: int, kinds: Mapping[str, int] | None = None
+    ) -> Awaitable[list[records.Claimed]]:
+        """`claim_due` through the committer: batched with the drives' writes (on PostgreSQL
+        in the same pipeline, sharing their commit), off the event loop's thread."""
+        until = now + self.lease_ttl
+        due = leases.due_claim(self._link, self._sql, owner, now, until, limit, kinds)
+        if due is None:
+            nothing = asyncio.get_running_loop().create_future()
+            nothing.set_result([])
+            return nothing
+        return self.committer.run("claim", due)
 
     def release_dead_leases(self) -> int:
         """Let go of the leases of certainly dead owners; see `leases.release_dead_leases`."""

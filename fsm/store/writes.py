@@ -15,8 +15,10 @@ from typing import Any
 
 from fsm.errors import LeaseLost
 from fsm.store import records
+from fsm.store.channel import NOTIFY
 from fsm.store.committer import Body
 from fsm.store.connection import Link
+from fsm.store.pipeline import Statement, fenced
 from fsm.store.resources import change_held
 from fsm.store.statements import Statements, counts, step_update
 
@@ -37,16 +39,13 @@ StepValues = tuple[
 released, entry, now."""
 
 
-def _lost(action_id: str, epoch: int) -> LeaseLost:
-    return LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
-
-
 class Writes:
     """The write bodies over one connection and its statements."""
 
-    def __init__(self, link: Link, sql: Statements) -> None:
+    def __init__(self, link: Link, sql: Statements, channel: str | None) -> None:
         self._link = link
         self._sql = sql
+        self._channel = channel
         self._exec = link.exec
         self._sqlite = link.sqlite
 
@@ -56,8 +55,8 @@ class Writes:
 
     def wake_workers(self) -> None:
         """Tell listening workers that something became due (PostgreSQL NOTIFY; no-op else)."""
-        if not self._sqlite:
-            self._exec(self._sql.notify_due)
+        if self._channel is not None:
+            self._exec(NOTIFY, (self._channel,))
 
     def log(self, action_id: str, e: records.LogEntry, now: float) -> None:
         self._exec(self._sql.log, (action_id, *e.values(), now))
@@ -65,25 +64,39 @@ class Writes:
     def start(
         self, params: tuple[Any, ...], held: tuple[str, ...], since: float
     ) -> Body[str | records.KeptOutcome | None]:
-        """`Store.insert`'s statements; ``params``: the insert's, id first, time fifth."""
+        """`Store.insert`'s statements; ``params``: the insert's, id first, time fifth.
+
+        On PostgreSQL one statement inserts the row, takes its resources and notifies the
+        workers (`Statements.start`); a resource already taken makes it fail whole, and the
+        careful transaction below runs instead, to say which and by whom.
+        """
         action_id, now = params[0], params[5]
+
+        def found(cur: Any) -> str | records.KeptOutcome | None:
+            """After the insert: ``None`` if it inserted, else what holds the id."""
+            if cur.rowcount == 1:
+                return None
+            row = self._exec(self._sql.kind_of, (action_id,)).fetchone()
+            if row is not None:
+                return str(row[0])
+            kept = self._exec(self._sql.outcome_of, (action_id,)).fetchone()
+            if kept is None:  # pragma: no cover - the insert lost a race with a delete
+                raise LeaseLost(f"action {action_id}: changed while being started; retry")
+            return records.KeptOutcome(*kept)
 
         def body(batched: bool) -> str | records.KeptOutcome | None:
             with self.transaction(batched):
                 cur = self._exec(self._sql.insert, (*params, action_id, since))
                 if cur.rowcount != 1:
-                    row = self._exec(self._sql.kind_of, (action_id,)).fetchone()
-                    if row is not None:
-                        return str(row[0])
-                    kept = self._exec(self._sql.outcome_of, (action_id,)).fetchone()
-                    if kept is None:  # pragma: no cover - the insert lost a race with a delete
-                        raise LeaseLost(f"action {action_id}: changed while being started; retry")
-                    return records.KeptOutcome(*kept)
+                    return found(cur)
                 change_held(self._link, self._sql, action_id, held, (), now)
                 self.wake_workers()
             return None
 
-        return body
+        if self._channel is None:
+            return body
+        notifying = (*params, action_id, since, now, list(held), self._channel)
+        return Statement(self._link, self._sql.start, notifying, found, fallback=body)
 
     def step(
         self, action_id: str, epoch: int, step: StepValues, log_transitions: bool
@@ -93,35 +106,31 @@ class Writes:
         logged = entry is not None and log_transitions
         sql, changed = step_update(self._sql, was, new, entry, logged, now)
         params = [state, payload, seq, now, *changed, action_id, epoch]
+        fence = fenced(action_id, epoch)
+        log = [*entry.values()[1:], now] if logged and entry is not None else []
         if not acquired and not released:
-            if logged and entry is not None and not self._sqlite:
-                sql = self._sql.logged(sql)
-                params += [*entry.values()[1:], now]
-
-            def checkpoint(batched: bool) -> None:
-                if self._exec(sql, params).rowcount != 1:
-                    raise _lost(action_id, epoch)
-
-            return "checkpoint", checkpoint
+            if log and not self._sqlite:  # the log row rides in the same statement
+                sql, params = self._sql.logged(sql), params + log
+            return "checkpoint", Statement(self._link, sql, params, fence)
 
         def with_resources(batched: bool) -> None:
             with self.transaction(batched):
-                if self._exec(sql, params).rowcount != 1:
-                    raise _lost(action_id, epoch)
+                fence(self._exec(sql, params))
                 change_held(self._link, self._sql, action_id, acquired, released, now)
-                if logged and entry is not None and not self._sqlite:
+                if log and entry is not None and not self._sqlite:
                     self.log(action_id, entry, now)
 
-        return "resources", with_resources
+        if self._sqlite:
+            return "resources", with_resources
+        # PostgreSQL: one statement; a resource already taken fails it whole, and the careful
+        # transaction runs instead, to say which and by whom
+        in_one = self._sql.with_resources(sql, bool(log))
+        changes = [*params, *log, now, list(acquired), list(released)]
+        return "resources", Statement(self._link, in_one, changes, fence, fallback=with_resources)
 
     def failure(self, action_id: str, epoch: int, params: tuple[Any, ...]) -> Body[None]:
         """`Store.record_failure`'s statement."""
-
-        def body(batched: bool) -> None:
-            if self._exec(self._sql.record_failure, params).rowcount != 1:
-                raise _lost(action_id, epoch)
-
-        return body
+        return Statement(self._link, self._sql.record_failure, params, fenced(action_id, epoch))
 
     def ending(
         self,
@@ -145,25 +154,15 @@ class Writes:
             raise ValueError(  # the end trigger keeps one error for the log and the outcome
                 f"action {action_id}: an end's error must be its log entry's (done: none)"
             )
-        kept = (state, status, error, cause, now, *counts(entry))
         logged = log_transitions
-        if not self._sqlite:
-            log = (*entry.values()[1:], now) if logged else ()
-
-            def in_one(batched: bool) -> None:
-                cur = self._exec(self._sql.finish(logged), (action_id, epoch, *log, *kept))
-                if cur.rowcount != 1:
-                    raise _lost(action_id, epoch)
-
-            return in_one
-
-        step = (entry.outcome if logged else None, entry.via, entry.duration)
-        params = (state, status, entry.error, cause, entry.attempt, *step)
         tally = counts(entry)
-
-        def by_trigger(batched: bool) -> None:
-            cur = self._exec(self._sql.end, (*params, now, *tally, action_id, epoch))
-            if cur.rowcount != 1:
-                raise _lost(action_id, epoch)
-
-        return by_trigger
+        params: tuple[Any, ...]
+        if self._sqlite:  # the end trigger keeps the outcome, logs and deletes
+            step = (entry.attempt, entry.outcome if logged else None, entry.via, entry.duration)
+            sql = self._sql.end
+            params = (state, status, entry.error, cause, *step, now, *tally, action_id, epoch)
+        else:  # one CTE: delete, keep the outcome, log
+            log = (*entry.values()[1:], now) if logged else ()
+            sql = self._sql.finish(logged)
+            params = (action_id, epoch, *log, state, status, error, cause, now, *tally)
+        return Statement(self._link, sql, params, fenced(action_id, epoch))

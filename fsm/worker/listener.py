@@ -1,7 +1,9 @@
 """The PostgreSQL listener that wakes a worker as soon as an action comes due.
 
-``LISTEN fsm_due`` needs a connection of its own that blocks between notifications, so it
-runs in a daemon thread and hands each wake-up to the worker's event loop.
+``LISTEN`` on the channel of the store's schema (`fsm.store.channel`: workers of another
+schema of the same database are not woken) needs a connection of its own that blocks
+between notifications, so it runs in a daemon thread and hands each wake-up to the worker's
+event loop.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ log = logging.getLogger("fsm.worker")
 
 
 class Listener:
-    """PostgreSQL ``LISTEN fsm_due`` on a connection of its own, in a daemon thread.
+    """PostgreSQL ``LISTEN`` on ``channel``, on a connection of its own, in a daemon thread.
 
     The thread reconnects by itself, with the worker's backoff, when the connection is lost;
     after each (re)connection it wakes the worker once, for notifications it may have missed.
     """
 
-    def __init__(self, wake_worker: Callable[[], None], connect: Callable[[], Any]) -> None:
+    def __init__(
+        self, wake_worker: Callable[[], None], connect: Callable[[], Any], channel: str
+    ) -> None:
         self._closed = threading.Event()
+        self._channel = channel
         loop = asyncio.get_running_loop()
 
         def wake() -> None:
@@ -44,21 +49,24 @@ class Listener:
         """Listen for ``store`` (``None`` on SQLite, which has no notifications); call
         ``wake_worker`` on the running loop for each notification."""
         db = store.db
-        if store.is_sqlite:
+        if store.due_channel is None:
             return None
         import psycopg
 
         def connect() -> Any:
             return psycopg.connect(dbname=db.database, autocommit=True, **db.connect_params)
 
-        return cls(wake_worker, connect)
+        return cls(wake_worker, connect, store.due_channel)
 
     def _listen(self, connect: Callable[[], Any], wake: Callable[[], None]) -> None:
+        from psycopg import sql
+
+        listen = sql.SQL("LISTEN {}").format(sql.Identifier(self._channel))
         failures = 0
         while not self._closed.is_set():
             try:
                 with connect() as conn:
-                    conn.execute("LISTEN fsm_due")
+                    conn.execute(listen)
                     if failures:
                         log.warning("listening for notifications again")
                     failures = 0

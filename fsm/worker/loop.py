@@ -8,7 +8,8 @@ step is not taken over. A worker that stalls past its lease (paused, cut off) lo
 action to another worker; its own writes are then refused by the fencing epoch.
 
 Between batches it sleeps until the earliest wake-up, a notification (PostgreSQL
-``LISTEN fsm_due``, sent when an action is started or notified), or a short poll interval.
+``LISTEN`` on its schema's channel, notified when an action is started or notified), or a
+short poll interval.
 
 A worker outlives its database's outages. A transient error in its own loop (a killed backend,
 a server restart, an unreachable host, a locked SQLite file) is logged, one line per failure,
@@ -148,20 +149,28 @@ class Worker(Generic[S]):
         return self.stats
 
     async def _serve_once(self, in_flight: set[asyncio.Task[DriveResult]]) -> None:
-        """Claim a batch, start its drives, and wait for room or for work to come due."""
+        """Claim a batch, start its drives, and wait for room or for work to come due.
+
+        The wake-up event is cleared here, before the claim is awaited, not when the wait
+        begins: a notification (or `stop`) that arrives while the claim is in flight must
+        cut the wait short, or a row started meanwhile waits for the poll interval.
+        """
+        self._wake.clear()
         self._release_unreleased()
         free = self.concurrency - len(in_flight)
-        if not (self._start_drives(in_flight, free) if free else 0):
+        if not free:  # full: only a drive's end makes room (a notification cannot)
+            await self._wait(in_flight, timeout=None)
+        elif not await self._start_drives(in_flight, free):
             await self._wait(in_flight, timeout=self._idle_timeout())
         elif len(in_flight) >= self.concurrency:
             await self._wait(in_flight, timeout=None)
 
-    def _start_drives(self, in_flight: set[asyncio.Task[DriveResult]], free: int) -> int:
+    async def _start_drives(self, in_flight: set[asyncio.Task[DriveResult]], free: int) -> int:
         """Claim up to ``free`` due actions and start a drive task for each; how many.
 
         The claimed rows go to the drives: none stays in the loop's frame while it waits.
         """
-        batch = self._claim(free)
+        batch = await self._claim(free)
         self.stats.claimed += len(batch)
         for claimed in batch:
             task = asyncio.create_task(self.executor.drive_claimed(claimed))
@@ -243,14 +252,15 @@ class Worker(Generic[S]):
         registry = self.executor.registry
         return {name: registry.get(name).version for name in registry}
 
-    def _claim(self, free: int) -> list[Claimed]:
+    async def _claim(self, free: int) -> list[Claimed]:
         """Claim up to ``free`` due actions, only of the kinds and versions we can drive.
 
         Another team's kinds, or rows a newer release wrote during a rolling deploy, are left
-        for the workers that load them: claiming them would quarantine live actions.
+        for the workers that load them: claiming them would quarantine live actions. The
+        claim goes through the store's committer, batched with the drives' writes.
         """
         ex = self.executor
-        return self.store.claim_due(ex.owner, ex.clock(), free, kinds=self._drivable)
+        return await self.store.claim_due_soon(ex.owner, ex.clock(), free, kinds=self._drivable)
 
     def _release_unreleased(self) -> None:
         """Let go again of the actions whose drives may have failed to let go themselves.
@@ -274,8 +284,8 @@ class Worker(Generic[S]):
         return max(0.0, min(self.poll, next_wake - self.executor.clock()))
 
     async def _wait(self, in_flight: set[asyncio.Task[DriveResult]], timeout: float | None) -> None:
-        """Sleep until a drive finishes, a notification arrives, stop, or ``timeout``."""
-        self._wake.clear()
+        """Sleep until a drive finishes, a notification arrives, stop, or ``timeout``
+        (at once if one of them came since `_serve_once` began)."""
         waker = asyncio.create_task(self._wake.wait())
         try:
             await asyncio.wait({waker, *in_flight}, timeout=timeout, return_when="FIRST_COMPLETED")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import psycopg
 import pytest
 from processes import died, run_child
 
@@ -106,12 +107,38 @@ def test_a_transient_error_of_one_write_fails_that_write_only(store: fsm.Store) 
     assert states(store) == {"a": "s1", "b": "s0", "c": "s1"}
 
 
+def test_a_statement_the_server_refuses_mid_pipeline_fails_that_write_only(pg_url: str) -> None:
+    """PostgreSQL sends a batch as one pipeline and skips what follows a refused statement:
+    the refused one (here a lock timeout: transient) reports its error, the others are
+    written one by one, not failed with it."""
+    store = fsm.open_store(pg_url + "%20-c%20lock_timeout%3D200")
+    claims = started(store, ["a", "b", "c"])
+    with psycopg.connect(pg_url) as holder:
+        holder.execute("SELECT 1 FROM fsm_action WHERE id = 'b' FOR UPDATE")  # until the end
+        results = asyncio.run(together(*(write(store, c) for c in claims)))
+    assert results[0] is None and results[2] is None and is_transient(results[1])
+    assert "lock" in str(results[1])
+    assert states(store) == {"a": "s1", "b": "s0", "c": "s1"}
+    store.close()
+
+
 def test_a_failed_begin_fails_every_write_of_the_batch(store: fsm.Store) -> None:
     claims = started(store, ["a", "b", "c"])
     store.hooks = StoreHooks(statement=failing(1, store.is_sqlite))
     results = asyncio.run(together(*(write(store, c) for c in claims)))
     assert all(is_transient(r) for r in results) and len({id(r) for r in results}) == 1
     assert states(store) == {"a": "s0", "b": "s0", "c": "s0"}
+
+
+def test_a_failed_commit_fails_every_write_and_writes_none(store: fsm.Store) -> None:
+    """BEGIN, a, b, c, then the COMMIT fails: no write is durable, none is repeated (on
+    PostgreSQL the batch is one pipeline, whose statements the server ran: rolled back)."""
+    claims = started(store, ["a", "b", "c"])
+    store.hooks = StoreHooks(statement=failing(5, store.is_sqlite))
+    results = asyncio.run(together(*(write(store, c) for c in claims)))
+    assert all(is_transient(r) for r in results) and len({id(r) for r in results}) == 1
+    assert states(store) == {"a": "s0", "b": "s0", "c": "s0"}
+    assert store.transitions() == []
 
 
 def test_a_failed_batch_backs_off_like_any_failed_write(db_path: Path) -> None:
@@ -169,14 +196,16 @@ def test_batches_form_when_drives_are_ready_together(db_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["checkpoint.before", "checkpoint.after"])
 def test_a_crash_in_a_batch_leaves_no_step_reported_that_is_not_durable(
-    tmp_path: Path, point: str
+    tmp_path: Path, store_url: str, point: str
 ) -> None:
     """SIGKILL inside the second batch (5 drives' writes): before its commit, or after it
     and before any drive was woken. No drive reported a step of that batch; every step a
     drive reported is in the database; after a restart the steps that were not written run
-    again under the same keys, and every action ends."""
-    db, report, keys, trace = (tmp_path / n for n in ("a.sqlite", "report", "keys", "trace"))
-    store = fsm.Store.sqlite(db)
+    again under the same keys, and every action ends. (On PostgreSQL the batch is one
+    pipeline: its ``before`` passes come as its statements are queued, none sent yet.)"""
+    report, keys, trace = (tmp_path / n for n in ("report", "keys", "trace"))
+    db = store_url.removeprefix("sqlite:///")
+    store = fsm.open_store(store_url)
     ex: fsm.Executor[Any] = fsm.Executor(store, None, kinds=[Together])
 
     async def start() -> None:

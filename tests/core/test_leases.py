@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import attrs
@@ -351,14 +351,14 @@ def test_a_worker_whose_only_due_rows_are_foreign_does_not_spin(
     store = stores()
     started(store, row)
     claims = 0
-    claim_due = store.claim_due
+    claim_due = store.claim_due_soon
 
-    def counting(*args: Any, **kwargs: Any) -> list[Claimed]:
+    def counting(*args: Any, **kwargs: Any) -> Awaitable[list[Claimed]]:
         nonlocal claims
         claims += 1
         return claim_due(*args, **kwargs)
 
-    store.claim_due = counting  # type: ignore[method-assign]
+    store.claim_due_soon = counting  # type: ignore[method-assign]
 
     async def scenario() -> None:
         ex: fsm.Executor[Any] = fsm.Executor(store, None, kinds=loads)
@@ -400,3 +400,41 @@ def test_a_session_stopped_inside_a_transaction_frees_its_rows_after_a_lease(pg_
     finally:
         other.close()
         frozen.db.close()
+
+
+@pytest.mark.parametrize("event", ["notify", "stop"])
+def test_a_wake_up_that_comes_while_the_worker_claims_is_not_lost(
+    stores: OpenStore, event: str
+) -> None:
+    """The worker awaits its claim; a notification (given by hand here, as the listener
+    gives it) or a stop that arrives meanwhile must cut its next sleep short: it sleeps an
+    hour between polls."""
+    store, other = stores(), stores()
+    done: list[str] = []
+    claim_due = store.claim_due_soon
+    workers: list[Worker[Any]] = []
+
+    async def claim_and_meanwhile(*args: Any, **kwargs: Any) -> list[Claimed]:
+        claimed = await claim_due(*args, **kwargs)
+        if len(workers) == 1:  # the first claim, which found nothing
+            worker = workers.pop()
+            if event == "stop":
+                worker.stop()
+            else:
+                await asyncio.to_thread(started, other, Alpha("late"))
+                worker.wake()
+        return claimed
+
+    store.claim_due_soon = claim_and_meanwhile  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        ex: fsm.Executor[Any] = fsm.Executor(store, None, kinds=[Alpha])
+        worker = Worker(ex, poll=3600, on_result=lambda r: done.append(r.id))
+        workers.append(worker)
+        running = asyncio.create_task(worker.run())
+        if event == "notify":
+            await until(lambda: done == ["late"], "the action started during the claim")
+            worker.stop()
+        await asyncio.wait_for(running, 30)  # the bound of a hung test, not a speed
+
+    asyncio.run(scenario())

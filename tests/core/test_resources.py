@@ -31,6 +31,37 @@ def test_acquire_is_written_with_the_checkpoint(store: fsm.Store) -> None:
     assert store.all_resources() == {"vtxo.1": "a", "vtxo.2": "a"}
 
 
+def test_acquire_reads_one_holder_per_new_name_and_nothing_else(store: fsm.Store) -> None:
+    """Each read is a round trip on PostgreSQL, on the event loop's thread: acquiring reads
+    the holder of each name not known to be held, never the whole list of what the action
+    holds (unless the step asks for it)."""
+    statements: list[int] = []
+    store.hooks = fsm.store.StoreHooks(statement=lambda _: statements.append(1))
+    reads: list[int] = []
+
+    def counted(acquire: Any) -> int:
+        before = len(statements)
+        acquire()
+        return len(statements) - before
+
+    def first(a: Script, ctx: fsm.StepContext[Any]) -> None:
+        reads.append(counted(lambda: ctx.acquire("r.1", "r.2", "r.1")))
+        reads.append(counted(lambda: ctx.acquire("r.2")))  # taken in this step: no read
+
+    def second(a: Script, ctx: fsm.StepContext[Any]) -> Any:
+        reads.append(counted(lambda: ctx.acquire("r.1", "r.3")))  # r.1 held since step 1
+        assert ctx.resources == frozenset({"r.1", "r.2", "r.3"})
+        ctx.release("r.2", "r.3")
+        ctx.acquire("r.2")  # given back and taken again: no change to write
+        assert ctx.resource_changes() == ((), ())  # r.3 taken and given back, r.2 kept
+        return fsm.Park(a)
+
+    ex = executor(store, {("a", 1): first, ("a", 2): second})
+    run(ex.drive(Script("a")))
+    assert reads == [2, 0, 2]
+    assert store.all_resources() == {"r.1": "a", "r.2": "a"}
+
+
 def test_release_then_done_leaves_nothing(store: fsm.Store) -> None:
     def take(a: Script, ctx: fsm.StepContext[Any]) -> None:
         ctx.acquire("r.keep", "r.drop")

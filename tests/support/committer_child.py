@@ -1,6 +1,8 @@
-"""Drive every live `Together` action of a SQLite database, their steps in lock-step.
+"""Drive every live `Together` action of a database, their steps in lock-step.
 
     python committer_child.py DB REPORT KEYS
+
+DB is a SQLite file or a PostgreSQL URL (`fsm.open_store`).
 
 Each step of every action waits at one barrier, so all drives reach their write in the same
 turn of the event loop and the store's committer writes them as one batch. Every step a
@@ -67,7 +69,7 @@ class Together(fsm.Action[Any]):
 
 
 async def main(db: str, report: str, keys: str) -> None:
-    store = fsm.Store.sqlite(db)
+    store = fsm.open_store(db)
     live = len(store.live_ids())
     with open(report, "a", encoding="ascii") as out:
 
