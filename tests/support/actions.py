@@ -60,7 +60,16 @@ class Ledger:
 
     @classmethod
     def in_store(cls, store: fsm.Store, pause: float = 0.0) -> Ledger:
-        return cls(store.db.execute_sql, store.db.param, pause)
+        db = store.db
+
+        def execute(sql: str, params: Sequence[Any]) -> Any:
+            # A killed backend leaves this thread's connection closed, and peewee would
+            # hand it out for ever: drop it, so that the statement opens a new one.
+            if not db.is_closed() and getattr(db.connection(), "closed", False):
+                db.close()
+            return db.execute_sql(sql, params)
+
+        return cls(execute, db.param, pause)
 
     async def apply(self, key: str, action_id: str, what: str) -> None:
         started = time.time()
