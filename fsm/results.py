@@ -114,7 +114,8 @@ class ResumeReport:
     the first `KEPT_FAILURES` of them to end, in the order their ids were driven;
     ``failures_omitted`` says how many more were counted but not kept. A report of a million
     drives that went well is a few counters, not a million results. ``quarantined``: the rows
-    set aside in the table when the run ended (`Store.quarantined`).
+    set aside in the table when the run ended (`Store.quarantined`), the first
+    `KEPT_FAILURES` by start, ``quarantined_omitted`` how many more there are.
 
     ``keep_results=True`` (on `Executor.resume_all` and `Executor.run_due`) keeps every
     result as well, in `results`: for small runs and tests that look at each action.
@@ -125,9 +126,11 @@ class ResumeReport:
     failures: tuple[DriveResult, ...]
     """The drives that did not end `DriveResult.ok`, in full (at most `KEPT_FAILURES`)."""
     quarantined: tuple[RowInfo, ...]
-    """The rows set aside in the table when the run ended."""
+    """The rows set aside in the table when the run ended (at most `KEPT_FAILURES`)."""
     failures_omitted: int = 0
     """How many more drives did not end ok than `failures` holds."""
+    quarantined_omitted: int = 0
+    """How many more rows were set aside than `quarantined` holds."""
     _results: tuple[DriveResult, ...] | None = None
 
     @property
@@ -177,12 +180,13 @@ class Tally:
             else:
                 self._omitted += 1
 
-    def report(self, quarantined: tuple[RowInfo, ...]) -> ResumeReport:
+    def report(self, quarantined: tuple[RowInfo, ...], quarantined_omitted: int) -> ResumeReport:
         return ResumeReport(
             MappingProxyType(dict(self._counts)),
             _in_order(self._failures),
             quarantined,
             self._omitted,
+            quarantined_omitted,
             None if self._results is None else _in_order(self._results),
         )
 

@@ -14,6 +14,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Generic
 
+import fsm.results
 from fsm.blocking import DEFAULT_BLOCKING_THREADS, BlockingPool
 from fsm.errors import ActionBusy, DecodeError, KindError, KindMismatch, NoSuchAction
 from fsm.executor.claims import claim, claim_soon, let_go, readable
@@ -368,4 +369,7 @@ class Executor(Generic[S]):
     ) -> ResumeReport:
         tally = Tally(keep_results=keep_results)
         await drive_many(self.drive, ids, mode, concurrency, tally)
-        return tally.report(tuple(self.store.quarantined()))
+        kept = fsm.results.KEPT_FAILURES
+        set_aside = self.store.quarantined(limit=kept + 1)
+        omitted = self.store.count_quarantined() - kept if len(set_aside) > kept else 0
+        return tally.report(tuple(set_aside[:kept]), omitted)

@@ -15,6 +15,7 @@ import peewee
 from fsm.store.connection import WRAP_ERRORS, Link
 from fsm.store.records import Checkpoint, LoggedStep, RowInfo
 from fsm.store.schema import (
+    ACTION_TROUBLE,
     MODELS,
     ActionRow,
     ResourceRow,
@@ -112,14 +113,31 @@ def due_ids(now: float, limit: int) -> list[str]:
     return [r.id for r in q]
 
 
-def rows(*, quarantined: bool | None = None, action_id: str | None = None) -> list[RowInfo]:
-    """Live rows by id: all, only the ``quarantined`` ones (or only the others), or one."""
+def rows(*, action_id: str | None = None) -> list[RowInfo]:
+    """Live rows by id: all, or one."""
     q = ActionRow.select().order_by(ActionRow.id)
-    if quarantined is not None:
-        q = q.where(ActionRow.quarantine.is_null(not quarantined))
     if action_id is not None:
         q = q.where(ActionRow.id == action_id)
     return [_info(r) for r in q]
+
+
+def _set_aside() -> peewee.ModelSelect[ActionRow]:
+    """The quarantined rows, read through the partial index ``fsm_action_trouble``: the
+    query repeats its condition word for word (SQLite's rule), so it reads the few rows in
+    trouble, not every live row."""
+    trouble = peewee.SQL(f"({ACTION_TROUBLE})")
+    return ActionRow.select().where(trouble, ActionRow.quarantine.is_null(False))
+
+
+def quarantined(limit: int | None) -> list[RowInfo]:
+    """Up to ``limit`` quarantined rows (all when ``None``), oldest start first."""
+    q = _set_aside().order_by(ActionRow.created_at, ActionRow.id)
+    return [_info(r) for r in (q if limit is None else q.limit(limit))]
+
+
+def count_quarantined() -> int:
+    """How many live rows are quarantined."""
+    return int(_set_aside().count())
 
 
 def checkpoint(action_id: str) -> Checkpoint | None:

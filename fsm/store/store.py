@@ -417,8 +417,13 @@ class Store(Operations):
         found = self._cold(inspection.rows, action_id=action_id)
         return found[0] if found else None
 
-    def quarantined(self) -> list[records.RowInfo]:
-        return self._cold(inspection.rows, quarantined=True)
+    def quarantined(self, limit: int | None = None) -> list[records.RowInfo]:
+        """The quarantined rows, oldest start first: at most ``limit`` of them if given."""
+        return self._cold(inspection.quarantined, limit)
+
+    def count_quarantined(self) -> int:
+        """How many live rows are quarantined (reads only the rows in trouble)."""
+        return self._cold(inspection.count_quarantined)
 
     def count_by_state(self, kind: str | None = None) -> dict[tuple[str, str], int]:
         return self._cold(inspection.count_by_state, kind)

@@ -98,3 +98,22 @@ def test_run_due_reports_alike_and_sync_passes_the_options(store: fsm.Store) -> 
     assert [r.id for r in report.results] == [f"a{i:09d}" for i in due]
     assert report.total == 1000
     assert {r.id for r in report.failures} == UNREADABLE & {f"a{i:09d}" for i in due}
+
+
+def test_quarantined_rows_beyond_the_bound_are_counted_not_kept(
+    store: fsm.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table with many rows set aside reports the first ones by start, and how many more."""
+    monkeypatch.setattr(fsm.results, "KEPT_FAILURES", 4)
+    report = resume(store)
+    set_aside = len(SET_ASIDE | UNREADABLE)
+    assert len(report.quarantined) == 4 and report.quarantined_omitted == set_aside - 4
+    assert [r.id for r in report.quarantined] == [r.id for r in store.quarantined()][:4]
+    assert store.count_quarantined() == set_aside
+
+
+def test_the_quarantined_rows_are_read_through_the_trouble_index(store: fsm.Store) -> None:
+    """Listing them reads the partial index of rows in trouble, not every live row."""
+    sql, params = fsm.store.inspection._set_aside().sql()
+    plan = store.db.execute_sql(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
+    assert any("fsm_action_trouble" in str(step) for step in plan), plan
