@@ -251,8 +251,13 @@ the same with one data-modifying CTE (`Statements.finish`)."""
 def migrate(db: peewee.Database, sqlite: bool) -> None:
     """Create what is missing and bring an older schema up to `SCHEMA_VERSION`, atomically.
 
-    Raises `SchemaError` for a schema newer than this code.
+    Raises `SchemaError` for a schema newer than this code. A schema already current is
+    only read: DDL (``CREATE ... IF NOT EXISTS`` too) takes table locks on PostgreSQL, so a
+    worker starting while another holds a lock on ``fsm_action`` (a long transaction, a
+    migration) would wait for it, and a fleet starting at once would queue on each other.
     """
+    if _is_current(db, sqlite):
+        return
     with db.atomic():
         ActionRow._meta.without_rowid = sqlite  # a SQLite-only table option
         db.create_tables(MODELS, safe=True)
@@ -286,6 +291,15 @@ def migrate(db: peewee.Database, sqlite: bool) -> None:
             MetaRow.update(value=str(SCHEMA_VERSION)).where(
                 MetaRow.key == "schema_version"
             ).execute()
+
+
+def _is_current(db: peewee.Database, sqlite: bool) -> bool:
+    """True when the database holds fsm's schema at `SCHEMA_VERSION` (set in the same
+    transaction as the DDL that made it, so nothing of it is missing)."""
+    try:
+        return check_schema(db.execute_sql, sqlite, db.param) == SCHEMA_VERSION
+    except NotAnFsmDatabase:
+        return False
 
 
 def _add_columns(

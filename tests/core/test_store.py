@@ -467,6 +467,21 @@ def test_a_v1_database_is_migrated_in_place(stores: OpenStore) -> None:
     assert upgraded.outcome("a") is not None
 
 
+def test_opening_a_current_schema_waits_on_no_lock(pg_url: str) -> None:
+    """A worker opening a current database runs no DDL: a lock another session holds on
+    ``fsm_action`` (a long transaction, a migration) does not hold up its start."""
+    import psycopg
+
+    open_store(pg_url).close()
+    with psycopg.connect(pg_url) as locker:
+        locker.execute("LOCK TABLE fsm_action IN EXCLUSIVE MODE")  # CREATE INDEX waits on it
+        # lock_timeout turns a wait into an error: the open must need no lock at all
+        store = open_store(pg_url.replace("search_path", "lock_timeout%3D200%20-c%20search_path"))
+        assert store.schema_version == SCHEMA_VERSION and store.live_ids() == []
+        store.close()
+        locker.rollback()
+
+
 # -- hooks ------------------------------------------------------------------------------------
 
 
