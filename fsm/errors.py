@@ -44,7 +44,16 @@ class ResourceConflict(FsmError):
 
 
 class LeaseLost(FsmError):
-    """Our claim on an action was taken over; the write was refused and the action dropped."""
+    """Our claim on an action was taken over; the write was refused and the action dropped.
+
+    ``str()`` names the action; ``why`` is the reason alone, for a log line that already
+    names it.
+    """
+
+    def __init__(self, action_id: str, why: str) -> None:
+        super().__init__(f"action {action_id}: {why}")
+        self.action_id = action_id
+        self.why = why
 
 
 class DatabaseUnavailable(FsmError):

@@ -307,7 +307,7 @@ class Drive:
 
     def dropped(self, exc: LeaseLost) -> DriveResult:
         """Another driver claimed the action meanwhile: our write was refused; stop here."""
-        self.adapter.warning("%s; dropping the action", exc)
+        self.adapter.warning("%s; dropping the action", exc.why)
         return self.result(DriveStatus.LEASE_LOST, exc)
 
     async def finish(self, planned: Plan, now: float) -> DriveResult:
@@ -325,7 +325,7 @@ class Drive:
                 cause=planned.cause,
             )
         except LeaseLost as exc:
-            self.adapter.warning("lost the lease before finishing: %s", exc)
+            self.adapter.warning("lost the lease before finishing: %s", exc.why)
             return self.result(DriveStatus.LEASE_LOST, exc)
         except Exception as exc:
             # The end could not be written: nothing of it happened. The step is retried.

@@ -145,7 +145,7 @@ class ControlWrites:
             link = self._link
             with contextlib.nullcontext() if batched else link.transaction():
                 if link.exec(sql, params).rowcount != 1:
-                    raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
+                    raise LeaseLost(action_id, f"claim epoch {epoch} was taken over")
                 if log is not None:
                     link.exec(self._sql.log, log)
                 if wake and self._channel is not None:

@@ -67,7 +67,7 @@ def fenced(action_id: str, epoch: int) -> Callable[[Any], None]:
 
     def judge(cursor: Any) -> None:
         if cursor.rowcount != 1:
-            raise LeaseLost(f"action {action_id}: claim epoch {epoch} was taken over")
+            raise LeaseLost(action_id, f"claim epoch {epoch} was taken over")
 
     return judge
 

@@ -81,7 +81,7 @@ class Writes:
                 return str(row[0])
             kept = self._exec(self._sql.outcome_of, (action_id,)).fetchone()
             if kept is None:  # pragma: no cover - the insert lost a race with a delete
-                raise LeaseLost(f"action {action_id}: changed while being started; retry")
+                raise LeaseLost(action_id, "changed while being started; retry")
             return records.KeptOutcome(*kept)
 
         def body(batched: bool) -> str | records.KeptOutcome | None:

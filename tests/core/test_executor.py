@@ -333,8 +333,9 @@ def test_resume_all_drives_every_live_action(store: fsm.Store) -> None:
     assert report.total == 3 and report.failures == ()
 
 
-def test_lease_lost_write_is_refused(store: fsm.Store) -> None:
-    """A driver whose claim was taken over cannot overwrite the newer state."""
+def test_lease_lost_write_is_refused(store: fsm.Store, caplog: pytest.LogCaptureFixture) -> None:
+    """A driver whose claim was taken over cannot overwrite the newer state, and says so
+    once, naming the action once."""
 
     def steal(a: Script, ctx: fsm.StepContext[Any]) -> None:
         # Another driver claims the action while this step runs (our lease looks expired).
@@ -343,8 +344,11 @@ def test_lease_lost_write_is_refused(store: fsm.Store) -> None:
     ex, _, _ = make(store, {("a", 1): steal})
     result = run(ex.drive(Script("a")))
     assert result.status is DriveStatus.LEASE_LOST
+    assert str(result.error) == "action a: claim epoch 1 was taken over"
     row = store.row("a")
     assert row is not None and row.state == "s1" and row.lease_owner == "intruder"
+    lines = [r.getMessage() for r in caplog.records if "taken over" in r.getMessage()]
+    assert lines == ["action a: claim epoch 1 was taken over; dropping the action"]
 
 
 def test_newer_schema_is_refused(store: fsm.Store, open_store: Any) -> None:
