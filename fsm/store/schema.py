@@ -6,24 +6,43 @@ row per step in the transition log (``fsm_transition``), one per ended incarnati
 tables and serve the cold paths; the hot path is plain SQL (`fsm.store.statements`).
 
 The functions here run with the models bound to the database at hand (`Store` binds them
-per call), so several stores can live in one process.
+per call), so several stores can live in one process. The binding is per thread
+(`_PerThread`): a global one let two threads' stores swap each other's database mid-query,
+so a query could read (or write) the other store's tables.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import peewee
+from playhouse.shortcuts import ThreadSafeDatabaseMetadata
 
 from fsm.errors import NotAnFsmDatabase, SchemaError
 
 SCHEMA_VERSION = 5
 
 
+class _PerThread(ThreadSafeDatabaseMetadata):
+    """A model's database binding, per thread, for queries and table creation alike.
+
+    playhouse's `ThreadSafeDatabaseMetadata` keeps the binding per thread, but peewee's
+    ``set_database`` also copies it into the model's schema manager, which every thread
+    shares and which ``create_tables`` reads: this one leaves the schema manager unbound,
+    so it falls back to the per-thread binding.
+    """
+
+    def set_database(self, database: peewee.Database | None) -> None:
+        self.database = database
+        del self.table
+
+
 class _Base(peewee.Model):
     class Meta:
         legacy_table_names = False
+        model_metadata_class = _PerThread
 
 
 class ActionRow(_Base):
@@ -258,7 +277,7 @@ def migrate(db: peewee.Database, sqlite: bool) -> None:
     """
     if _is_current(db, sqlite):
         return
-    with db.atomic():
+    with _MIGRATING, db.atomic():
         ActionRow._meta.without_rowid = sqlite  # a SQLite-only table option
         db.create_tables(MODELS, safe=True)
         for ddl in _POLL_INDEXES:
@@ -291,6 +310,11 @@ def migrate(db: peewee.Database, sqlite: bool) -> None:
             MetaRow.update(value=str(SCHEMA_VERSION)).where(
                 MetaRow.key == "schema_version"
             ).execute()
+
+
+_MIGRATING = threading.Lock()
+"""Held while `migrate` creates tables: the SQLite-only ``without_rowid`` option it sets is
+shared by every thread."""
 
 
 def _is_current(db: peewee.Database, sqlite: bool) -> bool:

@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -480,6 +481,38 @@ def test_opening_a_current_schema_waits_on_no_lock(pg_url: str) -> None:
         assert store.schema_version == SCHEMA_VERSION and store.live_ids() == []
         store.close()
         locker.rollback()
+
+
+def test_stores_in_several_threads_each_read_and_write_their_own_database(
+    tmp_path: Path,
+) -> None:
+    """Four threads, each opening its own file, again and again, and writing and reading
+    it: every query meets its own store's tables (a global model binding let one thread's
+    store swap in another's database mid-query: "no such table", or a row in the wrong
+    file)."""
+    errors: list[str] = []
+
+    def work(n: int) -> None:
+        try:
+            for round_ in range(15):
+                store = fsm.Store.sqlite(tmp_path / f"{n}.sqlite")
+                store.insert(f"t{n}-{round_}", "k", "s", 1, "{}", [], T0)
+                store.quarantine(f"t{n}-{round_}", f"thread {n}")
+                assert {r.quarantine for r in store.rows()} == {f"thread {n}"}
+                store.close()
+        except Exception as exc:  # reported below, with the thread's number
+            errors.append(f"thread {n}: {exc!r}")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for n in range(4):
+        with sqlite3.connect(tmp_path / f"{n}.sqlite") as conn:
+            ids = {row[0] for row in conn.execute("SELECT id FROM fsm_action")}
+        assert ids == {f"t{n}-{r}" for r in range(15)}
 
 
 # -- hooks ------------------------------------------------------------------------------------
