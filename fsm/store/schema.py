@@ -25,7 +25,7 @@ from fsm.errors import NotAnFsmDatabase, SchemaError
 SCHEMA_VERSION = 5
 
 
-class _PerThread(ThreadSafeDatabaseMetadata):
+class _PerThread(ThreadSafeDatabaseMetadata):  # type: ignore[misc]  # playhouse is untyped
     """A model's database binding, per thread, for queries and table creation alike.
 
     playhouse's `ThreadSafeDatabaseMetadata` keeps the binding per thread, but peewee's
