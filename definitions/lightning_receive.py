@@ -37,7 +37,7 @@ from .model import (
     digest,
     payment_hash_of,
 )
-from .services import Services, WalletConfig
+from .services import Services
 from .services.ark_records import ReceiveGrant, ReceiveState, ReceiveStatus
 from .services.ark_server import INVALID_ARGUMENT, ServerUnavailable
 from .started import Started
@@ -48,9 +48,13 @@ INVOICE_EXPIRY_GRACE = 60.0
 """Seconds after the invoice's expiry before an unpaid receive is dropped (bark: 60 s)."""
 PROOF_MIN_EXPIRY_MARGIN = 2
 """A VTXO used for the anti-DoS proof must expire more than this many blocks from the tip."""
-CLAIM_RETRY = RetryPolicy(max_attempts=WalletConfig().lightning_receive_claim_retries)
-"""The claim retry budget (bark's ``lightning_receive_claim_retries``, default 5). The
-attempts count is on the row, so the budget holds across drives and restarts."""
+CLAIM_BACKOFF = RetryPolicy()
+"""The wait between two claim attempts (the executor's default curve)."""
+CLAIM_RETRY = RetryPolicy(max_attempts=1)
+"""Every transient claim error goes to `keep_pending`, which counts it against the wallet's
+own budget (``WalletConfig.lightning_receive_claim_retries``): a policy is fixed when the
+kind is defined, the configuration only when a wallet runs it. The attempts count is on the
+row, so the budget holds across drives and restarts."""
 SPENDABLE = frozenset({VtxoState.SPENDABLE})
 
 
@@ -355,17 +359,21 @@ def exit_htlcs(ctx: Ctx, d: LightningReceive) -> LightningReceive:
 
 
 def keep_pending(ctx: Ctx, d: LightningReceive, error: BaseException) -> fsm.Outcome:
-    """The preimage is out: never give up. Park with the error and no wake-up; the next
-    drive (a sync, a notify) tries again, or the user exits (`lightning_receive_ops`)."""
+    """The preimage is out: never give up. A transient error within the wallet's claim budget
+    waits the usual backoff; past it, or on a rejection, park with the error and no wake-up:
+    the next drive (a sync, a notify) tries again, or the user exits
+    (`lightning_receive_ops`)."""
     state = (
         LightningReceiveKind.delivering
         if d.claim_outputs
         else LightningReceiveKind.preimage_revealed
     )
-    note = "retry budget exhausted" if not isinstance(error, fsm.Rejected) else "rejected"
-    return fsm.Park(
-        LightningReceiveKind.create(d, state), error=ServerUnavailable(f"{note}: {error}")
-    )
+    here = LightningReceiveKind.create(d, state)
+    rejected = isinstance(error, fsm.Rejected)
+    if not rejected and ctx.attempts < ctx.services.config.lightning_receive_claim_retries:
+        return fsm.Park(here, wake_after=CLAIM_BACKOFF.delay(ctx.attempts))
+    note = "rejected" if rejected else "retry budget exhausted"
+    return fsm.Park(here, error=ServerUnavailable(f"{note}: {error}"))
 
 
 class LightningReceiveKind(Kind[LightningReceive, Services]):

@@ -24,7 +24,7 @@ from fsm_bark.lightning_receive_ops import (
     receive_outcome,
 )
 from fsm_bark.model import ArkAddress, MovementStatus, VtxoState, digest
-from fsm_bark.services import Services
+from fsm_bark.services import Services, WalletConfig
 from fsm_bark.services.ark_records import ReceiveState
 from fsm_bark.sim import Fault
 
@@ -235,6 +235,23 @@ def test_claim_budget_parks_pending_then_a_later_drive_finishes(w: Rig) -> None:
     assert again.status is fsm.DriveStatus.PARKED and "budget" in str(again.error)
     assert drive(w, action).status is fsm.DriveStatus.DONE
     assert w.problems() == []
+
+
+def test_claim_budget_is_the_wallets_configuration(tmp_path: Path) -> None:
+    """A wallet configured for 3 claim attempts makes 3, not the default 5."""
+    with Rig(tmp_path, seed=3, config=WalletConfig(lightning_receive_claim_retries=3)) as w:
+        w.world.fund_vtxos(w.wallet, [50_000])
+        action = receive(w)
+        pay(w, action)
+        w.world.script_fault("claim_lightning_receive", Fault.DROP_REQUEST, times=4)
+        result = drive(w, action)
+        assert result.status is fsm.DriveStatus.PARKED and result.state == "preimage_revealed"
+        assert "retry budget exhausted" in str(result.error)
+        row = w.store.row(action.id)
+        assert row is not None and row.attempts == 3 and row.wake_at is None
+        assert drive(w, action).status is fsm.DriveStatus.PARKED  # the fourth fails too
+        assert drive(w, action).status is fsm.DriveStatus.DONE
+        assert w.problems() == []
 
 
 def test_claim_rejection_keeps_the_receive_pending(w: Rig) -> None:
