@@ -212,7 +212,7 @@ class ServerState(ArkState):
             return Applied(send.revoked, effect, f"revoke {h} (again)", False)
         if send.status == SUCCEEDED:
             raise rejected(f"payment {h} succeeded; nothing to revoke")
-        recv = self._recv_status(h)
+        recv = self._linked_recv(h)
         if recv in COMMITTED:
             raise rejected(f"the receive side of {h} is committed; cannot revoke")
         expired = self.chain.tip() > policy.expiry_height
@@ -231,12 +231,21 @@ class ServerState(ArkState):
 
     # -- lightning receive ---------------------------------------------------------------
 
+    def _linked_recv(self, payment_hash: str) -> str | None:
+        """The status of the receive an intra-Ark send of this hash pays (None: none does;
+        a receive and a send that only share the hash are separate things)."""
+        row = self.db.one(
+            "SELECT status FROM srv_ln_recv WHERE payment_hash = ? AND payer = ?",
+            (payment_hash, INTRA_ARK),
+        )
+        return None if row is None else str(row[0])
+
     def _recv_status(self, payment_hash: str) -> str | None:
         row = self.db.one("SELECT status FROM srv_ln_recv WHERE payment_hash = ?", (payment_hash,))
         return None if row is None else str(row[0])
 
     def start_receive(
-        self, payment_hash: str, amount: int, cltv_delta: int, request: str
+        self, payment_hash: str, amount: int, cltv_delta: int, description: str, request: str
     ) -> Applied[Invoice]:
         effect = f"ln_recv_start:{payment_hash}"
         row = self.db.one(
@@ -252,7 +261,8 @@ class ServerState(ArkState):
             raise rejected("amount must be positive")
         if cltv_delta > info.max_htlc_recv_cltv_delta:
             raise rejected(f"cltv delta {cltv_delta} above {info.max_htlc_recv_cltv_delta}")
-        invoice = Invoice(payment_hash, amount, self.clock.now() + 3600.0, info.network)
+        expires = self.clock.now() + 3600.0
+        invoice = Invoice(payment_hash, amount, expires, info.network, description)
         self.db.run(
             "INSERT INTO srv_ln_recv (payment_hash, request, invoice, status) VALUES (?, ?, ?, ?)",
             (payment_hash, request, dump(invoice), ReceiveState.CREATED.value),
@@ -378,14 +388,15 @@ class ServerState(ArkState):
         return Applied(None, effect, f"cancel {payment_hash}")
 
     def _cancel_recv(self, payment_hash: str) -> None:
+        """Cancel the receive; an intra-Ark send paying it fails with it, no other send."""
+        linked = self._linked_recv(payment_hash) is not None
         self.db.run(
             "UPDATE srv_ln_recv SET status = ? WHERE payment_hash = ?",
             (ReceiveState.CANCELED.value, payment_hash),
         )
-        if self._send(payment_hash) is not None:
-            send = self._send(payment_hash)
-            if send is not None and send.status == INITIATED:
-                self._set_send(payment_hash, FAILED)
+        send = self._send(payment_hash)
+        if linked and send is not None and send.status == INITIATED:
+            self._set_send(payment_hash, FAILED)
 
     def expire_receives(self) -> None:
         """After a block: take back granted, unclaimed HTLC-recv VTXOs past their expiry, and
