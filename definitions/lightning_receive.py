@@ -221,7 +221,12 @@ async def take_grant(ctx: Ctx, d: LightningReceive) -> LightningReceive:
         intended_balance=d.invoice.amount,
         effective_balance=total,
         fee=max(0, grant.amount - total),
-        metadata={"payment_hash": d.payment_hash, "received_on": d.invoice.encoded},
+        metadata={
+            "payment_hash": d.payment_hash,
+            "received_on": d.invoice.encoded,
+            "htlc_vtxos": ",".join(v.id for v in htlcs),
+            "preimage": d.preimage,
+        },
     )
     ctx.acquire(*(v.resource for v in htlcs))
     for v in htlcs:
@@ -342,13 +347,16 @@ def exit_requested(ctx: Ctx, d: LightningReceive) -> bool:
 
 
 def exit_htlcs(ctx: Ctx, d: LightningReceive) -> LightningReceive:
-    """Take the HTLCs on chain (the wallet marks them exited), fail the movement, keep the
-    preimage as the settled record (the exit needs it). Every call is a no-op when repeated."""
+    """Take the HTLCs on chain (the wallet marks them exited), record them on the movement
+    and fail it (as board and lightning send do), keep the preimage as the settled record (the
+    exit needs it). Every call is a no-op when repeated."""
     wallet = ctx.services.wallet
     for vtxo_id in d.htlc_vtxo_ids:
         wallet.start_exit(vtxo_id)
     wallet.set_vtxo_state(d.htlc_vtxo_ids, VtxoState.EXITED, allowed_from=SPENDABLE)
     if d.movement_id is not None:
+        exits = MovementUpdate(metadata={"exited_vtxos": ",".join(d.htlc_vtxo_ids)})
+        wallet.update_movement(d.movement_id, exits)
         wallet.finish_movement(d.movement_id, MovementStatus.FAILED)
     amount = sum(v.amount for i in d.htlc_vtxo_ids if (v := wallet.get_vtxo(i)) is not None)
     wallet.record_settled_receive(d.payment_hash, d.preimage, amount)

@@ -190,7 +190,9 @@ class SimArkServer:
         request = [payment_hash, amount, cltv_delta, mailbox_id, description]
         return self._call(
             "start_lightning_receive", idempotency_key, request, Invoice,
-            lambda: self.state.start_receive(payment_hash, amount, cltv_delta, dump(request)),
+            lambda: self.state.start_receive(
+                payment_hash, amount, cltv_delta, description, dump(request)
+            ),
         )  # fmt: skip
 
     async def check_lightning_receive(self, payment_hash: str) -> ReceiveStatus:

@@ -23,7 +23,14 @@ from fsm_bark.lightning_receive_ops import (
     read_receive,
     receive_outcome,
 )
-from fsm_bark.model import ArkAddress, MovementStatus, VtxoState, digest
+from fsm_bark.model import (
+    ArkAddress,
+    HtlcRecvPolicy,
+    MovementStatus,
+    VtxoState,
+    digest,
+    payment_hash_of,
+)
 from fsm_bark.services import Services, WalletConfig
 from fsm_bark.services.ark_records import ReceiveState
 from fsm_bark.sim import Fault
@@ -104,6 +111,19 @@ def test_paid_receive_settles_into_the_wallet(w: Rig) -> None:
     assert w.applied_by("claim_lightning_receive") == 1
     assert receive_outcome(w.store, w.services, hash_of(action)) is ReceiveOutcome.SETTLED
     assert w.problems() == []
+
+
+def test_the_invoice_and_the_movement_carry_what_bark_shows(w: Rig) -> None:
+    """The description reaches the invoice; the movement names the HTLCs and the preimage."""
+    action = receive(w, description="two coffees")
+    found = read_receive(w.store, hash_of(action))
+    assert found is not None and found[1].invoice.description == "two coffees"
+    pay(w, action)
+    assert drive(w, action).status is fsm.DriveStatus.DONE
+    [htlc] = [v for v, _ in w.services.wallet.vtxos() if isinstance(v.policy, HtlcRecvPolicy)]
+    movement = w.services.wallet.movement_of(action.id)
+    assert movement is not None and movement.metadata["htlc_vtxos"] == htlc.id
+    assert payment_hash_of(movement.metadata["preimage"]) == hash_of(action)
 
 
 def test_external_destination_is_delivered_to_its_mailbox(w: Rig) -> None:
@@ -293,6 +313,7 @@ def test_exit_after_the_reveal(w: Rig) -> None:
     assert w.services.wallet.settled_receive(hash_of(action)) == AMOUNT - FEE
     exited = [v for v, s in w.services.wallet.vtxos() if s is VtxoState.EXITED]
     assert len(exited) == 1 and exited[0].amount == AMOUNT - FEE
+    assert movement.metadata["exited_vtxos"] == exited[0].id  # recorded, as bark does
 
 
 def test_settled_on_the_server_walks_forward_instead_of_retrying(w: Rig) -> None:
