@@ -107,6 +107,13 @@ async def cosign(ctx: Ctx, d: ArkoorSend) -> ArkoorSend:
     )
 
 
+async def spend_made(ctx: Ctx, d: ArkoorSend) -> bool:
+    """After a refused cosign: did the server spend the inputs anyway (a first attempt whose
+    answer was lost)? Then the spend is adopted, never cancelled. Errors propagate: giving up
+    waits until the server can say no."""
+    return bool(await ctx.services.server.spent_vtxos(d.input_ids))
+
+
 async def register_outputs(ctx: Ctx, d: ArkoorSend) -> ArkoorSend:
     """Register the outputs' transactions, so the recipient (and we) can exit from them."""
     vtxos = d.destination_vtxos + d.change_vtxos
@@ -171,6 +178,7 @@ class ArkoorSendKind(Kind[ArkoorSend, Services]):
     name = "arkoor_send"
 
     cosigning = State(initial=True, doc="inputs held; cosign the spend")
+    cosign_refused = State(doc="adopt the spend if the server made it, else cancel")
     registration = State(doc="register the outputs' transactions")
     delivery = State(retry=DELIVERY_RETRY, doc="post to the recipient's mailboxes")
     finalizing = State(doc="delivered: store the change")
@@ -181,14 +189,18 @@ class ArkoorSendKind(Kind[ArkoorSend, Services]):
 
     transitions = (
         cosigning.to(registration, effect=cosign),
+        cosign_refused.to(registration, guard=spend_made, effect=cosign),
+        cosign_refused.to(cancelled),
         registration.to(delivery, effect=register_outputs),
         delivery.to(finalizing, effect=deliver),
         finalizing.to(sent, effect=finalize_delivered),
         salvaging.to(undelivered, effect=finalize_undelivered),
-        # bark's on_rejection table. Cosigning: nothing was spent, fail (fsm releases the
-        # inputs). Registration: deliver anyway, the recipient can exit from the signed chain.
-        # Delivery (and its spent retry budget): salvage the change.
-        cosigning.rejected(to=cancelled),
+        # bark's on_rejection table. Cosigning: ask the server whether the inputs were spent
+        # anyway (a lost answer), adopt the spend if so, else fail (fsm releases the inputs);
+        # a refused adopting replay holds. Registration: deliver anyway, the recipient can
+        # exit from the signed chain. Delivery (and its spent retry budget): salvage the change.
+        cosigning.rejected(to=cosign_refused),
+        cosign_refused.rejected(park=True),
         registration.rejected(to=delivery),
         delivery.rejected(to=salvaging),
     )

@@ -205,6 +205,13 @@ async def register_split(ctx: Ctx, d: Offboard) -> Offboard:
     return attrs.evolve(d, prior_txid=None)
 
 
+async def split_made(ctx: Ctx, d: Offboard) -> bool:
+    """After a refused split: did the server spend the inputs anyway (a first attempt whose
+    answer was lost)? Then it must be adopted, never abandoned. Errors propagate: giving up
+    waits until the server can say no."""
+    return bool(await ctx.services.server.spent_vtxos(sorted(d.input_vtxo_ids)))
+
+
 def _vtxo(wallet: WalletStore, vtxo_id: str) -> Vtxo:
     vtxo = wallet.get_vtxo(vtxo_id)
     if vtxo is None:
@@ -371,13 +378,15 @@ async def finish_refused(ctx: Ctx, d: Offboard, error: BaseException) -> fsm.Out
 
 
 class OffboardKind(Kind[Offboard, Services]):
-    """Start -> [SplitWithArkoor -> ArkoorRegistrationRequired ->] ReadyForOffboard ->
-    OffboardTxPrepared -> ReadyForBroadcast -> AwaitingConfirmations -> done."""
+    """Start -> [SplitWithArkoor (-> SplitRefused) -> ArkoorRegistrationRequired ->]
+    ReadyForOffboard -> OffboardTxPrepared -> ReadyForBroadcast -> AwaitingConfirmations ->
+    done."""
 
     name = "offboard"
 
     start = State(initial=True, retry=RetryPolicy(max_attempts=1), doc="inputs held")
     split_with_arkoor = State(doc="SendOnchain: arkoor split to an exact VTXO")
+    split_refused = State(doc="adopt the split if the server made it, else give up")
     arkoor_registration_required = State(doc="register the split, free the change")
     ready_for_offboard = State(doc="prepare (prior_txid: after a lost session)")
     offboard_tx_prepared = State(doc="sign forfeits, finish")
@@ -392,6 +401,8 @@ class OffboardKind(Kind[Offboard, Services]):
         start.to(split_with_arkoor, guard=is_send_onchain, effect=check_inputs),
         start.to(ready_for_offboard, effect=check_inputs),
         split_with_arkoor.to(arkoor_registration_required, effect=arkoor_split),
+        split_refused.to(arkoor_registration_required, guard=split_made, effect=arkoor_split),
+        split_refused.to(abandoning),
         arkoor_registration_required.to(ready_for_offboard, effect=register_split),
         ready_for_offboard.to(offboard_tx_prepared, effect=prepare),
         offboard_tx_prepared.to(ready_for_broadcast, effect=finish),
@@ -407,8 +418,11 @@ class OffboardKind(Kind[Offboard, Services]):
         # Where the inputs may be forfeited or the split outputs registered half-way, failing
         # (and releasing them) is not safe: park there with the error, no wake-up (bark's
         # "consider exiting" arms).
+        # A refused split asks the server before abandoning (a lost answer may hide a split
+        # that happened); a refused replay of a split the server made holds.
         start.rejected(to=failed),
-        split_with_arkoor.rejected(to=abandoning),
+        split_with_arkoor.rejected(to=split_refused),
+        split_refused.rejected(park=True),
         arkoor_registration_required.rejected(park=True),
         ready_for_offboard.rejected(
             handler=prepare_refused, to=(abandoning, awaiting_confirmations)

@@ -56,6 +56,12 @@ class ArkServer(Protocol):
         replay; a different spend of the same inputs is ``Rejected(InvalidArgument)``."""
         ...
 
+    async def spent_vtxos(self, vtxo_ids: list[str]) -> list[str]:
+        """Which of ``vtxo_ids`` the server has spent (a read). How a spend whose answer was
+        lost and whose retry was refused learns whether it happened before letting its inputs
+        go. An unknown VTXO is ``Rejected(NotFound)``."""
+        ...
+
     async def post_to_mailbox(
         self, mailbox_id: str, vtxos: list[Vtxo], idempotency_key: str
     ) -> None: ...

@@ -117,6 +117,9 @@ class SimArkServer:
             lambda: self.state.arkoor_cosign(input_ids, outputs),
         )  # fmt: skip
 
+    async def spent_vtxos(self, vtxo_ids: list[str]) -> list[str]:
+        return self._read("spent_vtxos", lambda: self.state.spent_of(vtxo_ids))
+
     async def post_to_mailbox(
         self, mailbox_id: str, vtxos: list[Vtxo], idempotency_key: str
     ) -> None:

@@ -171,6 +171,17 @@ class ArkState:
             raise rejected("some inputs are already spent")
         return found, bool(ids) and spent_here == len(ids)
 
+    def spent_of(self, ids: list[str]) -> list[str]:
+        """The VTXOs of ``ids`` that are spent; an unknown one is ``NotFound``."""
+        spent = []
+        for vid in ids:
+            row = self.vtxo(vid)
+            if row is None:
+                raise rejected(f"unknown vtxo {vid}", NOT_FOUND)
+            if row[1] == SPENT:
+                spent.append(vid)
+        return spent
+
     def spend(self, ids: list[str], by: str) -> None:
         for vid in ids:
             self.db.run(

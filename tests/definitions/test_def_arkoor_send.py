@@ -137,6 +137,24 @@ def test_cosign_rejection_fails_and_releases_the_inputs(w: Rig) -> None:
     assert w.problems() == []
 
 
+def test_a_refused_retry_after_a_lost_cosign_answer_asks_the_server_first(w: Rig) -> None:
+    """The spend happened but its answer was lost; the retry is refused. Cancelling would
+    release inputs the server has spent: the send asks, finds them spent, and adopts it."""
+    fund(w)
+    w.world.script_fault("request_arkoor_cosign", Fault.LOSE_RESPONSE)
+    w.world.script_fault("request_arkoor_cosign", Fault.REJECT_INVALID_ARGUMENT)
+    w.world.script_fault("request_arkoor_cosign", Fault.REJECT_INVALID_ARGUMENT)
+    result = send(w)  # the adopting replay is refused too: parked, nothing released
+    assert (result.status, result.state) == (fsm.DriveStatus.PARKED, "cosign_refused")
+    assert w.store.all_resources() != {}  # the inputs stay held: the server spent them
+    assert asyncio.run(w.executor.notify(result.id)).status is fsm.DriveStatus.DONE
+    action_id, m = the_movement(w)
+    assert ("cosigning", "cosign_refused", "rejection") in states(w, action_id)
+    assert m.status is MovementStatus.SUCCESSFUL
+    assert w.applied_by("request_arkoor_cosign") == 1
+    assert w.problems() == []
+
+
 def test_registration_rejection_still_delivers(w: Rig) -> None:
     fund(w)
     w.world.script_fault("register_vtxo_transactions", Fault.REJECT_NOT_FOUND)
@@ -230,6 +248,7 @@ def test_diagram_states_match_the_reference() -> None:
     graph = ArkoorSendKind.graph()
     assert [s.name for s in graph.states] == [
         "cosigning",
+        "cosign_refused",
         "registration",
         "delivery",
         "finalizing",

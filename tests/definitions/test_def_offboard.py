@@ -108,6 +108,29 @@ def test_refused_arkoor_split_fails_the_movement_and_releases_the_inputs(rig: An
     asyncio.run(go())
 
 
+@pytest.mark.parametrize("refusing", ["request_arkoor_cosign", "register_vtxo_transactions"])
+def test_refused_retry_after_a_lost_split_answer_asks_the_server(rig: Any, refusing: str) -> None:
+    """The split happened, its answer was lost, and the retry is refused (the cosign, or the
+    inputs' registration before it). Abandoning would release inputs the server has spent and
+    forget the split's outputs: the offboard asks the server, finds the inputs spent, and
+    adopts the split (a replay)."""
+
+    async def go() -> None:
+        aid = await rig.start(await start_offboard(rig.services, DEST, amount=10_000))
+        rig.world.script_fault("request_arkoor_cosign", Fault.LOSE_RESPONSE)
+        assert (await rig.drive(aid)).state == "split_with_arkoor"
+        rig.world.script_fault(refusing, Fault.REJECT_INVALID_ARGUMENT)
+        rig.world.advance_time(60)
+        assert (await rig.drive(aid)).status is fsm.DriveStatus.DONE
+        steps = [(t.from_state, t.to_state) for t in rig.store.transitions(aid)]
+        assert ("split_refused", "arkoor_registration_required") in steps
+        assert movement_of(rig, aid).status is MovementStatus.SUCCESSFUL
+        assert rig.applied_by("request_arkoor_cosign") == 1
+        assert rig.held() == {} and rig.problems() == []
+
+    asyncio.run(go())
+
+
 def test_refused_input_registration_fails_cleanly(rig: Any) -> None:
     async def go() -> None:
         aid = await rig.start(await start_offboard(rig.services, DEST, amount=10_000))
