@@ -68,7 +68,8 @@ class Offboard:
 
     ``send_onchain`` is ``None`` for OffboardWhole. ``offboard_tx`` is the unsigned tx once
     prepared, the signed one once finished; ``created_at`` is when it was first broadcast or
-    adopted (the lost-tx grace period counts from there).
+    adopted (the lost-tx grace period counts from there); ``refusal`` the server's refusal of
+    the prepare that sends it to ``abandoning``, for the failed movement.
     """
 
     id: str
@@ -85,6 +86,7 @@ class Offboard:
     forfeit_nonces: list[str] = attrs.Factory(list)
     movement_id: int | None = None
     created_at: float | None = None
+    refusal: str | None = None
 
 
 def _tx(d: Offboard) -> Tx:
@@ -337,10 +339,14 @@ def settle(ctx: Ctx, d: Offboard) -> Offboard:
 
 
 def fail_movement(ctx: Ctx, d: Offboard) -> Offboard:
-    """Nothing was forfeited: the movement fails with nothing moved, and the failed state
-    releases the inputs (or the arkoor outputs) the action holds."""
+    """Nothing was forfeited: the movement fails with nothing moved (and the server's reason,
+    when it refused), and the failed state releases the inputs (or the arkoor outputs) the
+    action holds."""
     wallet = ctx.services.wallet
-    wallet.finish_movement(_movement(wallet, d), MovementStatus.FAILED, effective_balance=0)
+    movement = _movement(wallet, d)
+    if d.refusal is not None:
+        wallet.update_movement(movement, MovementUpdate(metadata={"failure": d.refusal}))
+    wallet.finish_movement(movement, MovementStatus.FAILED, effective_balance=0)
     return d
 
 
@@ -351,13 +357,14 @@ async def prepare_refused(ctx: Ctx, d: Offboard, error: BaseException) -> fsm.Ou
     """ReadyForOffboard refused. Without a prior tx nothing was forfeited: fail. With one
     (we lost a finish session): adopt it if the chain has it; fail if the refusal proves the
     inputs unspent; else keep looking (our chain view may lag the server's broadcast)."""
+    refused = attrs.evolve(d, refusal=str(error))
     if d.prior_txid is None:
-        return OffboardKind.goto(d, OffboardKind.abandoning)
+        return OffboardKind.goto(refused, OffboardKind.abandoning)
     prior = await _on_chain(ctx, d.prior_txid)
     if prior is not None:
         return _adopt(ctx, d, prior)
     if any(proof in str(error) for proof in SPENDABLE_PROOFS):
-        return OffboardKind.goto(d, OffboardKind.abandoning)
+        return OffboardKind.goto(refused, OffboardKind.abandoning)
     here = OffboardKind.create(d, OffboardKind.ready_for_offboard)
     return fsm.Park(here, wake_after=POLL_SECONDS, error=error)
 

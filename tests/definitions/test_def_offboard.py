@@ -173,6 +173,23 @@ def test_refused_prepare_without_prior_tx_fails(rig: Any) -> None:
     asyncio.run(go())
 
 
+def test_a_refused_offboard_keeps_the_servers_reason(rig: Any) -> None:
+    """The server's refusal is on the result and on the failed movement, not only in the
+    transition log (bark's run_offboard returns the server's error)."""
+
+    async def go() -> None:
+        start = start_offboard(rig.services, "blocked:bob", vtxo_ids=[rig.inputs[0].id])
+        aid = await rig.start(await start)
+        r = await rig.drive(aid)
+        assert r.status is fsm.DriveStatus.FAILED and "output address is blocked" in str(r.error)
+        m = movement_of(rig, aid)
+        assert m.status is MovementStatus.FAILED
+        assert "output address is blocked" in m.metadata["failure"]
+        assert rig.held() == {} and rig.problems() == []
+
+    asyncio.run(go())
+
+
 async def to_prepared(rig: Any) -> str:
     """An OffboardWhole whose finish runs into a server restart: parked in ready_for_offboard
     with ``prior_txid`` (its session is gone, the tx is nowhere)."""
