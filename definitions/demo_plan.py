@@ -16,10 +16,13 @@ import attrs
 
 from .arkoor_send import ArkoorSendKind, start_arkoor_send
 from .board import BoardKind, fund_board, start_board
-from .lightning_receive import LightningReceiveKind, start_lightning_receive
-from .lightning_send import LightningSendKind, start_lightning_send
+from .lightning_receive import LightningReceiveKind
+from .lightning_receive_start import start_lightning_receive
+from .lightning_send import LightningSendKind
+from .lightning_send_start import start_lightning_send
 from .model import ArkAddress, digest
-from .offboard import OffboardKind, start_offboard
+from .offboard import OffboardKind
+from .offboard_start import start_offboard
 from .services import Services
 from .started import Started
 

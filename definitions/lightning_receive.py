@@ -1,6 +1,6 @@
 """Lightning receive (bark reference §2.5) as a declarative fsm kind.
 
-The wallet asks the Ark server for an invoice (`start_lightning_receive`, before the action
+The wallet asks the Ark server for an invoice (`lightning_receive_start`, before the action
 exists, as bark does: an unused invoice just expires). The action then waits for the payer's
 HTLC, takes the server's grant of HTLC-recv VTXOs, checkpoints the decision to reveal the
 preimage, claims the HTLCs with it, and for an external destination delivers the claimed VTXO
@@ -11,13 +11,12 @@ to the destination's mailbox::
 Each step's main server call uses ``ctx.idempotency_key`` (the claim's output registration and
 the mailbox posts use keys derived from it, `calls.call_key`), so a re-run after a
 crash or a lost response is a replay on the server. The reference's defects this kind fixes
-are listed in docs/definitions/lightning_receive.md; `lightning_receive_ops` has
-the user operations (cancel, exit, status).
+are listed in docs/definitions/lightning_receive.md; `lightning_receive_grant` has what the
+grant request pins and which grant is accepted, `lightning_receive_ops` the user operations
+(cancel, exit, status).
 """
 
 from __future__ import annotations
-
-import secrets
 
 import attrs
 
@@ -25,6 +24,7 @@ import fsm
 from fsm import Kind, RetryPolicy, State, StepContext
 
 from .calls import call_key
+from .lightning_receive_grant import GrantRequest, grant_problem, pin
 from .model import (
     ArkAddress,
     HtlcRecvPolicy,
@@ -34,20 +34,15 @@ from .model import (
     PubkeyPolicy,
     Vtxo,
     VtxoState,
-    digest,
-    payment_hash_of,
 )
 from .services import Services
-from .services.ark_records import ReceiveGrant, ReceiveState, ReceiveStatus
+from .services.ark_records import ReceiveState, ReceiveStatus
 from .services.ark_server import INVALID_ARGUMENT, ServerUnavailable
-from .started import Started
 
 Ctx = StepContext[Services]
 
 INVOICE_EXPIRY_GRACE = 60.0
 """Seconds after the invoice's expiry before an unpaid receive is dropped (bark: 60 s)."""
-PROOF_MIN_EXPIRY_MARGIN = 2
-"""A VTXO used for the anti-DoS proof must expire more than this many blocks from the tip."""
 CLAIM_BACKOFF = RetryPolicy()
 """The wait between two claim attempts (the executor's default curve)."""
 CLAIM_RETRY = RetryPolicy(max_attempts=1)
@@ -56,15 +51,6 @@ own budget (``WalletConfig.lightning_receive_claim_retries``): a policy is fixed
 kind is defined, the configuration only when a wallet runs it. The attempts count is on the
 row, so the budget holds across drives and restarts."""
 SPENDABLE = frozenset({VtxoState.SPENDABLE})
-
-
-@attrs.frozen
-class GrantRequest:
-    """The grant request, fixed in the checkpoint before it is sent, so a re-run sends the
-    identical request under the same idempotency key (the tip may have moved meanwhile)."""
-
-    htlc_expiry: int
-    proof: str | None
 
 
 @attrs.frozen
@@ -148,54 +134,9 @@ async def invoice_expired(ctx: Ctx, d: LightningReceive) -> bool:
 
 
 async def pin_grant_request(ctx: Ctx, d: LightningReceive) -> LightningReceive:
-    """Fix the HTLC expiry and the anti-DoS proof: the token if given, else an attestation
-    over a spendable VTXO that does not expire within two blocks, else none."""
-    tip = await ctx.services.chain.tip_height()
-    proof = None if d.anti_dos_token is None else f"token:{d.anti_dos_token}"
-    if proof is None:
-        usable = [
-            v
-            for v in ctx.services.wallet.spendable_vtxos()
-            if v.expiry_height > tip + PROOF_MIN_EXPIRY_MARGIN
-        ]
-        if usable:
-            v = usable[0]
-            proof = f"vtxo:{v.id}:{digest('attest', v.id, d.payment_hash)}"
-    return attrs.evolve(d, grant_request=GrantRequest(tip + d.cltv_delta, proof))
-
-
-async def _grant_problem(ctx: Ctx, d: LightningReceive, grant: ReceiveGrant) -> str | None:
-    """Why the grant is unacceptable (None: it is fine). Every check is terminal."""
-    svc = ctx.services
-    assert d.grant_request is not None
-    info = await svc.server.info()
-    tip = await svc.chain.tip_height()
-    cfg = svc.config
-    pubkey = svc.wallet.derive_key(d.key_index)
-    deadline = (
-        tip
-        + info.vtxo_exit_delta
-        + info.htlc_expiry_delta
-        + cfg.vtxo_exit_margin
-        + cfg.htlc_recv_claim_delta
-    )
-    if not grant.htlc_vtxos:
-        return "no HTLC VTXOs granted"
-    for v in grant.htlc_vtxos:
-        p = v.policy
-        if not isinstance(p, HtlcRecvPolicy):
-            return f"vtxo {v.id} is not an HTLC-recv VTXO"
-        if p.payment_hash != d.payment_hash or p.pubkey != pubkey:
-            return f"vtxo {v.id} is for another payment hash or key"
-        if p.expiry_height < d.grant_request.htlc_expiry:
-            return f"vtxo {v.id} expires at {p.expiry_height}, before the requested height"
-        if deadline > p.expiry_height:
-            return f"vtxo {v.id} expires at {p.expiry_height}, before the claim deadline {deadline}"
-    total = sum(v.amount for v in grant.htlc_vtxos)
-    fee = grant.amount - total if grant.amount >= total else d.invoice.amount - total
-    if total + fee < d.invoice.amount:
-        return f"HTLCs of {total} sats plus fee {fee} do not cover the invoice"
-    return None
+    """Fix the HTLC expiry and the anti-DoS proof (`lightning_receive_grant.pin`)."""
+    pinned = await pin(ctx.services, d.payment_hash, d.cltv_delta, d.anti_dos_token)
+    return attrs.evolve(d, grant_request=pinned)
 
 
 async def take_grant(ctx: Ctx, d: LightningReceive) -> LightningReceive:
@@ -210,7 +151,7 @@ async def take_grant(ctx: Ctx, d: LightningReceive) -> LightningReceive:
         req.proof,
         ctx.idempotency_key,
     )
-    problem = await _grant_problem(ctx, d, grant)
+    problem = await grant_problem(svc, req, d.payment_hash, d.key_index, d.invoice.amount, grant)
     if problem is not None:
         raise fsm.Rejected(f"grant rejected: {problem}", code=INVALID_ARGUMENT)
     htlcs = sorted(grant.htlc_vtxos, key=lambda v: v.id)
@@ -422,64 +363,8 @@ class LightningReceiveKind(Kind[LightningReceive, Services]):
         return lightning_receive_id(data.payment_hash)
 
 
-# -- entry point -------------------------------------------------------------------------------
-
-
-async def start_lightning_receive(
-    services: Services,
-    amount: int,
-    *,
-    description: str = "",
-    claim_destination: ArkAddress | None = None,
-    anti_dos_token: str | None = None,
-    preimage: str | None = None,
-) -> Started[LightningReceive]:
-    """Create the invoice on the server and return the action to `fsm.Executor.start` (it
-    holds no resources).
-
-    ``preimage`` defaults to 32 random bytes; pass one to make a retry of this call (after a
-    lost response) a replay on the server. Raises ValueError for a bad amount or a server
-    whose limits leave no room for the receive's CLTV delta.
-    """
-    if amount <= 0:
-        raise ValueError(f"amount must be positive, got {amount}")
-    info = await services.server.info()
-    cfg = services.config
-    if amount <= info.lightning_receive_fee:
-        raise ValueError(
-            f"amount {amount} does not cover the receive fee {info.lightning_receive_fee}"
-        )
-    cltv = (
-        info.vtxo_exit_delta
-        + info.htlc_expiry_delta
-        + cfg.vtxo_exit_margin
-        + cfg.htlc_recv_claim_delta
-        + 2
-    )
-    if cltv > info.max_htlc_recv_cltv_delta:
-        raise ValueError(f"CLTV delta {cltv} above the server's {info.max_htlc_recv_cltv_delta}")
-    preimage = preimage or secrets.token_hex(32)
-    payment_hash = payment_hash_of(preimage)
-    wallet = services.wallet
-    key_index = wallet.next_key_index()
-    invoice = await services.server.start_lightning_receive(
-        payment_hash,
-        amount,
-        cltv,
-        wallet.mailbox_id(),
-        description,
-        f"{lightning_receive_id(payment_hash)}.invoice",
-    )
-    if invoice.payment_hash != payment_hash:
-        raise ValueError(f"server invoice is for {invoice.payment_hash}, not {payment_hash}")
-    data = LightningReceive(invoice, preimage, cltv, key_index, anti_dos_token, claim_destination)
-    return Started(LightningReceiveKind.create(data), [])
-
-
 __all__ = [
-    "GrantRequest",
     "LightningReceive",
     "LightningReceiveKind",
     "lightning_receive_id",
-    "start_lightning_receive",
 ]

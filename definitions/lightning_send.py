@@ -22,7 +22,8 @@ resources from the first checkpoint; the movement is created by the first step a
 first asks the server whether it cosigned the HTLC, and adopts the HTLC if it did, so inputs
 the server has spent are never released; ``revocable`` tolerates a few transient errors
 before it counts as stuck; and the mailbox "payment finished" path goes through the executor
-(`lightning_send_ops.lightning_send_finished`), never around the action's lease.
+(`lightning_send_ops.lightning_send_finished`), never around the action's lease. The
+starter is in `lightning_send_start`, the user's operations in `lightning_send_ops`.
 """
 
 from __future__ import annotations
@@ -43,15 +44,12 @@ from .model import (
     Vtxo,
     VtxoRequest,
     VtxoState,
-    change_pieces,
     payment_hash_of,
-    vtxo_resource,
 )
 from .services import Services
 from .services.ark_records import HtlcSendRequest
 from .services.ark_server import ServerUnavailable
 from .services.lightning_node import PaymentState, PaymentStatus
-from .started import Started
 
 POLL_SECONDS = 2.0
 """How often a waiting payment is polled (bark: park 2 s)."""
@@ -352,64 +350,8 @@ class LightningSendKind(Kind[LightningSend, Services]):
         return lightning_send_id(data.payment_hash)
 
 
-# -- entry points ------------------------------------------------------------------------------
-
-
-class AlreadyPaid(ValueError):
-    """The paid-invoice fact says this payment hash was paid already."""
-
-
-async def start_lightning_send(
-    services: Services,
-    invoice: Invoice,
-    amount: int | None = None,
-    *,
-    allow_exit_of_htlcs: bool = False,
-) -> Started[LightningSend]:
-    """A new lightning send and the resources (its inputs) to start it with.
-
-    ``amount`` is required for an amountless invoice (``invoice.amount == 0``) and must match
-    the invoice otherwise. Selects inputs for amount + the server's fee, reserves the HTLC and
-    revocation keys, and fixes the HTLC expiry at tip + the server's delta. Nothing else is
-    written: the movement is created by the first step. Start it with ``executor.start(action,
-    resources=resources)``.
-    """
-    wallet = services.wallet
-    if wallet.paid_invoice(invoice.payment_hash) is not None:
-        raise AlreadyPaid(f"invoice {invoice.payment_hash} is already paid")
-    if invoice.network is not services.config.network:
-        raise ValueError(
-            f"invoice is for {invoice.network.value}, the wallet is on "
-            f"{services.config.network.value}"
-        )
-    if invoice.amount and amount is not None and amount != invoice.amount:
-        raise ValueError(f"invoice asks {invoice.amount} sats, not {amount}")
-    pay = invoice.amount or amount or 0
-    if pay <= 0:
-        raise ValueError("an amountless invoice needs a positive amount")
-    info = await services.server.info()
-    fee = info.lightning_send_fee(pay)
-    inputs = wallet.select_coins(pay + fee)
-    change = sum(v.amount for v in inputs) - pay - fee
-    tip = await services.chain.tip_height()
-    d = LightningSend(
-        invoice=invoice,
-        amount=pay,
-        fee=fee,
-        input_ids=sorted(v.id for v in inputs),
-        change_pieces=change_pieces(change, pay, services.config.change_vtxo_split_factor),
-        htlc_key=wallet.derive_key(wallet.next_key_index()),
-        revocation_key=wallet.derive_key(wallet.next_key_index()),
-        htlc_expiry=tip + info.htlc_send_expiry_delta,
-        allow_exit_of_htlcs=allow_exit_of_htlcs,
-    )
-    return Started(LightningSendKind.create(d), [vtxo_resource(i) for i in d.input_ids])
-
-
 __all__ = [
-    "AlreadyPaid",
     "LightningSend",
     "LightningSendKind",
     "lightning_send_id",
-    "start_lightning_send",
 ]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import fsm
 
-from .lightning_send import lightning_send_id, start_lightning_send
+from .lightning_send import lightning_send_id
+from .lightning_send_start import start_lightning_send
 from .model import Invoice
 from .services import Services
 

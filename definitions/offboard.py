@@ -5,6 +5,10 @@ gross (`start_offboard` with ``vtxo_ids``). *SendOnchain* pays an exact amount: 
 split first makes a VTXO of exactly amount + fee (plus change), which is then offboarded
 (`start_offboard` with ``amount``).
 
+This module is the table and the phases after the split: prepare, finish, broadcast, the
+confirmations and the rejection handlers. The checkpoint is in `offboard_model`, the arkoor
+split in `offboard_split`, the starter in `offboard_start`.
+
 The inputs are held as fsm resources ``vtxo.<id>`` from the first checkpoint on (the starter
 returns them for ``Executor.start``), so no crash can leave them locked by an action
 that does not exist. Every server call that refuses keeps its typed status (``fsm.Rejected``),
@@ -14,30 +18,17 @@ See docs/definitions/offboard.md for the table and the defects fixed.
 
 from __future__ import annotations
 
-import secrets
-
 import attrs
 
 import fsm
-from fsm import Kind, RetryPolicy, State, StepContext
+from fsm import Kind, RetryPolicy, State
 
-from .model import (
-    MovementStatus,
-    MovementUpdate,
-    PubkeyPolicy,
-    Tx,
-    Vtxo,
-    VtxoRequest,
-    VtxoState,
-    change_pieces,
-    digest,
-    vtxo_resource,
-)
+from .model import MovementStatus, MovementUpdate, Tx, VtxoState, digest, vtxo_resource
+from .offboard_model import UNSPENT, Ctx, Offboard, offboard_movement, offboard_tx
+from .offboard_split import arkoor_split, register_split, split_made
 from .services import Services
 from .services.ark_records import OffboardRequest
 from .services.chain import TxState
-from .services.wallet import WalletStore
-from .started import Started
 
 POLL_SECONDS = 30.0
 """bark's offboard poll: confirmations, re-broadcasts and re-prepares every 30 s."""
@@ -47,79 +38,6 @@ SPENDABLE_PROOFS = (
     "output address is blocked",
 )
 """Refusals the server gives only after checking the inputs are unspent (reference 2.2)."""
-
-Ctx = StepContext[Services]
-UNSPENT = frozenset({VtxoState.SPENDABLE})
-
-
-@attrs.frozen
-class SendOnchain:
-    """The SendOnchain flavour: keys reserved at start and the change split, so a retried
-    arkoor split is byte-identical (the server takes it as a replay)."""
-
-    arkoor_key_index: int
-    change_key_index: int
-    change_pieces: list[int]
-
-
-@attrs.frozen
-class Offboard:
-    """The checkpoint. The first block is fixed at start; the rest is phase data.
-
-    ``send_onchain`` is ``None`` for OffboardWhole. ``offboard_tx`` is the unsigned tx once
-    prepared, the signed one once finished; ``created_at`` is when it was first broadcast or
-    adopted (the lost-tx grace period counts from there); ``refusal`` the server's refusal of
-    the prepare that sends it to ``abandoning``, for the failed movement.
-    """
-
-    id: str
-    destination: str
-    onchain_output_amount: int
-    committed_fee: int
-    committed_fee_rate: int
-    input_vtxo_ids: list[str]
-    send_onchain: SendOnchain | None = None
-    offboard_vtxo_ids: list[str] = attrs.Factory(list)
-    change_vtxo_ids: list[str] = attrs.Factory(list)
-    prior_txid: str | None = None
-    offboard_tx: Tx | None = None
-    forfeit_nonces: list[str] = attrs.Factory(list)
-    movement_id: int | None = None
-    created_at: float | None = None
-    refusal: str | None = None
-
-
-def _tx(d: Offboard) -> Tx:
-    assert d.offboard_tx is not None, f"offboard {d.id}: no offboard tx in this phase"
-    return d.offboard_tx
-
-
-def _movement(wallet: WalletStore, d: Offboard) -> int:
-    """Get-or-create the movement keyed by the action id (re-entrant by construction)."""
-    net, fee = d.onchain_output_amount, d.committed_fee
-    sent_to = {"sent_to": d.destination, "sent_amount": str(net)}
-    if d.send_onchain is None:
-        m = wallet.get_or_create_movement(
-            d.id,
-            "offboard",
-            intended_balance=-(net + fee),
-            effective_balance=-(net + fee),
-            fee=fee,
-            consumed=d.input_vtxo_ids,
-            metadata=sent_to,
-        )
-    else:
-        m = wallet.get_or_create_movement(
-            d.id,
-            "send_onchain",
-            intended_balance=-net,
-            effective_balance=-(net + fee),
-            fee=fee,
-            consumed=d.input_vtxo_ids,
-            produced=d.change_vtxo_ids,
-            metadata={**sent_to, "offboard_vtxos": ",".join(d.offboard_vtxo_ids)},
-        )
-    return m.id
 
 
 async def _on_chain(ctx: Ctx, txid: str) -> Tx | None:
@@ -135,7 +53,7 @@ def _adopt(ctx: Ctx, d: Offboard, tx: Tx) -> fsm.Outcome:
     adopted = attrs.evolve(
         d,
         offboard_tx=tx,
-        movement_id=_movement(ctx.services.wallet, d),
+        movement_id=offboard_movement(ctx.services.wallet, d),
         created_at=ctx.now,
         prior_txid=None,
     )
@@ -157,68 +75,6 @@ def check_inputs(ctx: Ctx, d: Offboard) -> Offboard:
         if wallet.vtxo_state(vid) is not VtxoState.SPENDABLE or not ctx.holds(vtxo_resource(vid)):
             raise ValueError(f"input {vid} is not spendable and held by this offboard")
     return attrs.evolve(d, offboard_vtxo_ids=sorted(d.input_vtxo_ids))
-
-
-# -- send onchain: the arkoor split ------------------------------------------------------------
-
-
-async def arkoor_split(ctx: Ctx, d: Offboard) -> Offboard:
-    """Split the inputs into one VTXO of net + fee (arkoor key) and the change pieces
-    (change key). The outputs are stored and held by this action; the inputs are spent."""
-    assert d.send_onchain is not None
-    svc, split = ctx.services, d.send_onchain
-    inputs = [_vtxo(svc.wallet, vid) for vid in sorted(d.input_vtxo_ids)]
-    outputs = [
-        VtxoRequest(
-            d.onchain_output_amount + d.committed_fee,
-            PubkeyPolicy(svc.wallet.derive_key(split.arkoor_key_index)),
-        ),
-        *(
-            VtxoRequest(piece, PubkeyPolicy(svc.wallet.derive_key(split.change_key_index)))
-            for piece in split.change_pieces
-        ),
-    ]
-    key = ctx.idempotency_key
-    await svc.server.register_vtxo_transactions(inputs, f"{key}.inputs")
-    created = await svc.server.request_arkoor_cosign([v.id for v in inputs], outputs, key)
-    ctx.acquire(*(v.resource for v in created))
-    for vtxo in created:
-        svc.wallet.insert_vtxo(vtxo, VtxoState.SPENDABLE)
-    try:
-        await svc.server.post_to_mailbox(svc.wallet.mailbox_id(), created, f"{key}.mailbox")
-    except Exception as exc:  # best effort, as in bark
-        ctx.log.warning("recovery mailbox post failed: %s", exc)
-    svc.wallet.set_vtxo_state([v.id for v in inputs], VtxoState.SPENT, allowed_from=UNSPENT)
-    ctx.release(*(v.resource for v in inputs))
-    split_done = attrs.evolve(
-        d,
-        offboard_vtxo_ids=[created[0].id],
-        change_vtxo_ids=sorted(v.id for v in created[1:]),
-    )
-    return attrs.evolve(split_done, movement_id=_movement(svc.wallet, split_done))
-
-
-async def register_split(ctx: Ctx, d: Offboard) -> Offboard:
-    """Register the new VTXOs' chains with the server, then let the change go."""
-    svc = ctx.services
-    vtxos = [_vtxo(svc.wallet, vid) for vid in [*d.offboard_vtxo_ids, *d.change_vtxo_ids]]
-    await svc.server.register_vtxo_transactions(vtxos, ctx.idempotency_key)
-    ctx.release(*(vtxo_resource(vid) for vid in d.change_vtxo_ids))
-    return attrs.evolve(d, prior_txid=None)
-
-
-async def split_made(ctx: Ctx, d: Offboard) -> bool:
-    """After a refused split: did the server spend the inputs anyway (a first attempt whose
-    answer was lost)? Then it must be adopted, never abandoned. Errors propagate: giving up
-    waits until the server can say no."""
-    return bool(await ctx.services.server.spent_vtxos(sorted(d.input_vtxo_ids)))
-
-
-def _vtxo(wallet: WalletStore, vtxo_id: str) -> Vtxo:
-    vtxo = wallet.get_vtxo(vtxo_id)
-    if vtxo is None:
-        raise LookupError(f"vtxo {vtxo_id} is not in the wallet")
-    return vtxo
 
 
 # -- prepare, finish, broadcast ----------------------------------------------------------------
@@ -248,14 +104,14 @@ async def prepare(ctx: Ctx, d: Offboard) -> Offboard:
         d,
         offboard_tx=tx,
         forfeit_nonces=list(prepared.forfeit_nonces),
-        movement_id=_movement(ctx.services.wallet, d),
+        movement_id=offboard_movement(ctx.services.wallet, d),
     )
 
 
 async def finish(ctx: Ctx, d: Offboard) -> Offboard:
     """Sign the forfeits (never stored: made again on every attempt; the sim has no
     cryptography, so they are a digest of what they sign) and have the server finish."""
-    tx = _tx(d)
+    tx = offboard_tx(d)
     signatures = [
         digest("forfeit", tx.txid, vid, server_nonce)
         for vid, server_nonce in zip(sorted(d.offboard_vtxo_ids), d.forfeit_nonces, strict=True)
@@ -272,7 +128,7 @@ async def finish(ctx: Ctx, d: Offboard) -> Offboard:
 
 async def broadcast(ctx: Ctx, d: Offboard) -> Offboard:
     """Broadcast the signed tx (a tx the chain knows is accepted again silently)."""
-    await ctx.services.chain.broadcast(_tx(d))
+    await ctx.services.chain.broadcast(offboard_tx(d))
     return attrs.evolve(d, created_at=ctx.now)
 
 
@@ -284,7 +140,7 @@ async def confirmed_enough(ctx: Ctx, d: Offboard) -> bool:
     chain, need = ctx.services.chain, ctx.services.config.offboard_required_confirmations
     tip = await chain.tip_height()  # an error here is transient: backoff
     try:
-        status = await chain.tx_status(_tx(d).txid)
+        status = await chain.tx_status(offboard_tx(d).txid)
     except Exception as exc:
         ctx.log.warning("tx status unknown: %s", exc)
         return False
@@ -295,7 +151,7 @@ async def confirmed_enough(ctx: Ctx, d: Offboard) -> bool:
 
 async def missing(ctx: Ctx, d: Offboard) -> bool:
     try:
-        status = await ctx.services.chain.tx_status(_tx(d).txid)
+        status = await ctx.services.chain.tx_status(offboard_tx(d).txid)
     except Exception:
         return False
     return status.state is TxState.NOT_FOUND
@@ -323,9 +179,9 @@ async def visible(ctx: Ctx, d: Offboard) -> bool:
 async def rebroadcast(ctx: Ctx, d: Offboard) -> Offboard:
     """Re-broadcast (``created_at`` is not refreshed: the grace counts from the first
     broadcast). Raise if the chain still does not show it, so this cannot spin."""
-    await ctx.services.chain.broadcast(_tx(d))
+    await ctx.services.chain.broadcast(offboard_tx(d))
     if await missing(ctx, d):
-        raise RuntimeError(f"re-broadcast tx {_tx(d).txid} is still not visible")
+        raise RuntimeError(f"re-broadcast tx {offboard_tx(d).txid} is still not visible")
     return d
 
 
@@ -343,7 +199,7 @@ def fail_movement(ctx: Ctx, d: Offboard) -> Offboard:
     when it refused), and the failed state releases the inputs (or the arkoor outputs) the
     action holds."""
     wallet = ctx.services.wallet
-    movement = _movement(wallet, d)
+    movement = offboard_movement(wallet, d)
     if d.refusal is not None:
         wallet.update_movement(movement, MovementUpdate(metadata={"failure": d.refusal}))
     wallet.finish_movement(movement, MovementStatus.FAILED, effective_balance=0)
@@ -373,7 +229,7 @@ async def finish_refused(ctx: Ctx, d: Offboard, error: BaseException) -> fsm.Out
     """The finish session is gone. If the tx made it to the chain anyway, adopt it; else
     prepare again, remembering this txid. A park, not a Next: repeated refusals must not
     spin creating fresh server sessions."""
-    tx = _tx(d)
+    tx = offboard_tx(d)
     on_chain = await _on_chain(ctx, tx.txid)
     if on_chain is not None:
         return _adopt(ctx, d, on_chain)
@@ -447,91 +303,4 @@ class OffboardKind(Kind[Offboard, Services]):
         return data.id
 
 
-# -- entry point -------------------------------------------------------------------------------
-
-
-class OffboardError(ValueError):
-    """The offboard cannot start (checked before anything is held or asked)."""
-
-
-async def start_offboard(
-    services: Services,
-    destination: str,
-    *,
-    vtxo_ids: list[str] | None = None,
-    amount: int | None = None,
-    offboard_id: str | None = None,
-) -> Started[Offboard]:
-    """A new offboard to ``destination`` and the VTXOs it holds from its first checkpoint.
-
-    With ``amount``: SendOnchain, pay exactly ``amount``; the offboard spends one split VTXO,
-    so the fee is that of a one-input offboard. Else OffboardWhole: forfeit ``vtxo_ids`` (by
-    default every spendable VTXO not in use, bark's ``offboard_all``), the fee deducted from
-    their total. The id is ``offboard_id`` if given (a caller that must be reproducible, such
-    as the demo), else 16 random bytes, lowercase hex (bark's offboard ids).
-    """
-    offboard_id = offboard_id or secrets.token_hex(16)
-    if amount is not None:
-        if vtxo_ids is not None:
-            raise OffboardError("give the VTXOs to offboard or the amount to send, not both")
-        return await _send_onchain(services, offboard_id, destination, amount)
-    if vtxo_ids is None:
-        vtxo_ids = [v.id for v in services.wallet.spendable_vtxos()]
-    return await _offboard_whole(services, offboard_id, destination, vtxo_ids)
-
-
-async def _offboard_whole(
-    services: Services, offboard_id: str, destination: str, vtxo_ids: list[str]
-) -> Started[Offboard]:
-    if len(set(vtxo_ids)) != len(vtxo_ids) or not vtxo_ids:
-        raise OffboardError("offboard needs distinct inputs")
-    info = await services.server.info()
-    if len(vtxo_ids) > info.max_offboard_inputs:
-        raise OffboardError(f"{len(vtxo_ids)} inputs, at most {info.max_offboard_inputs}")
-    free = {v.id: v for v in services.wallet.spendable_vtxos()}
-    missing_ids = [vid for vid in vtxo_ids if vid not in free]
-    if missing_ids:
-        raise OffboardError(f"not spendable or in use: {', '.join(missing_ids)}")
-    total = sum(free[vid].amount for vid in vtxo_ids)
-    fee = info.offboard_fee(len(vtxo_ids))
-    if total - fee < info.dust_limit:
-        raise OffboardError(f"{total} sats minus fee {fee} is dust")
-    data = Offboard(
-        offboard_id,
-        destination,
-        total - fee,
-        fee,
-        info.offboard_fee_rate,
-        sorted(vtxo_ids),
-    )
-    return Started(OffboardKind.create(data), [vtxo_resource(vid) for vid in data.input_vtxo_ids])
-
-
-async def _send_onchain(
-    services: Services, offboard_id: str, destination: str, amount: int
-) -> Started[Offboard]:
-    info = await services.server.info()
-    if amount < info.dust_limit:
-        raise OffboardError(f"{amount} sats is dust (limit {info.dust_limit})")
-    fee = info.offboard_fee(1)
-    inputs = services.wallet.select_coins(amount + fee)
-    if len(inputs) > info.max_offboard_inputs:
-        raise OffboardError(f"{len(inputs)} inputs needed, at most {info.max_offboard_inputs}")
-    change = sum(v.amount for v in inputs) - amount - fee
-    split = SendOnchain(
-        services.wallet.next_key_index(),
-        services.wallet.next_key_index(),
-        change_pieces(change, amount, services.config.change_vtxo_split_factor),
-    )
-    ids = sorted(v.id for v in inputs)
-    data = Offboard(offboard_id, destination, amount, fee, info.offboard_fee_rate, ids, split)
-    return Started(OffboardKind.create(data), [vtxo_resource(vid) for vid in ids])
-
-
-__all__ = [
-    "Offboard",
-    "OffboardError",
-    "OffboardKind",
-    "SendOnchain",
-    "start_offboard",
-]
+__all__ = ["OffboardKind", "confirmed_enough", "offboard_request"]

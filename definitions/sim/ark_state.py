@@ -1,9 +1,10 @@
 """The Ark half of the simulated server's state: VTXO set, boards, arkoor, mailbox, offboard
 sessions.
 
-The server comes in three layers, one module each: `ArkState` (here) is the synchronous core
+The server comes in layers, one module each: `ArkState` (here) is the synchronous core
 (each method applies one request inside the caller's transaction and says what it did: an
-`Applied`); `server_state.ServerState` adds the Lightning half and is the whole server;
+`Applied`); `server_sends.ServerSends` adds Lightning sends, `server_state.ServerState` the
+receives, and is the whole server;
 `ark_server.SimArkServer` is the `ArkServer` the wallet sees: faults, ledger and replays wrap
 every call there.
 """

@@ -14,7 +14,7 @@ from wallet_rig import DoubleStepper, Rig, kill_then_resume
 
 import fsm
 from fsm import LogEntry
-from fsm_bark.lightning_receive import lightning_receive_id, start_lightning_receive
+from fsm_bark.lightning_receive import lightning_receive_id
 from fsm_bark.lightning_receive_ops import (
     ReceiveNotInState,
     ReceiveOutcome,
@@ -23,6 +23,7 @@ from fsm_bark.lightning_receive_ops import (
     read_receive,
     receive_outcome,
 )
+from fsm_bark.lightning_receive_start import start_lightning_receive
 from fsm_bark.model import (
     ArkAddress,
     HtlcRecvPolicy,

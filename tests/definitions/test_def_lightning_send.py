@@ -11,13 +11,9 @@ from processes import after_call, after_commits
 from wallet_rig import DoubleStepper, Rig, kill_then_resume
 
 import fsm
-from fsm_bark.lightning_send import (
-    REVOCATION_ATTEMPTS,
-    AlreadyPaid,
-    lightning_send_id,
-    start_lightning_send,
-)
+from fsm_bark.lightning_send import REVOCATION_ATTEMPTS, lightning_send_id
 from fsm_bark.lightning_send_ops import lightning_send_finished, pay_lightning_invoice
+from fsm_bark.lightning_send_start import AlreadyPaid, start_lightning_send
 from fsm_bark.model import Invoice, MovementStatus, ServerHtlcSendPolicy, VtxoState
 from fsm_bark.services import WalletConfig
 from fsm_bark.sim import Fault

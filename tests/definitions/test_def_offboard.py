@@ -13,7 +13,9 @@ from wallet_rig import DoubleStepper, Rig, kill_then_resume
 
 import fsm
 from fsm_bark.model import MovementStatus, Tx, VtxoState
-from fsm_bark.offboard import Offboard, OffboardKind, confirmed_enough, start_offboard
+from fsm_bark.offboard import OffboardKind, confirmed_enough
+from fsm_bark.offboard_model import Offboard
+from fsm_bark.offboard_start import start_offboard
 from fsm_bark.services import WalletConfig
 from fsm_bark.services.chain import TxState, TxStatus
 from fsm_bark.sim import Fault

@@ -26,9 +26,9 @@ from processes import dying, kill_hooks
 from wallet_rig import Rig, payee
 
 from fsm_bark.arkoor_send import start_arkoor_send
-from fsm_bark.lightning_receive import start_lightning_receive
 from fsm_bark.lightning_receive_ops import read_receive
-from fsm_bark.lightning_send import start_lightning_send
+from fsm_bark.lightning_receive_start import start_lightning_receive
+from fsm_bark.lightning_send_start import start_lightning_send
 from fsm_bark.model import PubkeyPolicy, VtxoRequest, digest
 from fsm_bark.started import Started
 
