@@ -70,7 +70,18 @@ class WalletStore(Protocol):
         `VtxoStateError` and nothing changes."""
         ...
 
-    def vtxos(self, state: VtxoState | None = None) -> list[tuple[Vtxo, VtxoState]]: ...
+    def vtxos(self, state: VtxoState | None = None) -> list[tuple[Vtxo, VtxoState]]:
+        """Every VTXO in ``state`` (all when ``None``), as stored: a held ``SPENDABLE`` VTXO
+        is listed too, though it is locked (`locked_vtxos`)."""
+        ...
+
+    def locked_vtxos(self) -> list[Vtxo]:
+        """``SPENDABLE`` VTXOs an action holds: bark's ``Locked{Action}``. Not spendable (coin
+        selection skips them) and not known to be unspent: the holder's spend may have
+        happened on the server with its answer lost (an offboard parked in
+        ``split_refused``, an arkoor send in ``cosign_refused``), and only the holder, which
+        asks the server, decides whether they are spent or go back to spendable."""
+        ...
 
     def spendable_vtxos(self, exclude: frozenset[str] = frozenset()) -> list[Vtxo]:
         """Spendable plain-pubkey VTXOs not held by any action and not in ``exclude``,

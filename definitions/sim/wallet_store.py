@@ -146,6 +146,9 @@ class SqliteWalletStore:
         out = [(_vtxo(body), VtxoState(s)) for body, s in rows]
         return [(v, s) for v, s in out if state is None or s is state]
 
+    def locked_vtxos(self) -> list[Vtxo]:
+        return [v for v, _ in self.vtxos(VtxoState.SPENDABLE) if self.held(v.id)]
+
     def spendable_vtxos(self, exclude: frozenset[str] = frozenset()) -> list[Vtxo]:
         rows = self.db.all(
             "SELECT id, body FROM w_vtxo WHERE state = ? AND plain = 1 ORDER BY amount DESC, id",

@@ -147,6 +147,10 @@ def test_a_refused_retry_after_a_lost_cosign_answer_asks_the_server_first(w: Rig
     result = send(w)  # the adopting replay is refused too: parked, nothing released
     assert (result.status, result.state) == (fsm.DriveStatus.PARKED, "cosign_refused")
     assert w.store.all_resources() != {}  # the inputs stay held: the server spent them
+    # locked, as bark's are during the spend: not spendable, and no invariant is broken
+    [locked] = w.wallet.locked_vtxos()
+    assert locked.id not in {v.id for v in w.wallet.spendable_vtxos()}
+    assert w.problems() == []
     assert asyncio.run(w.executor.notify(result.id)).status is fsm.DriveStatus.DONE
     action_id, m = the_movement(w)
     assert ("cosigning", "cosign_refused", "rejection") in states(w, action_id)

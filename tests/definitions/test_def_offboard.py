@@ -133,6 +133,33 @@ def test_refused_retry_after_a_lost_split_answer_asks_the_server(rig: Any, refus
     asyncio.run(go())
 
 
+def test_a_refused_replay_of_a_split_the_server_made_parks_with_the_inputs_locked(
+    rig: Any,
+) -> None:
+    """The split happened, its answer was lost, the retry and the adopting replay are both
+    refused: the offboard holds in split_refused. The inputs the server spent are locked
+    (bark's Locked{Action}): not spendable in the wallet, and the invariants agree."""
+
+    async def go() -> None:
+        aid = await rig.start(await start_offboard(rig.services, DEST, amount=10_000))
+        spent = rig.inputs[0]  # the larger one covers 10 000 and the fee
+        rig.world.script_fault("request_arkoor_cosign", Fault.LOSE_RESPONSE)
+        assert (await rig.drive(aid)).state == "split_with_arkoor"
+        rig.world.script_fault("request_arkoor_cosign", Fault.REJECT_INVALID_ARGUMENT, times=2)
+        rig.world.advance_time(60)
+        r = await rig.drive(aid)
+        assert (r.status, r.state) == (fsm.DriveStatus.PARKED, "split_refused")
+        assert rig.world.server.vtxo(spent.id)[1] == "spent"
+        assert [v.id for v in rig.wallet.locked_vtxos()] == [spent.id]
+        assert spent.id not in {v.id for v in rig.wallet.spendable_vtxos()}
+        assert rig.problems() == []
+        assert (await rig.executor.notify(aid)).status is fsm.DriveStatus.DONE
+        assert movement_of(rig, aid).status is MovementStatus.SUCCESSFUL
+        assert rig.held() == {} and rig.problems() == []
+
+    asyncio.run(go())
+
+
 def test_refused_input_registration_fails_cleanly(rig: Any) -> None:
     async def go() -> None:
         aid = await rig.start(await start_offboard(rig.services, DEST, amount=10_000))

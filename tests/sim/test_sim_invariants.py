@@ -166,6 +166,21 @@ def test_catches_spent_on_the_server_but_spendable_in_the_wallet(env: Env) -> No
     assert env.problems() == []
 
 
+def test_a_locked_vtxo_may_be_spent_on_the_server_until_its_holder_lets_it_go(env: Env) -> None:
+    """bark's Locked{Action}: the holder's spend happened, its answer was lost; the wallet
+    does not show the VTXO as spendable, and the holder asks the server before releasing it.
+    Released without being marked spent, it is spendable-but-spent again."""
+    [v] = env.world.fund_vtxos(env.wallet, [1_000])
+    env.run(env.executor.start(Hold("spender"), resources=[vtxo_resource(v.id)]))
+    out = [VtxoRequest(1_000, PubkeyPolicy(digest("x")))]
+    env.run(env.services.server.request_arkoor_cosign([v.id], out, "hold.spender.1"))
+    assert env.wallet.locked_vtxos() == [v] and env.wallet.spendable_vtxos() == []
+    assert env.problems() == []
+    env.run(env.executor.delete("hold.spender"))
+    assert env.wallet.locked_vtxos() == []
+    assert any(f"vtxo {v.id} is spendable in the wallet but spent" in p for p in env.problems())
+
+
 def test_catches_money_out_of_nothing(env: Env) -> None:
     env.world.fund_vtxos(env.wallet, [1_000])
     assert env.problems() == []
