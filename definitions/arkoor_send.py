@@ -22,6 +22,7 @@ import attrs
 import fsm
 from fsm import Kind, RetryPolicy, State, StepContext
 
+from .answers import check_outputs
 from .calls import call_key
 from .model import (
     ArkAddress,
@@ -89,6 +90,7 @@ async def cosign(ctx: Ctx, d: ArkoorSend) -> ArkoorSend:
     vtxos = await ctx.services.server.request_arkoor_cosign(
         d.input_ids, outputs, ctx.idempotency_key
     )
+    check_outputs(f"arkoor send {d.id}", outputs, vtxos)
     wallet.set_vtxo_state(d.input_ids, VtxoState.SPENT, allowed_from=SPENDABLE_ONLY)
     movement = wallet.get_or_create_movement(
         d.id,

@@ -23,6 +23,7 @@ import attrs
 import fsm
 from fsm import Kind, RetryPolicy, State, StepContext
 
+from .answers import check_outputs
 from .calls import call_key
 from .lightning_receive_grant import GrantRequest, grant_problem, pin
 from .model import (
@@ -33,6 +34,7 @@ from .model import (
     MovementUpdate,
     PubkeyPolicy,
     Vtxo,
+    VtxoRequest,
     VtxoState,
 )
 from .services import Services
@@ -215,15 +217,15 @@ def claims_to_wallet(ctx: Ctx, d: LightningReceive) -> bool:
 
 
 async def _claim(ctx: Ctx, d: LightningReceive, target: PubkeyPolicy) -> list[Vtxo]:
-    """Reveal the preimage for the HTLCs, register the outputs, check them."""
+    """Reveal the preimage for the HTLCs, check the outputs (before registering them: the
+    registration's key must only ever carry the true outputs), register them."""
     server = ctx.services.server
     key = ctx.idempotency_key
     ids = sorted(d.htlc_vtxo_ids)
     outputs = await server.claim_lightning_receive(d.payment_hash, d.preimage, ids, target, key)
-    await server.register_vtxo_transactions(outputs, call_key(ctx, "register"))
     htlc_total = sum(v.amount for i in ids if (v := ctx.services.wallet.get_vtxo(i)) is not None)
-    if sum(o.amount for o in outputs) != htlc_total or any(o.policy != target for o in outputs):
-        raise ValueError(f"claim outputs of {d.payment_hash} do not match the HTLCs")
+    check_outputs(f"claim of {d.payment_hash}", [VtxoRequest(htlc_total, target)], outputs)
+    await server.register_vtxo_transactions(outputs, call_key(ctx, "register"))
     ctx.services.wallet.set_vtxo_state(ids, VtxoState.SPENT, allowed_from=SPENDABLE)
     return sorted(outputs, key=lambda v: v.id)
 

@@ -33,6 +33,7 @@ import attrs
 import fsm
 from fsm import Kind, RetryPolicy, State, StepContext
 
+from .answers import check_outputs
 from .calls import call_key
 from .model import (
     Invoice,
@@ -60,11 +61,6 @@ REVOCATION_ATTEMPTS = 3
 SPENDABLE_ONLY = frozenset({VtxoState.SPENDABLE})
 
 Ctx = StepContext[Services]
-
-
-class HtlcMismatch(Exception):
-    """The server's cosigned outputs are not the HTLC and change we asked for (transient:
-    the inputs stay held, since the server may consider them spent)."""
 
 
 @attrs.frozen
@@ -191,12 +187,15 @@ async def request_htlc(ctx: Ctx, d: LightningSend) -> LightningSend:
     wallet = ctx.services.wallet
     movement = _movement(ctx, d)
     change = [VtxoRequest(p, PubkeyPolicy(d.htlc_key)) for p in d.change_pieces]
+    htlc_request = VtxoRequest(
+        d.amount + d.fee, ServerHtlcSendPolicy(d.htlc_key, d.payment_hash, d.htlc_expiry)
+    )
     request = HtlcSendRequest(d.input_ids, d.invoice, d.amount, d.htlc_key, d.htlc_expiry, change)
     outputs = await ctx.services.server.request_lightning_pay_htlc_cosign(
         request, ctx.idempotency_key
     )
+    check_outputs(f"htlc of {d.payment_hash}", [htlc_request, *change], outputs)
     htlc, change_vtxos = outputs[0], outputs[1:]
-    _check_outputs(d, htlc, change_vtxos)
     await _register_best_effort(ctx, outputs)
     ctx.acquire(htlc.resource)
     wallet.insert_vtxo(htlc, VtxoState.SPENDABLE)
@@ -214,16 +213,6 @@ async def request_htlc(ctx: Ctx, d: LightningSend) -> LightningSend:
     return attrs.evolve(
         d, movement_id=movement.id, htlc_ids=[htlc.id], mailbox_id=wallet.mailbox_id()
     )
-
-
-def _check_outputs(d: LightningSend, htlc: Vtxo, change: list[Vtxo]) -> None:
-    policy = ServerHtlcSendPolicy(d.htlc_key, d.payment_hash, d.htlc_expiry)
-    if htlc.policy != policy or htlc.amount != d.amount + d.fee:
-        raise HtlcMismatch(f"server returned HTLC {htlc!r}, expected {policy!r}")
-    if [v.amount for v in change] != d.change_pieces or any(
-        v.policy != PubkeyPolicy(d.htlc_key) for v in change
-    ):
-        raise HtlcMismatch(f"server returned change {change!r}, expected {d.change_pieces}")
 
 
 def fail_movement(ctx: Ctx, d: LightningSend) -> LightningSend:
@@ -262,16 +251,12 @@ async def revoke(ctx: Ctx, d: LightningSend) -> LightningSend:
     outputs = await ctx.services.server.request_lightning_pay_htlc_revocation(
         d.htlc_ids, d.revocation_key, ctx.idempotency_key
     )
+    back = VtxoRequest(d.amount + d.fee, PubkeyPolicy(d.revocation_key))
+    check_outputs(f"revocation of {d.payment_hash}", [back], outputs)
     await _register_best_effort(ctx, outputs)
-    effective = -(d.amount + d.fee) + sum(v.amount for v in outputs)
-    if effective != 0:
-        ctx.log.warning("revocation returned %d sats less than the HTLC held", -effective)
     movement = _movement(ctx, d)
     wallet.update_movement(
-        movement.id,
-        MovementUpdate(
-            effective_balance=effective, fee=abs(effective), produced=[v.id for v in outputs]
-        ),
+        movement.id, MovementUpdate(effective_balance=0, produced=[v.id for v in outputs])
     )
     for vtxo in outputs:
         wallet.insert_vtxo(vtxo, VtxoState.SPENDABLE)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import attrs
 
+from .answers import check_outputs
 from .model import PubkeyPolicy, VtxoRequest, VtxoState, vtxo_resource
 from .offboard_model import UNSPENT, Ctx, Offboard, offboard_movement, wallet_vtxo
 
@@ -33,6 +34,7 @@ async def arkoor_split(ctx: Ctx, d: Offboard) -> Offboard:
     key = ctx.idempotency_key
     await svc.server.register_vtxo_transactions(inputs, f"{key}.inputs")
     created = await svc.server.request_arkoor_cosign([v.id for v in inputs], outputs, key)
+    check_outputs(f"offboard {d.id} split", outputs, created)
     ctx.acquire(*(v.resource for v in created))
     for vtxo in created:
         svc.wallet.insert_vtxo(vtxo, VtxoState.SPENDABLE)

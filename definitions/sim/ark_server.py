@@ -9,7 +9,10 @@ Every state-changing call goes through `SimArkServer._call`:
    returned (a replay, counted); else the request is applied and recorded with its response;
 3. ``LOSE_RESPONSE`` raises `ServerUnavailable` *after* the commit: applied, answer lost.
 
-Reads go through the same gate (a lost read is just a transient error).
+The proxy may also lie: ``FAKE_SUCCESS`` answers a bare acknowledgement (a call that returns
+nothing) without forwarding it, ``REWRITE`` rewrites a field of the true answer after the
+commit (`lies.rewrite`; a replay returns the truth). Reads go through the same gate (a lost
+read is just a transient error; a rewritten one lies).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from ..services.lightning_node import PaymentStatus
 from .ark_state import Applied
 from .db import dump, load
 from .ledger import request_digest
+from .lies import rewrite
 from .server_state import ServerState
 from .world_faults import Fault, FaultGate
 
@@ -62,6 +66,8 @@ class SimArkServer:
         self, rpc: str, key: str, request: list[Any], tp: Any, apply: Callable[[], Applied[T]]
     ) -> T:
         fault = self._gate(rpc)
+        if fault is Fault.FAKE_SUCCESS and tp is type(None):
+            return None  # type: ignore[return-value]  # an acknowledgement, never forwarded
         digest = request_digest(dump(request))
         db = self.state.db
         with db.transaction():
@@ -77,6 +83,9 @@ class SimArkServer:
                 )  # fmt: skip
         if fault is Fault.LOSE_RESPONSE:
             raise ServerUnavailable(f"{rpc}: response lost")
+        if fault is Fault.REWRITE:
+            lie: T = rewrite(value)
+            return lie
         return value
 
     def _read(self, rpc: str, read: Callable[[], T]) -> T:
@@ -84,6 +93,9 @@ class SimArkServer:
         value = read()
         if fault is Fault.LOSE_RESPONSE:
             raise ServerUnavailable(f"{rpc}: response lost")
+        if fault is Fault.REWRITE:
+            lie: T = rewrite(value)
+            return lie
         return value
 
     # -- ArkServer -----------------------------------------------------------------------

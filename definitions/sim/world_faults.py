@@ -31,6 +31,14 @@ class Fault(enum.Enum):
     RESTART = "restart"
     """The server restarts: it forgets its sessions (offboard finish sessions) and this request
     fails with a transient error."""
+    FAKE_SUCCESS = "fake_success"
+    """The proxy lies: it answers success to a call whose answer is a bare acknowledgement
+    (a registration, a mailbox post, a payment initiation, a cancel) without forwarding it,
+    so nothing is applied. An answer the server signs cannot be forged: such a call is
+    forwarded untouched."""
+    REWRITE = "rewrite"
+    """The proxy lies: the server applies the request (and keeps its true answer for
+    replays), and one field of the answer is rewritten on the way back (`lies.rewrite`)."""
 
 
 @attrs.frozen
@@ -46,6 +54,8 @@ class Faults:
     reject_invalid_argument: float = 0.0
     reject_not_found: float = 0.0
     restart: float = 0.0
+    fake_success: float = 0.0
+    rewrite: float = 0.0
     evict: float = 0.0
     """A mempool tx is evicted instead of being mined."""
     conflict: float = 0.0
@@ -60,6 +70,8 @@ class Faults:
             (Fault.REJECT_INVALID_ARGUMENT, self.reject_invalid_argument),
             (Fault.REJECT_NOT_FOUND, self.reject_not_found),
             (Fault.RESTART, self.restart),
+            (Fault.FAKE_SUCCESS, self.fake_success),
+            (Fault.REWRITE, self.rewrite),
         ]
 
 
