@@ -341,9 +341,12 @@ async def start_board(services: Services, funding: Tx) -> Started[Board]:
         raise BoardError(f"board amount {gross} below the minimum {info.min_board_amount}")
     action_id = board_id(funding.txid, vout)
     expiry = await services.chain.tip_height() + info.vtxo_expiry_delta
-    request = BoardRequest(funding, vout, pubkey, expiry)
-    vtxo = await services.server.request_board_cosign(request, f"{action_id}.0.cosign-{expiry}")
-    if vtxo.pubkey != pubkey or vtxo.amount != gross - info.board_fee:
+    fee = info.board_fee(gross)
+    request = BoardRequest(funding, vout, pubkey, expiry, fee)
+    # the quote is in the key: a start again after a refused stale fee quotes anew
+    key = f"{action_id}.0.cosign-{expiry}-{fee}"
+    vtxo = await services.server.request_board_cosign(request, key)
+    if vtxo.pubkey != pubkey or vtxo.amount != gross - fee:
         raise BoardError(f"server cosigned an unexpected board VTXO {vtxo!r}")
     movement = services.wallet.get_or_create_movement(
         action_id,

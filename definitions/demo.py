@@ -5,6 +5,9 @@ simulated world beside it (``<db>.world/``). Each round starts the planned actio
 started, pays the receives' invoices, drives every live action once, then mines a block and
 moves the clock 30 s. At the end: a summary per kind and the invariant check.
 
+The server charges the tiered fee schedule (`sim.fee_schedule.TIERED_FEES`) and raises its
+fees three rounds in (`set_demo_fees`), so some quotes go stale between start and use.
+
 ``--kill-after N`` SIGKILLs the process right after its N-th committed step; running the demo
 again on the same files resumes: what was started is recorded in the demo's own table
 (``demo_meta``, in the same file), so nothing is started twice, and the executor finishes the
@@ -28,6 +31,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 import fsm
 from fsm.cli import Command, CommandError
 
@@ -35,6 +40,7 @@ from .demo_plan import SPECS, KindSpec
 from .lightning_receive_ops import read_receive
 from .services import Services
 from .sim import Faults, World, check_wallet_invariants, make_world
+from .sim.fee_schedule import TIERED_FEES
 
 MAX_ROUNDS = 200
 START_ATTEMPTS = 5
@@ -55,6 +61,23 @@ def faults_for(rate: float) -> Faults:
         ln_fail=rate,
         ln_max_pending_polls=2,
     )
+
+
+FEE_CHANGE_AFTER = 90.0
+"""Seconds into the run when the server's fees go up (three rounds): quotes made before and
+used after are refused as stale, and the kinds fail them with the server's reason."""
+
+
+def set_demo_fees(world: World) -> None:
+    """The tiered schedule from the start, and dearer fees (higher offboard rate, a larger
+    lightning send base) from `FEE_CHANGE_AFTER` on."""
+    world.set_fees(TIERED_FEES)
+    dearer = attrs.evolve(
+        TIERED_FEES,
+        offboard_fee_rate=TIERED_FEES.offboard_fee_rate + 20,
+        lightning_send=[attrs.evolve(t, base=t.base + 5) for t in TIERED_FEES.lightning_send],
+    )
+    world.set_fees(dearer, since=world.clock.now() + FEE_CHANGE_AFTER)
 
 
 class Meta:
@@ -114,11 +137,14 @@ class Demo:
         self.seed: int = config["seed"]
         self.store = fsm.Store.sqlite(self.db)
         folder = self.db.parent / f"{self.db.name}.world"
-        faults = None if folder.exists() else faults_for(config["faults"])
+        fresh = not folder.exists()
+        faults = faults_for(config["faults"]) if fresh else None
         try:
             self.world: World = make_world(folder, self.seed, faults)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+        if fresh:
+            set_demo_fees(self.world)
         self.svc: Services = self.world.services(self.store)
         self.specs = SPECS
         self.progress = Progress(args.kill_after)

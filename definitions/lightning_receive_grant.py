@@ -83,10 +83,10 @@ async def grant_problem(
     fee = grant.amount - total if grant.amount >= total else invoice_amount - total
     if total + fee < invoice_amount:
         return f"HTLCs of {total} sats plus fee {fee} do not cover the invoice"
-    if total + info.lightning_receive_fee < invoice_amount:
+    published = info.lightning_receive_fee(invoice_amount)
+    if total + published < invoice_amount:
         # bark validates each VTXO's signed chain, which fixes its amount; the sim has no
         # signatures, so the server's published fee is what the HTLCs are held to
-        published = info.lightning_receive_fee
         return f"HTLCs of {total} sats are short of the invoice less the fee {published}"
     return None
 

@@ -33,10 +33,9 @@ async def start_lightning_receive(
         raise ValueError(f"amount must be positive, got {amount}")
     info = await services.server.info()
     cfg = services.config
-    if amount <= info.lightning_receive_fee:
-        raise ValueError(
-            f"amount {amount} does not cover the receive fee {info.lightning_receive_fee}"
-        )
+    fee = info.lightning_receive_fee(amount)
+    if amount <= fee:
+        raise ValueError(f"amount {amount} does not cover the receive fee {fee}")
     cltv = (
         info.vtxo_exit_delta
         + info.htlc_expiry_delta

@@ -65,7 +65,7 @@ Ctx = StepContext[Services]
 
 @attrs.frozen
 class LightningSend:
-    """The checkpoint. All fields but the last three are fixed at creation.
+    """The checkpoint. All fields but the last four are fixed at creation.
 
     ``htlc_key`` owns the HTLC and the change; ``revocation_key`` receives revoked HTLCs
     (both reserved at creation, so every re-run builds the same requests).
@@ -83,6 +83,9 @@ class LightningSend:
     movement_id: int | None = None
     htlc_ids: list[str] = attrs.Factory(list)
     mailbox_id: str | None = None
+    refusal: str | None = None
+    """The server's refusal of the HTLC cosign (a stale fee quote, ...), for the movement of
+    a send that could not start."""
 
     @property
     def payment_hash(self) -> str:
@@ -190,7 +193,9 @@ async def request_htlc(ctx: Ctx, d: LightningSend) -> LightningSend:
     htlc_request = VtxoRequest(
         d.amount + d.fee, ServerHtlcSendPolicy(d.htlc_key, d.payment_hash, d.htlc_expiry)
     )
-    request = HtlcSendRequest(d.input_ids, d.invoice, d.amount, d.htlc_key, d.htlc_expiry, change)
+    request = HtlcSendRequest(
+        d.input_ids, d.invoice, d.amount, d.htlc_key, d.htlc_expiry, change, d.fee
+    )
     outputs = await ctx.services.server.request_lightning_pay_htlc_cosign(
         request, ctx.idempotency_key
     )
@@ -216,10 +221,21 @@ async def request_htlc(ctx: Ctx, d: LightningSend) -> LightningSend:
 
 
 def fail_movement(ctx: Ctx, d: LightningSend) -> LightningSend:
-    """Nothing was cosigned: the movement failed, moving nothing (fsm releases the inputs)."""
+    """Nothing was cosigned: the movement failed, moving nothing, with the server's reason
+    when it refused (fsm releases the inputs)."""
     wallet = ctx.services.wallet
-    wallet.finish_movement(_movement(ctx, d).id, MovementStatus.FAILED, effective_balance=0)
+    movement = _movement(ctx, d).id
+    if d.refusal is not None:
+        wallet.update_movement(movement, MovementUpdate(metadata={"failure": d.refusal}))
+    wallet.finish_movement(movement, MovementStatus.FAILED, effective_balance=0)
     return d
+
+
+def cosign_refused(ctx: Ctx, d: LightningSend, error: BaseException) -> fsm.Outcome:
+    """A refused HTLC cosign keeps the server's reason (a fee quote the schedule no longer
+    gives, ...), then abandons: which asks whether the server cosigned anyway."""
+    refused = attrs.evolve(d, refusal=str(error))
+    return LightningSendKind.goto(refused, LightningSendKind.abandoning)
 
 
 async def initiate_payment(ctx: Ctx, d: LightningSend) -> LightningSend:
@@ -323,7 +339,7 @@ class LightningSendKind(Kind[LightningSend, Services]):
         # bark's on_rejection table: a refused cosign changed nothing (abandoning confirms it
         # and fails the movement); a refused payment is revoked; a refused (or repeatedly
         # failing) revocation is stuck; a refused retry of a stuck one parks or exits.
-        start.rejected(to=abandoning),
+        start.rejected(handler=cosign_refused, to=abandoning),
         htlc_received.rejected(to=revocable),
         payment_initiated.rejected(to=revocable),
         revocable.rejected(to=revocation_stuck),

@@ -11,49 +11,56 @@ import enum
 import attrs
 
 from ..model import Invoice, Network, Tx, Vtxo, VtxoRequest
+from .fees import FeeSchedule
 
 
 @attrs.frozen
 class ServerInfo:
-    """What the server publishes (bark's ``ArkInfo``) plus its fee schedule."""
+    """What the server publishes (bark's ``ArkInfo``) plus its fee schedule (``fees``: the
+    schedule in force when it was read; it changes over time)."""
 
     network: Network
     server_pubkey: str
     required_board_confirmations: int
     min_board_amount: int
-    board_fee: int
     max_board_inputs: int
     vtxo_expiry_delta: int
-    offboard_fee_rate: int
-    """sats per input and per output of an offboard tx (the sim's fee schedule)."""
     max_offboard_inputs: int
     dust_limit: int
     htlc_send_expiry_delta: int
-    lightning_send_fee_base: int
-    lightning_send_fee_ppm: int
-    lightning_receive_fee: int
     vtxo_exit_delta: int
     htlc_expiry_delta: int
     max_htlc_recv_cltv_delta: int
+    fees: FeeSchedule
+
+    @property
+    def offboard_fee_rate(self) -> int:
+        return self.fees.offboard_fee_rate
 
     def offboard_fee(self, n_inputs: int, fee_rate: int | None = None) -> int:
-        """The fee of offboarding ``n_inputs`` VTXOs to one destination at ``fee_rate``."""
-        rate = self.offboard_fee_rate if fee_rate is None else fee_rate
-        return rate * (n_inputs + 1)
+        return self.fees.offboard_fee(n_inputs, fee_rate)
+
+    def board_fee(self, amount: int) -> int:
+        return self.fees.board_fee(amount)
 
     def lightning_send_fee(self, amount: int) -> int:
-        return self.lightning_send_fee_base + amount * self.lightning_send_fee_ppm // 1_000_000
+        return self.fees.lightning_send_fee(amount)
+
+    def lightning_receive_fee(self, amount: int) -> int:
+        return self.fees.lightning_receive_fee(amount)
 
 
 @attrs.frozen
 class BoardRequest:
     """``request_board_cosign``: the board output ``funding_tx.outputs[vout]`` (gross amount)
-    becomes one VTXO of ``amount - board_fee`` for ``user_pubkey``."""
+    becomes one VTXO of ``amount - fee`` for ``user_pubkey``. ``fee`` is the wallet's quote
+    (`ServerInfo.board_fee`); the server refuses one its schedule no longer gives."""
 
     funding_tx: Tx
     vout: int
     user_pubkey: str
     expiry_height: int
+    fee: int
 
 
 @attrs.frozen
@@ -79,7 +86,8 @@ class PreparedOffboard:
 @attrs.frozen
 class HtlcSendRequest:
     """``request_lightning_pay_htlc_cosign``: ``inputs`` become one server-HTLC-send VTXO of
-    ``amount + fee`` (fee from `ServerInfo.lightning_send_fee`) plus ``change``."""
+    ``amount + fee`` plus ``change``. ``fee`` is the wallet's quote
+    (`ServerInfo.lightning_send_fee`); the server refuses one its schedule no longer gives."""
 
     input_ids: list[str]
     invoice: Invoice
@@ -87,6 +95,7 @@ class HtlcSendRequest:
     htlc_pubkey: str
     htlc_expiry: int
     change: list[VtxoRequest]
+    fee: int
 
 
 class ReceiveState(enum.Enum):

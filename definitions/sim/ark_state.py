@@ -24,6 +24,7 @@ from ..services.chain import TxState
 from .chain import ChainState
 from .clock import SimClock
 from .db import Db, dump, load
+from .fee_schedule import DEFAULT_FEES, fees_in_force
 from .ledger import Flow, Ledger
 from .lightning_node import LightningNodeState
 
@@ -77,19 +78,15 @@ def default_info() -> ServerInfo:
         server_pubkey=digest("server-pubkey"),
         required_board_confirmations=2,
         min_board_amount=1_000,
-        board_fee=200,
         max_board_inputs=10,
         vtxo_expiry_delta=500,
-        offboard_fee_rate=50,
         max_offboard_inputs=20,
         dust_limit=330,
         htlc_send_expiry_delta=60,
-        lightning_send_fee_base=10,
-        lightning_send_fee_ppm=1_000,
-        lightning_receive_fee=20,
         vtxo_exit_delta=12,
         htlc_expiry_delta=6,
         max_htlc_recv_cltv_delta=100,
+        fees=DEFAULT_FEES,
     )
 
 
@@ -121,8 +118,8 @@ class ArkState:
     # -- info and the VTXO set -----------------------------------------------------------
 
     def info(self) -> ServerInfo:
-        rate = int(self.db.meta("offboard_fee_rate", str(default_info().offboard_fee_rate)))
-        return attrs.evolve(default_info(), offboard_fee_rate=rate)
+        """The published info with the fee schedule in force now."""
+        return attrs.evolve(default_info(), fees=fees_in_force(self.db, self.clock.now()))
 
     def insert_vtxos(self, vtxos: list[Vtxo], status: str, *, registered: bool = False) -> None:
         for v in vtxos:
@@ -211,11 +208,13 @@ class ArkState:
             raise rejected(f"board amount {out.amount} below minimum {info.min_board_amount}")
         if len(req.funding_tx.inputs) > info.max_board_inputs:
             raise rejected("too many funding inputs")
+        if req.fee != info.board_fee(out.amount):
+            raise rejected(f"board fee {req.fee} is no longer valid")
         outpoint = req.funding_tx.outpoint(req.vout)
         [vtxo] = spend_outputs(
             "board",
             [str(outpoint)],
-            [VtxoRequest(out.amount - info.board_fee, PubkeyPolicy(req.user_pubkey))],
+            [VtxoRequest(out.amount - req.fee, PubkeyPolicy(req.user_pubkey))],
             req.expiry_height,
             req.funding_tx.txid,
         )

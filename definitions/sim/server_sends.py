@@ -103,6 +103,8 @@ class ServerSends(ArkState):
         if req.amount <= 0:
             raise rejected("payment amount must be positive")
         fee = self.info().lightning_send_fee(req.amount)
+        if req.fee != fee:
+            raise rejected(f"lightning send fee {req.fee} is no longer valid")
         htlc = VtxoRequest(
             req.amount + fee, ServerHtlcSendPolicy(req.htlc_pubkey, h, req.htlc_expiry)
         )

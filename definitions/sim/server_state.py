@@ -121,7 +121,7 @@ class ServerState(ServerSends):
         if row[0] != ReceiveState.ACCEPTED.value:
             raise rejected(f"receive {payment_hash} has not been paid")
         paid = int(row[1])
-        fee = self.info().lightning_receive_fee
+        fee = self.info().lightning_receive_fee(paid)
         [htlc] = spend_outputs(
             "ln_recv",
             [payment_hash],

@@ -10,16 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
+
 import fsm
 
 from ..model import OutPoint, PubkeyPolicy, Tx, TxOut, Vtxo, VtxoState, digest
 from ..services import Services, WalletConfig
+from ..services.fees import FeeSchedule
 from ..services.wallet import InsufficientFunds, WalletStore
 from .ark_server import SimArkServer
 from .ark_state import LIVE, SERVER_SCHEMA
 from .chain import CHAIN_SCHEMA, ChainState, SimChain
 from .clock import SimClock
 from .db import META_SCHEMA, Db, dump, load
+from .fee_schedule import FEES_SCHEMA, fees_in_force, set_fees
 from .ledger import LEDGER_SCHEMA, Flow, Ledger
 from .lightning_node import LIGHTNING_SCHEMA, LightningNodeState, SimLightningNode
 from .server_state import LN_SERVER_SCHEMA, ServerState
@@ -35,6 +39,7 @@ WORLD_SCHEMA = ";".join(
         LIGHTNING_SCHEMA,
         SERVER_SCHEMA,
         LN_SERVER_SCHEMA,
+        FEES_SCHEMA,
     ]
 )
 WALLET_NAME = "wallet"
@@ -148,9 +153,16 @@ class World:
     def script_fault(self, rpc: str, fault: Fault, times: int = 1) -> None:
         self.gate.script(rpc, fault, times)
 
-    def set_offboard_fee_rate(self, rate: int) -> None:
+    def set_fees(self, schedule: FeeSchedule, since: float | None = None) -> None:
+        """Put the server's fee schedule ``schedule`` in force from ``since`` (default: now)
+        on; an earlier schedule stays in force until then."""
         with self.db.transaction():
-            self.db.set_meta("offboard_fee_rate", str(rate))
+            set_fees(self.db, schedule, self.clock.now() if since is None else since)
+
+    def set_offboard_fee_rate(self, rate: int) -> None:
+        """Change only the offboard fee rate, from now on."""
+        now = self.clock.now()
+        self.set_fees(attrs.evolve(fees_in_force(self.db, now), offboard_fee_rate=rate), now)
 
     # -- funding -------------------------------------------------------------------------
 

@@ -181,7 +181,7 @@ def board_tx(world: World, svc: Services) -> tuple[Any, Vtxo]:
     world.fund_onchain(100_000)
     pk = svc.wallet.derive_key(svc.wallet.next_key_index())
     tx = svc.onchain.build_tx([TxOut(board_address(pk), 40_000)], fee=500)
-    vtxo = run(svc.server.request_board_cosign(BoardRequest(tx, 0, pk, 600), "board.1"))
+    vtxo = run(svc.server.request_board_cosign(BoardRequest(tx, 0, pk, 600, 200), "board.1"))
     return tx, vtxo
 
 
@@ -256,7 +256,7 @@ def test_external_payment_pending_then_succeeds(world: World, svc: Services) -> 
     fee = info.lightning_send_fee(5_000)
     hk = svc.wallet.derive_key(svc.wallet.next_key_index())
     change = [VtxoRequest(v.amount - 5_000 - fee, PubkeyPolicy(hk))]
-    req = HtlcSendRequest([v.id], invoice, 5_000, hk, world.chain.tip() + 60, change)
+    req = HtlcSendRequest([v.id], invoice, 5_000, hk, world.chain.tip() + 60, change, fee)
     htlc, _ = run(svc.server.request_lightning_pay_htlc_cosign(req, "ln_pay.x.1"))
     run(svc.server.initiate_lightning_payment(invoice, [htlc.id], 5_000, "mb", "ln_pay.x.2"))
     states = [run(svc.server.check_lightning_payment(invoice.payment_hash)) for _ in range(3)]
@@ -278,7 +278,7 @@ def test_revocation_refused_while_the_intra_ark_receive_is_committed(
     fee = info.lightning_send_fee(5_000)
     hk = svc.wallet.derive_key(svc.wallet.next_key_index())
     change = [VtxoRequest(v.amount - 5_000 - fee, PubkeyPolicy(hk))]
-    req = HtlcSendRequest([v.id], invoice, 5_000, hk, world.chain.tip() + 60, change)
+    req = HtlcSendRequest([v.id], invoice, 5_000, hk, world.chain.tip() + 60, change, fee)
     htlc, _ = run(svc.server.request_lightning_pay_htlc_cosign(req, "ln_pay.h.1"))
     run(svc.server.initiate_lightning_payment(invoice, [htlc.id], 5_000, "mb", "ln_pay.h.2"))
     assert run(svc.server.check_lightning_receive(h)).state is ReceiveState.ACCEPTED

@@ -90,7 +90,7 @@ def test_a_consistent_world_through_every_flow_passes(env: Env) -> None:
     # board
     pk = env.key()
     tx = s.onchain.build_tx([TxOut(board_address(pk), 40_000)], fee=500)
-    board = env.run(s.server.request_board_cosign(BoardRequest(tx, 0, pk, 700), "board.1"))
+    board = env.run(s.server.request_board_cosign(BoardRequest(tx, 0, pk, 700, 200), "board.1"))
     wallet.insert_vtxo(board, VtxoState.SPENDABLE)
     assert env.problems() == []
     env.run(s.chain.broadcast(tx))
@@ -110,7 +110,7 @@ def test_a_consistent_world_through_every_flow_passes(env: Env) -> None:
     fee = info.lightning_send_fee(10_000)
     hk = env.key()
     change = [VtxoRequest(b.amount - 10_000 - fee, PubkeyPolicy(hk))]
-    req2 = HtlcSendRequest([b.id], invoice, 10_000, hk, w.chain.tip() + 60, change)
+    req2 = HtlcSendRequest([b.id], invoice, 10_000, hk, w.chain.tip() + 60, change, fee)
     htlc, chg = env.run(s.server.request_lightning_pay_htlc_cosign(req2, "pay.1"))
     wallet.set_vtxo_state([b.id], VtxoState.SPENT, allowed_from=SPENDABLE)
     wallet.insert_vtxo(chg, VtxoState.SPENDABLE)
