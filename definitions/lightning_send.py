@@ -135,7 +135,8 @@ async def _preimage(ctx: Ctx, d: LightningSend) -> str | None:
 
 
 def _movement(ctx: Ctx, d: LightningSend) -> Movement:
-    """The send's movement, created pending the first time (keyed by the action id)."""
+    """The send's movement, created pending the first time, keyed by the action id and the
+    incarnation: paying a hash again after a revoked or refused attempt is a new movement."""
     return ctx.services.wallet.get_or_create_movement(
         ctx.action_id,
         "lightning_send",
@@ -144,6 +145,7 @@ def _movement(ctx: Ctx, d: LightningSend) -> Movement:
         fee=d.fee,
         consumed=d.input_ids,
         metadata={"payment_hash": d.payment_hash, "sent_to": d.invoice.encoded},
+        attempt=ctx.incarnation,
     )
 
 

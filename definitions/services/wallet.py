@@ -114,14 +114,19 @@ class WalletStore(Protocol):
         consumed: list[str] | None = None,
         produced: list[str] | None = None,
         metadata: dict[str, str] | None = None,
+        attempt: str = "",
     ) -> Movement:
-        """The movement of ``action_id``; created pending with these values the first time,
-        returned unchanged afterwards."""
+        """The movement of ``action_id``'s ``attempt``; created pending with these values the
+        first time, returned unchanged afterwards. ``attempt`` tells apart the incarnations of
+        an action id used again on purpose (a payment hash paid again after a revoked
+        attempt): each has a movement of its own."""
         ...
 
     def movement(self, movement_id: int) -> Movement | None: ...
 
-    def movement_of(self, action_id: str) -> Movement | None: ...
+    def movement_of(self, action_id: str) -> Movement | None:
+        """The movement of ``action_id``'s latest attempt."""
+        ...
 
     def update_movement(self, movement_id: int, update: MovementUpdate) -> Movement: ...
 

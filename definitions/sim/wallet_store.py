@@ -38,8 +38,10 @@ CREATE TABLE IF NOT EXISTS w_vtxo (
 CREATE TABLE IF NOT EXISTS w_key (idx INTEGER PRIMARY KEY, pubkey TEXT UNIQUE NOT NULL);
 CREATE TABLE IF NOT EXISTS w_movement (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    action_id TEXT UNIQUE,
-    body TEXT NOT NULL
+    action_id TEXT,
+    attempt TEXT NOT NULL DEFAULT '',
+    body TEXT NOT NULL,
+    UNIQUE (action_id, attempt)
 );
 CREATE TABLE IF NOT EXISTS w_paid_invoice (
     payment_hash TEXT PRIMARY KEY, preimage TEXT NOT NULL, amount INTEGER NOT NULL
@@ -193,13 +195,18 @@ class SqliteWalletStore:
         consumed: list[str] | None = None,
         produced: list[str] | None = None,
         metadata: dict[str, str] | None = None,
+        attempt: str = "",
     ) -> Movement:
         with self.db.transaction():
-            existing = self.movement_of(action_id)
-            if existing is not None:
-                return existing
+            row = self.db.one(
+                "SELECT body FROM w_movement WHERE action_id = ? AND attempt = ?",
+                (action_id, attempt),
+            )
+            if row is not None:
+                return _movement(row[0])
             cur = self.db.run(
-                "INSERT INTO w_movement (action_id, body) VALUES (?, '')", (action_id,)
+                "INSERT INTO w_movement (action_id, attempt, body) VALUES (?, ?, '')",
+                (action_id, attempt),
             )
             movement = Movement(
                 int(cur.lastrowid or 0),
@@ -221,7 +228,10 @@ class SqliteWalletStore:
         return None if row is None else _movement(row[0])
 
     def movement_of(self, action_id: str) -> Movement | None:
-        row = self.db.one("SELECT body FROM w_movement WHERE action_id = ?", (action_id,))
+        row = self.db.one(
+            "SELECT body FROM w_movement WHERE action_id = ? ORDER BY id DESC LIMIT 1",
+            (action_id,),
+        )
         return None if row is None else _movement(row[0])
 
     def update_movement(self, movement_id: int, update: MovementUpdate) -> Movement:

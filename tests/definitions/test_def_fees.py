@@ -23,7 +23,6 @@ from fsm_bark.fee_estimates import (
     estimate_offboard_fee,
 )
 from fsm_bark.lightning_receive_start import start_lightning_receive
-from fsm_bark.lightning_send import lightning_send_id
 from fsm_bark.lightning_send_ops import pay_lightning_invoice
 from fsm_bark.lightning_send_start import start_lightning_send
 from fsm_bark.model import MovementStatus, board_address, digest
@@ -91,8 +90,10 @@ def test_a_lightning_send_whose_quote_went_stale_fails_with_the_reason_then_pays
     assert w.store.resources_of(action.id) == [] and w.problems() == []
     again = run(pay_lightning_invoice(w.executor, other, wait=True))  # a new quote: 49
     assert (again.status, again.state) == (fsm.DriveStatus.DONE, "paid")
-    assert again.id == lightning_send_id(other.payment_hash)
     assert w.world.ledger.totals()[Flow.SERVER_FEE] == 49  # the new quote, and only it
+    refused, paid = w.wallet.movements()  # one per attempt: the refused one stays failed
+    assert (refused.status, paid.status) == (MovementStatus.FAILED, MovementStatus.SUCCESSFUL)
+    assert paid.fee == 49 and w.wallet.movement_of(again.id) == paid
     assert w.problems() == []
 
 

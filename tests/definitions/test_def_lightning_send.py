@@ -137,6 +137,12 @@ def test_paying_again_after_a_revoked_attempt_uses_keys_of_its_own(w: Rig) -> No
     again = pay(w, inv)
     assert again.status is fsm.DriveStatus.DONE and again.state == "paid"
     assert w.wallet.paid_invoice(inv.payment_hash) is not None
+    # each attempt has its movement: the revoked one stays failed, the paid one succeeded
+    assert [m.status for m in w.wallet.movements()] == [
+        MovementStatus.FAILED,
+        MovementStatus.SUCCESSFUL,
+    ]
+    assert movement(w, inv).status is MovementStatus.SUCCESSFUL
     assert w.problems() == []
 
 
