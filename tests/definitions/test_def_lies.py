@@ -231,11 +231,14 @@ def test_board_believes_a_faked_registration(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("seed", [21, 5, 9])
 def test_random_lies_lose_and_double_spend_nothing(tmp_path: Path, seed: int) -> None:
-    """An arkoor send, an offboard, a paid and a failed lightning send, under lies, lost
-    answers and drops at random: every action ends and the invariants hold."""
+    """A board, an arkoor send, an offboard, a paid and a failed lightning send and a paid
+    receive, under lies, lost answers and drops at random: every action ends and the
+    invariants hold."""
     lies = Faults(fake_success=0.1, rewrite=0.15, lose_response=0.1, drop_request=0.05)
     with Rig(tmp_path, seed=seed, faults=lies) as rig:
         rig.world.fund_vtxos(rig.wallet, [40_000] * 6)
+        rig.world.fund_onchain(100_000)
+        funding = fund_board(rig.services, 40_000, fee=500)
 
         async def start(make: Callable[[], Awaitable[Any]]) -> None:
             """A start refused or lost before the action exists is simply made again."""
@@ -254,8 +257,19 @@ def test_random_lies_lose_and_double_spend_nothing(tmp_path: Path, seed: int) ->
             async def offboard() -> None:
                 await rig.start(await start_offboard(rig.services, "external:bob", amount=10_000))
 
+            async def board() -> None:
+                await rig.start(await start_board(rig.services, funding))
+
+            async def receive() -> None:
+                preimage = digest(f"random.{seed}")
+                action, _ = await start_lightning_receive(rig.services, 10_000, preimage=preimage)
+                await rig.executor.start(action)
+                await rig.services.lightning.pay_invoice(action.data.invoice, "payer.random")
+
+            await start(board)
             await start(arkoor)
             await start(offboard)
+            await start(receive)
             for n in range(2):
                 inv = invoice(rig, fail=n == 1)
                 await start(lambda inv=inv: pay_lightning_invoice(rig.executor, inv))
