@@ -94,6 +94,31 @@ def test_lost_response_is_applied_once_and_the_retry_is_a_replay(
     assert entry.action_id == "act"
 
 
+def test_a_rewritten_answer_is_applied_once_and_the_replay_tells_the_truth(
+    world: World, svc: Services
+) -> None:
+    [v] = world.fund_vtxos(svc.wallet, [10_000])
+    world.script_fault("request_arkoor_cosign", Fault.REWRITE)
+    lie = run(svc.server.request_arkoor_cosign([v.id], arkoor(svc, v), "act.1"))
+    truth = run(svc.server.request_arkoor_cosign([v.id], arkoor(svc, v), "act.1"))
+    assert [o.amount for o in lie] == [4_999, 5_000]
+    assert [o.amount for o in truth] == [5_000, 5_000] and lie[1:] == truth[1:]
+    entry = world.ledger.entry("act.1")
+    assert status(world, v.id) == "spent" and entry is not None and entry.applied == 1
+
+
+def test_a_faked_acknowledgement_applies_nothing_and_an_answer_is_never_faked(
+    world: World, svc: Services
+) -> None:
+    [v] = world.fund_vtxos(svc.wallet, [10_000])
+    world.script_fault("post_to_mailbox", Fault.FAKE_SUCCESS)
+    assert run(svc.server.post_to_mailbox("mbx", [v], "post.1")) is None
+    assert world.server.mailbox("mbx") == [] and world.ledger.entry("post.1") is None
+    world.script_fault("request_arkoor_cosign", Fault.FAKE_SUCCESS)  # signed: forwarded
+    outputs = run(svc.server.request_arkoor_cosign([v.id], arkoor(svc, v), "act.1"))
+    assert [status(world, o.id) for o in outputs] == ["live", "live"]
+
+
 def test_same_spend_under_a_new_key_is_a_natural_replay(world: World, svc: Services) -> None:
     [v] = world.fund_vtxos(svc.wallet, [10_000])
     first = run(svc.server.request_arkoor_cosign([v.id], arkoor(svc, v), "act.1"))
