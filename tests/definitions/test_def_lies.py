@@ -17,6 +17,7 @@ from wallet_rig import Rig, payee
 import fsm
 from fsm_bark.arkoor_send import start_arkoor_send
 from fsm_bark.board import BoardError, fund_board, start_board
+from fsm_bark.lightning_receive_ops import cancel_receive
 from fsm_bark.lightning_receive_start import start_lightning_receive
 from fsm_bark.lightning_send import lightning_send_id
 from fsm_bark.lightning_send_ops import pay_lightning_invoice
@@ -176,6 +177,20 @@ def test_lightning_receive_retries_a_rewritten_claim_and_settles(w: Rig) -> None
     assert run(w.drive(action.id, UNTIL_DONE)).status is fsm.DriveStatus.DONE
     assert w.wallet.settled_receive(action.data.invoice.payment_hash) == 10_000 - 20
     assert w.applied_by("claim_lightning_receive") == 1
+    assert w.problems() == []
+
+
+def test_a_faked_cancel_leaves_the_receive_waiting_until_its_invoice_expires(w: Rig) -> None:
+    """The cancel never reached the server: the receive sees its invoice still open and waits;
+    unpaid, it expires as any unpaid invoice does."""
+    action, _ = run(start_lightning_receive(w.services, 10_000, preimage=digest("cancel")))
+    assert run(w.executor.start(action))
+    w.world.script_fault("cancel_lightning_receive", Fault.FAKE_SUCCESS)
+    canceled = run(cancel_receive(w.executor, action.data.invoice.payment_hash))
+    assert (canceled.status, canceled.state) == (fsm.DriveStatus.PARKED, "awaiting_payment")
+    w.world.advance_time(3600 + 61)
+    expired = run(w.drive(action.id, UNTIL_DONE))
+    assert (expired.status, expired.state) == (fsm.DriveStatus.DONE, "expired")
     assert w.problems() == []
 
 
