@@ -37,6 +37,7 @@ _YIELD_AFTER = 0.002
 """Seconds a drive may hold the event loop before it yields once to other tasks."""
 
 _ENDS = (Done, Failed)  # ``isinstance`` is quicker with a tuple than with a union
+_OUTCOMES = (Next, Park, Done, Failed)
 
 
 class Driver(Protocol):
@@ -214,11 +215,13 @@ class Drive:
         cause: str | None = None
         routed = False
         try:
-            outcome = await advance(self.action, ctx, self.timeout(self.action))
+            outcome = advance(self.action, ctx, ex.step_timeout)
+            if not isinstance(outcome, _OUTCOMES):  # ``advance`` was asynchronous
+                outcome = await outcome
             if ex.double_drive:
                 again = self.context(started)
                 loaded = codec.load(self.state, self.bookkeeping.version, self.payload)
-                outcome = await drive_again(codec, outcome, loaded, again, self.timeout(loaded))
+                outcome = await drive_again(codec, outcome, loaded, again, ex.step_timeout)
             encoded = encode(codec, outcome)
         except DoubleDriveMismatch as exc:
             # A step that is not idempotent is a bug of the kind: parked as broken (so a
@@ -269,10 +272,9 @@ class Drive:
         self, planned: Plan, outcome: Next | Park, ctx: StepContext[Any], now: float
     ) -> DriveResult | float | None:
         """Write a `Next` or `Park` with its resource changes; say whether to go on."""
-        entry = planned.entry
         acquired, released = ctx.resource_changes()
         try:
-            new = await self.write(planned, acquired, released, now)
+            await self.write(planned, acquired, released, now)
         except LeaseLost as exc:
             return self.dropped(exc)
         except Exception as exc:
@@ -280,7 +282,10 @@ class Drive:
             # the step is retried from the stored checkpoint, under the same key, after backoff.
             self.adapter.error("could not write the checkpoint: %s", exc)
             return self.record_failure(exc)
-        self.adapter.debug("%s -> %s (%s)", self.state, planned.state, entry.outcome)
+        entry, new = planned.entry, planned.bookkeeping
+        assert new is not None  # a checkpoint's write keeps the row
+        if log.isEnabledFor(logging.DEBUG):
+            self.adapter.debug("%s -> %s (%s)", self.state, planned.state, entry.outcome)
         self.committed(entry)
         self.bookkeeping = new
         self.state, self.payload, self.seq = planned.state, planned.payload, planned.seq
@@ -292,18 +297,17 @@ class Drive:
         error = outcome.error if isinstance(outcome, Park) else None
         return self.result(DriveStatus.PARKED, error)
 
-    async def write(
+    def write(
         self, planned: Plan, acquired: Sequence[str], released: Sequence[str], now: float
-    ) -> Bookkeeping:
+    ) -> Awaitable[None]:
         """Write a planned checkpoint, fenced by the claim's epoch, through the committer;
-        returns its bookkeeping once it is durable."""
+        awaiting it returns once the checkpoint is durable."""
         new = planned.bookkeeping
         assert new is not None
         step = (planned.state, planned.payload, planned.seq, self.bookkeeping, new)
-        await self.ex.store.write_soon(
+        return self.ex.store.write_soon(
             self.id, self.epoch, (*step, acquired, released, planned.entry, now)
         )
-        return new
 
     def dropped(self, exc: LeaseLost) -> DriveResult:
         """Another driver claimed the action meanwhile: our write was refused; stop here."""
@@ -418,10 +422,6 @@ class Drive:
             self.incarnation,
             ex.threads,
         )
-
-    def timeout(self, action: Action[Any]) -> float | None:
-        own = action.step_timeout()
-        return own if own is not None else self.ex.step_timeout
 
     def committed(self, entry: LogEntry) -> None:
         """Call the ``on_commit`` hook. The step is committed; an exception from the hook

@@ -292,7 +292,7 @@ def step_update(
         entry.via if entry else None,
         entry.duration if entry else None,
     ]
-    if new == was:  # the usual step: one tuple comparison, no column to add
+    if new is was or new == was:  # the usual step: no column to add
         params += counts(entry)
         return sql.update(columns), params
     for name in BOOKKEEPING:
