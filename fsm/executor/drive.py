@@ -266,12 +266,6 @@ class Drive:
         )
         if isinstance(outcome, _ENDS):
             return await self.finish(planned, now)
-        return await self.commit(planned, outcome, ctx, now)
-
-    async def commit(
-        self, planned: Plan, outcome: Next | Park, ctx: StepContext[Any], now: float
-    ) -> DriveResult | float | None:
-        """Write a `Next` or `Park` with its resource changes; say whether to go on."""
         acquired, released = ctx.resource_changes()
         try:
             await self.write(planned, acquired, released, now)
@@ -282,6 +276,10 @@ class Drive:
             # the step is retried from the stored checkpoint, under the same key, after backoff.
             self.adapter.error("could not write the checkpoint: %s", exc)
             return self.record_failure(exc)
+        return self.advanced(planned, outcome)
+
+    def advanced(self, planned: Plan, outcome: Next | Park) -> DriveResult | float | None:
+        """A `Next` or `Park` is durable: the drive stands on it; say whether it goes on."""
         entry, new = planned.entry, planned.bookkeeping
         assert new is not None  # a checkpoint's write keeps the row
         if log.isEnabledFor(logging.DEBUG):

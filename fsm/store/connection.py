@@ -107,13 +107,13 @@ class Link:
     def exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run one statement; the driver's own statement cache keeps it prepared."""
         try:
-            with WRAP_ERRORS:
-                if self._statement is not None and sql != "ROLLBACK":
-                    self._statement(self.sqlite)
-                return self.connection().execute(sql, params)
+            if self._statement is not None and sql != "ROLLBACK":
+                self._statement(self.sqlite)
+            return self.connection().execute(sql, params)
         except Exception:
             self.failed_calls += 1
-            raise
+            with WRAP_ERRORS:  # the driver's error as peewee's type, entered only on failure
+                raise
 
     def write_point(self, name: str) -> contextlib.AbstractContextManager[None]:
         """The named write point around a write: ``<name>.before`` and ``<name>.after``.
@@ -132,6 +132,8 @@ class Link:
         every statement until then ("current transaction is aborted").
         """
         conn = self.db.connection()
+        if self.sqlite:  # a SQLite connection does not break under us
+            return conn
         if _is_broken(conn):
             log.warning("the database connection was lost; reconnecting")
             self._discard()

@@ -40,6 +40,10 @@ _NEVER = float("inf")
 """``ended_since`` of a start that ignores kept outcomes (a deliberate new incarnation)."""
 
 
+CLAIMED_EPOCH = 1
+"""The epoch of a row created already claimed (`Store.insert` with an owner): the one a claim
+of a new row (epoch 0) gives it."""
+
 DEFAULT_LEASE_TTL = 30.0
 """Seconds a claim stays valid without a write, unless the store is told otherwise."""
 
@@ -169,6 +173,7 @@ class Store(Operations):
         *,
         incarnation: str = "",
         ended_since: float | None = None,
+        lease: tuple[str, float] | None = None,
     ) -> str | records.KeptOutcome | None:
         """Create a live action (a new ``incarnation`` of its id) with its resources, atomically.
 
@@ -176,10 +181,17 @@ class Store(Operations):
         live action that already has this id, or, when ``ended_since`` is given, the kept
         outcome of an incarnation of this id that ended at or after that time. Raises
         `ResourceConflict` if a resource is taken.
+
+        ``lease``: (owner, until): the row is created already claimed, as a claim right after
+        the start would leave it (epoch `CLAIMED_EPOCH`), so that the drive that starts an
+        action does not commit twice.
         """
         since = _NEVER if ended_since is None else ended_since
-        params = (action_id, kind, state, version, payload, now, now, now, incarnation)
-        return self._write_now("start", self._writes.start(params, tuple(resources), since))
+        owner, until = (None, None) if lease is None else lease
+        epoch = 0 if lease is None else CLAIMED_EPOCH
+        params = (action_id, kind, state, version, payload, now, epoch, now, now, incarnation)
+        body = self._writes.start((*params, owner, until), tuple(resources), since)
+        return self._write_now("start", body)
 
     def _write_now(self, point: str | None, body: Body[R], *, solo: bool = False) -> R:
         """Run a write for a synchronous caller: through the committer while it has work (one

@@ -64,7 +64,7 @@ class Writes:
     def start(
         self, params: tuple[Any, ...], held: tuple[str, ...], since: float
     ) -> Body[str | records.KeptOutcome | None]:
-        """`Store.insert`'s statements; ``params``: the insert's, id first, time fifth.
+        """`Store.insert`'s statements; ``params``: the insert's (the id first, the time at 5).
 
         On PostgreSQL one statement inserts the row, takes its resources and notifies the
         workers (`Statements.start`); a resource already taken makes it fail whole, and the
@@ -107,9 +107,10 @@ class Writes:
         sql, changed = step_update(self._sql, was, new, entry, logged, now)
         params = [state, payload, seq, now, *changed, action_id, epoch]
         fence = fenced(action_id, epoch)
-        log = [*entry.values()[1:], now] if logged and entry is not None else []
+        # PostgreSQL writes the log row in the same statement (SQLite: the UPDATE's trigger)
+        log = [*entry.values()[1:], now] if logged and entry and not self._sqlite else []
         if not acquired and not released:
-            if log and not self._sqlite:  # the log row rides in the same statement
+            if log:  # the log row rides in the same statement
                 sql, params = self._sql.logged(sql), params + log
             return "checkpoint", Statement(self._link, sql, params, fence)
 
@@ -117,7 +118,7 @@ class Writes:
             with self.transaction(batched):
                 fence(self._exec(sql, params))
                 change_held(self._link, self._sql, action_id, acquired, released, now)
-                if log and entry is not None and not self._sqlite:
+                if log and entry is not None:
                     self.log(action_id, entry, now)
 
         if self._sqlite:
