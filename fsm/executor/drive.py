@@ -321,9 +321,9 @@ class Drive:
                 self.epoch,
                 planned.entry,
                 now,
-                status=planned.write.value,
+                status=planned.entry.outcome,  # the end's: done or failed
                 state=planned.state,
-                error=chained_text(failure),
+                error=None if failure is None else chained_text(failure),
                 cause=planned.cause,
             )
         except LeaseLost as exc:
@@ -338,7 +338,8 @@ class Drive:
         if planned.write is Write.FAILED:
             self.adapter.info("failed in %s: %s", end, error_text(failure))
             return self.result(DriveStatus.FAILED, failure, cause=planned.cause)
-        self.adapter.info("done in %s after %d step(s)", end, self.steps)
+        if log.isEnabledFor(logging.INFO):
+            self.adapter.info("done in %s after %d step(s)", end, self.steps)
         return self.result(DriveStatus.DONE, cause=planned.cause)
 
     async def park_broken(self, error: BaseException, started: float, t0: float) -> DriveResult:
