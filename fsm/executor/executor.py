@@ -103,7 +103,7 @@ class Executor(Generic[S]):
             raise ValueError(f"redelivery_window must be seconds >= 0, got {redelivery_window}")
         self.step_timeout = step_timeout
         self.redelivery_window = redelivery_window
-        self.clock = clock if clock is not None else store.now
+        self.clock = clock if clock is not None else store.clock
         self.sleep = sleep
         self.on_commit = on_commit
         self.observer = observer

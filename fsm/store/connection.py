@@ -89,6 +89,7 @@ class Link:
 
     def __init__(self, db: peewee.Database, hooks: StoreHooks) -> None:
         self.db = db
+        self._state = db._state  # type: ignore[attr-defined]  # peewee: this thread's connection
         self.sqlite = isinstance(db, peewee.SqliteDatabase)
         self._begin = "BEGIN IMMEDIATE" if self.sqlite else "BEGIN"
         self.hooks = hooks
@@ -131,9 +132,10 @@ class Link:
         left on the connection (by any code sharing it) is rolled back: it can only refuse
         every statement until then ("current transaction is aborted").
         """
-        conn = self.db.connection()
         if self.sqlite:  # a SQLite connection does not break under us
-            return conn
+            state = self._state  # this thread's (peewee's ``Database.connection``, inlined)
+            return self.db.connection() if state.closed else state.conn
+        conn = self.db.connection()
         if _is_broken(conn):
             log.warning("the database connection was lost; reconnecting")
             self._discard()

@@ -155,6 +155,12 @@ class Store(Operations):
         see `fsm.store.clock`."""
         return self._clock.now()
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """`now` as the clock's own bound method: what an executor calls twice a step, one
+        call shorter."""
+        return self._clock.now
+
     def _cold(self, query: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run a cold-path function on this store's database (`inspection.bound`)."""
         return inspection.bound(self._link, self._read_version, query, *args, **kwargs)
