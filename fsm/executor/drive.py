@@ -302,10 +302,12 @@ class Drive:
         awaiting it returns once the checkpoint is durable."""
         new = planned.bookkeeping
         assert new is not None
-        step = (planned.state, planned.payload, planned.seq, self.bookkeeping, new)
         return self.ex.store.write_soon(
-            self.id, self.epoch, (*step, acquired, released, planned.entry, now)
-        )
+            self.id,
+            self.epoch,
+            (planned.state, planned.payload, planned.seq, self.bookkeeping, new, acquired, released,
+             planned.entry, now),
+        )  # fmt: skip
 
     def dropped(self, exc: LeaseLost) -> DriveResult:
         """Another driver claimed the action meanwhile: our write was refused; stop here."""
@@ -415,7 +417,7 @@ class Drive:
             self.bookkeeping.attempts,
             now,
             ex.retry,
-            self.adapter,
+            self._log or self.adapter,
             lambda: store.resources_of(action_id),
             store.holder_of,
             self.incarnation,

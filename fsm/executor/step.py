@@ -115,20 +115,21 @@ def check_outcome(owner: object, what: str, outcome: object, action_id: str) -> 
     """
     if type(outcome) is Next and outcome.state.id == action_id:
         return  # the hot path: a new checkpoint of the same action
-    what = _who(owner, what)
     if not isinstance(outcome, _OUTCOMES):
-        raise KindError(f"{what} returned {outcome!r}; expected Next, Park, Done or Failed")
+        raise KindError(
+            f"{_who(owner, what)} returned {outcome!r}; expected Next, Park, Done or Failed"
+        )
     if isinstance(outcome, Park) and outcome.wake_after is not None:
         after = outcome.wake_after
         if not (isinstance(after, int | float) and 0 <= after < math.inf):
             raise KindError(
-                f"{what} parked with wake_after={after!r}; expected seconds >= 0 (finite), "
-                "or None to wait for a notify"
+                f"{_who(owner, what)} parked with wake_after={after!r}; expected seconds >= 0 "
+                "(finite), or None to wait for a notify"
             )
     if isinstance(outcome, _CHECKPOINTS) and outcome.state.id != action_id:
         raise KindError(
-            f"{what} changed the action id from {action_id!r} to {outcome.state.id!r}; "
-            "ids must be stable"
+            f"{_who(owner, what)} changed the action id from {action_id!r} to "
+            f"{outcome.state.id!r}; ids must be stable"
         )
 
 
