@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from fsm.blocking import BlockingPool
 from fsm.codec import KindCodec
 from fsm.errors import DoubleDriveMismatch, LeaseLost, Rejected
-from fsm.executor.claims import foreign, let_go, readable
+from fsm.executor.claims import let_go
 from fsm.executor.drivelog import Adapter
 from fsm.executor.naps import Naps, Timer
 from fsm.executor.plan import Plan, Write, after_failed_write, plan, plan_broken
@@ -58,45 +58,6 @@ class Driver(Protocol):
     threads: BlockingPool
     _driving: set[str]
     """The ids being driven: each drive adds its own while it runs (`Executor.driving`)."""
-
-
-def prepare(
-    ex: Driver, claimed: Claimed, stepper: type[Drive] | None = None
-) -> Drive | DriveResult:
-    """A claimed action ready to drive, or why it is not driven here: left for another
-    driver (its lease let go), or quarantined.
-
-    ``stepper``: the `Drive` class that steps it (`fsm.executor.observed.ObservedDrive` when the
-    executor has an observer), chosen once per drive rather than checked at every step.
-
-    Not a coroutine: the caller awaits `Drive.run` itself, so a drive asleep in a park
-    holds two frames of fsm's (its caller's and `Drive.run`'s), not one per layer.
-    """
-    action_id = claimed.id
-    try:
-        reason = foreign(ex.registry, claimed)
-        if reason is not None:
-            adapter = Adapter(log, claimed)
-            adapter.info("left for another driver: %s", reason)
-            let_go(ex.store, action_id, claimed.epoch, adapter)
-            return _result(claimed, DriveStatus.SKIPPED, reason)
-        decoded = readable(ex.registry, claimed)
-        if isinstance(decoded, str):
-            Adapter(log, claimed).error("quarantined: %s", decoded)
-            ex.store.quarantine(action_id, decoded)
-            return _result(claimed, DriveStatus.QUARANTINED, decoded)
-    except BaseException:
-        let_go(ex.store, action_id, claimed.epoch)
-        raise
-    # What the drive keeps is in the `Drive`; the claimed row and its decoded form are not
-    # kept, so a parked drive does not hold its payload twice.
-    return (stepper or Drive)(ex, claimed, codec=decoded[0], action=decoded[1])
-
-
-def _result(claimed: Claimed, status: DriveStatus, error: str) -> DriveResult:
-    """The result of a drive that never stepped (the row is another's, or unreadable)."""
-    key = idempotency_key(claimed.id, claimed.incarnation, claimed.seq)
-    return DriveResult(claimed.id, status, claimed.state, error, kind=claimed.kind, key=key)
 
 
 class Drive:

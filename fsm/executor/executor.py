@@ -18,11 +18,12 @@ from fsm.blocking import DEFAULT_BLOCKING_THREADS, BlockingPool
 from fsm.errors import ActionBusy, DecodeError, KindError, KindMismatch, NoSuchAction
 from fsm.executor.claims import claim, let_go, readable, why_not
 from fsm.executor.controls import Controls
-from fsm.executor.drive import Drive, prepare
+from fsm.executor.drive import Drive
 from fsm.executor.many import drive_many
 from fsm.executor.naps import Naps
 from fsm.executor.observed import ObservedDrive
 from fsm.executor.plan import plan_update
+from fsm.executor.ready import prepare
 from fsm.ids import check_id, new_incarnation
 from fsm.observer import Observer
 from fsm.protocol import Action, DriveMode, S
