@@ -103,6 +103,7 @@ class Store(Operations):
         )
         """The operator's controls' writes (`fsm.Controls` decides them)."""
         self._clock = DatabaseClock(local_clock, None if self._sqlite else database.connection)
+        self._local_clock = local_clock
 
     @classmethod
     def sqlite(
@@ -157,9 +158,10 @@ class Store(Operations):
 
     @property
     def clock(self) -> Callable[[], float]:
-        """`now` as the clock's own bound method: what an executor calls twice a step, one
-        call shorter."""
-        return self._clock.now
+        """`now` as a callable an executor calls twice a step, as short as it can be: the
+        local clock itself on SQLite (on this host, nothing to correct), else the database
+        clock's own method."""
+        return self._local_clock if self._sqlite else self._clock.now
 
     def _cold(self, query: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run a cold-path function on this store's database (`inspection.bound`)."""
