@@ -33,7 +33,7 @@ from fsm.retry import SEED_POLICY, RetryPolicy
 from fsm.store import ActionReport, Claimed, KeptOutcome, LogEntry, Store, new_owner
 from fsm.store.hooks import warn_armed
 from fsm.store.inspection import pages
-from fsm.store.store import CLAIMED_EPOCH
+from fsm.store.leases import CLAIMED_EPOCH
 
 log = logging.getLogger(__name__)
 

@@ -40,10 +40,6 @@ _NEVER = float("inf")
 """``ended_since`` of a start that ignores kept outcomes (a deliberate new incarnation)."""
 
 
-CLAIMED_EPOCH = 1
-"""The epoch of a row created already claimed (`Store.insert` with an owner): the one a claim
-of a new row (epoch 0) gives it."""
-
 DEFAULT_LEASE_TTL = 30.0
 """Seconds a claim stays valid without a write, unless the store is told otherwise."""
 
@@ -191,12 +187,12 @@ class Store(Operations):
         `ResourceConflict` if a resource is taken.
 
         ``lease``: (owner, until): the row is created already claimed, as a claim right after
-        the start would leave it (epoch `CLAIMED_EPOCH`), so that the drive that starts an
+        the start would leave it (epoch `leases.CLAIMED_EPOCH`), so that the drive that starts an
         action does not commit twice.
         """
         since = _NEVER if ended_since is None else ended_since
         owner, until = (None, None) if lease is None else lease
-        epoch = 0 if lease is None else CLAIMED_EPOCH
+        epoch = 0 if lease is None else leases.CLAIMED_EPOCH
         params = (action_id, kind, state, version, payload, now, epoch, now, now, incarnation)
         body = self._writes.start((*params, owner, until), tuple(resources), since)
         return self._write_now("start", body)
