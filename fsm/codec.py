@@ -135,6 +135,7 @@ class AttrsCodec:
         self._unstructure = converter.get_unstructure_hook(cls)
         self._structure = converter.get_structure_hook(cls)
         self._floats = may_hold_float(cls)
+        self._what = f"kind {name!r}"  # an encoding error's subject, made once, not per step
 
     def dump(self, action: Any) -> tuple[str, bytes]:
         if type(action) is not self.cls:
@@ -143,9 +144,7 @@ class AttrsCodec:
                 f"checkpoint, not a {self.cls.__qualname__}"
             )
         state: str = action.state
-        return state, encode(
-            self._unstructure(action), f"kind {self.name!r}", check_floats=self._floats
-        )
+        return state, encode(self._unstructure(action), self._what, check_floats=self._floats)
 
     def load(self, state: str, version: int, payload: bytes | str) -> Any:
         what = f"kind {self.name!r} v{version}"
@@ -171,6 +170,7 @@ class DeclarativeCodec:
         self._unstructure: Callable[[Any], Any] | None = None
         self._floats = True
         self._structure: Callable[[Any, Any], Any] | None = None
+        self._what = f"kind {compiled.name!r}"  # an encoding error's subject, made once
 
     def dump(self, action: Any) -> tuple[str, bytes]:
         c = self.compiled
@@ -186,7 +186,7 @@ class DeclarativeCodec:
             self._unstructure = CONVERTER.get_unstructure_hook(c.data_type)
             self._floats = may_hold_float(c.data_type)
         body = {"data": self._unstructure(action.data), "parks": action.parks}
-        return action.state, encode(body, f"kind {c.name!r}", check_floats=self._floats)
+        return action.state, encode(body, self._what, check_floats=self._floats)
 
     def load(self, state: str, version: int, payload: bytes | str) -> Instance[Any, Any]:
         c = self.compiled

@@ -30,6 +30,7 @@ The parts, each depending only on those below it:
 * `fsm.executor.observed`: the drive loop of an executor with an observer (`fsm.observer`):
   each step timed and reported; chosen once per drive, so the plain loop pays nothing.
 * `fsm.executor.many`: many drives at a bounded concurrency (resume all, run due), tallied.
+* `fsm.executor.ready`: a claimed row made ready to drive (or left, or quarantined);
 * `fsm.executor.drive`: the drive loop, a thin shell around the step and the plan;
   `fsm.executor.drivelog`, its logger (action, kind, state and step key on every record).
 * `fsm.executor.naps`: the drives asleep in a park, for a notify or a stop to wake.

@@ -25,16 +25,12 @@ log = logging.getLogger(__name__)
 def claim(store: Store, action_id: str, owner: str, now: float) -> Claimed | DriveStatus:
     """Take the lease on ``action_id``; if it cannot be taken, why: BUSY (another driver
     holds it), MISSING (no live action) or QUARANTINED (the row is set aside)."""
-    return _why_not(store.claim(action_id, owner, now), action_id)
+    return why_not(store.claim(action_id, owner, now), action_id)
 
 
-async def claim_soon(store: Store, action_id: str, owner: str, now: float) -> Claimed | DriveStatus:
-    """`claim` off the event loop's thread when other tasks are ready (the drive's claim;
-    see `Store.claim_soon`)."""
-    return _why_not(await store.claim_soon(action_id, owner, now), action_id)
-
-
-def _why_not(claimed: Claimed | ClaimMiss, action_id: str) -> Claimed | DriveStatus:
+def why_not(claimed: Claimed | ClaimMiss, action_id: str) -> Claimed | DriveStatus:
+    """A store's claim result (`Store.claim`, `Store.claim_soon`) as the executor reads it:
+    the claimed row, or why there is none (see `claim`)."""
     if isinstance(claimed, Claimed):
         return claimed
     if claimed is ClaimMiss.BUSY:

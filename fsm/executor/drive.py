@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from fsm.blocking import BlockingPool
 from fsm.codec import KindCodec
 from fsm.errors import DoubleDriveMismatch, LeaseLost, Rejected
-from fsm.executor.claims import foreign, let_go, readable
+from fsm.executor.claims import let_go
 from fsm.executor.drivelog import Adapter
 from fsm.executor.naps import Naps, Timer
 from fsm.executor.plan import Plan, Write, after_failed_write, plan, plan_broken
@@ -37,6 +37,7 @@ _YIELD_AFTER = 0.002
 """Seconds a drive may hold the event loop before it yields once to other tasks."""
 
 _ENDS = (Done, Failed)  # ``isinstance`` is quicker with a tuple than with a union
+_OUTCOMES = (Next, Park, Done, Failed)
 
 
 class Driver(Protocol):
@@ -57,45 +58,6 @@ class Driver(Protocol):
     threads: BlockingPool
     _driving: set[str]
     """The ids being driven: each drive adds its own while it runs (`Executor.driving`)."""
-
-
-def prepare(
-    ex: Driver, claimed: Claimed, stepper: type[Drive] | None = None
-) -> Drive | DriveResult:
-    """A claimed action ready to drive, or why it is not driven here: left for another
-    driver (its lease let go), or quarantined.
-
-    ``stepper``: the `Drive` class that steps it (`fsm.executor.observed.ObservedDrive` when the
-    executor has an observer), chosen once per drive rather than checked at every step.
-
-    Not a coroutine: the caller awaits `Drive.run` itself, so a drive asleep in a park
-    holds two frames of fsm's (its caller's and `Drive.run`'s), not one per layer.
-    """
-    action_id = claimed.id
-    try:
-        reason = foreign(ex.registry, claimed)
-        if reason is not None:
-            adapter = Adapter(log, claimed)
-            adapter.info("left for another driver: %s", reason)
-            let_go(ex.store, action_id, claimed.epoch, adapter)
-            return _result(claimed, DriveStatus.SKIPPED, reason)
-        decoded = readable(ex.registry, claimed)
-        if isinstance(decoded, str):
-            Adapter(log, claimed).error("quarantined: %s", decoded)
-            ex.store.quarantine(action_id, decoded)
-            return _result(claimed, DriveStatus.QUARANTINED, decoded)
-    except BaseException:
-        let_go(ex.store, action_id, claimed.epoch)
-        raise
-    # What the drive keeps is in the `Drive`; the claimed row and its decoded form are not
-    # kept, so a parked drive does not hold its payload twice.
-    return (stepper or Drive)(ex, claimed, codec=decoded[0], action=decoded[1])
-
-
-def _result(claimed: Claimed, status: DriveStatus, error: str) -> DriveResult:
-    """The result of a drive that never stepped (the row is another's, or unreadable)."""
-    key = idempotency_key(claimed.id, claimed.incarnation, claimed.seq)
-    return DriveResult(claimed.id, status, claimed.state, error, kind=claimed.kind, key=key)
 
 
 class Drive:
@@ -214,11 +176,13 @@ class Drive:
         cause: str | None = None
         routed = False
         try:
-            outcome = await advance(self.action, ctx, self.timeout(self.action))
+            outcome = advance(self.action, ctx, ex.step_timeout)
+            if not isinstance(outcome, _OUTCOMES):  # ``advance`` was asynchronous
+                outcome = await outcome
             if ex.double_drive:
                 again = self.context(started)
                 loaded = codec.load(self.state, self.bookkeeping.version, self.payload)
-                outcome = await drive_again(codec, outcome, loaded, again, self.timeout(loaded))
+                outcome = await drive_again(codec, outcome, loaded, again, ex.step_timeout)
             encoded = encode(codec, outcome)
         except DoubleDriveMismatch as exc:
             # A step that is not idempotent is a bug of the kind: parked as broken (so a
@@ -263,16 +227,9 @@ class Drive:
         )
         if isinstance(outcome, _ENDS):
             return await self.finish(planned, now)
-        return await self.commit(planned, outcome, ctx, now)
-
-    async def commit(
-        self, planned: Plan, outcome: Next | Park, ctx: StepContext[Any], now: float
-    ) -> DriveResult | float | None:
-        """Write a `Next` or `Park` with its resource changes; say whether to go on."""
-        entry = planned.entry
         acquired, released = ctx.resource_changes()
         try:
-            new = await self.write(planned, acquired, released, now)
+            await self.write(planned, acquired, released, now)
         except LeaseLost as exc:
             return self.dropped(exc)
         except Exception as exc:
@@ -280,7 +237,14 @@ class Drive:
             # the step is retried from the stored checkpoint, under the same key, after backoff.
             self.adapter.error("could not write the checkpoint: %s", exc)
             return self.record_failure(exc)
-        self.adapter.debug("%s -> %s (%s)", self.state, planned.state, entry.outcome)
+        return self.advanced(planned, outcome)
+
+    def advanced(self, planned: Plan, outcome: Next | Park) -> DriveResult | float | None:
+        """A `Next` or `Park` is durable: the drive stands on it; say whether it goes on."""
+        entry, new = planned.entry, planned.bookkeeping
+        assert new is not None  # a checkpoint's write keeps the row
+        if log.isEnabledFor(logging.DEBUG):
+            self.adapter.debug("%s -> %s (%s)", self.state, planned.state, entry.outcome)
         self.committed(entry)
         self.bookkeeping = new
         self.state, self.payload, self.seq = planned.state, planned.payload, planned.seq
@@ -292,18 +256,19 @@ class Drive:
         error = outcome.error if isinstance(outcome, Park) else None
         return self.result(DriveStatus.PARKED, error)
 
-    async def write(
+    def write(
         self, planned: Plan, acquired: Sequence[str], released: Sequence[str], now: float
-    ) -> Bookkeeping:
+    ) -> Awaitable[None]:
         """Write a planned checkpoint, fenced by the claim's epoch, through the committer;
-        returns its bookkeeping once it is durable."""
+        awaiting it returns once the checkpoint is durable."""
         new = planned.bookkeeping
         assert new is not None
-        step = (planned.state, planned.payload, planned.seq, self.bookkeeping, new)
-        await self.ex.store.write_soon(
-            self.id, self.epoch, (*step, acquired, released, planned.entry, now)
-        )
-        return new
+        return self.ex.store.write_soon(
+            self.id,
+            self.epoch,
+            (planned.state, planned.payload, planned.seq, self.bookkeeping, new, acquired, released,
+             planned.entry, now),
+        )  # fmt: skip
 
     def dropped(self, exc: LeaseLost) -> DriveResult:
         """Another driver claimed the action meanwhile: our write was refused; stop here."""
@@ -319,9 +284,9 @@ class Drive:
                 self.epoch,
                 planned.entry,
                 now,
-                status=planned.write.value,
+                status=planned.entry.outcome,  # the end's: done or failed
                 state=planned.state,
-                error=chained_text(failure),
+                error=None if failure is None else chained_text(failure),
                 cause=planned.cause,
             )
         except LeaseLost as exc:
@@ -336,7 +301,8 @@ class Drive:
         if planned.write is Write.FAILED:
             self.adapter.info("failed in %s: %s", end, error_text(failure))
             return self.result(DriveStatus.FAILED, failure, cause=planned.cause)
-        self.adapter.info("done in %s after %d step(s)", end, self.steps)
+        if log.isEnabledFor(logging.INFO):
+            self.adapter.info("done in %s after %d step(s)", end, self.steps)
         return self.result(DriveStatus.DONE, cause=planned.cause)
 
     async def park_broken(self, error: BaseException, started: float, t0: float) -> DriveResult:
@@ -412,16 +378,12 @@ class Drive:
             self.bookkeeping.attempts,
             now,
             ex.retry,
-            self.adapter,
+            self._log or self.adapter,
             lambda: store.resources_of(action_id),
             store.holder_of,
             self.incarnation,
             ex.threads,
         )
-
-    def timeout(self, action: Action[Any]) -> float | None:
-        own = action.step_timeout()
-        return own if own is not None else self.ex.step_timeout
 
     def committed(self, entry: LogEntry) -> None:
         """Call the ``on_commit`` hook. The step is committed; an exception from the hook

@@ -17,13 +17,14 @@ from typing import Any, Generic
 import fsm.results
 from fsm.blocking import DEFAULT_BLOCKING_THREADS, BlockingPool
 from fsm.errors import ActionBusy, DecodeError, KindError, KindMismatch, NoSuchAction
-from fsm.executor.claims import claim, claim_soon, let_go, readable
+from fsm.executor.claims import claim, let_go, readable, why_not
 from fsm.executor.controls import Controls
-from fsm.executor.drive import Drive, prepare
+from fsm.executor.drive import Drive
 from fsm.executor.many import drive_many
 from fsm.executor.naps import Naps
 from fsm.executor.observed import ObservedDrive
 from fsm.executor.plan import plan_update
+from fsm.executor.ready import prepare
 from fsm.ids import check_id, new_incarnation
 from fsm.observer import Observer
 from fsm.protocol import Action, DriveMode, S
@@ -33,6 +34,7 @@ from fsm.retry import SEED_POLICY, RetryPolicy
 from fsm.store import ActionReport, Claimed, KeptOutcome, LogEntry, Store, new_owner
 from fsm.store.hooks import warn_armed
 from fsm.store.inspection import pages
+from fsm.store.leases import CLAIMED_EPOCH
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +105,7 @@ class Executor(Generic[S]):
             raise ValueError(f"redelivery_window must be seconds >= 0, got {redelivery_window}")
         self.step_timeout = step_timeout
         self.redelivery_window = redelivery_window
-        self.clock = clock if clock is not None else store.now
+        self.clock = clock if clock is not None else store.clock
         self.sleep = sleep
         self.on_commit = on_commit
         self.observer = observer
@@ -148,21 +150,35 @@ class Executor(Generic[S]):
         `InvalidActionId`, `KindMismatch`, `ResourceConflict`, or `KindError` when the
         action cannot be stored.
         """
+        return self._start(action, resources, again)[0]
+
+    def _start(
+        self,
+        action: Action[S],
+        resources: Sequence[str] = (),
+        again: bool = False,
+        claim: bool = False,
+    ) -> tuple[StartResult, Claimed | None]:
+        """`start`, and with ``claim`` the new row created already claimed by this executor
+        (`Store.insert`'s ``lease``): then the row as claimed, ready to drive."""
         action_id = check_id(action.id)
         codec = self.registry.of(action)
         state, payload = codec.dump(action)
+        text = payload.decode()
         now = self.clock()
         incarnation = new_incarnation()
+        lease = (self.owner, now + self.store.lease_ttl) if claim else None
         found = self.store.insert(
             action_id,
             codec.name,
             state,
             codec.version,
-            payload.decode(),
+            text,
             resources,
             now,
             incarnation=incarnation,
             ended_since=None if again else now - self.redelivery_window,
+            lease=lease,
         )
         if found is None:
             log.info(
@@ -174,7 +190,13 @@ class Executor(Generic[S]):
             )
             if self.observer is not None:
                 self.observer.started(action_id, codec.name, state, incarnation)
-            return StartResult(action_id, StartStatus.STARTED, incarnation)
+            started = StartResult(action_id, StartStatus.STARTED, incarnation)
+            if lease is None:
+                return started, None
+            return started, Claimed(
+                action_id, codec.name, state, codec.version, text, 0, 0, None, now,
+                CLAIMED_EPOCH, lease[1], incarnation, None, False,
+            )  # fmt: skip
         kind = found.kind if isinstance(found, KeptOutcome) else found
         if kind != codec.name:
             where = "an ended" if isinstance(found, KeptOutcome) else "a live"
@@ -190,9 +212,9 @@ class Executor(Generic[S]):
                 found.status,
                 found.finished_at,
             )
-            return StartResult(action_id, StartStatus.ENDED, found.incarnation, found)
+            return StartResult(action_id, StartStatus.ENDED, found.incarnation, found), None
         log.debug("action %s: already started, keeping the stored checkpoint", action_id)
-        return StartResult(action_id, StartStatus.LIVE)
+        return StartResult(action_id, StartStatus.LIVE), None
 
     async def drive(
         self, target: str | Action[S], mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE
@@ -226,17 +248,20 @@ class Executor(Generic[S]):
         if isinstance(target, str):
             action_id = target
         else:
-            started = await self.start(target)
+            # A new action is created already claimed: its drive commits once to start
+            started, claimed = self._start(target, claim=True)
+            if claimed is not None:
+                return prepare(self, claimed, self._stepper)
             if started.outcome is not None:
                 return DriveResult.of_outcome(started.outcome)
             action_id = target.id
         if action_id in self._driving:
             log.debug("action %s: already being driven by this executor, skipping", action_id)
             return DriveResult(action_id, DriveStatus.BUSY)
-        claimed = await claim_soon(self.store, action_id, self.owner, self.clock())
-        if isinstance(claimed, DriveStatus):
-            return DriveResult(action_id, claimed)
-        return prepare(self, claimed, self._stepper)
+        taken = why_not(await self.store.claim_soon(action_id, self.owner, self.clock()), action_id)
+        if isinstance(taken, DriveStatus):
+            return DriveResult(action_id, taken)
+        return prepare(self, taken, self._stepper)
 
     def stop(self) -> None:
         """Graceful shutdown (as `Worker.stop`): every drive ends after the step it is running.

@@ -23,7 +23,7 @@ from fsm.ids import idempotency_key
 from fsm.observer import Observer, StepEnd, StepStart
 from fsm.protocol import Action, DriveMode
 from fsm.results import DriveResult, DriveStatus
-from fsm.store import Bookkeeping, Claimed, LogEntry
+from fsm.store import Claimed, LogEntry
 
 
 class ObservedDrive(Drive):
@@ -80,13 +80,12 @@ class ObservedDrive(Drive):
 
     async def write(
         self, planned: Plan, acquired: Sequence[str], released: Sequence[str], now: float
-    ) -> Bookkeeping:
+    ) -> None:
         self._planned = planned
         self._handed = time.perf_counter()
-        new = await super().write(planned, acquired, released, now)
+        await super().write(planned, acquired, released, now)
         if self._commit is None:
             self._commit = time.perf_counter() - self._handed
-        return new
 
     async def finish(self, planned: Plan, now: float) -> DriveResult:
         self._planned = planned

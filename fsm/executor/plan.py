@@ -181,12 +181,24 @@ def plan(
         lease_expires = now + lease_ttl
     else:
         lease = Lease.KEPT
+    if (  # the usual step changes none of them: the row's own record is kept (no new one)
+        attempts == row.attempts
+        and text == row.last_error
+        and wake_at == row.wake_at
+        and lease_expires == row.lease_expires
+        and version == row.version
+        and not row.broken
+        and cause_text == row.cause
+    ):
+        new = row
+    else:
+        new = Bookkeeping(version, attempts, text, wake_at, lease_expires, False, cause_text)
     return Plan(
         write,
         seq,
         state,
         payload,
-        Bookkeeping(version, attempts, text, wake_at, lease_expires, False, cause_text),
+        new,
         LogEntry(kind, at.seq, at.state, state, logged, via, attempts, text, duration),
         cause_text,
         lease,

@@ -50,21 +50,39 @@ def blocks(action: Action[Any]) -> bool:
     return getattr(type(action), "blocking", False) is True
 
 
-async def advance(action: Action[Any], ctx: StepContext[Any], timeout: float | None) -> Outcome:
-    """One call of ``advance``, awaited (under ``timeout``) if needed, with its result checked.
+def advance(
+    action: Action[Any], ctx: StepContext[Any], timeout: float | None
+) -> Outcome | Awaitable[Outcome]:
+    """One call of ``advance``: its outcome, checked, when the call is synchronous (the hot
+    path: no coroutine, no event-loop machinery), else an awaitable of it that applies the
+    step's timeout (``timeout``: the executor's, unless the action says otherwise).
 
     A blocking action's ``advance`` runs on the thread pool, under the same timeout: past it
     the step is a `StepTimeout` and the thread's late result is dropped (`fsm.blocking`).
     """
     if blocks(action):
-        result: object = await within(ctx.threads.run(action.advance, ctx), timeout)
-    else:
-        result = action.advance(ctx)
+        return _settle(action, ctx.threads.run(action.advance, ctx), ctx, timeout)
+    result = action.advance(ctx)
     # An outcome is checked first: asking the ABC machinery whether it is awaitable is slow.
     if not isinstance(result, _OUTCOMES) and inspect.isawaitable(result):
-        result = await within(result, timeout)
-    check_outcome(type(action).__name__ + ".advance", result, ctx.action_id)
+        return _settle(action, result, ctx, timeout)
+    check_outcome(action, "advance", result, ctx.action_id)
+    return result
+
+
+async def _settle(
+    action: Action[Any], awaitable: Awaitable[object], ctx: StepContext[Any], default: float | None
+) -> Outcome:
+    """Await an asynchronous (or threaded) ``advance`` under its timeout; its outcome, checked."""
+    own = action.step_timeout()
+    result = await within(awaitable, own if own is not None else default)
+    check_outcome(action, "advance", result, ctx.action_id)
     return result  # type: ignore[return-value]  # checked just above
+
+
+async def outcome_of(step: Outcome | Awaitable[Outcome]) -> Outcome:
+    """`advance`'s result as an outcome, awaited if it is not one yet."""
+    return step if isinstance(step, _OUTCOMES) else await step
 
 
 async def within(awaitable: Awaitable[T], timeout: float | None) -> T:
@@ -89,22 +107,35 @@ async def within(awaitable: Awaitable[T], timeout: float | None) -> T:
         raise
 
 
-def check_outcome(what: str, outcome: object, action_id: str) -> None:
-    """Raise `KindError` unless ``outcome`` is an outcome the executor can write."""
+def check_outcome(owner: object, what: str, outcome: object, action_id: str) -> None:
+    """Raise `KindError` unless ``outcome`` is an outcome the executor can write.
+
+    ``what`` names the code that returned it: a method of ``owner`` (``advance``), or a
+    sentence (the handlers'); the message is built only when there is something to say.
+    """
+    if type(outcome) is Next and outcome.state.id == action_id:
+        return  # the hot path: a new checkpoint of the same action
     if not isinstance(outcome, _OUTCOMES):
-        raise KindError(f"{what} returned {outcome!r}; expected Next, Park, Done or Failed")
+        raise KindError(
+            f"{_who(owner, what)} returned {outcome!r}; expected Next, Park, Done or Failed"
+        )
     if isinstance(outcome, Park) and outcome.wake_after is not None:
         after = outcome.wake_after
         if not (isinstance(after, int | float) and 0 <= after < math.inf):
             raise KindError(
-                f"{what} parked with wake_after={after!r}; expected seconds >= 0 (finite), "
-                "or None to wait for a notify"
+                f"{_who(owner, what)} parked with wake_after={after!r}; expected seconds >= 0 "
+                "(finite), or None to wait for a notify"
             )
     if isinstance(outcome, _CHECKPOINTS) and outcome.state.id != action_id:
         raise KindError(
-            f"{what} changed the action id from {action_id!r} to {outcome.state.id!r}; "
-            "ids must be stable"
+            f"{_who(owner, what)} changed the action id from {action_id!r} to "
+            f"{outcome.state.id!r}; ids must be stable"
         )
+
+
+def _who(owner: object, what: str) -> str:
+    """The name of the code that returned an outcome, for an error message."""
+    return f"{type(owner).__name__}.{what}" if what.isidentifier() else what
 
 
 def encode(codec: KindCodec, outcome: Outcome) -> tuple[str, str] | None:
@@ -147,7 +178,8 @@ async def handle(
             else:
                 result = before.on_retry(ctx, attempts, exc)
         outcome = await result if inspect.isawaitable(result) else result
-        check_outcome(f"the {via} handler of {type(before).__name__}", outcome, ctx.action_id)
+        what = f"the {via} handler of {type(before).__name__}"
+        check_outcome(before, what, outcome, ctx.action_id)
     except Exception as handler_exc:
         adapter.warning("%s handler failed, checkpoint left as it was: %s", via, handler_exc)
         return handler_exc
@@ -171,7 +203,7 @@ async def drive_again(
     on means the step is not idempotent.
     """
     try:
-        second = await advance(again, ctx, timeout)
+        second = await outcome_of(advance(again, ctx, timeout))
     except Rejected as exc:
         if not isinstance(first, Park):
             raise DoubleDriveMismatch(

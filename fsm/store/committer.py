@@ -194,7 +194,7 @@ class Committer:
         """Commit ``body`` on this thread; a done future of how it went."""
         future: asyncio.Future[R] = loop.create_future()
         try:
-            if point is None:
+            if point is None or self._link.hooks.point is None:  # no write point armed
                 future.set_result(body(False))
             else:
                 with self._link.write_point(point):
@@ -219,7 +219,7 @@ class Committer:
     def _alone_here(self, loop: asyncio.AbstractEventLoop) -> bool:
         """True when a write may commit on the loop's thread: the committer's thread has no
         work (so no lock is contended) and the loop has no other task ready to run."""
-        return not self.busy and not _other_work(loop)
+        return not (self._in_flight and self.running) and not _other_work(loop)  # not `busy`
 
     def call(self, point: str | None, body: Body[R], *, solo: bool = False) -> R:
         """`run` for a synchronous caller: blocks until the job is committed.

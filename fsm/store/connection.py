@@ -89,6 +89,7 @@ class Link:
 
     def __init__(self, db: peewee.Database, hooks: StoreHooks) -> None:
         self.db = db
+        self._state = db._state  # type: ignore[attr-defined]  # peewee: this thread's connection
         self.sqlite = isinstance(db, peewee.SqliteDatabase)
         self._begin = "BEGIN IMMEDIATE" if self.sqlite else "BEGIN"
         self.hooks = hooks
@@ -107,13 +108,13 @@ class Link:
     def exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run one statement; the driver's own statement cache keeps it prepared."""
         try:
-            with WRAP_ERRORS:
-                if self._statement is not None and sql != "ROLLBACK":
-                    self._statement(self.sqlite)
-                return self.connection().execute(sql, params)
+            if self._statement is not None and sql != "ROLLBACK":
+                self._statement(self.sqlite)
+            return self.connection().execute(sql, params)
         except Exception:
             self.failed_calls += 1
-            raise
+            with WRAP_ERRORS:  # the driver's error as peewee's type, entered only on failure
+                raise
 
     def write_point(self, name: str) -> contextlib.AbstractContextManager[None]:
         """The named write point around a write: ``<name>.before`` and ``<name>.after``.
@@ -131,6 +132,9 @@ class Link:
         left on the connection (by any code sharing it) is rolled back: it can only refuse
         every statement until then ("current transaction is aborted").
         """
+        if self.sqlite:  # a SQLite connection does not break under us
+            state = self._state  # this thread's (peewee's ``Database.connection``, inlined)
+            return self.db.connection() if state.closed else state.conn
         conn = self.db.connection()
         if _is_broken(conn):
             log.warning("the database connection was lost; reconnecting")

@@ -28,6 +28,10 @@ log = logging.getLogger("fsm.store")
 
 HOST = socket.gethostname()
 
+CLAIMED_EPOCH = 1
+"""The epoch of a row created already claimed (`Store.insert` with a lease): the one a claim
+of a new row (epoch 0) gives it."""
+
 
 @functools.cache
 def _process_space() -> str | None:

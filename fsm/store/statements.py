@@ -51,10 +51,10 @@ class Statements:
 
     def __init__(self, p: str) -> None:
         cols = CLAIMED_COLUMNS
-        self.insert = (
+        self.insert = (  # lease_owner, lease_expires: NULL, or the starting drive's claim
             "INSERT INTO fsm_action (id, kind, state, version, payload, seq, attempts, "
-            "wake_at, epoch, created_at, updated_at, incarnation) "
-            f"SELECT {p}, {p}, {p}, {p}, {p}, 0, 0, {p}, 0, {p}, {p}, {p} "
+            "wake_at, epoch, created_at, updated_at, incarnation, lease_owner, lease_expires) "
+            f"SELECT {p}, {p}, {p}, {p}, {p}, 0, 0, {p}, {p}, {p}, {p}, {p}, {p}, {p} "
             f"WHERE NOT EXISTS (SELECT 1 FROM fsm_outcome WHERE id = {p} AND finished_at >= {p}) "
             "ON CONFLICT (id) DO NOTHING"
         )
@@ -292,7 +292,7 @@ def step_update(
         entry.via if entry else None,
         entry.duration if entry else None,
     ]
-    if new == was:  # the usual step: one tuple comparison, no column to add
+    if new is was or new == was:  # the usual step: no column to add
         params += counts(entry)
         return sql.update(columns), params
     for name in BOOKKEEPING:

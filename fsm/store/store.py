@@ -99,6 +99,7 @@ class Store(Operations):
         )
         """The operator's controls' writes (`fsm.Controls` decides them)."""
         self._clock = DatabaseClock(local_clock, None if self._sqlite else database.connection)
+        self._local_clock = local_clock
 
     @classmethod
     def sqlite(
@@ -151,6 +152,13 @@ class Store(Operations):
         see `fsm.store.clock`."""
         return self._clock.now()
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """`now` as a callable an executor calls twice a step, as short as it can be: the
+        local clock itself on SQLite (on this host, nothing to correct), else the database
+        clock's own method."""
+        return self._local_clock if self._sqlite else self._clock.now
+
     def _cold(self, query: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run a cold-path function on this store's database (`inspection.bound`)."""
         return inspection.bound(self._link, self._read_version, query, *args, **kwargs)
@@ -169,6 +177,7 @@ class Store(Operations):
         *,
         incarnation: str = "",
         ended_since: float | None = None,
+        lease: tuple[str, float] | None = None,
     ) -> str | records.KeptOutcome | None:
         """Create a live action (a new ``incarnation`` of its id) with its resources, atomically.
 
@@ -176,10 +185,17 @@ class Store(Operations):
         live action that already has this id, or, when ``ended_since`` is given, the kept
         outcome of an incarnation of this id that ended at or after that time. Raises
         `ResourceConflict` if a resource is taken.
+
+        ``lease``: (owner, until): the row is created already claimed, as a claim right after
+        the start would leave it (epoch `leases.CLAIMED_EPOCH`), so that the drive that starts an
+        action does not commit twice.
         """
         since = _NEVER if ended_since is None else ended_since
-        params = (action_id, kind, state, version, payload, now, now, now, incarnation)
-        return self._write_now("start", self._writes.start(params, tuple(resources), since))
+        owner, until = (None, None) if lease is None else lease
+        epoch = 0 if lease is None else leases.CLAIMED_EPOCH
+        params = (action_id, kind, state, version, payload, now, epoch, now, now, incarnation)
+        body = self._writes.start((*params, owner, until), tuple(resources), since)
+        return self._write_now("start", body)
 
     def _write_now(self, point: str | None, body: Body[R], *, solo: bool = False) -> R:
         """Run a write for a synchronous caller: through the committer while it has work (one

@@ -20,7 +20,7 @@ from fsm.store.committer import Body
 from fsm.store.connection import Link
 from fsm.store.pipeline import Statement, fenced
 from fsm.store.resources import change_held
-from fsm.store.statements import Statements, counts, step_update
+from fsm.store.statements import STEP_COLUMNS, Statements, counts, step_update
 
 _NO_TRANSACTION = contextlib.nullcontext()
 
@@ -48,6 +48,7 @@ class Writes:
         self._channel = channel
         self._exec = link.exec
         self._sqlite = link.sqlite
+        self._plain = sql.update(STEP_COLUMNS)
 
     def transaction(self, batched: bool) -> Any:
         """The job's own transaction, or none inside a batch's."""
@@ -64,7 +65,7 @@ class Writes:
     def start(
         self, params: tuple[Any, ...], held: tuple[str, ...], since: float
     ) -> Body[str | records.KeptOutcome | None]:
-        """`Store.insert`'s statements; ``params``: the insert's, id first, time fifth.
+        """`Store.insert`'s statements; ``params``: the insert's (the id first, the time at 5).
 
         On PostgreSQL one statement inserts the row, takes its resources and notifies the
         workers (`Statements.start`); a resource already taken makes it fail whole, and the
@@ -103,13 +104,21 @@ class Writes:
     ) -> tuple[str, Body[None]]:
         """A step's write point and statements (see `Store.write`)."""
         state, payload, seq, was, new, acquired, released, entry, now = step
+        if new is was and entry and self._sqlite and not acquired and not released:
+            # the usual SQLite step: the checkpoint, the step's columns (the log trigger
+            # reads them) and the counts, in the one UPDATE built for it (`step_update`)
+            outcome = entry.outcome if log_transitions else None
+            plain = [state, payload, seq, now, outcome, entry.via, entry.duration]
+            plain += (*counts(entry), action_id, epoch)
+            return "checkpoint", Statement(self._link, self._plain, plain, fenced(action_id, epoch))
         logged = entry is not None and log_transitions
         sql, changed = step_update(self._sql, was, new, entry, logged, now)
         params = [state, payload, seq, now, *changed, action_id, epoch]
         fence = fenced(action_id, epoch)
-        log = [*entry.values()[1:], now] if logged and entry is not None else []
+        # PostgreSQL writes the log row in the same statement (SQLite: the UPDATE's trigger)
+        log = [*entry.values()[1:], now] if logged and entry and not self._sqlite else []
         if not acquired and not released:
-            if log and not self._sqlite:  # the log row rides in the same statement
+            if log:  # the log row rides in the same statement
                 sql, params = self._sql.logged(sql), params + log
             return "checkpoint", Statement(self._link, sql, params, fence)
 
@@ -117,7 +126,7 @@ class Writes:
             with self.transaction(batched):
                 fence(self._exec(sql, params))
                 change_held(self._link, self._sql, action_id, acquired, released, now)
-                if log and entry is not None and not self._sqlite:
+                if log and entry is not None:
                     self.log(action_id, entry, now)
 
         if self._sqlite:

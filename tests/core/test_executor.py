@@ -417,3 +417,43 @@ def test_prune_log_removes_only_older_rows(store: fsm.Store) -> None:
     run(ex.drive(Script("new")))
     assert store.prune_log(older_than=T0 + 500) == 4
     assert {t.action_id for t in store.transitions()} == {"new"}
+
+
+def test_driving_a_new_action_commits_its_start_once_already_claimed(store: fsm.Store) -> None:
+    """Issue 12: `drive(action)` of a new action creates the row already claimed by this
+    executor; no claim commits after the start."""
+    points: list[str] = []
+    store.hooks = fsm.store.StoreHooks(point=points.append)
+    seen: list[Any] = []
+
+    def look(a: Script, ctx: fsm.StepContext[Any]) -> None:
+        seen.extend((list(points), store.row("a"), store.claim("a", "someone-else", T0 + 1)))
+
+    ex, _, _ = make(store, {("a", 0): look})
+    result = run(ex.drive(Script("a")))
+    assert result.status is DriveStatus.DONE and result.steps == 4
+    assert plain(result.key or "") == "a.3"
+    before_the_first_step, row, claim = seen
+    assert before_the_first_step == ["start.before", "start.after"]  # one commit, no claim
+    assert [p for p in points if p.endswith(".after")][-4:] == [
+        *["checkpoint.after"] * 3, "finish.after"
+    ]
+    assert isinstance(row, fsm.store.RowInfo) and row.lease_owner == ex.owner
+    assert claim is fsm.store.ClaimMiss.BUSY  # the lease is live from the start
+    assert store.transitions("a")[0].seq == 0
+
+
+def test_a_claimed_start_is_fenced_like_a_claim(store: fsm.Store) -> None:
+    """The row a drive starts claimed is fenced by its epoch: a claim taken meanwhile (the
+    lease of a certainly dead owner) refuses the starting drive's first write."""
+
+    def taken(a: Script, ctx: fsm.StepContext[Any]) -> None:
+        store.unclaim("a", 1)  # another driver took it over and let go: the epoch moved on
+
+    ex, _, _ = make(store, {("a", 0): taken})
+    result = run(ex.drive(Script("a")))
+    assert result.status is DriveStatus.LEASE_LOST
+    row = store.row("a")
+    assert row is not None and row.state == "s0" and row.lease_owner is None
+    again = run(ex.drive(Script("a")))  # the live row wins: claimed and driven as usual
+    assert again.status is DriveStatus.DONE

@@ -49,6 +49,27 @@ def test_every_crash_point_kills_and_the_next_run_finishes(tmp_path: Path, point
     store.close()
 
 
+@pytest.mark.slow
+def test_a_drive_killed_right_after_its_claimed_start_is_taken_over(tmp_path: Path) -> None:
+    """`drive(action)` creates the row already claimed (no claim commit after the start):
+    killed right there, the dead process's lease is taken over at once by the next run."""
+    db, ledger_path = tmp_path / "a.sqlite", tmp_path / "ledger.sqlite"
+    crashed = run_child("start_drive_child.py", db, ledger_path, env={"FSM_CRASH": "start.after:1"})
+    assert died(crashed), crashed.stderr
+    store = fsm.Store.sqlite(db)
+    row = store.row("t1")
+    assert row is not None and row.lease_owner is not None  # claimed by the dead process
+    store.close()
+    assert Ledger.on_file(ledger_path).effects() == {}
+    finished = run_child("drive_child.py", db, ledger_path)
+    assert finished.returncode == 0, finished.stderr
+    store = fsm.Store.sqlite(db)
+    assert store.rows() == [] and store.all_resources() == {}
+    store.close()
+    effects = plain_keys(Ledger.on_file(ledger_path).effects())
+    assert effects == {"t1.0": 1, "t1.1": 1, "t1.2": 1}
+
+
 def test_double_drive_accepts_an_idempotent_step(store: fsm.Store) -> None:
     ex: fsm.Executor[Any] = fsm.Executor(store, {}, kinds=[Script], double_drive=True)
     calls: list[int] = []
