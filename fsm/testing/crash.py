@@ -180,7 +180,9 @@ def soak(
     starts a new round on a fresh folder, so the kills keep landing on live work. A kill
     that interrupted nothing counts as an idle kill (see the module docstring); at most
     ``4 * kills`` drivers are started, so a program too quick to kill still ends.
-    ``db_fault_rate`` also makes the drivers' database calls fail at that rate.
+    ``db_fault_rate`` also makes the drivers' database calls fail at that rate, each
+    driver with its own draw; the soak goes on (within the same bound) until some
+    statement has failed.
     """
     rng = random.Random(seed)
     report = CrashReport(scenario.name)
@@ -194,19 +196,26 @@ def soak(
     first, last = _work_window(scenario, workdir / "clean", faults)
     window = max(last - first, 0.01)
     if db_fault_rate:
-        env.update(faults)
-        env[DB_FAULTS_TRACE_ENV] = str(faults_trace)
+        faults[DB_FAULTS_TRACE_ENV] = str(faults_trace)
     rounds, lag = 0, 0.0
     folder = _fresh(workdir / "soak-0", scenario)
     unfinished = False
-    while report.kills < kills and report.runs < 4 * kills:
+    def more() -> bool:
+        """Kills short of ``kills``, or faults armed and none met yet (every driver was
+        killed before its first failing statement: the soak would have proved nothing)."""
+        no_fault = bool(db_fault_rate) and not faults_trace.exists()
+        return report.kills < kills or no_fault
+
+    while more() and report.runs < 4 * kills:
         if progress is not None:
             progress(
                 f"{scenario.name}: random kill {report.kills + 1}/{kills} "
                 f"(driver {report.runs + 1}, {report.idle_kills} idle kills)"
             )
         moment = lag + rng.uniform(first, first + window)
-        code, untouched = _kill_at(scenario, folder, env, moment, report)
+        if db_fault_rate:  # each driver its own draw: the faults fall on other statements
+            faults[DB_FAULTS_ENV] = f"{db_fault_rate}:{seed + report.runs}"
+        code, untouched = _kill_at(scenario, folder, {**env, **faults}, moment, report)
         # A driver killed before it touched the store started slower than the clean run
         # did (a busy machine): aim later, and drift back once kills land again.
         lag = lag + window if untouched else max(0.0, lag - window / 2)
@@ -215,10 +224,10 @@ def soak(
             _check_done(scenario, folder, report)
             rounds += 1
             folder = _fresh(workdir / f"soak-{rounds}", scenario)
-    if faults_trace.exists():
-        report.db_faults += len(faults_trace.read_text().split())
     if unfinished and finish(scenario, folder, report):
         _check_done(scenario, folder, report)
+    if faults_trace.exists():
+        report.db_faults += len(faults_trace.read_text().split())
     return report
 
 
