@@ -136,7 +136,8 @@ class Executor(Generic[S]):
     async def start(
         self, action: Action[S], *, resources: Sequence[str] = (), again: bool = False
     ) -> StartResult:
-        """Persist ``action`` as a new live action holding ``resources``, in one transaction.
+        """Persist ``action`` as a new live action holding ``resources``, in one transaction
+        (through the store's committer: the event loop does not wait for the commit).
 
         Idempotent: if an action of the same kind is live with this id, nothing changes
         (`StartStatus.LIVE`). If an incarnation of this id *ended* within the redelivery
@@ -152,7 +153,7 @@ class Executor(Generic[S]):
         state, payload = codec.dump(action)
         now = self.clock()
         incarnation = new_incarnation()
-        found = self.store.insert(
+        found = await self.store.insert_soon(
             action_id,
             codec.name,
             state,

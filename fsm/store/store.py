@@ -181,6 +181,26 @@ class Store(Operations):
         params = (action_id, kind, state, version, payload, now, now, now, incarnation)
         return self._write_now("start", self._writes.start(params, tuple(resources), since))
 
+    def insert_soon(
+        self,
+        action_id: str,
+        kind: str,
+        state: str,
+        version: int,
+        payload: str,
+        resources: Iterable[str],
+        now: float,
+        *,
+        incarnation: str = "",
+        ended_since: float | None = None,
+    ) -> Awaitable[str | records.KeptOutcome | None]:
+        """`insert` (same arguments) through the committer: a start made on the event loop
+        (`Executor.start`) is batched with the drives' writes instead of holding the loop
+        for its commit (on PostgreSQL, a round trip)."""
+        since = _NEVER if ended_since is None else ended_since
+        params = (action_id, kind, state, version, payload, now, now, now, incarnation)
+        return self.committer.run("start", self._writes.start(params, tuple(resources), since))
+
     def _write_now(self, point: str | None, body: Body[R], *, solo: bool = False) -> R:
         """Run a write for a synchronous caller: through the committer while it has work (one
         connection writes, so no caller sleeps in SQLite's busy handler), else right here."""
