@@ -22,6 +22,7 @@ from processes import died, run_child
 import fsm
 from fsm.errors import LeaseLost, ResourceConflict
 from fsm.store import Claimed, LogEntry, StoreHooks, is_transient
+from fsm.store.committer import TURN
 
 T0 = 1_000_000.0
 OWNER = "owner-a"
@@ -74,6 +75,51 @@ def test_a_lost_lease_in_a_batch_refuses_that_write_only(store: fsm.Store) -> No
     assert isinstance(results[1], LeaseLost)
     assert store.committer.batches == 1  # one transaction: the stale write did not split it
     assert states(store) == {"a": "s1", "b": "s0", "c": "s1"}
+
+
+def test_a_batch_wakes_its_waiters_in_order_a_turn_at_a_time_after_its_commit(
+    open_store: Callable[[], fsm.Store],
+) -> None:
+    """One batch of 3 turns and a half: every waiter is woken, in the order the writes were
+    made, `TURN` per turn of the loop (the first to run finds only its turn's futures done,
+    and a cancelled one), a stale write's waiter with its `LeaseLost`, a cancelled waiter
+    skipped (its write still made); and each, when it runs on, finds its step already
+    visible to another connection."""
+    store, other = open_store(), open_store()
+    n = 3 * TURN + TURN // 2
+    claims = started(store, [f"w{i:02d}" for i in range(n)])
+    store.unclaim(claims[5].id, claims[5].epoch)  # another driver's turn: a stale claim
+    futures: list[asyncio.Future[None]] = []
+    woken: list[tuple[int, str, int, str]] = []  # index, how, futures done, state seen
+
+    async def one(i: int, c: Claimed) -> None:
+        entry = LogEntry("k", 0, "s0", "s1", "next", "step", 0, None, 0.001)
+        step = ("s1", '{"n": 1}', 1, c.bookkeeping, c.bookkeeping, (), (), entry, T0 + 1)
+        future = store.write_soon(c.id, c.epoch, step)
+        assert isinstance(future, asyncio.Future)
+        futures.append(future)
+        try:
+            await future
+            how = "written"
+        except LeaseLost:
+            how = "lost"
+        row = other.row(c.id)
+        woken.append((i, how, sum(f.done() for f in futures), row.state if row else "-"))
+
+    async def run() -> None:
+        tasks = [asyncio.create_task(one(i, c)) for i, c in enumerate(claims)]
+        await asyncio.sleep(0)  # every write is made; the batch is not handed over yet
+        tasks[1].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(run())
+    assert store.committer.batches == 1
+    assert [w[0] for w in woken] == [i for i in range(n) if i != 1]  # in order, all
+    assert [w[1] for w in woken] == ["lost" if w[0] == 5 else "written" for w in woken]
+    assert woken[0][2] == TURN + 1  # the first turn's, and the cancelled one
+    assert woken[-1][2] == n
+    assert all(w[3] == ("s0" if w[0] == 5 else "s1") for w in woken)
+    assert states(store)[claims[1].id] == "s1"  # a cancelled waiter's write is made all the same
 
 
 def failing(n: int, sqlite: bool) -> Callable[[bool], None]:
