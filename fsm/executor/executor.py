@@ -23,6 +23,7 @@ from fsm.executor.many import drive_many
 from fsm.executor.naps import Naps
 from fsm.executor.observed import ObservedDrive
 from fsm.executor.plan import plan_update
+from fsm.executor.turns import Turns
 from fsm.ids import check_id, new_incarnation
 from fsm.observer import Observer
 from fsm.protocol import Action, DriveMode, S
@@ -32,6 +33,7 @@ from fsm.retry import SEED_POLICY, RetryPolicy
 from fsm.store import ActionReport, Claimed, KeptOutcome, LogEntry, Store, new_owner
 from fsm.store.hooks import warn_armed
 from fsm.store.inspection import pages
+from fsm.store.waking import TURN
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,7 @@ class Executor(Generic[S]):
         self.threads = BlockingPool(blocking_threads)  # blocking callbacks (fsm.blocking)
         self.stopping = False
         self.naps = Naps()  # the drives sleeping through a park, for notify and stop to wake
+        self.turns = Turns(TURN)  # starts let through per turn of the loop (fsm.executor.turns)
         self._driving: set[str] = set()
         self.controls = Controls(
             store,
@@ -148,6 +151,7 @@ class Executor(Generic[S]):
         `InvalidActionId`, `KindMismatch`, `ResourceConflict`, or `KindError` when the
         action cannot be stored.
         """
+        await self.turns.take()
         action_id = check_id(action.id)
         codec = self.registry.of(action)
         state, payload = codec.dump(action)

@@ -22,8 +22,8 @@ What a caller can rely on (the promises of the hot path):
   COMMIT (whose outcome is then unknown: it is never repeated) fails every waiter of the
   batch with that error, which each drive handles as today (back off, claim again,
   re-read the row);
-* every waiter of a batch is woken, in the order the writes were made, `TURN` per turn
-  of its event loop (a cancelled waiter is skipped; its write stands).
+* every waiter is woken, in the order the writes were made, a few per turn of its event
+  loop (`fsm.store.waking`; a cancelled waiter is skipped, its write stands).
 
 The thread owns its own connection (peewee keeps one per thread); it stops after a second
 without work, closing it, and is started again by the next write.
@@ -44,6 +44,7 @@ from typing import Any, Generic, TypeVar
 from fsm.errors import LeaseLost
 from fsm.store.connection import Link, is_transient
 from fsm.store.pipeline import pipelined, refused
+from fsm.store.waking import Waking, wake
 
 log = logging.getLogger("fsm.store")
 
@@ -55,14 +56,6 @@ own), ``False`` alone (own autocommit statement or transaction, as the sync API 
 
 MAX_BATCH = 256
 """Jobs committed in one transaction at most (bounds the work a failed batch redoes)."""
-
-TURN = 8
-"""Waiters of a batch woken per turn of the event loop (see `_resolve`).
-
-A batch of 100 committed writes wakes 100 drives; run back to back, their continuations
-(plan, encode, the next step: 60-100 us each here) held the loop for 6-10 ms, and a 1 ms
-timer sharing it ran that late. Measured with `benchmarks/concurrency.py`: 8 keeps a turn
-under a millisecond at no measurable cost per step (16 let the ticker's p99 grow again)."""
 
 IDLE_EXIT = 1.0
 """Seconds without work after which the thread closes its connection and ends."""
@@ -107,49 +100,11 @@ class Job(Generic[R]):
         return self.fence or self.waited
 
 
-def _resolve(jobs: list[Job[Any]], first: int = 0) -> None:
-    """Wake the async waiters of ``jobs`` (on their loop's thread), in order, `TURN` at a
-    time: the rest are woken by a callback queued behind the woken drives, so each turn of
-    the loop runs a bounded burst of drives and its timers are not held up by all of them."""
-    woken = 0
-    for index in range(first, len(jobs)):
-        job = jobs[index]
-        future = job.future
-        if future is None or future.done():  # the waiter was cancelled
-            continue
-        if woken == TURN:
-            asyncio.get_running_loop().call_soon(_resolve, jobs, index)
-            return
-        if job.error is not None:
-            future.set_exception(job.error)
-        else:
-            future.set_result(job.result)
-        woken += 1
-
-
 def _other_work(loop: asyncio.AbstractEventLoop) -> bool:
     """True when ``loop`` has callbacks ready to run (other drives' steps): a commit on its
     thread would hold them up. A loop that does not say (not asyncio's own) is assumed busy."""
     ready = getattr(loop, "_ready", None)
     return ready is None or len(ready) > 0
-
-
-def _settle(batch: list[Job[Any]]) -> None:
-    """Tell every waiter of a committed batch how its job went: one wake-up per loop."""
-    loops: dict[asyncio.AbstractEventLoop, list[Job[Any]]] = {}
-    for job in batch:
-        if job.done is not None:
-            if job.error is not None:
-                job.done.set_exception(job.error)
-            else:
-                job.done.set_result(job.result)
-        elif job.loop is not None:
-            loops.setdefault(job.loop, []).append(job)
-    for loop, jobs in loops.items():
-        try:
-            loop.call_soon_threadsafe(_resolve, jobs)
-        except RuntimeError:  # the loop is closed: its drives are gone, nobody waits
-            log.debug("%d write(s) committed after their event loop closed", len(jobs))
 
 
 class Committer:
@@ -162,6 +117,7 @@ class Committer:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._pending: dict[asyncio.AbstractEventLoop, list[Job[Any]]] = {}
+        self._waking = Waking()
         self._in_flight = 0
         self._since_checkpoint = 0
         self.batches = 0
@@ -228,7 +184,7 @@ class Committer:
         if len(jobs) == 1 and self._link.sqlite and self._alone_here(loop):
             job = jobs[0]
             self._alone(job)
-            _resolve(jobs)
+            wake(job)
             self.wrote(1)
             return
         if jobs:
@@ -354,7 +310,7 @@ class Committer:
                 job.error = job.error or exc
         with self._lock:
             self._in_flight -= sum(job.holds for job in batch)
-        _settle(batch)
+        self._waking.settle(batch)
         self.wrote(sum(job.waited for job in batch))
 
     def _alone(self, job: Job[Any]) -> None:

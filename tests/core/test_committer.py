@@ -8,6 +8,7 @@ the event loop and the committer writes them as one batch (`Store.committer.batc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from processes import died, run_child
 import fsm
 from fsm.errors import LeaseLost, ResourceConflict
 from fsm.store import Claimed, LogEntry, StoreHooks, is_transient
-from fsm.store.committer import TURN
+from fsm.store.waking import TURN, Waking
 
 T0 = 1_000_000.0
 OWNER = "owner-a"
@@ -120,6 +121,45 @@ def test_a_batch_wakes_its_waiters_in_order_a_turn_at_a_time_after_its_commit(
     assert woken[-1][2] == n
     assert all(w[3] == ("s0" if w[0] == 5 else "s1") for w in woken)
     assert states(store)[claims[1].id] == "s1"  # a cancelled waiter's write is made all the same
+
+
+@attrs.define
+class Waiter:
+    """What `Waking` reads of a committed job."""
+
+    loop: asyncio.AbstractEventLoop | None
+    future: asyncio.Future[Any] | None
+    done: None = None
+    result: Any = None
+    error: BaseException | None = None
+
+
+def test_batches_committed_together_share_their_loops_turns() -> None:
+    """Two batches settled before their loop runs, the second with a failed job: one queue,
+    oldest first, `TURN` waiters per turn in all (not per batch), every one woken."""
+    waking = Waking()
+    seen: list[tuple[int, int]] = []  # waiter, futures done when it ran on
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        jobs = [Waiter(loop, loop.create_future(), result=i) for i in range(3 * TURN)]
+        jobs[TURN + 1].error = LeaseLost("stale")
+
+        async def waits(job: Waiter) -> None:
+            assert job.future is not None
+            with contextlib.suppress(LeaseLost):
+                await job.future
+            seen.append((jobs.index(job), sum(j.future.done() for j in jobs if j.future)))
+
+        tasks = [asyncio.create_task(waits(job)) for job in jobs]
+        await asyncio.sleep(0)
+        waking.settle(jobs[:TURN])
+        waking.settle(jobs[TURN:])
+        await asyncio.gather(*tasks)
+
+    asyncio.run(run())
+    assert [i for i, _ in seen] == list(range(3 * TURN))
+    assert [done for _, done in seen] == [TURN] * TURN + [2 * TURN] * TURN + [3 * TURN] * TURN
 
 
 def failing(n: int, sqlite: bool) -> Callable[[bool], None]:
