@@ -13,12 +13,16 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+from fsm.store.waking import others_ready
+
 
 class Turns:
     """At most ``size`` callers of `take` go on per turn of their event loop; the others
     wait, first come first served. A turn ends with the callback `take` queues behind the
     callers it let through, which lets the next ``size`` waiters through (and, if it did,
-    queues itself once more to close their turn: no callback is queued while nobody waits)."""
+    queues itself once more to close their turn: no callback is queued while nobody waits).
+    A caller alone on the loop (nothing else ready) goes on uncounted: a single start pays
+    no turn, and its write may still commit at once (`fsm.store.committer.Committer.run`)."""
 
     __slots__ = ("_let", "_loop", "_size", "_waiting")
 
@@ -35,6 +39,8 @@ class Turns:
             self._loop, self._let, self._waiting = loop, 0, deque()
         if self._let < self._size and not self._waiting:
             if self._let == 0:
+                if not others_ready(loop):  # alone on the loop: no burst to bound
+                    return
                 loop.call_soon(self._next)
             self._let += 1
             return

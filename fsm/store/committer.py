@@ -44,7 +44,7 @@ from typing import Any, Generic, TypeVar
 from fsm.errors import LeaseLost
 from fsm.store.connection import Link, is_transient
 from fsm.store.pipeline import pipelined, refused
-from fsm.store.waking import Waking, wake
+from fsm.store.waking import Waking, others_ready, wake
 
 log = logging.getLogger("fsm.store")
 
@@ -98,13 +98,6 @@ class Job(Generic[R]):
     def holds(self) -> bool:
         """While queued or running, the committer is `busy`: writers queue behind it."""
         return self.fence or self.waited
-
-
-def _other_work(loop: asyncio.AbstractEventLoop) -> bool:
-    """True when ``loop`` has callbacks ready to run (other drives' steps): a commit on its
-    thread would hold them up. A loop that does not say (not asyncio's own) is assumed busy."""
-    ready = getattr(loop, "_ready", None)
-    return ready is None or len(ready) > 0
 
 
 class Committer:
@@ -193,7 +186,7 @@ class Committer:
     def _alone_here(self, loop: asyncio.AbstractEventLoop) -> bool:
         """True when a write may commit on the loop's thread: the committer's thread has no
         work (so no lock is contended) and the loop has no other task ready to run."""
-        return not self.busy and not _other_work(loop)
+        return not self.busy and not others_ready(loop)
 
     def call(self, point: str | None, body: Body[R], *, solo: bool = False) -> R:
         """`run` for a synchronous caller: blocks until the job is committed.

@@ -27,6 +27,14 @@ lowest with 4 (8 and 16 let it grow again, by a millisecond or more); the cost p
 not differ beyond the noise of the runs."""
 
 
+def others_ready(loop: asyncio.AbstractEventLoop) -> bool:
+    """True when ``loop`` has callbacks ready to run besides the one running (other drives'
+    steps): work done now would hold them up. A loop that does not say (not asyncio's own)
+    is assumed busy."""
+    ready = getattr(loop, "_ready", None)
+    return ready is None or len(ready) > 0
+
+
 class Waited(Protocol):
     """A committed job as the waking sees it (`fsm.store.committer.Job`): its outcome, and
     who waits for it (an event loop's future, or a synchronous caller's)."""
