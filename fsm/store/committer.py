@@ -110,7 +110,7 @@ class Committer:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._pending: dict[asyncio.AbstractEventLoop, list[Job[Any]]] = {}
-        self._waking = Waking()
+        self._waking = Waking(self._drained)
         self._in_flight = 0
         self._since_checkpoint = 0
         self.batches = 0
@@ -153,6 +153,8 @@ class Committer:
             pending = self._pending[loop] = []
             loop.call_soon(self._flush, loop)
         pending.append(job)
+        if len(pending) == MAX_BATCH:  # a full batch goes, even while the loop is waking
+            loop.call_soon(self._flush, loop, True)
         return future
 
     def _now(
@@ -172,7 +174,14 @@ class Committer:
         self.wrote(1, idle_loop=True)
         return future
 
-    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _flush(self, loop: asyncio.AbstractEventLoop, now: bool = False) -> None:
+        """Hand the loop's pending writes over, unless ``loop`` is still waking the drives
+        of committed writes (`Waking`): their next writes join these, in one batch handed
+        over once the last of them was woken (`_drained`). Woken a few per turn, drives
+        write a few per turn; handed over at once, each turn's few made a batch of their
+        own, five times the commits of the same work."""
+        if not now and self._waking.busy(loop):
+            return
         jobs = self._pending.pop(loop, [])
         if len(jobs) == 1 and self._link.sqlite and self._alone_here(loop):
             job = jobs[0]
@@ -182,6 +191,12 @@ class Committer:
             return
         if jobs:
             self._put(jobs)
+
+    def _drained(self, loop: asyncio.AbstractEventLoop) -> None:
+        """``loop`` woke the last waiter it had: its pending writes go one turn later, with
+        those of the tasks made ready meanwhile (as `run` hands a write over)."""
+        if loop in self._pending:
+            loop.call_soon(self._flush, loop)
 
     def _alone_here(self, loop: asyncio.AbstractEventLoop) -> bool:
         """True when a write may commit on the loop's thread: the committer's thread has no
@@ -240,7 +255,7 @@ class Committer:
             if thread is not None:
                 self._queue.put(None)
         for loop in list(self._pending):  # a loop's writes not yet handed over go first
-            self._flush(loop)
+            self._flush(loop, True)
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 

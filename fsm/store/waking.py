@@ -14,7 +14,7 @@ import asyncio
 import concurrent.futures
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 log = logging.getLogger("fsm.store")
@@ -63,8 +63,15 @@ class Waking:
     """The waiters each event loop has yet to wake, oldest first (touched only on that
     loop's thread, through its callbacks)."""
 
-    def __init__(self) -> None:
+    def __init__(self, drained: Callable[[asyncio.AbstractEventLoop], None]) -> None:
         self._queues: dict[asyncio.AbstractEventLoop, deque[Waited]] = {}
+        self._drained = drained
+        """Called (on the loop's thread) when a loop has woken every waiter it had."""
+
+    def busy(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """``loop`` is taking turns: some of its waiters are not woken yet, or were in its
+        last turn."""
+        return loop in self._queues
 
     def settle(self, batch: Iterable[Waited]) -> None:
         """Tell every waiter of a committed batch how its job went (from the committer's
@@ -105,3 +112,4 @@ class Waking:
             loop.call_soon(self._turn, loop)
         else:
             del self._queues[loop]
+            self._drained(loop)

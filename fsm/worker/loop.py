@@ -278,7 +278,8 @@ class Worker(Generic[S]):
         while self._unreleased:
             action_id, epoch = next(iter(self._unreleased.items()))
             await self._off_loop(self.store.unclaim, action_id, epoch)
-            del self._unreleased[action_id]
+            if self._unreleased.get(action_id) == epoch:  # not another claim's, added meanwhile
+                del self._unreleased[action_id]
 
     async def _idle_timeout(self) -> float:
         next_wake = await self._off_loop(self.store.next_wake, self._drivable)

@@ -123,6 +123,34 @@ def test_a_batch_wakes_its_waiters_in_order_a_turn_at_a_time_after_its_commit(
     assert states(store)[claims[1].id] == "s1"  # a cancelled waiter's write is made all the same
 
 
+def test_the_writes_of_drives_woken_in_turns_go_in_one_batch(store: fsm.Store) -> None:
+    """Drives woken a few per turn write a few per turn; those writes wait on the loop
+    until it has woken the last of them, then go as one batch (handed over a turn at a
+    time, they made a batch per turn whenever the committer's thread was quick to take
+    them). Seen from the loop: when the last drive makes its write, none was handed over."""
+    n = 3 * TURN + 2
+    claims = started(store, [f"d{i:02d}" for i in range(n)])
+    entry = LogEntry("k", 1, "s1", "s2", "next", "step", 0, None, 0.001)
+    waiting: list[int] = []  # the loop's writes not handed over, as the last one is made
+
+    async def drive(c: Claimed) -> None:
+        await write(store, c)
+        step = ("s2", '{"n": 2}', 2, c.bookkeeping, c.bookkeeping, (), (), entry, T0 + 2)
+        second = store.write_soon(c.id, c.epoch, step)
+        if c is claims[-1]:
+            pending = store.committer._pending  # what `Committer.run` holds per loop
+            waiting.append(len(pending.get(asyncio.get_running_loop(), [])))
+        await second
+
+    async def run() -> None:
+        await asyncio.gather(*(drive(c) for c in claims))
+
+    asyncio.run(run())
+    assert waiting == [n]
+    assert set(states(store).values()) == {"s2"}
+    assert store.committer.batches == 2
+
+
 @attrs.define
 class Waiter:
     """What `Waking` reads of a committed job."""
@@ -137,7 +165,7 @@ class Waiter:
 def test_batches_committed_together_share_their_loops_turns() -> None:
     """Two batches settled before their loop runs, the second with a failed job: one queue,
     oldest first, `TURN` waiters per turn in all (not per batch), every one woken."""
-    waking = Waking()
+    waking = Waking(lambda _: None)
     seen: list[tuple[int, int]] = []  # waiter, futures done when it ran on
 
     async def run() -> None:
