@@ -6,7 +6,9 @@ Each batch calls ``Executor.drive(action)`` for 100 new actions at once (each st
 per-step cost is the batch's wall time / 500, against the honest raw single-row commit of
 `baseline.py` measured in the same run on the same settings (back-to-back commits). A 1 ms
 asyncio ticker shares the loop while the batches run; its lateness is reported as p50, p99
-and max.
+and max, next to the same ticker's alone for 0.3 s before (what other processes' load
+costs it on a shared machine). The script calls ``gc.freeze()`` once set up, as ``fsm
+worker`` does (``--no-freeze``: not), see docs/performance.md.
 
 Targets (issue 12): per step <= 0.5x the raw commit (<= 0.3x with synchronous=FULL); the
 ticker's p99 <= 2 ms, on SQLite and on PostgreSQL. Only the public API is used (`open_store`,
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import tempfile
 import time
@@ -71,8 +74,9 @@ class Yielding(fsm.Action[None]):
 
 async def run_batches(
     store: fsm.Store, batches: int, width: int
-) -> tuple[list[float], list[float]]:
-    """Per-step microseconds of each batch, and the ticker's lateness samples (us)."""
+) -> tuple[list[float], list[float], list[float]]:
+    """Per-step microseconds of each batch, and the ticker's lateness samples (us) while
+    they run and, before, alone (the machine's floor: other processes' load)."""
     ex: fsm.Executor[None] = fsm.Executor(store, kinds=[Yielding])
     lags: list[float] = []
     running = True
@@ -84,7 +88,8 @@ async def run_batches(
             lags.append((time.perf_counter() - t0 - 0.001) * 1e6)
 
     tick = asyncio.create_task(ticker())
-    await asyncio.sleep(0.01)  # the ticker is running before the first batch
+    await asyncio.sleep(0.3)  # the ticker alone, then with the batches
+    alone = lags[1:]
     lags.clear()
     per_step = []
     tag = uuid.uuid4().hex[:6]
@@ -97,7 +102,7 @@ async def run_batches(
         assert not bad, bad[:3]
     running = False
     await tick
-    return per_step, lags
+    return per_step, lags, alone
 
 
 def sqlite_synchronous(store: fsm.Store) -> str:
@@ -143,7 +148,7 @@ def measure(
     store = open_fsm()
     try:
         setting = check(store) if check is not None else ""
-        per_step, lags = asyncio.run(run_batches(store, args.batches, args.width))
+        per_step, lags, alone = asyncio.run(run_batches(store, args.batches, args.width))
     finally:
         store.close()
     step = median(per_step)
@@ -160,6 +165,10 @@ def measure(
         f"max {max(lags) / 1000:6.2f} ms  ({len(lags)} ticks; target p99 <= 2 ms: "
         f"{'met' if p99 <= 2000 else 'NOT met'})"
     )
+    print(
+        f"  the same ticker alone, before:  p50 {median(alone) / 1000:6.2f} ms, "
+        f"p99 {pct(alone, 0.99) / 1000:6.2f} ms  (the machine's floor)"
+    )
 
 
 def main() -> None:
@@ -170,7 +179,17 @@ def main() -> None:
         "--postgres",
         default=os.environ.get("FSM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"),
     )
+    parser.add_argument(
+        "--no-freeze",
+        action="store_true",
+        help="leave the objects of start-up to the garbage collector (see docs/performance.md)",
+    )
     args = parser.parse_args()
+    if not args.no_freeze:
+        # As `fsm worker` does once started: a full collection would otherwise walk every
+        # object the imports made (a pause of 15-40 ms here, the ticker's worst lateness).
+        gc.freeze()
+    print(f"gc.freeze() after start-up: {'no' if args.no_freeze else 'yes'}")
     print(f"{args.batches} batches of {args.width} concurrent {STEPS}-step actions per setting")
     with tempfile.TemporaryDirectory() as tmp:
         payload = "x" * payload_size(tmp)

@@ -25,6 +25,7 @@ from fsm.executor.naps import Naps
 from fsm.executor.observed import ObservedDrive
 from fsm.executor.plan import plan_update
 from fsm.executor.ready import prepare
+from fsm.executor.turns import Turns
 from fsm.ids import check_id, new_incarnation
 from fsm.observer import Observer
 from fsm.protocol import Action, DriveMode, S
@@ -35,6 +36,7 @@ from fsm.store import ActionReport, Claimed, KeptOutcome, LogEntry, Store, new_o
 from fsm.store.hooks import warn_armed
 from fsm.store.inspection import pages
 from fsm.store.leases import CLAIMED_EPOCH
+from fsm.store.waking import TURN
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,7 @@ class Executor(Generic[S]):
         self.threads = BlockingPool(blocking_threads)  # blocking callbacks (fsm.blocking)
         self.stopping = False
         self.naps = Naps()  # the drives sleeping through a park, for notify and stop to wake
+        self.turns = Turns(TURN)  # starts let through per turn of the loop (fsm.executor.turns)
         self._driving: set[str] = set()
         self.controls = Controls(
             store,
@@ -139,7 +142,8 @@ class Executor(Generic[S]):
     async def start(
         self, action: Action[S], *, resources: Sequence[str] = (), again: bool = False
     ) -> StartResult:
-        """Persist ``action`` as a new live action holding ``resources``, in one transaction.
+        """Persist ``action`` as a new live action holding ``resources``, in one transaction
+        (through the store's committer: the event loop does not wait for the commit).
 
         Idempotent: if an action of the same kind is live with this id, nothing changes
         (`StartStatus.LIVE`). If an incarnation of this id *ended* within the redelivery
@@ -150,9 +154,9 @@ class Executor(Generic[S]):
         `InvalidActionId`, `KindMismatch`, `ResourceConflict`, or `KindError` when the
         action cannot be stored.
         """
-        return self._start(action, resources, again)[0]
+        return (await self._start(action, resources, again))[0]
 
-    def _start(
+    async def _start(
         self,
         action: Action[S],
         resources: Sequence[str] = (),
@@ -161,6 +165,7 @@ class Executor(Generic[S]):
     ) -> tuple[StartResult, Claimed | None]:
         """`start`, and with ``claim`` the new row created already claimed by this executor
         (`Store.insert`'s ``lease``): then the row as claimed, ready to drive."""
+        await self.turns.take()
         action_id = check_id(action.id)
         codec = self.registry.of(action)
         state, payload = codec.dump(action)
@@ -168,7 +173,7 @@ class Executor(Generic[S]):
         now = self.clock()
         incarnation = new_incarnation()
         lease = (self.owner, now + self.store.lease_ttl) if claim else None
-        found = self.store.insert(
+        found = await self.store.insert_soon(
             action_id,
             codec.name,
             state,
@@ -249,7 +254,7 @@ class Executor(Generic[S]):
             action_id = target
         else:
             # A new action is created already claimed: its drive commits once to start
-            started, claimed = self._start(target, claim=True)
+            started, claimed = await self._start(target, claim=True)
             if claimed is not None:
                 return prepare(self, claimed, self._stepper)
             if started.outcome is not None:

@@ -21,7 +21,9 @@ What a caller can rely on (the promises of the hot path):
   its transient error, or its own error again); an error of the batch's own BEGIN or
   COMMIT (whose outcome is then unknown: it is never repeated) fails every waiter of the
   batch with that error, which each drive handles as today (back off, claim again,
-  re-read the row).
+  re-read the row);
+* every waiter is woken, in the order the writes were made, a few per turn of its event
+  loop (`fsm.store.waking`; a cancelled waiter is skipped, its write stands).
 
 The thread owns its own connection (peewee keeps one per thread); it stops after a second
 without work, closing it, and is started again by the next write.
@@ -42,6 +44,7 @@ from typing import Any, Generic, TypeVar
 from fsm.errors import LeaseLost
 from fsm.store.connection import Link, is_transient
 from fsm.store.pipeline import pipelined, refused
+from fsm.store.waking import Waking, others_ready, wake
 
 log = logging.getLogger("fsm.store")
 
@@ -97,43 +100,6 @@ class Job(Generic[R]):
         return self.fence or self.waited
 
 
-def _resolve(jobs: list[Job[Any]]) -> None:
-    """Wake the async waiters of ``jobs`` (on their loop's thread)."""
-    for job in jobs:
-        future = job.future
-        if future is None or future.done():  # the waiter was cancelled
-            continue
-        if job.error is not None:
-            future.set_exception(job.error)
-        else:
-            future.set_result(job.result)
-
-
-def _other_work(loop: asyncio.AbstractEventLoop) -> bool:
-    """True when ``loop`` has callbacks ready to run (other drives' steps): a commit on its
-    thread would hold them up. A loop that does not say (not asyncio's own) is assumed busy."""
-    ready = getattr(loop, "_ready", None)
-    return ready is None or len(ready) > 0
-
-
-def _settle(batch: list[Job[Any]]) -> None:
-    """Tell every waiter of a committed batch how its job went: one wake-up per loop."""
-    loops: dict[asyncio.AbstractEventLoop, list[Job[Any]]] = {}
-    for job in batch:
-        if job.done is not None:
-            if job.error is not None:
-                job.done.set_exception(job.error)
-            else:
-                job.done.set_result(job.result)
-        elif job.loop is not None:
-            loops.setdefault(job.loop, []).append(job)
-    for loop, jobs in loops.items():
-        try:
-            loop.call_soon_threadsafe(_resolve, jobs)
-        except RuntimeError:  # the loop is closed: its drives are gone, nobody waits
-            log.debug("%d write(s) committed after their event loop closed", len(jobs))
-
-
 class Committer:
     """The store's commit thread and its queue of jobs (see the module's docstring)."""
 
@@ -144,6 +110,7 @@ class Committer:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._pending: dict[asyncio.AbstractEventLoop, list[Job[Any]]] = {}
+        self._waking = Waking(self._drained)
         self._in_flight = 0
         self._since_checkpoint = 0
         self.batches = 0
@@ -186,6 +153,8 @@ class Committer:
             pending = self._pending[loop] = []
             loop.call_soon(self._flush, loop)
         pending.append(job)
+        if len(pending) == MAX_BATCH:  # a full batch goes, even while the loop is waking
+            loop.call_soon(self._flush, loop, True)
         return future
 
     def _now(
@@ -205,21 +174,34 @@ class Committer:
         self.wrote(1, idle_loop=True)
         return future
 
-    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _flush(self, loop: asyncio.AbstractEventLoop, now: bool = False) -> None:
+        """Hand the loop's pending writes over, unless ``loop`` is still waking the drives
+        of committed writes (`Waking`): their next writes join these, in one batch handed
+        over once the last of them was woken (`_drained`). Woken a few per turn, drives
+        write a few per turn; handed over at once, each turn's few made a batch of their
+        own, five times the commits of the same work."""
+        if not now and self._waking.busy(loop):
+            return
         jobs = self._pending.pop(loop, [])
         if len(jobs) == 1 and self._link.sqlite and self._alone_here(loop):
             job = jobs[0]
             self._alone(job)
-            _resolve(jobs)
+            wake(job)
             self.wrote(1)
             return
         if jobs:
             self._put(jobs)
 
+    def _drained(self, loop: asyncio.AbstractEventLoop) -> None:
+        """``loop`` woke the last waiter it had: its pending writes go one turn later, with
+        those of the tasks made ready meanwhile (as `run` hands a write over)."""
+        if loop in self._pending:
+            loop.call_soon(self._flush, loop)
+
     def _alone_here(self, loop: asyncio.AbstractEventLoop) -> bool:
         """True when a write may commit on the loop's thread: the committer's thread has no
         work (so no lock is contended) and the loop has no other task ready to run."""
-        return not (self._in_flight and self.running) and not _other_work(loop)  # not `busy`
+        return not (self._in_flight and self.running) and not others_ready(loop)  # not `busy`
 
     def call(self, point: str | None, body: Body[R], *, solo: bool = False) -> R:
         """`run` for a synchronous caller: blocks until the job is committed.
@@ -273,7 +255,7 @@ class Committer:
             if thread is not None:
                 self._queue.put(None)
         for loop in list(self._pending):  # a loop's writes not yet handed over go first
-            self._flush(loop)
+            self._flush(loop, True)
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
@@ -336,7 +318,7 @@ class Committer:
                 job.error = job.error or exc
         with self._lock:
             self._in_flight -= sum(job.holds for job in batch)
-        _settle(batch)
+        self._waking.settle(batch)
         self.wrote(sum(job.waited for job in batch))
 
     def _alone(self, job: Job[Any]) -> None:

@@ -190,12 +190,50 @@ class Store(Operations):
         the start would leave it (epoch `leases.CLAIMED_EPOCH`), so that the drive that starts an
         action does not commit twice.
         """
+        body = self._start(action_id, kind, state, version, payload, resources, now,
+                           incarnation, ended_since, lease)  # fmt: skip
+        return self._write_now("start", body)
+
+    def insert_soon(
+        self,
+        action_id: str,
+        kind: str,
+        state: str,
+        version: int,
+        payload: str,
+        resources: Iterable[str],
+        now: float,
+        *,
+        incarnation: str = "",
+        ended_since: float | None = None,
+        lease: tuple[str, float] | None = None,
+    ) -> Awaitable[str | records.KeptOutcome | None]:
+        """`insert` (same arguments) through the committer: a start made on the event loop
+        (`Executor.start`) is batched with the drives' writes instead of holding the loop
+        for its commit (on PostgreSQL, a round trip)."""
+        body = self._start(action_id, kind, state, version, payload, resources, now,
+                           incarnation, ended_since, lease)  # fmt: skip
+        return self.committer.run("start", body)
+
+    def _start(
+        self,
+        action_id: str,
+        kind: str,
+        state: str,
+        version: int,
+        payload: str,
+        resources: Iterable[str],
+        now: float,
+        incarnation: str,
+        ended_since: float | None,
+        lease: tuple[str, float] | None,
+    ) -> Body[str | records.KeptOutcome | None]:
+        """The write of `insert` and `insert_soon`."""
         since = _NEVER if ended_since is None else ended_since
         owner, until = (None, None) if lease is None else lease
         epoch = 0 if lease is None else leases.CLAIMED_EPOCH
         params = (action_id, kind, state, version, payload, now, epoch, now, now, incarnation)
-        body = self._writes.start((*params, owner, until), tuple(resources), since)
-        return self._write_now("start", body)
+        return self._writes.start((*params, owner, until), tuple(resources), since)
 
     def _write_now(self, point: str | None, body: Body[R], *, solo: bool = False) -> R:
         """Run a write for a synchronous caller: through the committer while it has work (one

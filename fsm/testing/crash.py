@@ -200,6 +200,7 @@ def soak(
     rounds, lag = 0, 0.0
     folder = _fresh(workdir / "soak-0", scenario)
     unfinished = False
+
     def more() -> bool:
         """Kills short of ``kills``, or faults armed and none met yet (every driver was
         killed before its first failing statement: the soak would have proved nothing)."""

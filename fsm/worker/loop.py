@@ -27,8 +27,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from typing import Generic
+from collections.abc import Awaitable, Callable
+from typing import Generic, ParamSpec, TypeVar
 
 import attrs
 
@@ -42,6 +42,9 @@ from fsm.worker.outage import MAX_OUTAGE, Outage, backoff, error_line
 from fsm.worker.retention import check_retention, prune_periodically
 
 log = logging.getLogger("fsm.worker")
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @attrs.define
@@ -156,12 +159,12 @@ class Worker(Generic[S]):
         cut the wait short, or a row started meanwhile waits for the poll interval.
         """
         self._wake.clear()
-        self._release_unreleased()
+        await self._release_unreleased()
         free = self.concurrency - len(in_flight)
         if not free:  # full: only a drive's end makes room (a notification cannot)
             await self._wait(in_flight, timeout=None)
         elif not await self._start_drives(in_flight, free):
-            await self._wait(in_flight, timeout=self._idle_timeout())
+            await self._wait(in_flight, timeout=await self._idle_timeout())
         elif len(in_flight) >= self.concurrency:
             await self._wait(in_flight, timeout=None)
 
@@ -262,7 +265,7 @@ class Worker(Generic[S]):
         ex = self.executor
         return await self.store.claim_due_soon(ex.owner, ex.clock(), free, kinds=self._drivable)
 
-    def _release_unreleased(self) -> None:
+    async def _release_unreleased(self) -> None:
         """Let go again of the actions whose drives may have failed to let go themselves.
 
         A drive that fails on the database tries to release its lease (or to delete its
@@ -274,14 +277,23 @@ class Worker(Generic[S]):
         """
         while self._unreleased:
             action_id, epoch = next(iter(self._unreleased.items()))
-            self.store.unclaim(action_id, epoch)
-            del self._unreleased[action_id]
+            await self._off_loop(self.store.unclaim, action_id, epoch)
+            if self._unreleased.get(action_id) == epoch:  # not another claim's, added meanwhile
+                del self._unreleased[action_id]
 
-    def _idle_timeout(self) -> float:
-        next_wake = self.store.next_wake(kinds=self._drivable)
+    async def _idle_timeout(self) -> float:
+        next_wake = await self._off_loop(self.store.next_wake, self._drivable)
         if next_wake is None:
             return self.poll
         return max(0.0, min(self.poll, next_wake - self.executor.clock()))
+
+    def _off_loop(self, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
+        """``call`` (a store call) on the store's committer thread, in turn with the drives'
+        writes: the event loop never waits on the database (a poll, a lease's renewal or
+        release is a round trip on PostgreSQL, and queues behind a batch's commit on SQLite).
+        On SQLite, with the loop and the committer both idle, it runs at once on the loop's
+        thread (`Committer.run`)."""
+        return self.store.committer.run(None, lambda _: call(*args, **kwargs), solo=True)
 
     async def _wait(self, in_flight: set[asyncio.Task[DriveResult]], timeout: float | None) -> None:
         """Sleep until a drive finishes, a notification arrives, stop, or ``timeout``
@@ -302,12 +314,12 @@ class Worker(Generic[S]):
         ttl = self.store.lease_ttl
         while True:
             try:
-                self.store.release_dead_leases()
+                await self._off_loop(self.store.release_dead_leases)
             except Exception as exc:  # tried again on the next round
                 log.warning("could not release dead drivers' leases: %s", exc)
             await asyncio.sleep(ttl / 3)
             ex = self.executor
             try:
-                self.store.renew(ex.owner, ex.clock() + ttl, ex.driving)
+                await self._off_loop(self.store.renew, ex.owner, ex.clock() + ttl, ex.driving)
             except Exception as exc:  # the next write will tell whether the lease survived
                 log.warning("could not renew leases: %s", exc)

@@ -8,6 +8,7 @@ the event loop and the committer writes them as one batch (`Store.committer.batc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from processes import died, run_child
 import fsm
 from fsm.errors import LeaseLost, ResourceConflict
 from fsm.store import Claimed, LogEntry, StoreHooks, is_transient
+from fsm.store.waking import TURN, Waking
 
 T0 = 1_000_000.0
 OWNER = "owner-a"
@@ -74,6 +76,118 @@ def test_a_lost_lease_in_a_batch_refuses_that_write_only(store: fsm.Store) -> No
     assert isinstance(results[1], LeaseLost)
     assert store.committer.batches == 1  # one transaction: the stale write did not split it
     assert states(store) == {"a": "s1", "b": "s0", "c": "s1"}
+
+
+def test_a_batch_wakes_its_waiters_in_order_a_turn_at_a_time_after_its_commit(
+    open_store: Callable[[], fsm.Store],
+) -> None:
+    """One batch of 3 turns and a half: every waiter is woken, in the order the writes were
+    made, `TURN` per turn of the loop (the first to run finds only its turn's futures done,
+    and a cancelled one), a stale write's waiter with its `LeaseLost`, a cancelled waiter
+    skipped (its write still made); and each, when it runs on, finds its step already
+    visible to another connection."""
+    store, other = open_store(), open_store()
+    n = 3 * TURN + TURN // 2
+    claims = started(store, [f"w{i:02d}" for i in range(n)])
+    store.unclaim(claims[5].id, claims[5].epoch)  # another driver's turn: a stale claim
+    futures: list[asyncio.Future[None]] = []
+    woken: list[tuple[int, str, int, str]] = []  # index, how, futures done, state seen
+
+    async def one(i: int, c: Claimed) -> None:
+        entry = LogEntry("k", 0, "s0", "s1", "next", "step", 0, None, 0.001)
+        step = ("s1", '{"n": 1}', 1, c.bookkeeping, c.bookkeeping, (), (), entry, T0 + 1)
+        future = store.write_soon(c.id, c.epoch, step)
+        assert isinstance(future, asyncio.Future)
+        futures.append(future)
+        try:
+            await future
+            how = "written"
+        except LeaseLost:
+            how = "lost"
+        row = other.row(c.id)
+        woken.append((i, how, sum(f.done() for f in futures), row.state if row else "-"))
+
+    async def run() -> None:
+        tasks = [asyncio.create_task(one(i, c)) for i, c in enumerate(claims)]
+        await asyncio.sleep(0)  # every write is made; the batch is not handed over yet
+        tasks[1].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(run())
+    assert store.committer.batches == 1
+    assert [w[0] for w in woken] == [i for i in range(n) if i != 1]  # in order, all
+    assert [w[1] for w in woken] == ["lost" if w[0] == 5 else "written" for w in woken]
+    assert woken[0][2] == TURN + 1  # the first turn's, and the cancelled one
+    assert woken[-1][2] == n
+    assert all(w[3] == ("s0" if w[0] == 5 else "s1") for w in woken)
+    assert states(store)[claims[1].id] == "s1"  # a cancelled waiter's write is made all the same
+
+
+def test_the_writes_of_drives_woken_in_turns_go_in_one_batch(store: fsm.Store) -> None:
+    """Drives woken a few per turn write a few per turn; those writes wait on the loop
+    until it has woken the last of them, then go as one batch (handed over a turn at a
+    time, they made a batch per turn whenever the committer's thread was quick to take
+    them). Seen from the loop: when the last drive makes its write, none was handed over."""
+    n = 3 * TURN + 2
+    claims = started(store, [f"d{i:02d}" for i in range(n)])
+    entry = LogEntry("k", 1, "s1", "s2", "next", "step", 0, None, 0.001)
+    waiting: list[int] = []  # the loop's writes not handed over, as the last one is made
+
+    async def drive(c: Claimed) -> None:
+        await write(store, c)
+        step = ("s2", '{"n": 2}', 2, c.bookkeeping, c.bookkeeping, (), (), entry, T0 + 2)
+        second = store.write_soon(c.id, c.epoch, step)
+        if c is claims[-1]:
+            pending = store.committer._pending  # what `Committer.run` holds per loop
+            waiting.append(len(pending.get(asyncio.get_running_loop(), [])))
+        await second
+
+    async def run() -> None:
+        await asyncio.gather(*(drive(c) for c in claims))
+
+    asyncio.run(run())
+    assert waiting == [n]
+    assert set(states(store).values()) == {"s2"}
+    assert store.committer.batches == 2
+
+
+@attrs.define
+class Waiter:
+    """What `Waking` reads of a committed job."""
+
+    loop: asyncio.AbstractEventLoop | None
+    future: asyncio.Future[Any] | None
+    done: None = None
+    result: Any = None
+    error: BaseException | None = None
+
+
+def test_batches_committed_together_share_their_loops_turns() -> None:
+    """Two batches settled before their loop runs, the second with a failed job: one queue,
+    oldest first, `TURN` waiters per turn in all (not per batch), every one woken."""
+    waking = Waking(lambda _: None)
+    seen: list[tuple[int, int]] = []  # waiter, futures done when it ran on
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        jobs = [Waiter(loop, loop.create_future(), result=i) for i in range(3 * TURN)]
+        jobs[TURN + 1].error = LeaseLost("a", "stale")
+
+        async def waits(job: Waiter) -> None:
+            assert job.future is not None
+            with contextlib.suppress(LeaseLost):
+                await job.future
+            seen.append((jobs.index(job), sum(j.future.done() for j in jobs if j.future)))
+
+        tasks = [asyncio.create_task(waits(job)) for job in jobs]
+        await asyncio.sleep(0)
+        waking.settle(jobs[:TURN])
+        waking.settle(jobs[TURN:])
+        await asyncio.gather(*tasks)
+
+    asyncio.run(run())
+    assert [i for i, _ in seen] == list(range(3 * TURN))
+    assert [done for _, done in seen] == [TURN] * TURN + [2 * TURN] * TURN + [3 * TURN] * TURN
 
 
 def failing(n: int, sqlite: bool) -> Callable[[bool], None]:

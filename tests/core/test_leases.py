@@ -12,6 +12,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -438,3 +439,45 @@ def test_a_wake_up_that_comes_while_the_worker_claims_is_not_lost(
         await asyncio.wait_for(running, 30)  # the bound of a hung test, not a speed
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("event", ["notify", "stop"])
+def test_a_wake_up_that_comes_while_the_worker_reads_its_next_wake_is_not_lost(
+    stores: OpenStore, event: str
+) -> None:
+    """The idle worker's poll (`Store.next_wake`) runs off the event loop now, so the loop
+    goes on while it is in flight: a notification or a stop that arrives meanwhile (here
+    from the poll itself, handed to the loop as the listener hands it) must cut the hour's
+    sleep that follows short."""
+    store, other = stores(), stores()
+    done: list[str] = []
+    next_wake = store.next_wake
+    workers: list[Worker[Any]] = []
+    loop: list[asyncio.AbstractEventLoop] = []
+
+    def poll_and_meanwhile(*args: Any, **kwargs: Any) -> float | None:
+        found = next_wake(*args, **kwargs)
+        if workers:  # the first poll, which found nothing
+            worker = workers.pop()
+            if event == "notify":  # a thread of its own: this may be the loop's thread
+                starting = threading.Thread(target=started, args=(other, Alpha("late")))
+                starting.start()
+                starting.join()
+            loop[0].call_soon_threadsafe(worker.stop if event == "stop" else worker.wake)
+        return found
+
+    store.next_wake = poll_and_meanwhile  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        loop.append(asyncio.get_running_loop())
+        ex: fsm.Executor[Any] = fsm.Executor(store, None, kinds=[Alpha])
+        worker = Worker(ex, poll=3600, on_result=lambda r: done.append(r.id))
+        workers.append(worker)
+        running = asyncio.create_task(worker.run())
+        if event == "notify":
+            await until(lambda: done == ["late"], "the action started during the poll")
+            worker.stop()
+        await asyncio.wait_for(running, 30)  # the bound of a hung test, not a speed
+
+    asyncio.run(scenario())
+    assert workers == []  # the worker did poll
