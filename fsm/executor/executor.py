@@ -16,16 +16,16 @@ from typing import Any, Generic
 
 import fsm.results
 from fsm.blocking import DEFAULT_BLOCKING_THREADS, BlockingPool
-from fsm.errors import ActionBusy, DecodeError, KindError, KindMismatch, NoSuchAction
-from fsm.executor.claims import claim, let_go, readable, why_not
+from fsm.errors import KindMismatch, NoSuchAction
+from fsm.executor.claims import why_not
 from fsm.executor.controls import Controls
 from fsm.executor.drive import Drive
 from fsm.executor.many import drive_many
 from fsm.executor.naps import Naps
 from fsm.executor.observed import ObservedDrive
-from fsm.executor.plan import plan_update
 from fsm.executor.ready import prepare
 from fsm.executor.turns import Turns
+from fsm.executor.updates import update
 from fsm.ids import check_id, new_incarnation
 from fsm.observer import Observer
 from fsm.protocol import Action, DriveMode, S
@@ -299,45 +299,7 @@ class Executor(Generic[S]):
         driver holds the action, `NoSuchAction` (a ``LookupError``) if there is no such live
         action.
         """
-        if action_id in self._driving:
-            raise ActionBusy(f"action {action_id} is being driven; update it once it parks")
-        now = self.clock()
-        claimed = claim(self.store, action_id, self.owner, now)
-        if claimed is DriveStatus.BUSY:
-            raise ActionBusy(f"action {action_id} is being driven; update it once it parks")
-        if isinstance(claimed, DriveStatus):
-            raise NoSuchAction(f"no live action {action_id!r} to update ({claimed.value})")
-        try:
-            decoded = readable(self.registry, claimed)
-            if isinstance(decoded, str):
-                raise DecodeError(f"action {action_id}: {decoded}")
-            codec, action = decoded
-            new = change(action)
-            if new.id != action_id:
-                raise KindError(f"update changed the action id to {new.id!r}; ids must be stable")
-            state, payload = codec.dump(new)
-            planned = plan_update(
-                claimed, (state, payload.decode()), kind=codec.name, version=codec.version
-            )
-            assert planned.bookkeeping is not None
-            self.store.write(
-                action_id,
-                claimed.epoch,
-                state=planned.state,
-                payload=planned.payload,
-                seq=planned.seq,
-                was=claimed.bookkeeping,
-                new=planned.bookkeeping,
-                acquired=(),
-                released=(),
-                entry=planned.entry,
-                now=now,
-            )
-        except BaseException:
-            let_go(self.store, action_id, claimed.epoch)
-            raise
-        log.info("action %s: updated from outside", action_id)
-        return new
+        return await update(self, action_id, change)
 
     async def delete(self, action_id: str) -> bool:
         """Manual clean-up: `Controls.stop` (``self.controls.stop``), kept under its old name.

@@ -33,18 +33,19 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import os
 import queue
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 from fsm.errors import LeaseLost
 from fsm.store.connection import Link, is_transient
 from fsm.store.pipeline import pipelined, refused
 from fsm.store.waking import Waking, others_ready, wake
+from fsm.store.walcheck import CHECKPOINT_EVERY, checkpoint_wal, pragma
 
 log = logging.getLogger("fsm.store")
 
@@ -59,14 +60,6 @@ MAX_BATCH = 256
 
 IDLE_EXIT = 1.0
 """Seconds without work after which the thread closes its connection and ends."""
-
-CHECKPOINT_EVERY = 400
-"""SQLite: writes (on any thread) after which the thread runs a PASSIVE WAL checkpoint.
-
-SQLite's own auto-checkpoint is off on the store's connections (`fsm.store.files`): it runs
-inside the COMMIT that crosses 1,000 WAL pages, a stall of milliseconds on whichever
-caller's path that is, the event loop's included. Counting every write instead bounds the
-WAL the same way, from the committer's thread (see `Committer._checkpoint`)."""
 
 
 class Job(Generic[R]):
@@ -87,7 +80,7 @@ class Job(Generic[R]):
         self.result: Any = None
         self.error: BaseException | None = None
         self.fence = False
-        """A checkpoint that holds writers back (see `Committer._checkpoint`)."""
+        """A checkpoint that holds writers back (see `fsm.store.walcheck`)."""
 
     @property
     def waited(self) -> bool:
@@ -215,7 +208,7 @@ class Committer:
         return done.result()
 
     def wrote(self, n: int, *, idle_loop: bool = False) -> None:
-        """Count ``n`` writes committed; queue a WAL checkpoint when due (see `_checkpoint`).
+        """Count ``n`` writes committed; queue a WAL checkpoint when due (`fsm.store.walcheck`).
 
         Called by the thread that wrote, right after its write: the fence queued here comes
         before that thread's next write, which then waits behind it. ``idle_loop``: the
@@ -229,9 +222,9 @@ class Committer:
         if self._since_checkpoint >= CHECKPOINT_EVERY:
             self._since_checkpoint = 0
             if idle_loop:
-                self._checkpoint(False)
+                checkpoint_wal(self._link, False)
                 return
-            job: Job[None] = Job(None, self._checkpoint, solo=True)
+            job: Job[None] = Job(None, partial(checkpoint_wal, self._link), solo=True)
             job.fence = True
             self._put([job])
 
@@ -264,7 +257,7 @@ class Committer:
     def _serve(self) -> None:
         link = self._link
         if link.sqlite:  # this thread's connection checkpoints in the background, not inline
-            self._pragma("wal_autocheckpoint = 0")
+            pragma(link, "wal_autocheckpoint = 0")
         try:
             while True:
                 job = self._next()
@@ -383,34 +376,3 @@ class Committer:
                     point(f"{job.point}.after")
                 except BaseException as exc:
                     job.error = exc
-
-    def _checkpoint(self, batched: bool) -> None:
-        """SQLite: copy the WAL back into the database file, off the event loop's thread.
-
-        SQLite starts the WAL over only when a write begins after a checkpoint that copied
-        all of it; beside a steady stream of writes a checkpoint never catches up and the
-        WAL grows for ever. So the checkpoint is a fence (`Job.fence`): writers queue behind
-        it for the milliseconds it takes (the event loop's drives wait, the loop does not),
-        and an empty write transaction right after it starts the WAL over.
-        """
-        row = self._pragma("wal_checkpoint(PASSIVE)")
-        if row is None or row[0] != 0 or row[1] != row[2]:
-            return  # another process is writing or reading: a later checkpoint catches up
-        try:
-            conn = self._link.connection()
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("COMMIT")
-        except Exception as exc:
-            log.debug("restarting the WAL: %s", exc)
-            if not self._link.idle():
-                with contextlib.suppress(Exception):
-                    self._link.connection().execute("ROLLBACK")
-
-    def _pragma(self, pragma: str) -> Any:
-        """Run a PRAGMA on this thread's connection, past the test hooks (not a write); its
-        first row, or ``None``."""
-        try:
-            return self._link.connection().execute(f"PRAGMA {pragma}").fetchone()
-        except Exception as exc:  # a busy reader or a lost connection: the next one catches up
-            log.debug("PRAGMA %s: %s", pragma, exc)
-            return None

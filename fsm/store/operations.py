@@ -1,10 +1,11 @@
-"""What an operator asks of a store: a listing, one action's report and history, a prune.
+"""What an operator asks of a store: a listing, one action's report and history, a prune,
+setting a row aside (quarantine) and back, waking one.
 
-`Operations` is a part of `Store` (its base class), kept apart so the store's own module
-stays about the hot path. Everything here is a cold path: reads work on a read-only store
-(``fsm actions``), and a store on an older schema says how to upgrade when it lacks what a
-read needs. The records are `fsm.store.reports`'s; the SQL is in `fsm.store.listing`,
-`fsm.store.report` and `fsm.store.pruning`.
+`Operations` is a part of `Store` (its base class; `Reads` is its own), kept apart so the
+store's own module stays about the hot path. Everything here is a cold path: reads work on a
+read-only store (``fsm actions``), and a store on an older schema says how to upgrade when
+it lacks what a read needs. The records are `fsm.store.reports`'s; the SQL is in
+`fsm.store.listing`, `fsm.store.report` and `fsm.store.pruning`.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from typing import Any, ParamSpec, TypeVar
 
 import peewee
 
-from fsm.store import listing, pruning, report
+from fsm.store import inspection, listing, pruning, report
 from fsm.store.committer import Committer
-from fsm.store.connection import WRAP_ERRORS, Link
+from fsm.store.connection import WRAP_ERRORS
 from fsm.store.inspection import pages
+from fsm.store.reads import Reads
 from fsm.store.records import LoggedStep
 from fsm.store.reports import ActionFilter, ActionReport, ActionSummary, Cursor, PruneResult
 from fsm.store.schema import explain_missing
-from fsm.store.statements import Statements
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -33,16 +34,12 @@ DEFAULT_PAGE = 100
 _ALL = ActionFilter()
 
 
-class Operations:
-    """The operator's reads and prune (mixed into `Store`)."""
+class Operations(Reads):
+    """The operator's reads, prune and row controls (a base class of `Store`)."""
 
-    db: peewee.Database
     committer: Committer
-    _link: Link
-    _sql: Statements
-    _read_version: int | None
 
-    def now(self) -> float:  # pragma: no cover - `Store.now` is the one used
+    def wake_workers(self) -> None:  # pragma: no cover - `Store.wake_workers` is the one used
         raise NotImplementedError
 
     def _run(self, query: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -156,6 +153,33 @@ class Operations:
         """Forget the outcomes of actions that ended before ``older_than`` (a unix time)."""
         _check_time(older_than)
         return self._run(pruning.prune_outcomes, self._link, self.db.param, older_than)
+
+    # -- setting rows aside and back, waking one (`fsm.store.inspection`) ------------------
+
+    def quarantine(self, action_id: str, reason: str) -> None:
+        """Set a row aside: never driven, never deleted, reported with ``reason``."""
+        with self._link.write_point("quarantine"):
+            self._cold(inspection.quarantine, action_id, reason)
+
+    def remove_quarantined(self, action_id: str) -> None:
+        """Delete a quarantined row and its resources (manual clean-up only)."""
+        self._cold(inspection.remove_quarantined, self.db, action_id)
+
+    def release_quarantine(self, action_id: str) -> bool:
+        """Put a quarantined row back into service (after fixing the code or the row)."""
+        return self._cold(inspection.release_quarantine, action_id)
+
+    def mark_due(self, action_id: str, now: float) -> bool:
+        """Make the action due now, and mark it notified.
+
+        The mark is what keeps a notify that arrives while a driver holds the action: that
+        driver's park (which would set a later wake-up, or none) sees it and leaves the
+        action due instead; every claim clears it, since a drive starts from the newest state.
+        """
+        with self._link.write_point("wake"):
+            found = self._cold(inspection.mark_due, action_id, now)
+        self.wake_workers()
+        return found
 
 
 def _check_time(value: Any) -> None:

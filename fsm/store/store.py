@@ -21,7 +21,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 import peewee
 
-from fsm.store import census, channel, inspection, leases, polls, records, schema
+from fsm.store import channel, leases, records, schema
 from fsm.store.clock import DatabaseClock
 from fsm.store.committer import Body, Committer
 from fsm.store.connection import Link
@@ -29,7 +29,6 @@ from fsm.store.controls import ControlWrites
 from fsm.store.files import sqlite_database
 from fsm.store.hooks import StoreHooks, environment_hooks
 from fsm.store.operations import Operations
-from fsm.store.resources import all_held, held_by, holder
 from fsm.store.statements import Statements
 from fsm.store.writes import StepValues, Writes
 
@@ -53,8 +52,9 @@ class Store(Operations):
     by default those the environment arms (``FSM_CRASH``, ``FSM_DB_FAULTS``: see
     `fsm.testing.faults`), usually none.
     ``local_clock``: this host's clock (unix seconds); `now` corrects it to the database's.
-    The operator's reads (`list_actions`, `inspect`, `history`) and `prune` come from
-    `Operations`.
+    The reads of single rows, resources and polls, and the cold paths, come from `Reads`;
+    the operator's reads (`list_actions`, `inspect`, `history`), `prune` and the row
+    controls (`quarantine`, `mark_due`, ...) from `Operations`.
     ``readonly``: inspection only (``fsm actions``, ``fsm diagram --db``), safe to point at
     any file: no table is created and nothing migrated; through `open_store` or `sqlite` the
     connection cannot write either (SQLite ``mode=ro``, a PostgreSQL read-only session).
@@ -158,10 +158,6 @@ class Store(Operations):
         local clock itself on SQLite (on this host, nothing to correct), else the database
         clock's own method."""
         return self._local_clock if self._sqlite else self._clock.now
-
-    def _cold(self, query: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run a cold-path function on this store's database (`inspection.bound`)."""
-        return inspection.bound(self._link, self._read_version, query, *args, **kwargs)
 
     # -- the hot path ---------------------------------------------------------------------
 
@@ -401,111 +397,3 @@ class Store(Operations):
     def unclaim(self, action_id: str, epoch: int) -> None:
         """Let go of the lease without touching the checkpoint (the epoch moves on)."""
         self._write_now("unclaim", lambda _: self._exec(self._sql.unclaim, (action_id, epoch)))
-
-    # -- reads used by steps and workers --------------------------------------------------
-
-    def holder_of(self, name: str) -> str | None:
-        return holder(self._link, self._sql, name)
-
-    def resources_of(self, action_id: str) -> list[str]:
-        return held_by(self._link, self._sql, action_id)
-
-    def all_resources(self) -> dict[str, str]:
-        return all_held(self._link, self._sql)
-
-    def outcome(self, action_id: str) -> records.KeptOutcome | None:
-        """The kept outcome of the latest ended incarnation of ``action_id``, if any."""
-        row = self._exec(self._sql.outcome_of, (action_id,)).fetchone()
-        return None if row is None else records.KeptOutcome(*row)
-
-    def payload_of(self, action_id: str) -> str:
-        """The stored checkpoint payload of an action (inspection and invariant checks)."""
-        row = self._exec(self._sql.payload_of, (action_id,)).fetchone()
-        if row is None:
-            raise KeyError(f"no action {action_id!r}")
-        return str(row[0])
-
-    def next_wake(self, kinds: Mapping[str, int] | None = None) -> float | None:
-        """When the next action becomes claimable: its wake-up time, or its lease's expiry.
-
-        ``kinds``: as in `claim_due`, so that a due row of a kind the caller does not drive
-        does not wake it at once, again and again.
-        """
-        return polls.next_wake(self._link, self._sql, kinds)
-
-    # -- gauges (`fsm.store.census`): plain statements, safe from a collector's thread ----
-
-    def live_counts(self) -> dict[tuple[str, str], int]:
-        """Live actions per (kind, state), quarantined and broken included (reads every row)."""
-        return census.live_counts(self._link)
-
-    def oldest_due(self, now: float | None = None) -> float:
-        """Seconds the longest-waiting claimable action has waited (0: none); from indexes."""
-        return census.oldest_due(self._link, self.now() if now is None else now)
-
-    # -- cold paths (`fsm.store.inspection`) ----------------------------------------------
-
-    def live_ids(self) -> list[str]:
-        return self._cold(inspection.live_ids)
-
-    def live_ids_after(self, after: str | None, size: int) -> list[str]:
-        """A page of `live_ids` by id, after ``after`` (`inspection.live_ids_after`)."""
-        return self._cold(inspection.live_ids_after, after, size)
-
-    def rows_after(
-        self, after: str | None, size: int, kind: str | None = None
-    ) -> list[records.RowInfo]:
-        """A page of `rows` by id, after ``after`` (`inspection.rows_after`)."""
-        return self._cold(inspection.rows_after, after, size, kind)
-
-    def due_ids(self, now: float, limit: int = 1000) -> list[str]:
-        return self._cold(inspection.due_ids, now, limit)
-
-    def rows(self) -> list[records.RowInfo]:
-        return self._cold(inspection.rows)
-
-    def checkpoint(self, action_id: str) -> records.Checkpoint | None:
-        return self._cold(inspection.checkpoint, action_id)
-
-    def row(self, action_id: str) -> records.RowInfo | None:
-        found = self._cold(inspection.rows, action_id=action_id)
-        return found[0] if found else None
-
-    def quarantined(self, limit: int | None = None) -> list[records.RowInfo]:
-        """The quarantined rows, oldest start first: at most ``limit`` of them if given."""
-        return self._cold(inspection.quarantined, limit)
-
-    def count_quarantined(self) -> int:
-        """How many live rows are quarantined (reads only the rows in trouble)."""
-        return self._cold(inspection.count_quarantined)
-
-    def count_by_state(self, kind: str | None = None) -> dict[tuple[str, str], int]:
-        return self._cold(inspection.count_by_state, kind)
-
-    def transitions(self, action_id: str | None = None) -> list[records.LoggedStep]:
-        return self._cold(inspection.transitions, action_id)
-
-    def quarantine(self, action_id: str, reason: str) -> None:
-        """Set a row aside: never driven, never deleted, reported with ``reason``."""
-        with self._link.write_point("quarantine"):
-            self._cold(inspection.quarantine, action_id, reason)
-
-    def remove_quarantined(self, action_id: str) -> None:
-        """Delete a quarantined row and its resources (manual clean-up only)."""
-        self._cold(inspection.remove_quarantined, self.db, action_id)
-
-    def release_quarantine(self, action_id: str) -> bool:
-        """Put a quarantined row back into service (after fixing the code or the row)."""
-        return self._cold(inspection.release_quarantine, action_id)
-
-    def mark_due(self, action_id: str, now: float) -> bool:
-        """Make the action due now, and mark it notified.
-
-        The mark is what keeps a notify that arrives while a driver holds the action: that
-        driver's park (which would set a later wake-up, or none) sees it and leaves the
-        action due instead; every claim clears it, since a drive starts from the newest state.
-        """
-        with self._link.write_point("wake"):
-            found = self._cold(inspection.mark_due, action_id, now)
-        self.wake_workers()
-        return found
