@@ -43,6 +43,10 @@ from fsm.worker.retention import check_retention, prune_periodically
 
 log = logging.getLogger("fsm.worker")
 
+MISSED_FIRST = 0.005
+"""Seconds before a worker looks again after a claim that missed due work (`Worker`'s
+``_idle_timeout``); doubles with each miss in a row, up to the poll interval."""
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -102,6 +106,7 @@ class Worker(Generic[S]):
         self._unreleased: dict[str, int] = {}  # action id -> epoch of a failed drive's claim
         self._file = DatabaseFile.of(self.store)
         self._drivable: dict[str, int] = {}
+        self._missed = 0  # idle looks in a row that found work due but claimed none
 
     def stop(self) -> None:
         """Finish the steps in flight, release the leases, and return from `run`."""
@@ -175,6 +180,8 @@ class Worker(Generic[S]):
         """
         batch = await self._claim(free)
         self.stats.claimed += len(batch)
+        if batch:
+            self._missed = 0
         for claimed in batch:
             task = asyncio.create_task(self.executor.drive_claimed(claimed))
             in_flight.add(task)
@@ -282,10 +289,25 @@ class Worker(Generic[S]):
                 del self._unreleased[action_id]
 
     async def _idle_timeout(self) -> float:
+        """How long to sleep after a claim that took nothing: until the next wake-up, or
+        the poll interval.
+
+        A wake-up already passed means work is due that the claim did not get: rows other
+        workers are claiming at this moment (PostgreSQL's ``SKIP LOCKED`` passes them by).
+        Looking again at once would spin (a round trip each time, for as long as those
+        claims last), so the look backs off, from `MISSED_FIRST` doubling up to the poll
+        interval; a notification or a drive's end still wakes the worker at once.
+        """
         next_wake = await self._off_loop(self.store.next_wake, self._drivable)
         if next_wake is None:
+            self._missed = 0
             return self.poll
-        return max(0.0, min(self.poll, next_wake - self.executor.clock()))
+        wait = min(self.poll, next_wake - self.executor.clock())
+        if wait > 0:
+            self._missed = 0
+            return wait
+        self._missed += 1
+        return min(self.poll, MISSED_FIRST * 2.0 ** min(self._missed - 1, 30))
 
     def _off_loop(self, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
         """``call`` (a store call) on the store's committer thread, in turn with the drives'

@@ -379,6 +379,45 @@ def test_a_worker_whose_only_due_rows_are_foreign_does_not_spin(
     assert left is not None and left.lease_owner is None and left.quarantine is None
 
 
+def test_a_worker_backs_off_from_due_rows_another_worker_is_claiming(pg_url: str) -> None:
+    """A due row locked by another session (a claim in flight: ``SKIP LOCKED`` passes it by)
+    is due for the idle poll but not claimable: the worker must look again with a backoff,
+    not at once in a loop of round trips for as long as the lock lasts."""
+    store, locker = fsm.open_store(pg_url), fsm.open_store(pg_url)
+    started(locker, Alpha("a"))
+    claims = 0
+    claim_due = store.claim_due_soon
+
+    def counting(*args: Any, **kwargs: Any) -> Awaitable[list[Claimed]]:
+        nonlocal claims
+        claims += 1
+        return claim_due(*args, **kwargs)
+
+    store.claim_due_soon = counting  # type: ignore[method-assign]
+    done: list[str] = []
+
+    async def scenario() -> None:
+        ex: fsm.Executor[Any] = fsm.Executor(store, None, kinds=[Alpha])
+        worker = Worker(ex, poll=3600, on_result=lambda r: done.append(r.id))
+        locker.db.execute_sql("BEGIN")
+        locker.db.execute_sql("SELECT id FROM fsm_action WHERE id = 'a' FOR UPDATE")
+        running = asyncio.create_task(worker.run())
+        # Half a second of the lock: a spinning worker claims hundreds of times in it (a
+        # slower machine: fewer), one backing off from 5 ms about seven times.
+        await asyncio.sleep(0.5)
+        assert 1 <= claims <= 20, claims
+        locker.db.execute_sql("ROLLBACK")
+        await until(lambda: done == ["a"], "the row, once its lock is gone")
+        worker.stop()
+        await asyncio.wait_for(running, 30)  # the bound of a hung test, not a speed
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.close()
+        locker.close()
+
+
 def test_a_session_stopped_inside_a_transaction_frees_its_rows_after_a_lease(pg_url: str) -> None:
     """A worker frozen mid-batch (SIGSTOP) must not hold its rows for ever: the server ends a
     session idle in a transaction for a lease's time, and another worker claims the row."""
