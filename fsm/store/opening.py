@@ -48,6 +48,20 @@ def sqlite_path(url: str) -> str | None:
     )
 
 
+CONNECT_TIMEOUT = 10
+"""Seconds a PostgreSQL connection attempt may take (libpq's ``connect_timeout``)."""
+
+PG_TIMEOUTS: dict[str, Any] = {
+    "connect_timeout": CONNECT_TIMEOUT,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+"""libpq parameters every PostgreSQL store connects with unless its URL says otherwise: a
+dead peer is noticed after about 10 + 3 x 5 = 25 seconds of silence, within a lease."""
+
+
 def _postgres(params: dict[str, Any], **kwargs: Any) -> Store:
     """A store on PostgreSQL; ``params`` are peewee/psycopg connection parameters."""
     try:
@@ -57,6 +71,13 @@ def _postgres(params: dict[str, Any], **kwargs: Any) -> Store:
             "PostgreSQL needs the psycopg driver: pip install 'fsm[postgres]'"
         ) from exc
     database = params.pop("database")
+    # A connection attempt or a statement must not wait for ever on a server that stopped
+    # answering (a partition, a proxy or load balancer that accepts and forwards nothing):
+    # the committer's thread would hang with it, and the worker with its committer. A
+    # connect gives up after CONNECT_TIMEOUT; TCP keepalives end a connection whose peer is
+    # gone within about KEEPALIVE seconds. The URL's own values win.
+    for name, value in PG_TIMEOUTS.items():
+        params.setdefault(name, value)
     # A session stopped inside a transaction (SIGSTOP, a frozen VM) holds its row locks, and
     # the other workers' claims skip locked rows for ever: the server ends such a session
     # once it has idled in a transaction for a lease's time, so its rows are freed (the

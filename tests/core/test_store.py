@@ -468,6 +468,36 @@ def test_a_v1_database_is_migrated_in_place(stores: OpenStore) -> None:
     assert upgraded.outcome("a") is not None
 
 
+def test_postgres_connections_give_up_on_a_server_that_never_answers(pg_url: str) -> None:
+    """A connection attempt to a server that accepts and then says nothing (a partition, a
+    proxy forwarding nothing) fails after libpq's connect_timeout instead of hanging the
+    committer's thread, and with it the worker, for ever; keepalives are on, so a peer that
+    goes silent mid-session is dropped too."""
+    import socket
+
+    store = open_store(pg_url)
+    given = store.db.connection().info.get_parameters()
+    assert given["connect_timeout"] == "10" and given["keepalives"] == "1"
+    store.close()
+    silent = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nobody answers
+    port = silent.getsockname()[1]
+    url = f"postgresql://postgres@127.0.0.1:{port}/test?connect_timeout=1"
+    outcome: list[BaseException | None] = []
+
+    def attempt() -> None:
+        try:
+            open_store(url).close()
+            outcome.append(None)
+        except BaseException as exc:  # the assertion below says what it was
+            outcome.append(exc)
+
+    trying = threading.Thread(target=attempt, daemon=True)
+    trying.start()
+    trying.join(60)  # the bound of a hung test, not a speed
+    silent.close()
+    assert len(outcome) == 1 and isinstance(outcome[0], peewee.OperationalError), outcome
+
+
 def test_opening_a_current_schema_waits_on_no_lock(pg_url: str) -> None:
     """A worker opening a current database runs no DDL: a lock another session holds on
     ``fsm_action`` (a long transaction, a migration) does not hold up its start."""
