@@ -7,6 +7,7 @@ so a missing file is a mistyped path (`DatabaseNotFound`), never a new empty dat
 from __future__ import annotations
 
 import os
+import sqlite3
 import urllib.parse
 from pathlib import Path
 from typing import Literal
@@ -32,7 +33,7 @@ def sqlite_database(
         _must_exist(path)
         return peewee.SqliteDatabase(_readonly_uri(path), uri=True, timeout=busy_timeout)
     _create_private(path)
-    return peewee.SqliteDatabase(
+    return _ExistingFile(
         os.fspath(path),
         pragmas={
             "journal_mode": "wal",
@@ -42,6 +43,34 @@ def sqlite_database(
         },
         timeout=busy_timeout,
     )
+
+
+class _ExistingFile(peewee.SqliteDatabase):
+    """A SQLite database whose connections never create its file.
+
+    The file is created once, when the store is opened (`_create_private`); every connection
+    after that (a new thread's, the committer's after a pause, a reconnection) opens it with
+    ``mode=rw``. Left to SQLite, a connection made after the file was deleted under a worker
+    would create a new empty database at that path: a stray file, in which the worker reads
+    "no such table" and `fsm.worker.dbfile` sees "replaced" where the truth is "deleted".
+    """
+
+    def _connect(self) -> sqlite3.Connection:
+        name = str(self.database)
+        params = dict(self.connect_params)
+        if not _not_a_file(name):  # in memory, or a URI of the caller's: as peewee opens it
+            name = f"file:{urllib.parse.quote(os.path.abspath(name))}?mode=rw"
+            params["uri"] = True
+        timeout = self._timeout  # type: ignore[attr-defined]
+        conn: sqlite3.Connection = sqlite3.connect(
+            name, timeout=timeout, isolation_level=None, **params
+        )
+        try:
+            self._add_conn_hooks(conn)  # type: ignore[attr-defined]
+        except Exception:
+            conn.close()
+            raise
+        return conn
 
 
 def _must_exist(path: str | os.PathLike[str]) -> None:

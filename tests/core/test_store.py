@@ -498,6 +498,28 @@ def test_postgres_connections_give_up_on_a_server_that_never_answers(pg_url: str
     assert len(outcome) == 1 and isinstance(outcome[0], peewee.OperationalError), outcome
 
 
+def test_a_deleted_sqlite_file_is_never_created_again_by_a_connection(db_path: Path) -> None:
+    """The file is created when the store opens; a later connection (another thread's, the
+    committer's after a pause) finds it gone and fails, instead of creating an empty
+    database in its place that a worker would then write into."""
+    store = fsm.Store.sqlite(db_path)
+    db_path.unlink()
+    errors: list[BaseException] = []
+
+    def other_thread() -> None:
+        try:
+            store.live_ids()
+        except BaseException as exc:  # the assertion below says what it was
+            errors.append(exc)
+
+    reader = threading.Thread(target=other_thread)
+    reader.start()
+    reader.join()
+    assert len(errors) == 1 and "unable to open database file" in str(errors[0])
+    assert not db_path.exists()
+    store.close()
+
+
 def test_opening_a_current_schema_waits_on_no_lock(pg_url: str) -> None:
     """A worker opening a current database runs no DDL: a lock another session holds on
     ``fsm_action`` (a long transaction, a migration) does not hold up its start."""
