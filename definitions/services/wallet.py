@@ -11,7 +11,17 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..model import Movement, MovementStatus, MovementUpdate, Tx, TxOut, Vtxo, VtxoState
+from ..model import (
+    ArkAddress,
+    Movement,
+    MovementStatus,
+    MovementUpdate,
+    Network,
+    Tx,
+    TxOut,
+    Vtxo,
+    VtxoState,
+)
 
 
 class InsufficientFunds(Exception):
@@ -90,6 +100,11 @@ class WalletStore(Protocol):
 
     def select_coins(self, amount: int, exclude: frozenset[str] = frozenset()) -> list[Vtxo]:
         """The fewest of `spendable_vtxos` (largest first) covering ``amount``."""
+        ...
+
+    def new_address(self, network: Network) -> ArkAddress:
+        """A fresh key of the wallet and its mailbox: where another wallet pays it (arkoor
+        payments arrive in the mailbox, `mailbox_sync.sync_mailbox` takes them in)."""
         ...
 
     # unilateral exits

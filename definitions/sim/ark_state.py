@@ -278,6 +278,14 @@ class ArkState:
         return Applied(None, effect, f"register {len(ids)} vtxos", changed > 0)
 
     def post(self, mailbox_id: str, vtxos: list[Vtxo]) -> Applied[None]:
+        """Deliver ``vtxos`` to a mailbox. Only VTXOs the server made are delivered, as they
+        are: a recipient (another wallet on this server) takes in what its mailbox holds."""
+        for v in vtxos:
+            row = self.vtxo(v.id)
+            if row is None:
+                raise rejected(f"unknown vtxo {v.id}", NOT_FOUND)
+            if row[0] != v:
+                raise rejected(f"vtxo {v.id} is not the one the server made")
         posted = 0
         for v in vtxos:
             cur = self.db.run(

@@ -13,9 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..model import (
+    ArkAddress,
     Movement,
     MovementStatus,
     MovementUpdate,
+    Network,
     PubkeyPolicy,
     Vtxo,
     VtxoState,
@@ -36,6 +38,7 @@ CREATE TABLE IF NOT EXISTS w_vtxo (
     state TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS w_key (idx INTEGER PRIMARY KEY, pubkey TEXT UNIQUE NOT NULL);
+CREATE TABLE IF NOT EXISTS w_address (pubkey TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS w_movement (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     action_id TEXT,
@@ -102,6 +105,17 @@ class SqliteWalletStore:
 
     def pubkeys(self) -> set[str]:
         return {str(p) for (p,) in self.db.all("SELECT pubkey FROM w_key")}
+
+    def new_address(self, network: Network = Network.REGTEST) -> ArkAddress:
+        with self.db.transaction():
+            pubkey = self.derive_key(self.next_key_index())
+            self.db.run("INSERT INTO w_address (pubkey) VALUES (?)", (pubkey,))
+        return ArkAddress(pubkey, [self.mailbox_id()], network)
+
+    def address_keys(self) -> set[str]:
+        """The keys handed out in addresses: what others pay to, through the mailbox (the
+        invariants let a payment to one wait there until the wallet syncs)."""
+        return {str(p) for (p,) in self.db.all("SELECT pubkey FROM w_address")}
 
     # -- vtxos ---------------------------------------------------------------------------
 

@@ -1,8 +1,12 @@
 """The simulated world as one object: server, chain, Lightning node, clock, faults, ledger.
 
 Its state lives in ``<folder>/world.sqlite`` (it outlives the wallet process, as a remote
-server would), the wallet's in ``<folder>/wallet.sqlite``. `make_world` creates or reopens
-both; the seed and the fault configuration are stored on creation and reused on reopening.
+server would). Several wallets share the one server: each has a name, its own store
+(``<folder>/wallet.sqlite`` for the default wallet, ``<folder>/wallet-<name>.sqlite`` for
+another), its own keys and mailbox (derived from the name) and its own on-chain address, and
+the caller gives each its own fsm store and executor (`World.services`). `make_world`
+creates or reopens the world; the seed and the fault configuration are stored on creation
+and reused on reopening.
 """
 
 from __future__ import annotations
@@ -112,24 +116,31 @@ class World:
     # -- the wallet side -----------------------------------------------------------------
 
     def wallet_store(
-        self, holder_of: Callable[[str], object | None] | None = None
+        self,
+        holder_of: Callable[[str], object | None] | None = None,
+        name: str = WALLET_NAME,
     ) -> SqliteWalletStore:
-        path = self.folder / "wallet.sqlite"
+        """The store of wallet ``name`` (its own file; keys and mailbox derived from it)."""
+        file = "wallet.sqlite" if name == WALLET_NAME else f"wallet-{name}.sqlite"
+        path = self.folder / file
         if holder_of is None:
-            return SqliteWalletStore(path, WALLET_NAME)
-        return SqliteWalletStore(path, WALLET_NAME, holder_of)
+            return SqliteWalletStore(path, name)
+        return SqliteWalletStore(path, name, holder_of)
 
-    def onchain_wallet(self) -> SimOnchainWallet:
-        return SimOnchainWallet(self.chain, wallet_address(WALLET_NAME))
+    def onchain_wallet(self, name: str = WALLET_NAME) -> SimOnchainWallet:
+        return SimOnchainWallet(self.chain, wallet_address(name))
 
-    def services(self, fsm_store: fsm.Store, config: WalletConfig | None = None) -> Services:
-        """Everything the kinds need, the wallet store asking ``fsm_store`` what is held."""
+    def services(
+        self, fsm_store: fsm.Store, config: WalletConfig | None = None, name: str = WALLET_NAME
+    ) -> Services:
+        """Everything the kinds of wallet ``name`` need, its store asking ``fsm_store`` (that
+        wallet's own: one per wallet, as each runs its own executor) what is held."""
         return Services(
             server=self.rpc,
             chain=SimChain(self.chain),
             lightning=SimLightningNode(self.lightning, self.server),
-            onchain=self.onchain_wallet(),
-            wallet=self.wallet_store(fsm_store.holder_of),
+            onchain=self.onchain_wallet(name),
+            wallet=self.wallet_store(fsm_store.holder_of, name),
             clock=self.clock,
             config=config or WalletConfig(),
         )
@@ -191,11 +202,11 @@ class World:
             created.append(vtxo)
         return created
 
-    def fund_onchain(self, amount: int) -> OutPoint:
-        """Give the wallet's on-chain address a confirmed coin of ``amount`` (to fund boards)."""
+    def fund_onchain(self, amount: int, name: str = WALLET_NAME) -> OutPoint:
+        """Give wallet ``name``'s on-chain address a confirmed coin of ``amount`` (for boards)."""
         with self.db.transaction():
             tag = self._funding_tag()
-            outpoint = self.chain.mint(wallet_address(WALLET_NAME), amount, tag)
+            outpoint = self.chain.mint(wallet_address(name), amount, tag)
             self.ledger.flow(tag, Flow.FUNDING, amount, f"coin {outpoint}")
         return outpoint
 
