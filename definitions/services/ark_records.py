@@ -32,6 +32,8 @@ class ServerInfo:
     htlc_expiry_delta: int
     max_htlc_recv_cltv_delta: int
     fees: FeeSchedule
+    max_arkoor_depth: int = 5
+    """The deepest a VTXO may be to be spent out of round (`model.Vtxo.depth`)."""
 
     @property
     def offboard_fee_rate(self) -> int:

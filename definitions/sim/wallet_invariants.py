@@ -30,26 +30,28 @@ import attrs
 
 import fsm
 
-from ..model import BOARD_PREFIX, OutPoint, PubkeyPolicy, VtxoState
+from ..model import BOARD_PREFIX, EXIT_PREFIX, OutPoint, PubkeyPolicy, VtxoState
 from .ark_state import BOARD_PENDING, LIVE
+from .exits import exits_in_flight
 from .ledger import Flow
 from .wallet_store import SqliteWalletStore
 from .world import World
 
 WALLET_PREFIX = "wallet:"
-TRACKED = (WALLET_PREFIX, BOARD_PREFIX)
+TRACKED = (WALLET_PREFIX, BOARD_PREFIX, EXIT_PREFIX)
 
 
 @attrs.frozen
 class Balance:
     """The terms of the conservation formula, all in sats::
 
-        funding + ln_in == live_vtxos + onchain + boards_in_flight
+        funding + ln_in == live_vtxos + exits_in_flight + onchain + boards_in_flight
                            + ln_out + offboard_out + server_fees + onchain_out + onchain_fees
 
     ``live_vtxos`` splits into ``wallet_spendable`` (incl. VTXOs held by live actions),
     ``wallet_in_flight`` (live, owned by wallet keys, not spendable in the wallet: HTLCs, change
     still in a checkpoint) and ``others`` (owned by other keys: arkoor payments sent away).
+    ``exits_in_flight``: VTXOs exited on chain whose exit output is not claimed yet.
     """
 
     funding: int
@@ -57,6 +59,7 @@ class Balance:
     wallet_spendable: int
     wallet_in_flight: int
     others: int
+    exits_in_flight: int
     onchain: int
     boards_in_flight: int
     ln_out: int
@@ -75,6 +78,7 @@ class Balance:
             self.wallet_spendable
             + self.wallet_in_flight
             + self.others
+            + self.exits_in_flight
             + self.onchain
             + self.boards_in_flight
             + self.ln_out
@@ -125,6 +129,7 @@ def balance(world: World, *wallets: SqliteWalletStore) -> Balance:
         wallet_spendable=mine,
         wallet_in_flight=in_flight,
         others=others,
+        exits_in_flight=exits_in_flight(world.db, world.chain),
         onchain=onchain,
         boards_in_flight=boards,
         ln_out=flows[Flow.LN_OUT],

@@ -27,6 +27,7 @@ from .ark_state import LIVE, SERVER_SCHEMA
 from .chain import CHAIN_SCHEMA, ChainState, SimChain
 from .clock import SimClock
 from .db import META_SCHEMA, Db, dump, load
+from .exits import watch_exits
 from .fee_schedule import FEES_SCHEMA, fees_in_force, set_fees
 from .ledger import LEDGER_SCHEMA, Flow, Ledger
 from .lightning_node import LIGHTNING_SCHEMA, LightningNodeState, SimLightningNode
@@ -149,9 +150,11 @@ class World:
 
     def mine(self, blocks: int = 1) -> int:
         """Mine ``blocks`` blocks one by one (chain faults drawn per block); after each, the
-        server takes back expired, unclaimed Lightning receive HTLCs. Returns the tip."""
+        server marks the VTXOs whose exit txs confirmed as exited, and takes back expired,
+        unclaimed Lightning receive HTLCs. Returns the tip."""
         for _ in range(blocks):
-            self.chain.mine(1)
+            with self.db.transaction():
+                watch_exits(self.db, self.chain, self.chain.mine(1))
             self.server.expire_receives()
         return self.chain.tip()
 
