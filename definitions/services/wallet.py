@@ -109,12 +109,16 @@ class WalletStore(Protocol):
 
     # unilateral exits
     def start_exit(self, vtxo_id: str) -> bool:
-        """Start a unilateral exit of ``vtxo_id`` unless one is running (``True``: started
-        now). The exit runs outside the actions; once it completes the VTXO is ``Exited``."""
+        """Request a unilateral exit of ``vtxo_id`` unless one was (``True``: requested now).
+        The exit runs outside the requesting action, as an `exit` action of its own."""
         ...
 
     def exiting(self, vtxo_id: str) -> bool:
         """Whether a unilateral exit of ``vtxo_id`` was started."""
+        ...
+
+    def exit_requests(self) -> list[str]:
+        """Every VTXO whose exit was started, in order (played out by the `exit` kind)."""
         ...
 
     # movements

@@ -15,25 +15,37 @@ marked: its claim would make money, which the conservation check reports.
 from __future__ import annotations
 
 from ..model import EXIT_PREFIX, OutPoint, exited_vtxo
-from .ark_state import EXITED, LIVE
+from .ark_state import BOARD_PENDING, EXITED, LIVE
 from .chain import ChainState
 from .db import Db
+from .ledger import Flow, Ledger
 
 
-def watch_exits(db: Db, chain: ChainState, height: int) -> list[str]:
-    """Mark ``exited`` every live VTXO an exit tx confirmed at ``height`` belongs to."""
+def watch_exits(db: Db, chain: ChainState, ledger: Ledger, height: int) -> list[str]:
+    """Mark ``exited`` every live (or board-pending) VTXO an exit tx confirmed at ``height``
+    belongs to. A board exited before its registration leaves its funding output to the
+    exit (no longer a board in flight), and the board fee its VTXO was cut by goes to the
+    server's fees, as a registration would have."""
     marked = []
     for tx in chain.confirmed_at(height):
         for out in tx.outputs:
             vtxo_id = exited_vtxo(out.address)
-            if vtxo_id is None:
-                continue
-            cur = db.run(
-                "UPDATE srv_vtxo SET status = ?, spent_by = ? WHERE id = ? AND status = ?",
-                (EXITED, tx.txid, vtxo_id, LIVE),
+            row = (
+                None
+                if vtxo_id is None
+                else db.one("SELECT status, amount FROM srv_vtxo WHERE id = ?", (vtxo_id,))
             )
-            if cur.rowcount:
-                marked.append(vtxo_id)
+            if vtxo_id is None or row is None or row[0] not in (LIVE, BOARD_PENDING):
+                continue
+            db.run(
+                "UPDATE srv_vtxo SET status = ?, spent_by = ? WHERE id = ?",
+                (EXITED, tx.txid, vtxo_id),
+            )
+            board = db.one("SELECT gross FROM srv_board WHERE vtxo_id = ?", (vtxo_id,))
+            if row[0] == BOARD_PENDING and board is not None:
+                fee = int(board[0]) - int(row[1])
+                ledger.flow(f"server.exit.{vtxo_id}", Flow.SERVER_FEE, fee, f"board {vtxo_id}")
+            marked.append(vtxo_id)
     return marked
 
 

@@ -187,14 +187,17 @@ class SqliteWalletStore:
     # -- unilateral exits ----------------------------------------------------------------
 
     def start_exit(self, vtxo_id: str) -> bool:
-        """Records the exit as started; the sim does not play exits out on chain (a test or
-        demo finishes one by setting the VTXO ``Exited``)."""
+        """Records the exit as requested; the `exit` kind plays it out on chain
+        (`exit.start_requested_exits` starts one per request)."""
         with self.db.transaction():
             cur = self.db.run("INSERT OR IGNORE INTO w_exit (vtxo_id) VALUES (?)", (vtxo_id,))
         return cur.rowcount == 1
 
     def exiting(self, vtxo_id: str) -> bool:
         return self.db.one("SELECT 1 FROM w_exit WHERE vtxo_id = ?", (vtxo_id,)) is not None
+
+    def exit_requests(self) -> list[str]:
+        return [str(v) for (v,) in self.db.all("SELECT vtxo_id FROM w_exit ORDER BY rowid")]
 
     # -- movements -----------------------------------------------------------------------
 

@@ -154,7 +154,7 @@ class World:
         unclaimed Lightning receive HTLCs. Returns the tip."""
         for _ in range(blocks):
             with self.db.transaction():
-                watch_exits(self.db, self.chain, self.chain.mine(1))
+                watch_exits(self.db, self.chain, self.ledger, self.chain.mine(1))
             self.server.expire_receives()
         return self.chain.tip()
 
@@ -185,8 +185,9 @@ class World:
         self.db.set_meta("fund_counter", str(n + 1))
         return f"world.fund.{n}"
 
-    def fund_vtxos(self, wallet: WalletStore, amounts: list[int]) -> list[Vtxo]:
-        """Give the wallet registered, spendable VTXOs of ``amounts`` (one fresh key each)."""
+    def fund_vtxos(self, wallet: WalletStore, amounts: list[int], depth: int = 0) -> list[Vtxo]:
+        """Give the wallet registered, spendable VTXOs of ``amounts`` (one fresh key each), as
+        if each came out of ``depth`` out-of-round spends."""
         created = []
         for amount in amounts:
             pubkey = wallet.derive_key(wallet.next_key_index())
@@ -198,6 +199,7 @@ class World:
                     self.chain.tip() + FUNDING_EXPIRY_DELTA,
                     PubkeyPolicy(pubkey),
                     digest("funding-anchor", tag),
+                    depth,
                 )
                 self.server.insert_vtxos([vtxo], LIVE, registered=True)
                 self.ledger.flow(tag, Flow.FUNDING, amount, f"vtxo {vtxo.id}")

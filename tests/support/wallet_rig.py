@@ -24,6 +24,7 @@ from fsm.store import LogEntry, StoreHooks
 from fsm.testing.steps import run_twice, step_context
 from fsm_bark.arkoor_send import ArkoorSendKind
 from fsm_bark.board import BoardKind
+from fsm_bark.exit import ExitKind
 from fsm_bark.lightning_receive import LightningReceiveKind
 from fsm_bark.lightning_send import LightningSendKind
 from fsm_bark.model import ArkAddress, digest
@@ -34,7 +35,7 @@ from fsm_bark.sim.wallet_store import SqliteWalletStore
 from fsm_bark.sim.world import WALLET_NAME
 from fsm_bark.started import Started
 
-KINDS = [BoardKind, OffboardKind, ArkoorSendKind, LightningSendKind, LightningReceiveKind]
+KINDS = [BoardKind, OffboardKind, ArkoorSendKind, LightningSendKind, LightningReceiveKind, ExitKind]
 
 
 class Rig:
