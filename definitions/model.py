@@ -182,6 +182,13 @@ def spend_outputs(
     ]
 
 
+def round_participation_id(input_ids: list[str], outputs: list[VtxoRequest]) -> str:
+    """The natural id of a round participation: the same inputs for the same outputs are the
+    same participation (so a wallet can ask about one whose registration answer it lost)."""
+    parts = sorted(input_ids) + [f"{o.amount}/{o.policy!r}" for o in outputs]
+    return digest("round-part", *parts)
+
+
 EXIT_PREFIX = "exit:"
 EXIT_HOP_PREFIX = "exit-hop:"
 

@@ -124,3 +124,23 @@ class ReceiveGrant:
 
     htlc_vtxos: list[Vtxo]
     amount: int
+
+
+class RoundState(enum.Enum):
+    """Where a round participation stands."""
+
+    PENDING = "pending"
+    """Registered; the next round has not run yet."""
+    DONE = "done"
+    """The round ran: the inputs are spent, the outputs are live."""
+    FAILED = "failed"
+    """The round could not take it (an input spent or expired meanwhile): nothing happened."""
+
+
+@attrs.frozen
+class RoundResult:
+    """A participation's outcome: its state, the round's new VTXOs, or why it failed."""
+
+    state: RoundState
+    vtxos: list[Vtxo] = attrs.Factory(list)
+    reason: str = ""

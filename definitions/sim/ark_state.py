@@ -166,6 +166,8 @@ class ArkState:
                 spent_here += 1
             elif status != LIVE:
                 raise rejected(f"vtxo {vid} is {status}" + (f" by {spent_by}" if spent_by else ""))
+            elif vtxo.expiry_height <= self.chain.tip():
+                raise rejected(f"vtxo {vid} expired at height {vtxo.expiry_height}")
             found.append(vtxo)
         if spent_here not in (0, len(ids)):
             raise rejected("some inputs are already spent")

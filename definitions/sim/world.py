@@ -31,6 +31,7 @@ from .exits import watch_exits
 from .fee_schedule import FEES_SCHEMA, fees_in_force, set_fees
 from .ledger import LEDGER_SCHEMA, Flow, Ledger
 from .lightning_node import LIGHTNING_SCHEMA, LightningNodeState, SimLightningNode
+from .server_rounds import ROUNDS_SCHEMA, run_round
 from .server_state import LN_SERVER_SCHEMA, ServerState
 from .wallet_store import SqliteWalletStore
 from .world_faults import FAULTS_SCHEMA, Fault, FaultGate, Faults
@@ -45,6 +46,7 @@ WORLD_SCHEMA = ";".join(
         SERVER_SCHEMA,
         LN_SERVER_SCHEMA,
         FEES_SCHEMA,
+        ROUNDS_SCHEMA,
     ]
 )
 WALLET_NAME = "wallet"
@@ -157,6 +159,11 @@ class World:
                 watch_exits(self.db, self.chain, self.ledger, self.chain.mine(1))
             self.server.expire_receives()
         return self.chain.tip()
+
+    def run_round(self) -> int:
+        """The server runs a round now (`sim.server_rounds`): every pending participation
+        is settled. Returns the round's number."""
+        return run_round(self.server)
 
     def advance_time(self, seconds: float) -> float:
         return self.clock.advance(seconds)

@@ -87,7 +87,7 @@ def entry_point_groups(dist_info: Path) -> dict[str, set[str]]:
 
 
 def test_the_wallet_kinds_entry_points_are_named_after_the_kinds() -> None:
-    """fsm-bark (definitions/pyproject.toml) plugs in the six kinds under their own names, the
+    """fsm-bark (definitions/pyproject.toml) plugs in the seven kinds under their own names, the
     demo and the torture scenario; fsm itself (pyproject.toml) plugs in nothing but its command."""
     fsm_project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert "entry-points" not in fsm_project
@@ -104,6 +104,7 @@ def test_the_wallet_kinds_entry_points_are_named_after_the_kinds() -> None:
         "lightning_send",
         "lightning_receive",
         "exit",
+        "refresh",
     }
     assert set(bark["entry-points"]["fsm.commands"]) == {"demo"}
     assert set(bark["entry-points"]["fsm.torture"]) == {"bark-wallet"}

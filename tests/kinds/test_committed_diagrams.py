@@ -24,6 +24,7 @@ COMMITTED = [
     ("lightning_send", "fsm_bark.lightning_send", "lightning_send"),
     ("lightning_receive", "fsm_bark.lightning_receive", "lightning_receive"),
     ("exit", "fsm_bark.exit", "exit"),
+    ("refresh", "fsm_bark.refresh", "refresh"),
 ]
 
 

@@ -29,13 +29,22 @@ from fsm_bark.lightning_receive import LightningReceiveKind
 from fsm_bark.lightning_send import LightningSendKind
 from fsm_bark.model import ArkAddress, digest
 from fsm_bark.offboard import OffboardKind
+from fsm_bark.refresh import RefreshKind
 from fsm_bark.services import Services, WalletConfig
 from fsm_bark.sim import Faults, World, check_wallet_invariants, make_world
 from fsm_bark.sim.wallet_store import SqliteWalletStore
 from fsm_bark.sim.world import WALLET_NAME
 from fsm_bark.started import Started
 
-KINDS = [BoardKind, OffboardKind, ArkoorSendKind, LightningSendKind, LightningReceiveKind, ExitKind]
+KINDS = [
+    BoardKind,
+    OffboardKind,
+    ArkoorSendKind,
+    LightningSendKind,
+    LightningReceiveKind,
+    ExitKind,
+    RefreshKind,
+]
 
 
 class Rig:
