@@ -144,3 +144,13 @@ class RoundResult:
     state: RoundState
     vtxos: list[Vtxo] = attrs.Factory(list)
     reason: str = ""
+
+
+@attrs.frozen
+class ReceiveRecord:
+    """A Lightning receive as the server keeps it for a mailbox: what a wallet restored from
+    its seed needs to take the receive up again."""
+
+    invoice: Invoice
+    cltv_delta: int
+    state: ReceiveState

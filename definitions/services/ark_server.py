@@ -19,6 +19,7 @@ from .ark_records import (
     OffboardRequest,
     PreparedOffboard,
     ReceiveGrant,
+    ReceiveRecord,
     ReceiveStatus,
     RoundResult,
     ServerInfo,
@@ -141,6 +142,10 @@ class ArkServer(Protocol):
         ...
 
     async def cancel_lightning_receive(self, payment_hash: str, idempotency_key: str) -> None: ...
+
+    async def list_lightning_receives(self, mailbox_id: str) -> list[ReceiveRecord]:
+        """The receives started for ``mailbox_id`` that are neither settled nor canceled."""
+        ...
 
     async def register_for_round(
         self, input_ids: list[str], outputs: list[VtxoRequest], idempotency_key: str

@@ -59,6 +59,15 @@ class WalletStore(Protocol):
 
     def derive_key(self, index: int) -> str: ...
 
+    def derive_preimage(self, index: int) -> str:
+        """The Lightning preimage of the receive that reserved key ``index``: derived from
+        the seed, so a wallet restored from it can claim its open receives."""
+        ...
+
+    def reserve_keys_through(self, index: int) -> None:
+        """Mark keys ``0..index`` used (a restored wallet never hands one out again)."""
+        ...
+
     def key_index_of(self, pubkey: str) -> int | None:
         """The index of a key this wallet derived, ``None`` for a foreign key."""
         ...

@@ -29,6 +29,7 @@ from ..services.ark_records import (
     OffboardRequest,
     PreparedOffboard,
     ReceiveGrant,
+    ReceiveRecord,
     ReceiveStatus,
     RoundResult,
     ServerInfo,
@@ -261,3 +262,6 @@ class SimArkServer:
 
     async def round_result(self, participation_id: str) -> RoundResult:
         return self._read("round_result", lambda: round_result(self.state, participation_id))
+
+    async def list_lightning_receives(self, mailbox_id: str) -> list[ReceiveRecord]:
+        return self._read("list_lightning_receives", lambda: self.state.receives_of(mailbox_id))

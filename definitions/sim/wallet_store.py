@@ -99,6 +99,17 @@ class SqliteWalletStore:
             )
         return index
 
+    def derive_preimage(self, index: int) -> str:
+        return digest("wallet-preimage", self.name, index)
+
+    def reserve_keys_through(self, index: int) -> None:
+        with self.db.transaction():
+            for i in range(index + 1):
+                self.db.run(
+                    "INSERT OR IGNORE INTO w_key (idx, pubkey) VALUES (?, ?)",
+                    (i, self.derive_key(i)),
+                )
+
     def key_index_of(self, pubkey: str) -> int | None:
         row = self.db.one("SELECT idx FROM w_key WHERE pubkey = ?", (pubkey,))
         return None if row is None else int(row[0])
