@@ -120,7 +120,15 @@ def test_the_fsm_wheel_plugs_in_nothing_the_fsm_bark_wheel_the_wallet_kinds(tmp_
     assert top_level == {"fsm", "fsm_bark", "bin"}
     assert entry_point_groups(fsm_info) == {"console_scripts": {"fsm"}}
     assert entry_point_groups(bark_info) == {
-        "fsm.kinds": {"board", "offboard", "arkoor_send", "lightning_send", "lightning_receive"},
+        "fsm.kinds": {
+            "board",
+            "offboard",
+            "arkoor_send",
+            "lightning_send",
+            "lightning_receive",
+            "exit",
+            "refresh",
+        },
         "fsm.commands": {"demo"},
         "fsm.torture": {"bark-wallet"},
     }
