@@ -120,3 +120,28 @@ def test_a_spent_vtxo_comes_back_as_spent(r: Restorable) -> None:
     run(recover_from_mailbox(r.bob.executor))
     assert r.bob.wallet.vtxo_state(board_vtxo) is VtxoState.SPENT
     assert r.bob.wallet.vtxos(VtxoState.SPENDABLE) == []
+
+
+class Lost(Exception):
+    """The wallet is lost right after this commit."""
+
+
+def test_a_receive_granted_before_the_loss_is_claimed_after_it(r: Restorable) -> None:
+    started = run(start_lightning_receive(r.bob.services, 8_000))
+    run(r.bob.start(started))
+    run(r.alice.services.lightning.pay_invoice(started.action.data.invoice, "payer.1"))
+
+    def lose_at_htlcs(entry: Any) -> None:
+        if entry.to_state == "htlcs_ready":
+            raise Lost(entry.to_state)
+
+    r.bob.after_commit = lose_at_htlcs
+    with pytest.raises(Lost):
+        run(r.bob.drive(started.action.id))
+    r.lose_bob()
+    assert run(recover_from_mailbox(r.bob.executor)).receives == [started.action.id]
+    done = run(r.bob.drive(started.action.id, fsm.DriveMode.UNTIL_DONE))
+    assert done.status is fsm.DriveStatus.DONE and done.state == "settled"
+    [(vtxo, _)] = r.bob.wallet.vtxos(VtxoState.SPENDABLE)
+    assert vtxo.amount == 8_000 - 20
+    assert r.problems() == []
