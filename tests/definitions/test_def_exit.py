@@ -16,6 +16,8 @@ import fsm
 from fsm_bark.arkoor_send import start_arkoor_send
 from fsm_bark.board import fund_board, start_board
 from fsm_bark.exit import CLAIM_FEE, NotExitable, exit_id, start_exit, start_requested_exits
+from fsm_bark.lightning_send import lightning_send_id
+from fsm_bark.lightning_send_ops import pay_lightning_invoice
 from fsm_bark.model import (
     MovementStatus,
     PubkeyPolicy,
@@ -186,4 +188,17 @@ def test_a_board_near_expiry_is_exited_on_chain(w: Rig) -> None:
     board_movement = w.wallet.movement_of(board_id)
     assert board_movement is not None and board_movement.status is MovementStatus.FAILED
     assert w.world.onchain_wallet().balance() == 100_000 - 40_000 - 500 + vtxo.amount - CLAIM_FEE
+    assert w.problems() == []
+
+
+def test_a_lightning_send_at_the_depth_limit_fails_with_the_reason(w: Rig) -> None:
+    limit = w.world.server.info().max_arkoor_depth
+    [deep] = w.world.fund_vtxos(w.wallet, [50_000], depth=limit)
+    invoice = w.world.lightning.create_invoice(10_000, "coffee", "outside")
+    result = run(pay_lightning_invoice(w.executor, invoice, wait=True))
+    assert (result.status, result.state) == (fsm.DriveStatus.FAILED, "not_sent")
+    m = w.wallet.movement_of(lightning_send_id(invoice.payment_hash))
+    assert m is not None and m.status is MovementStatus.FAILED
+    assert f"at depth {limit}" in m.metadata["failure"]
+    assert w.wallet.vtxo_state(deep.id) is VtxoState.SPENDABLE and w.store.all_resources() == {}
     assert w.problems() == []
