@@ -1,9 +1,13 @@
 """``fsm demo``: a wallet runs a mix of the five bark kinds against a faulty simulated world.
 
 The wallet's actions live in a SQLite file (``--db``, default ``./fsm-demo.sqlite``), the
-simulated world beside it (``<db>.world/``). Each round starts the planned actions not yet
-started, pays the receives' invoices, drives every live action once, then mines a block and
-moves the clock 30 s. At the end: a summary per kind and the invariant check.
+simulated world beside it (``<db>.world/``), with a second wallet on the same server, the
+peer (``demo_plan.Peer``: its wallet store and its fsm store ``fsm-peer.sqlite`` in the
+world's folder, its own executor), which the arkoor sends and half the lightning sends pay.
+Each round starts the planned actions not yet started, pays the receives' invoices, drives
+every live action of both wallets once, lets the peer take in its mailbox, then mines a
+block and moves the clock 30 s. At the end: a summary per kind (both wallets' actions) and
+the invariant check across both wallets.
 
 The server charges the tiered fee schedule (`sim.fee_schedule.TIERED_FEES`) and raises its
 fees three rounds in (`set_demo_fees`), so some quotes go stale between start and use.
@@ -36,11 +40,15 @@ import attrs
 import fsm
 from fsm.cli import Command, CommandError
 
-from .demo_plan import SPECS, KindSpec
+from .demo_plan import PEER, SPECS, KindSpec, Peer, peer_store_path
+from .lightning_receive import LightningReceiveKind
 from .lightning_receive_ops import read_receive
+from .mailbox_sync import sync_mailbox
 from .services import Services
-from .sim import Faults, World, check_wallet_invariants, make_world
+from .services.ark_server import ServerUnavailable
+from .sim import Faults, World, check_world_invariants, make_world
 from .sim.fee_schedule import TIERED_FEES
+from .sim.wallet_store import SqliteWalletStore
 
 MAX_ROUNDS = 200
 START_ATTEMPTS = 5
@@ -148,14 +156,27 @@ class Demo:
         self.svc: Services = self.world.services(self.store)
         self.specs = SPECS
         self.progress = Progress(args.kill_after)
-        self.ex = fsm.Executor(
-            self.store,
-            self.svc,
-            kinds=[spec.kind for spec in self.specs],
+        self.ex = self._executor(self.store, self.svc, [spec.kind for spec in self.specs])
+        self.peer_store = fsm.Store.sqlite(peer_store_path(folder))
+        peer_svc = self.world.services(self.peer_store, name=PEER)
+        self.peer = Peer(
+            peer_svc, self._executor(self.peer_store, peer_svc, [LightningReceiveKind])
+        )
+
+    def _executor(
+        self, store: fsm.Store, svc: Services, kinds: list[type[Any]]
+    ) -> fsm.Executor[Services]:
+        return fsm.Executor(
+            store,
+            svc,
+            kinds=kinds,
             clock=self.world.clock.now,
             sleep=self._sleep,
             on_commit=self.progress.on_commit,
         )
+
+    def stores(self) -> tuple[fsm.Store, fsm.Store]:
+        return self.store, self.peer_store
 
     async def _sleep(self, seconds: float) -> None:
         self.world.advance_time(seconds)
@@ -187,7 +208,7 @@ class Demo:
                     continue
             rng = random.Random(f"{self.seed}:{i}")
             try:
-                action, resources = await spec.start(self.svc, i, rng)
+                action, resources = await spec.start(self.svc, self.peer, i, rng)
                 await self.ex.start(action, resources=resources)
             except Exception as exc:  # any refusal: try again next round, then give up
                 self.meta.add(f"start_attempts.{i}", 1)
@@ -211,8 +232,16 @@ class Demo:
     def all_started(self) -> bool:
         return all(self.meta.get(f"started.{i}") is not None for i in range(self.n))
 
+    async def peer_sync(self) -> None:
+        """The peer takes in what was paid to it; a failed sync is run again next round."""
+        with contextlib.suppress(ServerUnavailable, fsm.Rejected):
+            await sync_mailbox(self.peer.services)
+
+    def live(self) -> Counter[str]:
+        return Counter(r.kind for store in self.stores() for r in store.rows())
+
     async def run(self) -> int:
-        live = Counter(r.kind for r in self.store.rows())
+        live = self.live()
         for kind, count in live.items():
             self.meta.add(f"resumes.{kind}", count)
         if self.resuming:
@@ -224,7 +253,9 @@ class Demo:
             await self.start_planned()
             await self.pay_receives()
             await self.ex.resume_all()
-            remaining = len(self.store.rows())
+            await self.peer.executor.resume_all()
+            await self.peer_sync()
+            remaining = sum(self.live().values())
             self.progress.status = f"round {rounds}: {remaining} in flight"
             if not self.progress.tty:
                 self.progress.line(f"{self.progress.status}, {self.progress.commits} steps")
@@ -239,13 +270,16 @@ class Demo:
         for i in range(self.n):
             started = self.meta.get(f"started.{i}") or "!"
             rows[self.spec(i).name]["not started" if started.startswith("!") else "started"] += 1
-        for t in self.store.transitions():
+        for t in (t for store in self.stores() for t in store.transitions()):
             c = rows.setdefault(str(t.kind), Counter())
             if t.outcome in ("done", "failed"):
                 c[str(t.outcome)] += 1
             if t.via in ("retry", "rejection"):
                 c[str(t.via)] += 1
-        live = Counter(r.kind for r in self.store.rows())
+        # The peer's receives are started by the plan's lightning sends, not by entries.
+        peer_receives = {t.action_id for t in self.peer_store.transitions()}
+        rows[LightningReceiveKind.name]["started"] += len(peer_receives)
+        live = self.live()
         headers = ["KIND", "STARTED", "DONE", "FAILED", "LIVE", "RETRIES", "REJECTIONS", "RESUMES"]
         table = [headers]
         for kind, c in rows.items():
@@ -257,7 +291,11 @@ class Demo:
         self.progress.line(f"finished after {rounds} round(s), {self.progress.commits} steps")
         for r in table:
             out.write("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) + "\n")
-        problems = check_wallet_invariants(self.world, self.svc.wallet, self.store)  # type: ignore[arg-type]
+        wallets = [(self.svc.wallet, self.store), (self.peer.services.wallet, self.peer_store)]
+        problems = check_world_invariants(self.world, _sim_wallets(wallets))
+        peer = self.peer.services.wallet
+        spendable = sum(v.amount for v in peer.spendable_vtxos())
+        self.progress.line(f"peer wallet: {spendable} sats spendable")
         out.write(f"invariants: {'ok' if not problems else f'{len(problems)} problem(s)'}\n")
         for p in problems:
             out.write(f"  {p}\n")
@@ -268,6 +306,17 @@ class Demo:
         if live:
             raise CommandError(f"{sum(live.values())} action(s) not finished after {rounds} rounds")
         return 0
+
+
+def _sim_wallets(
+    wallets: list[tuple[Any, fsm.Store]],
+) -> list[tuple[SqliteWalletStore, fsm.Store]]:
+    """The demo's wallets are the sim's stores (its services type them as the protocol)."""
+    out = []
+    for wallet, store in wallets:
+        assert isinstance(wallet, SqliteWalletStore)
+        out.append((wallet, store))
+    return out
 
 
 def _at_least(low: int) -> Any:

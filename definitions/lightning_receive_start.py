@@ -5,8 +5,6 @@ action, which holds no resources (`started.Started`).
 
 from __future__ import annotations
 
-import secrets
-
 from .lightning_receive import LightningReceive, LightningReceiveKind, lightning_receive_id
 from .model import ArkAddress, payment_hash_of
 from .services import Services
@@ -25,8 +23,10 @@ async def start_lightning_receive(
     """Create the invoice on the server and return the action to `fsm.Executor.start` (it
     holds no resources).
 
-    ``preimage`` defaults to 32 random bytes; pass one to make a retry of this call (after a
-    lost response) a replay on the server. Raises ValueError for a bad amount or a server
+    ``preimage`` defaults to one derived from the wallet's seed and the receive's key index
+    (`WalletStore.derive_preimage`: a wallet restored from its seed finds it again, see
+    `recovery`); pass one to make a retry of this call (after a lost response) a replay on
+    the server. Raises ValueError for a bad amount or a server
     whose limits leave no room for the receive's CLTV delta.
     """
     if amount <= 0:
@@ -45,10 +45,10 @@ async def start_lightning_receive(
     )
     if cltv > info.max_htlc_recv_cltv_delta:
         raise ValueError(f"CLTV delta {cltv} above the server's {info.max_htlc_recv_cltv_delta}")
-    preimage = preimage or secrets.token_hex(32)
-    payment_hash = payment_hash_of(preimage)
     wallet = services.wallet
     key_index = wallet.next_key_index()
+    preimage = preimage or wallet.derive_preimage(key_index)
+    payment_hash = payment_hash_of(preimage)
     invoice = await services.server.start_lightning_receive(
         payment_hash,
         amount,

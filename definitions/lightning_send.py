@@ -284,9 +284,12 @@ async def revoke(ctx: Ctx, d: LightningSend) -> LightningSend:
 
 
 def exit_htlcs(ctx: Ctx, d: LightningSend) -> LightningSend:
-    """Start the unilateral exit of the HTLC (the sim marks it exited); the movement failed."""
+    """Request the unilateral exit of the HTLC (the `exit` kind plays it out on chain); the
+    movement failed."""
     wallet = ctx.services.wallet
     exited = [v for i in d.htlc_ids if (v := wallet.get_vtxo(i)) is not None]
+    for htlc_id in d.htlc_ids:
+        wallet.start_exit(htlc_id)
     wallet.set_vtxo_state(d.htlc_ids, VtxoState.EXITED, allowed_from=SPENDABLE_ONLY)
     movement = _movement(ctx, d)
     effective = -(d.amount + d.fee) + sum(v.amount for v in exited)

@@ -115,7 +115,10 @@ class Vtxo:
     """A virtual UTXO.
 
     ``id`` is ``<txid>:<vout>`` of the (virtual) transaction that created it; ``anchor_txid``
-    the on-chain transaction its chain hangs from (for a board: the funding tx).
+    the on-chain transaction its chain hangs from (for a board: the funding tx). ``depth``
+    counts the out-of-round spends between the anchor and this VTXO: its unilateral exit
+    broadcasts ``depth + 1`` transactions one after the other (`exit_path`), so the server
+    caps it (``ServerInfo.max_arkoor_depth``).
     """
 
     id: str
@@ -123,6 +126,7 @@ class Vtxo:
     expiry_height: int
     policy: Policy
     anchor_txid: str
+    depth: int = 0
 
     @property
     def pubkey(self) -> str:
@@ -157,9 +161,15 @@ class VtxoRequest:
 
 
 def spend_outputs(
-    kind: str, input_ids: list[str], outputs: list[VtxoRequest], expiry_height: int, anchor: str
+    kind: str,
+    input_ids: list[str],
+    outputs: list[VtxoRequest],
+    expiry_height: int,
+    anchor: str,
+    depth: int = 0,
 ) -> list[Vtxo]:
-    """The VTXOs an out-of-round spend of ``input_ids`` into ``outputs`` creates.
+    """The VTXOs an out-of-round spend of ``input_ids`` into ``outputs`` creates (at
+    ``depth``: one more than the deepest input's; 0 for a VTXO hanging from its anchor).
 
     Deterministic: the same sorted inputs and outputs give the same virtual txid, so a retried
     cosign produces byte-identical VTXOs (the server recognises it as a replay).
@@ -167,9 +177,56 @@ def spend_outputs(
     parts = sorted(input_ids) + [f"{o.amount}/{o.policy!r}" for o in outputs]
     txid = digest(kind, *parts)
     return [
-        Vtxo(f"{txid}:{vout}", o.amount, expiry_height, o.policy, anchor)
+        Vtxo(f"{txid}:{vout}", o.amount, expiry_height, o.policy, anchor, depth)
         for vout, o in enumerate(outputs)
     ]
+
+
+def round_participation_id(input_ids: list[str], outputs: list[VtxoRequest]) -> str:
+    """The natural id of a round participation: the same inputs for the same outputs are the
+    same participation (so a wallet can ask about one whose registration answer it lost)."""
+    parts = sorted(input_ids) + [f"{o.amount}/{o.policy!r}" for o in outputs]
+    return digest("round-part", *parts)
+
+
+EXIT_PREFIX = "exit:"
+EXIT_HOP_PREFIX = "exit-hop:"
+
+
+def exit_address(vtxo_id: str, exit_delta: int) -> str:
+    """The output the last exit tx of ``vtxo_id`` creates: the owner may spend it only
+    ``exit_delta`` blocks after it confirmed (the script's relative timelock, which the
+    simulated chain reads from the address)."""
+    return f"{EXIT_PREFIX}{exit_delta}:{vtxo_id}"
+
+
+def exit_timelock(address: str) -> int | None:
+    """The relative timelock of an exit output's address (``None``: not an exit output)."""
+    if not address.startswith(EXIT_PREFIX):
+        return None
+    return int(address.removeprefix(EXIT_PREFIX).split(":", 1)[0])
+
+
+def exited_vtxo(address: str) -> str | None:
+    """The VTXO an output of an exit tx belongs to (``None``: not an exit tx's output)."""
+    for prefix in (EXIT_PREFIX, EXIT_HOP_PREFIX):
+        if address.startswith(prefix):
+            return address.removeprefix(prefix).split(":", 1)[1]
+    return None
+
+
+def exit_path(vtxo: Vtxo, exit_delta: int) -> list[Tx]:
+    """The signed transactions of ``vtxo``'s unilateral exit, parent first: ``depth + 1`` of
+    them, each spending the one before (the first hangs from the anchor, already on chain in
+    the real protocol: here it has no inputs), the last paying `exit_address`. bark pays
+    their fees by CPFP from the on-chain wallet; the sim's exit txs pay none."""
+    txs: list[Tx] = []
+    for hop in range(vtxo.depth + 1):
+        last = hop == vtxo.depth
+        address = exit_address(vtxo.id, exit_delta) if last else f"{EXIT_HOP_PREFIX}{hop}:{vtxo.id}"
+        inputs = [txs[-1].outpoint(0)] if txs else []
+        txs.append(Tx.build(inputs, [TxOut(address, vtxo.amount)], signed=True))
+    return txs
 
 
 class Network(enum.Enum):

@@ -32,6 +32,8 @@ class ServerInfo:
     htlc_expiry_delta: int
     max_htlc_recv_cltv_delta: int
     fees: FeeSchedule
+    max_arkoor_depth: int = 5
+    """The deepest a VTXO may be to be spent out of round (`model.Vtxo.depth`)."""
 
     @property
     def offboard_fee_rate(self) -> int:
@@ -122,3 +124,33 @@ class ReceiveGrant:
 
     htlc_vtxos: list[Vtxo]
     amount: int
+
+
+class RoundState(enum.Enum):
+    """Where a round participation stands."""
+
+    PENDING = "pending"
+    """Registered; the next round has not run yet."""
+    DONE = "done"
+    """The round ran: the inputs are spent, the outputs are live."""
+    FAILED = "failed"
+    """The round could not take it (an input spent or expired meanwhile): nothing happened."""
+
+
+@attrs.frozen
+class RoundResult:
+    """A participation's outcome: its state, the round's new VTXOs, or why it failed."""
+
+    state: RoundState
+    vtxos: list[Vtxo] = attrs.Factory(list)
+    reason: str = ""
+
+
+@attrs.frozen
+class ReceiveRecord:
+    """A Lightning receive as the server keeps it for a mailbox: what a wallet restored from
+    its seed needs to take the receive up again."""
+
+    invoice: Invoice
+    cltv_delta: int
+    state: ReceiveState

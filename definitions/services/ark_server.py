@@ -19,7 +19,9 @@ from .ark_records import (
     OffboardRequest,
     PreparedOffboard,
     ReceiveGrant,
+    ReceiveRecord,
     ReceiveStatus,
+    RoundResult,
     ServerInfo,
 )
 from .lightning_node import PaymentStatus
@@ -140,3 +142,20 @@ class ArkServer(Protocol):
         ...
 
     async def cancel_lightning_receive(self, payment_hash: str, idempotency_key: str) -> None: ...
+
+    async def list_lightning_receives(self, mailbox_id: str) -> list[ReceiveRecord]:
+        """The receives started for ``mailbox_id`` that are neither settled nor canceled."""
+        ...
+
+    async def register_for_round(
+        self, input_ids: list[str], outputs: list[VtxoRequest], idempotency_key: str
+    ) -> str:
+        """Join the next round with ``input_ids`` (live, unexpired, in no other participation)
+        for ``outputs`` (the same sum): returns the participation id. Nothing is spent until
+        the round runs."""
+        ...
+
+    async def round_result(self, participation_id: str) -> RoundResult:
+        """How a participation ended, or that its round has not run yet (unknown:
+        ``NotFound``)."""
+        ...

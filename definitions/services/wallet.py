@@ -11,7 +11,17 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..model import Movement, MovementStatus, MovementUpdate, Tx, TxOut, Vtxo, VtxoState
+from ..model import (
+    ArkAddress,
+    Movement,
+    MovementStatus,
+    MovementUpdate,
+    Network,
+    Tx,
+    TxOut,
+    Vtxo,
+    VtxoState,
+)
 
 
 class InsufficientFunds(Exception):
@@ -48,6 +58,15 @@ class WalletStore(Protocol):
         ...
 
     def derive_key(self, index: int) -> str: ...
+
+    def derive_preimage(self, index: int) -> str:
+        """The Lightning preimage of the receive that reserved key ``index``: derived from
+        the seed, so a wallet restored from it can claim its open receives."""
+        ...
+
+    def reserve_keys_through(self, index: int) -> None:
+        """Mark keys ``0..index`` used (a restored wallet never hands one out again)."""
+        ...
 
     def key_index_of(self, pubkey: str) -> int | None:
         """The index of a key this wallet derived, ``None`` for a foreign key."""
@@ -92,14 +111,23 @@ class WalletStore(Protocol):
         """The fewest of `spendable_vtxos` (largest first) covering ``amount``."""
         ...
 
+    def new_address(self, network: Network) -> ArkAddress:
+        """A fresh key of the wallet and its mailbox: where another wallet pays it (arkoor
+        payments arrive in the mailbox, `mailbox_sync.sync_mailbox` takes them in)."""
+        ...
+
     # unilateral exits
     def start_exit(self, vtxo_id: str) -> bool:
-        """Start a unilateral exit of ``vtxo_id`` unless one is running (``True``: started
-        now). The exit runs outside the actions; once it completes the VTXO is ``Exited``."""
+        """Request a unilateral exit of ``vtxo_id`` unless one was (``True``: requested now).
+        The exit runs outside the requesting action, as an `exit` action of its own."""
         ...
 
     def exiting(self, vtxo_id: str) -> bool:
         """Whether a unilateral exit of ``vtxo_id`` was started."""
+        ...
+
+    def exit_requests(self) -> list[str]:
+        """Every VTXO whose exit was started, in order (played out by the `exit` kind)."""
         ...
 
     # movements

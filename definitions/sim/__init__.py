@@ -5,8 +5,15 @@ configurable faults, a ledger of every effect keyed by idempotency key, and inva
 See docs/simulation.md.
 """
 
-from .wallet_invariants import check_wallet_invariants
+from .wallet_invariants import check_wallet_invariants, check_world_invariants
 from .world import World, make_world
 from .world_faults import Fault, Faults
 
-__all__ = ["Fault", "Faults", "World", "check_wallet_invariants", "make_world"]
+__all__ = [
+    "Fault",
+    "Faults",
+    "World",
+    "check_wallet_invariants",
+    "check_world_invariants",
+    "make_world",
+]

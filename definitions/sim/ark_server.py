@@ -29,7 +29,9 @@ from ..services.ark_records import (
     OffboardRequest,
     PreparedOffboard,
     ReceiveGrant,
+    ReceiveRecord,
     ReceiveStatus,
+    RoundResult,
     ServerInfo,
 )
 from ..services.ark_server import INVALID_ARGUMENT, NOT_FOUND, ServerUnavailable
@@ -38,6 +40,7 @@ from .ark_state import Applied
 from .db import dump, load
 from .ledger import request_digest
 from .lies import rewrite
+from .server_rounds import register_for_round, round_result
 from .server_state import ServerState
 from .world_faults import Fault, FaultGate
 
@@ -248,3 +251,17 @@ class SimArkServer:
             "cancel_lightning_receive", idempotency_key, [payment_hash], type(None),
             lambda: self.state.cancel_receive(payment_hash),
         )  # fmt: skip
+
+    async def register_for_round(
+        self, input_ids: list[str], outputs: list[VtxoRequest], idempotency_key: str
+    ) -> str:
+        return self._call(
+            "register_for_round", idempotency_key, [input_ids, outputs], str,
+            lambda: register_for_round(self.state, input_ids, outputs),
+        )  # fmt: skip
+
+    async def round_result(self, participation_id: str) -> RoundResult:
+        return self._read("round_result", lambda: round_result(self.state, participation_id))
+
+    async def list_lightning_receives(self, mailbox_id: str) -> list[ReceiveRecord]:
+        return self._read("list_lightning_receives", lambda: self.state.receives_of(mailbox_id))

@@ -67,6 +67,8 @@ CREATE TABLE IF NOT EXISTS srv_offboard (
 BOARD_PENDING = "board_pending"
 LIVE = "live"
 SPENT = "spent"
+EXITED = "exited"
+"""An exit tx of the VTXO confirmed: the server can no longer spend it (`sim.exits`)."""
 BLOCKED_PREFIX = "blocked"
 
 
@@ -164,6 +166,8 @@ class ArkState:
                 spent_here += 1
             elif status != LIVE:
                 raise rejected(f"vtxo {vid} is {status}" + (f" by {spent_by}" if spent_by else ""))
+            elif vtxo.expiry_height <= self.chain.tip():
+                raise rejected(f"vtxo {vid} expired at height {vtxo.expiry_height}")
             found.append(vtxo)
         if spent_here not in (0, len(ids)):
             raise rejected("some inputs are already spent")
@@ -191,9 +195,17 @@ class ArkState:
         self, spender: str, requests: list[VtxoRequest], inputs: list[Vtxo]
     ) -> list[Vtxo]:
         expiry = min(v.expiry_height for v in inputs)
-        return spend_outputs(
-            spender, [v.id for v in inputs], requests, expiry, inputs[0].anchor_txid
-        )
+        depth = max(v.depth for v in inputs) + 1
+        anchor = inputs[0].anchor_txid
+        return spend_outputs(spender, [v.id for v in inputs], requests, expiry, anchor, depth)
+
+    def check_depth(self, inputs: list[Vtxo]) -> None:
+        """A spend the wallet chooses may not make VTXOs deeper than the server's limit (their
+        exit would take too many transactions): such inputs must be refreshed, or exited."""
+        limit = self.info().max_arkoor_depth
+        for v in inputs:
+            if v.depth >= limit:
+                raise rejected(f"vtxo {v.id} is at depth {v.depth}, the maximum is {limit}")
 
     # -- board ---------------------------------------------------------------------------
 
@@ -252,6 +264,7 @@ class ArkState:
     ) -> Applied[list[Vtxo]]:
         spender = digest("arkoor", *sorted(input_ids), *(dump(o) for o in outputs))
         inputs, replay = self.live_inputs(sorted(input_ids), spender)
+        self.check_depth(inputs)
         if sum(v.amount for v in inputs) != sum(o.amount for o in outputs):
             raise rejected("arkoor outputs do not add up to the inputs")
         if any(o.amount <= 0 for o in outputs):
@@ -278,6 +291,14 @@ class ArkState:
         return Applied(None, effect, f"register {len(ids)} vtxos", changed > 0)
 
     def post(self, mailbox_id: str, vtxos: list[Vtxo]) -> Applied[None]:
+        """Deliver ``vtxos`` to a mailbox. Only VTXOs the server made are delivered, as they
+        are: a recipient (another wallet on this server) takes in what its mailbox holds."""
+        for v in vtxos:
+            row = self.vtxo(v.id)
+            if row is None:
+                raise rejected(f"unknown vtxo {v.id}", NOT_FOUND)
+            if row[0] != v:
+                raise rejected(f"vtxo {v.id} is not the one the server made")
         posted = 0
         for v in vtxos:
             cur = self.db.run(

@@ -1,4 +1,5 @@
-"""The simulated bitcoin chain: blocks, mempool, broadcast, spends, eviction, conflicts.
+"""The simulated bitcoin chain: blocks, mempool, broadcast, spends, eviction, conflicts,
+and the relative timelock of unilateral exit outputs (`model.exit_address`).
 
 Heights move only by `ChainState.mine`. A tx is *effective* while it is in the mempool or
 confirmed; effective txs never conflict (the mempool refuses double spends: no RBF), and a
@@ -9,7 +10,7 @@ mined conflicting spend evicts the mempool txs it conflicts with, with their des
 
 from __future__ import annotations
 
-from ..model import BOARD_PREFIX, OutPoint, Tx, TxOut, digest
+from ..model import BOARD_PREFIX, OutPoint, Tx, TxOut, digest, exit_timelock
 from ..services.chain import ChainRejected, SpendInfo, TxState, TxStatus
 from .db import Db, dump, load
 from .world_faults import FaultGate
@@ -82,6 +83,13 @@ class ChainState:
                         out.append((op, o))
         return out
 
+    def confirmed_at(self, height: int) -> list[Tx]:
+        rows = self.db.all(
+            "SELECT body FROM chain_tx WHERE state = ? AND height = ? ORDER BY rowid",
+            (CONFIRMED, height),
+        )
+        return [_tx(body) for (body,) in rows]
+
     def output(self, outpoint: OutPoint) -> TxOut | None:
         tx = self.tx(outpoint.txid)
         if tx is None or outpoint.vout >= len(tx.outputs):
@@ -120,6 +128,7 @@ class ChainState:
                     raise ChainRejected(
                         f"input {op} already spent by {spender.txid}", missing_inputs=True
                     )
+                self._check_timelock(op, out)
                 total_in += out.amount
             fee = total_in - sum(o.amount for o in tx.outputs)
             if tx.inputs and fee < 0:
@@ -135,6 +144,21 @@ class ChainState:
                 self.db.run(
                     "INSERT INTO chain_spend (outpoint, txid) VALUES (?, ?)", (str(op), tx.txid)
                 )
+
+    def _check_timelock(self, op: OutPoint, out: TxOut) -> None:
+        """An exit output is spendable ``delta`` blocks after it confirmed (BIP 68: in the
+        block at height ``confirmed + delta``), never from the mempool."""
+        delta = exit_timelock(out.address)
+        if delta is None:
+            return
+        status = self.status(op.txid)
+        if status.state is not TxState.CONFIRMED or status.height is None:
+            raise ChainRejected(f"input {op} is timelocked: not confirmed", missing_inputs=False)
+        if self.tip() + 1 < status.height + delta:
+            raise ChainRejected(
+                f"input {op} is timelocked until height {status.height + delta}",
+                missing_inputs=False,
+            )
 
     def evict(self, txid: str) -> None:
         """Drop a mempool tx and every mempool tx spending its outputs."""

@@ -110,6 +110,7 @@ class ServerSends(ArkState):
         )
         spender = digest("ln_send", h, request)
         inputs, _ = self.live_inputs(sorted(req.input_ids), spender)
+        self.check_depth(inputs)
         if sum(v.amount for v in inputs) != htlc.amount + sum(c.amount for c in req.change):
             raise rejected("inputs do not cover exactly the HTLC, its fee and the change")
         outputs = self.outputs_of(spender, [htlc, *req.change], inputs)

@@ -6,6 +6,8 @@ this same server (the claim settles it).
 
 from __future__ import annotations
 
+import orjson
+
 from ..model import (
     HtlcRecvPolicy,
     Invoice,
@@ -16,7 +18,7 @@ from ..model import (
     payment_hash_of,
     spend_outputs,
 )
-from ..services.ark_records import ReceiveGrant, ReceiveState, ReceiveStatus
+from ..services.ark_records import ReceiveGrant, ReceiveRecord, ReceiveState, ReceiveStatus
 from ..services.ark_server import NOT_FOUND
 from ..services.lightning_node import PaymentState, PaymentStatus
 from .ark_state import LIVE, Applied, rejected
@@ -76,6 +78,18 @@ class ServerState(ServerSends):
         if row is None:
             raise rejected(f"no receive {payment_hash}", NOT_FOUND)
         return ReceiveStatus(ReceiveState(row[0]), int(row[1]))
+
+    def receives_of(self, mailbox_id: str) -> list[ReceiveRecord]:
+        """Open receives (not settled or canceled) started for ``mailbox_id``."""
+        out = []
+        for request, invoice, status in self.db.all(
+            "SELECT request, invoice, status FROM srv_ln_recv ORDER BY rowid"
+        ):
+            _, _, cltv_delta, mailbox, _ = orjson.loads(request)
+            state = ReceiveState(status)
+            if mailbox == mailbox_id and state not in (ReceiveState.SETTLED, ReceiveState.CANCELED):
+                out.append(ReceiveRecord(load(invoice, Invoice), int(cltv_delta), state))
+        return out
 
     def accept_payment(self, invoice: Invoice, key: str) -> None:
         """An external payer's HTLC for a receive arrives (idempotent)."""

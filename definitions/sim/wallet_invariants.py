@@ -12,36 +12,46 @@ rows for any kind; these know what a wallet's money must do.
    spend whose answer was lost, but must be known to the server;
 3. **conservation** of the world's money (formula in `Balance`);
 4. **nothing lost when idle**: with no live action, every live plain VTXO the server says the
-   wallet owns is spendable (or exited) in the wallet;
+   wallet owns is spendable (or exited) in the wallet, or waits in its mailbox (paid to one of
+   its addresses by another wallet, taken in at the next `mailbox_sync.sync_mailbox`);
 5. **no orphaned resource**: every fsm resource is held by an action that still has its row.
+
+`check_world_invariants` checks several wallets on one server, each with its own fsm store:
+1 and 3 once for the world (3 with every wallet's VTXOs counted as the wallets'), 2, 4 and 5
+per wallet, and across wallets that no key belongs to two wallets and no VTXO is spendable in
+two (money created between them).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import attrs
 
 import fsm
 
-from ..model import BOARD_PREFIX, OutPoint, PubkeyPolicy, VtxoState
+from ..model import BOARD_PREFIX, EXIT_PREFIX, OutPoint, PubkeyPolicy, VtxoState
 from .ark_state import BOARD_PENDING, LIVE
+from .exits import exits_in_flight
 from .ledger import Flow
 from .wallet_store import SqliteWalletStore
 from .world import World
 
 WALLET_PREFIX = "wallet:"
-TRACKED = (WALLET_PREFIX, BOARD_PREFIX)
+TRACKED = (WALLET_PREFIX, BOARD_PREFIX, EXIT_PREFIX)
 
 
 @attrs.frozen
 class Balance:
     """The terms of the conservation formula, all in sats::
 
-        funding + ln_in == live_vtxos + onchain + boards_in_flight
+        funding + ln_in == live_vtxos + exits_in_flight + onchain + boards_in_flight
                            + ln_out + offboard_out + server_fees + onchain_out + onchain_fees
 
     ``live_vtxos`` splits into ``wallet_spendable`` (incl. VTXOs held by live actions),
     ``wallet_in_flight`` (live, owned by wallet keys, not spendable in the wallet: HTLCs, change
     still in a checkpoint) and ``others`` (owned by other keys: arkoor payments sent away).
+    ``exits_in_flight``: VTXOs exited on chain whose exit output is not claimed yet.
     """
 
     funding: int
@@ -49,6 +59,7 @@ class Balance:
     wallet_spendable: int
     wallet_in_flight: int
     others: int
+    exits_in_flight: int
     onchain: int
     boards_in_flight: int
     ln_out: int
@@ -67,6 +78,7 @@ class Balance:
             self.wallet_spendable
             + self.wallet_in_flight
             + self.others
+            + self.exits_in_flight
             + self.onchain
             + self.boards_in_flight
             + self.ln_out
@@ -77,10 +89,11 @@ class Balance:
         )
 
 
-def balance(world: World, wallet: SqliteWalletStore) -> Balance:
+def balance(world: World, *wallets: SqliteWalletStore) -> Balance:
+    """The terms, with the VTXOs of every wallet in ``wallets`` counted as the wallets'."""
     flows = world.ledger.totals()
-    keys = wallet.pubkeys()
-    spendable = {v.id for v, _ in wallet.vtxos(VtxoState.SPENDABLE)}
+    keys = {k for w in wallets for k in w.pubkeys()}
+    spendable = {v.id for w in wallets for v, _ in w.vtxos(VtxoState.SPENDABLE)}
     mine = in_flight = others = 0
     for vtxo, status in world.server.vtxos():
         if status != LIVE:
@@ -116,6 +129,7 @@ def balance(world: World, wallet: SqliteWalletStore) -> Balance:
         wallet_spendable=mine,
         wallet_in_flight=in_flight,
         others=others,
+        exits_in_flight=exits_in_flight(world.db, world.chain),
         onchain=onchain,
         boards_in_flight=boards,
         ln_out=flows[Flow.LN_OUT],
@@ -132,13 +146,42 @@ def _tracked(world: World, op: OutPoint) -> bool:
 
 
 def check_wallet_invariants(world: World, wallet: SqliteWalletStore, store: fsm.Store) -> list[str]:
-    return [
-        *_exactly_once(world),
-        *_spent_and_spendable(world, wallet),
-        *_conservation(world, wallet),
-        *_nothing_lost_when_idle(world, wallet, store),
-        *_no_orphaned_resources(store),
-    ]
+    return check_world_invariants(world, [(wallet, store)])
+
+
+def check_world_invariants(
+    world: World, wallets: Sequence[tuple[SqliteWalletStore, fsm.Store]]
+) -> list[str]:
+    """Every invariant over the wallets on ``world``'s server, each with its fsm store; a
+    problem of one wallet is prefixed with its name when there are several."""
+    problems = [*_exactly_once(world), *_conservation(world, [w for w, _ in wallets])]
+    for wallet, store in wallets:
+        own = [
+            *_spent_and_spendable(world, wallet),
+            *_nothing_lost_when_idle(world, wallet, store),
+            *_no_orphaned_resources(store),
+        ]
+        problems += [f"{wallet.name}: {p}" if len(wallets) > 1 else p for p in own]
+    return problems + _across_wallets([w for w, _ in wallets])
+
+
+def _across_wallets(wallets: list[SqliteWalletStore]) -> list[str]:
+    """A key of two wallets, or a VTXO spendable in two, would count money twice."""
+    problems = []
+    key_owner: dict[str, str] = {}
+    vtxo_owner: dict[str, str] = {}
+    for wallet in wallets:
+        for key in sorted(wallet.pubkeys()):
+            if key in key_owner:
+                problems.append(f"key {key} belongs to {key_owner[key]} and {wallet.name}")
+            key_owner.setdefault(key, wallet.name)
+        for vtxo, _ in wallet.vtxos(VtxoState.SPENDABLE):
+            if vtxo.id in vtxo_owner:
+                problems.append(
+                    f"vtxo {vtxo.id} is spendable in {vtxo_owner[vtxo.id]} and {wallet.name}"
+                )
+            vtxo_owner.setdefault(vtxo.id, wallet.name)
+    return problems
 
 
 def _exactly_once(world: World) -> list[str]:
@@ -170,8 +213,8 @@ def _spent_and_spendable(world: World, wallet: SqliteWalletStore) -> list[str]:
     return problems
 
 
-def _conservation(world: World, wallet: SqliteWalletStore) -> list[str]:
-    b = balance(world, wallet)
+def _conservation(world: World, wallets: list[SqliteWalletStore]) -> list[str]:
+    b = balance(world, *wallets)
     if b.sources == b.uses:
         return []
     return [f"money not conserved: funding + ln_in = {b.sources} != {b.uses} = uses ({b})"]
@@ -181,17 +224,27 @@ def _nothing_lost_when_idle(world: World, wallet: SqliteWalletStore, store: fsm.
     if store.rows():
         return []
     keys = wallet.pubkeys()
+    waiting = _waiting_in_mailbox(world, wallet)
     problems = []
     for vtxo, status in world.server.vtxos():
         if status != LIVE or vtxo.pubkey not in keys or not isinstance(vtxo.policy, PubkeyPolicy):
             continue
         state = wallet.vtxo_state(vtxo.id)
+        if state is None and vtxo.id in waiting:
+            continue
         if state not in (VtxoState.SPENDABLE, VtxoState.EXITED):
             problems.append(
                 f"vtxo {vtxo.id} ({vtxo.amount} sats) is the wallet's on the server but "
                 f"{state.value if state else 'missing'} in the wallet, with no action in flight"
             )
     return problems
+
+
+def _waiting_in_mailbox(world: World, wallet: SqliteWalletStore) -> set[str]:
+    """VTXOs paid to the wallet's addresses and delivered to its mailbox: not lost, just not
+    taken in yet (its own VTXOs are never waiting: the wallet stores those itself)."""
+    addresses = wallet.address_keys()
+    return {v.id for v in world.server.mailbox(wallet.mailbox_id()) if v.pubkey in addresses}
 
 
 def _no_orphaned_resources(store: fsm.Store) -> list[str]:

@@ -13,9 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..model import (
+    ArkAddress,
     Movement,
     MovementStatus,
     MovementUpdate,
+    Network,
     PubkeyPolicy,
     Vtxo,
     VtxoState,
@@ -36,6 +38,7 @@ CREATE TABLE IF NOT EXISTS w_vtxo (
     state TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS w_key (idx INTEGER PRIMARY KEY, pubkey TEXT UNIQUE NOT NULL);
+CREATE TABLE IF NOT EXISTS w_address (pubkey TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS w_movement (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     action_id TEXT,
@@ -96,12 +99,34 @@ class SqliteWalletStore:
             )
         return index
 
+    def derive_preimage(self, index: int) -> str:
+        return digest("wallet-preimage", self.name, index)
+
+    def reserve_keys_through(self, index: int) -> None:
+        with self.db.transaction():
+            for i in range(index + 1):
+                self.db.run(
+                    "INSERT OR IGNORE INTO w_key (idx, pubkey) VALUES (?, ?)",
+                    (i, self.derive_key(i)),
+                )
+
     def key_index_of(self, pubkey: str) -> int | None:
         row = self.db.one("SELECT idx FROM w_key WHERE pubkey = ?", (pubkey,))
         return None if row is None else int(row[0])
 
     def pubkeys(self) -> set[str]:
         return {str(p) for (p,) in self.db.all("SELECT pubkey FROM w_key")}
+
+    def new_address(self, network: Network = Network.REGTEST) -> ArkAddress:
+        with self.db.transaction():
+            pubkey = self.derive_key(self.next_key_index())
+            self.db.run("INSERT INTO w_address (pubkey) VALUES (?)", (pubkey,))
+        return ArkAddress(pubkey, [self.mailbox_id()], network)
+
+    def address_keys(self) -> set[str]:
+        """The keys handed out in addresses: what others pay to, through the mailbox (the
+        invariants let a payment to one wait there until the wallet syncs)."""
+        return {str(p) for (p,) in self.db.all("SELECT pubkey FROM w_address")}
 
     # -- vtxos ---------------------------------------------------------------------------
 
@@ -173,14 +198,17 @@ class SqliteWalletStore:
     # -- unilateral exits ----------------------------------------------------------------
 
     def start_exit(self, vtxo_id: str) -> bool:
-        """Records the exit as started; the sim does not play exits out on chain (a test or
-        demo finishes one by setting the VTXO ``Exited``)."""
+        """Records the exit as requested; the `exit` kind plays it out on chain
+        (`exit.start_requested_exits` starts one per request)."""
         with self.db.transaction():
             cur = self.db.run("INSERT OR IGNORE INTO w_exit (vtxo_id) VALUES (?)", (vtxo_id,))
         return cur.rowcount == 1
 
     def exiting(self, vtxo_id: str) -> bool:
         return self.db.one("SELECT 1 FROM w_exit WHERE vtxo_id = ?", (vtxo_id,)) is not None
+
+    def exit_requests(self) -> list[str]:
+        return [str(v) for (v,) in self.db.all("SELECT vtxo_id FROM w_exit ORDER BY rowid")]
 
     # -- movements -----------------------------------------------------------------------
 

@@ -1,8 +1,12 @@
 """The simulated world as one object: server, chain, Lightning node, clock, faults, ledger.
 
 Its state lives in ``<folder>/world.sqlite`` (it outlives the wallet process, as a remote
-server would), the wallet's in ``<folder>/wallet.sqlite``. `make_world` creates or reopens
-both; the seed and the fault configuration are stored on creation and reused on reopening.
+server would). Several wallets share the one server: each has a name, its own store
+(``<folder>/wallet.sqlite`` for the default wallet, ``<folder>/wallet-<name>.sqlite`` for
+another), its own keys and mailbox (derived from the name) and its own on-chain address, and
+the caller gives each its own fsm store and executor (`World.services`). `make_world`
+creates or reopens the world; the seed and the fault configuration are stored on creation
+and reused on reopening.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from .ark_state import LIVE, SERVER_SCHEMA
 from .chain import CHAIN_SCHEMA, ChainState, SimChain
 from .clock import SimClock
 from .db import META_SCHEMA, Db, dump, load
+from .exits import watch_exits
 from .fee_schedule import FEES_SCHEMA, fees_in_force, set_fees
 from .ledger import LEDGER_SCHEMA, Flow, Ledger
 from .lightning_node import LIGHTNING_SCHEMA, LightningNodeState, SimLightningNode
+from .server_rounds import ROUNDS_SCHEMA, run_round
 from .server_state import LN_SERVER_SCHEMA, ServerState
 from .wallet_store import SqliteWalletStore
 from .world_faults import FAULTS_SCHEMA, Fault, FaultGate, Faults
@@ -40,6 +46,7 @@ WORLD_SCHEMA = ";".join(
         SERVER_SCHEMA,
         LN_SERVER_SCHEMA,
         FEES_SCHEMA,
+        ROUNDS_SCHEMA,
     ]
 )
 WALLET_NAME = "wallet"
@@ -112,24 +119,31 @@ class World:
     # -- the wallet side -----------------------------------------------------------------
 
     def wallet_store(
-        self, holder_of: Callable[[str], object | None] | None = None
+        self,
+        holder_of: Callable[[str], object | None] | None = None,
+        name: str = WALLET_NAME,
     ) -> SqliteWalletStore:
-        path = self.folder / "wallet.sqlite"
+        """The store of wallet ``name`` (its own file; keys and mailbox derived from it)."""
+        file = "wallet.sqlite" if name == WALLET_NAME else f"wallet-{name}.sqlite"
+        path = self.folder / file
         if holder_of is None:
-            return SqliteWalletStore(path, WALLET_NAME)
-        return SqliteWalletStore(path, WALLET_NAME, holder_of)
+            return SqliteWalletStore(path, name)
+        return SqliteWalletStore(path, name, holder_of)
 
-    def onchain_wallet(self) -> SimOnchainWallet:
-        return SimOnchainWallet(self.chain, wallet_address(WALLET_NAME))
+    def onchain_wallet(self, name: str = WALLET_NAME) -> SimOnchainWallet:
+        return SimOnchainWallet(self.chain, wallet_address(name))
 
-    def services(self, fsm_store: fsm.Store, config: WalletConfig | None = None) -> Services:
-        """Everything the kinds need, the wallet store asking ``fsm_store`` what is held."""
+    def services(
+        self, fsm_store: fsm.Store, config: WalletConfig | None = None, name: str = WALLET_NAME
+    ) -> Services:
+        """Everything the kinds of wallet ``name`` need, its store asking ``fsm_store`` (that
+        wallet's own: one per wallet, as each runs its own executor) what is held."""
         return Services(
             server=self.rpc,
             chain=SimChain(self.chain),
             lightning=SimLightningNode(self.lightning, self.server),
-            onchain=self.onchain_wallet(),
-            wallet=self.wallet_store(fsm_store.holder_of),
+            onchain=self.onchain_wallet(name),
+            wallet=self.wallet_store(fsm_store.holder_of, name),
             clock=self.clock,
             config=config or WalletConfig(),
         )
@@ -138,11 +152,18 @@ class World:
 
     def mine(self, blocks: int = 1) -> int:
         """Mine ``blocks`` blocks one by one (chain faults drawn per block); after each, the
-        server takes back expired, unclaimed Lightning receive HTLCs. Returns the tip."""
+        server marks the VTXOs whose exit txs confirmed as exited, and takes back expired,
+        unclaimed Lightning receive HTLCs. Returns the tip."""
         for _ in range(blocks):
-            self.chain.mine(1)
+            with self.db.transaction():
+                watch_exits(self.db, self.chain, self.ledger, self.chain.mine(1))
             self.server.expire_receives()
         return self.chain.tip()
+
+    def run_round(self) -> int:
+        """The server runs a round now (`sim.server_rounds`): every pending participation
+        is settled. Returns the round's number."""
+        return run_round(self.server)
 
     def advance_time(self, seconds: float) -> float:
         return self.clock.advance(seconds)
@@ -171,8 +192,9 @@ class World:
         self.db.set_meta("fund_counter", str(n + 1))
         return f"world.fund.{n}"
 
-    def fund_vtxos(self, wallet: WalletStore, amounts: list[int]) -> list[Vtxo]:
-        """Give the wallet registered, spendable VTXOs of ``amounts`` (one fresh key each)."""
+    def fund_vtxos(self, wallet: WalletStore, amounts: list[int], depth: int = 0) -> list[Vtxo]:
+        """Give the wallet registered, spendable VTXOs of ``amounts`` (one fresh key each), as
+        if each came out of ``depth`` out-of-round spends."""
         created = []
         for amount in amounts:
             pubkey = wallet.derive_key(wallet.next_key_index())
@@ -184,6 +206,7 @@ class World:
                     self.chain.tip() + FUNDING_EXPIRY_DELTA,
                     PubkeyPolicy(pubkey),
                     digest("funding-anchor", tag),
+                    depth,
                 )
                 self.server.insert_vtxos([vtxo], LIVE, registered=True)
                 self.ledger.flow(tag, Flow.FUNDING, amount, f"vtxo {vtxo.id}")
@@ -191,11 +214,11 @@ class World:
             created.append(vtxo)
         return created
 
-    def fund_onchain(self, amount: int) -> OutPoint:
-        """Give the wallet's on-chain address a confirmed coin of ``amount`` (to fund boards)."""
+    def fund_onchain(self, amount: int, name: str = WALLET_NAME) -> OutPoint:
+        """Give wallet ``name``'s on-chain address a confirmed coin of ``amount`` (for boards)."""
         with self.db.transaction():
             tag = self._funding_tag()
-            outpoint = self.chain.mint(wallet_address(WALLET_NAME), amount, tag)
+            outpoint = self.chain.mint(wallet_address(name), amount, tag)
             self.ledger.flow(tag, Flow.FUNDING, amount, f"coin {outpoint}")
         return outpoint
 

@@ -87,7 +87,7 @@ def entry_point_groups(dist_info: Path) -> dict[str, set[str]]:
 
 
 def test_the_wallet_kinds_entry_points_are_named_after_the_kinds() -> None:
-    """fsm-bark (definitions/pyproject.toml) plugs in the five kinds under their own names, the
+    """fsm-bark (definitions/pyproject.toml) plugs in the seven kinds under their own names, the
     demo and the torture scenario; fsm itself (pyproject.toml) plugs in nothing but its command."""
     fsm_project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert "entry-points" not in fsm_project
@@ -97,7 +97,15 @@ def test_the_wallet_kinds_entry_points_are_named_after_the_kinds() -> None:
     for name, target in kinds.items():
         module, _, attr = target.partition(":")
         assert getattr(importlib.import_module(module), attr).name == name
-    assert set(kinds) == {"board", "offboard", "arkoor_send", "lightning_send", "lightning_receive"}
+    assert set(kinds) == {
+        "board",
+        "offboard",
+        "arkoor_send",
+        "lightning_send",
+        "lightning_receive",
+        "exit",
+        "refresh",
+    }
     assert set(bark["entry-points"]["fsm.commands"]) == {"demo"}
     assert set(bark["entry-points"]["fsm.torture"]) == {"bark-wallet"}
 
@@ -112,7 +120,15 @@ def test_the_fsm_wheel_plugs_in_nothing_the_fsm_bark_wheel_the_wallet_kinds(tmp_
     assert top_level == {"fsm", "fsm_bark", "bin"}
     assert entry_point_groups(fsm_info) == {"console_scripts": {"fsm"}}
     assert entry_point_groups(bark_info) == {
-        "fsm.kinds": {"board", "offboard", "arkoor_send", "lightning_send", "lightning_receive"},
+        "fsm.kinds": {
+            "board",
+            "offboard",
+            "arkoor_send",
+            "lightning_send",
+            "lightning_receive",
+            "exit",
+            "refresh",
+        },
         "fsm.commands": {"demo"},
         "fsm.torture": {"bark-wallet"},
     }

@@ -11,6 +11,7 @@ from processes import after_call, after_commits
 from wallet_rig import DoubleStepper, Rig, kill_then_resume
 
 import fsm
+from fsm_bark.exit import CLAIM_FEE, start_requested_exits
 from fsm_bark.lightning_send import REVOCATION_ATTEMPTS, lightning_send_id
 from fsm_bark.lightning_send_ops import lightning_send_finished, pay_lightning_invoice
 from fsm_bark.lightning_send_start import AlreadyPaid, start_lightning_send
@@ -272,6 +273,17 @@ def test_stuck_revocation_exits_only_when_opted_in_and_near_expiry(w: Rig, opted
     m = movement(w, inv)
     assert m.status is MovementStatus.FAILED and m.metadata["exited_vtxos"] == htlc
     assert w.store.all_resources() == {}
+    assert w.problems() == []
+    # the exit the send asked for, played out on chain: the HTLC comes back on chain
+    assert w.wallet.exiting(htlc)
+    [exit_action] = asyncio.run(start_requested_exits(w.executor))
+    for _ in range(40):
+        if asyncio.run(w.drive(exit_action)).status is fsm.DriveStatus.DONE:
+            break
+        w.world.mine(1)
+    exited = w.wallet.get_vtxo(htlc)
+    assert exited is not None
+    assert w.world.onchain_wallet().balance() == exited.amount - CLAIM_FEE
     assert w.problems() == []
 
 

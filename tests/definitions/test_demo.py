@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import fsm
-from fsm_bark.sim import check_wallet_invariants, make_world
+from fsm_bark.model import VtxoState
+from fsm_bark.sim import check_world_invariants, make_world
 
 FSM = shutil.which("fsm") or "fsm"
 
@@ -23,10 +24,17 @@ def demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def assert_clean(tmp_path: Path) -> None:
+    """Both wallets idle, the invariants hold across them, and the peer was paid."""
     store = fsm.Store.sqlite(tmp_path / "demo.sqlite")
     world = make_world(tmp_path / "demo.sqlite.world", seed=4)
-    assert store.rows() == []
-    assert check_wallet_invariants(world, world.wallet_store(store.holder_of), store) == []
+    peer_store = fsm.Store.sqlite(tmp_path / "demo.sqlite.world" / "fsm-peer.sqlite")
+    assert store.rows() == [] and peer_store.rows() == []
+    peer = world.wallet_store(peer_store.holder_of, "peer")
+    wallets = [(world.wallet_store(store.holder_of), store), (peer, peer_store)]
+    assert check_world_invariants(world, wallets) == []
+    kinds = {m.kind for m in peer.movements() if m.status.value == "successful"}
+    assert kinds == {"arkoor_receive", "lightning_receive"}
+    assert peer.vtxos(VtxoState.SPENDABLE)
 
 
 def test_a_run_to_the_end_exits_0_with_the_summary(tmp_path: Path) -> None:
@@ -34,6 +42,7 @@ def test_a_run_to_the_end_exits_0_with_the_summary(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "KIND" in proc.stdout and "RESUMES" in proc.stdout
     assert "lightning_receive" in proc.stdout and "invariants: ok" in proc.stdout
+    assert "peer wallet:" in proc.stdout
     assert proc.stderr == ""
     assert_clean(tmp_path)
     again = demo(tmp_path)  # finished: nothing is started twice

@@ -23,6 +23,8 @@ COMMITTED = [
     ("arkoor_send", "fsm_bark.arkoor_send", "arkoor_send"),
     ("lightning_send", "fsm_bark.lightning_send", "lightning_send"),
     ("lightning_receive", "fsm_bark.lightning_receive", "lightning_receive"),
+    ("exit", "fsm_bark.exit", "exit"),
+    ("refresh", "fsm_bark.refresh", "refresh"),
 ]
 
 

@@ -24,20 +24,35 @@ from fsm.store import LogEntry, StoreHooks
 from fsm.testing.steps import run_twice, step_context
 from fsm_bark.arkoor_send import ArkoorSendKind
 from fsm_bark.board import BoardKind
+from fsm_bark.exit import ExitKind
 from fsm_bark.lightning_receive import LightningReceiveKind
 from fsm_bark.lightning_send import LightningSendKind
 from fsm_bark.model import ArkAddress, digest
 from fsm_bark.offboard import OffboardKind
+from fsm_bark.refresh import RefreshKind
 from fsm_bark.services import Services, WalletConfig
 from fsm_bark.sim import Faults, World, check_wallet_invariants, make_world
 from fsm_bark.sim.wallet_store import SqliteWalletStore
+from fsm_bark.sim.world import WALLET_NAME
 from fsm_bark.started import Started
 
-KINDS = [BoardKind, OffboardKind, ArkoorSendKind, LightningSendKind, LightningReceiveKind]
+KINDS = [
+    BoardKind,
+    OffboardKind,
+    ArkoorSendKind,
+    LightningSendKind,
+    LightningReceiveKind,
+    ExitKind,
+    RefreshKind,
+]
 
 
 class Rig:
-    """A world in ``folder/world``, an fsm store in ``folder/fsm.sqlite``, an executor."""
+    """A world in ``folder/world``, an fsm store in ``folder/fsm.sqlite``, an executor.
+
+    Another wallet on the same world: ``Rig(folder, world=rig.world, name="bob")`` has its
+    own wallet store, fsm store (``folder/fsm-bob.sqlite``) and executor, and leaves the
+    world open when closed (its owner closes it)."""
 
     def __init__(
         self,
@@ -48,10 +63,14 @@ class Rig:
         config: WalletConfig | None = None,
         hooks: StoreHooks | None = None,
         kinds: Sequence[type[Any]] = KINDS,
+        world: World | None = None,
+        name: str = WALLET_NAME,
     ) -> None:
-        self.world: World = make_world(folder / "world", seed, faults)
-        self.store = fsm.Store.sqlite(folder / "fsm.sqlite", hooks=hooks)
-        self.services: Services = self.world.services(self.store, config)
+        self.owns_world = world is None
+        self.world: World = make_world(folder / "world", seed, faults) if world is None else world
+        fsm_file = "fsm.sqlite" if name == WALLET_NAME else f"fsm-{name}.sqlite"
+        self.store = fsm.Store.sqlite(folder / fsm_file, hooks=hooks)
+        self.services: Services = self.world.services(self.store, config, name)
         self.executor: fsm.Executor[Services] = fsm.Executor(
             self.store,
             self.services,
@@ -118,7 +137,8 @@ class Rig:
     def close(self) -> None:
         self.store.close()
         self.wallet.close()
-        self.world.close()
+        if self.owns_world:
+            self.world.close()
 
     def __enter__(self) -> Rig:
         return self
