@@ -21,7 +21,15 @@ def test_kinds_lists_name_version_states_and_place(kinds_file: Path) -> None:
     assert proc.stderr == ""
 
 
-WALLET_KINDS = {"board", "offboard", "arkoor_send", "lightning_send", "lightning_receive"}
+WALLET_KINDS = {
+    "board",
+    "offboard",
+    "arkoor_send",
+    "lightning_send",
+    "lightning_receive",
+    "exit",
+    "refresh",
+}
 """Installed with this package (its `fsm.kinds` entry points): listed alongside the others."""
 
 
