@@ -18,6 +18,8 @@ grant request pins and which grant is accepted, `lightning_receive_ops` the user
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import attrs
 
 import fsm
@@ -155,6 +157,7 @@ async def take_grant(ctx: Ctx, d: LightningReceive) -> LightningReceive:
     )
     problem = await grant_problem(svc, req, d.payment_hash, d.key_index, d.invoice.amount, grant)
     if problem is not None:
+        _give_up_earlier_take(svc, ctx.action_id, grant.htlc_vtxos)
         raise fsm.Rejected(f"grant rejected: {problem}", code=INVALID_ARGUMENT)
     htlcs = sorted(grant.htlc_vtxos, key=lambda v: v.id)
     total = sum(v.amount for v in htlcs)
@@ -175,6 +178,22 @@ async def take_grant(ctx: Ctx, d: LightningReceive) -> LightningReceive:
     for v in htlcs:
         svc.wallet.insert_vtxo(v, VtxoState.SPENDABLE)
     return attrs.evolve(d, htlc_vtxo_ids=[v.id for v in htlcs], movement_id=movement.id)
+
+
+def _give_up_earlier_take(svc: Services, action_id: str, htlcs: Sequence[Vtxo]) -> None:
+    """A grant refused now may have been taken by an earlier attempt of this step, whose
+    effects ran but whose checkpoint was never written (a kill, a lost write): that attempt
+    stored the HTLC VTXOs as spendable and opened the movement, and the check now fails only
+    because time moved on (the HTLC expires too soon). They are given up as `abandon` gives
+    them up, or the wallet would show as spendable what the server takes back when the HTLC
+    expires."""
+    wallet = svc.wallet
+    stored = [v.id for v in htlcs if wallet.get_vtxo(v.id) is not None]
+    if stored:
+        wallet.set_vtxo_state(stored, VtxoState.SPENT, allowed_from=SPENDABLE)
+    movement = wallet.movement_of(action_id)
+    if movement is not None:
+        wallet.finish_movement(movement.id, MovementStatus.CANCELED, effective_balance=0)
 
 
 # -- htlcs_ready ----------------------------------------------------------------------------
