@@ -216,6 +216,40 @@ def test_grant_too_close_to_the_claim_deadline_is_rejected(w: Rig) -> None:
     assert w.problems() == []
 
 
+def test_a_grant_taken_but_not_checkpointed_then_rejected_is_given_up(w: Rig) -> None:
+    """The step that takes the grant stores its HTLC VTXOs and opens the movement, then its
+    checkpoint is lost (a failed write here; a kill in the torture run that found this).
+    Time moves on, the request is pinned again with a later expiry, and the server answers
+    with the first grant (a replay): rejected. What the first attempt stored is given up
+    (HTLCs spent, movement cancelled), or the wallet would show as spendable the HTLCs the
+    server takes back when they expire."""
+    action = receive(w)
+    pay(w, action)
+    lost: list[str] = []
+
+    def lose_the_grants_write(point: str) -> None:
+        taken = [v for v, _ in w.wallet.vtxos() if isinstance(v.policy, HtlcRecvPolicy)]
+        if point == "resources.before" and taken and not lost:  # the grant's step holds them
+            lost.append(point)
+            raise OSError("the write is lost")
+
+    w.store.hooks = fsm.store.StoreHooks(point=lose_the_grants_write)
+    first = drive(w, action, fsm.DriveMode.UNTIL_PARK_OR_DONE)
+    w.store.hooks = fsm.store.StoreHooks()
+    assert lost and first.state == "awaiting_payment"
+    taken = [v.id for v, _ in w.wallet.vtxos() if isinstance(v.policy, HtlcRecvPolicy)]
+    assert taken  # the first attempt's effects ran
+    w.world.mine(3)  # the pinned request goes stale: pinned again, later
+    result = drive(w, action)
+    assert result.status is fsm.DriveStatus.FAILED
+    assert "before the requested height" in str(result.error)
+    assert {w.wallet.vtxo_state(i) for i in taken} == {VtxoState.SPENT}
+    movement = w.services.wallet.movement_of(action.id)
+    assert movement is not None and movement.status is MovementStatus.CANCELED
+    w.world.mine(60)  # the server takes the unclaimed HTLCs back and refunds the payer
+    assert w.problems() == []
+
+
 def test_a_stale_unsent_grant_request_is_pinned_again(w: Rig) -> None:
     action = receive(w)
     pay(w, action)
