@@ -73,6 +73,12 @@ class TcpProxy:
         except OSError:
             writer.transport.abort()
             return
+        if self._server is None:
+            # Stopped while this connection was being made upstream: `_stop` did not see it
+            # (it was in no set yet), and it would live on through a proxy said to be down.
+            writer.transport.abort()
+            up_writer.transport.abort()
+            return
         self._writers |= {writer, up_writer}
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
 
