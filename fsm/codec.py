@@ -186,6 +186,8 @@ class DeclarativeCodec:
             self._unstructure = CONVERTER.get_unstructure_hook(c.data_type)
             self._floats = may_hold_float(c.data_type)
         body = {"data": self._unstructure(action.data), "parks": action.parks}
+        if action.deadline is not None:  # only a wait state with a timeout stores one
+            body["deadline"] = action.deadline
         return action.state, encode(body, self._what, check_floats=self._floats)
 
     def load(self, state: str, version: int, payload: bytes | str) -> Instance[Any, Any]:
@@ -201,6 +203,9 @@ class DeclarativeCodec:
         parks = envelope.get("parks", 0)
         if not isinstance(parks, int):
             raise DecodeError(f"{what}: 'parks' is {parks!r}, not an integer")
+        deadline = envelope.get("deadline")
+        if deadline is not None and not isinstance(deadline, int | float):
+            raise DecodeError(f"{what}: 'deadline' is {deadline!r}, not a unix time")
         data = upcast(what, version, c.version, c.upcasters, envelope["data"])
         if self._structure is None:
             self._structure = CONVERTER.get_structure_hook(c.data_type)
@@ -209,7 +214,7 @@ class DeclarativeCodec:
         except Exception as exc:  # cattrs raises many types; each means "unreadable"
             raise DecodeError(f"{what}: data does not structure: {_describe(exc)}") from None
         try:
-            return c.instance_type(state, value, parks)
+            return c.instance_type(state, value, parks, deadline)
         except Exception as exc:  # the id function failed on this data
             raise DecodeError(f"{what}: action_id failed: {type(exc).__name__}: {exc}") from None
 

@@ -14,8 +14,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
+import orjson
 
 from fsm.definition import Definition
+from fsm.converter import CONVERTER
+from fsm.events import Delivered, event_name
 from fsm.interpreter import Instance
 from fsm.protocol import Done, Failed, Outcome, Upcaster
 from fsm.retry import RetryPolicy
@@ -23,6 +26,8 @@ from fsm.state import Rejection, RejectionHandler, State, is_async
 
 CompiledEdge = tuple[Any, bool, Any, bool, str, Outcome | None]
 """(guard, guard is async, effect, effect is async, target name, terminal outcome or None)."""
+EventEdge = tuple[type, Any, bool, Any, bool, str, Outcome | None]
+"""(event type, then as `CompiledEdge`): a row taken by an event (``on=``)."""
 
 
 @attrs.frozen(slots=True)
@@ -32,6 +37,14 @@ class CompiledState:
     name: str
     role: str
     edges: tuple[CompiledEdge, ...]
+    """The plain rows (no ``on=``), in table order."""
+    events: tuple[EventEdge, ...]
+    """The rows taken by an event, in table order."""
+    deadline: tuple[Any, str, Outcome | None] | None
+    """``State.wait(timeout=..., on_timeout=...)``: (seconds or a function of the data, the
+    target's name, its terminal outcome or None)."""
+    slow: bool
+    """A step here reads the inbox or a deadline (`Instance.advance`'s slow path)."""
     has_async: bool
     """True when a step here goes through a coroutine: an async callback, or a blocking one."""
     blocking: bool
@@ -75,6 +88,16 @@ class Compiled:
         self.states: dict[str, CompiledState] = {
             s.name: _compile_state(d, s, rows.get(s.name), cancels.get(s.name)) for s in d.states
         }
+        self.event_types: dict[str, type] = {}
+        """Event name -> type, of every type some row accepts (`fsm.events.event_name`)."""
+        for t in d.transitions:
+            if t.on is not None:
+                self.event_types.setdefault(event_name(t.on), t.on)
+        self.accepts: dict[str, tuple[type, ...]] = {
+            name: tuple(dict.fromkeys(e[0] for e in st.events))
+            for name, st in self.states.items()
+        }
+        """State name -> the event types its rows accept."""
         self.cancellable: tuple[str, ...] = tuple(cancels)
         """The states with a cancel route, in table order (for a refusal's message)."""
         self.instance_type: type[Instance[Any, Any]] = type(
@@ -92,6 +115,21 @@ class Compiled:
         )
 
 
+    def decode_event(self, delivered: Delivered) -> Any:
+        """A pending event as its type, or the text saying why it cannot be read (the step
+        then sets it aside, `StepContext.drop_event`)."""
+        cls = self.event_types.get(delivered.name)
+        if cls is None:
+            return (
+                f"kind {self.name!r} v{self.version} has no row taking event "
+                f"{delivered.name!r}"
+            )
+        try:
+            return CONVERTER.structure(orjson.loads(delivered.payload), cls)
+        except Exception as exc:  # cattrs raises many types; each means "unreadable"
+            return f"event {delivered.name!r} does not load: {type(exc).__name__}: {exc}"
+
+
 def _terminal_outcome(d: Definition, target: State) -> Outcome | None:
     if target.role == "done":
         return Done(target.name)
@@ -103,6 +141,7 @@ def _terminal_outcome(d: Definition, target: State) -> Outcome | None:
 def _compile_state(
     d: Definition, s: State, row: Rejection[Any, Any] | None, cancel_to: State | None
 ) -> CompiledState:
+    exits = d.exits(s)
     edges = tuple(
         (
             t.guard,
@@ -112,8 +151,26 @@ def _compile_state(
             t.target.name,
             _terminal_outcome(d, t.target),
         )
-        for t in d.exits(s)
+        for t in exits
+        if t.on is None
     )
+    events = tuple(
+        (
+            t.on,
+            t.guard,
+            is_async(t.guard),
+            t.effect,
+            is_async(t.effect),
+            t.target.name,
+            _terminal_outcome(d, t.target),
+        )
+        for t in exits
+        if t.on is not None
+    )
+    deadline = None
+    if s.deadline is not None:
+        to = s.deadline.to
+        deadline = (s.deadline.seconds, to.name, _terminal_outcome(d, to))
     handler = row.handler if row is not None else None
     targets = None
     if handler is not None and row is not None and row.to is not None:
@@ -122,18 +179,22 @@ def _compile_state(
     if row is not None and handler is None and not row.park and row.to:
         route = (row.to[0].name, _terminal_outcome(d, row.to[0]))
     callbacks = [(e[0], e[1]) for e in edges] + [(e[2], e[3]) for e in edges]
+    callbacks += [(e[1], e[2]) for e in events] + [(e[3], e[4]) for e in events]
     callbacks.append((handler, is_async(handler)))
     blocking = d.blocking_of(s) and any(fn is not None and not a for fn, a in callbacks)
     return CompiledState(
         name=s.name,
         role=s.role,
         edges=edges,
+        events=events,
+        deadline=deadline,
+        slow=bool(events) or deadline is not None,
         has_async=blocking or any(a for _, a in callbacks),
         blocking=blocking,
         wake_after=s.wake.after if s.wake else None,
         wake_backoff=s.wake.backoff if s.wake else None,
         retry=s.retry,
-        timeout=s.timeout if s.timeout is not None else d.timeout,
+        timeout=s.step_timeout if s.step_timeout is not None else d.timeout,
         route=route,
         handler=handler,
         handler_blocks=blocking and handler is not None and not is_async(handler),

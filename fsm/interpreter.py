@@ -54,14 +54,17 @@ class Instance(Action[S], Generic[D, S]):
     ``__fsm_kind__``. Instances are immutable by convention: each step returns new ones.
     """
 
-    __slots__ = ("_id", "_state", "data", "parks")
+    __slots__ = ("_id", "_state", "data", "deadline", "parks")
     _kind: ClassVar[Compiled]
     __fsm_kind__: ClassVar[type]
 
-    def __init__(self, state: str, data: D, parks: int = 0) -> None:
+    def __init__(self, state: str, data: D, parks: int = 0, deadline: float | None = None) -> None:
         self._state = state
         self.data = data
         self.parks = parks
+        self.deadline = deadline
+        """Unix time a wait state's timeout fires (``State.wait(timeout=...)``), set by the
+        first step in the state; None elsewhere."""
         self._id = self._kind.action_id(data)
 
     @property
@@ -73,13 +76,15 @@ class Instance(Action[S], Generic[D, S]):
         return self._state
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._state!r}, {self.data!r}, parks={self.parks})"
+        deadline = "" if self.deadline is None else f", deadline={self.deadline}"
+        return f"{type(self).__name__}({self._state!r}, {self.data!r}, parks={self.parks}{deadline})"
 
     def __eq__(self, other: object) -> bool:
         return (
             type(other) is type(self)
             and isinstance(other, Instance)
-            and (self._state, self.data, self.parks) == (other._state, other.data, other.parks)
+            and (self._state, self.data, self.parks, self.deadline)
+            == (other._state, other.data, other.parks, other.deadline)
         )
 
     __hash__ = None  # type: ignore[assignment]  # equal by value, and data may be mutable
@@ -89,6 +94,8 @@ class Instance(Action[S], Generic[D, S]):
     def advance(self, ctx: StepContext[S]) -> MaybeAwaitable:
         """Take the first transition whose guard holds; park in a wait state if none does."""
         st = self._kind.states[self._state]
+        if st.slow:
+            return self._advance_slow(ctx, st)
         if st.has_async:
             return self._advance_async(ctx, st)
         data = self.data
@@ -128,6 +135,71 @@ class Instance(Action[S], Generic[D, S]):
                     raise wrong_effect_result(st, effect, data)
             return end if end is not None else Next(type(self)(target, data))
         return self._no_exit(ctx, st)
+
+    async def _advance_slow(self, ctx: StepContext[S], st: CompiledState) -> Outcome:
+        """A state with event rows or a deadline: its events first, then its plain rows,
+        then its deadline (see `fsm.State.to` and `fsm.State.wait`)."""
+        data = self.data
+        hop = ctx.threads.run if st.blocking else None
+        if st.events and ctx.has_events:
+            for delivered in ctx.events():
+                event = self._kind.decode_event(delivered)
+                if isinstance(event, str):  # unreadable: set aside with its reason
+                    ctx.drop_event(delivered.id, event)
+                    continue
+                for on, guard, guard_async, effect, effect_async, target, end in st.events:
+                    if not isinstance(event, on):
+                        continue
+                    if guard is not None:
+                        holds = await _call(hop, guard, guard_async, ctx, data, event)
+                        if holds is False:
+                            continue
+                        if holds is not True:
+                            raise wrong_guard_result(st, guard, holds)
+                    if effect is not None:
+                        data = await _call(hop, effect, effect_async, ctx, data, event)
+                        if not isinstance(data, st.data_type):
+                            raise wrong_effect_result(st, effect, data)
+                    ctx.consume_event(delivered.id)
+                    return self._moved(st, target, end, data)
+        for guard, guard_async, effect, effect_async, target, end in st.edges:
+            if guard is not None:
+                holds = await _call(hop, guard, guard_async, ctx, data)
+                if holds is False:
+                    continue
+                if holds is not True:
+                    raise wrong_guard_result(st, guard, holds)
+            if effect is not None:
+                data = await _call(hop, effect, effect_async, ctx, data)
+                if not isinstance(data, st.data_type):
+                    raise wrong_effect_result(st, effect, data)
+            return self._moved(st, target, end, data)
+        if st.deadline is None:
+            return self._no_exit(ctx, st)
+        seconds, target, end = st.deadline
+        deadline = self.deadline
+        if deadline is None:  # the first step in the state: the deadline starts now
+            deadline = ctx.now + _seconds(st, seconds, data)
+        left = deadline - ctx.now
+        if left <= 0:
+            return self._moved(st, target, end, data)
+        parked = self._no_exit(ctx, st)
+        assert isinstance(parked, Park)
+        again = parked.state
+        assert isinstance(again, Instance)
+        if again.deadline != deadline:
+            again = type(self)(self._state, self.data, again.parks, deadline)
+        wake = parked.wake_after
+        return Park(again, wake_after=left if wake is None else min(wake, left))
+
+    def _moved(self, st: CompiledState, target: str, end: Outcome | None, data: Any) -> Outcome:
+        """The outcome of a row (or a deadline) taken in a slow state: an end, or the next
+        checkpoint; staying in the same state keeps its deadline."""
+        if end is not None:
+            return end
+        if target == self._state:
+            return Next(type(self)(target, data, 0, self.deadline))
+        return Next(type(self)(target, data))
 
     def _no_exit(self, ctx: StepContext[S], st: CompiledState) -> Outcome:
         if st.role == "wait":
@@ -228,6 +300,26 @@ class Instance(Action[S], Generic[D, S]):
         if st.targets is not None and target != st.name and target not in st.targets:
             raise undeclared_target(st, target)
         return outcome
+
+
+async def _call(hop: Any, fn: Any, is_async_fn: bool, *args: Any) -> Any:
+    """A callback of the slow path: awaited, on the thread pool (blocking), or called."""
+    if is_async_fn:
+        return await fn(*args)
+    if hop is not None:
+        return await hop(fn, *args)
+    return fn(*args)
+
+
+def _seconds(st: CompiledState, seconds: Any, data: Any) -> float:
+    """A deadline's length: the number, or what the function of the data returned."""
+    value = seconds(data) if callable(seconds) else seconds
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise KindError(
+            f"{st.where}: timeout {callable_name(seconds)} returned {value!r}, expected a "
+            "number of seconds. Fix: return a float"
+        )
+    return float(value)
 
 
 def wrong_guard_result(st: CompiledState, guard: Any, holds: object) -> KindError:

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import enum
 import types
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeAlias, TypeVar
 
 import attrs
 
 from fsm.blocking import SHARED, BlockingPool
 from fsm.errors import Rejected, ResourceConflict
+from fsm.events import Delivered
 from fsm.ids import idempotency_key as make_key
 from fsm.retry import SEED_POLICY, RetryPolicy
 
@@ -122,8 +123,10 @@ class StepContext(Generic[S]):
         "_acquired",
         "_held",
         "_holder_of",
+        "_inbox",
         "_load_held",
         "_memo",
+        "_outbox",
         "_released",
         "action_id",
         "attempts",
@@ -149,6 +152,7 @@ class StepContext(Generic[S]):
         holder_of: Callable[[str], str | None],
         incarnation: str = "",
         threads: BlockingPool | None = None,
+        inbox: Inbox | None = None,
     ) -> None:
         self.services = services
         self.action_id = action_id
@@ -164,6 +168,8 @@ class StepContext(Generic[S]):
         self._acquired: list[str] = []
         self._released: list[str] = []
         self._memo: dict[Any, Any] | None = None
+        self._inbox = inbox
+        self._outbox: Outbox | None = None
         self.threads = SHARED if threads is None else threads
         """The executor's pool for blocking callbacks (``Executor(blocking_threads=...)``):
         ``await ctx.threads.run(fn, *args)`` runs one blocking call off the event loop."""
@@ -240,12 +246,90 @@ class StepContext(Generic[S]):
         """(acquired, released) by this step, for the executor to write."""
         return tuple(self._acquired), tuple(self._released)
 
+    # -- events and children -----------------------------------------------------------
+
+    @property
+    def has_events(self) -> bool:
+        """Whether the action may have pending events (the row's count at the claim, or a
+        send seen since): when False, `events` is not read."""
+        return self._inbox is not None and self._inbox.pending > 0
+
+    def events(self) -> Sequence[Delivered]:
+        """The action's pending events in the order they were sent, read once per step."""
+        inbox = self._inbox
+        if inbox is None:
+            return ()
+        if inbox.loaded is None:
+            inbox.loaded = tuple(inbox.load())
+        return inbox.loaded
+
+    def consume_event(self, event_id: int) -> None:
+        """This step takes the event: it leaves the inbox in the checkpoint's transaction."""
+        out = self.outbox
+        if out.consumed is not None:
+            raise RuntimeError("a step consumes at most one event")
+        out.consumed = event_id
+
+    def drop_event(self, event_id: int, why: str) -> None:
+        """Set an event aside that can never be taken (``why`` is kept on its row)."""
+        self.outbox.dropped.append((event_id, why))
+
+    def spawn(self, child: Action[Any]) -> str:
+        """Start ``child`` as a child of this action, in the transaction of this step's
+        checkpoint: a crash never leaves a child without its parent's record of it, nor a
+        parent waiting for a child that was never started. When the child ends, the parent
+        receives `fsm.ChildEnded` (written in the transaction that ends the child). Returns
+        the child's id; keep it in the data to know whom to wait for. A live action already
+        holding the id makes the step's write fail (retried with backoff), so a re-run of
+        this step after a crash cannot start the child twice.
+        """
+        out = self.outbox
+        if any(c.id == child.id for c in out.spawned):
+            raise ValueError(f"this step already spawns a child with id {child.id!r}")
+        out.spawned.append(child)
+        return child.id
+
+    @property
+    def outbox(self) -> Outbox:
+        """What this step does besides its checkpoint: events taken or set aside, children."""
+        out = self._outbox
+        if out is None:
+            out = self._outbox = Outbox()
+        return out
+
+    def changes(self) -> Outbox | None:
+        """The step's outbox, or None when it has nothing in it (the usual step)."""
+        return self._outbox
+
     def _held_set(self) -> set[str]:
         """What the action holds with this step's changes; read once, when first asked (a
         release reads it first, so only acquisitions can precede the read)."""
         if self._held is None:
             self._held = set(self._load_held()).union(self._acquired)
         return self._held
+
+
+class Inbox:
+    """What a drive knows of its action's pending events: how many (the row's count at the
+    claim, plus sends seen since), and how to read them (once per step)."""
+
+    __slots__ = ("load", "loaded", "pending")
+
+    def __init__(self, pending: int, load: Callable[[], Iterable[Delivered]]) -> None:
+        self.pending = pending
+        self.load = load
+        self.loaded: tuple[Delivered, ...] | None = None
+
+
+class Outbox:
+    """A step's writes besides its checkpoint, made in the same transaction."""
+
+    __slots__ = ("consumed", "dropped", "spawned")
+
+    def __init__(self) -> None:
+        self.consumed: int | None = None
+        self.dropped: list[tuple[int, str]] = []
+        self.spawned: list[Action[Any]] = []
 
 
 class Action(Generic[S]):

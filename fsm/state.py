@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, Literal, TypeAlias, TypeVar
+from typing import Any, Generic, Literal, TypeAlias, TypeVar, overload
 
 import attrs
 
@@ -26,6 +26,8 @@ from fsm.protocol import MaybeAwaitable, S, StepContext
 from fsm.retry import RetryPolicy
 
 D = TypeVar("D")
+E = TypeVar("E")
+"""An event type: an attrs class a transition row accepts (``on=``)."""
 
 Role = Literal["step", "wait", "done", "failed"]
 """What a state does: runs steps, waits for a wake-up, or ends the action (done, failed)."""
@@ -37,6 +39,13 @@ Guard: TypeAlias = Callable[[StepContext[S], D], bool | Awaitable[bool]]
 """``guard(ctx, data) -> bool`` (or an async def): may this transition be taken now?"""
 Effect: TypeAlias = Callable[[StepContext[S], D], D | Awaitable[D]]
 """``effect(ctx, data) -> new data`` (or an async def): the side effects of the transition."""
+EventGuard: TypeAlias = Callable[[StepContext[S], D, E], bool | Awaitable[bool]]
+"""``guard(ctx, data, event) -> bool`` (or an async def) of a row with ``on=EventType``."""
+EventEffect: TypeAlias = Callable[[StepContext[S], D, E], D | Awaitable[D]]
+"""``effect(ctx, data, event) -> new data`` (or an async def) of a row with ``on=EventType``:
+it runs in the step that consumes the event, in the transaction of its checkpoint."""
+Timeout: TypeAlias = float | Callable[[Any], float]
+"""A wait state's deadline: seconds after the state is entered, or a function of the data."""
 RejectionHandler: TypeAlias = Callable[[StepContext[S], D, BaseException], MaybeAwaitable]
 """``handler(ctx, data, error) -> Outcome``: decides what a rejection (or a spent retry
 budget) leads to; build a move to another state with ``MyKind.goto(data, state)``."""
@@ -63,19 +72,55 @@ class Wake:
         return "on notify"
 
 
+@attrs.frozen
+class Deadline:
+    """A wait state's deadline (``State.wait(timeout=..., on_timeout=...)``).
+
+    ``seconds``: a number, or a function of the data giving one, evaluated when the action
+    enters the state; ``to``: the state the action moves to once the deadline has passed and
+    no event row or guard of the state was taken.
+    """
+
+    seconds: Timeout
+    to: State
+
+    def describe(self) -> str:
+        if callable(self.seconds):
+            return f"after {callable_name(self.seconds)}"
+        return f"after {_duration(self.seconds)}"
+
+
+def _duration(seconds: float) -> str:
+    """``30s``, ``15m``, ``3d``: a deadline as diagrams label it."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 class State:
     """One state of a kind; its name is the class attribute it is assigned to.
 
     Build them with ``State()`` (an ordinary step state), ``State(initial=True)``,
     ``State.wait(...)``, ``State.done()`` and ``State.failed()``. ``retry`` overrides the
-    kind's retry policy for transient errors raised in this state; ``timeout`` (seconds)
-    overrides the kind's step timeout for its steps (an async step running longer is
-    cancelled and retried); ``blocking=True`` runs its synchronous guards, effects and
+    kind's retry policy for transient errors raised in this state; ``step_timeout``
+    (seconds) overrides the kind's step timeout for its steps (an async step running longer
+    is cancelled and retried); ``blocking=True`` runs its synchronous guards, effects and
     rejection handler on the executor's thread pool (`fsm.blocking`), ``False`` on the event
     loop, ``None`` (the default) as the kind's ``blocking`` says; ``doc`` is shown in diagrams.
     """
 
-    __slots__ = ("blocking", "doc", "initial", "name", "retry", "role", "timeout", "wake")
+    __slots__ = (
+        "blocking",
+        "deadline",
+        "doc",
+        "initial",
+        "name",
+        "retry",
+        "role",
+        "step_timeout",
+        "wake",
+    )
 
     def __init__(
         self,
@@ -85,15 +130,17 @@ class State:
         doc: str | None = None,
         role: Role = "step",
         wake: Wake | None = None,
-        timeout: float | None = None,
+        step_timeout: float | None = None,
         blocking: bool | None = None,
+        deadline: Deadline | None = None,
     ) -> None:
-        if timeout is not None and not timeout > 0:
-            raise DefinitionError(f"State: `timeout` must be > 0 seconds, got {timeout}")
+        if step_timeout is not None and not step_timeout > 0:
+            raise DefinitionError(f"State: `step_timeout` must be > 0 seconds, got {step_timeout}")
         self.name = ""
         self.initial = initial
         self.retry = retry
-        self.timeout = timeout
+        self.step_timeout = step_timeout
+        self.deadline = deadline
         self.blocking = blocking  # checked by fsm.validate, where the message can name the state
         self.doc = doc
         self.role: Role = role
@@ -109,26 +156,52 @@ class State:
         *,
         after: float | None = None,
         backoff: RetryPolicy | None = None,
+        timeout: Timeout | None = None,
+        on_timeout: State | None = None,
         initial: bool = False,
         retry: RetryPolicy | None = None,
         doc: str | None = None,
-        timeout: float | None = None,
+        step_timeout: float | None = None,
         blocking: bool | None = None,
     ) -> State:
-        """A state that parks until one of its guards holds (see `Wake` for ``after``)."""
+        """A state that parks until one of its guards holds or an event it accepts arrives
+        (see `Wake` for ``after`` and ``backoff``).
+
+        ``timeout`` with ``on_timeout``: a deadline, in seconds from entering the state (or
+        a function of the data giving them, called on entry). It is stored with the
+        checkpoint and as the row's wake-up, so it fires after a restart too; once it has
+        passed and no event row or guard of the state is taken, the action moves to
+        ``on_timeout``. A transition back into the same state keeps the deadline (the
+        action never left); any other entry starts a new one.
+        """
+        if (timeout is None) != (on_timeout is None):
+            raise DefinitionError(
+                "State.wait: give `timeout` and `on_timeout` together (the deadline and the "
+                "state it leads to); a step's time limit is `step_timeout`"
+            )
+        if timeout is not None and not callable(timeout):
+            if not isinstance(timeout, int | float) or not 0 < timeout < float("inf"):
+                raise DefinitionError(
+                    f"State.wait: `timeout` must be a number of seconds > 0 or a function of "
+                    f"the data, got {timeout!r}"
+                )
         if after is not None and backoff is not None:
             raise DefinitionError("State.wait: give `after` or `backoff`, not both")
         if after is not None and after < 0:
             raise DefinitionError(f"State.wait: `after` must be >= 0 seconds, got {after}")
         wake = Wake(after, backoff)
+        deadline = None
+        if timeout is not None and on_timeout is not None:
+            deadline = Deadline(timeout, on_timeout)
         return cls(
             initial=initial,
             retry=retry,
             doc=doc,
             role="wait",
             wake=wake,
-            timeout=timeout,
+            step_timeout=step_timeout,
             blocking=blocking,
+            deadline=deadline,
         )
 
     @classmethod
@@ -145,15 +218,44 @@ class State:
     def terminal(self) -> bool:
         return self.role in TERMINAL_ROLES
 
+    @overload
     def to(
         self,
         target: State,
         *,
+        on: None = None,
         guard: Guard[S, D] | None = None,
         effect: Effect[S, D] | None = None,
+    ) -> Transition[D, S]: ...
+
+    @overload
+    def to(
+        self,
+        target: State,
+        *,
+        on: type[E],
+        guard: EventGuard[S, D, E] | None = None,
+        effect: EventEffect[S, D, E] | None = None,
+    ) -> Transition[D, S]: ...
+
+    def to(
+        self,
+        target: State,
+        *,
+        on: type[Any] | None = None,
+        guard: Any = None,
+        effect: Any = None,
     ) -> Transition[D, S]:
-        """The transition ``self -> target``, taken when ``guard`` holds, running ``effect``."""
-        return Transition(self, target, guard, effect)
+        """The transition ``self -> target``, taken when ``guard`` holds, running ``effect``.
+
+        With ``on=EventType`` the row is taken by an event (`fsm.Executor.send`): a step
+        here offers the action's pending events, oldest first, to the state's event rows in
+        table order; the first row whose type the event is an instance of and whose
+        ``guard(ctx, data, event)`` holds consumes it, in the same transaction as the
+        checkpoint its ``effect(ctx, data, event)`` returns. The plain rows run only when no
+        event was taken.
+        """
+        return Transition(self, target, guard, effect, on)
 
     def rejected(
         self,
@@ -205,24 +307,29 @@ class State:
 
 
 class Transition(Generic[D, S]):
-    """One row of the table: ``source -> target`` with an optional guard and effect."""
+    """One row of the table: ``source -> target`` with an optional guard and effect, taken by
+    an event of type ``on`` when it is set (then the callbacks also receive the event)."""
 
-    __slots__ = ("effect", "guard", "source", "target")
+    __slots__ = ("effect", "guard", "on", "source", "target")
 
     def __init__(
         self,
         source: State,
         target: State,
-        guard: Guard[S, D] | None = None,
-        effect: Effect[S, D] | None = None,
+        guard: Any = None,
+        effect: Any = None,
+        on: type[Any] | None = None,
     ) -> None:
         self.source = source
         self.target = target
         self.guard = guard
         self.effect = effect
+        self.on = on
 
     def __repr__(self) -> str:
         parts = [f"{self.source.name} -> {self.target.name}"]
+        if self.on is not None:
+            parts.append(f"on={getattr(self.on, '__name__', repr(self.on))}")
         if self.guard is not None:
             parts.append(f"guard={callable_name(self.guard)}")
         if self.effect is not None:

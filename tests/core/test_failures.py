@@ -492,7 +492,7 @@ async def never_answers(ctx: StepContext[None], b: Booking) -> Booking:
 class HangingKind(Kind[Booking, None]):
     name = "hanging"
     timeout = 30.0  # the kind's default for its async steps ...
-    a = State(initial=True, timeout=0.05)  # ... and one state's own
+    a = State(initial=True, step_timeout=0.05)  # ... and one state's own
     b = State.done()
     transitions = (a.to(b, effect=never_answers),)
 

@@ -214,7 +214,7 @@ def test_a_timed_out_blocking_effect_is_a_step_timeout_and_its_late_result_never
         returned.set()
         return attrs.evolve(j, note="late")
 
-    kind = one_step(True, effect=hangs, timeout=0.05)
+    kind = one_step(True, effect=hangs, step_timeout=0.05)
     ex: fsm.Executor[Probe] = fsm.Executor(store, Probe(), kinds=[kind])
 
     async def go() -> fsm.DriveResult:
