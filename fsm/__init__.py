@@ -26,6 +26,7 @@ from fsm.errors import (
     StepTimeout,
     UnknownKind,
 )
+from fsm.events import ChildEnded
 from fsm.executor import Controlled, Controls, Executor
 from fsm.ids import check_id
 from fsm.interpreter import Instance
@@ -45,7 +46,15 @@ from fsm.protocol import (
     park_with_backoff,
 )
 from fsm.registry import Registry
-from fsm.results import DriveResult, DriveStatus, ResumeReport, StartResult, StartStatus
+from fsm.results import (
+    DriveResult,
+    DriveStatus,
+    ResumeReport,
+    SendResult,
+    SendStatus,
+    StartResult,
+    StartStatus,
+)
 from fsm.retry import RetryPolicy
 from fsm.state import CancelRoute, Rejection, RejectionHandler, State, Transition, Wake
 from fsm.store import (
@@ -75,6 +84,7 @@ __all__ = [
     "ActionSummary",
     "CancelRoute",
     "Cancellation",
+    "ChildEnded",
     "ControlRefused",
     "Controlled",
     "Controls",
@@ -117,6 +127,8 @@ __all__ = [
     "ResumeReport",
     "RetryPolicy",
     "SchemaError",
+    "SendResult",
+    "SendStatus",
     "StartResult",
     "StartStatus",
     "State",

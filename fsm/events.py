@@ -15,10 +15,24 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+import orjson
+
+from fsm.protocol import Cancellation
 
 CANCEL = "fsm.Cancel"
 """The event name of an operator's cancel queued while a driver held the action: consumed
 at the drive's next step boundary through the table's cancel routes."""
+
+
+def encode_cancel(reason: str, by: str | None) -> str:
+    """A queued cancel's payload (the `fsm.protocol.Cancellation` it stands for)."""
+    return orjson.dumps({"reason": reason, "by": by}).decode()
+
+
+def decode_cancel(payload: str) -> Cancellation:
+    """The `Cancellation` a queued cancel carries (written by `encode_cancel`)."""
+    body = orjson.loads(payload)
+    return Cancellation(str(body["reason"]), body.get("by"))
 
 
 def event_name(cls: type[Any]) -> str:

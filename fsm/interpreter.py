@@ -77,7 +77,9 @@ class Instance(Action[S], Generic[D, S]):
 
     def __repr__(self) -> str:
         deadline = "" if self.deadline is None else f", deadline={self.deadline}"
-        return f"{type(self).__name__}({self._state!r}, {self.data!r}, parks={self.parks}{deadline})"
+        return (
+            f"{type(self).__name__}({self._state!r}, {self.data!r}, parks={self.parks}{deadline})"
+        )
 
     def __eq__(self, other: object) -> bool:
         return (

@@ -24,12 +24,13 @@ import attrs
 
 from fsm.blocking import SHARED, BlockingPool
 from fsm.errors import Rejected, ResourceConflict
-from fsm.events import Delivered
 from fsm.ids import idempotency_key as make_key
 from fsm.retry import SEED_POLICY, RetryPolicy
 
 if TYPE_CHECKING:
     import logging
+
+    from fsm.events import Delivered
 
 S = TypeVar("S")
 """The services object handed to every step (bark's ``Wallet``)."""

@@ -100,6 +100,39 @@ class StartResult:
         return self.status is StartStatus.STARTED
 
 
+class SendStatus(enum.Enum):
+    """What `Executor.send` did with an event."""
+
+    SENT = "sent"
+    """Stored in the action's inbox, the action made due: a step will take it."""
+    DUPLICATE = "duplicate"
+    """This key was sent to this action before with the same event: nothing new."""
+    DROPPED = "dropped"
+    """The kind drops events its current state does not take (``unaccepted = "drop"``):
+    kept as set aside (``detail``: why), for the record and for its key."""
+    REFUSED = "refused"
+    """Nothing stored (``detail``: why): no state of the kind takes this event, the state
+    does not take it and the kind rejects such events, or the key was used for another."""
+    FINISHED = "finished"
+    """The action has ended (``detail``: how); events to it are refused. (A dead letter
+    would be read by no one: its sender is told now instead.)"""
+    UNKNOWN = "unknown"
+    """No action has this id."""
+
+
+@attrs.frozen
+class SendResult:
+    """What `Executor.send` did; true when the event is (or was already) in the inbox."""
+
+    id: str
+    status: SendStatus
+    key: str
+    detail: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.status in (SendStatus.SENT, SendStatus.DUPLICATE)
+
+
 KEPT_FAILURES = 1000
 """How many results that are not `DriveResult.ok` a `ResumeReport` keeps in full."""
 

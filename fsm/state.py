@@ -179,12 +179,12 @@ class State:
                 "State.wait: give `timeout` and `on_timeout` together (the deadline and the "
                 "state it leads to); a step's time limit is `step_timeout`"
             )
-        if timeout is not None and not callable(timeout):
-            if not isinstance(timeout, int | float) or not 0 < timeout < float("inf"):
-                raise DefinitionError(
-                    f"State.wait: `timeout` must be a number of seconds > 0 or a function of "
-                    f"the data, got {timeout!r}"
-                )
+        number = isinstance(timeout, int | float) and 0 < timeout < float("inf")
+        if not (timeout is None or callable(timeout) or number):
+            raise DefinitionError(
+                f"State.wait: `timeout` must be a number of seconds > 0 or a function of "
+                f"the data, got {timeout!r}"
+            )
         if after is not None and backoff is not None:
             raise DefinitionError("State.wait: give `after` or `backoff`, not both")
         if after is not None and after < 0:

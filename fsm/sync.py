@@ -12,6 +12,7 @@ from typing import Any, Generic
 
 from fsm.executor import Controls, DriveResult, Executor, ResumeReport, StartResult
 from fsm.protocol import Action, DriveMode, S
+from fsm.results import SendResult
 from fsm.store import ActionReport, Store
 
 
@@ -34,6 +35,9 @@ class SyncExecutor(Generic[S]):
 
     def notify(self, action_id: str, mode: DriveMode = DriveMode.UNTIL_PARK_OR_DONE) -> DriveResult:
         return self._runner.run(self.executor.notify(action_id, mode))
+
+    def send(self, action_id: str, event: object, *, key: str) -> SendResult:
+        return self._runner.run(self.executor.send(action_id, event, key=key))
 
     def update(self, action_id: str, change: Callable[[Action[S]], Action[S]]) -> Action[S]:
         return self._runner.run(self.executor.update(action_id, change))

@@ -133,4 +133,3 @@ def open_store(store_url: str) -> Iterator[Callable[[], fsm.Store]]:
 @pytest.fixture
 def store(open_store: Callable[[], fsm.Store]) -> fsm.Store:
     return open_store()
-

@@ -31,6 +31,7 @@ from typing import Any
 from fsm.codec import KindCodec
 from fsm.errors import ActionBusy, ControlRefused, KindError, NoCancelRoute, NoSuchAction
 from fsm.executor.claims import foreign, let_go, readable
+from fsm.executor.sending import queue_cancel
 from fsm.failures import error_text, with_cause
 from fsm.protocol import Action, Cancellation, Done, Failed, Next
 from fsm.registry import Registry
@@ -83,6 +84,7 @@ class Controls:
         clock: Callable[[], float] | None = None,
         owner: str | None = None,
         driving: Container[str] = frozenset(),
+        heard: Callable[[str], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
@@ -92,6 +94,9 @@ class Controls:
         self.clock = clock if clock is not None else store.now
         self.owner = owner or new_owner()
         self.driving = driving
+        self.heard = heard
+        """Told of a cancel queued for an action (the executor's own controls: its drive of
+        that action, if any, takes the cancel at its next step boundary)."""
         self.sleep = sleep
 
     def retry(
@@ -154,14 +159,21 @@ class Controls:
         (``cancelled by <by>: <reason>``) are logged and become the action's cause, kept
         with its end. Raises `NoCancelRoute` when its state has none, `ControlRefused` when
         the row cannot be read here (quarantined, a kind not loaded, a newer version),
-        `NoSuchAction`, `ActionBusy`.
+        `NoSuchAction`.
+
+        While a driver holds the action (after ``wait`` seconds), the cancel is queued in its
+        inbox instead (outcome ``queued``): that drive takes it at its next step boundary,
+        through the cancel route of the state it is in then (`fsm.executor.sending`).
         """
         if not reason or not reason.strip():
             raise ValueError("a cancel needs a reason (it is recorded with the cancel)")
         cancel = Cancellation(reason, by)
         text = error_text(cancel.text)
         assert text is not None
-        taken = self._take(action_id, wait)
+        try:
+            taken = self._take(action_id, wait)
+        except ActionBusy:
+            return self._queue_cancel(action_id, cancel, text)
         c = taken.claimed
         now = self.clock()
         with self._holding(c):
@@ -277,6 +289,20 @@ class Controls:
         )
 
     # -- the lease ------------------------------------------------------------------------
+
+    def _queue_cancel(self, action_id: str, cancel: Cancellation, text: str) -> Controlled:
+        """`cancel` of an action a driver holds: queued (see there)."""
+        row = self.store.row(action_id)
+        status, detail = queue_cancel(self.store, self.registry, action_id, cancel, self.clock())
+        if status in ("unknown", "finished"):
+            raise NoSuchAction(f"no live action {action_id!r}" + (f" ({detail})" if detail else ""))
+        if status == "refused":
+            raise NoCancelRoute(f"action {action_id}: {detail}")
+        log.info("action %s: %s; queued (a driver holds it)", action_id, text)
+        if self.heard is not None:
+            self.heard(action_id)
+        kind, state = (row.kind, row.state) if row is not None else ("?", "?")
+        return Controlled(action_id, "cancel", kind, state, state, "queued", text)
 
     def _take(self, action_id: str, wait: float) -> Taken:
         """The action's lease for a control; while a driver holds it, refused (`ActionBusy`)

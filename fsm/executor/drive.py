@@ -17,19 +17,21 @@ from typing import Any, Protocol
 from fsm.blocking import BlockingPool
 from fsm.codec import KindCodec
 from fsm.errors import DoubleDriveMismatch, LeaseLost, Rejected
+from fsm.events import CANCEL, decode_cancel
 from fsm.executor.claims import let_go
 from fsm.executor.drivelog import Adapter
 from fsm.executor.naps import Naps, Timer
 from fsm.executor.plan import Plan, Write, after_failed_write, plan, plan_broken
 from fsm.executor.step import advance, drive_again, encode, handle
 from fsm.failures import broken_text, chained_text, error_text
-from fsm.ids import idempotency_key
+from fsm.ids import check_id, idempotency_key, new_incarnation
 from fsm.observer import Observer
-from fsm.protocol import Action, Done, DriveMode, Failed, Next, Park, StepContext
+from fsm.protocol import Action, Done, DriveMode, Failed, Inbox, Next, Park, StepContext
 from fsm.registry import Registry
 from fsm.results import DriveResult, DriveStatus
 from fsm.retry import RetryPolicy
 from fsm.store import Bookkeeping, Claimed, LogEntry, Store
+from fsm.store.inbox import Child, StepInbox
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,9 @@ class Driver(Protocol):
     naps: Naps
     observer: Observer | None
     threads: BlockingPool
-    _driving: set[str]
-    """The ids being driven: each drive adds its own while it runs (`Executor.driving`)."""
+    _driving: dict[str, Drive]
+    """The drives running: each adds itself while it runs (`Executor.driving`; a send of
+    this executor tells the drive of its action at once, `Drive.heard`)."""
 
 
 class Drive:
@@ -78,6 +81,8 @@ class Drive:
         "incarnation",
         "kind",
         "payload",
+        "pending",
+        "seen",
         "seq",
         "state",
         "steps",
@@ -98,6 +103,11 @@ class Drive:
         self.bookkeeping = claimed.bookkeeping
         self.action = action
         self.steps = 0
+        self.pending = claimed.inbox
+        """Pending events in the inbox, as far as this drive knows (the claim's count, its
+        own takings, sends of this process): while 0, no step reads the inbox."""
+        self.seen = 0
+        """``pending`` when the drive last looked for a queued cancel (`cancel_queued`)."""
 
     @property
     def adapter(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -114,7 +124,7 @@ class Drive:
         A drive asleep in a park holds this frame: what it does besides the loop is in
         methods (`stopped`, `doze`, `rouse`), which keeps the frame small.
         """
-        self.ex._driving.add(self.id)
+        self.ex._driving[self.id] = self
         try:
             held_since = time.perf_counter()
             while True:
@@ -140,7 +150,8 @@ class Drive:
             let_go(self.ex.store, self.id, self.epoch, self.adapter)
             raise
         finally:
-            self.ex._driving.discard(self.id)
+            if self.ex._driving.get(self.id) is self:
+                del self.ex._driving[self.id]
 
     def stopped(self) -> DriveResult:
         """The executor is stopping: let go of the lease, leave the action as written."""
@@ -175,6 +186,10 @@ class Drive:
         via = "step"
         cause: str | None = None
         routed = False
+        if self.pending > self.seen:  # new events since the last look: a cancel among them?
+            cancelled = await self.cancel_queued(ctx, started, t0, mode)
+            if cancelled is not False:
+                return cancelled
         try:
             outcome = advance(self.action, ctx, ex.step_timeout)
             if not isinstance(outcome, _OUTCOMES):  # ``advance`` was asynchronous
@@ -225,11 +240,15 @@ class Drive:
             lease_ttl=ex.store.lease_ttl,
             duration=duration,
         )
+        try:
+            inbox = self.outbox(ctx)
+        except Exception as exc:  # a child that does not encode: the kind's bug
+            return await self.park_broken(exc, started, t0)
         if isinstance(outcome, _ENDS):
-            return await self.finish(planned, now)
+            return await self.finish(planned, now, inbox)
         acquired, released = ctx.resource_changes()
         try:
-            await self.write(planned, acquired, released, now)
+            await self.write(planned, acquired, released, now, inbox)
         except LeaseLost as exc:
             return self.dropped(exc)
         except Exception as exc:
@@ -238,6 +257,82 @@ class Drive:
             self.adapter.error("could not write the checkpoint: %s", exc)
             return self.record_failure(exc)
         return self.advanced(planned, outcome)
+
+    def outbox(self, ctx: StepContext[Any]) -> StepInbox | None:
+        """What the step wrote to its outbox, encoded for the store (None: nothing)."""
+        out = ctx.changes()
+        if out is None:
+            return None
+        children = []
+        for child in out.spawned:
+            codec = self.ex.registry.of(child)
+            state, payload = codec.dump(child)
+            check_id(child.id)
+            children.append(
+                Child(
+                    child.id, codec.name, state, codec.version, payload.decode(), new_incarnation()
+                )
+            )
+        taken = (out.consumed is not None) + len(out.dropped)
+        self.pending = max(0, self.pending - taken)  # as it will be once written
+        self.seen = min(self.seen, self.pending)
+        return StepInbox(out.consumed, self.seq, tuple(out.dropped), tuple(children))
+
+    async def cancel_queued(
+        self, ctx: StepContext[Any], started: float, t0: float, mode: DriveMode
+    ) -> DriveResult | float | bool | None:
+        """A step boundary with new events: an operator's cancel queued while this action
+        was held (`fsm.Controls.cancel`) is taken here, through the state's cancel route, in
+        the transaction of the checkpoint it leads to. False: no cancel to take now (none
+        queued, or this state has no cancel route: it stays queued for one that has)."""
+        self.seen = self.pending
+        queued = [e for e in ctx.events() if e.name == CANCEL]
+        if not queued:
+            return False
+        cancel = decode_cancel(queued[0].payload)
+        outcome = self.action.on_cancel(cancel)
+        if outcome is None:
+            return False
+        self.adapter.info("%s (queued while the action was held)", cancel.text)
+        ctx.consume_event(queued[0].id)
+        try:
+            encoded = encode(self.codec, outcome)
+        except Exception as exc:
+            return await self.park_broken(exc, started, t0)
+        now = self.ex.clock()
+        planned = plan(
+            outcome,
+            self,
+            encoded,
+            kind=self.codec.name,
+            version=self.codec.version,
+            via="cancel",
+            attempts=0,
+            cause=error_text(cancel.text),
+            routed=True,
+            mode=mode,
+            stopping=self.ex.stopping,
+            started=started,
+            now=now,
+            lease_ttl=self.ex.store.lease_ttl,
+            duration=time.perf_counter() - t0,
+        )
+        inbox = self.outbox(ctx)
+        if isinstance(outcome, _ENDS):
+            return await self.finish(planned, now, inbox)
+        try:
+            await self.write(planned, (), (), now, inbox)
+        except LeaseLost as exc:
+            return self.dropped(exc)
+        except Exception as exc:
+            self.adapter.error("could not write the cancel: %s", exc)
+            return self.record_failure(exc)
+        assert isinstance(outcome, Next)
+        return self.advanced(planned, outcome)
+
+    def heard(self) -> None:
+        """A send of this process put an event in the inbox: the next step boundary reads it."""
+        self.pending += 1
 
     def advanced(self, planned: Plan, outcome: Next | Park) -> DriveResult | float | None:
         """A `Next` or `Park` is durable: the drive stands on it; say whether it goes on."""
@@ -257,7 +352,12 @@ class Drive:
         return self.result(DriveStatus.PARKED, error)
 
     def write(
-        self, planned: Plan, acquired: Sequence[str], released: Sequence[str], now: float
+        self,
+        planned: Plan,
+        acquired: Sequence[str],
+        released: Sequence[str],
+        now: float,
+        inbox: StepInbox | None = None,
     ) -> Awaitable[None]:
         """Write a planned checkpoint, fenced by the claim's epoch, through the committer;
         awaiting it returns once the checkpoint is durable."""
@@ -268,6 +368,7 @@ class Drive:
             self.epoch,
             (planned.state, planned.payload, planned.seq, self.bookkeeping, new, acquired, released,
              planned.entry, now),
+            inbox,
         )  # fmt: skip
 
     def dropped(self, exc: LeaseLost) -> DriveResult:
@@ -275,7 +376,9 @@ class Drive:
         self.adapter.warning("%s; dropping the action", exc.why)
         return self.result(DriveStatus.LEASE_LOST, exc)
 
-    async def finish(self, planned: Plan, now: float) -> DriveResult:
+    async def finish(
+        self, planned: Plan, now: float, inbox: StepInbox | None = None
+    ) -> DriveResult:
         """Terminal: delete the row, keep the outcome, and report the terminal state."""
         failure = planned.failure
         try:
@@ -284,6 +387,7 @@ class Drive:
                 self.epoch,
                 planned.entry,
                 now,
+                inbox,
                 status=planned.entry.outcome,  # the end's: done or failed
                 state=planned.state,
                 error=None if failure is None else chained_text(failure),
@@ -371,6 +475,9 @@ class Drive:
         ex = self.ex
         store = ex.store
         action_id = self.id
+        inbox = None
+        if self.pending:
+            inbox = Inbox(self.pending, lambda: store.pending_events(action_id))
         return StepContext(
             ex.services,
             action_id,
@@ -383,6 +490,7 @@ class Drive:
             store.holder_of,
             self.incarnation,
             ex.threads,
+            inbox,
         )
 
     def committed(self, entry: LogEntry) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Generic
 import fsm.results
 from fsm.blocking import DEFAULT_BLOCKING_THREADS, BlockingPool
 from fsm.errors import KindMismatch, NoSuchAction
+from fsm.executor import sending
 from fsm.executor.claims import why_not
 from fsm.executor.controls import Controls
 from fsm.executor.drive import Drive
@@ -30,7 +31,15 @@ from fsm.ids import check_id, new_incarnation
 from fsm.observer import Observer
 from fsm.protocol import Action, DriveMode, S
 from fsm.registry import Registry, decode_report
-from fsm.results import DriveResult, DriveStatus, ResumeReport, StartResult, StartStatus, Tally
+from fsm.results import (
+    DriveResult,
+    DriveStatus,
+    ResumeReport,
+    SendResult,
+    StartResult,
+    StartStatus,
+    Tally,
+)
 from fsm.retry import SEED_POLICY, RetryPolicy
 from fsm.store import ActionReport, Claimed, KeptOutcome, LogEntry, Store, new_owner
 from fsm.store.hooks import warn_armed
@@ -121,16 +130,25 @@ class Executor(Generic[S]):
         self.stopping = False
         self.naps = Naps()  # the drives sleeping through a park, for notify and stop to wake
         self.turns = Turns(TURN)  # starts let through per turn of the loop (fsm.executor.turns)
-        self._driving: set[str] = set()
+        self._driving: dict[str, Drive] = {}
         self.controls = Controls(
             store,
             registry=self.registry,
             clock=lambda: self.clock(),
             owner=self.owner,
             driving=self._driving,
+            heard=self._heard,
         )
         """The operator's controls over this store's actions (`fsm.Controls`), with this
         executor's kinds, clock and lease owner; an action it is driving counts as busy."""
+
+    def _heard(self, action_id: str) -> None:
+        """An event reached the inbox of ``action_id``: a drive of it here reads it at its
+        next step boundary, and wakes from a nap."""
+        drive = self._driving.get(action_id)
+        if drive is not None:
+            drive.heard()
+        self.naps.wake(action_id)
 
     @property
     def driving(self) -> frozenset[str]:
@@ -288,6 +306,20 @@ class Executor(Generic[S]):
         self.store.mark_due(action_id, self.clock())
         self.naps.wake(action_id)
         return await self.drive(action_id, mode)
+
+    async def send(self, action_id: str, event: object, *, key: str) -> SendResult:
+        """Send ``event`` (an instance of an attrs class) to the live action ``action_id``.
+
+        Stored in the action's inbox in one transaction, deduplicated by ``key`` (a send
+        repeating a key with the same event is a `SendStatus.DUPLICATE`, with another event
+        refused), the action made due and the workers woken; the action is never driven
+        here, so this needs no services. A step of a state whose row takes the event
+        (``waiting.to(approved, on=Approved)``) consumes it in its checkpoint's transaction;
+        until one does, it stays queued (unless the kind says ``unaccepted = "reject"`` or
+        ``"drop"``). An event to an ended or unknown action is refused (`SendStatus.FINISHED`,
+        `SendStatus.UNKNOWN`); see docs/events.md.
+        """
+        return await sending.send(self, action_id, event, key)
 
     async def update(self, action_id: str, change: Callable[[Action[S]], Action[S]]) -> Action[S]:
         """Change a live action's checkpoint from outside, under its lease.

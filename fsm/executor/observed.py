@@ -24,6 +24,7 @@ from fsm.observer import Observer, StepEnd, StepStart
 from fsm.protocol import Action, DriveMode
 from fsm.results import DriveResult, DriveStatus
 from fsm.store import Claimed, LogEntry
+from fsm.store.inbox import StepInbox
 
 
 class ObservedDrive(Drive):
@@ -79,18 +80,25 @@ class ObservedDrive(Drive):
         return StepEnd(outcome, entry.via, stands, entry.duration, self._commit, error)
 
     async def write(
-        self, planned: Plan, acquired: Sequence[str], released: Sequence[str], now: float
+        self,
+        planned: Plan,
+        acquired: Sequence[str],
+        released: Sequence[str],
+        now: float,
+        inbox: StepInbox | None = None,
     ) -> None:
         self._planned = planned
         self._handed = time.perf_counter()
-        await super().write(planned, acquired, released, now)
+        await super().write(planned, acquired, released, now, inbox)
         if self._commit is None:
             self._commit = time.perf_counter() - self._handed
 
-    async def finish(self, planned: Plan, now: float) -> DriveResult:
+    async def finish(
+        self, planned: Plan, now: float, inbox: StepInbox | None = None
+    ) -> DriveResult:
         self._planned = planned
         self._handed = time.perf_counter()
-        return await super().finish(planned, now)
+        return await super().finish(planned, now, inbox)
 
     def committed(self, entry: LogEntry) -> None:
         if self._commit is None:  # an end (`finish`); a checkpoint was timed by `write`

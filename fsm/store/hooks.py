@@ -33,9 +33,11 @@ WRITE_POINTS: tuple[str, ...] = (
     "claim",  # taking the lease (a single drive, or a worker's batch)
     "checkpoint",  # the step's checkpoint (and its log row)
     "resources",  # a checkpoint that also changes resources (one transaction)
+    "inbox",  # a checkpoint that also takes an event or spawns children (one transaction)
     "finish",  # the terminal delete (resources released by cascade, log row)
     "unclaim",  # letting go of the lease without a checkpoint change
     "wake",  # marking an action due (notify)
+    "send",  # an event stored in an action's inbox, the action made due (one transaction)
     "control",  # an operator's control written under the lease (retry, cancel, ...)
     "quarantine",  # setting an unreadable row aside
 )

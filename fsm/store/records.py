@@ -65,6 +65,8 @@ class Claimed:
     incarnation: str
     cause: str | None
     broken: bool
+    inbox: int = 0
+    """Pending events in the action's inbox at the claim (schema v6)."""
 
     @property
     def bookkeeping(self) -> Bookkeeping:

@@ -21,8 +21,9 @@ import peewee
 from playhouse.shortcuts import ThreadSafeDatabaseMetadata
 
 from fsm.errors import NotAnFsmDatabase, SchemaError
+from fsm.store.channel import channel_for
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class _PerThread(ThreadSafeDatabaseMetadata):  # type: ignore[misc]  # playhouse is untyped
@@ -73,6 +74,9 @@ class ActionRow(_Base):
     ending = peewee.CharField(max_length=16, null=True)  # SQLite's end trigger (schema v4)
     steps = peewee.IntegerField(constraints=[peewee.SQL("DEFAULT 0")])  # schema v5
     retries = peewee.IntegerField(constraints=[peewee.SQL("DEFAULT 0")])  # schema v5
+    inbox = peewee.IntegerField(constraints=[peewee.SQL("DEFAULT 0")])  # schema v6
+    parent = peewee.CharField(max_length=200, null=True)  # schema v6
+    parent_incarnation = peewee.CharField(max_length=32, null=True)  # schema v6
 
     class Meta:
         table_name = "fsm_action"
@@ -98,6 +102,15 @@ _V5_COUNTS = (
 (counted by the step's own UPDATE) and on ``fsm_outcome`` (copied by the end)."""
 
 
+_V6_COLUMNS = (
+    ("inbox", "INTEGER NOT NULL DEFAULT 0"),
+    ("parent", "VARCHAR(200)"),
+    ("parent_incarnation", "VARCHAR(32)"),
+)
+"""Schema v6: the count of pending events (``fsm_event``), and the parent that spawned the
+action (`fsm.StepContext.spawn`), told of its end by ``fsm_child_end``."""
+
+
 class ResourceRow(_Base):
     """A named resource and the live action holding it.
 
@@ -113,6 +126,33 @@ class ResourceRow(_Base):
 
     class Meta:
         table_name = "fsm_resource"
+
+
+class EventRow(_Base):
+    """An event sent to a live action (`fsm.Executor.send`): its inbox, and what it took.
+
+    ``id`` is the send order. ``consumed_at`` is set by the step that takes the event, in
+    its checkpoint's transaction (``consumed_seq``: that step's sequence), or when it is set
+    aside (``dropped``: why). The row stays while the action lives, so a send repeating a
+    key is recognised as the same event even after it was taken; the action's end deletes
+    its events by cascade. The partial index ``fsm_event_pending`` holds the inbox itself.
+    """
+
+    id = peewee.BigAutoField()
+    action = peewee.ForeignKeyField(
+        ActionRow, column_name="action_id", field="id", on_delete="CASCADE", index=False
+    )
+    key = peewee.CharField(max_length=255)
+    name = peewee.CharField(max_length=200)
+    payload = peewee.TextField()
+    sent_at = peewee.DoubleField()
+    consumed_at = peewee.DoubleField(null=True)
+    consumed_seq = peewee.IntegerField(null=True)
+    dropped = peewee.TextField(null=True)
+
+    class Meta:
+        table_name = "fsm_event"
+        indexes = ((("action", "key"), True),)
 
 
 class TransitionRow(_Base):
@@ -178,6 +218,7 @@ MODELS: tuple[type[peewee.Model], ...] = (
     ResourceRow,
     TransitionRow,
     OutcomeRow,
+    EventRow,
     MetaRow,
 )
 
@@ -213,6 +254,9 @@ _LISTING_INDEXES = (
     "CREATE INDEX IF NOT EXISTS fsm_outcome_trouble ON fsm_outcome "
     f"(status, finished_at, id, incarnation) WHERE {OUTCOME_TROUBLE}",
     "CREATE INDEX IF NOT EXISTS fsm_transition_action ON fsm_transition (action_id, id)",
+    "CREATE INDEX IF NOT EXISTS fsm_event_pending ON fsm_event (action_id, id) "
+    "WHERE consumed_at IS NULL",
+    "CREATE INDEX IF NOT EXISTS fsm_action_parent ON fsm_action (parent) WHERE parent IS NOT NULL",
 )
 """The indexes the operator's reads use (schema v5), so a page of a listing, an action's
 history and a prune cost the same at a million rows as at a thousand.
@@ -267,6 +311,62 @@ of a transaction of three: a terminal step costs what any other step costs. Post
 the same with one data-modifying CTE (`Statements.finish`)."""
 
 
+_CHILD_ENDED = (
+    "'fsm.ChildEnded', {json}('child', OLD.id, 'kind', OLD.kind, "
+    "'status', COALESCE(o.status, 'deleted'), 'state', COALESCE(o.state, OLD.state), "
+    "'error', o.error){cast}, OLD.updated_at "
+    "FROM fsm_action p LEFT JOIN fsm_outcome o "
+    "ON o.id = OLD.id AND o.incarnation = OLD.incarnation "
+    "WHERE p.id = OLD.parent AND p.incarnation = OLD.parent_incarnation "
+    "ON CONFLICT (action_id, key) DO NOTHING"
+)
+"""The `fsm.ChildEnded` event a child's end sends its parent (if the parent still lives, in
+the incarnation that spawned it): the end's status, state and error from its kept outcome
+(``deleted`` when it was removed without one)."""
+
+_CHILD_ENDED_INSERT = (
+    "INSERT INTO fsm_event (action_id, key, name, payload, sent_at) "
+    "SELECT p.id, 'fsm.child:' || OLD.id || '~' || OLD.incarnation, "
+)
+
+_PARENT_DUE = (
+    "UPDATE fsm_action SET wake_at = CASE WHEN wake_at IS NULL OR wake_at > OLD.updated_at "
+    "THEN OLD.updated_at ELSE wake_at END, notified = TRUE, inbox = (SELECT count(*) FROM "
+    "fsm_event WHERE action_id = OLD.parent AND consumed_at IS NULL) "
+    "WHERE id = OLD.parent AND incarnation = OLD.parent_incarnation"
+)
+"""The parent is due now, notified (a drive holding it leaves it due), its inbox counted."""
+
+_SQLITE_CHILD_TRIGGER = f"""
+CREATE TRIGGER IF NOT EXISTS fsm_child_end
+AFTER DELETE ON fsm_action
+WHEN OLD.parent IS NOT NULL
+BEGIN
+    {_CHILD_ENDED_INSERT}{_CHILD_ENDED.format(json="json_object", cast="")};
+    {_PARENT_DUE};
+END
+"""
+"""A child's end tells its parent, in the statement that deletes the child's row: whatever
+ends it (its last step, a stop, a cancel), the parent cannot miss it nor get it twice."""
+
+
+def _postgres_child_trigger(channel: str) -> tuple[str, ...]:
+    """PostgreSQL's ``fsm_child_end``: the same as SQLite's, plus a NOTIFY to the workers."""
+    ended = _CHILD_ENDED.format(json="json_build_object", cast="::text")
+    body = (
+        f"BEGIN {_CHILD_ENDED_INSERT}{ended}; "
+        f"IF FOUND THEN {_PARENT_DUE}; PERFORM pg_notify('{channel}', ''); END IF; "
+        "RETURN NULL; END"
+    )
+    return (
+        f"CREATE OR REPLACE FUNCTION fsm_child_end() RETURNS trigger AS $fsm$ {body} $fsm$ "
+        "LANGUAGE plpgsql",
+        "DROP TRIGGER IF EXISTS fsm_child_end ON fsm_action",
+        "CREATE TRIGGER fsm_child_end AFTER DELETE ON fsm_action FOR EACH ROW "
+        "WHEN (OLD.parent IS NOT NULL) EXECUTE FUNCTION fsm_child_end()",
+    )
+
+
 def migrate(db: peewee.Database, sqlite: bool) -> None:
     """Create what is missing and bring an older schema up to `SCHEMA_VERSION`, atomically.
 
@@ -299,11 +399,18 @@ def migrate(db: peewee.Database, sqlite: bool) -> None:
             _add_columns(db, _V5_COUNTS, table="fsm_outcome")
             if sqlite:  # v4's end trigger keeps no counts
                 db.execute_sql("DROP TRIGGER IF EXISTS fsm_action_end")
+        if found < 6:
+            _add_columns(db, _V6_COLUMNS)
         for ddl in _LISTING_INDEXES:
             db.execute_sql(ddl)
         if sqlite:
             db.execute_sql(_SQLITE_LOG_TRIGGER)
             db.execute_sql(_SQLITE_END_TRIGGER)
+            db.execute_sql(_SQLITE_CHILD_TRIGGER)
+        else:
+            schema = db.execute_sql("SELECT current_schema()").fetchone()[0]
+            for ddl in _postgres_child_trigger(channel_for(str(schema))):
+                db.execute_sql(ddl)
         if row is None:
             MetaRow.create(key="schema_version", value=str(SCHEMA_VERSION))
         elif found < SCHEMA_VERSION:

@@ -37,7 +37,7 @@ an operator's write is logged but not counted."""
 
 CLAIMED_COLUMNS = (
     "kind, state, version, payload, seq, attempts, last_error, wake_at, epoch, "
-    "lease_expires, incarnation, cause, broken"
+    "lease_expires, incarnation, cause, broken, inbox"
 )
 """What a claim reads back (`fsm.store.records.Claimed`'s fields after ``id``)."""
 

@@ -21,6 +21,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 import peewee
 
+from fsm.events import Delivered
 from fsm.store import channel, leases, records, schema
 from fsm.store.clock import DatabaseClock
 from fsm.store.committer import Body, Committer
@@ -28,6 +29,7 @@ from fsm.store.connection import Link
 from fsm.store.controls import ControlWrites
 from fsm.store.files import sqlite_database
 from fsm.store.hooks import StoreHooks, environment_hooks
+from fsm.store.inbox import Inbox, StepInbox, Verdict
 from fsm.store.operations import Operations
 from fsm.store.statements import Statements
 from fsm.store.writes import StepValues, Writes
@@ -94,6 +96,8 @@ class Store(Operations):
         self.due_channel = None if self._sqlite else channel.current_channel(link)
         """PostgreSQL: the NOTIFY channel of this store's schema (`fsm.store.channel`)."""
         self._writes = Writes(link, self._sql, self.due_channel)
+        self.inbox = Inbox(link, self.due_channel)
+        """The events' statements (`fsm.store.inbox`)."""
         self.control_writes = ControlWrites(
             link, self._sql, self._write_now, lambda: self.log_transitions, self.due_channel
         )
@@ -293,12 +297,49 @@ class Store(Operations):
         step = (state, payload, seq, was, new, acquired, released, entry, now)
         self._write_now(*self._writes.step(action_id, epoch, step, self.log_transitions))
 
-    def write_soon(self, action_id: str, epoch: int, step: StepValues) -> Awaitable[None]:
+    def write_soon(
+        self, action_id: str, epoch: int, step: StepValues, inbox: StepInbox | None = None
+    ) -> Awaitable[None]:
         """`write` through the committer (``step``: its arguments after ``epoch``, in order):
         batched with other drives' writes, off the event loop's thread; awaiting it returns
-        once the step is durable."""
+        once the step is durable. ``inbox``: the event the step took, those it set aside and
+        the children it spawned, written in the same transaction (`fsm.store.inbox`)."""
         point, body = self._writes.step(action_id, epoch, step, self.log_transitions)
+        if inbox is not None:
+            point, body = "inbox", self.inbox.with_outbox(action_id, body, inbox, step[-1])
         return self.committer.run(point, body)
+
+    # -- the inbox ------------------------------------------------------------------------
+
+    def pending_events(self, action_id: str) -> list[Delivered]:
+        """The action's pending events, in the order they were sent."""
+        return self.inbox.read(action_id)
+
+    def send_event(
+        self,
+        action_id: str,
+        name: str,
+        payload: str,
+        key: str,
+        now: float,
+        check: Callable[[str, str], Verdict],
+    ) -> Awaitable[tuple[str, str | None]]:
+        """Store an event in the action's inbox, make it due and wake the workers, in one
+        transaction through the committer (`fsm.store.inbox.Inbox.send`)."""
+        body = self.inbox.send(action_id, name, payload, key, now, check)
+        return self.committer.run("send", body)
+
+    def send_event_now(
+        self,
+        action_id: str,
+        name: str,
+        payload: str,
+        key: str,
+        now: float,
+        check: Callable[[str, str], Verdict],
+    ) -> tuple[str, str | None]:
+        """`send_event` for a synchronous caller (an operator's queued cancel)."""
+        return self._write_now("send", self.inbox.send(action_id, name, payload, key, now, check))
 
     def record_failure(
         self,
@@ -350,11 +391,20 @@ class Store(Operations):
         self._write_now("finish", body)
 
     def finish_soon(
-        self, action_id: str, epoch: int, entry: records.LogEntry, now: float, **outcome: Any
+        self,
+        action_id: str,
+        epoch: int,
+        entry: records.LogEntry,
+        now: float,
+        inbox: StepInbox | None = None,
+        **outcome: Any,
     ) -> Awaitable[None]:
-        """`finish` (same arguments) through the committer (see `write_soon`)."""
+        """`finish` (same arguments) through the committer (see `write_soon`); ``inbox``:
+        children the last step spawned, inserted in the same transaction."""
         logged = self.log_transitions
         body = self._writes.ending(action_id, epoch, entry, now, logged, **outcome)
+        if inbox is not None:
+            body = self.inbox.with_outbox(action_id, body, inbox, now)
         return self.committer.run("finish", body)
 
     def claim_due(

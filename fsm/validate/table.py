@@ -71,8 +71,12 @@ def check_terminal_exits(d: Definition) -> None:
 def check_callbacks(d: Definition) -> None:
     for t in d.transitions:
         for what, fn in (("guard", t.guard), ("effect", t.effect)):
-            if fn is not None:
+            if fn is None:
+                continue
+            if t.on is None:
                 check_arity(d, t.source, f"{what} of {t!r}", fn, 2, "(ctx, data)")
+            else:
+                check_arity(d, t.source, f"{what} of {t!r}", fn, 3, "(ctx, data, event)")
 
 
 def check_shadowed(d: Definition) -> None:
@@ -80,7 +84,11 @@ def check_shadowed(d: Definition) -> None:
         exits = d.exits(s)
         for i, t in enumerate(exits[:-1]):
             if t.guard is None:
-                later = ", ".join(repr(x) for x in exits[i + 1 :])
+                # a plain row shadows the plain rows after it; an event row, the later rows
+                # of its event type (or a subclass of it)
+                later = ", ".join(repr(x) for x in exits[i + 1 :] if _shadows(t, x))
+                if not later:
+                    continue
                 raise d.problem(
                     s,
                     f"unguarded {t!r} always wins, so {later} can never run",
@@ -88,9 +96,15 @@ def check_shadowed(d: Definition) -> None:
                 )
 
 
+def _shadows(first: Transition[Any, Any], later: Transition[Any, Any]) -> bool:
+    if first.on is None or later.on is None:
+        return first.on is None and later.on is None
+    return isinstance(later.on, type) and issubclass(later.on, first.on)
+
+
 def check_wait_exits(d: Definition) -> None:
     for s in d.states:
-        if s.role == "wait" and not d.exits(s):
+        if s.role == "wait" and not d.exits(s) and s.deadline is None:
             raise d.problem(
                 s,
                 "wait state has no way out: no transition leaves it",

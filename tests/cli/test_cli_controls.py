@@ -102,9 +102,7 @@ def test_json_is_one_object_of_what_was_done(db: str) -> None:
 def test_listing_without_a_subcommand_is_unchanged(db: str) -> None:
     listed = run_fsm("actions", "--db", db, "--json")
     assert listed.returncode == 0, listed.stderr
-    assert sorted(a["id"] for a in json.loads(listed.stdout)) == [
-        f"booking-{i}" for i in (1, 2, 3)
-    ]
+    assert sorted(a["id"] for a in json.loads(listed.stdout)) == [f"booking-{i}" for i in (1, 2, 3)]
     assert run_fsm("actions", "list", "--db", db, "--json").stdout == listed.stdout
 
 

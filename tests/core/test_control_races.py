@@ -24,8 +24,9 @@ import fsm
 from fsm import DriveStatus
 from fsm.executor.controls import VIAS
 
-LEASED = ("retry", "cancel", "stop", "unquarantine")
-"""The controls written under the lease (all but notify)."""
+LEASED = ("retry", "stop", "unquarantine")
+"""The controls written under the lease that a drive holding it refuses (all but notify, and
+cancel, which is queued then: `test_a_cancel_during_a_step_is_queued_and_taken_at_the_next_boundary`)."""
 
 
 def act(ops: fsm.Controls, control: str, action_id: str, wait: float = 0.0) -> fsm.Controlled:
@@ -82,6 +83,63 @@ def test_a_control_refuses_while_a_drive_is_mid_step(store: fsm.Store, control: 
     result = asyncio.run(race())
     assert (result.status, result.state) == (DriveStatus.PARKED, "held")  # not LEASE_LOST
     assert vias(store, "booking-1") == ["step", "step"]  # the control wrote nothing
+
+
+def test_a_cancel_during_a_step_is_queued_and_taken_at_the_next_boundary(
+    store: fsm.Store,
+) -> None:
+    """The executor's own controls queue a cancel for the action its drive holds; the drive
+    takes it at its next step boundary, through the cancel route of the state it reached
+    (``held`` -> ``releasing``), and the cancel's reason is the end's cause."""
+    ex, desk = gated(store)
+
+    async def race() -> fsm.DriveResult:
+        driving = asyncio.create_task(ex.drive(BookingKind.create(Booking("1"))))
+        await desk.entered.wait()
+        queued = act(ex.controls, "cancel", "booking-1")
+        assert (queued.outcome, queued.state) == ("queued", "reserving")
+        assert desk.gate is not None
+        desk.gate.set()
+        return await driving
+
+    result = asyncio.run(race())
+    assert (result.status, result.state) == (DriveStatus.FAILED, "cancelled")
+    assert result.cause == "cancelled by ops: customer asked"
+    assert vias(store, "booking-1") == ["step", "cancel", "step"]
+    assert [c[0] for c in desk.calls] == ["hold", "give_back"]  # the compensation ran
+    kept = store.outcome("booking-1")
+    assert kept is not None and kept.cause == "cancelled by ops: customer asked"
+    assert store.pending_events("booking-1") == []
+
+
+def test_a_cancel_queued_by_another_process_is_taken_at_the_next_claim(
+    store: fsm.Store,
+) -> None:
+    """Controls of another process cannot tell the drive: the cancel waits in the inbox,
+    the drive parks as usual, and the next claim (a worker's) takes it first thing."""
+    ex, desk = gated(store)
+    ops = fsm.Controls(store, kinds=[BookingKind])
+
+    async def race() -> fsm.DriveResult:
+        driving = asyncio.create_task(ex.drive(BookingKind.create(Booking("1"))))
+        await desk.entered.wait()
+        assert act(ops, "cancel", "booking-1").outcome == "queued"
+        assert act(ops, "cancel", "booking-1").outcome == "queued"  # the same cancel: one event
+        assert desk.gate is not None
+        desk.gate.set()
+        return await driving
+
+    parked = asyncio.run(race())
+    assert (parked.status, parked.state) == (DriveStatus.PARKED, "held")
+    assert [e.name for e in store.pending_events("booking-1")] == ["fsm.Cancel"]
+    report = asyncio.run(ex.run_due())  # the park left it due (the cancel notified it)
+    assert report.counts == {DriveStatus.FAILED: 1}
+    kept = store.outcome("booking-1")
+    assert kept is not None and (kept.state, kept.cause) == (
+        "cancelled",
+        "cancelled by ops: customer asked",
+    )
+    assert vias(store, "booking-1") == ["step", "step", "cancel", "step"]
 
 
 @pytest.mark.parametrize("control", LEASED)
@@ -209,9 +267,7 @@ def test_controls_racing_a_driver_process(store_url: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("phase", ["before", "after"])
-def test_a_control_killed_at_its_write_leaves_all_of_it_or_none(
-    store_url: str, phase: str
-) -> None:
+def test_a_control_killed_at_its_write_leaves_all_of_it_or_none(store_url: str, phase: str) -> None:
     """``fsm actions cancel`` SIGKILLed right before its fenced write (nothing of the cancel
     is written; its lease, of a certainly dead owner, is taken over at once) or right after
     it committed (the whole cancel is there: route, cause, log row, lease let go)."""

@@ -436,7 +436,8 @@ def test_driving_a_new_action_commits_its_start_once_already_claimed(store: fsm.
     before_the_first_step, row, claim = seen
     assert before_the_first_step == ["start.before", "start.after"]  # one commit, no claim
     assert [p for p in points if p.endswith(".after")][-4:] == [
-        *["checkpoint.after"] * 3, "finish.after"
+        *["checkpoint.after"] * 3,
+        "finish.after",
     ]
     assert isinstance(row, fsm.store.RowInfo) and row.lease_owner == ex.owner
     assert claim is fsm.store.ClaimMiss.BUSY  # the lease is live from the start
