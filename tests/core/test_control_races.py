@@ -26,7 +26,7 @@ from fsm.executor.controls import VIAS
 
 LEASED = ("retry", "stop", "unquarantine")
 """The controls written under the lease that a drive holding it refuses (all but notify, and
-cancel, which is queued then: `test_a_cancel_during_a_step_is_queued_and_taken_at_the_next_boundary`)."""
+cancel, which is queued then: see the tests of a queued cancel below)."""
 
 
 def act(ops: fsm.Controls, control: str, action_id: str, wait: float = 0.0) -> fsm.Controlled:
