@@ -191,7 +191,9 @@ def run(args: argparse.Namespace) -> int:
 def describe(done: Controlled) -> str:
     """One line for people: what the control did, then what it recorded."""
     where = f"{done.id}: {done.kind} in {done.state}"
-    if done.control == "cancel" and done.to_state is not None:
+    if done.control == "cancel" and done.outcome == "queued":
+        what = "being driven: cancel queued, taken at its drive's next step or claim"
+    elif done.control == "cancel" and done.to_state is not None:
         what = f"cancelled -> {done.to_state}, due now (a worker runs the compensation)"
     elif done.control == "cancel":
         what = f"cancelled, ended {done.outcome}"

@@ -44,6 +44,7 @@ def statemachine_of(d: Definition, *, cancels: bool = False) -> type[StateMachin
     }
     edges = [(t.source, t.target) for t in d.transitions]
     edges += [(src, dst) for src, dst, _ in d.rejection_edges()]
+    edges += [(s, s.deadline.to) for s in d.states if s.deadline is not None]
     if cancels:
         edges += list(d.cancel_edges())
     for n, (src, dst) in enumerate(edges):

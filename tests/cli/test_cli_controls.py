@@ -117,8 +117,10 @@ def test_a_busy_action_is_refused_in_one_line(db: str) -> None:
     for control in ("retry", "stop", "unquarantine"):
         refused = run_fsm("actions", control, "booking-1", "--db", db)
         assert_one_line_error(refused, 1, f"action booking-1 is being driven by {owner}")
-    refused = run_fsm("actions", "cancel", "booking-1", "--db", db, "--reason", "x", "-m", KINDS)
-    assert_one_line_error(refused, 1, "is being driven")
+    queued = run_fsm("actions", "cancel", "booking-1", "--db", db, "--reason", "x", "-m", KINDS)
+    assert queued.returncode == 0, queued.stderr
+    assert queued.stdout.startswith("booking-1: booking in held: being driven: cancel queued")
+    assert [e.name for e in store.pending_events("booking-1")] == ["fsm.Cancel"]
     store.unclaim("booking-1", claimed.epoch)
     store.close()
 
