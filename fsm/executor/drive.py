@@ -171,6 +171,11 @@ class Drive:
         restart would load it. (A checkpoint that does not load back fails here as it does
         on the step's error path, which loads it too.)"""
         self.action = self.codec.load(self.state, self.bookkeeping.version, self.payload)
+        # a send from another process while we slept reached the row, not this drive
+        try:
+            self.pending = self.ex.store.inbox_count(self.id)
+        except Exception as exc:  # the step's own write will meet the fault, and back off
+            self.adapter.warning("could not read the inbox's count after a nap: %s", exc)
 
     async def step(self, mode: DriveMode) -> DriveResult | float | None:
         """Run one step and persist what it led to.

@@ -71,6 +71,7 @@ class Inbox:
             f"WHERE action_id = {p} AND consumed_at IS NULL ORDER BY id"
         )
         self._target = f"SELECT kind, state FROM fsm_action WHERE id = {p}"
+        self._count = f"SELECT inbox FROM fsm_action WHERE id = {p}"
         self._outcome = (
             f"SELECT status, state FROM fsm_outcome WHERE id = {p} "
             "ORDER BY finished_at DESC LIMIT 1"
@@ -105,6 +106,11 @@ class Inbox:
         """The pending events of ``action_id``, in the order they were sent."""
         rows = self._exec(self.pending, (action_id,)).fetchall()
         return [Delivered(int(r[0]), r[1], r[2], r[3], float(r[4])) for r in rows]
+
+    def count(self, action_id: str) -> int:
+        """The row's count of pending events (0 when there is no such row)."""
+        row = self._exec(self._count, (action_id,)).fetchone()
+        return 0 if row is None else int(row[0])
 
     def send(
         self,

@@ -311,6 +311,10 @@ class Store(Operations):
 
     # -- the inbox ------------------------------------------------------------------------
 
+    def inbox_count(self, action_id: str) -> int:
+        """How many events wait in the action's inbox (the row's count)."""
+        return self.inbox.count(action_id)
+
     def pending_events(self, action_id: str) -> list[Delivered]:
         """The action's pending events, in the order they were sent."""
         return self.inbox.read(action_id)

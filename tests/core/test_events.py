@@ -289,9 +289,9 @@ def test_children_start_with_the_parents_step_and_their_ends_reach_it(store: fsm
     assert kept is not None and kept.status == "done"
     assert sorted(c[2] for c in book.calls) == ["b1.0", "b1.2"]
     taken = [
-        t for t in store.transitions("b1") if (t.from_state, t.to_state, t.outcome) == (
-            "waiting", "waiting", "next"
-        )
+        t
+        for t in store.transitions("b1")
+        if (t.from_state, t.to_state, t.outcome) == ("waiting", "waiting", "next")
     ]
     assert len(taken) == 3  # one step per child's end
 
@@ -358,3 +358,24 @@ def test_an_id_started_again_does_not_hear_the_old_incarnations_children(
     run(ex.start(BatchKind.create(attrs.evolve(Batch("b1", ())), BatchKind.waiting), again=True))
     run(ex.drive("b1.0"))
     assert store.pending_events("b1") == []
+
+
+def test_a_send_wakes_this_executors_drive_sleeping_through_a_park(store: fsm.Store) -> None:
+    """A drive until done sleeps through the wait (its deadline is an hour away); a send of
+    the same executor wakes it, and its next step takes the event."""
+    book = Book()
+    ex = executor(store, book)
+
+    async def scene() -> fsm.DriveResult:
+        driving = asyncio.create_task(
+            ex.drive(ApprovalKind.create(Request("1", hours=1)), fsm.DriveMode.UNTIL_DONE)
+        )
+        while "approval-1" not in ex.naps:  # asleep in its park
+            await asyncio.sleep(0.001)
+        sent = await ex.send("approval-1", Approve("alice"), key="d")
+        assert sent.status is SendStatus.SENT
+        return await driving
+
+    done = run(scene())
+    assert (done.status, done.state) == (DriveStatus.DONE, "approved_")
+    assert [c[2] for c in book.calls] == ["alice"]

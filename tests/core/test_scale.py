@@ -174,7 +174,7 @@ def test_a_v2_database_is_upgraded_and_keeps_its_rows(store_url: str) -> None:
         found = {name for (name,) in store.db.execute_sql(indexes).fetchall()}
     finally:
         store.close()
-    assert found == {"fsm_action_wake", "fsm_action_lease", *V5_ACTION_INDEXES}
+    assert found == {"fsm_action_wake", "fsm_action_lease", "fsm_action_parent", *V5_ACTION_INDEXES}
 
 
 V5_ACTION_INDEXES = ("fsm_action_started", "fsm_action_trouble")
@@ -200,8 +200,45 @@ END
 """Schema v4's end trigger, as v4 created it (it keeps no counts)."""
 
 
+def make_v5(store: fsm.Store) -> None:
+    """Turn a v6 database into what v5 left: no inbox, no parents, no child trigger."""
+    if store.is_sqlite:
+        store.db.execute_sql("DROP TRIGGER fsm_child_end")
+    else:
+        store.db.execute_sql("DROP TRIGGER fsm_child_end ON fsm_action")
+        store.db.execute_sql("DROP FUNCTION fsm_child_end()")
+    store.db.execute_sql("DROP INDEX fsm_action_parent")
+    store.db.execute_sql("DROP TABLE fsm_event")
+    for column in ("inbox", "parent", "parent_incarnation"):
+        store.db.execute_sql(f"ALTER TABLE fsm_action DROP COLUMN {column}")
+    store.db.execute_sql("UPDATE fsm_meta SET value = '5' WHERE key = 'schema_version'")
+
+
+def test_a_v5_database_is_upgraded_to_hold_events_and_children(store_url: str) -> None:
+    """v5 -> v6: live rows get an empty inbox and no parent, and events and children work
+    on them at once."""
+    store = fsm.open_store(store_url)
+    store.insert("old", "k", "s0", 1, "{}", (), bulk.NOW)
+    before = store.rows()
+    make_v5(store)
+    store.close()
+
+    store = fsm.open_store(store_url)
+    try:
+        assert store.schema_version == SCHEMA_VERSION == 6
+        assert store.rows() == before
+        claimed = store.claim("old", "me", bulk.NOW)
+        assert isinstance(claimed, fsm.store.Claimed) and claimed.inbox == 0
+        sent = store.send_event_now("old", "E", "{}", "k1", bulk.NOW, lambda k, s: ("accept", None))
+        assert sent == ("sent", None)
+        assert [e.key for e in store.pending_events("old")] == ["k1"]
+    finally:
+        store.close()
+
+
 def make_v4(store: fsm.Store) -> None:
     """Turn a v5 database into what v4 left: no counts, no listing indexes, v4's trigger."""
+    make_v5(store)
     for index in (*V5_ACTION_INDEXES, *V5_OTHER_INDEXES):
         store.db.execute_sql(f"DROP INDEX {index}")
     if store.is_sqlite:
@@ -238,7 +275,7 @@ def test_a_v4_database_is_upgraded_to_count_steps_and_list(store_url: str) -> No
 
     store = fsm.open_store(store_url)
     try:
-        assert store.schema_version == SCHEMA_VERSION == 5
+        assert store.schema_version == SCHEMA_VERSION
         assert store.rows() == before
         kept = store.outcome("old")
         assert kept is not None and (kept.status, kept.steps, kept.retries) == ("done", 0, 0)
