@@ -219,7 +219,8 @@ def test_an_unreadable_event_is_set_aside_with_its_reason(store: fsm.Store) -> N
     parked = run(ex.drive("approval-1"))
     assert (parked.status, parked.state) == (DriveStatus.PARKED, "waiting")
     ((name, _, consumed, _, dropped),) = events_of(store, "approval-1")
-    assert consumed and dropped is not None and dropped.startswith("event 'Approve' does not load")
+    assert name == "Approve" and consumed
+    assert dropped is not None and dropped.startswith("event 'Approve' does not load")
     assert inbox_count(store, "approval-1") == 0
 
 
