@@ -43,6 +43,8 @@ class CompiledState:
     deadline: tuple[Any, str, Outcome | None] | None
     """``State.wait(timeout=..., on_timeout=...)``: (seconds or a function of the data, the
     target's name, its terminal outcome or None)."""
+    event_names: tuple[str, ...]
+    """The names of the event types the event rows take (what a step reads of the inbox)."""
     slow: bool
     """A step here reads the inbox or a deadline (`Instance.advance`'s slow path)."""
     has_async: bool
@@ -183,6 +185,7 @@ def _compile_state(
         edges=edges,
         events=events,
         deadline=deadline,
+        event_names=tuple(dict.fromkeys(event_name(e[0]) for e in events)),
         slow=bool(events) or deadline is not None,
         has_async=blocking or any(a for _, a in callbacks),
         blocking=blocking,

@@ -144,7 +144,7 @@ class Instance(Action[S], Generic[D, S]):
         data = self.data
         hop = ctx.threads.run if st.blocking else None
         if st.events and ctx.has_events:
-            for delivered in ctx.events():
+            for delivered in ctx.events(st.event_names):
                 event = self._kind.decode_event(delivered)
                 if isinstance(event, str):  # unreadable: set aside with its reason
                     ctx.drop_event(delivered.id, event)

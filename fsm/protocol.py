@@ -255,13 +255,14 @@ class StepContext(Generic[S]):
         send seen since): when False, `events` is not read."""
         return self._inbox is not None and self._inbox.pending > 0
 
-    def events(self) -> Sequence[Delivered]:
-        """The action's pending events in the order they were sent, read once per step."""
+    def events(self, names: Sequence[str]) -> Sequence[Delivered]:
+        """The action's pending events named ``names`` (the ones this state can take), in
+        the order they were sent; read once per step."""
         inbox = self._inbox
         if inbox is None:
             return ()
         if inbox.loaded is None:
-            inbox.loaded = tuple(inbox.load())
+            inbox.loaded = tuple(inbox.load(names))
         return inbox.loaded
 
     def consume_event(self, event_id: int) -> None:
@@ -316,7 +317,7 @@ class Inbox:
 
     __slots__ = ("load", "loaded", "pending")
 
-    def __init__(self, pending: int, load: Callable[[], Iterable[Delivered]]) -> None:
+    def __init__(self, pending: int, load: Callable[[Sequence[str]], Iterable[Delivered]]) -> None:
         self.pending = pending
         self.load = load
         self.loaded: tuple[Delivered, ...] | None = None

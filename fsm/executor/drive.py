@@ -291,7 +291,7 @@ class Drive:
         the transaction of the checkpoint it leads to. False: no cancel to take now (none
         queued, or this state has no cancel route: it stays queued for one that has)."""
         self.seen = self.pending
-        queued = [e for e in ctx.events() if e.name == CANCEL]
+        queued = self.ex.store.pending_events(self.id, (CANCEL,))
         if not queued:
             return False
         cancel = decode_cancel(queued[0].payload)
@@ -482,7 +482,7 @@ class Drive:
         action_id = self.id
         inbox = None
         if self.pending:
-            inbox = Inbox(self.pending, lambda: store.pending_events(action_id))
+            inbox = Inbox(self.pending, lambda names: store.pending_events(action_id, names))
         return StepContext(
             ex.services,
             action_id,

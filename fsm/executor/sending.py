@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 MAX_KEY_BYTES = 255
 """The longest event key (the inbox's column)."""
+MAX_PAYLOAD_BYTES = 1 << 20
+"""The largest event, encoded: an inbox is read by every step of a waiting state."""
 
 
 async def send(ex: Executor[Any], action_id: str, event: object, key: str) -> SendResult:
@@ -47,6 +49,11 @@ async def send(ex: Executor[Any], action_id: str, event: object, key: str) -> Se
         )
     name = event_name(cls)
     payload = encode(CONVERTER.unstructure(event, cls), f"event {name!r}").decode()
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ValueError(
+            f"event {name!r} is {len(payload)} bytes once encoded, more than "
+            f"{MAX_PAYLOAD_BYTES}. Fix: send a reference to the data, not the data"
+        )
     check = _checker(ex.registry, name, event)
     status, detail = await ex.store.send_event(action_id, name, payload, key, ex.clock(), check)
     if status == "sent":

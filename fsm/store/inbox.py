@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
+import orjson
 
 from fsm.errors import FsmError
 from fsm.events import Delivered
@@ -23,6 +24,11 @@ from fsm.store.committer import Body
 from fsm.store.connection import Link
 
 _NO_TRANSACTION = contextlib.nullcontext()
+
+READ_AT_MOST = 1000
+"""Pending events a step reads at most (the oldest the state can take): an inbox flooded
+with events no state takes yet costs a step nothing, and one flooded with events it takes
+costs a bounded read."""
 
 Verdict = tuple[str, str | None]
 """What a sender's check says of an event for the action's (kind, state): ``("accept",
@@ -66,9 +72,11 @@ class Inbox:
         self._exec = link.exec
         self._channel = channel
         p = "?" if link.sqlite else "%s"
+        names = "IN (SELECT value FROM json_each(?))" if link.sqlite else "= ANY(%s)"
         self.pending = (
             "SELECT id, name, payload, key, sent_at FROM fsm_event "
-            f"WHERE action_id = {p} AND consumed_at IS NULL ORDER BY id"
+            f"WHERE action_id = {p} AND consumed_at IS NULL AND name {names} "
+            f"ORDER BY id LIMIT {READ_AT_MOST}"
         )
         self._target = f"SELECT kind, state FROM fsm_action WHERE id = {p}"
         self._count = f"SELECT inbox FROM fsm_action WHERE id = {p}"
@@ -102,9 +110,21 @@ class Inbox:
             "ON CONFLICT (id) DO NOTHING"
         )
 
-    def read(self, action_id: str) -> list[Delivered]:
-        """The pending events of ``action_id``, in the order they were sent."""
-        rows = self._exec(self.pending, (action_id,)).fetchall()
+    def read(self, action_id: str, names: Sequence[str]) -> list[Delivered]:
+        """The oldest pending events of ``action_id`` named ``names`` (at most
+        `READ_AT_MOST`), in the order they were sent."""
+        listed: Any = orjson.dumps(list(names)).decode() if self._link.sqlite else list(names)
+        rows = self._exec(self.pending, (action_id, listed)).fetchall()
+        return [Delivered(int(r[0]), r[1], r[2], r[3], float(r[4])) for r in rows]
+
+    def read_all(self, action_id: str) -> list[Delivered]:
+        """Every pending event of ``action_id`` (inspection), in the order they were sent."""
+        p = "?" if self._link.sqlite else "%s"
+        rows = self._exec(
+            "SELECT id, name, payload, key, sent_at FROM fsm_event "
+            f"WHERE action_id = {p} AND consumed_at IS NULL ORDER BY id",
+            (action_id,),
+        ).fetchall()
         return [Delivered(int(r[0]), r[1], r[2], r[3], float(r[4])) for r in rows]
 
     def count(self, action_id: str) -> int:

@@ -315,9 +315,12 @@ class Store(Operations):
         """How many events wait in the action's inbox (the row's count)."""
         return self.inbox.count(action_id)
 
-    def pending_events(self, action_id: str) -> list[Delivered]:
-        """The action's pending events, in the order they were sent."""
-        return self.inbox.read(action_id)
+    def pending_events(self, action_id: str, names: Sequence[str] | None = None) -> list[Delivered]:
+        """The action's pending events named ``names`` (None: all), in the order they
+        were sent (at most `fsm.store.inbox.READ_AT_MOST`)."""
+        if names is None:
+            return self.inbox.read_all(action_id)
+        return self.inbox.read(action_id, names)
 
     def send_event(
         self,
