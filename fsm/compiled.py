@@ -16,8 +16,8 @@ from typing import Any
 import attrs
 import orjson
 
-from fsm.definition import Definition
 from fsm.converter import CONVERTER
+from fsm.definition import Definition
 from fsm.events import Delivered, event_name
 from fsm.interpreter import Instance
 from fsm.protocol import Done, Failed, Outcome, Upcaster
@@ -94,10 +94,12 @@ class Compiled:
             if t.on is not None:
                 self.event_types.setdefault(event_name(t.on), t.on)
         self.accepts: dict[str, tuple[type, ...]] = {
-            name: tuple(dict.fromkeys(e[0] for e in st.events))
-            for name, st in self.states.items()
+            name: tuple(dict.fromkeys(e[0] for e in st.events)) for name, st in self.states.items()
         }
         """State name -> the event types its rows accept."""
+        self.unaccepted: str = d.unaccepted
+        """What `fsm.Executor.send` does with an event the action's current state takes no
+        row for: ``"queue"`` (keep it for a later state), ``"reject"`` or ``"drop"``."""
         self.cancellable: tuple[str, ...] = tuple(cancels)
         """The states with a cancel route, in table order (for a refusal's message)."""
         self.instance_type: type[Instance[Any, Any]] = type(
@@ -114,16 +116,12 @@ class Compiled:
             },
         )
 
-
     def decode_event(self, delivered: Delivered) -> Any:
         """A pending event as its type, or the text saying why it cannot be read (the step
         then sets it aside, `StepContext.drop_event`)."""
         cls = self.event_types.get(delivered.name)
         if cls is None:
-            return (
-                f"kind {self.name!r} v{self.version} has no row taking event "
-                f"{delivered.name!r}"
-            )
+            return f"kind {self.name!r} v{self.version} has no row taking event {delivered.name!r}"
         try:
             return CONVERTER.structure(orjson.loads(delivered.payload), cls)
         except Exception as exc:  # cattrs raises many types; each means "unreadable"
