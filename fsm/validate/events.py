@@ -21,7 +21,7 @@ import attrs
 
 from fsm.definition import Definition
 from fsm.events import ChildEnded, event_name
-from fsm.state import Deadline, State, Transition, callable_name
+from fsm.state import Deadline, State, Transition
 from fsm.storable import FieldProblem, storage_problems
 from fsm.validate.declaration import check_arity
 
@@ -206,9 +206,7 @@ def _name(state: Any) -> str:
 
 def _check_seconds(d: Definition, s: State, seconds: Any) -> None:
     if callable(seconds) and not isinstance(seconds, type):
-        check_arity(
-            d, s, f"the deadline's timeout {callable_name(seconds)}", seconds, 1, "(data) -> float"
-        )
+        check_arity(d, s, "the deadline's timeout", seconds, 1, "(data) -> float")
         return
     number = isinstance(seconds, int | float) and not isinstance(seconds, bool)
     if not number or not 0 < seconds < math.inf:
