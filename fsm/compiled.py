@@ -99,6 +99,9 @@ class Compiled:
             name: tuple(dict.fromkeys(e[0] for e in st.events)) for name, st in self.states.items()
         }
         """State name -> the event types its rows accept."""
+        self.unaccepted: str = d.unaccepted
+        """What `fsm.Executor.send` does with an event the action's current state takes no
+        row for: ``"queue"`` (keep it for a later state), ``"reject"`` or ``"drop"``."""
         self.cancellable: tuple[str, ...] = tuple(cancels)
         """The states with a cancel route, in table order (for a refusal's message)."""
         self.instance_type: type[Instance[Any, Any]] = type(

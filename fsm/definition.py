@@ -16,7 +16,7 @@ import attrs
 from fsm.errors import DefinitionError
 from fsm.protocol import Upcaster
 from fsm.retry import RetryPolicy
-from fsm.state import CancelRoute, Rejection, State, Transition, callable_name
+from fsm.state import CancelRoute, Deadline, Rejection, State, Transition, callable_name
 
 
 @attrs.frozen
@@ -45,6 +45,12 @@ class Definition:
     """The type of what the class body gave as ``transitions`` (it must be ordered)."""
     cancels: tuple[CancelRoute, ...] = ()
     """The table's ``state.cancelled(to=...)`` rows, in table order."""
+    events: Any = None
+    """The kind's ``events``: the event types its senders may send (a tuple once checked);
+    None when the kind does not declare them (then any type a row takes may be sent)."""
+    unaccepted: Any = "queue"
+    """The kind's ``unaccepted``: what `fsm.Executor.send` does with an event the action's
+    current state takes no row for (``"queue"``, ``"reject"`` or ``"drop"``)."""
 
     def label(self) -> str:
         """How messages name the kind: ``kind 'order' (OrderKind)``."""
@@ -82,6 +88,25 @@ class Definition:
         diagrams (not for the trap and terminal-path checks: a cancel is an operator's
         intervention, not a way an action finishes on its own)."""
         return tuple((c.source, c.to) for c in self.cancels)
+
+    def deadline_edges(self) -> tuple[tuple[State, State, str], ...]:
+        """(source, target, ``after 3d``) of every wait state's deadline, in state order:
+        edges for every graph check (a deadline is a way out an action takes on its own)
+        and for diagrams."""
+        return tuple(
+            (s, s.deadline.to, s.deadline.describe())
+            for s in self.states
+            if isinstance(s.deadline, Deadline)
+        )
+
+    def event_types(self) -> tuple[Any, ...]:
+        """The distinct ``on=`` values of the table's event rows, in table order (compared by
+        identity: before validation one may be anything, even an unhashable instance)."""
+        found: list[Any] = []
+        for t in self.transitions:
+            if t.on is not None and not any(t.on is f for f in found):
+                found.append(t.on)
+        return tuple(found)
 
     def blocking_of(self, state: State) -> bool:
         """Whether ``state``'s synchronous callbacks run on the thread pool: its own say, else
@@ -136,6 +161,8 @@ def collect(cls: type, base: type) -> Definition:
         upcasters=dict(getattr(cls, "upcasters", {})),
         action_id=action_id,
         table_type=type(table),
+        events=getattr(cls, "events", None),
+        unaccepted=getattr(cls, "unaccepted", "queue"),
     )
 
 

@@ -59,8 +59,12 @@ class Kind(Generic[D, S]):
     executor's ``step_timeout``), ``blocking`` (True: the synchronous callbacks of its states
     block, so they run on the executor's thread pool; a state's own ``blocking`` wins; see
     `fsm.blocking`), ``version``, ``upcasters``
-    (``{n: fn(data_dict_vn) -> data_dict_vn+1}``) and ``services``, a no-argument callable
-    that builds ``S`` for ``fsm worker`` when no ``--services`` is given. A kind is never
+    (``{n: fn(data_dict_vn) -> data_dict_vn+1}``), ``services``, a no-argument callable
+    that builds ``S`` for ``fsm worker`` when no ``--services`` is given, ``events`` (the
+    event types the kind's senders may send: every one must be taken by some row, and every
+    row's ``on=`` type listed; default: not declared, so not checked) and ``unaccepted``
+    (what `fsm.Executor.send` does with an event the action's current state takes no row
+    for: ``"queue"``, the default, ``"reject"`` or ``"drop"``). A kind is never
     instantiated: its actions are made with `create`.
     """
 
@@ -71,6 +75,8 @@ class Kind(Generic[D, S]):
     blocking: ClassVar[bool] = False
     upcasters: ClassVar[Mapping[int, Upcaster]]
     services: ClassVar[Callable[[], Any] | None] = None
+    events: ClassVar[Sequence[type] | None] = None
+    unaccepted: ClassVar[str] = "queue"
     transitions: Sequence[Transition[D, S] | Rejection[D, S] | CancelRoute]
 
     __fsm_definition__: ClassVar[Definition]
@@ -108,8 +114,9 @@ class Kind(Generic[D, S]):
 
     @classmethod
     def graph(cls) -> KindGraph:
-        """The kind as a diagram IR: states in declaration order, edges in table order, then
-        the targets of the rejection rows, then those of the cancel rows, in table order.
+        """The kind as a diagram IR: states in declaration order, edges in table order (event
+        rows as ``event`` edges), then the wait states' deadlines in state order, then the
+        targets of the rejection rows, then those of the cancel rows, in table order.
         """
         d = cls.__fsm_definition__
         handlers = d.hidden_handlers()  # undeclared handlers: their targets cannot be drawn
@@ -122,8 +129,14 @@ class Kind(Generic[D, S]):
                 t.target.name,
                 callable_name(t.guard) if t.guard is not None else None,
                 callable_name(t.effect) if t.effect is not None else None,
+                style="transition" if t.on is None else "event",
+                event=None if t.on is None else t.on.__name__,
             )
             for t in d.transitions
+        ]
+        edges += [
+            Edge(src.name, dst.name, style="timeout", deadline=after)
+            for src, dst, after in d.deadline_edges()
         ]
         edges += [
             Edge(src.name, dst.name, style="rejection", handler=handler)

@@ -10,10 +10,12 @@ from fsm.diagram.style import (
     CANCEL_COLOR,
     CURRENT_FILL,
     CURRENT_STROKE,
+    EVENT_COLOR,
     FILL,
     REJECTION_COLOR,
     RETRY_COLOR,
     STROKE,
+    TIMEOUT_COLOR,
     edge_label,
     fresh_name,
     state_label,
@@ -66,7 +68,11 @@ def _dot_edge(edge: Edge) -> dict[str, str | int | float]:
     label = edge_label(edge)
     if label:
         out["label"] = label
-    if edge.style == "rejection":
+    if edge.style == "event":
+        out.update(style="bold", color=EVENT_COLOR, fontcolor=EVENT_COLOR)
+    elif edge.style == "timeout":
+        out.update(style="dotted,bold", color=TIMEOUT_COLOR, fontcolor=TIMEOUT_COLOR)
+    elif edge.style == "rejection":
         out.update(style="dashed", color=REJECTION_COLOR, fontcolor=REJECTION_COLOR)
     elif edge.style == "retry":
         out.update(style="dotted", color=RETRY_COLOR, fontcolor=RETRY_COLOR)
@@ -91,9 +97,9 @@ _DOT_EDGE: Mapping[str, str | int | float] = {"fontname": "Helvetica", "fontsize
 
 def to_dot(graph: KindGraph, overlay: Overlay = NO_OVERLAY) -> str:
     """Graphviz DOT: roles as fill colours (terminals doubled, wait states dashed), the
-    initial state thick and entered from a point, rejection routes dashed red, retry routes
-    dotted grey, cancel routes dashed purple with a hollow head, the current state filled
-    turquoise."""
+    initial state thick and entered from a point, event rows bold blue, deadlines bold
+    dotted dark yellow, rejection routes dashed red, retry routes dotted grey, cancel routes
+    dashed purple with a hollow head, the current state filled turquoise."""
     overlay.check(graph)
     lines = [
         f"digraph {dot_quote(graph.name)} {{",

@@ -53,7 +53,8 @@ def to_mermaid(graph: KindGraph, overlay: Overlay = NO_OVERLAY) -> str:
 
     Roles are ``classDef`` styles (wait, done, failed); the current state gets ``current``
     instead of its role's style. Mermaid state diagrams cannot style single edges, so
-    rejection, retry and cancel routes are told apart by their label.
+    event rows (``on Event``), deadlines (``after 3d``), rejection, retry and cancel routes
+    are told apart by their label.
     """
     overlay.check(graph)
     ids = _mermaid_ids(graph)

@@ -14,9 +14,11 @@ import attrs
 
 from fsm.state import Role
 
-EdgeStyle = Literal["transition", "rejection", "retry", "cancel"]
-"""How an edge is drawn: a transition, a rejection route (or a handler's declared target), a
-retry route, or a cancel route (``state.cancelled(to=...)``, taken only by an operator)."""
+EdgeStyle = Literal["transition", "event", "timeout", "rejection", "retry", "cancel"]
+"""What an edge is, and so how it is drawn: a transition, a row taken by an event
+(``a.to(b, on=Approved)``), a wait state's deadline (``State.wait(timeout=...,
+on_timeout=...)``), a rejection route (or a handler's declared target), a retry route, or a
+cancel route (``state.cancelled(to=...)``, taken only by an operator)."""
 
 
 @attrs.frozen
@@ -36,10 +38,13 @@ class StateNode:
 
 @attrs.frozen
 class Edge:
-    """A transition (or a rejection or cancel route) with the names of its guard and effect.
+    """A transition (or an event row, a deadline, a rejection or cancel route) with the
+    names of its guard and effect.
 
     ``handler`` names the rejection handler that may take this edge (a target it declared
     in its ``rejected(handler=..., to=...)`` row); such edges have the ``rejection`` style.
+    ``event`` names the event type of an ``event`` edge; ``deadline`` is how a ``timeout``
+    edge's deadline reads (``after 3d``, `fsm.state.Deadline.describe`).
     """
 
     source: str
@@ -48,6 +53,8 @@ class Edge:
     effect: str | None = None
     style: EdgeStyle = "transition"
     handler: str | None = None
+    event: str | None = None
+    deadline: str | None = None
 
 
 @attrs.frozen

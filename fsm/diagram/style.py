@@ -28,13 +28,21 @@ CURRENT_STROKE = "#00607a"
 REJECTION_COLOR = "#c62828"
 RETRY_COLOR = "#6c757d"
 CANCEL_COLOR = "#6f42c1"
+EVENT_COLOR = "#1565c0"
+TIMEOUT_COLOR = "#b8860b"
+"""A deadline's edge takes the wait states' stroke: it is the wait running out."""
 
 
 def edge_label(edge: Edge) -> str:
-    """``[guard] / effect``, prefixed with ``rejected``, ``retry`` or ``cancelled`` for those
-    routes; an edge a rejection handler declared reads ``rejected / handler``."""
+    """``[guard] / effect``, prefixed with ``on Event`` for an event row, ``rejected``,
+    ``retry`` or ``cancelled`` for those routes; an edge a rejection handler declared reads
+    ``rejected / handler``, a deadline ``after 3d``."""
     parts: list[str] = []
-    if edge.style == "rejection":
+    if edge.style == "event":
+        parts.append(f"on {edge.event}")
+    elif edge.style == "timeout":
+        parts.append(edge.deadline or "after timeout")
+    elif edge.style == "rejection":
         parts.append("rejected")
     elif edge.style == "retry":
         parts.append("retry")

@@ -96,7 +96,7 @@ def _checker(registry: Registry, name: str, event: object) -> Any:
             return "refuse", f"kind {kind!r} has no row taking event {name!r} (it takes: {takes})"
         if any(isinstance(event, t) for t in compiled.accepts.get(state, ())):
             return "accept", None
-        policy = getattr(compiled, "unaccepted", "queue")
+        policy = compiled.unaccepted
         if policy == "reject":
             return "refuse", f"state {state!r} of kind {kind!r} does not take event {name!r}"
         if policy == "drop":

@@ -4,7 +4,8 @@ Each check is a tiny function over a `Definition` (and, for the graph checks, th
 python-statemachine class built once from the table) that raises `fsm.DefinitionError` whose
 message names the kind, the state and the fix. They are grouped by topic:
 `fsm.validate.declaration` (names, data type, version, ids, policies), `fsm.validate.table`
-(rows, callbacks, rejection and cancel rows), `fsm.validate.blocking` (``blocking = True``),
+(rows, callbacks, rejection and cancel rows), `fsm.validate.events` (event rows' types, the
+kind's ``events`` and ``unaccepted``, deadlines), `fsm.validate.blocking` (``blocking = True``),
 `fsm.validate.reachability` (python-statemachine's graph checks) and `fsm.validate.hints`
 (the warnings). They run in the order of `STRUCTURE_CHECKS` then `GRAPH_CHECKS`: the
 structural ones make sure the table is well-formed enough to build a graph at all.
@@ -29,6 +30,14 @@ from fsm.validate.declaration import (
     check_timeout,
     check_upcasters,
     check_version,
+)
+from fsm.validate.events import (
+    check_deadlines,
+    check_declared_events,
+    check_event_names,
+    check_event_rows_live,
+    check_event_types,
+    check_unaccepted,
 )
 from fsm.validate.hints import (
     GuardedExitWarning,
@@ -72,6 +81,12 @@ STRUCTURE_CHECKS: tuple[Callable[[Definition], None], ...] = (
     check_table_ordered,
     check_known_states,
     check_terminal_exits,
+    check_event_types,
+    check_event_names,
+    check_declared_events,
+    check_event_rows_live,
+    check_unaccepted,
+    check_deadlines,
     check_callbacks,
     check_shadowed,
     check_wait_exits,

@@ -18,7 +18,7 @@ from fsm.storable import storage_problems
 
 RESERVED = frozenset(
     {"name", "version", "retry", "timeout", "blocking", "upcasters", "transitions"}
-    | {"rejections"}
+    | {"rejections", "events", "unaccepted"}
     | {"action_id"}
     | {"create", "goto", "graph"}
 )

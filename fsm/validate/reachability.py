@@ -3,7 +3,10 @@
 They are python-statemachine's own (3.x ``statemachine.graph``), run on a ``StateMachine``
 class built from our table with its automatic validation switched off, so we can report each
 offending state in our own words. Rejection rows count as edges here, through the targets
-they name: a compensating state reached only on rejection is reachable. Cancel rows count
+they name: a compensating state reached only on rejection is reachable. Event rows are
+transitions and wait states' deadlines are edges too, for every check: a wait state whose
+only way out is an event row is no trap (the events come from outside), nor is one whose
+only way out is its deadline (it fires on its own). Cancel rows count
 for reachability only (a compensation reached only by a cancel is reachable), not for the
 trap and terminal-path checks: a cancel is an operator's intervention, so a state whose only
 way out is a cancel route still cannot finish on its own.
@@ -23,8 +26,9 @@ from fsm.state import State
 
 
 def statemachine_of(d: Definition, *, cancels: bool = False) -> type[StateMachine]:
-    """A python-statemachine class with our states and edges (transitions, rejection routes
-    and the targets rejection handlers declare; with ``cancels``, the cancel routes too).
+    """A python-statemachine class with our states and edges (transitions and event rows,
+    deadlines, rejection routes and the targets rejection handlers declare; with
+    ``cancels``, the cancel routes too).
 
     Attribute names are synthetic (``s0``, ``t0``...) so no state name can clash with the
     library's reserved names; ``SmState.value`` holds the index back into ``d.states``. Its
@@ -43,8 +47,8 @@ def statemachine_of(d: Definition, *, cancels: bool = False) -> type[StateMachin
         **sm_states,
     }
     edges = [(t.source, t.target) for t in d.transitions]
+    edges += [(src, dst) for src, dst, _ in d.deadline_edges()]
     edges += [(src, dst) for src, dst, _ in d.rejection_edges()]
-    edges += [(s, s.deadline.to) for s in d.states if s.deadline is not None]
     if cancels:
         edges += list(d.cancel_edges())
     for n, (src, dst) in enumerate(edges):
@@ -71,7 +75,7 @@ def check_reachable(d: Definition, sm: type[StateMachine]) -> None:
     unreachable = _ours(d, disconnected_states(sm.initial_state, set(sm.states_map.values())))
     if not unreachable:
         return
-    fix = "add a transition, rejection route or cancel route into it, or delete it"
+    fix = "add a transition, deadline, rejection route or cancel route into it, or delete it"
     names = {s.name for s in unreachable}
     bare = [h for source, h in d.hidden_handlers().items() if source not in names]
     if bare:  # such a handler may well move there: validation cannot see where it goes

@@ -59,8 +59,9 @@ def check_known_states(d: Definition) -> None:
 
 
 def check_terminal_exits(d: Definition) -> None:
+    """No plain row leaves a terminal state (event rows: `fsm.validate.events`)."""
     for t in d.transitions:
-        if t.source.terminal:
+        if t.source.terminal and t.on is None:
             raise d.problem(
                 t.source,
                 f"terminal ({t.source.role}) state has an outgoing transition to {t.target.name!r}",
@@ -69,46 +70,61 @@ def check_terminal_exits(d: Definition) -> None:
 
 
 def check_callbacks(d: Definition) -> None:
+    """A plain row's guard and effect take (ctx, data); an event row's (ctx, data, event)."""
     for t in d.transitions:
+        n, shape = (2, "(ctx, data)") if t.on is None else (3, "(ctx, data, event)")
         for what, fn in (("guard", t.guard), ("effect", t.effect)):
-            if fn is None:
-                continue
-            if t.on is None:
-                check_arity(d, t.source, f"{what} of {t!r}", fn, 2, "(ctx, data)")
-            else:
-                check_arity(d, t.source, f"{what} of {t!r}", fn, 3, "(ctx, data, event)")
+            if fn is not None:
+                check_arity(d, t.source, f"{what} of {t!r}", fn, n, shape)
 
 
 def check_shadowed(d: Definition) -> None:
+    """No row (nor deadline) can never be taken because an earlier one always is.
+
+    A step offers the pending events to the event rows first, then runs the plain rows, then
+    looks at the deadline: an unguarded plain row shadows the later plain rows and the
+    deadline, an unguarded event row the later rows taking its type (or a subclass of it).
+    """
     for s in d.states:
-        exits = d.exits(s)
-        for i, t in enumerate(exits[:-1]):
+        plain = [t for t in d.exits(s) if t.on is None]
+        for i, t in enumerate(plain[:-1]):
             if t.guard is None:
-                # a plain row shadows the plain rows after it; an event row, the later rows
-                # of its event type (or a subclass of it)
-                later = ", ".join(repr(x) for x in exits[i + 1 :] if _shadows(t, x))
-                if not later:
-                    continue
+                later = ", ".join(repr(x) for x in plain[i + 1 :])
                 raise d.problem(
                     s,
                     f"unguarded {t!r} always wins, so {later} can never run",
                     "give the earlier transition a guard, or move it last",
                 )
-
-
-def _shadows(first: Transition[Any, Any], later: Transition[Any, Any]) -> bool:
-    if first.on is None or later.on is None:
-        return first.on is None and later.on is None
-    return isinstance(later.on, type) and issubclass(later.on, first.on)
+        rows = [(t, t.on) for t in d.exits(s) if isinstance(t.on, type)]
+        for i, (t, on) in enumerate(rows):
+            hidden = [x for x, sub in rows[i + 1 :] if issubclass(sub, on)]
+            if t.guard is None and hidden:
+                raise d.problem(
+                    s,
+                    f"unguarded {t!r} takes every {on.__name__} event, so "
+                    f"{', '.join(map(repr, hidden))} can never run",
+                    "give the earlier row a guard, or move it after the rows it hides",
+                )
+        if s.deadline is not None and plain and plain[-1].guard is None:
+            after = getattr(s.deadline, "describe", lambda: "the deadline")()
+            raise d.problem(
+                s,
+                f"unguarded {plain[-1]!r} is taken before the deadline is looked at, so the "
+                f"deadline ({after}) can never fire",
+                "give that row a guard, or remove the deadline",
+            )
 
 
 def check_wait_exits(d: Definition) -> None:
+    """A wait state has a row (plain or taken by an event) or a deadline to leave by."""
     for s in d.states:
         if s.role == "wait" and not d.exits(s) and s.deadline is None:
             raise d.problem(
                 s,
-                "wait state has no way out: no transition leaves it",
-                "add a guarded transition, e.g. `waiting.to(next, guard=event_arrived)`",
+                "wait state has no way out: no transition leaves it and it has no deadline",
+                "add a guarded transition, e.g. `waiting.to(next, guard=event_arrived)`, a "
+                "row taken by an event, `waiting.to(next, on=Approved)`, or a deadline, "
+                "`State.wait(timeout=..., on_timeout=...)`",
             )
 
 
