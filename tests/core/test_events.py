@@ -380,3 +380,38 @@ def test_a_send_wakes_this_executors_drive_sleeping_through_a_park(store: fsm.St
     done = run(scene())
     assert (done.status, done.state) == (DriveStatus.DONE, "approved_")
     assert [c[2] for c in book.calls] == ["alice"]
+
+
+def _strict(policy: str) -> type[fsm.Kind[Order, Book]]:
+    """`OrderKind`'s table, with ``unaccepted`` set to ``policy``."""
+
+    class Strict(OrderKind):
+        name = f"strict_{policy}"
+        unaccepted = policy
+
+    return Strict
+
+
+@pytest.mark.parametrize(
+    ("policy", "status", "stored"),
+    [
+        ("queue", SendStatus.SENT, [("Ship", False, None)]),
+        ("reject", SendStatus.REFUSED, []),
+        ("drop", SendStatus.DROPPED, [("Ship", True, "state 'awaiting_payment' did not take")]),
+    ],
+)
+def test_what_a_kind_does_with_an_event_its_state_does_not_take(
+    store: fsm.Store, policy: str, status: SendStatus, stored: list[tuple[Any, ...]]
+) -> None:
+    kind = _strict(policy)
+    ex = fsm.Executor(store, Book(), kinds=[kind])
+    run(ex.drive(kind.create(Order("1"))))
+    sent = run(ex.send("order-1", _ship("dhl"), key="s"))
+    assert sent.status is status
+    if policy != "queue":
+        assert sent.detail is not None and "'awaiting_payment'" in sent.detail
+    found = [(e[0], e[2], e[4] and e[4][: len(stored[0][2])]) for e in events_of(store, "order-1")]
+    assert found == [(n, c, d) for n, c, d in stored]
+    assert inbox_count(store, "order-1") == (1 if policy == "queue" else 0)
+    again = run(ex.send("order-1", _ship("dhl"), key="s"))
+    assert again.status is (SendStatus.REFUSED if policy == "reject" else SendStatus.DUPLICATE)
