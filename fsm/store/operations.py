@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
+import attrs
 import peewee
 
 from fsm.store import inspection, listing, pruning, report
@@ -22,8 +23,15 @@ from fsm.store.connection import WRAP_ERRORS
 from fsm.store.inspection import pages
 from fsm.store.reads import Reads
 from fsm.store.records import LoggedStep
-from fsm.store.reports import ActionFilter, ActionReport, ActionSummary, Cursor, PruneResult
-from fsm.store.schema import explain_missing
+from fsm.store.reports import (
+    SHOWN_EVENTS,
+    ActionFilter,
+    ActionReport,
+    ActionSummary,
+    Cursor,
+    PruneResult,
+)
+from fsm.store.schema import SCHEMA_VERSION, explain_missing
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -99,7 +107,11 @@ class Operations(Reads):
         if not (isinstance(history, int) and history >= 0):
             raise ValueError(f"history must be a count >= 0, got {history!r}")
         now = self.now()
-        return self._run(report.inspect, self._link, self._sql, action_id, now, history)
+        found = self._run(report.inspect, self._link, self._sql, action_id, now, history)
+        if found is None or not found.live or (self._read_version or SCHEMA_VERSION) < 6:
+            return found  # an older schema (read-only) has no inbox
+        events = self._run(self.inbox.read_all, action_id)
+        return attrs.evolve(found, events=tuple(events[:SHOWN_EVENTS]), events_pending=len(events))
 
     def history(
         self,

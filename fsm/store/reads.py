@@ -17,6 +17,7 @@ import peewee
 
 from fsm.store import census, inspection, polls, records
 from fsm.store.connection import Link
+from fsm.store.inbox import Inbox
 from fsm.store.resources import all_held, held_by, holder
 from fsm.store.statements import Statements
 
@@ -32,6 +33,7 @@ class Reads:
     _sql: Statements
     _exec: Callable[..., Any]
     _read_version: int | None
+    inbox: Inbox
 
     def now(self) -> float:  # pragma: no cover - `Store.now` is the one used
         raise NotImplementedError

@@ -20,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from fsm.events import Delivered
 from fsm.failures import chain_of
 from fsm.store.records import KeptOutcome, LoggedStep
 
@@ -257,6 +258,10 @@ class ActionReport:
     history_truncated: bool = False
     action: Any = None
     decode_error: str | None = None
+    events: tuple[Delivered, ...] = ()
+    """The oldest pending events in its inbox (at most `SHOWN_EVENTS`), in send order."""
+    events_pending: int = 0
+    """How many events wait in its inbox."""
 
     @property
     def live(self) -> bool:
@@ -282,6 +287,10 @@ class ActionReport:
             with contextlib.suppress(ValueError):  # a damaged row: shown as the text it is
                 out["payload"] = json.loads(self.payload)
         return out
+
+
+SHOWN_EVENTS = 100
+"""Pending events an `ActionReport` holds at most (``events_pending`` counts them all)."""
 
 
 @attrs.frozen

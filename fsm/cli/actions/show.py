@@ -94,11 +94,23 @@ def fields(r: ActionReport, now: float) -> list[tuple[str, Text]]:
         )
         out.append(("lease", render.cell(lease)))
         out.append(("resources", render.cell(", ".join(r.resources) or "none")))
+        out.append(("inbox", render.lines(_inbox(r, now))))
         out.append(("checkpoint", render.lines(_pretty(r.payload))))
     for kept in r.earlier:
         ended = f"{kept.status} in {kept.state} {render.relative(kept.finished_at, now)}"
         out.append(("earlier", render.cell(f"{kept.incarnation or '-'}: {ended}")))
     return out
+
+
+def _inbox(r: ActionReport, now: float) -> str:
+    """The pending events, oldest first: name, key and when each was sent."""
+    if not r.events_pending:
+        return "empty"
+    lines = [f"{r.events_pending} pending"]
+    lines += [f"{e.name} (key {e.key}, sent {render.relative(e.sent_at, now)})" for e in r.events]
+    if r.events_pending > len(r.events):
+        lines.append(f"... and {r.events_pending - len(r.events)} more")
+    return "\n".join(lines)
 
 
 def status_line(r: ActionReport, now: float) -> str:
