@@ -42,3 +42,59 @@ def test_show_lists_the_pending_events_oldest_first(tmp_path: Path) -> None:
     assert [(e["name"], e["key"], json.loads(e["payload"])) for e in out["events"]] == [
         ("Approve", "m", {"by": "mallory"})
     ]
+
+
+def _waiting(tmp_path: Path) -> Path:
+    db = tmp_path / "events.sqlite"
+    store = fsm.Store.sqlite(db)
+    asyncio.run(executor(store, Book()).drive(ApprovalKind.create(Request("1"))))
+    store.close()
+    return db
+
+
+def test_send_puts_an_event_in_the_inbox_for_a_worker(tmp_path: Path) -> None:
+    db = _waiting(tmp_path)
+    args = ("actions", "send", "approval-1", "Approve", "--db", db, "-m", "event_kinds")
+    sent = run_fsm(*args, "--key", "ok", "--data", '{"by": "bob"}')
+    assert (sent.returncode, sent.stderr) == (0, "")
+    assert sent.stdout == "approval-1: Approve (key ok) sent; a worker takes it\n"
+    again = run_fsm(*args, "--key", "ok", "--data", '{"by": "bob"}', "--json")
+    assert json.loads(again.stdout)["status"] == "duplicate"
+    store = fsm.Store.sqlite(db)
+    book = Book()
+    asyncio.run(executor(store, book).run_due())
+    assert [c[2] for c in book.calls] == ["bob"]
+    kept = store.outcome("approval-1")
+    assert kept is not None and kept.state == "approved_"
+    store.close()
+    late = run_fsm(*args, "--key", "late", "--data", '{"by": "bob"}')
+    assert (late.returncode, late.stdout) == (1, "")
+    assert late.stderr.strip() == "fsm: error: no live action 'approval-1'"
+
+
+def test_send_refuses_in_one_line(tmp_path: Path) -> None:
+    db = _waiting(tmp_path)
+    base = ("actions", "send", "approval-1")
+    cases = [
+        ((*base, "Nope", "--key", "k"), 1, "has no row taking event 'Nope' (it takes: Approve"),
+        ((*base, "Approve", "--key", "k", "--data", "[1"), 2, "--data is not JSON"),
+        ((*base, "Approve", "--key", "k", "--data", "[1]"), 2, "must be a JSON object"),
+        (
+            (*base, "Approve", "--key", "k", "--data", '{"x": 1}'),
+            2,
+            "required field missing @ $.by",
+        ),
+    ]
+    for args, code, text in cases:
+        ran = run_fsm(*args, "--db", db, "-m", "event_kinds")
+        assert ran.returncode == code, (args, ran.stderr)
+        assert len(ran.stderr.splitlines()) == 1 and text in ran.stderr, ran.stderr
+    sent = run_fsm(
+        *base, "Note", "--key", "k", "--data", '{"text": "a"}', "--db", db, "-m", "event_kinds"
+    )
+    assert sent.returncode == 0
+    clash = run_fsm(
+        *base, "Note", "--key", "k", "--data", '{"text": "b"}', "--db", db, "-m", "event_kinds"
+    )
+    assert clash.returncode == 1
+    assert "key 'k' was already used for another event" in clash.stderr

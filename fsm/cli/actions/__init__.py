@@ -13,7 +13,7 @@ import argparse
 from typing import Protocol
 
 from fsm.cli import control
-from fsm.cli.actions import history, listing, show
+from fsm.cli.actions import history, listing, send, show
 from fsm.cli.common import Command
 
 
@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "list": listing,
     "show": show,
     "history": history,
+    "send": send,
 }
 
 DEFAULT = "list"
