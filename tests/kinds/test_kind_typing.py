@@ -136,6 +136,39 @@ SNIPPET = textwrap.dedent(
             return order.order_id
 
 
+    @attrs.frozen
+    class Approved:
+        by: str
+
+
+    @attrs.frozen
+    class Declined:
+        why: str
+
+
+    def approve(ctx: StepContext[Shop], order: Order, event: Approved) -> Order:
+        return order
+
+
+    def trusted(ctx: StepContext[Shop], order: Order, event: Approved) -> bool:
+        return event.by != "mallory"
+
+
+    class Events(Kind[Order, Shop]):
+        name = "events"
+        waiting = State.wait(initial=True, timeout=60.0, on_timeout=State.failed())
+        end = State.done()
+        transitions = (
+            waiting.to(end, on=Approved, guard=trusted, effect=approve),
+            waiting.to(end, on=Declined, effect=approve),  # expect: "effect" to "to" of "State"
+            waiting.to(end, on=Approved, effect=reserve),  # expect: "effect" to "to" of "State"
+        )
+
+        @staticmethod
+        def action_id(order: Order) -> str:
+            return order.order_id
+
+
     action = Good.create(Order("1"))
     reveal_type(action.data)  # expect: Revealed type is "kinds_snippet.Order"
     Good.create(Invoice(1))  # expect: to "create" of "Kind" has incompatible type "Invoice"
