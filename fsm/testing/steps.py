@@ -18,7 +18,9 @@ from typing import Any
 
 import attrs
 
-from fsm.protocol import Action, MaybeAwaitable, Outcome, S, StepContext
+from fsm.converter import CONVERTER
+from fsm.events import Delivered, event_name
+from fsm.protocol import Action, Inbox, MaybeAwaitable, Outcome, S, StepContext
 from fsm.retry import RetryPolicy
 
 LOG = logging.getLogger("fsm.testing")
@@ -35,14 +37,23 @@ def step_context(
     held: Iterable[str] | Callable[[], Iterable[str]] = (),
     holder_of: Callable[[str], str | None] | None = None,
     incarnation: str = "",
+    events: Iterable[object] = (),
 ) -> StepContext[S]:
     """A context for step ``seq`` of action ``action_id``, as the executor would build it.
 
     ``held``: the resources the action holds (a callable is read when the step first asks).
     ``holder_of``: who holds a resource name (default: this action for ``held``, else
     nobody). ``retry``: the executor's default policy (default: ``RetryPolicy()``).
+    ``events``: the pending events in the action's inbox, oldest first (attrs instances),
+    as the step of a state with event rows reads them; after the step,
+    ``ctx.outbox.consumed`` is the index (from 1) of the one it took, if any, and
+    ``ctx.outbox.spawned`` the children it started.
     """
     load = held if callable(held) else (lambda: tuple(held))
+    inbox = None
+    pending = [_delivered(n, e) for n, e in enumerate(events, start=1)]
+    if pending:
+        inbox = Inbox(len(pending), lambda names: [d for d in pending if d.name in set(names)])
 
     def holder(name: str) -> str | None:
         return action_id if name in set(load()) else None
@@ -58,7 +69,16 @@ def step_context(
         load,
         holder_of if holder_of is not None else holder,
         incarnation,
+        None,
+        inbox,
     )
+
+
+def _delivered(n: int, event: object) -> Delivered:
+    """An event as the inbox would hold it (encoded as `fsm.Executor.send` encodes it)."""
+    cls = type(event)
+    payload = CONVERTER.dumps(CONVERTER.unstructure(event, cls)).decode()
+    return Delivered(n, event_name(cls), payload, f"test-{n}", 0.0)
 
 
 async def outcome_of(result: MaybeAwaitable) -> Outcome:

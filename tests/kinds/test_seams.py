@@ -206,3 +206,25 @@ def test_read_action_reads_while_a_driver_holds_the_action(tmp_path: Path) -> No
 )
 def test_may_hold_float_is_answered_by_the_storage_walk(tp: Any, floats: bool) -> None:
     assert may_hold_float(tp) is floats
+
+
+def test_step_context_holds_pending_events_for_a_unit_test_of_an_event_row() -> None:
+    """A kind's event rows are tested without a store: the context holds the inbox, and
+    the step says which event it took and what it spawned."""
+    import asyncio
+
+    from event_kinds import ApprovalKind, Approve, Book, Note, Request
+
+    from fsm.testing import outcome_of, step_context
+
+    book = Book()
+    ctx = step_context(book, "approval-1", events=[Approve("mallory"), Note("hi"), Approve("bo")])
+    action = ApprovalKind.create(Request("1"))
+    outcome = asyncio.run(outcome_of(action.advance(ctx)))
+    assert isinstance(outcome, fsm.Next)  # the note (mallory's approval is refused by its guard)
+    assert outcome.state.data.notes == ("hi",)
+    assert ctx.outbox.consumed == 2
+    ctx = step_context(book, "approval-1", events=[Approve("bo")])
+    outcome = asyncio.run(outcome_of(outcome.state.advance(ctx)))
+    assert outcome == fsm.Done("approved_") and ctx.outbox.consumed == 1
+    assert [c[2] for c in book.calls] == ["hi", "bo"]
