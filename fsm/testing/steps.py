@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from fsm.codec import encode
 from fsm.converter import CONVERTER
 from fsm.events import Delivered, event_name
 from fsm.protocol import Action, Inbox, MaybeAwaitable, Outcome, S, StepContext
@@ -77,7 +78,7 @@ def step_context(
 def _delivered(n: int, event: object) -> Delivered:
     """An event as the inbox would hold it (encoded as `fsm.Executor.send` encodes it)."""
     cls = type(event)
-    payload = CONVERTER.dumps(CONVERTER.unstructure(event, cls)).decode()
+    payload = encode(CONVERTER.unstructure(event, cls), f"event {event_name(cls)!r}").decode()
     return Delivered(n, event_name(cls), payload, f"test-{n}", 0.0)
 
 
