@@ -98,10 +98,7 @@ class Inbox:
             f"UPDATE fsm_event SET consumed_at = {p}, consumed_seq = {p}, dropped = {p} "
             f"WHERE id = {p} AND action_id = {p} AND consumed_at IS NULL"
         )
-        self._recount = (
-            "UPDATE fsm_action SET inbox = (SELECT count(*) FROM fsm_event "
-            f"WHERE action_id = {p} AND consumed_at IS NULL) WHERE id = {p}"
-        )
+        self._taken = f"UPDATE fsm_action SET inbox = inbox - {p} WHERE id = {p}"
         self._child = (
             "INSERT INTO fsm_action (id, kind, state, version, payload, seq, attempts, wake_at, "
             "epoch, created_at, updated_at, incarnation, parent, parent_incarnation) "
@@ -195,10 +192,11 @@ class Inbox:
                 ]
                 if inbox.consumed is not None:
                     taken.append((inbox.consumed, inbox.seq, None))
+                gone = 0
                 for event_id, seq, why in taken:
-                    self._exec(self._take, (now, seq, why, event_id, action_id))
-                if taken:
-                    self._exec(self._recount, (action_id, action_id))
+                    gone += self._exec(self._take, (now, seq, why, event_id, action_id)).rowcount
+                if gone:
+                    self._exec(self._taken, (gone, action_id))
 
         return body
 
