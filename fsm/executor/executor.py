@@ -11,7 +11,7 @@ import asyncio
 import logging
 import math
 import os
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic
 
 import fsm.results
@@ -149,6 +149,15 @@ class Executor(Generic[S]):
         if drive is not None:
             drive.heard()
         self.naps.wake(action_id)
+
+    def hear(self, counts: Mapping[str, int]) -> None:
+        """Pending events counted on the rows of the actions being driven (a worker reads them
+        with each lease renewal): a drive that did not know of them (sent from another
+        process) reads its inbox at its next step boundary."""
+        for action_id, count in counts.items():
+            drive = self._driving.get(action_id)
+            if drive is not None and count > drive.pending:
+                drive.pending = count
 
     @property
     def driving(self) -> frozenset[str]:

@@ -124,6 +124,18 @@ class Inbox:
         ).fetchall()
         return [Delivered(int(r[0]), r[1], r[2], r[3], float(r[4])) for r in rows]
 
+    def counts(self, ids: Sequence[str]) -> dict[str, int]:
+        """{id: pending events} of the actions among ``ids`` with any (one statement)."""
+        if not ids:
+            return {}
+        if self._link.sqlite:
+            sql = "SELECT id, inbox FROM fsm_action WHERE id IN (SELECT value FROM json_each(?))"
+            listed: Any = orjson.dumps(list(ids)).decode()
+        else:
+            sql, listed = "SELECT id, inbox FROM fsm_action WHERE id = ANY(%s)", list(ids)
+        rows = self._exec(sql + " AND inbox > 0", (listed,)).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
     def count(self, action_id: str) -> int:
         """The row's count of pending events (0 when there is no such row)."""
         row = self._exec(self._count, (action_id,)).fetchone()

@@ -311,6 +311,10 @@ class Store(Operations):
 
     # -- the inbox ------------------------------------------------------------------------
 
+    def inbox_counts(self, ids: Iterable[str]) -> dict[str, int]:
+        """{id: pending events} of the actions among ``ids`` that have any."""
+        return self.inbox.counts(list(ids))
+
     def inbox_count(self, action_id: str) -> int:
         """How many events wait in the action's inbox (the row's count)."""
         return self.inbox.count(action_id)

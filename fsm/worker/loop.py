@@ -343,5 +343,7 @@ class Worker(Generic[S]):
             ex = self.executor
             try:
                 await self._off_loop(self.store.renew, ex.owner, ex.clock() + ttl, ex.driving)
+                # events sent from elsewhere to what we drive: taken at the next step boundary
+                ex.hear(await self._off_loop(self.store.inbox_counts, ex.driving))
             except Exception as exc:  # the next write will tell whether the lease survived
                 log.warning("could not renew leases: %s", exc)

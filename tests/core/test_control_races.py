@@ -142,6 +142,29 @@ def test_a_cancel_queued_by_another_process_is_taken_at_the_next_claim(
     assert vias(store, "booking-1") == ["step", "step", "cancel", "step"]
 
 
+def test_a_cancel_from_elsewhere_heard_at_a_lease_renewal_is_taken_at_the_next_boundary(
+    store: fsm.Store,
+) -> None:
+    """A worker reads the inbox counts of what it drives with each lease renewal
+    (`Executor.hear`): a cancel queued by another process then reaches the running drive,
+    which takes it at its next step boundary instead of at its next claim."""
+    ex, desk = gated(store)
+    ops = fsm.Controls(store, kinds=[BookingKind])
+
+    async def race() -> fsm.DriveResult:
+        driving = asyncio.create_task(ex.drive(BookingKind.create(Booking("1"))))
+        await desk.entered.wait()
+        assert act(ops, "cancel", "booking-1").outcome == "queued"
+        ex.hear(store.inbox_counts(ex.driving))  # what the worker's renewal does
+        assert desk.gate is not None
+        desk.gate.set()
+        return await driving
+
+    result = asyncio.run(race())
+    assert (result.status, result.state) == (DriveStatus.FAILED, "cancelled")
+    assert vias(store, "booking-1") == ["step", "cancel", "step"]
+
+
 @pytest.mark.parametrize("control", LEASED)
 def test_the_executors_own_controls_see_its_drive_as_busy(store: fsm.Store, control: str) -> None:
     """The executor's controls claim with its own owner token, which a claim may take again:
