@@ -450,6 +450,7 @@ def test_a_v1_database_is_migrated_in_place(stores: OpenStore) -> None:
     start(store)
     if store.is_sqlite:  # SQLite's end trigger (v4) reads v2's columns
         store.db.execute_sql("DROP TRIGGER fsm_action_end")
+        store.db.execute_sql("DROP TRIGGER fsm_child_end")  # v6's, reads v2's incarnation
     store.db.execute_sql("DROP INDEX fsm_action_trouble")  # v5's, reads v2's broken
     for column in ("incarnation", "cause", "broken", "notified", "ending", "steps", "retries"):
         store.db.execute_sql(f"ALTER TABLE fsm_action DROP COLUMN {column}")

@@ -271,6 +271,7 @@ def test_a_v1_database_is_upgraded_in_place_and_keeps_its_keys(store_url: str) -
     run(ex.start(LoopKind.create(Job("old"))))
     if store.is_sqlite:  # SQLite's end trigger (v4) reads v2's columns
         store.db.execute_sql("DROP TRIGGER fsm_action_end")
+        store.db.execute_sql("DROP TRIGGER fsm_child_end")  # v6's, reads v2's incarnation
     store.db.execute_sql("DROP INDEX fsm_action_trouble")  # v5's, reads v2's broken
     for column in ("incarnation", "cause", "broken", "notified"):
         store.db.execute_sql(f"ALTER TABLE fsm_action DROP COLUMN {column}")
