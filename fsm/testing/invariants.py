@@ -61,7 +61,8 @@ def _inbox_is_kept(store: Store) -> list[str]:
     connection (every row of ``fsm_event``: a test database, not a production one)."""
 
     def rows(sql: str) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in store.db.execute_sql(sql).fetchall()]
+        found = store.db.execute_sql(sql).fetchall()  # type: ignore[no-untyped-call]
+        return [tuple(r) for r in found]
 
     miscounted = rows(
         "SELECT a.id, a.inbox, (SELECT count(*) FROM fsm_event e WHERE e.action_id = a.id "

@@ -52,9 +52,8 @@ def work(url: str) -> Work:
             if r.quarantine is None
         )
         log = store.transitions()
-        sent, taken = store.db.execute_sql(
-            "SELECT count(*), count(consumed_at) FROM fsm_event"
-        ).fetchone()
+        counts = "SELECT count(*), count(consumed_at) FROM fsm_event"
+        sent, taken = store.db.execute_sql(counts).fetchone()  # type: ignore[no-untyped-call]
     finally:
         store.close()
     return Work(live, int(log[-1].id) if log else 0, (int(sent), int(taken)))

@@ -33,10 +33,15 @@ from crash_event_kinds import KINDS, Offer, OfferKind, Vote
 
 import fsm
 
-VOTES = ("e0", "e1", "e2")
+VOTES = ("e0", "e1")
 ROUNDS = 10
 """A driver gives up (exit 1) after this many rounds with actions still live."""
 SENT = {fsm.SendStatus.SENT, fsm.SendStatus.DUPLICATE, fsm.SendStatus.FINISHED}
+
+
+def services(store: fsm.Store) -> Ledger:
+    """The ``--services`` factory of ``fsm worker``: the ledger in the worker's database."""
+    return Ledger.in_store(store)
 
 
 def url_of(folder: Path) -> str:
