@@ -17,11 +17,22 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from actions import Ledger
-from crash_event_kinds import KINDS, Ballot, BallotKind, Vote, closing
+from crash_event_kinds import (
+    KINDS,
+    OFFER_TIMEOUT,
+    Accept,
+    Ballot,
+    BallotKind,
+    Offer,
+    OfferKind,
+    Vote,
+    closing,
+)
 from processes import child_env
 from worker_processes import wait_for
 
@@ -159,3 +170,37 @@ def test_one_key_sent_at_once_by_many_is_one_event(store: fsm.Store, store_url: 
                                                      ()).fetchall()) == [
         closing(("v",)), "vote:v"
     ]  # fmt: skip
+
+
+def test_an_event_sent_from_elsewhere_during_a_nap_beats_the_deadline(
+    open_store: Callable[[], fsm.Store], tmp_path: Path
+) -> None:
+    """An executor drives an offer ``UNTIL_DONE``: it parks until its deadline and its
+    drive sleeps, holding the lease. Another executor (another process's store) sends an
+    `Accept` before the deadline. When the nap ends at the deadline, the step takes the
+    event (events first, then the deadline): the offer is accepted, not expired."""
+    holder, sender = open_store(), open_store()
+    now = [holder.clock()]
+    napping, wake = asyncio.Event(), asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        napping.set()
+        await wake.wait()
+
+    async def scenario() -> fsm.DriveResult:
+        ledger = Ledger.on_file(tmp_path / "ledger.sqlite")
+        a = fsm.Executor(holder, ledger, kinds=KINDS, clock=lambda: now[0], sleep=sleep)
+        b: fsm.Executor[object] = fsm.Executor(sender, None, kinds=KINDS, clock=lambda: now[0])
+        drive = asyncio.create_task(
+            a.drive(OfferKind.create(Offer("o0")), fsm.DriveMode.UNTIL_DONE)
+        )
+        await napping.wait()
+        assert (await b.send("o0", Accept("ann"), key="ann")).status is SendStatus.SENT
+        now[0] += OFFER_TIMEOUT + 1  # the nap ends at the deadline
+        wake.set()
+        return await drive
+
+    result = asyncio.run(scenario())
+    assert (result.status, result.state) == (fsm.DriveStatus.DONE, "accepted")
+    kept = holder.outcome("o0")
+    assert kept is not None and kept.state == "accepted"
