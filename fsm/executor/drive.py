@@ -30,7 +30,7 @@ from fsm.protocol import Action, Done, DriveMode, Failed, Inbox, Next, Park, Ste
 from fsm.registry import Registry
 from fsm.results import DriveResult, DriveStatus
 from fsm.retry import RetryPolicy
-from fsm.store import Bookkeeping, Claimed, LogEntry, Store
+from fsm.store import Bookkeeping, Claimed, LogEntry, Store, is_transient
 from fsm.store.inbox import Child, StepInbox
 
 log = logging.getLogger(__name__)
@@ -169,8 +169,19 @@ class Drive:
     def rouse(self) -> None:
         """After a nap: the action, loaded from the checkpoint this drive just wrote, as a
         restart would load it. (A checkpoint that does not load back fails here as it does
-        on the step's error path, which loads it too.)"""
+        on the step's error path, which loads it too.)
+
+        Events sent while it slept by other processes (a send, a child's end, a queued
+        cancel) reached the inbox, not this drive (`heard` is this process's): it counts
+        them again, so that the next step reads them before a deadline or a plain row. A
+        read that fails on an error that can pass keeps the count it had."""
         self.action = self.codec.load(self.state, self.bookkeeping.version, self.payload)
+        try:
+            self.pending = len(self.ex.store.pending_events(self.id))
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+        self.seen = min(self.seen, self.pending)
 
     async def step(self, mode: DriveMode) -> DriveResult | float | None:
         """Run one step and persist what it led to.
