@@ -28,6 +28,8 @@ from crash_event_kinds import (
     Accept,
     Ballot,
     BallotKind,
+    Batch,
+    FanOutKind,
     Offer,
     OfferKind,
     Vote,
@@ -204,3 +206,46 @@ def test_an_event_sent_from_elsewhere_during_a_nap_beats_the_deadline(
     assert (result.status, result.state) == (fsm.DriveStatus.DONE, "accepted")
     kept = holder.outcome("o0")
     assert kept is not None and kept.state == "accepted"
+
+
+def test_a_childs_end_racing_its_parents_taking_keeps_the_count(pg_url: str) -> None:
+    """PostgreSQL: the parent's step has taken the first child's `fsm.ChildEnded` (its
+    checkpoint holds the parent's row) when the second child ends; the end's trigger waits
+    for the row. Once the step commits, the parent's count is its one pending event (the
+    trigger's count must not come from before the step's commit)."""
+    import psycopg
+
+    store = fsm.open_store(pg_url)
+    ledger = Ledger.in_store(store)
+    ex = fsm.Executor(store, ledger, kinds=KINDS)
+    asyncio.run(ex.drive(FanOutKind.create(Batch("f0", size=2))))  # spawns f0.job0, f0.job1
+    asyncio.run(ex.drive("f0.job0"))  # its end: one ChildEnded pending for f0
+    options = pg_url.split("options=", 1)[1].replace("%20", " ").replace("%3D", "=")
+    base = pg_url.split("?", 1)[0]
+    with (
+        psycopg.connect(base, options=options) as step,
+        psycopg.connect(base, options=options, autocommit=True) as child,
+    ):
+        # the parent's step, as `Inbox.with_outbox` writes it: checkpoint first, then take
+        step.execute("UPDATE fsm_action SET seq = seq + 1 WHERE id = 'f0'")
+        step.execute(
+            "UPDATE fsm_event SET consumed_at = 1, consumed_seq = 1 WHERE action_id = 'f0'"
+        )
+        pid = child.info.backend_pid
+        ended = threading.Thread(
+            target=lambda: child.execute("DELETE FROM fsm_action WHERE id = 'f0.job1'")
+        )
+        ended.start()
+        waits = "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s"
+        wait_for(
+            lambda: step.execute(waits, (pid,)).fetchone() == ("Lock",),
+            "the child's end to wait for the parent's row",
+        )
+        step.execute(
+            "UPDATE fsm_action SET inbox = (SELECT count(*) FROM fsm_event "
+            "WHERE action_id = 'f0' AND consumed_at IS NULL) WHERE id = 'f0'"
+        )
+        step.commit()
+        ended.join(timeout=60)
+    assert check_invariants(store, KINDS) == []
+    store.close()
