@@ -169,13 +169,18 @@ class Drive:
     def rouse(self) -> None:
         """After a nap: the action, loaded from the checkpoint this drive just wrote, as a
         restart would load it. (A checkpoint that does not load back fails here as it does
-        on the step's error path, which loads it too.)"""
+        on the step's error path, which loads it too.)
+
+        Events sent while it slept by other processes (a send, a child's end, a queued
+        cancel) reached the inbox, not this drive (`heard` is this process's): it counts
+        them again, so that the next step reads them before a deadline or a plain row. A
+        read that fails on an error that can pass keeps the count it had."""
         self.action = self.codec.load(self.state, self.bookkeeping.version, self.payload)
-        # a send from another process while we slept reached the row, not this drive
         try:
             self.pending = self.ex.store.inbox_count(self.id)
         except Exception as exc:  # the step's own write will meet the fault, and back off
             self.adapter.warning("could not read the inbox's count after a nap: %s", exc)
+        self.seen = min(self.seen, self.pending)
 
     async def step(self, mode: DriveMode) -> DriveResult | float | None:
         """Run one step and persist what it led to.

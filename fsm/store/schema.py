@@ -331,11 +331,18 @@ _CHILD_ENDED_INSERT = (
 
 _PARENT_DUE = (
     "UPDATE fsm_action SET wake_at = CASE WHEN wake_at IS NULL OR wake_at > OLD.updated_at "
-    "THEN OLD.updated_at ELSE wake_at END, notified = TRUE, inbox = (SELECT count(*) FROM "
-    "fsm_event WHERE action_id = OLD.parent AND consumed_at IS NULL) "
+    "THEN OLD.updated_at ELSE wake_at END, notified = TRUE, inbox = {count} "
     "WHERE id = OLD.parent AND incarnation = OLD.parent_incarnation"
 )
 """The parent is due now, notified (a drive holding it leaves it due), its inbox counted."""
+
+_RECOUNT = "(SELECT count(*) FROM fsm_event WHERE action_id = OLD.parent AND consumed_at IS NULL)"
+"""SQLite's count: the trigger may have stored no event (a repeated end), and SQLite's
+writes are serialized, so a count is exact. PostgreSQL adds one instead, only when the
+event was stored (``IF FOUND``): a count there is read from the statement's snapshot, taken
+before it waited for the parent's row, so a step of the parent that took an event and
+committed meanwhile would still be counted pending; ``inbox + 1`` is applied to the row
+as committed."""
 
 _SQLITE_CHILD_TRIGGER = f"""
 CREATE TRIGGER IF NOT EXISTS fsm_child_end
@@ -343,7 +350,7 @@ AFTER DELETE ON fsm_action
 WHEN OLD.parent IS NOT NULL
 BEGIN
     {_CHILD_ENDED_INSERT}{_CHILD_ENDED.format(json="json_object", cast="")};
-    {_PARENT_DUE};
+    {_PARENT_DUE.format(count=_RECOUNT)};
 END
 """
 """A child's end tells its parent, in the statement that deletes the child's row: whatever
@@ -355,7 +362,8 @@ def _postgres_child_trigger(channel: str) -> tuple[str, ...]:
     ended = _CHILD_ENDED.format(json="json_build_object", cast="::text")
     body = (
         f"BEGIN {_CHILD_ENDED_INSERT}{ended}; "
-        f"IF FOUND THEN {_PARENT_DUE}; PERFORM pg_notify('{channel}', ''); END IF; "
+        f"IF FOUND THEN {_PARENT_DUE.format(count='inbox + 1')}; "
+        f"PERFORM pg_notify('{channel}', ''); END IF; "
         "RETURN NULL; END"
     )
     return (

@@ -4,7 +4,9 @@ A `Scenario` is what a crash test needs to know about a program: how to lay out 
 folder (`setup`), the command line of a driver process that resumes whatever is in the
 folder and exits 0 once every action is terminal (`driver`), where its fsm database is
 (`database`), and how to check the outside world afterwards (`check`, e.g. a ledger with no
-effect applied twice).
+effect applied twice). ``after_kill``, if given, checks the folder as each kill left it,
+before any driver resumes it: what a finished run no longer shows (an action's inbox, its
+pending events and their count, go with its end) is checked where the crash fell.
 
 `double_drive` and `concurrent` run it with every step driven twice, and with several
 drivers at once. `enumerate_crashes` first runs the scenario once with ``FSM_CRASH_TRACE``
@@ -54,6 +56,7 @@ class Scenario:
     database: Callable[[Path], str]
     check: Callable[[Path], list[str]]
     env: dict[str, str] = attrs.Factory(dict)
+    after_kill: Callable[[Path], list[str]] | None = None
 
 
 @attrs.define
@@ -88,6 +91,24 @@ def count_kill(report: CrashReport, before: Work, after: Work) -> bool:
     return False
 
 
+def killed(
+    scenario: Scenario,
+    folder: Path,
+    report: CrashReport,
+    before: Work,
+    where: str,
+    after: Work | None = None,
+) -> bool:
+    """A driver on ``folder`` died by SIGKILL: count the kill (`count_kill`; ``after``: the
+    store as it left it, if already read) and run the scenario's ``after_kill`` checks on
+    what it left (``where`` prefixes their lines)."""
+    after = work(scenario.database(folder)) if after is None else after
+    interrupted = count_kill(report, before, after)
+    if scenario.after_kill is not None:
+        report.violations += [f"{where}: {v}" for v in scenario.after_kill(folder)]
+    return interrupted
+
+
 def run_driver(
     scenario: Scenario, folder: Path, extra_env: dict[str, str], timeout: float = 300
 ) -> int:
@@ -113,7 +134,7 @@ def finish(scenario: Scenario, folder: Path, report: CrashReport, restarts: int 
         if code == 0:
             return True
         if code == -signal.SIGKILL:
-            count_kill(report, before, work(scenario.database(folder)))
+            killed(scenario, folder, report, before, "after a kill while finishing")
     report.violations.append(f"{scenario.name}: drivers did not finish after {restarts} runs")
     return False
 
@@ -152,7 +173,7 @@ def enumerate_crashes(
         before = work(scenario.database(folder))
         code = run_driver(scenario, folder, {CRASH_ENV: f"{point}:{n}"})
         if code == -signal.SIGKILL:
-            if count_kill(report, before, work(scenario.database(folder))):
+            if killed(scenario, folder, report, before, f"killed at {point}:{n}"):
                 report.points.add(point)
         elif code != 0:
             report.violations.append(f"{point}:{n}: driver exited {code} instead of dying")
@@ -285,7 +306,7 @@ def _kill_at(
     if code != -signal.SIGKILL:  # it exited just before the signal
         return code, False
     after = work(scenario.database(folder))
-    count_kill(report, before, after)
+    killed(scenario, folder, report, before, f"killed after {moment:.3f} s", after)
     return code, after == before
 
 
@@ -320,7 +341,7 @@ def concurrent(scenario: Scenario, workdir: Path, drivers: int = 3) -> CrashRepo
     report.runs += 1
     before = work(scenario.database(folder))
     if run_driver(scenario, folder, {CRASH_ENV: "checkpoint.after:1"}) == -signal.SIGKILL:
-        count_kill(report, before, work(scenario.database(folder)))
+        killed(scenario, folder, report, before, "killed at checkpoint.after:1")
     env = {**os.environ, **scenario.env}
     procs = [_spawn(scenario, folder, env) for _ in range(drivers)]
     report.runs += drivers

@@ -41,8 +41,9 @@ from fsm.store.hooks import (
     warn_armed,
 )
 
-COMMITS = ("checkpoint.after", "resources.after", "finish.after")
-"""The crash points passed right after a step's write committed."""
+COMMITS = ("checkpoint.after", "resources.after", "inbox.after", "finish.after")
+"""The crash points passed right after a step's write committed (``inbox``: a checkpoint
+that also took an event or spawned children)."""
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,12 @@
 5. Every end is kept with its history: an end in the log (a step to no state) has the kept
    outcome of the same id ending at that moment, and a kept outcome of an action with a log
    has its end in it (they are written by one statement: a crash cannot split them).
+6. The inbox keeps its count and its order: every live row's ``inbox`` is the number of its
+   pending events (``consumed_at IS NULL``); no event belongs to an action that is not live
+   (an end takes its events with it); an event taken by a step carries that step's
+   sequence, which is below the row's (the step's checkpoint moved the sequence on), and
+   no two events were taken by one step. A send, a step's taking and a child's end each
+   write the event and the count in one transaction, so no crash can split them.
 """
 
 from __future__ import annotations
@@ -46,6 +52,54 @@ def check_invariants(
     log = store.transitions()
     problems += _log_is_a_path(log, graphs)
     problems += _ends_are_kept(store, log)
+    problems += _inbox_is_kept(store)
+    return problems
+
+
+def _inbox_is_kept(store: Store) -> list[str]:
+    """Invariant 6 (see the module's doc), read with plain statements on the store's own
+    connection (every row of ``fsm_event``: a test database, not a production one)."""
+
+    def rows(sql: str) -> list[tuple[Any, ...]]:
+        found = store.db.execute_sql(sql).fetchall()  # type: ignore[no-untyped-call]
+        return [tuple(r) for r in found]
+
+    miscounted = rows(
+        "SELECT a.id, a.inbox, (SELECT count(*) FROM fsm_event e WHERE e.action_id = a.id "
+        "AND e.consumed_at IS NULL) FROM fsm_action a ORDER BY a.id"
+    )
+    problems = [
+        f"action {action_id}: its inbox count is {counted}, but {pending} event(s) are pending"
+        for action_id, counted, pending in miscounted
+        if int(counted) != int(pending)
+    ]
+    orphans = rows(
+        "SELECT e.id, e.action_id, e.name FROM fsm_event e WHERE NOT EXISTS "
+        "(SELECT 1 FROM fsm_action a WHERE a.id = e.action_id) ORDER BY e.id"
+    )
+    problems += [
+        f"event {event_id} ({name}) belongs to {action_id!r}, which is not live"
+        for event_id, action_id, name in orphans
+    ]
+    ahead = rows(
+        "SELECT e.id, e.action_id, e.consumed_seq, a.seq FROM fsm_event e "
+        "JOIN fsm_action a ON a.id = e.action_id "
+        "WHERE e.consumed_seq IS NOT NULL AND e.consumed_seq >= a.seq ORDER BY e.id"
+    )
+    problems += [
+        f"action {action_id}: event {event_id} was taken by step {taken}, but the row is at "
+        f"step {seq} (the taking step's checkpoint did not move the sequence on)"
+        for event_id, action_id, taken, seq in ahead
+    ]
+    twice = rows(
+        "SELECT action_id, consumed_seq, count(*) FROM fsm_event "
+        "WHERE consumed_seq IS NOT NULL GROUP BY action_id, consumed_seq "
+        "HAVING count(*) > 1 ORDER BY action_id, consumed_seq"
+    )
+    problems += [
+        f"action {action_id}: step {seq} took {n} events (a step takes at most one)"
+        for action_id, seq, n in twice
+    ]
     return problems
 
 

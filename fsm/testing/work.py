@@ -23,10 +23,13 @@ class Work:
     quarantined action: a claim sets the owner, a step moves the state or the wake-up time
     (``0`` between the steps of a drive), a start adds an id and an end removes one.
     ``logged`` is the highest transition-log id (a step that stays in its state adds a row).
+    ``events`` counts the inbox's rows and those taken: a send to an action already due
+    changes nothing else of its row, and it is work all the same.
     """
 
     live: frozenset[tuple[str, str, int, float | None, str | None]]
     logged: int
+    events: tuple[int, int] = (0, 0)
 
     def interrupted(self, before: Work) -> bool:
         """Whether a driver that started at ``before`` and died at ``self`` cut live work short."""
@@ -49,9 +52,11 @@ def work(url: str) -> Work:
             if r.quarantine is None
         )
         log = store.transitions()
+        counts = "SELECT count(*), count(consumed_at) FROM fsm_event"
+        sent, taken = store.db.execute_sql(counts).fetchone()  # type: ignore[no-untyped-call]
     finally:
         store.close()
-    return Work(live, int(log[-1].id) if log else 0)
+    return Work(live, int(log[-1].id) if log else 0, (int(sent), int(taken)))
 
 
 def completed(url: str) -> int:
