@@ -1,9 +1,10 @@
 """A queued cancel (`fsm.Controls.cancel` of a held action) meets a state with event rows.
 
 The cancel is queued while the step in a state with a cancel route runs; that step moves the
-action on to a state with event rows and no cancel route. The cancel must stay queued for a
-later state that has a route (as `fsm.executor.drive.Drive.cancel_queued` says), not be set
-aside as an unreadable event by the step of the state with event rows.
+action on to a state with event rows and no cancel route. The cancel stays queued there (the
+state's steps read only the events its rows take), and is taken as soon as the action enters
+a state that has a cancel route, although no new event arrived since the drive last looked
+(`Drive.advanced` looks again on entering a new state).
 """
 
 from __future__ import annotations
