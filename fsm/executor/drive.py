@@ -352,6 +352,7 @@ class Drive:
             self.adapter.debug("%s -> %s (%s)", self.state, planned.state, entry.outcome)
         self.committed(entry)
         self.bookkeeping = new
+        self.seen = 0 if planned.state != self.state else self.seen  # a queued cancel: new route?
         self.state, self.payload, self.seq = planned.state, planned.payload, planned.seq
         self.action = outcome.state
         if planned.goes_on:
