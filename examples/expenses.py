@@ -7,12 +7,12 @@ the main loop drives whatever is due. Every effect (an approval noted, an expens
 written to a ledger, a separate SQLite file that applies an effect once per idempotency
 key, as a real remote would.
 
-    python examples/approvals.py              # start the expenses (on a new database) or
+    python examples/expenses.py              # start the expenses (on a new database) or
                                               # resume them, send the approvals, drive them
-    python examples/approvals.py --fresh      # start over with new files
+    python examples/expenses.py --fresh      # start over with new files
 
 ``TORTURE`` at the bottom describes this program to ``fsm torture --module
-examples/approvals.py``: it kills it at every write point (the sender's among them: a send,
+examples/expenses.py``: it kills it at every write point (the sender's among them: a send,
 and a step that takes an event in its checkpoint's transaction) and at random, and checks
 that no approval was lost or noted twice, and no expense paid twice.
 
@@ -185,9 +185,9 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-only", action="store_true", help="start the expenses and exit")
     args = parser.parse_args(argv)
     folder = Path(args.dir)
-    db, ledger_db = folder / "approvals.sqlite", folder / "approvals-ledger.sqlite"
+    db, ledger_db = folder / "expenses.sqlite", folder / "expenses-ledger.sqlite"
     if args.fresh:
-        for path in folder.glob("approvals*.sqlite*"):
+        for path in folder.glob("expenses*.sqlite*"):
             path.unlink()
 
     new = not db.exists()
@@ -222,7 +222,7 @@ def _check(folder: Path) -> list[str]:
     expense paid once after both; fsm's invariants; nothing left in flight."""
     problems = []
     applied: dict[tuple[str, str], int] = {}
-    for expense, what, _ in Ledger(folder / "approvals-ledger.sqlite").effects():
+    for expense, what, _ in Ledger(folder / "expenses-ledger.sqlite").effects():
         applied[expense, what] = applied.get((expense, what), 0) + 1
     expected = {(e, f"approved by {a}"): 1 for e, _ in EXPENSES for a in APPROVERS}
     expected |= {(e, f"paid {amount} after {APPROVERS}"): 1 for e, amount in EXPENSES}
@@ -231,7 +231,7 @@ def _check(folder: Path) -> list[str]:
         twice = sorted(k for k, n in applied.items() if n > 1 or k not in expected)
         problems.append(f"ledger: missing {lost}, more than once or unexpected {twice}")
     problems += _fsm_checks(folder)
-    store = fsm.Store.sqlite(folder / "approvals.sqlite")
+    store = fsm.Store.sqlite(folder / "expenses.sqlite")
     if store.rows():
         problems.append(f"{len(store.rows())} expense(s) still live")
     store.close()
@@ -241,7 +241,7 @@ def _check(folder: Path) -> list[str]:
 def _fsm_checks(folder: Path) -> list[str]:
     """fsm's invariants, the inbox's among them (checked after every kill too, while the
     actions and their events are still there)."""
-    store = fsm.Store.sqlite(folder / "approvals.sqlite")
+    store = fsm.Store.sqlite(folder / "expenses.sqlite")
     try:
         return check_invariants(store, [ExpenseKind])
     finally:
@@ -254,10 +254,10 @@ def _setup(folder: Path) -> None:
 
 
 TORTURE = Scenario(
-    name="approvals",
+    name="expenses",
     setup=_setup,
     driver=lambda folder: [sys.executable, __file__, "--dir", str(folder)],
-    database=lambda folder: f"sqlite:///{folder / 'approvals.sqlite'}",
+    database=lambda folder: f"sqlite:///{folder / 'expenses.sqlite'}",
     check=_check,
     after_kill=_fsm_checks,
 )
