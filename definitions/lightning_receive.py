@@ -13,7 +13,8 @@ the mailbox posts use keys derived from it, `calls.call_key`), so a re-run after
 crash or a lost response is a replay on the server. The reference's defects this kind fixes
 are listed in docs/definitions/lightning_receive.md; `lightning_receive_grant` has what the
 grant request pins and which grant is accepted, `lightning_receive_ops` the user operations
-(cancel, exit, status).
+(cancel, exit, status): cancel and exit reach the action as events (`events`), taken by the
+rows with ``on=``.
 """
 
 from __future__ import annotations

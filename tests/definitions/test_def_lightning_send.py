@@ -23,6 +23,7 @@ AMOUNT = 10_000
 FEE = 20  # the sim server: 10 base + 1000 ppm
 HTLC_DELTA = 60  # the sim server's htlc_send_expiry_delta
 THRESHOLD = WalletConfig().vtxo_refresh_expiry_threshold
+UNTIL_PARKED = fsm.DriveMode.UNTIL_PARK_OR_DONE
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ def drive(w: Rig, inv: Invoice, mode: fsm.DriveMode = fsm.DriveMode.UNTIL_DONE) 
     return asyncio.run(w.executor.notify(lightning_send_id(inv.payment_hash), mode))
 
 
-def take_due(w: Rig, mode: fsm.DriveMode = fsm.DriveMode.UNTIL_PARK_OR_DONE) -> list[fsm.DriveResult]:
+def take_due(w: Rig, mode: fsm.DriveMode = UNTIL_PARKED) -> list[fsm.DriveResult]:
     """What a worker does: drive the due actions (an event sent makes its action due)."""
     return list(asyncio.run(w.executor.run_due(mode, keep_results=True)).results)
 
