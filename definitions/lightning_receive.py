@@ -368,6 +368,11 @@ class LightningReceiveKind(Kind[LightningReceive, Services]):
     """bark's lightning receive: wait for the payer, take the HTLCs, claim, deliver."""
 
     name = "lightning_receive"
+    events = (ReceiveCanceled, ExitRequested)
+    unaccepted = "reject"
+    """A cancel or an exit is for one state; sent when the receive has moved on (a race with
+    the check the operation makes first), it is refused, so the caller knows it was not
+    taken, rather than queued to be deleted unread with the action."""
 
     awaiting_payment = State.wait(after=4.0, initial=True, doc="poll the server every 4 s")
     htlcs_ready = State(doc="HTLCs held; preimage not revealed; abandonable")

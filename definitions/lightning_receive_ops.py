@@ -53,7 +53,8 @@ async def cancel_receive(executor: fsm.Executor[Services], payment_hash: str) ->
     action's inbox, which ends it ``canceled`` at its next step (a worker's, or a drive's).
 
     The server's cancel is the user's act, answered here; the event only tells the action.
-    A falsy result says the action ended in between (its ``status`` says how).
+    A falsy result says the action ended or moved on in between (``status`` and ``detail``
+    say how): the kind refuses events its current state does not take.
     """
     _require(executor.store, payment_hash, LightningReceiveKind.awaiting_payment.name)
     action_id = lightning_receive_id(payment_hash)
@@ -69,7 +70,8 @@ async def exit_receive(executor: fsm.Executor[Services], payment_hash: str) -> f
     the event makes a receive parked without a wake-up due) takes it before any claim,
     takes the HTLCs on chain and ends ``exited``. Sent while a driver holds the action, it
     waits for that driver's next step. If a claim succeeds first, the receive settles and
-    the event is deleted with it. A falsy result says the action ended in between.
+    the event is deleted with it. A falsy result says the action ended or moved on in
+    between (``status`` and ``detail`` say how): nothing was queued.
     """
     _require(executor.store, payment_hash, LightningReceiveKind.preimage_revealed.name)
     event = ExitRequested(payment_hash)

@@ -332,6 +332,10 @@ async def revocation_refused(ctx: Ctx, d: LightningSend, error: BaseException) -
 
 class LightningSendKind(Kind[LightningSend, Services]):
     name = "lightning_send"
+    events = (PaymentFinished,)
+    unaccepted = "queue"
+    """A "payment finished" that arrives before ``payment_initiated`` is checkpointed (the
+    server may finish before the initiate's checkpoint is written) waits for it."""
 
     start = State(initial=True, doc="inputs held; get the HTLC cosigned")
     abandoning = State(doc="cannot start: adopt the HTLC if the server made it, else give up")

@@ -16,6 +16,7 @@ from wallet_rig import DoubleStepper, Rig, kill_then_resume
 import fsm
 from fsm import LogEntry
 from fsm.store import StoreHooks
+from fsm_bark.events import ExitRequested
 from fsm_bark.lightning_receive import LightningReceiveKind, lightning_receive_id
 from fsm_bark.lightning_receive_ops import (
     ReceiveNotInState,
@@ -429,6 +430,9 @@ def test_exit_needs_the_preimage_revealed(w: Rig) -> None:
     action = receive(w)
     with pytest.raises(ReceiveNotInState):
         run(exit_receive(w.executor, hash_of(action)))
+    # past the operation's check (a race with it): the kind refuses what its state does not take
+    late = run(w.executor.send(action.id, ExitRequested(hash_of(action)), key="exit.late"))
+    assert late.status is fsm.SendStatus.REFUSED and "awaiting_payment" in str(late.detail)
     assert w.store.pending_events(action.id) == []
 
 

@@ -345,6 +345,33 @@ def test_a_notification_the_server_does_not_confirm_yet_waits_for_the_poll(w: Ri
     assert w.problems() == []
 
 
+def test_a_notification_before_the_payment_is_initiated_waits_for_it(w: Rig) -> None:
+    """The kind queues what its state does not take: a "finished" that reaches the send
+    before ``payment_initiated`` is checkpointed is taken there."""
+    fund(w)
+    inv = invoice(w, pending_polls=1)
+
+    def stop(entry: fsm.LogEntry) -> None:
+        if entry.to_state == "htlc_received":
+            raise RuntimeError("stopped after the HTLC")  # as if the process died there
+
+    w.after_commit = stop
+    with pytest.raises(RuntimeError):
+        pay(w, inv, wait=False)
+    w.after_commit = None
+    action_id = lightning_send_id(inv.payment_hash)
+    assert w.store.row(action_id).state == "htlc_received"  # type: ignore[union-attr]
+    sent = asyncio.run(lightning_send_finished(w.executor, inv.payment_hash))
+    assert sent is not None and sent.status is fsm.SendStatus.SENT
+    [parked] = take_due(w)  # initiated; the first poll reads pending: the event waits
+    assert (parked.state, [e.name for e in w.store.pending_events(action_id)]) == (
+        "payment_initiated",
+        ["PaymentFinished"],
+    )
+    assert drive(w, inv).state == "paid"
+    assert w.problems() == []
+
+
 def test_a_notification_for_an_ended_send_is_refused(w: Rig) -> None:
     fund(w)
     inv = invoice(w, fail=True)
