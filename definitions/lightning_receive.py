@@ -13,7 +13,8 @@ the mailbox posts use keys derived from it, `calls.call_key`), so a re-run after
 crash or a lost response is a replay on the server. The reference's defects this kind fixes
 are listed in docs/definitions/lightning_receive.md; `lightning_receive_grant` has what the
 grant request pins and which grant is accepted, `lightning_receive_ops` the user operations
-(cancel, exit, status).
+(cancel, exit, status): cancel and exit reach the action as events (`events`), taken by the
+rows with ``on=``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from fsm import Kind, RetryPolicy, State, StepContext
 
 from .answers import check_outputs
 from .calls import call_key
+from .events import ExitRequested, ReceiveCanceled
 from .lightning_receive_grant import GrantRequest, grant_problem, pin
 from .model import (
     ArkAddress,
@@ -74,6 +76,9 @@ class LightningReceive:
     movement_id: int | None = None
     claim_outputs: list[Vtxo] = attrs.Factory(list)
     exit_requested: bool = False
+    """Only in checkpoints written before exits were events: `exit_receive` then set it
+    through `fsm.Executor.update`. Still honoured, so such a request is not lost; new
+    requests are `ExitRequested` events and leave it False."""
 
     @property
     def payment_hash(self) -> str:
@@ -122,6 +127,13 @@ async def grant_request_stale(ctx: Ctx, d: LightningReceive) -> bool:
 
 async def receive_canceled(ctx: Ctx, d: LightningReceive) -> bool:
     return (await _status(ctx, d)).state is ReceiveState.CANCELED
+
+
+async def cancel_confirmed(ctx: Ctx, d: LightningReceive, event: ReceiveCanceled) -> bool:
+    """The user's cancel is taken once the server says the receive is canceled (the same
+    status read as the step's other guards). A cancel the server never applied (a lying
+    answer) is not taken: the receive goes on waiting, and the event dies with it."""
+    return await receive_canceled(ctx, d)
 
 
 async def payment_arrived(ctx: Ctx, d: LightningReceive) -> bool:
@@ -305,7 +317,13 @@ async def deliver(ctx: Ctx, d: LightningReceive) -> LightningReceive:
 
 
 def exit_requested(ctx: Ctx, d: LightningReceive) -> bool:
+    """A request written into the checkpoint by the exit of before events (see the field)."""
     return d.exit_requested
+
+
+def exit_on_request(ctx: Ctx, d: LightningReceive, event: ExitRequested) -> LightningReceive:
+    """The user's `ExitRequested`: `exit_htlcs`, in the step that takes the event."""
+    return exit_htlcs(ctx, d)
 
 
 def exit_htlcs(ctx: Ctx, d: LightningReceive) -> LightningReceive:
@@ -350,6 +368,11 @@ class LightningReceiveKind(Kind[LightningReceive, Services]):
     """bark's lightning receive: wait for the payer, take the HTLCs, claim, deliver."""
 
     name = "lightning_receive"
+    events = (ReceiveCanceled, ExitRequested)
+    unaccepted = "reject"
+    """A cancel or an exit is for one state; sent when the receive has moved on (a race with
+    the check the operation makes first), it is refused, so the caller knows it was not
+    taken, rather than queued to be deleted unread with the action."""
 
     awaiting_payment = State.wait(after=4.0, initial=True, doc="poll the server every 4 s")
     htlcs_ready = State(doc="HTLCs held; preimage not revealed; abandonable")
@@ -364,12 +387,14 @@ class LightningReceiveKind(Kind[LightningReceive, Services]):
 
     transitions = (
         awaiting_payment.to(awaiting_payment, guard=grant_request_stale, effect=pin_grant_request),
+        awaiting_payment.to(canceled, on=ReceiveCanceled, guard=cancel_confirmed),
         awaiting_payment.to(htlcs_ready, guard=grant_request_pinned, effect=take_grant),
         awaiting_payment.to(canceled, guard=receive_canceled),
         awaiting_payment.to(awaiting_payment, guard=payment_arrived, effect=pin_grant_request),
         awaiting_payment.to(expired, guard=invoice_expired),
         htlcs_ready.to(abandoned, guard=htlc_near_expiry, effect=abandon),
         htlcs_ready.to(preimage_revealed),
+        preimage_revealed.to(exited, on=ExitRequested, effect=exit_on_request),
         preimage_revealed.to(exited, guard=exit_requested, effect=exit_htlcs),
         preimage_revealed.to(settled, guard=claims_to_wallet, effect=claim_to_wallet),
         preimage_revealed.to(delivering, effect=claim_for_destination),

@@ -1,20 +1,20 @@
 """User operations on lightning receives: read, cancel, exit, status (bark §2.5 "Other paths").
 
-Cancel goes through the kind's table: the server cancels, then a notify lets the
-``awaiting_payment`` guard see it and end the action in ``canceled``. Exit cannot (the sim has
-no unilateral exits and the table must not exit on its own: receives never auto-exit), so it
-does bark's steps under the action's lease and then stops the action.
+Cancel and exit are events (`events`) sent into the action's inbox: the action is never
+driven, nor its checkpoint changed, in the caller's process. A worker (or the next drive)
+takes the event under the action's lease, through the kind's table: ``awaiting_payment``
+ends ``canceled`` on a `ReceiveCanceled` once the server says so; ``preimage_revealed``
+ends ``exited`` on an `ExitRequested` (the sim has no unilateral exits and the table must
+not exit on its own: receives never auto-exit), so an exit never interleaves with a claim.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Any
-
-import attrs
 
 import fsm
 
+from .events import ExitRequested, ReceiveCanceled, event_key
 from .lightning_receive import LightningReceive, LightningReceiveKind, lightning_receive_id
 from .services import Services
 
@@ -47,32 +47,36 @@ def _require(store: fsm.Store, payment_hash: str, state: str) -> LightningReceiv
     return found[1]
 
 
-async def cancel_receive(executor: fsm.Executor[Services], payment_hash: str) -> fsm.DriveResult:
+async def cancel_receive(executor: fsm.Executor[Services], payment_hash: str) -> fsm.SendResult:
     """Cancel an unpaid receive: the server first (a refusal, e.g. the HTLCs are already
-    granted, raises ``fsm.Rejected`` and changes nothing), then the action ends ``canceled``."""
+    granted, raises ``fsm.Rejected`` and changes nothing), then a `ReceiveCanceled` into the
+    action's inbox, which ends it ``canceled`` at its next step (a worker's, or a drive's).
+
+    The server's cancel is the user's act, answered here; the event only tells the action.
+    A falsy result says the action ended or moved on in between (``status`` and ``detail``
+    say how): the kind refuses events its current state does not take.
+    """
     _require(executor.store, payment_hash, LightningReceiveKind.awaiting_payment.name)
-    key = f"{lightning_receive_id(payment_hash)}.cancel"
-    await executor.services.server.cancel_lightning_receive(payment_hash, key)
-    return await executor.notify(lightning_receive_id(payment_hash))
+    action_id = lightning_receive_id(payment_hash)
+    await executor.services.server.cancel_lightning_receive(payment_hash, f"{action_id}.cancel")
+    event = ReceiveCanceled(payment_hash)
+    return await executor.send(action_id, event, key=event_key(payment_hash, "cancel"))
 
 
-async def exit_receive(executor: fsm.Executor[Services], payment_hash: str) -> fsm.DriveResult:
+async def exit_receive(executor: fsm.Executor[Services], payment_hash: str) -> fsm.SendResult:
     """After the preimage is out but the claim keeps failing: ask the action to exit.
 
-    The request is written into the checkpoint under the action's lease
-    (`fsm.Executor.update`), then the action is driven: its table takes the HTLCs on chain
-    and ends in ``exited``, so a concurrent driver can never interleave with the exit.
-    Raises `fsm.ActionBusy` if it is being driven right now.
+    An `ExitRequested` into the action's inbox: its next step (a worker's, or a drive's;
+    the event makes a receive parked without a wake-up due) takes it before any claim,
+    takes the HTLCs on chain and ends ``exited``. Sent while a driver holds the action, it
+    waits for that driver's next step. If a claim succeeds first, the receive settles and
+    the event is deleted with it. A falsy result says the action ended or moved on in
+    between (``status`` and ``detail`` say how): nothing was queued.
     """
     _require(executor.store, payment_hash, LightningReceiveKind.preimage_revealed.name)
-
-    def request_exit(action: Any) -> Any:
-        data = attrs.evolve(action.data, exit_requested=True)
-        return LightningReceiveKind.create(data, LightningReceiveKind.preimage_revealed)
-
-    action_id = lightning_receive_id(payment_hash)
-    await executor.update(action_id, request_exit)
-    return await executor.notify(action_id)
+    event = ExitRequested(payment_hash)
+    key = event_key(payment_hash, "exit")
+    return await executor.send(lightning_receive_id(payment_hash), event, key=key)
 
 
 def receive_outcome(store: fsm.Store, services: Services, payment_hash: str) -> ReceiveOutcome:

@@ -21,8 +21,9 @@ resources from the first checkpoint; the movement is created by the first step a
 ``failed`` when the send cannot start (bark leaves it pending forever); giving up at ``start``
 first asks the server whether it cosigned the HTLC, and adopts the HTLC if it did, so inputs
 the server has spent are never released; ``revocable`` tolerates a few transient errors
-before it counts as stuck; and the mailbox "payment finished" path goes through the executor
-(`lightning_send_ops.lightning_send_finished`), never around the action's lease. The
+before it counts as stuck; and the mailbox "payment finished" path is an event
+(`events.PaymentFinished`, sent by `lightning_send_ops.lightning_send_finished`) taken by
+``payment_initiated`` under the action's lease, never a settle around it. The
 starter is in `lightning_send_start`, the user's operations in `lightning_send_ops`.
 """
 
@@ -35,6 +36,7 @@ from fsm import Kind, RetryPolicy, State, StepContext
 
 from .answers import check_outputs
 from .calls import call_key
+from .events import PaymentFinished
 from .model import (
     Invoice,
     Movement,
@@ -178,6 +180,18 @@ async def payment_failed_or_near_expiry(ctx: Ctx, d: LightningSend) -> bool:
     return status.state is PaymentState.FAILED or await near_expiry(ctx, d)
 
 
+async def finished_paid(ctx: Ctx, d: LightningSend, event: PaymentFinished) -> bool:
+    """The mailbox's "finished" is taken as paid when the server gives the preimage."""
+    return await payment_succeeded(ctx, d)
+
+
+async def finished_unpaid(ctx: Ctx, d: LightningSend, event: PaymentFinished) -> bool:
+    """The mailbox's "finished" is taken as failed when the server says so (or the HTLC is
+    near expiry). Neither (the status unreadable, which reads as pending): it stays in the
+    inbox for the next poll."""
+    return await payment_failed_or_near_expiry(ctx, d)
+
+
 async def may_exit(ctx: Ctx, d: LightningSend) -> bool:
     """Exit the HTLC on chain: only if the user opted in and it is near expiry."""
     return d.allow_exit_of_htlcs and await near_expiry(ctx, d)
@@ -249,6 +263,11 @@ async def initiate_payment(ctx: Ctx, d: LightningSend) -> LightningSend:
     return d
 
 
+async def settle_finished(ctx: Ctx, d: LightningSend, event: PaymentFinished) -> LightningSend:
+    """`settle`, in the step that takes the mailbox's "finished"."""
+    return await settle(ctx, d)
+
+
 async def settle(ctx: Ctx, d: LightningSend) -> LightningSend:
     """Paid: record the fact (it outlives the checkpoint), the HTLC is spent, movement done."""
     preimage = await _preimage(ctx, d)
@@ -301,7 +320,7 @@ def exit_htlcs(ctx: Ctx, d: LightningSend) -> LightningSend:
 
 async def revocation_refused(ctx: Ctx, d: LightningSend, error: BaseException) -> fsm.Outcome:
     """bark's ``RevocationStuck`` rejection: exit if opted in and near expiry, else park
-    with the error, no wake-up (a notify or the next sync tries again)."""
+    with the error, no wake-up (a notify, a resume or the next sync tries again)."""
     if await may_exit(ctx, d):
         return LightningSendKind.goto(d, LightningSendKind.exiting)
     here = LightningSendKind.create(d, LightningSendKind.revocation_stuck)
@@ -313,6 +332,10 @@ async def revocation_refused(ctx: Ctx, d: LightningSend, error: BaseException) -
 
 class LightningSendKind(Kind[LightningSend, Services]):
     name = "lightning_send"
+    events = (PaymentFinished,)
+    unaccepted = "queue"
+    """A "payment finished" that arrives before ``payment_initiated`` is checkpointed (the
+    server may finish before the initiate's checkpoint is written) waits for it."""
 
     start = State(initial=True, doc="inputs held; get the HTLC cosigned")
     abandoning = State(doc="cannot start: adopt the HTLC if the server made it, else give up")
@@ -335,6 +358,10 @@ class LightningSendKind(Kind[LightningSend, Services]):
         abandoning.to(not_sent, effect=fail_movement),
         htlc_received.to(revocable, guard=near_expiry),
         htlc_received.to(payment_initiated, effect=initiate_payment),
+        # the mailbox's "payment finished" (an event): bark's mailbox path, taken under the
+        # lease; the 2 s poll below reaches the same ends without it
+        payment_initiated.to(paid, on=PaymentFinished, guard=finished_paid, effect=settle_finished),
+        payment_initiated.to(revocable, on=PaymentFinished, guard=finished_unpaid),
         payment_initiated.to(paid, guard=payment_succeeded, effect=settle),
         payment_initiated.to(revocable, guard=payment_failed_or_near_expiry),
         revocable.to(revoked, effect=revoke),

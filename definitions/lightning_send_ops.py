@@ -2,14 +2,15 @@
 
 `pay_lightning_invoice` is bark's ``make_lightning_payment``, built on the kind's starter:
 it resumes the send of the hash if one is in flight and starts a new one otherwise.
-`lightning_send_finished` is bark's mailbox path, which here notifies the executor instead
-of settling around the action's lease.
+`lightning_send_finished` is bark's mailbox path, which here sends the action an event
+(`events.PaymentFinished`) instead of settling around the action's lease.
 """
 
 from __future__ import annotations
 
 import fsm
 
+from .events import PaymentFinished, event_key
 from .lightning_send import lightning_send_id
 from .lightning_send_start import start_lightning_send
 from .model import Invoice
@@ -43,17 +44,20 @@ async def pay_lightning_invoice(
 
 async def lightning_send_finished(
     executor: fsm.Executor[Services], payment_hash: str
-) -> fsm.DriveResult | None:
-    """The mailbox says the server finished this payment: drive the send now.
+) -> fsm.SendResult | None:
+    """The mailbox says the server finished this payment: tell the send.
 
-    bark settles right here, around the action lock, racing any running drive. fsm only
-    notifies the executor: the send is driven under its lease, and ``payment_initiated``
-    reads the preimage from the server and settles (or revokes) as its table says. Returns
-    ``None`` when the payment is already recorded as paid.
+    bark settles right here, around the action lock, racing any running drive. fsm sends a
+    `PaymentFinished` into the send's inbox (the same notification twice is one event) and
+    returns: the send's next step, a worker's, takes it under the lease, and
+    ``payment_initiated`` reads the preimage from the server and settles (or revokes) as its
+    table says. Returns ``None`` when the payment is already recorded as paid.
     """
     if executor.services.wallet.paid_invoice(payment_hash) is not None:
         return None
-    return await executor.notify(lightning_send_id(payment_hash))
+    event = PaymentFinished(payment_hash)
+    key = event_key(payment_hash, "finished")
+    return await executor.send(lightning_send_id(payment_hash), event, key=key)
 
 
 __all__ = ["lightning_send_finished", "pay_lightning_invoice"]

@@ -186,8 +186,10 @@ def test_a_faked_cancel_leaves_the_receive_waiting_until_its_invoice_expires(w: 
     action, _ = run(start_lightning_receive(w.services, 10_000, preimage=digest("cancel")))
     assert run(w.executor.start(action))
     w.world.script_fault("cancel_lightning_receive", Fault.FAKE_SUCCESS)
-    canceled = run(cancel_receive(w.executor, action.data.invoice.payment_hash))
+    assert run(cancel_receive(w.executor, action.data.invoice.payment_hash))
+    canceled = run(w.drive(action.id))  # the cancel is not taken: the server says open
     assert (canceled.status, canceled.state) == (fsm.DriveStatus.PARKED, "awaiting_payment")
+    assert [e.name for e in w.store.pending_events(action.id)] == ["ReceiveCanceled"]
     w.world.advance_time(3600 + 61)
     expired = run(w.drive(action.id, UNTIL_DONE))
     assert (expired.status, expired.state) == (fsm.DriveStatus.DONE, "expired")

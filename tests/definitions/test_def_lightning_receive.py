@@ -8,13 +8,16 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import pytest
 from processes import after_commits
 from wallet_rig import DoubleStepper, Rig, kill_then_resume
 
 import fsm
 from fsm import LogEntry
-from fsm_bark.lightning_receive import lightning_receive_id
+from fsm.store import StoreHooks
+from fsm_bark.events import ExitRequested
+from fsm_bark.lightning_receive import LightningReceiveKind, lightning_receive_id
 from fsm_bark.lightning_receive_ops import (
     ReceiveNotInState,
     ReceiveOutcome,
@@ -76,6 +79,11 @@ def stop_at(state: str) -> Callable[[LogEntry], None]:
             raise Interrupted(state)  # as if the process died right after the commit
 
     return stop
+
+
+def take_due(w: Rig) -> list[fsm.DriveResult]:
+    """What a worker does: drive the due actions (an event sent makes its action due)."""
+    return list(run(w.executor.run_due(keep_results=True)).results)
 
 
 def hash_of(action: fsm.Action[Services]) -> str:
@@ -169,11 +177,33 @@ def test_unpaid_invoice_expires_after_the_grace(w: Rig) -> None:
 def test_cancel_goes_through_the_table(w: Rig) -> None:
     action = receive(w)
     drive(w, action, fsm.DriveMode.UNTIL_PARK_OR_DONE)
-    result = run(cancel_receive(w.executor, hash_of(action)))
-    assert result.status is fsm.DriveStatus.FAILED and "canceled" in str(result.error)
+    sent = run(cancel_receive(w.executor, hash_of(action)))
+    assert sent.status is fsm.SendStatus.SENT and sent.key == f"cancel.{hash_of(action)}"
     status = run(w.services.server.check_lightning_receive(hash_of(action)))
-    assert status.state is ReceiveState.CANCELED
+    assert status.state is ReceiveState.CANCELED  # the server's cancel: done by the caller
+    row = w.store.row(action.id)  # the action: told, not driven, and due now
+    assert row is not None and row.state == "awaiting_payment"
+    assert row.wake_at is not None and row.wake_at <= w.world.clock.now()
+    assert [e.name for e in w.store.pending_events(action.id)] == ["ReceiveCanceled"]
+    again = run(cancel_receive(w.executor, hash_of(action)))  # the server replays the key
+    assert again.status is fsm.SendStatus.DUPLICATE
+    assert w.applied_by("cancel_lightning_receive") == 1
+    [result] = take_due(w)
+    assert result.status is fsm.DriveStatus.FAILED and "canceled" in str(result.error)
+    assert result.state == "canceled" and w.store.row(action.id) is None
     assert w.problems() == []
+
+
+def test_a_cancel_sent_while_another_driver_holds_the_receive_waits_for_it(w: Rig) -> None:
+    action = receive(w)
+    drive(w, action, fsm.DriveMode.UNTIL_PARK_OR_DONE)
+    claimed = w.store.claim(action.id, "another-driver", w.world.clock.now())
+    assert not isinstance(claimed, str)
+    assert run(cancel_receive(w.executor, hash_of(action))).status is fsm.SendStatus.SENT
+    assert w.store.row(action.id).state == "awaiting_payment"  # type: ignore[union-attr]
+    w.store.unclaim(action.id, claimed.epoch)
+    [result] = take_due(w)
+    assert (result.status, result.state) == (fsm.DriveStatus.FAILED, "canceled")
 
 
 def test_server_cancel_is_seen_by_the_poll(w: Rig) -> None:
@@ -341,7 +371,73 @@ def test_exit_after_the_reveal(w: Rig) -> None:
     pay(w, action)
     w.world.script_fault("claim_lightning_receive", Fault.REJECT_NOT_FOUND)
     assert drive(w, action).state == "preimage_revealed"
-    run(exit_receive(w.executor, hash_of(action)))
+    row = w.store.row(action.id)
+    assert row is not None and row.wake_at is None  # parked with the error, no wake-up
+    sent = run(exit_receive(w.executor, hash_of(action)))
+    assert sent.status is fsm.SendStatus.SENT and sent.key == f"exit.{hash_of(action)}"
+    assert w.services.wallet.settled_receive(hash_of(action)) is None  # nothing ran yet
+    [result] = take_due(w)  # the event made the receive due
+    assert (result.status, result.state) == (fsm.DriveStatus.DONE, "exited")
+    assert_exited(w, action)
+    assert w.applied_by("claim_lightning_receive") == 0  # taken before any claim
+
+
+def test_an_exit_requested_before_exits_were_events_is_still_taken(w: Rig) -> None:
+    """A checkpoint whose ``exit_requested`` the exit of before events set (through
+    `Executor.update`) still exits: the request is not lost to the new table."""
+    action = receive(w)
+    pay(w, action)
+    w.world.script_fault("claim_lightning_receive", Fault.REJECT_NOT_FOUND)
+    assert drive(w, action).state == "preimage_revealed"
+
+    def request_exit(stored: Any) -> Any:
+        data = attrs.evolve(stored.data, exit_requested=True)
+        return LightningReceiveKind.create(data, LightningReceiveKind.preimage_revealed)
+
+    run(w.executor.update(action.id, request_exit))
+    assert drive(w, action).state == "exited"
+    assert_exited(w, action)
+
+
+def test_an_exit_cut_short_before_its_end_is_written_is_taken_again(tmp_path: Path) -> None:
+    """The exit's effects ran but its end was never written (a crash): the event is still
+    in the inbox, the next drive takes it again, and nothing is done twice."""
+    crash = {"armed": False}
+
+    def point(name: str) -> None:
+        if crash["armed"] and name == "finish.before":
+            crash["armed"] = False
+            raise Interrupted(name)
+
+    with Rig(tmp_path, seed=3, hooks=StoreHooks(point=point)) as w:
+        w.world.fund_vtxos(w.wallet, [50_000])
+        action = receive(w)
+        pay(w, action)
+        w.world.script_fault("claim_lightning_receive", Fault.REJECT_NOT_FOUND)
+        assert drive(w, action).state == "preimage_revealed"
+        assert run(exit_receive(w.executor, hash_of(action)))
+        crash["armed"] = True
+        cut = drive(w, action, fsm.DriveMode.UNTIL_PARK_OR_DONE)
+        assert cut.status is not fsm.DriveStatus.DONE and "finish.before" in str(cut.error)
+        assert w.store.row(action.id).state == "preimage_revealed"  # type: ignore[union-attr]
+        assert w.services.wallet.settled_receive(hash_of(action)) == AMOUNT - FEE  # it ran
+        assert [e.name for e in w.store.pending_events(action.id)] == ["ExitRequested"]
+        assert drive(w, action).state == "exited"
+        assert_exited(w, action)
+
+
+def test_exit_needs_the_preimage_revealed(w: Rig) -> None:
+    action = receive(w)
+    with pytest.raises(ReceiveNotInState):
+        run(exit_receive(w.executor, hash_of(action)))
+    # past the operation's check (a race with it): the kind refuses what its state does not take
+    late = run(w.executor.send(action.id, ExitRequested(hash_of(action)), key="exit.late"))
+    assert late.status is fsm.SendStatus.REFUSED and "awaiting_payment" in str(late.detail)
+    assert w.store.pending_events(action.id) == []
+
+
+def assert_exited(w: Rig, action: fsm.Action[Services]) -> None:
+    """The receive ended ``exited``: the HTLCs exiting, the movement failed with them."""
     assert w.store.row(action.id) is None and w.store.all_resources() == {}
     movement = w.services.wallet.movement_of(action.id)
     assert movement is not None and movement.status is MovementStatus.FAILED
@@ -349,6 +445,7 @@ def test_exit_after_the_reveal(w: Rig) -> None:
     exited = [v for v, s in w.services.wallet.vtxos() if s is VtxoState.EXITED]
     assert len(exited) == 1 and exited[0].amount == AMOUNT - FEE
     assert movement.metadata["exited_vtxos"] == exited[0].id  # recorded, as bark does
+    assert w.problems() == []
 
 
 def test_settled_on_the_server_walks_forward_instead_of_retrying(w: Rig) -> None:

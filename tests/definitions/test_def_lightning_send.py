@@ -23,6 +23,7 @@ AMOUNT = 10_000
 FEE = 20  # the sim server: 10 base + 1000 ppm
 HTLC_DELTA = 60  # the sim server's htlc_send_expiry_delta
 THRESHOLD = WalletConfig().vtxo_refresh_expiry_threshold
+UNTIL_PARKED = fsm.DriveMode.UNTIL_PARK_OR_DONE
 
 
 @pytest.fixture
@@ -51,6 +52,11 @@ def pay(w: Rig, inv: Invoice, *, wait: bool = True, exit_ok: bool = False) -> fs
 
 def drive(w: Rig, inv: Invoice, mode: fsm.DriveMode = fsm.DriveMode.UNTIL_DONE) -> fsm.DriveResult:
     return asyncio.run(w.executor.notify(lightning_send_id(inv.payment_hash), mode))
+
+
+def take_due(w: Rig, mode: fsm.DriveMode = UNTIL_PARKED) -> list[fsm.DriveResult]:
+    """What a worker does: drive the due actions (an event sent makes its action due)."""
+    return list(asyncio.run(w.executor.run_due(mode, keep_results=True)).results)
 
 
 def path(w: Rig, inv: Invoice) -> list[tuple[str, str | None, str]]:
@@ -294,15 +300,84 @@ def test_mailbox_notification_settles_through_the_executor(w: Rig) -> None:
     action_id = lightning_send_id(inv.payment_hash)
     claimed = w.store.claim(action_id, "another-driver", w.world.clock.now())
     assert not isinstance(claimed, str)  # another driver holds the lease now
-    busy = asyncio.run(lightning_send_finished(w.executor, inv.payment_hash))
-    assert busy is not None and busy.status is fsm.DriveStatus.BUSY  # no settle behind its back
-    assert w.wallet.paid_invoice(inv.payment_hash) is None
+    sent = asyncio.run(lightning_send_finished(w.executor, inv.payment_hash))
+    assert sent is not None and sent.status is fsm.SendStatus.SENT  # queued, not driven
+    assert w.wallet.paid_invoice(inv.payment_hash) is None  # no settle behind its back
+    again = asyncio.run(lightning_send_finished(w.executor, inv.payment_hash))
+    assert again is not None and again.status is fsm.SendStatus.DUPLICATE  # one notification
+    assert [e.name for e in w.store.pending_events(action_id)] == ["PaymentFinished"]
     w.store.unclaim(action_id, claimed.epoch)
-    done = asyncio.run(lightning_send_finished(w.executor, inv.payment_hash))
-    assert done is not None and done.status is fsm.DriveStatus.DONE
+    [done] = take_due(w)  # a worker takes it: the send is due at once, not in 2 s
+    assert (done.status, done.state) == (fsm.DriveStatus.DONE, "paid")
     assert w.wallet.paid_invoice(inv.payment_hash) is not None
+    assert path(w, inv)[-1] == ("payment_initiated", None, "step")  # the end, from there
     assert asyncio.run(lightning_send_finished(w.executor, inv.payment_hash)) is None
+    assert movement(w, inv).status is MovementStatus.SUCCESSFUL
     assert w.problems() == []
+
+
+def test_mailbox_notification_of_a_failed_payment_revokes(w: Rig) -> None:
+    fund(w)
+    inv = invoice(w, fail=True, pending_polls=1)
+    assert pay(w, inv, wait=False).state == "payment_initiated"
+    assert asyncio.run(lightning_send_finished(w.executor, inv.payment_hash))
+    [result] = take_due(w, fsm.DriveMode.UNTIL_DONE)
+    assert (result.status, result.state) == (fsm.DriveStatus.DONE, "revoked")
+    assert movement(w, inv).status is MovementStatus.FAILED
+    assert w.problems() == []
+
+
+def test_a_notification_the_server_does_not_confirm_yet_waits_for_the_poll(w: Rig) -> None:
+    """The mailbox says finished while the server's status still reads pending: the event
+    is not taken and stays in the inbox; the poll goes on and the send settles after it."""
+    fund(w)
+    inv = invoice(w, pending_polls=3)
+    assert pay(w, inv, wait=False).state == "payment_initiated"  # the first pending poll
+    action_id = lightning_send_id(inv.payment_hash)
+    assert asyncio.run(lightning_send_finished(w.executor, inv.payment_hash))
+    [parked] = take_due(w)  # the second pending poll
+    assert (parked.status, parked.state) == (fsm.DriveStatus.PARKED, "payment_initiated")
+    assert [e.name for e in w.store.pending_events(action_id)] == ["PaymentFinished"]
+    row = w.store.row(action_id)
+    assert row is not None and row.wake_at == w.world.clock.now() + 2.0  # polling as before
+    assert drive(w, inv).state == "paid"
+    assert w.wallet.paid_invoice(inv.payment_hash) is not None
+    assert w.problems() == []
+
+
+def test_a_notification_before_the_payment_is_initiated_waits_for_it(w: Rig) -> None:
+    """The kind queues what its state does not take: a "finished" that reaches the send
+    before ``payment_initiated`` is checkpointed is taken there."""
+    fund(w)
+    inv = invoice(w, pending_polls=1)
+
+    def stop(entry: fsm.LogEntry) -> None:
+        if entry.to_state == "htlc_received":
+            raise RuntimeError("stopped after the HTLC")  # as if the process died there
+
+    w.after_commit = stop
+    with pytest.raises(RuntimeError):
+        pay(w, inv, wait=False)
+    w.after_commit = None
+    action_id = lightning_send_id(inv.payment_hash)
+    assert w.store.row(action_id).state == "htlc_received"  # type: ignore[union-attr]
+    sent = asyncio.run(lightning_send_finished(w.executor, inv.payment_hash))
+    assert sent is not None and sent.status is fsm.SendStatus.SENT
+    [parked] = take_due(w)  # initiated; the first poll reads pending: the event waits
+    assert (parked.state, [e.name for e in w.store.pending_events(action_id)]) == (
+        "payment_initiated",
+        ["PaymentFinished"],
+    )
+    assert drive(w, inv).state == "paid"
+    assert w.problems() == []
+
+
+def test_a_notification_for_an_ended_send_is_refused(w: Rig) -> None:
+    fund(w)
+    inv = invoice(w, fail=True)
+    assert pay(w, inv).state == "revoked"
+    ended = asyncio.run(lightning_send_finished(w.executor, inv.payment_hash))
+    assert ended is not None and ended.status is fsm.SendStatus.FINISHED and not ended
 
 
 def test_a_pending_payment_is_polled_every_two_seconds(w: Rig) -> None:

@@ -200,9 +200,11 @@ def test_a_receive_cancelled_under_a_paying_wallet_refunds_it(two: Two) -> None:
     receive_id, send_id = lightning_between(two)
     payment_hash = receive_id.removeprefix("ln_recv.")
     assert lightning_receive_id(payment_hash) == receive_id
-    run(cancel_receive(two.bob.executor, payment_hash))
+    assert run(cancel_receive(two.bob.executor, payment_hash)).status is fsm.SendStatus.SENT
     result = run(two.alice.executor.drive(send_id, fsm.DriveMode.UNTIL_DONE))
     assert result.state == "revoked", result
+    [canceled] = run(two.bob.executor.run_due(keep_results=True)).results  # bob's worker
+    assert (canceled.id, canceled.state) == (receive_id, "canceled")
     assert spendable(two.alice) == 50_000 and spendable(two.bob) == 0
     assert two.problems() == []
 
