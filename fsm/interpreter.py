@@ -245,6 +245,9 @@ class Instance(Action[S], Generic[D, S]):
             return Failed(error)
         return self._follow(ctx, st, error)
 
+    def event_names(self) -> tuple[str, ...]:
+        return self._kind.states[self._state].event_names
+
     def on_cancel(self, cancel: Cancellation) -> Next | Done | Failed | None:
         """An operator's cancel: the state's cancel route, with the data as it stands.
 

@@ -257,13 +257,15 @@ class StepContext(Generic[S]):
 
     def events(self, names: Sequence[str]) -> Sequence[Delivered]:
         """The action's pending events named ``names`` (the ones this state can take), in
-        the order they were sent; read once per step."""
+        the order they were sent. The inbox is read once per step, for every name the drive
+        may ask of it (the state's event rows, a queued cancel)."""
         inbox = self._inbox
         if inbox is None:
             return ()
-        if inbox.loaded is None:
-            inbox.loaded = tuple(inbox.load(names))
-        return inbox.loaded
+        loaded = inbox.loaded
+        if loaded is None:
+            loaded = inbox.loaded = tuple(inbox.load())
+        return tuple(e for e in loaded if e.name in names)
 
     def consume_event(self, event_id: int) -> None:
         """This step takes the event: it leaves the inbox in the checkpoint's transaction."""
@@ -317,7 +319,7 @@ class Inbox:
 
     __slots__ = ("load", "loaded", "pending")
 
-    def __init__(self, pending: int, load: Callable[[Sequence[str]], Iterable[Delivered]]) -> None:
+    def __init__(self, pending: int, load: Callable[[], Iterable[Delivered]]) -> None:
         self.pending = pending
         self.load = load
         self.loaded: tuple[Delivered, ...] | None = None
@@ -384,6 +386,11 @@ class Action(Generic[S]):
     def on_rejection(self, ctx: StepContext[S], error: Rejected) -> MaybeAwaitable:
         """The remote side refused and changed nothing: fail (every resource is released)."""
         return Failed(error)
+
+    def event_names(self) -> tuple[str, ...]:
+        """The names of the events a step in this state can take (a declarative kind's event
+        rows); a drive reads only those from the inbox (and a queued cancel)."""
+        return ()
 
     def on_cancel(self, cancel: Cancellation) -> Next | Done | Failed | None:
         """An operator cancels the action in this state: where it goes (the cancel route).

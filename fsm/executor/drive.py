@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 _YIELD_AFTER = 0.002
 """Seconds a drive may hold the event loop before it yields once to other tasks."""
 
+_CANCEL = (CANCEL,)
 _ENDS = (Done, Failed)  # ``isinstance`` is quicker with a tuple than with a union
 _OUTCOMES = (Next, Park, Done, Failed)
 
@@ -296,7 +297,7 @@ class Drive:
         the transaction of the checkpoint it leads to. False: no cancel to take now (none
         queued, or this state has no cancel route: it stays queued for one that has)."""
         self.seen = self.pending
-        queued = self.ex.store.pending_events(self.id, (CANCEL,))
+        queued = ctx.events(_CANCEL)
         if not queued:
             return False
         cancel = decode_cancel(queued[0].payload)
@@ -488,7 +489,8 @@ class Drive:
         action_id = self.id
         inbox = None
         if self.pending:
-            inbox = Inbox(self.pending, lambda names: store.pending_events(action_id, names))
+            names = (*self.action.event_names(), CANCEL)
+            inbox = Inbox(self.pending, lambda: store.pending_events(action_id, names))
         return StepContext(
             ex.services,
             action_id,
