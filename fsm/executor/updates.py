@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fsm.errors import ActionBusy, DecodeError, KindError, NoSuchAction
 from fsm.executor.claims import claim, let_go, readable
 from fsm.executor.plan import plan_update
+from fsm.interpreter import Instance
 from fsm.protocol import Action, S
 from fsm.results import DriveStatus
 
@@ -40,7 +41,7 @@ async def update(
         if isinstance(decoded, str):
             raise DecodeError(f"action {action_id}: {decoded}")
         codec, action = decoded
-        new = change(action)
+        new = kept_deadline(action, change(action))
         if new.id != action_id:
             raise KindError(f"update changed the action id to {new.id!r}; ids must be stable")
         state, payload = codec.dump(new)
@@ -65,4 +66,20 @@ async def update(
         let_go(ex.store, action_id, claimed.epoch)
         raise
     log.info("action %s: updated from outside", action_id)
+    return new
+
+
+def kept_deadline(old: Action[Any], new: Action[Any]) -> Action[Any]:
+    """An update that leaves a declarative action in its wait state keeps the state's
+    deadline (a new instance made with ``Kind.create`` has none): changing the data of an
+    action waiting for a decision must not give it more time."""
+    if (
+        isinstance(old, Instance)
+        and type(new) is type(old)
+        and isinstance(new, Instance)
+        and new.state == old.state
+        and new.deadline is None
+        and old.deadline is not None
+    ):
+        return type(new)(new.state, new.data, new.parks, old.deadline)
     return new

@@ -415,3 +415,21 @@ def test_what_a_kind_does_with_an_event_its_state_does_not_take(
     assert inbox_count(store, "order-1") == (1 if policy == "queue" else 0)
     again = run(ex.send("order-1", _ship("dhl"), key="s"))
     assert again.status is (SendStatus.REFUSED if policy == "reject" else SendStatus.DUPLICATE)
+
+
+def test_an_update_in_the_waiting_state_keeps_its_deadline(store: fsm.Store) -> None:
+    clock = Clock()
+    ex = executor(store, Book(), clock=clock)
+    run(ex.drive(ApprovalKind.create(Request("1", hours=1))))
+    clock.now += 1800
+
+    def annotate(action: Any) -> Any:  # as users write it: a new action from new data
+        return ApprovalKind.create(
+            attrs.evolve(action.data, notes=("edited",)), ApprovalKind.waiting
+        )
+
+    run(ex.update("approval-1", annotate))
+    clock.now += 1801  # an hour after entering, not after the update
+    assert run(ex.run_due()).counts == {DriveStatus.FAILED: 1}
+    kept = store.outcome("approval-1")
+    assert kept is not None and kept.state == "escalated"
