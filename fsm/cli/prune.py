@@ -36,13 +36,15 @@ def run(args: argparse.Namespace) -> int:
             {
                 "log_rows": result.log_rows,
                 "outcomes": result.outcomes,
+                "events": result.events,
                 "older_than": result.older_than,
             }
         )
     else:
         render.console().print(
-            f"pruned {render.plural(result.log_rows, 'log row')} and "
-            f"{render.plural(result.outcomes, 'outcome')} older than "
+            f"pruned {render.plural(result.log_rows, 'log row')}, "
+            f"{render.plural(result.outcomes, 'outcome')} and "
+            f"{render.plural(result.events, 'taken event')} older than "
             f"{render.absolute(result.older_than)}"
         )
     return 0

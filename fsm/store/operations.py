@@ -130,9 +130,10 @@ class Operations(Reads):
         )
 
     def prune(self, older_than: float) -> PruneResult:
-        """Forget the transition-log rows and the kept outcomes older than ``older_than`` (a
-        unix time), in short batches (`fsm.store.pruning`). An outcome forgotten no longer
-        answers a start delivered again for its id (`Executor.redelivery_window`)."""
+        """Forget the transition-log rows, the kept outcomes and the taken events older than
+        ``older_than`` (a unix time), in short batches (`fsm.store.pruning`). An outcome
+        forgotten no longer answers a start delivered again for its id
+        (`Executor.redelivery_window`), nor a taken event a send repeating its key."""
         _check_time(older_than)
         return self._run(pruning.prune, self._link, self.db.param, older_than)
 
@@ -145,7 +146,8 @@ class Operations(Reads):
         outcomes = 0
         for delete in pruning.outcome_deletes(link, p, older_than):
             outcomes += await self._until_short(delete)
-        return PruneResult(log_rows, outcomes, older_than)
+        events = await self._until_short(pruning.event_deletes(link, p, older_than))
+        return PruneResult(log_rows, outcomes, older_than, events)
 
     async def _until_short(self, delete: pruning.Delete) -> int:
         """Run a batch delete through the committer until it deletes less than a batch."""

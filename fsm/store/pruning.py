@@ -1,4 +1,5 @@
-"""Forgetting old history: transition-log rows and kept outcomes older than a time.
+"""Forgetting old history: transition-log rows, kept outcomes and taken events older than a
+time.
 
 Deletes go in batches (`BATCH` rows, each its own short transaction), so a prune of a large
 log never holds SQLite's write lock for long: drives commit between its batches. A worker
@@ -29,9 +30,12 @@ Delete = Callable[[], int]
 
 
 def prune(link: Link, p: str, older_than: float, batch: int = BATCH) -> PruneResult:
-    """Delete the log rows written and the outcomes kept before ``older_than``, here."""
+    """Delete the log rows written, the outcomes kept and the events taken before
+    ``older_than``, here."""
     log_rows = prune_log(link, p, older_than, batch)
-    return PruneResult(log_rows, prune_outcomes(link, p, older_than, batch), older_than)
+    outcomes = prune_outcomes(link, p, older_than, batch)
+    events = _until_short(event_deletes(link, p, older_than, batch), batch)
+    return PruneResult(log_rows, outcomes, older_than, events)
 
 
 def prune_log(link: Link, p: str, older_than: float, batch: int = BATCH) -> int:
@@ -78,6 +82,36 @@ def outcome_deletes(link: Link, p: str, older_than: float, batch: int = BATCH) -
         return lambda: int(link.exec(statement, (status, older_than, batch)).rowcount)
 
     return [of(status.value) for status in ENDED_STATUSES]
+
+
+def event_deletes(link: Link, p: str, older_than: float, batch: int = BATCH) -> Delete:
+    """The batch delete of events live actions took (or set aside) before ``older_than``.
+
+    A live action keeps the events it took so that a send repeating a key is recognised;
+    a long-lived one would keep them for ever. Once pruned, a key can be sent again as a
+    new event: the deduplication window of a live action's events is the retention. The
+    inbox is walked by ``id`` (send order), as the log is: events sent from the first one
+    sent at or after the time on are left for the next prune.
+    """
+    bound: list[Any] = []
+
+    def delete() -> int:
+        if not bound:
+            first_young = link.exec(
+                f"SELECT id FROM fsm_event WHERE sent_at >= {p} ORDER BY id LIMIT 1",
+                (older_than,),
+            ).fetchone()
+            bound.append(None if first_young is None else first_young[0])
+        young = bound[0]
+        before = "" if young is None else f" AND id < {p}"
+        statement = (
+            "DELETE FROM fsm_event WHERE id IN (SELECT id FROM fsm_event WHERE "
+            f"consumed_at < {p}{before} ORDER BY id LIMIT {p})"
+        )
+        params = (older_than, batch) if young is None else (older_than, young, batch)
+        return int(link.exec(statement, params).rowcount)
+
+    return delete
 
 
 def _until_short(delete: Delete, batch: int) -> int:

@@ -295,8 +295,10 @@ SHOWN_EVENTS = 100
 
 @attrs.frozen
 class PruneResult:
-    """What `Store.prune` deleted: transition-log rows and kept outcomes."""
+    """What `Store.prune` deleted: transition-log rows, kept outcomes, and the events live
+    actions took (`fsm.store.pruning.event_deletes`)."""
 
     log_rows: int
     outcomes: int
     older_than: float
+    events: int = 0

@@ -62,11 +62,12 @@ async def prune_periodically(
             )
             await asyncio.sleep(retry_after)
             continue
-        if pruned.log_rows or pruned.outcomes:
+        if pruned.log_rows or pruned.outcomes or pruned.events:
             log.info(
-                "pruned history older than %g s: %d log rows, %d outcomes",
+                "pruned history older than %g s: %d log rows, %d outcomes, %d taken events",
                 retention,
                 pruned.log_rows,
                 pruned.outcomes,
+                pruned.events,
             )
         await asyncio.sleep(every)

@@ -134,7 +134,9 @@ def test_prune(db: str) -> None:
     kept = json.loads(proc.stdout)
     assert (kept["log_rows"], kept["outcomes"]) == (2, 1)  # T0 is long ago
     proc = run_fsm("prune", "--db", db, "--older-than", "12h")
-    assert proc.returncode == 0 and proc.stdout.startswith("pruned 0 log rows and 0 outcomes")
+    assert proc.returncode == 0 and proc.stdout.startswith(
+        "pruned 0 log rows, 0 outcomes and 0 taken events"
+    )
     assert_one_line_error(run_fsm("actions", "show", "pay-1", "--db", db), 1, "no action")
     assert run_fsm("actions", "show", "pay-2", "--db", db).returncode == 0  # live: kept
     for bad in ("30x", "-1d", "d", "nan", "inf", "1e999d", " 3d"):

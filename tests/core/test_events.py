@@ -433,3 +433,25 @@ def test_an_update_in_the_waiting_state_keeps_its_deadline(store: fsm.Store) -> 
     assert run(ex.run_due()).counts == {DriveStatus.FAILED: 1}
     kept = store.outcome("approval-1")
     assert kept is not None and kept.state == "escalated"
+
+
+def test_a_prune_forgets_the_events_a_live_action_took_long_ago(store: fsm.Store) -> None:
+    """Taken events are kept for their keys while the action lives; a prune forgets those
+    taken before its time (the keys' window is the retention), never a pending one."""
+    clock = Clock()
+    ex = executor(store, Book(), clock=clock)
+    run(ex.drive(ApprovalKind.create(Request("1"))))
+    run(ex.send("approval-1", Note("old"), key="old"))
+    run(ex.run_due())
+    clock.now += 100
+    run(ex.send("approval-1", Note("new"), key="new"))
+    run(ex.run_due())
+    run(ex.send("approval-1", Approve("mallory"), key="pending"))  # refused by the guard
+    pruned = store.prune(clock.now - 50)
+    assert pruned.events == 1
+    assert [(e[1], e[2]) for e in events_of(store, "approval-1")] == [
+        ("new", True),
+        ("pending", False),
+    ]
+    assert run(ex.send("approval-1", Note("old"), key="old")).status is SendStatus.SENT
+    assert run(ex.send("approval-1", Note("new"), key="new")).status is SendStatus.DUPLICATE
