@@ -17,21 +17,22 @@ from typing import Any, Protocol
 from fsm.blocking import BlockingPool
 from fsm.codec import KindCodec
 from fsm.errors import DoubleDriveMismatch, LeaseLost, Rejected
-from fsm.events import CANCEL, decode_cancel
+from fsm.events import CANCEL
 from fsm.executor.claims import let_go
 from fsm.executor.drivelog import Adapter
+from fsm.executor.inboxes import queued_cancel, step_inbox
 from fsm.executor.naps import Naps, Timer
 from fsm.executor.plan import Plan, Write, after_failed_write, plan, plan_broken
 from fsm.executor.step import advance, drive_again, encode, handle
 from fsm.failures import broken_text, chained_text, error_text
-from fsm.ids import check_id, idempotency_key, new_incarnation
+from fsm.ids import idempotency_key
 from fsm.observer import Observer
 from fsm.protocol import Action, Done, DriveMode, Failed, Inbox, Next, Park, StepContext
 from fsm.registry import Registry
 from fsm.results import DriveResult, DriveStatus
 from fsm.retry import RetryPolicy
 from fsm.store import Bookkeeping, Claimed, LogEntry, Store
-from fsm.store.inbox import Child, StepInbox
+from fsm.store.inbox import StepInbox
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ class Drive:
         cause: str | None = None
         routed = False
         if self.pending > self.seen:  # new events since the last look: a cancel among them?
-            cancelled = await self.cancel_queued(ctx, started, t0, mode)
+            cancelled = await queued_cancel(self, ctx, started, t0, mode)
             if cancelled is not False:
                 return cancelled
         try:
@@ -252,7 +253,7 @@ class Drive:
             duration=duration,
         )
         try:
-            inbox = self.outbox(ctx)
+            inbox = step_inbox(self, ctx)
         except Exception as exc:  # a child that does not encode: the kind's bug
             return await self.park_broken(exc, started, t0)
         if isinstance(outcome, _ENDS):
@@ -267,78 +268,6 @@ class Drive:
             # the step is retried from the stored checkpoint, under the same key, after backoff.
             self.adapter.error("could not write the checkpoint: %s", exc)
             return self.record_failure(exc)
-        return self.advanced(planned, outcome)
-
-    def outbox(self, ctx: StepContext[Any]) -> StepInbox | None:
-        """What the step wrote to its outbox, encoded for the store (None: nothing)."""
-        out = ctx.changes()
-        if out is None:
-            return None
-        children = []
-        for child in out.spawned:
-            codec = self.ex.registry.of(child)
-            state, payload = codec.dump(child)
-            check_id(child.id)
-            children.append(
-                Child(
-                    child.id, codec.name, state, codec.version, payload.decode(), new_incarnation()
-                )
-            )
-        taken = (out.consumed is not None) + len(out.dropped)
-        self.pending = max(0, self.pending - taken)  # as it will be once written
-        self.seen = min(self.seen, self.pending)
-        return StepInbox(out.consumed, self.seq, tuple(out.dropped), tuple(children))
-
-    async def cancel_queued(
-        self, ctx: StepContext[Any], started: float, t0: float, mode: DriveMode
-    ) -> DriveResult | float | bool | None:
-        """A step boundary with new events: an operator's cancel queued while this action
-        was held (`fsm.Controls.cancel`) is taken here, through the state's cancel route, in
-        the transaction of the checkpoint it leads to. False: no cancel to take now (none
-        queued, or this state has no cancel route: it stays queued for one that has)."""
-        self.seen = self.pending
-        queued = ctx.events(_CANCEL)
-        if not queued:
-            return False
-        cancel = decode_cancel(queued[0].payload)
-        outcome = self.action.on_cancel(cancel)
-        if outcome is None:
-            return False
-        self.adapter.info("%s (queued while the action was held)", cancel.text)
-        ctx.consume_event(queued[0].id)
-        try:
-            encoded = encode(self.codec, outcome)
-        except Exception as exc:
-            return await self.park_broken(exc, started, t0)
-        now = self.ex.clock()
-        planned = plan(
-            outcome,
-            self,
-            encoded,
-            kind=self.codec.name,
-            version=self.codec.version,
-            via="cancel",
-            attempts=0,
-            cause=error_text(cancel.text),
-            routed=True,
-            mode=mode,
-            stopping=self.ex.stopping,
-            started=started,
-            now=now,
-            lease_ttl=self.ex.store.lease_ttl,
-            duration=time.perf_counter() - t0,
-        )
-        inbox = self.outbox(ctx)
-        if isinstance(outcome, _ENDS):
-            return await self.finish(planned, now, inbox)
-        try:
-            await self.write(planned, (), (), now, inbox)
-        except LeaseLost as exc:
-            return self.dropped(exc)
-        except Exception as exc:
-            self.adapter.error("could not write the cancel: %s", exc)
-            return self.record_failure(exc)
-        assert isinstance(outcome, Next)
         return self.advanced(planned, outcome)
 
     def heard(self) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -319,3 +320,42 @@ def test_a_control_killed_at_its_write_leaves_all_of_it_or_none(store_url: str, 
         result = asyncio.run(ex.run_due(keep_results=True)).results[0]
         assert (result.status, result.state) == (DriveStatus.FAILED, "cancelled")
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("plan", "status", "state"),
+    [
+        ("route", DriveStatus.FAILED, "refunded"),  # through refunding, then its own end
+        ("fail", DriveStatus.FAILED, "closed"),
+        ("none", DriveStatus.PARKED, "open"),  # no route: the cancel stays queued
+        ("raise", DriveStatus.BROKEN, "open"),  # the kind's bug: parked as broken
+        ("other", DriveStatus.BROKEN, "open"),  # a route that changes the id: refused
+    ],
+)
+def test_a_queued_cancel_of_a_hand_written_action_takes_its_on_cancel(
+    store: fsm.Store, plan: str, status: DriveStatus, state: str
+) -> None:
+    """A cancel queued while another driver held the action is taken by the next drive
+    through ``on_cancel``; what the hook does wrong parks the action as broken (with its
+    reason), as a step's bug does, instead of escaping the drive."""
+    from control_kinds import Pass
+
+    ex = fsm.Executor(store, kinds=[Pass])
+    asyncio.run(ex.drive(Pass("p-1", plan=plan)))
+    other = store.claim("p-1", "someone-else:1:1:1", time.time())
+    assert isinstance(other, fsm.store.Claimed)
+    ops = fsm.Controls(store, kinds=[Pass])
+    queued = ops.cancel("p-1", reason="closing", by="ops")
+    if plan == "none":
+        assert queued.outcome == "queued"
+    store.unclaim("p-1", other.epoch)
+    result = asyncio.run(ex.drive("p-1"))
+    assert (result.status, result.state) == (status, state), result
+    if status is DriveStatus.BROKEN:
+        row = store.row("p-1")
+        assert row is not None and row.broken and row.last_error is not None
+        assert (
+            ("refund" in row.last_error) if plan == "raise" else ("class and id" in row.last_error)
+        )
+    if plan == "none":
+        assert [e.name for e in store.pending_events("p-1")] == ["fsm.Cancel"]
