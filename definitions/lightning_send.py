@@ -163,6 +163,16 @@ def _movement(ctx: Ctx, d: LightningSend) -> Movement:
     )
 
 
+async def _failure(ctx: Ctx, d: LightningSend) -> str | None:
+    """Why the revoked payment failed: the server's reason when it reports the payment
+    failed now (the payee failed it back after all, its HTLC expired, ...), else the one
+    kept on the way here."""
+    status = await _status(ctx, d)
+    if status.state is PaymentState.FAILED and status.error is not None:
+        return status.error
+    return d.refusal
+
+
 async def _register_best_effort(ctx: Ctx, vtxos: list[Vtxo]) -> None:
     try:
         await ctx.services.server.register_vtxo_transactions(vtxos, call_key(ctx, "outputs"))
@@ -330,7 +340,8 @@ async def revoke(ctx: Ctx, d: LightningSend) -> LightningSend:
     check_outputs(f"revocation of {d.payment_hash}", [back], outputs)
     await _register_best_effort(ctx, outputs)
     movement = _movement(ctx, d)
-    failure = {} if d.refusal is None else {"failure": d.refusal}
+    why = await _failure(ctx, d)
+    failure = {} if why is None else {"failure": why}
     wallet.update_movement(
         movement.id,
         MovementUpdate(effective_balance=0, produced=[v.id for v in outputs], metadata=failure),
