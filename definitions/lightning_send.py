@@ -12,6 +12,8 @@ the HTLC back), or exited (revocation is stuck, the user opted in, the HTLC is n
                                            |
                                         exiting -> exited
 
+(revocable and revocation_stuck also end in paid when the payee paid after all.)
+
 "Near expiry" is bark's rule: tip > ``htlc_expiry`` - ``vtxo_refresh_expiry_threshold``. bark
 applies it in ``on_retry``; here it is a guard checked before each attempt (a retry is the next
 attempt), so it shows in the table and the diagram.
@@ -21,10 +23,13 @@ resources from the first checkpoint; the movement is created by the first step a
 ``failed`` when the send cannot start (bark leaves it pending forever); giving up at ``start``
 first asks the server whether it cosigned the HTLC, and adopts the HTLC if it did, so inputs
 the server has spent are never released; ``revocable`` tolerates a few transient errors
-before it counts as stuck; and the mailbox "payment finished" path is an event
+before it counts as stuck; a payment that succeeds while it is being revoked (pending past
+near expiry, the server refusing to revoke it in flight) is settled, never revoked; a failed
+send's movement carries the reason; and the mailbox "payment finished" path is an event
 (`events.PaymentFinished`, sent by `lightning_send_ops.lightning_send_finished`) taken by
 ``payment_initiated`` under the action's lease, never a settle around it. The
-starter is in `lightning_send_start`, the user's operations in `lightning_send_ops`.
+starter is in `lightning_send_start`, the user's operations (paying an invoice, paying a
+BOLT12 offer through a fetched invoice: `lightning_offer`) in `lightning_send_ops`.
 """
 
 from __future__ import annotations

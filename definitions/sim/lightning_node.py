@@ -146,8 +146,11 @@ class LightningNodeState:
 
     # -- offers ------------------------------------------------------------------------
 
-    def create_offer(self, amount: int, description: str, key: str) -> Offer:
-        """A payee's BOLT12 offer (idempotent per ``key``); ``amount`` 0: the payer chooses."""
+    def create_offer(
+        self, amount: int, description: str, key: str, expires_at: float | None = None
+    ) -> Offer:
+        """A payee's BOLT12 offer (idempotent per ``key``); ``amount`` 0: the payer chooses;
+        no invoice is issued for it after ``expires_at`` (world time), if given."""
         with self.db.transaction():
             row = self.db.one("SELECT body FROM ln_offer WHERE key = ?", (key,))
             if row is not None:
@@ -159,6 +162,7 @@ class LightningNodeState:
                 amount,
                 Network.REGTEST,
                 description,
+                expires_at,
             )
             self.db.run(
                 "INSERT INTO ln_offer (offer_id, key, body) VALUES (?, ?, ?)",

@@ -85,6 +85,15 @@ def test_the_node_refuses_a_wrong_amount_and_an_unknown_offer(world: World) -> N
     assert unknown.value.code == NOT_FOUND
 
 
+def test_an_expired_offer_gets_no_invoice(world: World) -> None:
+    offer = world.lightning.create_offer(5_000, "sale", "sale", expires_at=world.clock.now() + 60)
+    assert fetch(world, offer).amount == 5_000
+    world.advance_time(61)
+    with pytest.raises(fsm.Rejected, match="expired") as late:
+        fetch(world, offer)
+    assert late.value.code == INVALID_ARGUMENT
+
+
 # -- routes ----------------------------------------------------------------------------------
 
 
