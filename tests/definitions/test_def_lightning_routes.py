@@ -28,7 +28,7 @@ from fsm_bark.lightning_send_ops import (
 from fsm_bark.model import Invoice, MovementStatus, Offer, VtxoState
 from fsm_bark.services import WalletConfig
 from fsm_bark.services.ark_server import ServerUnavailable
-from fsm_bark.sim import Fault
+from fsm_bark.sim import Fault, Faults
 from fsm_bark.sim.lightning_payments import NO_ROUTE
 from fsm_bark.sim.server_sends import HTLC_EXPIRED
 
@@ -341,3 +341,63 @@ def test_sigkill_while_parts_are_in_flight_resumes_in_a_new_process(
         parts = w.world.lightning.parts(m.metadata["payment_hash"])
         assert len(parts) == 3 and {p.state for p in parts} == {"settled" if paid else "failed"}
         assert w.problems() == []
+
+
+@pytest.mark.parametrize("seed", [4, 17])
+def test_random_routes_and_faults_end_every_send_paid_or_revoked(tmp_path: Path, seed: int) -> None:
+    """Invoices and offers paid over random routes (no route, parts, failures, long pending)
+    through lost answers, drops, restarts and rewritten answers: every send ends, paid
+    exactly when the payee's node settled it, revoked otherwise, and the invariants hold."""
+    faults = Faults(
+        lose_response=0.1,
+        drop_request=0.05,
+        restart=0.03,
+        rewrite=0.05,
+        ln_fail=0.3,
+        ln_max_pending_polls=6,
+        ln_no_route=0.2,
+        ln_max_parts=4,
+    )
+    with Rig(tmp_path, seed=seed, faults=faults) as rig:
+        rig.world.fund_vtxos(rig.wallet, [15_000] * 8)
+        offer = rig.world.lightning.create_offer(3_000, "daily", "daily")
+        hashes: list[str] = []
+
+        async def pay_one(n: int) -> None:
+            for _ in range(20):  # a fetch or start refused or lost: made again
+                try:
+                    if n % 2:
+                        inv, _ = await pay_lightning_offer(rig.executor, offer)
+                    else:
+                        inv = rig.world.lightning.create_invoice(4_000, "", f"random.{n}")
+                        await pay_lightning_invoice(rig.executor, inv)
+                    hashes.append(inv.payment_hash)
+                    return
+                except (ValueError, fsm.Rejected, ServerUnavailable):
+                    continue
+            raise AssertionError("could not start")
+
+        async def go() -> None:
+            for n in range(8):
+                await pay_one(n)
+            for _ in range(80):
+                await rig.executor.resume_all()
+                if not rig.store.rows():
+                    return
+                rig.world.mine(1)
+                rig.world.advance_time(30.0)
+
+        asyncio.run(go())
+        assert rig.store.rows() == [] and rig.store.all_resources() == {}
+        assert len(set(hashes)) == 8
+        for h in hashes:
+            m = rig.wallet.movement_of(lightning_send_id(h))
+            assert m is not None
+            settled = rig.world.lightning.payments.state_of(h) == "settled"
+            paid = rig.wallet.paid_invoice(h) is not None
+            assert settled is paid is (m.status is MovementStatus.SUCCESSFUL), h
+            if not paid:
+                assert m.status is MovementStatus.FAILED and m.metadata.get("failure"), h
+        outcomes = {rig.wallet.paid_invoice(h) is not None for h in hashes}
+        assert outcomes == {True, False}
+        assert rig.problems() == []
