@@ -40,7 +40,9 @@ class ExitRequested:
 class PaymentFinished:
     """The server's mailbox says it finished a lightning payment (`lightning_send_finished`):
     taken by ``payment_initiated`` when the server's status settles the send (paid) or
-    revokes it (failed, or near expiry)."""
+    revokes it (failed, or near expiry). A send already revoking (``revocation_stuck``,
+    parked) does not take it, but is made due by it: its rows settle it if the payee paid
+    after all, or revoke it; the event goes with the action."""
 
     payment_hash: str
 

@@ -12,6 +12,8 @@ the HTLC back), or exited (revocation is stuck, the user opted in, the HTLC is n
                                            |
                                         exiting -> exited
 
+(revocable and revocation_stuck also end in paid when the payee paid after all.)
+
 "Near expiry" is bark's rule: tip > ``htlc_expiry`` - ``vtxo_refresh_expiry_threshold``. bark
 applies it in ``on_retry``; here it is a guard checked before each attempt (a retry is the next
 attempt), so it shows in the table and the diagram.
@@ -21,10 +23,13 @@ resources from the first checkpoint; the movement is created by the first step a
 ``failed`` when the send cannot start (bark leaves it pending forever); giving up at ``start``
 first asks the server whether it cosigned the HTLC, and adopts the HTLC if it did, so inputs
 the server has spent are never released; ``revocable`` tolerates a few transient errors
-before it counts as stuck; and the mailbox "payment finished" path is an event
+before it counts as stuck; a payment that succeeds while it is being revoked (pending past
+near expiry, the server refusing to revoke it in flight) is settled, never revoked; a failed
+send's movement carries the reason; and the mailbox "payment finished" path is an event
 (`events.PaymentFinished`, sent by `lightning_send_ops.lightning_send_finished`) taken by
 ``payment_initiated`` under the action's lease, never a settle around it. The
-starter is in `lightning_send_start`, the user's operations in `lightning_send_ops`.
+starter is in `lightning_send_start`, the user's operations (paying an invoice, paying a
+BOLT12 offer through a fetched invoice: `lightning_offer`) in `lightning_send_ops`.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from .model import (
     Movement,
     MovementStatus,
     MovementUpdate,
+    Offer,
     PubkeyPolicy,
     ServerHtlcSendPolicy,
     Vtxo,
@@ -61,6 +67,8 @@ REVOCATION_ATTEMPTS = 3
 """Transient revocation failures before the send counts as stuck (bark: the first one)."""
 
 SPENDABLE_ONLY = frozenset({VtxoState.SPENDABLE})
+
+NEAR_EXPIRY = "the HTLC is near expiry and the payment has not finished"
 
 Ctx = StepContext[Services]
 
@@ -86,8 +94,12 @@ class LightningSend:
     htlc_ids: list[str] = attrs.Factory(list)
     mailbox_id: str | None = None
     refusal: str | None = None
-    """The server's refusal of the HTLC cosign (a stale fee quote, ...), for the movement of
-    a send that could not start."""
+    """Why the send failed, for its movement (``failure``): the server's refusal of the HTLC
+    cosign (a stale fee quote, ...) or of the payment, the payment's failure as the server
+    reports it (no route, the payee failed it back, ...), or the HTLC's expiry."""
+    offer: Offer | None = None
+    """The BOLT12 offer the invoice was fetched from (bark's original payment method), for
+    the movement; ``None`` for an invoice paid as is."""
 
     @property
     def payment_hash(self) -> str:
@@ -138,7 +150,12 @@ async def _preimage(ctx: Ctx, d: LightningSend) -> str | None:
 
 def _movement(ctx: Ctx, d: LightningSend) -> Movement:
     """The send's movement, created pending the first time, keyed by the action id and the
-    incarnation: paying a hash again after a revoked or refused attempt is a new movement."""
+    incarnation: paying a hash again after a revoked or refused attempt is a new movement.
+    It is sent to the offer when the invoice came from one (bark's original payment
+    method), with the invoice beside it."""
+    metadata = {"payment_hash": d.payment_hash, "sent_to": d.invoice.encoded}
+    if d.offer is not None:
+        metadata |= {"sent_to": d.offer.encoded, "invoice": d.invoice.encoded}
     return ctx.services.wallet.get_or_create_movement(
         ctx.action_id,
         "lightning_send",
@@ -146,9 +163,19 @@ def _movement(ctx: Ctx, d: LightningSend) -> Movement:
         effective_balance=-(d.amount + d.fee),
         fee=d.fee,
         consumed=d.input_ids,
-        metadata={"payment_hash": d.payment_hash, "sent_to": d.invoice.encoded},
+        metadata=metadata,
         attempt=ctx.incarnation,
     )
+
+
+async def _failure(ctx: Ctx, d: LightningSend) -> str | None:
+    """Why the revoked payment failed: the server's reason when it reports the payment
+    failed now (the payee failed it back after all, its HTLC expired, ...), else the one
+    kept on the way here."""
+    status = await _status(ctx, d)
+    if status.state is PaymentState.FAILED and status.error is not None:
+        return status.error
+    return d.refusal
 
 
 async def _register_best_effort(ctx: Ctx, vtxos: list[Vtxo]) -> None:
@@ -254,6 +281,32 @@ def cosign_refused(ctx: Ctx, d: LightningSend, error: BaseException) -> fsm.Outc
     return LightningSendKind.goto(refused, LightningSendKind.abandoning)
 
 
+async def note_failure(ctx: Ctx, d: LightningSend) -> LightningSend:
+    """On the way to revocation: keep why (the server's reason for a failed payment, or the
+    HTLC's expiry) for the movement."""
+    status = await _status(ctx, d)
+    if status.state is PaymentState.FAILED:
+        return attrs.evolve(d, refusal=status.error or "the payment failed")
+    return attrs.evolve(d, refusal=NEAR_EXPIRY)
+
+
+async def note_failure_finished(
+    ctx: Ctx, d: LightningSend, event: PaymentFinished
+) -> LightningSend:
+    """`note_failure`, in the step that takes the mailbox's "finished"."""
+    return await note_failure(ctx, d)
+
+
+def note_near_expiry(ctx: Ctx, d: LightningSend) -> LightningSend:
+    """The HTLC neared its expiry before the payment was initiated."""
+    return attrs.evolve(d, refusal=NEAR_EXPIRY)
+
+
+def payment_refused(ctx: Ctx, d: LightningSend, error: BaseException) -> fsm.Outcome:
+    """A refused initiation (or status): revoke, keeping the server's reason."""
+    return LightningSendKind.goto(attrs.evolve(d, refusal=str(error)), LightningSendKind.revocable)
+
+
 async def initiate_payment(ctx: Ctx, d: LightningSend) -> LightningSend:
     """Ask the server to pay the invoice with the HTLC; it notifies our mailbox when done."""
     assert d.mailbox_id is not None  # set with the HTLC
@@ -292,8 +345,11 @@ async def revoke(ctx: Ctx, d: LightningSend) -> LightningSend:
     check_outputs(f"revocation of {d.payment_hash}", [back], outputs)
     await _register_best_effort(ctx, outputs)
     movement = _movement(ctx, d)
+    why = await _failure(ctx, d)
+    failure = {} if why is None else {"failure": why}
     wallet.update_movement(
-        movement.id, MovementUpdate(effective_balance=0, produced=[v.id for v in outputs])
+        movement.id,
+        MovementUpdate(effective_balance=0, produced=[v.id for v in outputs], metadata=failure),
     )
     for vtxo in outputs:
         wallet.insert_vtxo(vtxo, VtxoState.SPENDABLE)
@@ -356,15 +412,21 @@ class LightningSendKind(Kind[LightningSend, Services]):
         start.to(htlc_received, effect=request_htlc),
         abandoning.to(htlc_received, guard=htlc_cosigned, effect=request_htlc),
         abandoning.to(not_sent, effect=fail_movement),
-        htlc_received.to(revocable, guard=near_expiry),
+        htlc_received.to(revocable, guard=near_expiry, effect=note_near_expiry),
         htlc_received.to(payment_initiated, effect=initiate_payment),
         # the mailbox's "payment finished" (an event): bark's mailbox path, taken under the
         # lease; the 2 s poll below reaches the same ends without it
         payment_initiated.to(paid, on=PaymentFinished, guard=finished_paid, effect=settle_finished),
-        payment_initiated.to(revocable, on=PaymentFinished, guard=finished_unpaid),
+        payment_initiated.to(
+            revocable, on=PaymentFinished, guard=finished_unpaid, effect=note_failure_finished
+        ),
         payment_initiated.to(paid, guard=payment_succeeded, effect=settle),
-        payment_initiated.to(revocable, guard=payment_failed_or_near_expiry),
+        payment_initiated.to(revocable, guard=payment_failed_or_near_expiry, effect=note_failure),
+        # a payment pending past near expiry may still succeed while the server refuses to
+        # revoke it (in flight): the preimage settles it, never a revocation
+        revocable.to(paid, guard=payment_succeeded, effect=settle),
         revocable.to(revoked, effect=revoke),
+        revocation_stuck.to(paid, guard=payment_succeeded, effect=settle),
         revocation_stuck.to(exiting, guard=may_exit),
         revocation_stuck.to(revoked, effect=revoke),
         exiting.to(exited, effect=exit_htlcs),
@@ -372,8 +434,8 @@ class LightningSendKind(Kind[LightningSend, Services]):
         # and fails the movement); a refused payment is revoked; a refused (or repeatedly
         # failing) revocation is stuck; a refused retry of a stuck one parks or exits.
         start.rejected(handler=cosign_refused, to=abandoning),
-        htlc_received.rejected(to=revocable),
-        payment_initiated.rejected(to=revocable),
+        htlc_received.rejected(handler=payment_refused, to=revocable),
+        payment_initiated.rejected(handler=payment_refused, to=revocable),
         revocable.rejected(to=revocation_stuck),
         revocation_stuck.rejected(handler=revocation_refused, to=exiting),
     )

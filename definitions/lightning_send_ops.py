@@ -1,7 +1,10 @@
-"""User operations on lightning sends: pay an invoice, and the mailbox's "payment finished".
+"""User operations on lightning sends: pay an invoice or an offer, and the mailbox's "payment
+finished".
 
 `pay_lightning_invoice` is bark's ``make_lightning_payment``, built on the kind's starter:
 it resumes the send of the hash if one is in flight and starts a new one otherwise.
+`pay_lightning_offer` is bark's ``pay_lightning_offer``: it fetches a new invoice for the
+offer (`lightning_offer`) and pays it.
 `lightning_send_finished` is bark's mailbox path, which here sends the action an event
 (`events.PaymentFinished`) instead of settling around the action's lease.
 """
@@ -11,9 +14,10 @@ from __future__ import annotations
 import fsm
 
 from .events import PaymentFinished, event_key
+from .lightning_offer import fetch_offer_invoice
 from .lightning_send import lightning_send_id
 from .lightning_send_start import start_lightning_send
-from .model import Invoice
+from .model import Invoice, Offer
 from .services import Services
 
 
@@ -32,10 +36,46 @@ async def pay_lightning_invoice(
     a new incarnation of ``ln_pay.<hash>`` (``again=True``), whose steps get keys of their own,
     so the server never sees a known key with a different request.
     """
+    return await _pay(executor, invoice, amount, wait, allow_exit_of_htlcs, None)
+
+
+async def pay_lightning_offer(
+    executor: fsm.Executor[Services],
+    offer: Offer,
+    amount: int | None = None,
+    *,
+    wait: bool = False,
+    allow_exit_of_htlcs: bool = False,
+) -> tuple[Invoice, fsm.DriveResult]:
+    """bark's ``pay_lightning_offer``: fetch a new invoice for ``offer`` (``amount`` for an
+    offer without one) through the server, check it was issued for the offer, and pay it
+    with a send of its own. Returns the invoice (its payment hash names the send) and the
+    drive's result.
+
+    Each call is a new payment, with a new invoice and payment hash: an offer is paid as
+    often as it is asked to be. A fetch refused or lost raises before any send exists.
+    """
+    invoice = await fetch_offer_invoice(executor.services, offer, amount)
+    result = await _pay(executor, invoice, None, wait, allow_exit_of_htlcs, offer)
+    return invoice, result
+
+
+async def _pay(
+    executor: fsm.Executor[Services],
+    invoice: Invoice,
+    amount: int | None,
+    wait: bool,
+    allow_exit_of_htlcs: bool,
+    offer: Offer | None,
+) -> fsm.DriveResult:
     action_id = lightning_send_id(invoice.payment_hash)
     if executor.store.row(action_id) is None:
         action, resources = await start_lightning_send(
-            executor.services, invoice, amount, allow_exit_of_htlcs=allow_exit_of_htlcs
+            executor.services,
+            invoice,
+            amount,
+            allow_exit_of_htlcs=allow_exit_of_htlcs,
+            offer=offer,
         )
         await executor.start(action, resources=resources, again=True)
     mode = fsm.DriveMode.UNTIL_DONE if wait else fsm.DriveMode.UNTIL_PARK_OR_DONE
@@ -60,4 +100,4 @@ async def lightning_send_finished(
     return await executor.send(lightning_send_id(payment_hash), event, key=key)
 
 
-__all__ = ["lightning_send_finished", "pay_lightning_invoice"]
+__all__ = ["lightning_send_finished", "pay_lightning_invoice", "pay_lightning_offer"]

@@ -6,8 +6,9 @@ reserves the keys and fixes the HTLC expiry, and returns the action with its inp
 
 from __future__ import annotations
 
+from .lightning_offer import check_issuance
 from .lightning_send import LightningSend, LightningSendKind
-from .model import Invoice, change_pieces, vtxo_resource
+from .model import Invoice, Offer, change_pieces, vtxo_resource
 from .services import Services
 from .started import Started
 
@@ -22,6 +23,7 @@ async def start_lightning_send(
     amount: int | None = None,
     *,
     allow_exit_of_htlcs: bool = False,
+    offer: Offer | None = None,
 ) -> Started[LightningSend]:
     """A new lightning send and the resources (its inputs) to start it with.
 
@@ -29,7 +31,8 @@ async def start_lightning_send(
     the invoice otherwise. Selects inputs for amount + the server's fee, reserves the HTLC and
     revocation keys, and fixes the HTLC expiry at tip + the server's delta. Nothing else is
     written: the movement is created by the first step. Start it with ``executor.start(action,
-    resources=resources)``.
+    resources=resources)``. ``offer``: the BOLT12 offer ``invoice`` was fetched from
+    (`lightning_offer.fetch_offer_invoice`), checked again here and kept for the movement.
     """
     wallet = services.wallet
     if wallet.paid_invoice(invoice.payment_hash) is not None:
@@ -39,6 +42,8 @@ async def start_lightning_send(
             f"invoice is for {invoice.network.value}, the wallet is on "
             f"{services.config.network.value}"
         )
+    if offer is not None:
+        check_issuance(offer, invoice, amount)
     if invoice.amount and amount is not None and amount != invoice.amount:
         raise ValueError(f"invoice asks {invoice.amount} sats, not {amount}")
     pay = invoice.amount or amount or 0
@@ -59,6 +64,7 @@ async def start_lightning_send(
         revocation_key=wallet.derive_key(wallet.next_key_index()),
         htlc_expiry=tip + info.htlc_send_expiry_delta,
         allow_exit_of_htlcs=allow_exit_of_htlcs,
+        offer=offer,
     )
     return Started(LightningSendKind.create(d), [vtxo_resource(i) for i in d.input_ids])
 

@@ -237,17 +237,49 @@ class Network(enum.Enum):
 
 @attrs.frozen
 class Invoice:
-    """A Lightning invoice (bolt11 stand-in): ``encoded`` is its string form."""
+    """A Lightning invoice: ``encoded`` is its string form.
+
+    A BOLT11 invoice stand-in, or, with ``offer_id``, a BOLT12 invoice: one the payee issued
+    for an invoice request made from its offer, signed by the offer's node (``signature``,
+    `bolt12_signature`), which is how a payer tells it was issued for that offer.
+    """
 
     payment_hash: str
     amount: int
     expires_at: float
     network: Network
     description: str = ""
+    offer_id: str | None = None
+    signature: str | None = None
 
     @property
     def encoded(self) -> str:
-        return f"lnsim1{self.network.value}{self.amount}x{self.payment_hash}"
+        prefix = "lnsim1" if self.offer_id is None else "lnisim1"
+        return f"{prefix}{self.network.value}{self.amount}x{self.payment_hash}"
+
+
+@attrs.frozen
+class Offer:
+    """A BOLT12 offer: a reusable payment code. Paying it fetches an invoice from its node
+    (each fetch a new invoice, with a payment hash of its own); ``amount`` 0 lets the payer
+    choose the amount."""
+
+    offer_id: str
+    node_id: str
+    amount: int
+    network: Network
+    description: str = ""
+    expires_at: float | None = None
+
+    @property
+    def encoded(self) -> str:
+        return f"lnosim1{self.network.value}{self.amount}x{self.offer_id}"
+
+
+def bolt12_signature(node_id: str, offer_id: str, payment_hash: str, amount: int) -> str:
+    """The offer node's signature over a BOLT12 invoice (no cryptography in the sim: a digest
+    a proxy rewriting the invoice cannot make match again, as it cannot sign)."""
+    return digest("bolt12-invoice", node_id, offer_id, payment_hash, amount)
 
 
 @attrs.frozen

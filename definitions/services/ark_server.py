@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..model import Invoice, Policy, Tx, Vtxo, VtxoRequest
+from ..model import Invoice, Offer, Policy, Tx, Vtxo, VtxoRequest
 from .ark_records import (
     BoardRequest,
     HtlcSendRequest,
@@ -100,6 +100,13 @@ class ArkServer(Protocol):
     ) -> None: ...
 
     async def check_lightning_payment(self, payment_hash: str) -> PaymentStatus: ...
+
+    async def fetch_bolt12_invoice(self, offer: Offer, amount: int | None) -> Invoice:
+        """Ask the offer's node for an invoice (bark's ``fetch_bolt12_invoice``): a new one,
+        with a payment hash of its own, at every call (nothing to replay, so no key).
+        ``amount`` is the payer's for an offer without one. A refused request (unknown offer,
+        wrong amount, expired offer) is ``Rejected``."""
+        ...
 
     async def request_lightning_pay_htlc_revocation(
         self, htlc_vtxo_ids: list[str], revocation_pubkey: str, idempotency_key: str

@@ -22,7 +22,7 @@ from typing import Any, TypeVar, cast
 
 import fsm
 
-from ..model import Invoice, Policy, Tx, Vtxo, VtxoRequest
+from ..model import Invoice, Offer, Policy, Tx, Vtxo, VtxoRequest
 from ..services.ark_records import (
     BoardRequest,
     HtlcSendRequest,
@@ -185,6 +185,11 @@ class SimArkServer:
     async def check_lightning_payment(self, payment_hash: str) -> PaymentStatus:
         return self._read(
             "check_lightning_payment", lambda: self.state.payment_status(payment_hash)
+        )
+
+    async def fetch_bolt12_invoice(self, offer: Offer, amount: int | None) -> Invoice:
+        return self._read(
+            "fetch_bolt12_invoice", lambda: self.state.fetch_offer_invoice(offer, amount)
         )
 
     async def request_lightning_pay_htlc_revocation(

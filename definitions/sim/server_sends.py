@@ -1,7 +1,7 @@
 """`ServerSends`, the send half of the simulated server's Lightning state on top of
 `ark_state.ArkState`: a send's HTLC cosign, its payment (initiate, status polling, settling)
-and its revocation, and the reads of the receive side an intra-Ark send needs (the receive it
-pays, cancelling it).
+and its revocation, the invoice of a BOLT12 offer, and the reads of the receive side an
+intra-Ark send needs (the receive it pays, cancelling it).
 
 The anti-drain rule of the reference is enforced here: a send's HTLCs cannot be revoked while
 the receive side of an intra-Ark payment is committed (its HTLC-recv VTXOs granted). The
@@ -14,6 +14,7 @@ import attrs
 
 from ..model import (
     Invoice,
+    Offer,
     PubkeyPolicy,
     ServerHtlcSendPolicy,
     Vtxo,
@@ -26,6 +27,7 @@ from ..services.lightning_node import PaymentState, PaymentStatus
 from .ark_state import LIVE, Applied, ArkState, rejected
 from .db import dump, load
 from .ledger import Flow, request_digest
+from .lightning_node import OfferRefused, UnknownOffer
 
 LN_SEND_SCHEMA = """
 CREATE TABLE IF NOT EXISTS srv_ln_send (
@@ -37,7 +39,8 @@ CREATE TABLE IF NOT EXISTS srv_ln_send (
     htlc_expiry INTEGER NOT NULL,
     status TEXT NOT NULL,
     preimage TEXT,
-    revoked TEXT
+    revoked TEXT,
+    reason TEXT
 )
 """
 
@@ -47,6 +50,8 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 REVOKED = "revoked"
 INTRA_ARK = "ark"
+HTLC_EXPIRED = "the HTLC expired before the payment finished"
+RECEIVE_CANCELED = "the receive it paid was canceled"
 COMMITTED = (ReceiveState.HTLCS_READY.value, ReceiveState.SETTLED.value)
 
 
@@ -58,6 +63,7 @@ class _Send:
     status: str
     preimage: str | None
     revoked: list[Vtxo] | None
+    reason: str | None
 
 
 class ServerSends(ArkState):
@@ -67,7 +73,7 @@ class ServerSends(ArkState):
 
     def _send(self, payment_hash: str) -> _Send | None:
         row = self.db.one(
-            "SELECT request, outputs, fee, status, preimage, revoked FROM srv_ln_send "
+            "SELECT request, outputs, fee, status, preimage, revoked, reason FROM srv_ln_send "
             "WHERE payment_hash = ?",
             (payment_hash,),
         )
@@ -80,6 +86,7 @@ class ServerSends(ArkState):
             str(row[3]),
             row[4],
             None if row[5] is None else load(row[5], list[Vtxo]),
+            row[6],
         )
 
     def _set_send(self, payment_hash: str, status: str, **extra: str) -> None:
@@ -123,6 +130,18 @@ class ServerSends(ArkState):
         )
         return Applied(outputs, effect, f"htlc cosign {h}")
 
+    def fetch_offer_invoice(self, offer: Offer, amount: int | None) -> Invoice:
+        """bark's ``fetch_bolt12_invoice``: the server's node asks the offer's node for an
+        invoice (a new one each time); its refusals are the server's."""
+        if offer.network is not self.info().network:
+            raise rejected(f"offer is for {offer.network.value}")
+        try:
+            return self.ln.fetch_invoice(offer, amount)
+        except UnknownOffer as exc:
+            raise rejected(str(exc), NOT_FOUND) from exc
+        except OfferRefused as exc:
+            raise rejected(str(exc)) from exc
+
     def initiate(self, invoice: Invoice, htlc_ids: list[str], amount: int) -> Applied[None]:
         h = invoice.payment_hash
         send = self._send(h)
@@ -140,6 +159,11 @@ class ServerSends(ArkState):
                 "UPDATE srv_ln_recv SET status = ?, paid = ?, payer = ? WHERE payment_hash = ?",
                 (ReceiveState.ACCEPTED.value, amount, INTRA_ARK, h),
             )
+            return Applied(None, effect, f"initiate payment {h} of {amount} (intra-Ark)")
+        started = self.ln.start_payment(h, send.request.amount)
+        if started.state is PaymentState.FAILED:
+            self._set_send(h, FAILED, reason=started.error or "payment failed")
+            return Applied(None, effect, f"initiate payment {h}: failed ({started.error})")
         return Applied(None, effect, f"initiate payment {h} of {amount}")
 
     def payment_status(self, payment_hash: str) -> PaymentStatus:
@@ -151,7 +175,7 @@ class ServerSends(ArkState):
             if send.status == SUCCEEDED:
                 return PaymentStatus(PaymentState.SUCCEEDED, send.preimage)
             if send.status in (FAILED, REVOKED):
-                return PaymentStatus(PaymentState.FAILED)
+                return PaymentStatus(PaymentState.FAILED, error=send.reason)
             if send.status == COSIGNED:
                 return PaymentStatus(PaymentState.PENDING)
             recv = self.db.one(
@@ -160,17 +184,18 @@ class ServerSends(ArkState):
             )
             if recv is not None and recv[2] == INTRA_ARK:
                 if recv[0] == ReceiveState.CANCELED.value:
-                    self._set_send(payment_hash, FAILED)
-                    return PaymentStatus(PaymentState.FAILED)
+                    self._set_send(payment_hash, FAILED, reason=RECEIVE_CANCELED)
+                    return PaymentStatus(PaymentState.FAILED, error=RECEIVE_CANCELED)
                 return PaymentStatus(PaymentState.PENDING)
             if self.chain.tip() > send.request.htlc_expiry:
-                self._set_send(payment_hash, FAILED)
-                return PaymentStatus(PaymentState.FAILED)
+                self.ln.abandon(payment_hash, HTLC_EXPIRED)
+                self._set_send(payment_hash, FAILED, reason=HTLC_EXPIRED)
+                return PaymentStatus(PaymentState.FAILED, error=HTLC_EXPIRED)
             routed = self.ln.route(payment_hash)
             if routed.state is PaymentState.SUCCEEDED and routed.preimage is not None:
                 self._settle_send(payment_hash, routed.preimage)
             elif routed.state is PaymentState.FAILED:
-                self._set_send(payment_hash, FAILED)
+                self._set_send(payment_hash, FAILED, reason=routed.error or "payment failed")
             return routed
 
     def _settle_send(self, payment_hash: str, preimage: str) -> None:
@@ -211,6 +236,8 @@ class ServerSends(ArkState):
             raise rejected(f"payment {h} is still in flight")
         if recv is not None:
             self._cancel_recv(h)
+        if send.status == INITIATED:  # expired: the node's parts are failed back
+            self.ln.abandon(h, HTLC_EXPIRED)
         request = VtxoRequest(sum(v.amount for v in vtxos), PubkeyPolicy(revocation_pubkey))
         spender = digest("ln_revoke", h, *sorted(htlc_ids))
         inputs, _ = self.live_inputs(sorted(htlc_ids), spender)
@@ -244,4 +271,4 @@ class ServerSends(ArkState):
         )
         send = self._send(payment_hash)
         if linked and send is not None and send.status == INITIATED:
-            self._set_send(payment_hash, FAILED)
+            self._set_send(payment_hash, FAILED, reason=RECEIVE_CANCELED)

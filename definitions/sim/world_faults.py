@@ -45,8 +45,8 @@ class Fault(enum.Enum):
 class Faults:
     """Rates (0..1) of each fault per server call, and of chain faults per mempool tx per block.
 
-    ``ln_fail`` and ``ln_max_pending_polls`` shape the outcome of payments to invoices of the
-    simulated Lightning node (drawn once per invoice).
+    ``ln_fail``, ``ln_max_pending_polls``, ``ln_no_route`` and ``ln_max_parts`` shape the
+    outcome of payments to invoices of the simulated Lightning node (drawn once per invoice).
     """
 
     drop_request: float = 0.0
@@ -62,6 +62,11 @@ class Faults:
     """A mempool tx spending wallet coins is replaced by a mined conflicting spend."""
     ln_fail: float = 0.0
     ln_max_pending_polls: int = 0
+    ln_no_route: float = 0.0
+    """A payee invoice the server's node finds no route to: its payments fail at once."""
+    ln_max_parts: int = 1
+    """Payments to a payee invoice go in 1 to this many parts, some lost on their first
+    route and retried (`lightning_payments.Route`)."""
 
     def server_rates(self) -> list[tuple[Fault, float]]:
         return [

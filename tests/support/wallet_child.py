@@ -5,7 +5,9 @@
     python wallet_child.py FOLDER cosign       fund a VTXO, print its id, have it cosigned
 
 KIND is ``arkoor_send``, ``lightning_send``, ``lightning_send_fail`` (the payee's node fails
-the payment) or ``lightning_receive`` (the invoice is paid at once). Board and offboard
+the payment), ``lightning_send_parts`` / ``lightning_send_parts_fail`` (the same, in three
+parts, one lost and retried, decided after three polls) or ``lightning_receive`` (the invoice
+is paid at once). Board and offboard
 tests start their action in the test process and ``resume`` it here. ``cosign`` is for the
 world alone: one server call, no action, so a test can kill its caller mid-call.
 
@@ -54,7 +56,9 @@ async def start(rig: Rig, kind: str) -> None:
     else:
         lightning = rig.world.lightning
         invoice = lightning.create_invoice(10_000, "crash test", "crash-invoice")
-        lightning.set_outcome(invoice.payment_hash, fail=kind == "lightning_send_fail")
+        parts = {"parts": 3, "lost_parts": 1, "pending_polls": 3} if "parts" in kind else {}
+        fail = kind.endswith("_fail")
+        lightning.set_outcome(invoice.payment_hash, fail=fail, **parts)
         started = await start_lightning_send(rig.services, invoice)
     await rig.start(started)
 
