@@ -107,13 +107,28 @@ class WalletStore(Protocol):
         largest first (then by id)."""
         ...
 
-    def select_coins(self, amount: int, exclude: frozenset[str] = frozenset()) -> list[Vtxo]:
-        """The fewest of `spendable_vtxos` (largest first) covering ``amount``."""
+    def select_coins(
+        self,
+        amount: int,
+        exclude: frozenset[str] = frozenset(),
+        *,
+        max_depth: int | None = None,
+        tip: int | None = None,
+    ) -> list[Vtxo]:
+        """The fewest of `spendable_vtxos` (largest first) covering ``amount``, for an
+        out-of-round spend: VTXOs at ``max_depth`` (the server's ``max_arkoor_depth``) or
+        expired at ``tip`` are skipped, as the server refuses them (bark: they need a
+        refresh first). `InsufficientFunds` says how much was skipped and why."""
         ...
 
     def new_address(self, network: Network) -> ArkAddress:
         """A fresh key of the wallet and its mailbox: where another wallet pays it (arkoor
         payments arrive in the mailbox, `mailbox_sync.sync_mailbox` takes them in)."""
+        ...
+
+    def address_keys(self) -> set[str]:
+        """The keys handed out by `new_address`: only VTXOs paying one of them are payments
+        to take in from the mailbox (the rest there are the wallet's own recovery posts)."""
         ...
 
     # unilateral exits

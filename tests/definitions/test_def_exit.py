@@ -26,7 +26,9 @@ from fsm_bark.model import (
     exit_path,
     vtxo_resource,
 )
+from fsm_bark.offboard_start import start_offboard
 from fsm_bark.services.chain import ChainRejected, TxState
+from fsm_bark.services.wallet import InsufficientFunds
 from fsm_bark.sim import Fault
 from fsm_bark.sim.ark_state import EXITED
 from fsm_bark.sim.wallet_invariants import balance
@@ -149,16 +151,43 @@ def test_only_a_free_spendable_vtxo_or_a_requested_exit_starts(w: Rig) -> None:
 def test_the_server_refuses_a_spend_at_the_depth_limit(w: Rig) -> None:
     limit = w.world.server.info().max_arkoor_depth
     [deep] = w.world.fund_vtxos(w.wallet, [50_000], depth=limit)
-    action_id = run(w.start(run(start_arkoor_send(w.services, payee(), 20_000))))
-    result = run(w.drive(action_id, fsm.DriveMode.UNTIL_DONE))
-    assert result.state == "cancelled", result
-    assert w.wallet.vtxo_state(deep.id) is VtxoState.SPENDABLE  # released: exit or refresh it
+    with pytest.raises(fsm.Rejected, match=f"at depth {limit}, the maximum is {limit}"):
+        outputs = [VtxoRequest(50_000, PubkeyPolicy("x"))]
+        run(w.services.server.request_arkoor_cosign([deep.id], outputs, "deep.1"))
     w.world.fund_vtxos(w.wallet, [60_000], depth=limit - 1)
     action_id = run(w.start(run(start_arkoor_send(w.services, payee(), 20_000))))
     assert run(w.drive(action_id, fsm.DriveMode.UNTIL_DONE)).status is fsm.DriveStatus.DONE
     change = [v for v, _ in w.wallet.vtxos(VtxoState.SPENDABLE) if v.id not in (deep.id,)]
     assert {v.depth for v in change} == {limit}
+    assert w.wallet.vtxo_state(deep.id) is VtxoState.SPENDABLE  # left for a refresh or an exit
     assert w.problems() == []
+
+
+def test_selection_skips_vtxos_at_the_depth_limit(w: Rig) -> None:
+    """bark skips depth-limited VTXOs when it selects (they need a refresh first): a larger
+    VTXO at the limit is passed over for a smaller one the server will spend."""
+    limit = w.world.server.info().max_arkoor_depth
+    [deep] = w.world.fund_vtxos(w.wallet, [50_000], depth=limit)
+    [shallow] = w.world.fund_vtxos(w.wallet, [30_000], depth=1)
+    started = run(start_arkoor_send(w.services, payee(), 20_000))
+    assert started.action.data.input_ids == [shallow.id]
+    assert run(w.drive(run(w.start(started)), fsm.DriveMode.UNTIL_DONE)).state == "sent"
+    assert w.wallet.vtxo_state(deep.id) is VtxoState.SPENDABLE
+    assert w.problems() == []
+
+
+@pytest.mark.parametrize("kind", ["arkoor", "offboard"])
+def test_only_vtxos_at_the_depth_limit_left_says_why(w: Rig, kind: str) -> None:
+    limit = w.world.server.info().max_arkoor_depth
+    w.world.fund_vtxos(w.wallet, [50_000], depth=limit)
+    with pytest.raises(
+        InsufficientFunds, match=r"50000 more at the arkoor depth limit \(5\): refresh"
+    ):
+        if kind == "arkoor":
+            run(start_arkoor_send(w.services, payee(), 20_000))
+        else:
+            run(start_offboard(w.services, "bc1dest", amount=20_000))
+    assert w.store.rows() == [] and w.problems() == []
 
 
 def test_an_exit_of_a_vtxo_the_server_spent_makes_money_and_is_caught(w: Rig) -> None:
