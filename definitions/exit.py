@@ -38,7 +38,7 @@ from .model import (
     exit_path,
 )
 from .services import Services
-from .services.chain import TxState
+from .services.chain import ChainRejected, TxState
 from .started import Started
 
 CLAIM_FEE = 200
@@ -65,6 +65,9 @@ class Exit:
     """The height from which the claim may be mined (the exit output's timelock)."""
     checked_tip: int = -1
     checked_at: float = 0.0
+    swept: str | None = None
+    """Why the exit is lost: the chain refused the path because the server swept the VTXO's
+    tree output after its expiry (the exit came too late)."""
 
 
 def exit_id(vtxo_id: str) -> str:
@@ -109,7 +112,12 @@ async def unroll(ctx: Ctx, d: Exit) -> Exit:
     for tx in d.path:
         status = await chain.tx_status(tx.txid)
         if status.state is not TxState.CONFIRMED:
-            await _send(ctx, tx)
+            try:
+                await _send(ctx, tx)
+            except ChainRejected as exc:
+                if not exc.missing_inputs:
+                    raise
+                return attrs.evolve(d, swept=str(exc), checked_tip=tip, checked_at=ctx.now)
             break
         confirmed, height = confirmed + 1, status.height
     unlock = None
@@ -123,6 +131,20 @@ async def unroll(ctx: Ctx, d: Exit) -> Exit:
 
 def unrolled(ctx: Ctx, d: Exit) -> bool:
     return d.unlock_height is not None
+
+
+def was_swept(ctx: Ctx, d: Exit) -> bool:
+    return d.swept is not None
+
+
+def lose(ctx: Ctx, d: Exit) -> Exit:
+    """The server swept the VTXO before its exit got on chain: the money is gone (Ark's rule
+    for a VTXO neither refreshed nor exited before its expiry)."""
+    wallet = ctx.services.wallet
+    assert d.movement_id is not None and d.swept is not None  # set by begin, unroll
+    wallet.update_movement(d.movement_id, MovementUpdate(metadata={"failure": d.swept}))
+    wallet.finish_movement(d.movement_id, MovementStatus.FAILED)
+    return d
 
 
 async def new_block_or_due(ctx: Ctx, d: Exit) -> bool:
@@ -174,10 +196,12 @@ class ExitKind(Kind[Exit, Services]):
     claiming = State(doc="broadcast the claim to the on-chain wallet")
     claim_waiting = State.wait(after=RECHECK_SECONDS, doc="until the claim confirms")
     claimed = State.done(doc="on chain; movement successful")
+    swept = State.failed(doc="too late: the server swept the VTXO; movement failed")
 
     transitions = (
         starting.to(unrolling, effect=begin),
         unrolling.to(unrolling_wait, effect=unroll),
+        unrolling_wait.to(swept, guard=was_swept, effect=lose),
         unrolling_wait.to(awaiting_delta, guard=unrolled),
         unrolling_wait.to(unrolling, guard=new_block_or_due),
         awaiting_delta.to(claiming, guard=timelock_passed),

@@ -75,6 +75,8 @@ LIVE = "live"
 SPENT = "spent"
 EXITED = "exited"
 """An exit tx of the VTXO confirmed: the server can no longer spend it (`sim.exits`)."""
+SWEPT = "swept"
+"""Expired and taken back by the server (`sim.sweeps`): nobody can spend or exit it."""
 BLOCKED_PREFIX = "blocked"
 
 
@@ -170,6 +172,8 @@ class ArkState:
             vtxo, status, spent_by = row
             if status == SPENT and spent_by == spender:
                 spent_here += 1
+            elif status == SWEPT:
+                raise rejected(f"vtxo {vid} expired at height {vtxo.expiry_height}: swept")
             elif status != LIVE:
                 raise rejected(f"vtxo {vid} is {status}" + (f" by {spent_by}" if spent_by else ""))
             elif vtxo.expiry_height <= self.chain.tip():

@@ -33,6 +33,7 @@ from .ledger import LEDGER_SCHEMA, Flow, Ledger
 from .lightning_node import LIGHTNING_SCHEMA, LightningNodeState, SimLightningNode
 from .server_rounds import ROUNDS_SCHEMA, run_round
 from .server_state import LN_SERVER_SCHEMA, ServerState
+from .sweeps import sweep_expired
 from .wallet_store import SqliteWalletStore
 from .world_faults import FAULTS_SCHEMA, Fault, FaultGate, Faults
 
@@ -152,11 +153,14 @@ class World:
 
     def mine(self, blocks: int = 1) -> int:
         """Mine ``blocks`` blocks one by one (chain faults drawn per block); after each, the
-        server marks the VTXOs whose exit txs confirmed as exited, and takes back expired,
-        unclaimed Lightning receive HTLCs. Returns the tip."""
+        server marks the VTXOs whose exit txs confirmed as exited, sweeps the expired ones
+        (`sim.sweeps`), and takes back expired, unclaimed Lightning receive HTLCs. Returns
+        the tip."""
         for _ in range(blocks):
             with self.db.transaction():
-                watch_exits(self.db, self.chain, self.ledger, self.chain.mine(1))
+                height = self.chain.mine(1)
+                watch_exits(self.db, self.chain, self.ledger, height)
+                sweep_expired(self.db, self.chain, self.ledger, height)
             self.server.expire_receives()
         return self.chain.tip()
 
