@@ -36,13 +36,19 @@ from .model import (
     Vtxo,
     VtxoState,
     exit_path,
+    fee_anchor,
 )
 from .services import Services
 from .services.chain import ChainRejected, TxState
+from .services.wallet import InsufficientFunds
 from .started import Started
 
 CLAIM_FEE = 200
 """The claim transaction's fee (the sim has no fee market)."""
+
+EXIT_TX_FEE = 300
+"""The fee of one exit transaction, paid by its CPFP child from the on-chain wallet (the
+exit txs were signed without a fee; bark's exit system bumps each through its fee anchor)."""
 
 RECHECK_SECONDS = 60.0
 """How often a waiting exit looks at the chain without a new block."""
@@ -68,6 +74,8 @@ class Exit:
     swept: str | None = None
     """Why the exit is lost: the chain refused the path because the server swept the VTXO's
     tree output after its expiry (the exit came too late)."""
+    fee_short: str | None = None
+    """Why the exit waits: the on-chain wallet cannot pay the next exit tx's fee (fund it)."""
 
 
 def exit_id(vtxo_id: str) -> str:
@@ -90,7 +98,7 @@ def begin(ctx: Ctx, d: Exit) -> Exit:
         "exit",
         intended_balance=-d.vtxo.amount,
         effective_balance=-d.vtxo.amount,
-        fee=CLAIM_FEE,
+        fee=CLAIM_FEE + EXIT_TX_FEE * len(d.path),
         consumed=[d.vtxo.id],
         metadata={"exit_depth": str(d.vtxo.depth), "claim_txid": d.claim.txid},
     )
@@ -104,29 +112,44 @@ async def _send(ctx: Ctx, tx: Tx) -> None:
         await chain.broadcast(tx)
 
 
+async def _bump(ctx: Ctx, tx: Tx) -> None:
+    """Pay ``tx``'s fee by a child spending its fee anchor, unless one does already (a child
+    evicted from the mempool is made again). `InsufficientFunds` when the on-chain wallet
+    cannot pay it."""
+    anchor = fee_anchor(tx)
+    if anchor is None or await ctx.services.chain.spent_by(anchor) is not None:
+        return
+    await ctx.services.chain.broadcast(ctx.services.onchain.build_cpfp(anchor, EXIT_TX_FEE))
+
+
 async def unroll(ctx: Ctx, d: Exit) -> Exit:
-    """Count the confirmed prefix of the path; broadcast the first transaction after it."""
+    """Count the confirmed prefix of the path; broadcast the first transaction after it, and
+    its CPFP child paying its fee."""
     chain = ctx.services.chain
     tip = await chain.tip_height()
+    checked = attrs.evolve(d, checked_tip=tip, checked_at=ctx.now, fee_short=None)
     confirmed, height = 0, None
     for tx in d.path:
         status = await chain.tx_status(tx.txid)
         if status.state is not TxState.CONFIRMED:
             try:
                 await _send(ctx, tx)
+                await _bump(ctx, tx)
             except ChainRejected as exc:
                 if not exc.missing_inputs:
                     raise
-                return attrs.evolve(d, swept=str(exc), checked_tip=tip, checked_at=ctx.now)
+                return attrs.evolve(checked, swept=str(exc))
+            except InsufficientFunds as exc:
+                why = f"exit tx {tx.txid} needs a fee of {EXIT_TX_FEE} sats on chain: {exc}"
+                ctx.log.warning("%s", why)
+                return attrs.evolve(checked, fee_short=why)
             break
         confirmed, height = confirmed + 1, status.height
     unlock = None
     if confirmed == len(d.path) and height is not None:
         info = await ctx.services.server.info()
         unlock = height + info.vtxo_exit_delta
-    return attrs.evolve(
-        d, confirmed=confirmed, unlock_height=unlock, checked_tip=tip, checked_at=ctx.now
-    )
+    return attrs.evolve(checked, confirmed=confirmed, unlock_height=unlock)
 
 
 def unrolled(ctx: Ctx, d: Exit) -> bool:
@@ -135,6 +158,18 @@ def unrolled(ctx: Ctx, d: Exit) -> bool:
 
 def was_swept(ctx: Ctx, d: Exit) -> bool:
     return d.swept is not None
+
+
+def short_of_fee(ctx: Ctx, d: Exit) -> bool:
+    return d.fee_short is not None
+
+
+def say_why(ctx: Ctx, d: Exit) -> Exit:
+    """Put the reason the exit waits on its movement, where the user looks."""
+    assert d.movement_id is not None and d.fee_short is not None  # set by begin, unroll
+    update = MovementUpdate(metadata={"waiting": d.fee_short})
+    ctx.services.wallet.update_movement(d.movement_id, update)
+    return d
 
 
 def lose(ctx: Ctx, d: Exit) -> Exit:
@@ -192,6 +227,9 @@ class ExitKind(Kind[Exit, Services]):
     starting = State(initial=True, doc="mark the VTXO exited, open the movement")
     unrolling = State(doc="broadcast the next exit tx of the path")
     unrolling_wait = State.wait(after=RECHECK_SECONDS, doc="until a new block")
+    awaiting_fee_funds = State.wait(
+        after=RECHECK_SECONDS, doc="no on-chain funds for the CPFP fee: fund the wallet"
+    )
     awaiting_delta = State.wait(after=RECHECK_SECONDS, doc="the exit output's timelock")
     claiming = State(doc="broadcast the claim to the on-chain wallet")
     claim_waiting = State.wait(after=RECHECK_SECONDS, doc="until the claim confirms")
@@ -202,6 +240,8 @@ class ExitKind(Kind[Exit, Services]):
         starting.to(unrolling, effect=begin),
         unrolling.to(unrolling_wait, effect=unroll),
         unrolling_wait.to(swept, guard=was_swept, effect=lose),
+        unrolling_wait.to(awaiting_fee_funds, guard=short_of_fee, effect=say_why),
+        awaiting_fee_funds.to(unrolling, guard=new_block_or_due),
         unrolling_wait.to(awaiting_delta, guard=unrolled),
         unrolling_wait.to(unrolling, guard=new_block_or_due),
         awaiting_delta.to(claiming, guard=timelock_passed),

@@ -17,6 +17,7 @@ from ..model import (
     MovementStatus,
     MovementUpdate,
     Network,
+    OutPoint,
     Tx,
     TxOut,
     Vtxo,
@@ -42,6 +43,12 @@ class OnchainWallet(Protocol):
     def build_tx(self, outputs: list[TxOut], fee: int, *, signed: bool = True) -> Tx:
         """Select unspent coins for ``outputs + fee``, add change to `address`; ``signed=False``
         gives a PSBT-like tx someone else signs and broadcasts. Raises `InsufficientFunds`."""
+        ...
+
+    def build_cpfp(self, anchor: OutPoint, fee: int) -> Tx:
+        """A signed child spending the fee ``anchor`` of an unconfirmed tx and coins of the
+        wallet's, paying ``fee`` for both (CPFP), change to `address`. Raises
+        `InsufficientFunds` when the wallet's coins do not cover the fee."""
         ...
 
 

@@ -10,7 +10,16 @@ mined conflicting spend evicts the mempool txs it conflicts with, with their des
 
 from __future__ import annotations
 
-from ..model import BOARD_PREFIX, OutPoint, Tx, TxOut, digest, exit_timelock, exited_vtxo
+from ..model import (
+    BOARD_PREFIX,
+    OutPoint,
+    Tx,
+    TxOut,
+    digest,
+    exit_timelock,
+    exited_vtxo,
+    fee_anchor,
+)
 from ..services.chain import ChainRejected, SpendInfo, TxState, TxStatus
 from .db import Db, dump, load
 from .world_faults import FaultGate
@@ -246,12 +255,21 @@ class ChainState:
         return [(_tx(body), int(fee)) for body, fee in rows]
 
     def _confirm_block(self) -> None:
+        """Mine the mempool, but for a tx with an unspent fee anchor: it pays no fee, so no
+        miner takes it until a child spends the anchor and pays for both (CPFP)."""
         height = self.tip() + 1
         self.db.set_meta("tip", str(height))
-        self.db.run(
-            "UPDATE chain_tx SET state = ?, height = ? WHERE state = ?",
-            (CONFIRMED, height, MEMPOOL),
-        )
+        for tx, _ in self._mempool():
+            if self._unbumped(tx):
+                continue
+            self.db.run(
+                "UPDATE chain_tx SET state = ?, height = ? WHERE txid = ?",
+                (CONFIRMED, height, tx.txid),
+            )
+
+    def _unbumped(self, tx: Tx) -> bool:
+        anchor = fee_anchor(tx)
+        return anchor is not None and self.spent_by(anchor) is None
 
 
 def _funds_board(tx: Tx) -> bool:

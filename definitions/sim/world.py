@@ -72,8 +72,7 @@ class SimOnchainWallet:
     def balance(self) -> int:
         return sum(o.amount for _, o in self.chain.unspent(self._address))
 
-    def build_tx(self, outputs: list[TxOut], fee: int, *, signed: bool = True) -> Tx:
-        need = sum(o.amount for o in outputs) + fee
+    def _coins(self, need: int) -> tuple[list[OutPoint], int]:
         coins: list[OutPoint] = []
         total = 0
         for op, out in sorted(self.chain.unspent(self._address), key=lambda c: str(c[0])):
@@ -83,8 +82,17 @@ class SimOnchainWallet:
             total += out.amount
         if total < need:
             raise InsufficientFunds(f"need {need} sats on chain, have {total}")
+        return coins, total
+
+    def build_tx(self, outputs: list[TxOut], fee: int, *, signed: bool = True) -> Tx:
+        need = sum(o.amount for o in outputs) + fee
+        coins, total = self._coins(need)
         change = [TxOut(self._address, total - need)] if total > need else []
         return Tx.build(coins, [*outputs, *change], signed=signed)
+
+    def build_cpfp(self, anchor: OutPoint, fee: int) -> Tx:
+        coins, total = self._coins(fee)
+        return Tx.build([anchor, *coins], [TxOut(self._address, total - fee)], signed=True)
 
 
 class World:

@@ -34,6 +34,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 @pytest.fixture
 def w(tmp_path: Path) -> Iterator[Rig]:
     rig = Rig(tmp_path)
+    rig.world.fund_onchain(5_000)  # the exits' CPFP fees
     yield rig
     rig.close()
 
@@ -104,7 +105,7 @@ def test_an_exit_confirmed_before_the_expiry_is_not_swept(w: Rig) -> None:
             break
         assert w.problems() == []
         w.world.mine(1)
-    assert w.world.onchain_wallet().balance() > 0 and balance(w.world, w.wallet).swept == 0
+    assert w.world.onchain_wallet().balance() > 5_000 and balance(w.world, w.wallet).swept == 0
     assert w.problems() == []
 
 
@@ -121,7 +122,7 @@ def test_an_exit_too_late_ends_swept(w: Rig) -> None:
     m = w.wallet.movement_of(action_id)
     assert m is not None and m.status is MovementStatus.FAILED
     assert "swept" in m.metadata["failure"]
-    assert w.world.onchain_wallet().balance() == 0
+    assert w.world.onchain_wallet().balance() == 5_000  # no fee paid for a refused tx
     assert w.problems() == []
 
 
