@@ -76,6 +76,9 @@ class Exit:
     tree output after its expiry (the exit came too late)."""
     fee_short: str | None = None
     """Why the exit waits: the on-chain wallet cannot pay the next exit tx's fee (fund it)."""
+    exit_delta: int | None = None
+    """The exit output's timelock, read from the server at the start: a unilateral exit asks
+    the server nothing afterwards (``None``: a checkpoint from before, which asks it)."""
 
 
 def exit_id(vtxo_id: str) -> str:
@@ -147,8 +150,10 @@ async def unroll(ctx: Ctx, d: Exit) -> Exit:
         confirmed, height = confirmed + 1, status.height
     unlock = None
     if confirmed == len(d.path) and height is not None:
-        info = await ctx.services.server.info()
-        unlock = height + info.vtxo_exit_delta
+        delta = d.exit_delta
+        if delta is None:
+            delta = (await ctx.services.server.info()).vtxo_exit_delta
+        unlock = height + delta
     return attrs.evolve(checked, confirmed=confirmed, unlock_height=unlock)
 
 
@@ -286,7 +291,8 @@ async def start_exit(services: Services, vtxo_id: str) -> Started[Exit]:
         [TxOut(services.onchain.address(), vtxo.amount - CLAIM_FEE)],
         signed=True,
     )
-    return Started(ExitKind.create(Exit(vtxo, path, claim)), [])
+    data = Exit(vtxo, path, claim, exit_delta=info.vtxo_exit_delta)
+    return Started(ExitKind.create(data), [])
 
 
 async def start_requested_exits(executor: fsm.Executor[Services]) -> list[str]:

@@ -13,8 +13,10 @@ rows for any kind; these know what a wallet's money must do.
 3. **conservation** of the world's money (formula in `Balance`), and no VTXO swept before
    its expiry;
 4. **nothing lost when idle**: with no live action, every live plain VTXO the server says the
-   wallet owns is spendable (or exited) in the wallet, or waits in its mailbox (paid to one of
-   its addresses by another wallet, taken in at the next `mailbox_sync.sync_mailbox`);
+   wallet owns is spendable (or exited) in the wallet, unless it pays one of the wallet's
+   addresses: a payment from another wallet waits in the mailbox until the next
+   `mailbox_sync.sync_mailbox`, or never arrives (every mailbox refused its delivery: the
+   payer's send ends ``undelivered``, its movement failed; the payee cannot know of it);
 5. **no orphaned resource**: every fsm resource is held by an action that still has its row.
 
 `check_world_invariants` checks several wallets on one server, each with its own fsm store:
@@ -237,27 +239,20 @@ def _nothing_lost_when_idle(world: World, wallet: SqliteWalletStore, store: fsm.
     if store.rows():
         return []
     keys = wallet.pubkeys()
-    waiting = _waiting_in_mailbox(world, wallet)
+    addresses = wallet.address_keys()
     problems = []
     for vtxo, status in world.server.vtxos():
         if status != LIVE or vtxo.pubkey not in keys or not isinstance(vtxo.policy, PubkeyPolicy):
             continue
         state = wallet.vtxo_state(vtxo.id)
-        if state is None and vtxo.id in waiting:
-            continue
+        if state is None and vtxo.pubkey in addresses:
+            continue  # paid to an address: waiting in the mailbox, or never delivered
         if state not in (VtxoState.SPENDABLE, VtxoState.EXITED):
             problems.append(
                 f"vtxo {vtxo.id} ({vtxo.amount} sats) is the wallet's on the server but "
                 f"{state.value if state else 'missing'} in the wallet, with no action in flight"
             )
     return problems
-
-
-def _waiting_in_mailbox(world: World, wallet: SqliteWalletStore) -> set[str]:
-    """VTXOs paid to the wallet's addresses and delivered to its mailbox: not lost, just not
-    taken in yet (its own VTXOs are never waiting: the wallet stores those itself)."""
-    addresses = wallet.address_keys()
-    return {v.id for v in world.server.mailbox(wallet.mailbox_id()) if v.pubkey in addresses}
 
 
 def _no_orphaned_resources(store: fsm.Store) -> list[str]:

@@ -322,3 +322,13 @@ def test_an_evicted_fee_child_is_paid_again(w: Rig) -> None:
     assert blocks_until(w, action_id, "done") == DELTA + 1  # as if it started now
     assert w.world.onchain_wallet().balance() == FEES + 50_000 - exit_fees(1)
     assert w.problems() == []
+
+
+def test_an_exit_asks_the_server_nothing_after_its_start(w: Rig) -> None:
+    """Unilateral: once started, an exit plays out with the server refusing every call."""
+    [vtxo] = w.world.fund_vtxos(w.wallet, [50_000])
+    action_id = begin(w, vtxo.id)
+    w.world.script_fault("*", Fault.REJECT_NOT_FOUND, times=1000)
+    assert blocks_until(w, action_id, "done") == DELTA + 1
+    assert w.world.onchain_wallet().balance() == FEES + 50_000 - exit_fees(1)
+    assert w.problems() == []
