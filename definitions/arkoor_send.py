@@ -37,6 +37,7 @@ from .model import (
     vtxo_resource,
 )
 from .services import Services
+from .services.ark_records import RecoveryPost
 from .services.ark_server import ServerUnavailable
 from .started import Started
 
@@ -78,6 +79,8 @@ def arkoor_send_id(mailbox_id: str, change_key_index: int) -> str:
 
 async def cosign(ctx: Ctx, d: ArkoorSend) -> ArkoorSend:
     """Spend the inputs with the server; the same inputs and change key replay the same spend.
+    The server posts the change to the wallet's own mailbox with the spend, so a wallet
+    restored from its seed finds it even when this send never finishes.
 
     The inputs are marked spent right away (bark waits for finalizing): the server has spent
     them, so the wallet must not show them as spendable a moment longer.
@@ -87,8 +90,9 @@ async def cosign(ctx: Ctx, d: ArkoorSend) -> ArkoorSend:
     change_policy = PubkeyPolicy(wallet.derive_key(d.change_key_index))
     outputs = [VtxoRequest(d.amount, payee)]
     outputs += [VtxoRequest(piece, change_policy) for piece in d.change_pieces]
+    change = RecoveryPost(wallet.mailbox_id(), list(range(1, len(outputs))))
     vtxos = await ctx.services.server.request_arkoor_cosign(
-        d.input_ids, outputs, ctx.idempotency_key
+        d.input_ids, outputs, ctx.idempotency_key, change if d.change_pieces else None
     )
     check_outputs(f"arkoor send {d.id}", outputs, vtxos)
     wallet.set_vtxo_state(d.input_ids, VtxoState.SPENT, allowed_from=SPENDABLE_ONLY)
@@ -220,7 +224,8 @@ async def start_arkoor_send(
 ) -> Started[ArkoorSend]:
     """A new arkoor send and the resources it must hold from its first checkpoint.
 
-    Validates the address, selects inputs (skipping VTXOs held by other actions), reserves the
+    Validates the address, selects inputs (skipping VTXOs held by other actions, at the
+    server's depth limit or expired: `InsufficientFunds` says so), reserves the
     change key and splits the change. Start it with ``executor.start(action,
     resources=resources)``: the inputs are taken in the transaction that writes the first
     checkpoint, or not at all (`fsm.ResourceConflict` if another action took one meanwhile).
@@ -235,7 +240,9 @@ async def start_arkoor_send(
     if not destination.mailbox_ids:
         raise ValueError("the address has no mailbox to deliver to")
     wallet = services.wallet
-    inputs = wallet.select_coins(amount)
+    info = await services.server.info()
+    tip = await services.chain.tip_height()
+    inputs = wallet.select_coins(amount, max_depth=info.max_arkoor_depth, tip=tip)
     change = sum(v.amount for v in inputs) - amount
     index = wallet.next_key_index()
     if wallet.derive_key(index) == destination.pubkey:

@@ -4,10 +4,14 @@ The wallet's actions live in a SQLite file (``--db``, default ``./fsm-demo.sqlit
 simulated world beside it (``<db>.world/``), with a second wallet on the same server, the
 peer (``demo_plan.Peer``: its wallet store and its fsm store ``fsm-peer.sqlite`` in the
 world's folder, its own executor), which the arkoor sends and half the lightning sends pay.
+Beside its payments the wallet keeps itself up (`demo_upkeep`): a VTXO at the depth limit
+is refreshed in a round of the server's, and another leaves the Ark by a unilateral exit
+whose transactions' fees it pays by CPFP from its on-chain coins.
 Each round starts the planned actions not yet started, pays the receives' invoices, drives
-every live action of both wallets once, lets the peer take in its mailbox, then mines a
-block and moves the clock 30 s. At the end: a summary per kind (both wallets' actions) and
-the invariant check across both wallets.
+every live action of both wallets once, lets the peer take in its mailbox, has the server
+run a round, then mines a block and moves the clock 30 s. At the end: a summary per kind
+(both wallets' actions), a line on the rounds, the refresh and the exit, and the invariant
+check across both wallets.
 
 The server charges the tiered fee schedule (`sim.fee_schedule.TIERED_FEES`) and raises its
 fees three rounds in (`set_demo_fees`), so some quotes go stale between start and use.
@@ -41,6 +45,14 @@ import fsm
 from fsm.cli import Command, CommandError
 
 from .demo_plan import PEER, SPECS, KindSpec, Peer, peer_store_path
+from .demo_upkeep import (
+    UPKEEP_KINDS,
+    fund_upkeep,
+    start_upkeep,
+    upkeep_line,
+    upkeep_started,
+    upkeep_starts,
+)
 from .lightning_receive import LightningReceiveKind
 from .lightning_receive_ops import read_receive
 from .mailbox_sync import sync_mailbox
@@ -156,7 +168,8 @@ class Demo:
         self.svc: Services = self.world.services(self.store)
         self.specs = SPECS
         self.progress = Progress(args.kill_after)
-        self.ex = self._executor(self.store, self.svc, [spec.kind for spec in self.specs])
+        kinds = [spec.kind for spec in self.specs] + list(UPKEEP_KINDS)
+        self.ex = self._executor(self.store, self.svc, kinds)
         self.peer_store = fsm.Store.sqlite(peer_store_path(folder))
         peer_svc = self.world.services(self.peer_store, name=PEER)
         self.peer = Peer(
@@ -192,6 +205,7 @@ class Demo:
         self.world.fund_vtxos(self.svc.wallet, [FUNDING_VTXO] * vtxos)
         for _ in range(per_kind["board"]):
             self.world.fund_onchain(FUNDING_COIN)
+        fund_upkeep(self.world, self.svc, self.meta)
         self.meta.set("funded", "1")
 
     async def start_planned(self) -> None:
@@ -230,7 +244,14 @@ class Demo:
             self.meta.set(f"paid.{i}", "1")
 
     def all_started(self) -> bool:
-        return all(self.meta.get(f"started.{i}") is not None for i in range(self.n))
+        planned = all(self.meta.get(f"started.{i}") is not None for i in range(self.n))
+        return planned and upkeep_started(self.meta)
+
+    async def upkeep(self) -> None:
+        """Start the refresh and the exit (before the plan: no payment takes their VTXOs);
+        a start refused by a fault is tried again next round."""
+        with contextlib.suppress(ServerUnavailable, fsm.Rejected):
+            await start_upkeep(self.svc, self.ex, self.meta)
 
     async def peer_sync(self) -> None:
         """The peer takes in what was paid to it; a failed sync is run again next round."""
@@ -250,6 +271,7 @@ class Demo:
         rounds = 0
         while rounds < MAX_ROUNDS:
             rounds += 1
+            await self.upkeep()
             await self.start_planned()
             await self.pay_receives()
             await self.ex.resume_all()
@@ -261,6 +283,7 @@ class Demo:
                 self.progress.line(f"{self.progress.status}, {self.progress.commits} steps")
             if remaining == 0 and self.all_started():
                 break
+            self.world.run_round()
             self.world.mine(1)
             self.world.advance_time(30.0)
         return self.summary(rounds)
@@ -279,6 +302,8 @@ class Demo:
         # The peer's receives are started by the plan's lightning sends, not by entries.
         peer_receives = {t.action_id for t in self.peer_store.transitions()}
         rows[LightningReceiveKind.name]["started"] += len(peer_receives)
+        for name in (k.name for k in UPKEEP_KINDS):
+            rows.setdefault(name, Counter())["started"] += upkeep_starts(self.meta, name)
         live = self.live()
         headers = ["KIND", "STARTED", "DONE", "FAILED", "LIVE", "RETRIES", "REJECTIONS", "RESUMES"]
         table = [headers]
@@ -296,6 +321,7 @@ class Demo:
         peer = self.peer.services.wallet
         spendable = sum(v.amount for v in peer.spendable_vtxos())
         self.progress.line(f"peer wallet: {spendable} sats spendable")
+        self.progress.line(upkeep_line(self.world, self.svc, self.meta))
         out.write(f"invariants: {'ok' if not problems else f'{len(problems)} problem(s)'}\n")
         for p in problems:
             out.write(f"  {p}\n")

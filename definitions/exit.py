@@ -36,13 +36,19 @@ from .model import (
     Vtxo,
     VtxoState,
     exit_path,
+    fee_anchor,
 )
 from .services import Services
-from .services.chain import TxState
+from .services.chain import ChainRejected, TxState
+from .services.wallet import InsufficientFunds
 from .started import Started
 
 CLAIM_FEE = 200
 """The claim transaction's fee (the sim has no fee market)."""
+
+EXIT_TX_FEE = 300
+"""The fee of one exit transaction, paid by its CPFP child from the on-chain wallet (the
+exit txs were signed without a fee; bark's exit system bumps each through its fee anchor)."""
 
 RECHECK_SECONDS = 60.0
 """How often a waiting exit looks at the chain without a new block."""
@@ -65,6 +71,14 @@ class Exit:
     """The height from which the claim may be mined (the exit output's timelock)."""
     checked_tip: int = -1
     checked_at: float = 0.0
+    swept: str | None = None
+    """Why the exit is lost: the chain refused the path because the server swept the VTXO's
+    tree output after its expiry (the exit came too late)."""
+    fee_short: str | None = None
+    """Why the exit waits: the on-chain wallet cannot pay the next exit tx's fee (fund it)."""
+    exit_delta: int | None = None
+    """The exit output's timelock, read from the server at the start: a unilateral exit asks
+    the server nothing afterwards (``None``: a checkpoint from before, which asks it)."""
 
 
 def exit_id(vtxo_id: str) -> str:
@@ -87,7 +101,7 @@ def begin(ctx: Ctx, d: Exit) -> Exit:
         "exit",
         intended_balance=-d.vtxo.amount,
         effective_balance=-d.vtxo.amount,
-        fee=CLAIM_FEE,
+        fee=CLAIM_FEE + EXIT_TX_FEE * len(d.path),
         consumed=[d.vtxo.id],
         metadata={"exit_depth": str(d.vtxo.depth), "claim_txid": d.claim.txid},
     )
@@ -101,28 +115,76 @@ async def _send(ctx: Ctx, tx: Tx) -> None:
         await chain.broadcast(tx)
 
 
+async def _bump(ctx: Ctx, tx: Tx) -> None:
+    """Pay ``tx``'s fee by a child spending its fee anchor, unless one does already (a child
+    evicted from the mempool is made again). `InsufficientFunds` when the on-chain wallet
+    cannot pay it."""
+    anchor = fee_anchor(tx)
+    if anchor is None or await ctx.services.chain.spent_by(anchor) is not None:
+        return
+    await ctx.services.chain.broadcast(ctx.services.onchain.build_cpfp(anchor, EXIT_TX_FEE))
+
+
 async def unroll(ctx: Ctx, d: Exit) -> Exit:
-    """Count the confirmed prefix of the path; broadcast the first transaction after it."""
+    """Count the confirmed prefix of the path; broadcast the first transaction after it, and
+    its CPFP child paying its fee."""
     chain = ctx.services.chain
     tip = await chain.tip_height()
+    checked = attrs.evolve(d, checked_tip=tip, checked_at=ctx.now, fee_short=None)
     confirmed, height = 0, None
     for tx in d.path:
         status = await chain.tx_status(tx.txid)
         if status.state is not TxState.CONFIRMED:
-            await _send(ctx, tx)
+            try:
+                await _send(ctx, tx)
+                await _bump(ctx, tx)
+            except ChainRejected as exc:
+                if not exc.missing_inputs:
+                    raise
+                return attrs.evolve(checked, swept=str(exc))
+            except InsufficientFunds as exc:
+                why = f"exit tx {tx.txid} needs a fee of {EXIT_TX_FEE} sats on chain: {exc}"
+                ctx.log.warning("%s", why)
+                return attrs.evolve(checked, fee_short=why)
             break
         confirmed, height = confirmed + 1, status.height
     unlock = None
     if confirmed == len(d.path) and height is not None:
-        info = await ctx.services.server.info()
-        unlock = height + info.vtxo_exit_delta
-    return attrs.evolve(
-        d, confirmed=confirmed, unlock_height=unlock, checked_tip=tip, checked_at=ctx.now
-    )
+        delta = d.exit_delta
+        if delta is None:
+            delta = (await ctx.services.server.info()).vtxo_exit_delta
+        unlock = height + delta
+    return attrs.evolve(checked, confirmed=confirmed, unlock_height=unlock)
 
 
 def unrolled(ctx: Ctx, d: Exit) -> bool:
     return d.unlock_height is not None
+
+
+def was_swept(ctx: Ctx, d: Exit) -> bool:
+    return d.swept is not None
+
+
+def short_of_fee(ctx: Ctx, d: Exit) -> bool:
+    return d.fee_short is not None
+
+
+def say_why(ctx: Ctx, d: Exit) -> Exit:
+    """Put the reason the exit waits on its movement, where the user looks."""
+    assert d.movement_id is not None and d.fee_short is not None  # set by begin, unroll
+    update = MovementUpdate(metadata={"waiting": d.fee_short})
+    ctx.services.wallet.update_movement(d.movement_id, update)
+    return d
+
+
+def lose(ctx: Ctx, d: Exit) -> Exit:
+    """The server swept the VTXO before its exit got on chain: the money is gone (Ark's rule
+    for a VTXO neither refreshed nor exited before its expiry)."""
+    wallet = ctx.services.wallet
+    assert d.movement_id is not None and d.swept is not None  # set by begin, unroll
+    wallet.update_movement(d.movement_id, MovementUpdate(metadata={"failure": d.swept}))
+    wallet.finish_movement(d.movement_id, MovementStatus.FAILED)
+    return d
 
 
 async def new_block_or_due(ctx: Ctx, d: Exit) -> bool:
@@ -170,14 +232,21 @@ class ExitKind(Kind[Exit, Services]):
     starting = State(initial=True, doc="mark the VTXO exited, open the movement")
     unrolling = State(doc="broadcast the next exit tx of the path")
     unrolling_wait = State.wait(after=RECHECK_SECONDS, doc="until a new block")
+    awaiting_fee_funds = State.wait(
+        after=RECHECK_SECONDS, doc="no on-chain funds for the CPFP fee: fund the wallet"
+    )
     awaiting_delta = State.wait(after=RECHECK_SECONDS, doc="the exit output's timelock")
     claiming = State(doc="broadcast the claim to the on-chain wallet")
     claim_waiting = State.wait(after=RECHECK_SECONDS, doc="until the claim confirms")
     claimed = State.done(doc="on chain; movement successful")
+    swept = State.failed(doc="too late: the server swept the VTXO; movement failed")
 
     transitions = (
         starting.to(unrolling, effect=begin),
         unrolling.to(unrolling_wait, effect=unroll),
+        unrolling_wait.to(swept, guard=was_swept, effect=lose),
+        unrolling_wait.to(awaiting_fee_funds, guard=short_of_fee, effect=say_why),
+        awaiting_fee_funds.to(unrolling, guard=new_block_or_due),
         unrolling_wait.to(awaiting_delta, guard=unrolled),
         unrolling_wait.to(unrolling, guard=new_block_or_due),
         awaiting_delta.to(claiming, guard=timelock_passed),
@@ -222,7 +291,8 @@ async def start_exit(services: Services, vtxo_id: str) -> Started[Exit]:
         [TxOut(services.onchain.address(), vtxo.amount - CLAIM_FEE)],
         signed=True,
     )
-    return Started(ExitKind.create(Exit(vtxo, path, claim)), [])
+    data = Exit(vtxo, path, claim, exit_delta=info.vtxo_exit_delta)
+    return Started(ExitKind.create(data), [])
 
 
 async def start_requested_exits(executor: fsm.Executor[Services]) -> list[str]:

@@ -15,8 +15,10 @@ left pending.
 
 Checks, standing in for bark's validation of the signed chain: the VTXO pays a plain key of
 this wallet, and the server knows it and has not spent it (`ArkServer.spent_vtxos`; unknown
-is ``NotFound``). VTXOs the wallet posted to its own mailbox (a board's, an offboard split's:
-bark's recovery posts) are known already and skipped.
+is ``NotFound``). Only VTXOs paying a key of one of the wallet's addresses are payments: the
+wallet's own recovery posts (a board's, an offboard split's outputs, a send's change, which
+the server posts with the spend, before the send has stored it) are its actions' business,
+never taken in as received.
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ async def sync_mailbox(services: Services) -> list[Vtxo]:
     """Take in the VTXOs paid to this wallet's keys through its mailbox; returns the ones
     taken in by this call. Server errors propagate: run it again."""
     wallet = services.wallet
+    addresses = wallet.address_keys()
     taken: list[Vtxo] = []
     for vtxo in await services.server.read_mailbox(wallet.mailbox_id()):
-        if not isinstance(vtxo.policy, PubkeyPolicy) or wallet.key_index_of(vtxo.pubkey) is None:
+        if not isinstance(vtxo.policy, PubkeyPolicy) or vtxo.pubkey not in addresses:
             continue
         pending = wallet.movement_of(receive_movement_id(vtxo.id))
         if wallet.get_vtxo(vtxo.id) is not None:

@@ -218,15 +218,36 @@ def exited_vtxo(address: str) -> str | None:
 def exit_path(vtxo: Vtxo, exit_delta: int) -> list[Tx]:
     """The signed transactions of ``vtxo``'s unilateral exit, parent first: ``depth + 1`` of
     them, each spending the one before (the first hangs from the anchor, already on chain in
-    the real protocol: here it has no inputs), the last paying `exit_address`. bark pays
-    their fees by CPFP from the on-chain wallet; the sim's exit txs pay none."""
+    the real protocol: here it has no inputs), the last paying `exit_address`. They pay no
+    fee themselves (signed long before anyone knows the fee rate): each has a zero-value fee
+    anchor (output `ANCHOR_VOUT`, `anchor_address`) that a child spends with a coin of the
+    wallet's to pay for both (CPFP, bark's exit system); the chain mines none without it."""
     txs: list[Tx] = []
     for hop in range(vtxo.depth + 1):
         last = hop == vtxo.depth
         address = exit_address(vtxo.id, exit_delta) if last else f"{EXIT_HOP_PREFIX}{hop}:{vtxo.id}"
         inputs = [txs[-1].outpoint(0)] if txs else []
-        txs.append(Tx.build(inputs, [TxOut(address, vtxo.amount)], signed=True))
+        outputs = [TxOut(address, vtxo.amount), TxOut(anchor_address(vtxo.id, hop), 0)]
+        txs.append(Tx.build(inputs, outputs, signed=True))
     return txs
+
+
+ANCHOR_PREFIX = "anchor:"
+ANCHOR_VOUT = 1
+"""The fee anchor's output index in an exit tx (the path's own output is 0)."""
+
+
+def anchor_address(vtxo_id: str, hop: int) -> str:
+    """The zero-value fee anchor of exit tx ``hop`` of ``vtxo_id``: anyone may spend it, so
+    its child can pay the fee the tx does not (a pay-to-anchor output)."""
+    return f"{ANCHOR_PREFIX}{hop}:{vtxo_id}"
+
+
+def fee_anchor(tx: Tx) -> OutPoint | None:
+    """The fee anchor of ``tx`` (``None``: it has none, it pays its own fee)."""
+    if len(tx.outputs) > ANCHOR_VOUT and tx.outputs[ANCHOR_VOUT].address.startswith(ANCHOR_PREFIX):
+        return tx.outpoint(ANCHOR_VOUT)
+    return None
 
 
 class Network(enum.Enum):

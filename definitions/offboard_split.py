@@ -13,11 +13,14 @@ import attrs
 from .answers import check_outputs
 from .model import PubkeyPolicy, VtxoRequest, VtxoState, vtxo_resource
 from .offboard_model import UNSPENT, Ctx, Offboard, offboard_movement, wallet_vtxo
+from .services.ark_records import RecoveryPost
 
 
 async def arkoor_split(ctx: Ctx, d: Offboard) -> Offboard:
     """Split the inputs into one VTXO of net + fee (arkoor key) and the change pieces
-    (change key). The outputs are stored and held by this action; the inputs are spent."""
+    (change key). The outputs are stored and held by this action; the inputs are spent. The
+    server posts every output to the wallet's own mailbox with the split (bark posts them
+    best-effort afterwards: here a lost answer or a crash cannot skip the post)."""
     assert d.send_onchain is not None
     svc, split = ctx.services, d.send_onchain
     inputs = [wallet_vtxo(svc.wallet, vid) for vid in sorted(d.input_vtxo_ids)]
@@ -33,15 +36,12 @@ async def arkoor_split(ctx: Ctx, d: Offboard) -> Offboard:
     ]
     key = ctx.idempotency_key
     await svc.server.register_vtxo_transactions(inputs, f"{key}.inputs")
-    created = await svc.server.request_arkoor_cosign([v.id for v in inputs], outputs, key)
+    recovery = RecoveryPost(svc.wallet.mailbox_id(), list(range(len(outputs))))
+    created = await svc.server.request_arkoor_cosign([v.id for v in inputs], outputs, key, recovery)
     check_outputs(f"offboard {d.id} split", outputs, created)
     ctx.acquire(*(v.resource for v in created))
     for vtxo in created:
         svc.wallet.insert_vtxo(vtxo, VtxoState.SPENDABLE)
-    try:
-        await svc.server.post_to_mailbox(svc.wallet.mailbox_id(), created, f"{key}.mailbox")
-    except Exception as exc:  # best effort, as in bark
-        ctx.log.warning("recovery mailbox post failed: %s", exc)
     svc.wallet.set_vtxo_state([v.id for v in inputs], VtxoState.SPENT, allowed_from=UNSPENT)
     ctx.release(*(v.resource for v in inputs))
     split_done = attrs.evolve(

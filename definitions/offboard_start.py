@@ -78,7 +78,10 @@ async def _send_onchain(
     if amount < info.dust_limit:
         raise OffboardError(f"{amount} sats is dust (limit {info.dust_limit})")
     fee = info.offboard_fee(1)
-    inputs = services.wallet.select_coins(amount + fee)
+    tip = await services.chain.tip_height()
+    inputs = services.wallet.select_coins(
+        amount + fee, max_depth=info.max_arkoor_depth, tip=tip
+    )  # the split is an arkoor spend: bark skips depth-limited VTXOs
     if len(inputs) > info.max_offboard_inputs:
         raise OffboardError(f"{len(inputs)} inputs needed, at most {info.max_offboard_inputs}")
     change = sum(v.amount for v in inputs) - amount - fee

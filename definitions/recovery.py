@@ -2,8 +2,11 @@
 derive from it) finds its VTXOs and its open Lightning receives again on the server.
 
 What the server keeps for a mailbox: the VTXOs posted to it (by other wallets paying this
-one, and by this wallet itself: a registered board, an offboard split's outputs: bark's
-recovery posts), and the Lightning receives started for it (`list_lightning_receives`).
+one; by this wallet itself: a registered board, bark's recovery post; and by the server, with
+the spend: an arkoor send's change and an offboard split's outputs, which the cosign request
+names in its `RecoveryPost`), and the Lightning receives started for it
+(`list_lightning_receives`). Since the change is posted with the spend, a wallet lost while a
+send was in flight (cosigned, its change only in the lost checkpoint) finds the change here.
 `recover_from_mailbox` scans the seed's keys (up to `GAP_LIMIT` unused indexes past the
 last one found), stores every posted VTXO of those keys as the server sees it (live:
 spendable, spent: spent), marks the keys used so no new key repeats one, and takes every
@@ -13,9 +16,9 @@ then goes on from wherever the server's side stands: waiting for the payment, or
 Idempotent: a VTXO known to the wallet is left alone, a receive whose action is live is not
 started again, so a recovery cut short is run again. Server errors propagate.
 
-Not recovered: VTXOs never posted to the mailbox (an arkoor send's or a lightning send's
-change: bark posts them best-effort, the kinds here do not), a lightning send in flight
-(its HTLC is the server's until it settles or is revoked), the movements' history.
+Not recovered: VTXOs never posted to the mailbox (a lightning send's change: its HTLC cosign
+carries no recovery post), a lightning send in flight (its HTLC is the server's until it
+settles or is revoked), the delivery of an arkoor payment in flight, the movements' history.
 """
 
 from __future__ import annotations

@@ -66,6 +66,17 @@ class BoardRequest:
 
 
 @attrs.frozen
+class RecoveryPost:
+    """With ``request_arkoor_cosign``: the outputs (by their index in the request) the server
+    posts to the spender's own mailbox ``mailbox_id`` in the spend's transaction, so a wallet
+    restored from its seed finds its change (bark's recovery post, made atomic with the spend:
+    it cannot be lost between the cosign and the wallet storing the change)."""
+
+    mailbox_id: str
+    outputs: list[int]
+
+
+@attrs.frozen
 class OffboardRequest:
     """``prepare_offboard``. ``input_ids`` sorted (the server replays identical requests);
     ``fee_rate`` is the rate committed at start, re-sent verbatim on every prepare."""

@@ -21,6 +21,7 @@ from .ark_records import (
     ReceiveGrant,
     ReceiveRecord,
     ReceiveStatus,
+    RecoveryPost,
     RoundResult,
     ServerInfo,
 )
@@ -52,10 +53,16 @@ class ArkServer(Protocol):
         ...
 
     async def request_arkoor_cosign(
-        self, input_ids: list[str], outputs: list[VtxoRequest], idempotency_key: str
+        self,
+        input_ids: list[str],
+        outputs: list[VtxoRequest],
+        idempotency_key: str,
+        recovery: RecoveryPost | None = None,
     ) -> list[Vtxo]:
         """Spend ``input_ids`` into ``outputs`` out of round. The identical spend again is a
-        replay; a different spend of the same inputs is ``Rejected(InvalidArgument)``."""
+        replay; a different spend of the same inputs is ``Rejected(InvalidArgument)``, and so
+        is an input at ``ServerInfo.max_arkoor_depth`` or past its expiry. ``recovery``: the
+        outputs the server posts to the spender's mailbox with the spend (its change)."""
         ...
 
     async def spent_vtxos(self, vtxo_ids: list[str]) -> list[str]:

@@ -17,6 +17,7 @@ from ..model import (
     MovementStatus,
     MovementUpdate,
     Network,
+    OutPoint,
     Tx,
     TxOut,
     Vtxo,
@@ -42,6 +43,12 @@ class OnchainWallet(Protocol):
     def build_tx(self, outputs: list[TxOut], fee: int, *, signed: bool = True) -> Tx:
         """Select unspent coins for ``outputs + fee``, add change to `address`; ``signed=False``
         gives a PSBT-like tx someone else signs and broadcasts. Raises `InsufficientFunds`."""
+        ...
+
+    def build_cpfp(self, anchor: OutPoint, fee: int) -> Tx:
+        """A signed child spending the fee ``anchor`` of an unconfirmed tx and coins of the
+        wallet's, paying ``fee`` for both (CPFP), change to `address`. Raises
+        `InsufficientFunds` when the wallet's coins do not cover the fee."""
         ...
 
 
@@ -107,13 +114,28 @@ class WalletStore(Protocol):
         largest first (then by id)."""
         ...
 
-    def select_coins(self, amount: int, exclude: frozenset[str] = frozenset()) -> list[Vtxo]:
-        """The fewest of `spendable_vtxos` (largest first) covering ``amount``."""
+    def select_coins(
+        self,
+        amount: int,
+        exclude: frozenset[str] = frozenset(),
+        *,
+        max_depth: int | None = None,
+        tip: int | None = None,
+    ) -> list[Vtxo]:
+        """The fewest of `spendable_vtxos` (largest first) covering ``amount``, for an
+        out-of-round spend: VTXOs at ``max_depth`` (the server's ``max_arkoor_depth``) or
+        expired at ``tip`` are skipped, as the server refuses them (bark: they need a
+        refresh first). `InsufficientFunds` says how much was skipped and why."""
         ...
 
     def new_address(self, network: Network) -> ArkAddress:
         """A fresh key of the wallet and its mailbox: where another wallet pays it (arkoor
         payments arrive in the mailbox, `mailbox_sync.sync_mailbox` takes them in)."""
+        ...
+
+    def address_keys(self) -> set[str]:
+        """The keys handed out by `new_address`: only VTXOs paying one of them are payments
+        to take in from the mailbox (the rest there are the wallet's own recovery posts)."""
         ...
 
     # unilateral exits

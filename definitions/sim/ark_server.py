@@ -31,6 +31,7 @@ from ..services.ark_records import (
     ReceiveGrant,
     ReceiveRecord,
     ReceiveStatus,
+    RecoveryPost,
     RoundResult,
     ServerInfo,
 )
@@ -125,11 +126,16 @@ class SimArkServer:
         )  # fmt: skip
 
     async def request_arkoor_cosign(
-        self, input_ids: list[str], outputs: list[VtxoRequest], idempotency_key: str
+        self,
+        input_ids: list[str],
+        outputs: list[VtxoRequest],
+        idempotency_key: str,
+        recovery: RecoveryPost | None = None,
     ) -> list[Vtxo]:
+        request: list[Any] = [input_ids, outputs] + ([] if recovery is None else [recovery])
         return self._call(
-            "request_arkoor_cosign", idempotency_key, [input_ids, outputs], list[Vtxo],
-            lambda: self.state.arkoor_cosign(input_ids, outputs),
+            "request_arkoor_cosign", idempotency_key, request, list[Vtxo],
+            lambda: self.state.arkoor_cosign(input_ids, outputs, recovery),
         )  # fmt: skip
 
     async def spent_vtxos(self, vtxo_ids: list[str]) -> list[str]:

@@ -18,7 +18,13 @@ import attrs
 import fsm
 
 from ..model import PubkeyPolicy, Tx, TxOut, Vtxo, VtxoRequest, board_address, digest, spend_outputs
-from ..services.ark_records import BoardRequest, OffboardRequest, PreparedOffboard, ServerInfo
+from ..services.ark_records import (
+    BoardRequest,
+    OffboardRequest,
+    PreparedOffboard,
+    RecoveryPost,
+    ServerInfo,
+)
 from ..services.ark_server import INVALID_ARGUMENT, NOT_FOUND
 from ..services.chain import TxState
 from .chain import ChainState
@@ -69,6 +75,8 @@ LIVE = "live"
 SPENT = "spent"
 EXITED = "exited"
 """An exit tx of the VTXO confirmed: the server can no longer spend it (`sim.exits`)."""
+SWEPT = "swept"
+"""Expired and taken back by the server (`sim.sweeps`): nobody can spend or exit it."""
 BLOCKED_PREFIX = "blocked"
 
 
@@ -164,6 +172,8 @@ class ArkState:
             vtxo, status, spent_by = row
             if status == SPENT and spent_by == spender:
                 spent_here += 1
+            elif status == SWEPT:
+                raise rejected(f"vtxo {vid} expired at height {vtxo.expiry_height}: swept")
             elif status != LIVE:
                 raise rejected(f"vtxo {vid} is {status}" + (f" by {spent_by}" if spent_by else ""))
             elif vtxo.expiry_height <= self.chain.tip():
@@ -260,7 +270,10 @@ class ArkState:
     # -- arkoor, registration, mailbox ---------------------------------------------------
 
     def arkoor_cosign(
-        self, input_ids: list[str], outputs: list[VtxoRequest]
+        self,
+        input_ids: list[str],
+        outputs: list[VtxoRequest],
+        recovery: RecoveryPost | None = None,
     ) -> Applied[list[Vtxo]]:
         spender = digest("arkoor", *sorted(input_ids), *(dump(o) for o in outputs))
         inputs, replay = self.live_inputs(sorted(input_ids), spender)
@@ -269,10 +282,14 @@ class ArkState:
             raise rejected("arkoor outputs do not add up to the inputs")
         if any(o.amount <= 0 for o in outputs):
             raise rejected("arkoor output amounts must be positive")
+        if recovery is not None and not set(recovery.outputs) <= set(range(len(outputs))):
+            raise rejected(f"recovery post names outputs {recovery.outputs} of {len(outputs)}")
         created = self.outputs_of(spender, outputs, inputs)
         if not replay:
             self.spend([v.id for v in inputs], spender)
             self.insert_vtxos(created, LIVE)
+        if recovery is not None:  # insert-or-ignore: a replay posts nothing new
+            self.post(recovery.mailbox_id, [created[i] for i in sorted(set(recovery.outputs))])
         return Applied(
             created, f"arkoor:{spender}", f"arkoor {len(inputs)}->{len(created)}", not replay
         )

@@ -10,7 +10,16 @@ mined conflicting spend evicts the mempool txs it conflicts with, with their des
 
 from __future__ import annotations
 
-from ..model import BOARD_PREFIX, OutPoint, Tx, TxOut, digest, exit_timelock
+from ..model import (
+    BOARD_PREFIX,
+    OutPoint,
+    Tx,
+    TxOut,
+    digest,
+    exit_timelock,
+    exited_vtxo,
+    fee_anchor,
+)
 from ..services.chain import ChainRejected, SpendInfo, TxState, TxStatus
 from .db import Db, dump, load
 from .world_faults import FaultGate
@@ -26,7 +35,8 @@ CREATE TABLE IF NOT EXISTS chain_tx (
 CREATE TABLE IF NOT EXISTS chain_spend (
     outpoint TEXT PRIMARY KEY,
     txid TEXT NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS chain_swept (vtxo_id TEXT PRIMARY KEY, height INTEGER NOT NULL)
 """
 
 MEMPOOL = "mempool"
@@ -115,6 +125,7 @@ class ChainState:
         with self.db.transaction():
             if self.status(tx.txid).state is not TxState.NOT_FOUND:
                 return
+            self._check_swept(tx)
             total_in = 0
             for op in tx.inputs:
                 parent = self.db.one(
@@ -143,6 +154,32 @@ class ChainState:
             for op in tx.inputs:
                 self.db.run(
                     "INSERT INTO chain_spend (outpoint, txid) VALUES (?, ?)", (str(op), tx.txid)
+                )
+
+    def sweep_tree(self, vtxo_id: str) -> None:
+        """The server's sweep spends the tree output ``vtxo_id``'s exit path hangs from (the
+        anchor the sim leaves off chain): its exit txs in the mempool are evicted, and the
+        chain refuses them from now on (an input spent, as a real node would say)."""
+        with self.db.transaction():
+            self.db.run(
+                "INSERT OR IGNORE INTO chain_swept (vtxo_id, height) VALUES (?, ?)",
+                (vtxo_id, self.tip()),
+            )
+            for tx, _ in self._mempool():
+                if any(exited_vtxo(o.address) == vtxo_id for o in tx.outputs):
+                    self.evict(tx.txid)
+
+    def _check_swept(self, tx: Tx) -> None:
+        for out in tx.outputs:
+            vtxo_id = exited_vtxo(out.address)
+            swept = vtxo_id is not None and self.db.one(
+                "SELECT height FROM chain_swept WHERE vtxo_id = ?", (vtxo_id,)
+            )
+            if swept:
+                raise ChainRejected(
+                    f"exit tx {tx.txid}: the tree output of {vtxo_id} was swept by the server "
+                    f"at height {swept[0]}",
+                    missing_inputs=True,
                 )
 
     def _check_timelock(self, op: OutPoint, out: TxOut) -> None:
@@ -218,12 +255,21 @@ class ChainState:
         return [(_tx(body), int(fee)) for body, fee in rows]
 
     def _confirm_block(self) -> None:
+        """Mine the mempool, but for a tx with an unspent fee anchor: it pays no fee, so no
+        miner takes it until a child spends the anchor and pays for both (CPFP)."""
         height = self.tip() + 1
         self.db.set_meta("tip", str(height))
-        self.db.run(
-            "UPDATE chain_tx SET state = ?, height = ? WHERE state = ?",
-            (CONFIRMED, height, MEMPOOL),
-        )
+        for tx, _ in self._mempool():
+            if self._unbumped(tx):
+                continue
+            self.db.run(
+                "UPDATE chain_tx SET state = ?, height = ? WHERE txid = ?",
+                (CONFIRMED, height, tx.txid),
+            )
+
+    def _unbumped(self, tx: Tx) -> bool:
+        anchor = fee_anchor(tx)
+        return anchor is not None and self.spent_by(anchor) is None
 
 
 def _funds_board(tx: Tx) -> bool:

@@ -57,6 +57,8 @@ class Flow(enum.Enum):
     """Paid to an offboard destination, counted when the inputs are forfeited (finish)."""
     SERVER_FEE = "server_fee"
     """Fees the server keeps (board, offboard, lightning send and receive)."""
+    SWEPT = "swept"
+    """VTXOs the server took back after their expiry (`sim.sweeps`): lost to their owner."""
 
 
 @attrs.frozen

@@ -15,7 +15,7 @@ from __future__ import annotations
 from ..model import VtxoRequest, digest, round_participation_id, spend_outputs
 from ..services.ark_records import RoundResult, RoundState
 from ..services.ark_server import NOT_FOUND
-from .ark_state import LIVE, Applied, ArkState, rejected
+from .ark_state import LIVE, SWEPT, Applied, ArkState, rejected
 from .db import dump, load
 
 ROUNDS_SCHEMA = """
@@ -101,10 +101,10 @@ def _settle(
     tip = state.chain.tip()
     for vid in ids:
         row = state.vtxo(vid)
+        if row is not None and (row[1] == SWEPT or row[0].expiry_height <= tip):
+            return RoundResult(RoundState.FAILED, reason=f"vtxo {vid} expired")
         if row is None or row[1] != LIVE:
             return RoundResult(RoundState.FAILED, reason=f"vtxo {vid} is no longer live")
-        if row[0].expiry_height <= tip:
-            return RoundResult(RoundState.FAILED, reason=f"vtxo {vid} expired")
     outputs: list[VtxoRequest] = load(outputs_body, list[VtxoRequest])
     vtxos = spend_outputs("round", ids, outputs, expiry, anchor)
     state.spend(ids, f"round:{part_id}")

@@ -10,10 +10,13 @@ rows for any kind; these know what a wallet's money must do.
    by no action) is live on the server (or a board the server has cosigned but not registered
    yet); a locked one (held: bark's ``Locked{Action}``) may be spent already, by its holder's
    spend whose answer was lost, but must be known to the server;
-3. **conservation** of the world's money (formula in `Balance`);
+3. **conservation** of the world's money (formula in `Balance`), and no VTXO swept before
+   its expiry;
 4. **nothing lost when idle**: with no live action, every live plain VTXO the server says the
-   wallet owns is spendable (or exited) in the wallet, or waits in its mailbox (paid to one of
-   its addresses by another wallet, taken in at the next `mailbox_sync.sync_mailbox`);
+   wallet owns is spendable (or exited) in the wallet, unless it pays one of the wallet's
+   addresses: a payment from another wallet waits in the mailbox until the next
+   `mailbox_sync.sync_mailbox`, or never arrives (every mailbox refused its delivery: the
+   payer's send ends ``undelivered``, its movement failed; the payee cannot know of it);
 5. **no orphaned resource**: every fsm resource is held by an action that still has its row.
 
 `check_world_invariants` checks several wallets on one server, each with its own fsm store:
@@ -31,9 +34,10 @@ import attrs
 import fsm
 
 from ..model import BOARD_PREFIX, EXIT_PREFIX, OutPoint, PubkeyPolicy, VtxoState
-from .ark_state import BOARD_PENDING, LIVE
+from .ark_state import BOARD_PENDING, LIVE, SWEPT
 from .exits import exits_in_flight
 from .ledger import Flow
+from .sweeps import early_sweeps
 from .wallet_store import SqliteWalletStore
 from .world import World
 
@@ -46,12 +50,14 @@ class Balance:
     """The terms of the conservation formula, all in sats::
 
         funding + ln_in == live_vtxos + exits_in_flight + onchain + boards_in_flight
-                           + ln_out + offboard_out + server_fees + onchain_out + onchain_fees
+                           + ln_out + offboard_out + server_fees + swept
+                           + onchain_out + onchain_fees
 
     ``live_vtxos`` splits into ``wallet_spendable`` (incl. VTXOs held by live actions),
     ``wallet_in_flight`` (live, owned by wallet keys, not spendable in the wallet: HTLCs, change
     still in a checkpoint) and ``others`` (owned by other keys: arkoor payments sent away).
     ``exits_in_flight``: VTXOs exited on chain whose exit output is not claimed yet.
+    ``swept``: expired VTXOs the server took back (`sim.sweeps`).
     """
 
     funding: int
@@ -65,6 +71,7 @@ class Balance:
     ln_out: int
     offboard_out: int
     server_fees: int
+    swept: int
     onchain_out: int
     onchain_fees: int
 
@@ -84,6 +91,7 @@ class Balance:
             + self.ln_out
             + self.offboard_out
             + self.server_fees
+            + self.swept
             + self.onchain_out
             + self.onchain_fees
         )
@@ -135,6 +143,7 @@ def balance(world: World, *wallets: SqliteWalletStore) -> Balance:
         ln_out=flows[Flow.LN_OUT],
         offboard_out=flows[Flow.OFFBOARD_OUT],
         server_fees=flows[Flow.SERVER_FEE],
+        swept=flows[Flow.SWEPT],
         onchain_out=onchain_out,
         onchain_fees=onchain_fees,
     )
@@ -154,7 +163,11 @@ def check_world_invariants(
 ) -> list[str]:
     """Every invariant over the wallets on ``world``'s server, each with its fsm store; a
     problem of one wallet is prefixed with its name when there are several."""
-    problems = [*_exactly_once(world), *_conservation(world, [w for w, _ in wallets])]
+    problems = [
+        *_exactly_once(world),
+        *early_sweeps(world.db),
+        *_conservation(world, [w for w, _ in wallets]),
+    ]
     for wallet, store in wallets:
         own = [
             *_spent_and_spendable(world, wallet),
@@ -199,13 +212,15 @@ def _exactly_once(world: World) -> list[str]:
 
 def _spent_and_spendable(world: World, wallet: SqliteWalletStore) -> list[str]:
     """A locked VTXO spent on the server is its holder's business while the holder lives (it
-    asks the server before letting go); once released it is spendable again, and checked."""
+    asks the server before letting go); once released it is spendable again, and checked.
+    A VTXO the server swept after its expiry is lost to the wallet by Ark's rule, not by a
+    wallet's error (selection skips it; `early_sweeps` checks the server kept the rule)."""
     problems = []
     for vtxo, _ in wallet.vtxos(VtxoState.SPENDABLE):
         row = world.server.vtxo(vtxo.id)
         if row is None:
             problems.append(f"vtxo {vtxo.id} is spendable in the wallet, unknown to the server")
-        elif row[1] not in (LIVE, BOARD_PENDING) and not wallet.held(vtxo.id):
+        elif row[1] not in (LIVE, BOARD_PENDING, SWEPT) and not wallet.held(vtxo.id):
             problems.append(
                 f"vtxo {vtxo.id} is spendable in the wallet but {row[1]} on the server "
                 f"(by {row[2]})"
@@ -224,27 +239,20 @@ def _nothing_lost_when_idle(world: World, wallet: SqliteWalletStore, store: fsm.
     if store.rows():
         return []
     keys = wallet.pubkeys()
-    waiting = _waiting_in_mailbox(world, wallet)
+    addresses = wallet.address_keys()
     problems = []
     for vtxo, status in world.server.vtxos():
         if status != LIVE or vtxo.pubkey not in keys or not isinstance(vtxo.policy, PubkeyPolicy):
             continue
         state = wallet.vtxo_state(vtxo.id)
-        if state is None and vtxo.id in waiting:
-            continue
+        if state is None and vtxo.pubkey in addresses:
+            continue  # paid to an address: waiting in the mailbox, or never delivered
         if state not in (VtxoState.SPENDABLE, VtxoState.EXITED):
             problems.append(
                 f"vtxo {vtxo.id} ({vtxo.amount} sats) is the wallet's on the server but "
                 f"{state.value if state else 'missing'} in the wallet, with no action in flight"
             )
     return problems
-
-
-def _waiting_in_mailbox(world: World, wallet: SqliteWalletStore) -> set[str]:
-    """VTXOs paid to the wallet's addresses and delivered to its mailbox: not lost, just not
-    taken in yet (its own VTXOs are never waiting: the wallet stores those itself)."""
-    addresses = wallet.address_keys()
-    return {v.id for v in world.server.mailbox(wallet.mailbox_id()) if v.pubkey in addresses}
 
 
 def _no_orphaned_resources(store: fsm.Store) -> list[str]:

@@ -183,16 +183,28 @@ class SqliteWalletStore:
         )
         return [_vtxo(body) for vid, body in rows if vid not in exclude and not self.held(vid)]
 
-    def select_coins(self, amount: int, exclude: frozenset[str] = frozenset()) -> list[Vtxo]:
+    def select_coins(
+        self,
+        amount: int,
+        exclude: frozenset[str] = frozenset(),
+        *,
+        max_depth: int | None = None,
+        tip: int | None = None,
+    ) -> list[Vtxo]:
         chosen: list[Vtxo] = []
-        total = 0
+        total = deep = expired = 0
         for vtxo in self.spendable_vtxos(exclude):
             if total >= amount:
                 break
-            chosen.append(vtxo)
-            total += vtxo.amount
+            if tip is not None and vtxo.expiry_height <= tip:
+                expired += vtxo.amount
+            elif max_depth is not None and vtxo.depth >= max_depth:
+                deep += vtxo.amount
+            else:
+                chosen.append(vtxo)
+                total += vtxo.amount
         if total < amount:
-            raise InsufficientFunds(f"need {amount} sats, {total} spendable and free")
+            raise InsufficientFunds(_short(amount, total, deep, expired, max_depth))
         return chosen
 
     # -- unilateral exits ----------------------------------------------------------------
@@ -334,6 +346,19 @@ class SqliteWalletStore:
                 (payment_hash, preimage, amount),
             )
         return cur.rowcount == 1
+
+
+def _short(amount: int, total: int, deep: int, expired: int, max_depth: int | None) -> str:
+    """Why the coins do not cover ``amount``: what was skipped says what to do about it."""
+    why = [f"need {amount} sats, {total} spendable and free"]
+    if deep:
+        why.append(
+            f"{deep} more at the arkoor depth limit ({max_depth}): refresh them in a round "
+            "(or exit them) first"
+        )
+    if expired:
+        why.append(f"{expired} more expired (the server sweeps them: lost to the wallet)")
+    return "; ".join(why)
 
 
 def _vtxo(body: str) -> Vtxo:

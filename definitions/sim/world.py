@@ -33,6 +33,7 @@ from .ledger import LEDGER_SCHEMA, Flow, Ledger
 from .lightning_node import LIGHTNING_SCHEMA, LightningNodeState, SimLightningNode
 from .server_rounds import ROUNDS_SCHEMA, run_round
 from .server_state import LN_SERVER_SCHEMA, ServerState
+from .sweeps import sweep_expired
 from .wallet_store import SqliteWalletStore
 from .world_faults import FAULTS_SCHEMA, Fault, FaultGate, Faults
 
@@ -71,8 +72,7 @@ class SimOnchainWallet:
     def balance(self) -> int:
         return sum(o.amount for _, o in self.chain.unspent(self._address))
 
-    def build_tx(self, outputs: list[TxOut], fee: int, *, signed: bool = True) -> Tx:
-        need = sum(o.amount for o in outputs) + fee
+    def _coins(self, need: int) -> tuple[list[OutPoint], int]:
         coins: list[OutPoint] = []
         total = 0
         for op, out in sorted(self.chain.unspent(self._address), key=lambda c: str(c[0])):
@@ -82,8 +82,17 @@ class SimOnchainWallet:
             total += out.amount
         if total < need:
             raise InsufficientFunds(f"need {need} sats on chain, have {total}")
+        return coins, total
+
+    def build_tx(self, outputs: list[TxOut], fee: int, *, signed: bool = True) -> Tx:
+        need = sum(o.amount for o in outputs) + fee
+        coins, total = self._coins(need)
         change = [TxOut(self._address, total - need)] if total > need else []
         return Tx.build(coins, [*outputs, *change], signed=signed)
+
+    def build_cpfp(self, anchor: OutPoint, fee: int) -> Tx:
+        coins, total = self._coins(fee)
+        return Tx.build([anchor, *coins], [TxOut(self._address, total - fee)], signed=True)
 
 
 class World:
@@ -152,11 +161,14 @@ class World:
 
     def mine(self, blocks: int = 1) -> int:
         """Mine ``blocks`` blocks one by one (chain faults drawn per block); after each, the
-        server marks the VTXOs whose exit txs confirmed as exited, and takes back expired,
-        unclaimed Lightning receive HTLCs. Returns the tip."""
+        server marks the VTXOs whose exit txs confirmed as exited, sweeps the expired ones
+        (`sim.sweeps`), and takes back expired, unclaimed Lightning receive HTLCs. Returns
+        the tip."""
         for _ in range(blocks):
             with self.db.transaction():
-                watch_exits(self.db, self.chain, self.ledger, self.chain.mine(1))
+                height = self.chain.mine(1)
+                watch_exits(self.db, self.chain, self.ledger, height)
+                sweep_expired(self.db, self.chain, self.ledger, height)
             self.server.expire_receives()
         return self.chain.tip()
 

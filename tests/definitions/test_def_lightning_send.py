@@ -11,7 +11,7 @@ from processes import after_call, after_commits
 from wallet_rig import DoubleStepper, Rig, kill_then_resume
 
 import fsm
-from fsm_bark.exit import CLAIM_FEE, start_requested_exits
+from fsm_bark.exit import CLAIM_FEE, EXIT_TX_FEE, start_requested_exits
 from fsm_bark.lightning_send import REVOCATION_ATTEMPTS, lightning_send_id
 from fsm_bark.lightning_send_ops import lightning_send_finished, pay_lightning_invoice
 from fsm_bark.lightning_send_start import AlreadyPaid, start_lightning_send
@@ -282,6 +282,9 @@ def test_stuck_revocation_exits_only_when_opted_in_and_near_expiry(w: Rig, opted
     assert w.problems() == []
     # the exit the send asked for, played out on chain: the HTLC comes back on chain
     assert w.wallet.exiting(htlc)
+    htlc_vtxo = w.wallet.get_vtxo(htlc)
+    assert htlc_vtxo is not None
+    w.world.fund_onchain(EXIT_TX_FEE * (htlc_vtxo.depth + 1))  # one CPFP fee per exit tx
     [exit_action] = asyncio.run(start_requested_exits(w.executor))
     for _ in range(40):
         if asyncio.run(w.drive(exit_action)).status is fsm.DriveStatus.DONE:

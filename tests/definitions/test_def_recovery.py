@@ -4,7 +4,7 @@ receives again on the server, and goes on with them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,7 +15,9 @@ import fsm
 from fsm_bark.arkoor_send import start_arkoor_send
 from fsm_bark.board import fund_board, start_board
 from fsm_bark.lightning_receive_start import start_lightning_receive
-from fsm_bark.model import VtxoState
+from fsm_bark.mailbox_sync import sync_mailbox
+from fsm_bark.model import ArkAddress, Network, VtxoState, digest
+from fsm_bark.offboard_start import start_offboard
 from fsm_bark.recovery import recover_from_mailbox
 from fsm_bark.sim import check_world_invariants
 
@@ -119,11 +121,98 @@ def test_a_spent_vtxo_comes_back_as_spent(r: Restorable) -> None:
     r.lose_bob()
     run(recover_from_mailbox(r.bob.executor))
     assert r.bob.wallet.vtxo_state(board_vtxo) is VtxoState.SPENT
-    assert r.bob.wallet.vtxos(VtxoState.SPENDABLE) == []
+    [(change, _)] = r.bob.wallet.vtxos(VtxoState.SPENDABLE)  # the send's change, found
+    assert change.amount == 40_000 - 200 - 39_300
+    assert r.problems() == []
+
+
+def carol() -> ArkAddress:
+    """A payee on no wallet the test checks (its payment is "others" in the books)."""
+    return ArkAddress(digest("carol"), [digest("carol-mailbox")], Network.REGTEST)
+
+
+def test_a_restored_wallet_finds_the_change_of_its_sends(r: Restorable) -> None:
+    """The server posts a send's change to the sender's mailbox with the spend (arkoor send
+    and an offboard's split): the restored wallet finds it, and nothing else of others'."""
+    r.world.fund_vtxos(r.bob.wallet, [50_000, 30_000])
+    send = run(r.bob.start(run(start_arkoor_send(r.bob.services, carol(), 20_000))))
+    assert run(r.bob.drive(send, fsm.DriveMode.UNTIL_DONE)).state == "sent"
+    off = run(r.bob.start(run(start_offboard(r.bob.services, "bc1dest", amount=10_000))))
+    assert run(r.bob.drive(off, fsm.DriveMode.UNTIL_DONE)).status is fsm.DriveStatus.DONE
+    before = sorted((v.id, v.amount) for v, _ in r.bob.wallet.vtxos(VtxoState.SPENDABLE))
+    fee = r.world.server.info().offboard_fee(1)
+    assert sum(a for _, a in before) == 80_000 - 20_000 - 10_000 - fee
+    r.lose_bob()
+    found = run(recover_from_mailbox(r.bob.executor))
+    after = sorted((v.id, v.amount) for v, _ in r.bob.wallet.vtxos(VtxoState.SPENDABLE))
+    assert after == before and len(found.vtxos) >= len(before)
+    assert r.problems() == []
 
 
 class Lost(Exception):
     """The wallet is lost right after this commit."""
+
+
+def lose_at(state: str) -> Callable[[Any], None]:
+    def hook(entry: Any) -> None:
+        if entry.to_state == state:
+            raise Lost(entry.to_state)
+
+    return hook
+
+
+@pytest.mark.parametrize("state", ["registration", "delivery", "finalizing"])
+def test_a_wallet_lost_with_an_arkoor_send_in_flight_finds_its_change(
+    r: Restorable, state: str
+) -> None:
+    """Lost after the cosign, before the send stored its change (it lived only in the
+    checkpoint): the restored wallet finds it in its mailbox, spendable."""
+    r.world.fund_vtxos(r.bob.wallet, [50_000])
+    send = run(r.bob.start(run(start_arkoor_send(r.bob.services, carol(), 20_000))))
+    r.bob.after_commit = lose_at(state)
+    with pytest.raises(Lost):
+        run(r.bob.drive(send, fsm.DriveMode.UNTIL_DONE))
+    assert r.bob.wallet.vtxos(VtxoState.SPENDABLE) == []  # the change is in the checkpoint
+    r.lose_bob()
+    run(recover_from_mailbox(r.bob.executor))
+    change = [v for v, _ in r.bob.wallet.vtxos(VtxoState.SPENDABLE)]
+    assert sum(v.amount for v in change) == 30_000 and len(change) == 2  # split in two
+    assert r.problems() == []
+    # and it spends: the restored wallet goes on
+    again = run(r.bob.start(run(start_arkoor_send(r.bob.services, carol(), 5_000))))
+    assert run(r.bob.drive(again, fsm.DriveMode.UNTIL_DONE)).state == "sent"
+    assert r.problems() == []
+
+
+def test_a_wallet_lost_with_an_offboard_split_in_flight_finds_its_outputs(
+    r: Restorable,
+) -> None:
+    r.world.fund_vtxos(r.bob.wallet, [50_000])
+    off = run(r.bob.start(run(start_offboard(r.bob.services, "bc1dest", amount=10_000))))
+    r.bob.after_commit = lose_at("arkoor_registration_required")
+    with pytest.raises(Lost):
+        run(r.bob.drive(off, fsm.DriveMode.UNTIL_DONE))
+    r.lose_bob()
+    run(recover_from_mailbox(r.bob.executor))
+    total = sum(v.amount for v, _ in r.bob.wallet.vtxos(VtxoState.SPENDABLE))
+    assert total == 50_000  # the split's outputs: nothing was offboarded yet
+    assert r.problems() == []
+
+
+def test_a_sync_never_takes_a_send_s_change_in_as_received(r: Restorable) -> None:
+    """The change waits in the sender's own mailbox while the send is in flight: a sync
+    then must leave it to the send (it is no payment)."""
+    r.world.fund_vtxos(r.bob.wallet, [50_000])
+    send = run(r.bob.start(run(start_arkoor_send(r.bob.services, carol(), 20_000))))
+    r.bob.after_commit = lose_at("delivery")
+    with pytest.raises(Lost):
+        run(r.bob.drive(send))
+    r.bob.after_commit = None
+    assert run(sync_mailbox(r.bob.services)) == []
+    assert run(r.bob.drive(send, fsm.DriveMode.UNTIL_DONE)).state == "sent"
+    assert [m.kind for m in r.bob.wallet.movements()] == ["arkoor_send"]
+    assert sum(v.amount for v, _ in r.bob.wallet.vtxos(VtxoState.SPENDABLE)) == 30_000
+    assert r.problems() == []
 
 
 def test_a_receive_granted_before_the_loss_is_claimed_after_it(r: Restorable) -> None:
@@ -131,11 +220,7 @@ def test_a_receive_granted_before_the_loss_is_claimed_after_it(r: Restorable) ->
     run(r.bob.start(started))
     run(r.alice.services.lightning.pay_invoice(started.action.data.invoice, "payer.1"))
 
-    def lose_at_htlcs(entry: Any) -> None:
-        if entry.to_state == "htlcs_ready":
-            raise Lost(entry.to_state)
-
-    r.bob.after_commit = lose_at_htlcs
+    r.bob.after_commit = lose_at("htlcs_ready")
     with pytest.raises(Lost):
         run(r.bob.drive(started.action.id))
     r.lose_bob()

@@ -16,6 +16,7 @@ import fsm
 from fsm_bark.arkoor_send import start_arkoor_send
 from fsm_bark.model import MovementStatus, PubkeyPolicy, VtxoRequest, VtxoState
 from fsm_bark.refresh import NothingToRefresh, refresh_candidates, start_refresh
+from fsm_bark.services.wallet import InsufficientFunds
 from fsm_bark.sim import Fault
 
 T = TypeVar("T")
@@ -74,9 +75,11 @@ def test_an_expired_vtxo_is_refused_and_no_candidate(w: Rig) -> None:
     [vid] = near_expiry(w, [30_000])
     w.world.mine(THRESHOLD)
     assert run(refresh_candidates(w.services)) == []
-    action_id = run(w.start(run(start_arkoor_send(w.services, payee(), 10_000))))
-    assert run(w.drive(action_id, fsm.DriveMode.UNTIL_DONE)).state == "cancelled"
-    assert w.wallet.vtxo_state(vid) is VtxoState.SPENDABLE  # lost to the wallet
+    with pytest.raises(InsufficientFunds, match="30000 more expired"):
+        run(start_arkoor_send(w.services, payee(), 10_000))  # selection skips it, says why
+    with pytest.raises(fsm.Rejected, match="expired at height"):  # and the server refuses it
+        outputs = [VtxoRequest(30_000, PubkeyPolicy("x"))]
+        run(w.services.server.request_arkoor_cosign([vid], outputs, "x.1"))
 
 
 def test_a_deep_vtxo_is_refreshed_and_spendable_again(w: Rig) -> None:

@@ -35,6 +35,12 @@ def assert_clean(tmp_path: Path) -> None:
     kinds = {m.kind for m in peer.movements() if m.status.value == "successful"}
     assert kinds == {"arkoor_receive", "lightning_receive"}
     assert peer.vtxos(VtxoState.SPENDABLE)
+    # the demo wallet's upkeep: the deep VTXO refreshed in a round, another one exited
+    mine = {m.kind for m in world.wallet_store().movements() if m.status.value == "successful"}
+    assert {"refresh", "exit"} <= mine
+    assert world.db.one("SELECT COUNT(*) FROM srv_round_part WHERE state = 'done'") == (1,)
+    left = world.wallet_store().vtxos(VtxoState.SPENDABLE)
+    assert all(v.depth < world.server.info().max_arkoor_depth for v, _ in left)
 
 
 def test_a_run_to_the_end_exits_0_with_the_summary(tmp_path: Path) -> None:
@@ -43,6 +49,7 @@ def test_a_run_to_the_end_exits_0_with_the_summary(tmp_path: Path) -> None:
     assert "KIND" in proc.stdout and "RESUMES" in proc.stdout
     assert "lightning_receive" in proc.stdout and "invariants: ok" in proc.stdout
     assert "peer wallet:" in proc.stdout
+    assert "refresh: successful; exit: successful" in proc.stdout
     assert proc.stderr == ""
     assert_clean(tmp_path)
     again = demo(tmp_path)  # finished: nothing is started twice
