@@ -51,9 +51,9 @@ async def start_lightning_send(
         raise ValueError("an amountless invoice needs a positive amount")
     info = await services.server.info()
     fee = info.lightning_send_fee(pay)
-    inputs = wallet.select_coins(pay + fee)
-    change = sum(v.amount for v in inputs) - pay - fee
     tip = await services.chain.tip_height()
+    inputs = wallet.select_coins(pay + fee, max_depth=info.max_arkoor_depth, tip=tip)
+    change = sum(v.amount for v in inputs) - pay - fee
     d = LightningSend(
         invoice=invoice,
         amount=pay,

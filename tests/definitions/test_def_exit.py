@@ -25,6 +25,7 @@ from fsm_bark.exit import (
 )
 from fsm_bark.lightning_send import lightning_send_id
 from fsm_bark.lightning_send_ops import pay_lightning_invoice
+from fsm_bark.lightning_send_start import start_lightning_send
 from fsm_bark.model import (
     MovementStatus,
     PubkeyPolicy,
@@ -195,7 +196,7 @@ def test_selection_skips_vtxos_at_the_depth_limit(w: Rig) -> None:
     assert w.problems() == []
 
 
-@pytest.mark.parametrize("kind", ["arkoor", "offboard"])
+@pytest.mark.parametrize("kind", ["arkoor", "offboard", "lightning"])
 def test_only_vtxos_at_the_depth_limit_left_says_why(w: Rig, kind: str) -> None:
     limit = w.world.server.info().max_arkoor_depth
     w.world.fund_vtxos(w.wallet, [50_000], depth=limit)
@@ -204,8 +205,11 @@ def test_only_vtxos_at_the_depth_limit_left_says_why(w: Rig, kind: str) -> None:
     ):
         if kind == "arkoor":
             run(start_arkoor_send(w.services, payee(), 20_000))
-        else:
+        elif kind == "offboard":
             run(start_offboard(w.services, "bc1dest", amount=20_000))
+        else:
+            invoice = w.world.lightning.create_invoice(20_000, "coffee", "deep")
+            run(start_lightning_send(w.services, invoice))
     assert w.store.rows() == [] and w.problems() == []
 
 
@@ -240,17 +244,22 @@ def test_a_board_near_expiry_is_exited_on_chain(w: Rig) -> None:
     assert w.problems() == []
 
 
-def test_a_lightning_send_at_the_depth_limit_fails_with_the_reason(w: Rig) -> None:
+def test_a_lightning_send_passes_over_vtxos_at_the_depth_limit(w: Rig) -> None:
+    """As arkoor send and offboard: the server would refuse a VTXO at the limit, so the
+    lightning send's selection leaves it for a refresh or an exit, and says why when only
+    such VTXOs are left (nothing started, nothing held)."""
     limit = w.world.server.info().max_arkoor_depth
     [deep] = w.world.fund_vtxos(w.wallet, [50_000], depth=limit)
     invoice = w.world.lightning.create_invoice(10_000, "coffee", "outside")
+    with pytest.raises(InsufficientFunds, match=rf"at the arkoor depth limit \({limit}\)"):
+        run(pay_lightning_invoice(w.executor, invoice, wait=True))
+    assert w.wallet.movement_of(lightning_send_id(invoice.payment_hash)) is None
+    [shallow] = w.world.fund_vtxos(w.wallet, [30_000], depth=1)
     result = run(pay_lightning_invoice(w.executor, invoice, wait=True))
-    assert (result.status, result.state) == (fsm.DriveStatus.FAILED, "not_sent")
-    m = w.wallet.movement_of(lightning_send_id(invoice.payment_hash))
-    assert m is not None and m.status is MovementStatus.FAILED
-    assert f"at depth {limit}" in m.metadata["failure"]
-    assert w.wallet.vtxo_state(deep.id) is VtxoState.SPENDABLE and w.store.all_resources() == {}
-    assert w.problems() == []
+    assert (result.status, result.state) == (fsm.DriveStatus.DONE, "paid")
+    assert w.wallet.vtxo_state(deep.id) is VtxoState.SPENDABLE
+    assert w.wallet.vtxo_state(shallow.id) is VtxoState.SPENT
+    assert w.store.all_resources() == {} and w.problems() == []
 
 
 # -- exit fees: CPFP through the fee anchors ---------------------------------------------------
