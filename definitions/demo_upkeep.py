@@ -17,6 +17,7 @@ from typing import Protocol
 import fsm
 
 from .exit import EXIT_TX_FEE, ExitKind, start_exit
+from .model import vtxo_resource
 from .refresh import RefreshKind, start_refresh
 from .services import Services
 from .sim import World
@@ -66,12 +67,25 @@ def _refresh_again(svc: Services, ex: fsm.Executor[Services], meta: Table, deep_
     return any(v.id == deep_id for v in svc.wallet.spendable_vtxos())
 
 
+def _adopt_refresh(ex: fsm.Executor[Services], meta: Table, deep_id: str) -> None:
+    """A refresh started by a run killed before it noted the start holds the deep VTXO:
+    note it now (a new refresh would find its input taken, and a new key index gives it
+    another id, so starting again is no answer)."""
+    holder = ex.store.holder_of(vtxo_resource(deep_id))
+    if holder is not None and holder != meta.get("upkeep.refresh"):
+        attempts = int(meta.get("upkeep.refresh_attempts") or 0) + 1
+        meta.set("upkeep.refresh_attempts", str(attempts))
+        meta.set("upkeep.refresh", holder)
+
+
 async def start_upkeep(svc: Services, ex: fsm.Executor[Services], meta: Table) -> list[str]:
     """Start the refresh and the exit unless started (the refresh again after a refusal);
     returns the ids started now. A start refused by a transient fault is tried again next
     round."""
     started = []
     deep_id, exit_id = meta.get("upkeep.refresh_vtxo"), meta.get("upkeep.exit_vtxo")
+    if deep_id is not None:
+        _adopt_refresh(ex, meta, deep_id)
     if deep_id is not None and _refresh_again(svc, ex, meta, deep_id):
         deep = svc.wallet.get_vtxo(deep_id)
         assert deep is not None  # funded with the rest

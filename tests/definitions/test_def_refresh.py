@@ -157,3 +157,29 @@ def test_every_step_twice_registers_once(w: Rig) -> None:
     w.world.run_round()
     assert isinstance(run(stepper.step()), fsm.Done)
     assert w.applied_by("register_for_round") == 1
+
+
+def test_the_demos_upkeep_adopts_a_refresh_started_before_a_kill(w: Rig) -> None:
+    """The demo starts its refresh, then notes it: a kill between the two left a live
+    refresh holding the deep VTXO and no note. The next run notes that refresh instead of
+    starting another (whose input is taken: every later run of the demo failed on it, and
+    `fsm torture` saw drivers that never finished)."""
+    from fsm_bark.demo_upkeep import start_upkeep
+
+    limit = w.world.server.info().max_arkoor_depth
+    [deep] = w.world.fund_vtxos(w.wallet, [4_000], depth=limit)
+    table: dict[str, str] = {"upkeep.refresh_vtxo": deep.id}
+
+    class Table:
+        def get(self, key: str) -> str | None:
+            return table.get(key)
+
+        def set(self, key: str, value: str) -> None:
+            table[key] = value
+
+    first = run(start_refresh(w.services, [deep]))
+    run(w.executor.start(first.action, resources=first.resources))  # then the kill
+    started = run(start_upkeep(w.services, w.executor, Table()))
+    assert started == []
+    assert table["upkeep.refresh"] == first.action.id
+    assert [r.id for r in w.store.rows()] == [first.action.id]
