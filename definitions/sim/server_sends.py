@@ -122,7 +122,9 @@ class ServerSends(ArkState):
             raise rejected("inputs do not cover exactly the HTLC, its fee and the change")
         recovery = req.recovery
         if recovery is not None and not set(recovery.outputs) <= set(range(1 + len(req.change))):
-            raise rejected(f"recovery post names outputs {recovery.outputs} of {1 + len(req.change)}")
+            raise rejected(
+                f"recovery post names outputs {recovery.outputs} of {1 + len(req.change)}"
+            )
         outputs = self.outputs_of(spender, [htlc, *req.change], inputs)
         self.spend([v.id for v in inputs], spender)
         self.insert_vtxos(outputs, LIVE)
