@@ -56,7 +56,7 @@ from .model import (
     payment_hash_of,
 )
 from .services import Services
-from .services.ark_records import HtlcSendRequest
+from .services.ark_records import HtlcSendRequest, RecoveryPost
 from .services.ark_server import ServerUnavailable
 from .services.lightning_node import PaymentState, PaymentStatus
 
@@ -229,15 +229,19 @@ async def may_exit(ctx: Ctx, d: LightningSend) -> bool:
 
 async def request_htlc(ctx: Ctx, d: LightningSend) -> LightningSend:
     """Turn the inputs into the HTLC (amount + fee) and change; the server replays an
-    identical request, so this is also how ``abandoning`` adopts an HTLC it finds."""
+    identical request, so this is also how ``abandoning`` adopts an HTLC it finds. The
+    request names the wallet's mailbox in a recovery post: the server posts the change there
+    with the spend, lists the send there until it settles or is revoked, and posts a
+    revocation's output there (`recovery`: a wallet restored from its seed finds them)."""
     wallet = ctx.services.wallet
     movement = _movement(ctx, d)
     change = [VtxoRequest(p, PubkeyPolicy(d.htlc_key)) for p in d.change_pieces]
     htlc_request = VtxoRequest(
         d.amount + d.fee, ServerHtlcSendPolicy(d.htlc_key, d.payment_hash, d.htlc_expiry)
     )
+    recovery = RecoveryPost(wallet.mailbox_id(), list(range(1, 1 + len(change))))
     request = HtlcSendRequest(
-        d.input_ids, d.invoice, d.amount, d.htlc_key, d.htlc_expiry, change, d.fee
+        d.input_ids, d.invoice, d.amount, d.htlc_key, d.htlc_expiry, change, d.fee, recovery
     )
     outputs = await ctx.services.server.request_lightning_pay_htlc_cosign(
         request, ctx.idempotency_key

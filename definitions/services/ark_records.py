@@ -100,7 +100,13 @@ class PreparedOffboard:
 class HtlcSendRequest:
     """``request_lightning_pay_htlc_cosign``: ``inputs`` become one server-HTLC-send VTXO of
     ``amount + fee`` plus ``change``. ``fee`` is the wallet's quote
-    (`ServerInfo.lightning_send_fee`); the server refuses one its schedule no longer gives."""
+    (`ServerInfo.lightning_send_fee`); the server refuses one its schedule no longer gives.
+
+    ``recovery``: as with ``request_arkoor_cosign``, the outputs (indexes into the cosign's
+    outputs: 0 is the HTLC, then the change) the server posts to the sender's own mailbox in
+    the cosign's transaction. Its mailbox is also the one the server lists the send under
+    while it is open (`SendRecord`), and the one it posts a revocation's output to: a wallet
+    restored from its seed finds the change, the send in flight, and its money back."""
 
     input_ids: list[str]
     invoice: Invoice
@@ -109,6 +115,7 @@ class HtlcSendRequest:
     htlc_expiry: int
     change: list[VtxoRequest]
     fee: int
+    recovery: RecoveryPost | None = None
 
 
 class ReceiveState(enum.Enum):
@@ -165,3 +172,13 @@ class ReceiveRecord:
     invoice: Invoice
     cltv_delta: int
     state: ReceiveState
+
+
+@attrs.frozen
+class SendRecord:
+    """A Lightning send as the server keeps it for the mailbox its cosign's recovery post
+    named, while its HTLC is neither settled nor revoked: the cosigned request and the HTLC
+    VTXOs. What a wallet restored from its seed needs to settle or revoke the send."""
+
+    request: HtlcSendRequest
+    htlc_vtxos: list[Vtxo]

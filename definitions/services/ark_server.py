@@ -23,6 +23,7 @@ from .ark_records import (
     ReceiveStatus,
     RecoveryPost,
     RoundResult,
+    SendRecord,
     ServerInfo,
 )
 from .lightning_node import PaymentStatus
@@ -159,6 +160,11 @@ class ArkServer(Protocol):
 
     async def list_lightning_receives(self, mailbox_id: str) -> list[ReceiveRecord]:
         """The receives started for ``mailbox_id`` that are neither settled nor canceled."""
+        ...
+
+    async def list_lightning_sends(self, mailbox_id: str) -> list[SendRecord]:
+        """The sends whose HTLC cosign named ``mailbox_id`` in its recovery post and whose
+        HTLC is neither settled nor revoked (cosigned, in flight, or failed)."""
         ...
 
     async def register_for_round(

@@ -33,6 +33,7 @@ from ..services.ark_records import (
     ReceiveStatus,
     RecoveryPost,
     RoundResult,
+    SendRecord,
     ServerInfo,
 )
 from ..services.ark_server import INVALID_ARGUMENT, NOT_FOUND, ServerUnavailable
@@ -276,3 +277,6 @@ class SimArkServer:
 
     async def list_lightning_receives(self, mailbox_id: str) -> list[ReceiveRecord]:
         return self._read("list_lightning_receives", lambda: self.state.receives_of(mailbox_id))
+
+    async def list_lightning_sends(self, mailbox_id: str) -> list[SendRecord]:
+        return self._read("list_lightning_sends", lambda: self.state.sends_of(mailbox_id))

@@ -21,7 +21,7 @@ from ..model import (
     VtxoRequest,
     digest,
 )
-from ..services.ark_records import HtlcSendRequest, ReceiveState
+from ..services.ark_records import HtlcSendRequest, ReceiveState, SendRecord
 from ..services.ark_server import NOT_FOUND
 from ..services.lightning_node import PaymentState, PaymentStatus
 from .ark_state import LIVE, Applied, ArkState, rejected
@@ -120,15 +120,37 @@ class ServerSends(ArkState):
         self.check_depth(inputs)
         if sum(v.amount for v in inputs) != htlc.amount + sum(c.amount for c in req.change):
             raise rejected("inputs do not cover exactly the HTLC, its fee and the change")
+        recovery = req.recovery
+        if recovery is not None and not set(recovery.outputs) <= set(range(1 + len(req.change))):
+            raise rejected(
+                f"recovery post names outputs {recovery.outputs} of {1 + len(req.change)}"
+            )
         outputs = self.outputs_of(spender, [htlc, *req.change], inputs)
         self.spend([v.id for v in inputs], spender)
         self.insert_vtxos(outputs, LIVE)
+        if recovery is not None:  # with the spend: the change cannot be lost in between
+            self.post(recovery.mailbox_id, [outputs[i] for i in sorted(set(recovery.outputs))])
         self.db.run(
             "INSERT OR REPLACE INTO srv_ln_send (payment_hash, request, outputs, amount, fee, "
             "htlc_expiry, status) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (h, request, dump(outputs), req.amount, fee, req.htlc_expiry, COSIGNED),
         )
         return Applied(outputs, effect, f"htlc cosign {h}")
+
+    def sends_of(self, mailbox_id: str) -> list[SendRecord]:
+        """The open sends (neither settled nor revoked) whose cosign's recovery post named
+        ``mailbox_id``: the ones whose HTLC is still the sender's to settle or revoke."""
+        out = []
+        for (h,) in self.db.all(
+            "SELECT payment_hash FROM srv_ln_send WHERE status NOT IN (?, ?) ORDER BY rowid",
+            (SUCCEEDED, REVOKED),
+        ):
+            send = self._send(str(h))
+            assert send is not None
+            recovery = send.request.recovery
+            if recovery is not None and recovery.mailbox_id == mailbox_id:
+                out.append(SendRecord(send.request, send.outputs[:1]))
+        return out
 
     def fetch_offer_invoice(self, offer: Offer, amount: int | None) -> Invoice:
         """bark's ``fetch_bolt12_invoice``: the server's node asks the offer's node for an
@@ -244,6 +266,8 @@ class ServerSends(ArkState):
         outputs = self.outputs_of(spender, [request], inputs)
         self.spend(sorted(htlc_ids), spender)
         self.insert_vtxos(outputs, LIVE)
+        if send.request.recovery is not None:  # the money back, where a restore looks
+            self.post(send.request.recovery.mailbox_id, outputs)
         self._set_send(h, REVOKED, revoked=dump(outputs))
         return Applied(outputs, effect, f"revoke {h}")
 

@@ -15,11 +15,23 @@ import fsm
 from fsm_bark.arkoor_send import start_arkoor_send
 from fsm_bark.board import fund_board, start_board
 from fsm_bark.lightning_receive_start import start_lightning_receive
+from fsm_bark.lightning_send import lightning_send_id
+from fsm_bark.lightning_send_ops import pay_lightning_invoice
 from fsm_bark.mailbox_sync import sync_mailbox
-from fsm_bark.model import ArkAddress, Network, VtxoState, digest
+from fsm_bark.model import (
+    ArkAddress,
+    Invoice,
+    MovementStatus,
+    Network,
+    ServerHtlcSendPolicy,
+    VtxoState,
+    digest,
+    vtxo_resource,
+)
 from fsm_bark.offboard_start import start_offboard
 from fsm_bark.recovery import recover_from_mailbox
-from fsm_bark.sim import check_world_invariants
+from fsm_bark.services.ark_server import ServerUnavailable
+from fsm_bark.sim import Fault, check_world_invariants
 
 T = TypeVar("T")
 
@@ -229,4 +241,126 @@ def test_a_receive_granted_before_the_loss_is_claimed_after_it(r: Restorable) ->
     assert done.status is fsm.DriveStatus.DONE and done.state == "settled"
     [(vtxo, _)] = r.bob.wallet.vtxos(VtxoState.SPENDABLE)
     assert vtxo.amount == 8_000 - 20
+    assert r.problems() == []
+
+
+# -- lightning sends: the change, a send in flight, a revoked send --------------------------
+
+LN_AMOUNT = 10_000
+LN_FEE = 20  # the sim server: 10 base + 1000 ppm
+
+
+def held_invoice(r: Restorable, name: str, *, fail: bool = False) -> Invoice:
+    """An invoice whose payment stays pending until the payee decides (`resolve`), unless
+    ``fail``: then the payment fails at once."""
+    inv = r.world.lightning.create_invoice(LN_AMOUNT, "coffee", f"inv-{name}")
+    r.world.lightning.set_outcome(inv.payment_hash, fail=fail, hold=not fail)
+    return inv
+
+
+def bob_pays(r: Restorable, inv: Invoice, mode: fsm.DriveMode) -> fsm.DriveResult:
+    wait = mode is fsm.DriveMode.UNTIL_DONE
+    return run(pay_lightning_invoice(r.bob.executor, inv, wait=wait))
+
+
+def spendable(r: Restorable) -> int:
+    """Bob's plain VTXOs no action holds: what he can spend now."""
+    return sum(v.amount for v in r.bob.wallet.spendable_vtxos())
+
+
+def htlcs(r: Restorable) -> list[str]:
+    return [v.id for v, _ in r.bob.wallet.vtxos() if isinstance(v.policy, ServerHtlcSendPolicy)]
+
+
+def test_a_restored_wallet_finds_the_change_of_its_lightning_send(r: Restorable) -> None:
+    """The HTLC cosign names the sender's mailbox in a recovery post, as arkoor's does: the
+    change is posted with the spend, and nothing is left to take up once the send is paid."""
+    r.world.fund_vtxos(r.bob.wallet, [50_000])
+    inv = r.world.lightning.create_invoice(LN_AMOUNT, "coffee", "inv-paid")
+    assert bob_pays(r, inv, fsm.DriveMode.UNTIL_DONE).state == "paid"
+    before = sorted((v.id, v.amount) for v, _ in r.bob.wallet.vtxos(VtxoState.SPENDABLE))
+    assert sum(a for _, a in before) == 50_000 - LN_AMOUNT - LN_FEE and len(before) == 2
+    r.lose_bob()
+    found = run(recover_from_mailbox(r.bob.executor))
+    after = sorted((v.id, v.amount) for v, _ in r.bob.wallet.vtxos(VtxoState.SPENDABLE))
+    assert after == before and found.sends == []
+    assert r.bob.store.rows() == []
+    assert r.problems() == []
+
+
+@pytest.mark.parametrize("lost_answer", [False, True], ids=["initiated", "cosign-answer-lost"])
+@pytest.mark.parametrize("settles", [True, False], ids=["succeeds", "fails"])
+def test_a_lightning_send_in_flight_at_restore_is_settled_or_revoked(
+    r: Restorable, lost_answer: bool, settles: bool
+) -> None:
+    """Lost with its payment pending (initiated), or right after a cosign whose answer was
+    lost (the HTLC and change exist only on the server): the restored wallet finds the change
+    in its mailbox and takes the send up from the server's record, holding its HTLC. The
+    payee then settles (the preimage settles the send) or fails the payment back (the HTLC
+    is revoked to the seed's key): no money lost or made either way."""
+    r.world.fund_vtxos(r.bob.wallet, [50_000])
+    inv = held_invoice(r, "held")
+    if lost_answer:
+        r.world.script_fault("request_lightning_pay_htlc_cosign", Fault.LOSE_RESPONSE)
+    paid = bob_pays(r, inv, fsm.DriveMode.UNTIL_PARK_OR_DONE)
+    assert paid.state == ("start" if lost_answer else "payment_initiated")
+    assert spendable(r) == (0 if lost_answer else 50_000 - LN_AMOUNT - LN_FEE)
+    r.lose_bob()
+
+    found = run(recover_from_mailbox(r.bob.executor))
+    send = lightning_send_id(inv.payment_hash)
+    assert found.sends == [send]
+    assert spendable(r) == 50_000 - LN_AMOUNT - LN_FEE  # the change, found
+    assert r.bob.data(send).htlc_ids == htlcs(r) and r.bob.held() == {
+        vtxo_resource(htlcs(r)[0]): send
+    }
+    assert run(recover_from_mailbox(r.bob.executor)).sends == []  # taken up once
+    assert r.problems() == []
+    parked = r.bob.drive(send, fsm.DriveMode.UNTIL_PARK_OR_DONE)
+    assert run(parked).state == "payment_initiated"  # pending: the payee holds it
+
+    r.world.lightning.resolve(inv.payment_hash, settle=settles)
+    done = run(r.bob.drive(send, fsm.DriveMode.UNTIL_DONE))
+    assert done.status is fsm.DriveStatus.DONE
+    assert done.state == ("paid" if settles else "revoked")
+    movement = r.bob.wallet.movement_of(send)
+    assert movement is not None
+    if settles:
+        assert r.bob.wallet.paid_invoice(inv.payment_hash) is not None
+        assert movement.status is MovementStatus.SUCCESSFUL
+        assert spendable(r) == 50_000 - LN_AMOUNT - LN_FEE
+    else:
+        assert movement.status is MovementStatus.FAILED
+        assert spendable(r) == 50_000  # the HTLC revoked to the seed's key
+    assert r.bob.store.rows() == []
+    assert r.problems() == []
+
+
+def test_a_wallet_lost_after_a_revocation_finds_the_money_back(r: Restorable) -> None:
+    """The server posts a revoked HTLC's output to the mailbox the cosign named: a wallet
+    lost after its failed send was revoked finds the money back, and no send to take up."""
+    r.world.fund_vtxos(r.bob.wallet, [50_000])
+    inv = held_invoice(r, "failing", fail=True)
+    assert bob_pays(r, inv, fsm.DriveMode.UNTIL_DONE).state == "revoked"
+    assert spendable(r) == 50_000
+    r.lose_bob()
+    found = run(recover_from_mailbox(r.bob.executor))
+    assert found.sends == [] and spendable(r) == 50_000
+    assert r.problems() == []
+
+
+def test_a_recovery_cut_short_by_a_lost_answer_is_run_again(r: Restorable) -> None:
+    """The sends' list lost on the way: nothing is taken up; run again, the send is, once."""
+    r.world.fund_vtxos(r.bob.wallet, [50_000])
+    inv = held_invoice(r, "cut")
+    assert bob_pays(r, inv, fsm.DriveMode.UNTIL_PARK_OR_DONE).state == "payment_initiated"
+    r.lose_bob()
+    r.world.script_fault("list_lightning_sends", Fault.LOSE_RESPONSE)
+    with pytest.raises(ServerUnavailable):
+        run(recover_from_mailbox(r.bob.executor))
+    assert r.bob.store.rows() == []
+    assert run(recover_from_mailbox(r.bob.executor)).sends == [lightning_send_id(inv.payment_hash)]
+    r.world.lightning.resolve(inv.payment_hash, settle=True)
+    done = run(r.bob.drive(lightning_send_id(inv.payment_hash), fsm.DriveMode.UNTIL_DONE))
+    assert done.state == "paid" and spendable(r) == 50_000 - LN_AMOUNT - LN_FEE
     assert r.problems() == []

@@ -7,6 +7,7 @@ from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import pytest
 from wallet_rig import Rig
 
@@ -26,6 +27,7 @@ from fsm_bark.services.ark_records import (
     HtlcSendRequest,
     OffboardRequest,
     ReceiveState,
+    RecoveryPost,
 )
 from fsm_bark.services.ark_server import ServerUnavailable
 from fsm_bark.services.chain import ChainRejected, TxState
@@ -317,3 +319,37 @@ def test_revocation_refused_while_the_intra_ark_receive_is_committed(
     run(svc.server.claim_lightning_receive(h, preimage, ids, PubkeyPolicy(rk), "ln_recv.h.3"))
     paid = run(svc.server.check_lightning_payment(h))
     assert paid.state.value == "succeeded" and paid.preimage == preimage
+
+
+def test_an_htlc_cosign_posts_its_change_and_lists_the_send_under_its_recovery_mailbox(
+    world: World, svc: Services
+) -> None:
+    """The recovery post is applied with the spend (a replay posts nothing new), the send is
+    listed under its mailbox until it is revoked, and the revocation's output is posted
+    there; a post naming an output the cosign does not make is refused, changing nothing."""
+    [v] = world.fund_vtxos(svc.wallet, [20_000])
+    invoice = run(svc.lightning.create_invoice(5_000, "coffee", "payee.r"))
+    world.lightning.set_outcome(invoice.payment_hash, fail=True)
+    fee = run(svc.server.info()).lightning_send_fee(5_000)
+    hk = svc.wallet.derive_key(svc.wallet.next_key_index())
+    change = [VtxoRequest(v.amount - 5_000 - fee, PubkeyPolicy(hk))]
+    req = HtlcSendRequest([v.id], invoice, 5_000, hk, world.chain.tip() + 60, change, fee)
+    bad = attrs.evolve(req, recovery=RecoveryPost("mb", [2]))
+    with pytest.raises(fsm.Rejected, match="recovery post"):
+        run(svc.server.request_lightning_pay_htlc_cosign(bad, "ln_pay.r.0"))
+    assert status(world, v.id) == "live"
+    good = attrs.evolve(req, recovery=RecoveryPost("mb", [1]))
+    htlc, back = run(svc.server.request_lightning_pay_htlc_cosign(good, "ln_pay.r.1"))
+    run(svc.server.request_lightning_pay_htlc_cosign(good, "ln_pay.r.2"))  # a replay
+    assert run(svc.server.read_mailbox("mb")) == [back]
+    assert run(svc.server.list_lightning_sends("other")) == []
+    [listed] = run(svc.server.list_lightning_sends("mb"))
+    assert (listed.request, listed.htlc_vtxos) == (good, [htlc])
+    run(svc.server.initiate_lightning_payment(invoice, [htlc.id], 5_000, "mb", "ln_pay.r.3"))
+    assert run(svc.server.check_lightning_payment(invoice.payment_hash)).state.value == "failed"
+    assert len(run(svc.server.list_lightning_sends("mb"))) == 1  # failed: still to revoke
+    rk = svc.wallet.derive_key(svc.wallet.next_key_index())
+    [refund] = run(svc.server.request_lightning_pay_htlc_revocation([htlc.id], rk, "ln_pay.r.4"))
+    assert run(svc.server.list_lightning_sends("mb")) == []
+    assert run(svc.server.read_mailbox("mb")) == [back, refund]
+    assert refund.amount == 5_000 + fee
