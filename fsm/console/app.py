@@ -66,7 +66,9 @@ def _refusal(request: Request, refused: Refused) -> Response:
         "accept", ""
     ):
         return JSONResponse({"ok": False, "message": refused.why}, status_code=refused.status)
-    return page(request, "error.html", {"status": refused.status, "why": refused.why}, refused.status)
+    return page(
+        request, "error.html", {"status": refused.status, "why": refused.why}, refused.status
+    )
 
 
 async def _refused(request: Request, exc: Exception) -> Response:

@@ -71,7 +71,7 @@ async def actions(request: Request) -> Response:
     rows, now = await backend.call(backend.page, where, after, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    kinds = sorted({*backend.graphs, *(where.kind and [where.kind] or [])})
+    kinds = sorted({*backend.graphs, *((where.kind and [where.kind]) or [])})
     context = {
         "rows": rows,
         "now": now,
