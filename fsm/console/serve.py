@@ -3,8 +3,11 @@ say where it listens and how to use the controls, then run uvicorn until SIGINT/
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 import attrs
 import uvicorn
@@ -12,6 +15,24 @@ import uvicorn
 from fsm.console.app import create_app
 from fsm.console.backend import Backend
 from fsm.console.settings import Settings
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopped by SIGINT or SIGTERM with exit code 0 like ``fsm worker``
+    (uvicorn raises the signal again once it has stopped, so the process would die of it)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        stops = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -51,6 +72,6 @@ def serve(backend: Backend, settings: Settings, say: Callable[[str], None]) -> N
         lifespan="off",
     )
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        _Server(config).run(sockets=[sock])
     finally:
         sock.close()

@@ -45,6 +45,11 @@ LIVE_STATES = {"held": 2, "reserving": 4}
 
 
 def fill(url: str) -> None:
+    """Fill the database at ``url`` (on a thread of its own: see `drive`)."""
+    on_thread(lambda: _fill(url))
+
+
+def _fill(url: str) -> None:
     store = fsm.open_store(url)
     desk = Desk()
     try:
