@@ -100,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
     )
     store = open_db(args.db, readonly=not args.allow_control)
     try:
-        backend = Backend(store, [k.cls for k in found.kinds], controls=args.allow_control)
+        kinds = [k.cls for k in found.kinds]
+        # pages poll every --poll seconds: one census serves them all for half of it
+        backend = Backend(store, kinds, controls=args.allow_control, fresh=args.poll / 2)
     except (TypeError, ValueError) as exc:
         store.close()
         raise CommandError(f"cannot load these kinds: {exc}") from None

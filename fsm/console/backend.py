@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -72,10 +73,19 @@ class KindView:
 
 
 class Backend:
-    """The store, the kinds, and the thread they are used on."""
+    """The store, the kinds, and the thread they are used on.
 
-    def __init__(self, store: Store, kinds: Sequence[Any], *, controls: bool) -> None:
+    ``fresh``: seconds a census (every live row read, `Store.state_census`) is served
+    again before it is read anew, however many pages poll: the database pays one read per
+    interval, not one per open page.
+    """
+
+    def __init__(
+        self, store: Store, kinds: Sequence[Any], *, controls: bool, fresh: float = 0.0
+    ) -> None:
         self.store = store
+        self.fresh = fresh
+        self._census: tuple[float, dict[tuple[str, str], StateCensus]] | None = None
         self.graphs: dict[str, KindGraph] = {}
         for cls in kinds:
             graph = cls.graph()
@@ -100,16 +110,23 @@ class Backend:
     def now(self) -> float:
         return self.store.now()
 
+    def census(self) -> dict[tuple[str, str], StateCensus]:
+        """`Store.state_census` of every kind, read at most once per ``fresh`` seconds."""
+        now = time.monotonic()
+        if self._census is None or now - self._census[0] >= self.fresh:
+            self._census = (now, self.store.state_census())
+        return self._census[1]
+
     def kinds(self) -> list[KindView]:
         """Every kind loaded here or with live actions, by name."""
         by_kind: dict[str, dict[str, StateCensus]] = {name: {} for name in self.graphs}
-        for (kind, state), census in self.store.state_census().items():
+        for (kind, state), census in self.census().items():
             by_kind.setdefault(kind, {})[state] = census
         return [KindView(k, self.graphs.get(k), s) for k, s in sorted(by_kind.items())]
 
     def kind(self, name: str) -> KindView | None:
         """One kind's view; ``None`` when it is neither loaded nor has live actions."""
-        states = {s: c for (_, s), c in self.store.state_census(name).items()}
+        states = {s: c for (k, s), c in self.census().items() if k == name}
         if name not in self.graphs and not states:
             return None
         return KindView(name, self.graphs.get(name), states)

@@ -284,3 +284,24 @@ def test_every_response_forbids_framing_and_foreign_content(reader: TestClient) 
         assert "frame-ancestors 'none'" in got.headers["content-security-policy"]
         assert "script-src 'self'" in got.headers["content-security-policy"]
     assert "http" not in reader.get("/static/console.css").text  # nothing fetched elsewhere
+
+
+def test_one_census_serves_every_polling_page_for_its_freshness(bookings: str) -> None:
+    from control_kinds import BookingKind
+
+    from fsm.console import Backend
+
+    store = fsm.open_store(bookings, readonly=True)
+    shared = Backend(store, [BookingKind], controls=False, fresh=3600.0)
+    try:
+        before = shared.census()
+        writer = fsm.open_store(bookings)
+        writer.quarantine("booking-r4", "set aside by the test")
+        writer.close()
+        assert shared.census() is before  # served again, not read
+        assert shared.kind("booking") == shared.kind("booking")
+        shared.fresh = 0.0
+        after = shared.census()
+        assert after[("booking", "reserving")].quarantined == 2  # read anew
+    finally:
+        shared.close()
