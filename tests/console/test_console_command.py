@@ -130,3 +130,13 @@ def test_without_the_extra_it_says_what_to_install(sqlite_bookings: str) -> None
     )
     got = _python(code)
     assert_one_line_error(got, 1, "fsm console needs the console extra: pip install 'fsm[console]'")
+
+
+def test_without_chromium_the_browser_tests_say_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from needs import NEEDS
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no program at all
+    reason = NEEDS["needs_browser"]()
+    assert reason == "needs a browser for the console's tests: Chromium: apt-get install chromium"
