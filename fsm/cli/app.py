@@ -2,7 +2,7 @@
 
 Each subcommand is a `Command` in its own module (``fsm.cli.kinds``, ``.validate``,
 ``.diagram``, ``.actions`` (a package, one module per subcommand), ``.prune``, ``.worker``,
-``.torture``); installed packages add more through
+``.torture``, ``.console``); installed packages add more through
 ``fsm.commands`` entry points. Errors follow one rule, so scripts can rely on them: bad
 arguments exit 2 and runtime problems (a missing kind, an unreadable database, no Graphviz)
 exit 1, each with a single ``fsm: error: <reason>`` line on stderr and no traceback.
@@ -27,6 +27,7 @@ import peewee
 from fsm import plugins
 from fsm.cli.actions import COMMAND as ACTIONS
 from fsm.cli.common import PROG, Command, CommandError, UsageError
+from fsm.cli.console import COMMAND as CONSOLE
 from fsm.cli.diagram import COMMAND as DIAGRAM
 from fsm.cli.kinds import COMMAND as KINDS
 from fsm.cli.prune import COMMAND as PRUNE
@@ -45,6 +46,7 @@ COMMANDS: dict[str, Command] = {
     "prune": PRUNE,
     "worker": WORKER,
     "torture": TORTURE,
+    "console": CONSOLE,
 }
 
 

@@ -20,6 +20,7 @@ from fsm.diagram.overlay import (
     Overlay,
     OverlayError,
     action_overlay,
+    history_path,
     live_counts,
     read_overlay,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "OverlayError",
     "StateNode",
     "action_overlay",
+    "history_path",
     "live_counts",
     "read_overlay",
     "render",

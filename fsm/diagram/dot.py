@@ -63,7 +63,7 @@ def _dot_node(node: StateNode, overlay: Overlay) -> dict[str, str | int | float]
     return out
 
 
-def _dot_edge(edge: Edge) -> dict[str, str | int | float]:
+def _dot_edge(edge: Edge, overlay: Overlay) -> dict[str, str | int | float]:
     out: dict[str, str | int | float] = {}
     label = edge_label(edge)
     if label:
@@ -78,6 +78,8 @@ def _dot_edge(edge: Edge) -> dict[str, str | int | float]:
         out.update(style="dotted", color=RETRY_COLOR, fontcolor=RETRY_COLOR)
     elif edge.style == "cancel":
         out.update(style="dashed", color=CANCEL_COLOR, fontcolor=CANCEL_COLOR, arrowhead="empty")
+    if (edge.source, edge.target) in overlay.path:
+        out.update(color=CURRENT_STROKE, penwidth=3)
     return out
 
 
@@ -99,7 +101,8 @@ def to_dot(graph: KindGraph, overlay: Overlay = NO_OVERLAY) -> str:
     """Graphviz DOT: roles as fill colours (terminals doubled, wait states dashed), the
     initial state thick and entered from a point, event rows bold blue, deadlines bold
     dotted dark yellow, rejection routes dashed red, retry routes dotted grey, cancel routes
-    dashed purple with a hollow head, the current state filled turquoise."""
+    dashed purple with a hollow head, the current state filled turquoise and the edges of
+    the overlay's path thick in the current state's stroke."""
     overlay.check(graph)
     lines = [
         f"digraph {dot_quote(graph.name)} {{",
@@ -118,7 +121,7 @@ def to_dot(graph: KindGraph, overlay: Overlay = NO_OVERLAY) -> str:
     )
     lines.extend(f"    {start} -> {dot_quote(s.name)};" for s in initial)
     lines.extend(
-        f"    {dot_quote(e.source)} -> {dot_quote(e.target)}{_dot_attrs(_dot_edge(e))};"
+        f"    {dot_quote(e.source)} -> {dot_quote(e.target)}{_dot_attrs(_dot_edge(e, overlay))};"
         for e in graph.edges
     )
     lines.append("}")

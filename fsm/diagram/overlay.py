@@ -7,7 +7,7 @@ applies the same way; renderers never see a database, and the IR never carries l
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -17,11 +17,15 @@ from fsm.diagram.model import KindGraph
 from fsm.errors import FsmError
 
 if TYPE_CHECKING:
-    from fsm.store import Store
+    from fsm.store import LoggedStep, Store
 
 
 def _frozen_counts(counts: Mapping[str, int]) -> Mapping[str, int]:
     return MappingProxyType(dict(counts))
+
+
+def _frozen_path(path: Iterable[tuple[str, str]]) -> frozenset[tuple[str, str]]:
+    return frozenset((str(a), str(b)) for a, b in path)
 
 
 @attrs.frozen(hash=False)
@@ -29,12 +33,15 @@ class Overlay:
     """Live data drawn over a kind's diagram.
 
     ``current``: the state of one action, highlighted. ``counts``: live actions per state,
-    shown as ``state (n)``; states absent from it show no count. Compared by value; not
-    hashable, since ``counts`` is a mapping.
+    shown as ``state (n)``; states absent from it show no count. ``path``: the (source,
+    target) pairs of the edges one action took (`history_path`), drawn bold by the DOT
+    renderer (and so in SVG and PNG; a Mermaid state diagram cannot style one edge). Compared
+    by value; not hashable, since ``counts`` is a mapping.
     """
 
     current: str | None = None
     counts: Mapping[str, int] = attrs.field(factory=dict, converter=_frozen_counts)
+    path: frozenset[tuple[str, str]] = attrs.field(factory=frozenset, converter=_frozen_path)
 
     def check(self, graph: KindGraph) -> None:
         """Raise ``ValueError`` if the overlay names a state the graph does not have.
@@ -43,7 +50,9 @@ class Overlay:
         do with it (the CLI reports states unknown to the current code on stderr).
         """
         known = {s.name for s in graph.states}
-        unknown = sorted({*self.counts, *([self.current] if self.current else [])} - known)
+        named = {*self.counts, *([self.current] if self.current else [])}
+        named |= {state for edge in self.path for state in edge}
+        unknown = sorted(named - known)
         if unknown:
             raise ValueError(
                 f"overlay names states that kind {graph.name!r} v{graph.version} does not "
@@ -75,6 +84,21 @@ def action_overlay(store: Store, graph: KindGraph, action_id: str) -> Overlay:
             f"kind {graph.name!r} v{graph.version} does not have"
         )
     return Overlay(current=row.state)
+
+
+def history_path(graph: KindGraph, steps: Iterable[LoggedStep]) -> frozenset[tuple[str, str]]:
+    """The edges of ``graph`` an action's history went along: each step that moved it (or
+    stayed, on a retry's loop) from one state to another the graph joins by an edge.
+
+    A step between states the graph does not join (an older version's, an operator's stop)
+    is left out: the drawing shows only what it can draw.
+    """
+    edges = {(e.source, e.target) for e in graph.edges}
+    return frozenset(
+        (step.from_state, step.to_state)
+        for step in steps
+        if step.to_state is not None and (step.from_state, step.to_state) in edges
+    )
 
 
 def live_counts(store: Store, kind: str) -> dict[str, int]:

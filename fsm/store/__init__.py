@@ -19,6 +19,7 @@ returns are plain attrs classes. The package's modules, one concern each:
 * `clock`: the database's clock.
 """
 
+from fsm.store.census import StateCensus
 from fsm.store.connection import is_transient
 from fsm.store.hooks import NO_HOOKS, WRITE_POINTS, StoreHooks
 from fsm.store.leases import new_owner
@@ -62,6 +63,7 @@ __all__ = [
     "LoggedStep",
     "PruneResult",
     "RowInfo",
+    "StateCensus",
     "Store",
     "StoreHooks",
     "is_transient",

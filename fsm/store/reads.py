@@ -79,6 +79,14 @@ class Reads:
         """Live actions per (kind, state), quarantined and broken included (reads every row)."""
         return census.live_counts(self._link)
 
+    def state_census(
+        self, kind: str | None = None, now: float | None = None
+    ) -> dict[tuple[str, str], census.StateCensus]:
+        """Live actions per (kind, state), with the broken, the quarantined and since when
+        the longest-waiting claimable one waits (`census.StateCensus`; reads every row)."""
+        at = self.now() if now is None else now
+        return census.state_census(self._link, at, kind)
+
     def oldest_due(self, now: float | None = None) -> float:
         """Seconds the longest-waiting claimable action has waited (0: none); from indexes."""
         return census.oldest_due(self._link, self.now() if now is None else now)

@@ -135,6 +135,16 @@ def test_the_fsm_wheel_plugs_in_nothing_the_fsm_bark_wheel_the_wallet_kinds(tmp_
     files = {p.relative_to(site).as_posix() for p in (site / "fsm_bark").rglob("*.py")}
     assert {"fsm_bark/demo.py", "fsm_bark/services/chain.py", "fsm_bark/sim/world.py"} <= files
     assert (site / "fsm_bark" / "py.typed").exists()
+    # the console's pages ship in the wheel: templates, stylesheet, script
+    console = site / "fsm" / "console"
+    shipped = {p.relative_to(console).as_posix() for p in console.rglob("*") if p.is_file()}
+    source = ROOT / "fsm" / "console"
+    pages = {
+        p.relative_to(source).as_posix()
+        for folder in ("templates", "static")
+        for p in (source / folder).iterdir()
+    }
+    assert pages and pages <= shipped, pages - shipped
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from fsm.diagram import (
     OverlayError,
     StateNode,
     action_overlay,
+    history_path,
     live_counts,
     render,
     to_dot,
@@ -29,7 +30,8 @@ from fsm.diagram import (
     to_svg,
 )
 from fsm.diagram.graphviz import run_dot
-from fsm.diagram.style import CURRENT_FILL, REJECTION_COLOR
+from fsm.diagram.style import CURRENT_FILL, CURRENT_STROKE, REJECTION_COLOR
+from fsm.store import LoggedStep
 
 # pydot's parser still calls pyparsing's old camelCase names.
 pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated - use:DeprecationWarning")
@@ -229,6 +231,34 @@ def test_dot_overlay() -> None:
     assert nodes["charging"]["label"] == "charging (3)"
     assert nodes["charging"]["fillcolor"] == CURRENT_FILL
     assert all(n.get("fillcolor") != CURRENT_FILL for k, n in nodes.items() if k != "charging")
+
+
+def _step(n: int, source: str, target: str | None, via: str = "step") -> LoggedStep:
+    return LoggedStep("order", n, source, target, "next", via, 0, None, 0.0, "o1", n, float(n))
+
+
+def test_dot_draws_the_path_an_action_took_from_its_history() -> None:
+    steps = [
+        _step(1, "created", "charging"),
+        _step(2, "charging", "awaiting_shipment"),
+        _step(3, "awaiting_shipment", "awaiting_shipment", "retry"),
+        _step(4, "awaiting_shipment", "legacy"),  # an edge the graph does not have
+        _step(5, "awaiting_shipment", None, "stop"),
+    ]
+    path = history_path(ORDER, steps)
+    assert path == {
+        ("created", "charging"),
+        ("charging", "awaiting_shipment"),
+        ("awaiting_shipment", "awaiting_shipment"),
+    }
+    _, edges = parse_dot(to_dot(ORDER, Overlay(current="awaiting_shipment", path=path)))
+    taken = {(a, b) for a, b, attrs_ in edges if attrs_.get("color") == CURRENT_STROKE}
+    assert taken == path
+    thick = [attrs_ for a, b, attrs_ in edges if (a, b) in path]
+    assert all(str(a["penwidth"]) == "3" for a in thick) and len(thick) == 3
+    assert to_dot(ORDER, Overlay(path=())) == to_dot(ORDER)  # no path: the same drawing
+    with pytest.raises(ValueError, match="nowhere"):
+        to_dot(ORDER, Overlay(path=[("created", "nowhere")]))
 
 
 def test_dot_quotes_names_and_avoids_the_start_node_name() -> None:

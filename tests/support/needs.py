@@ -1,10 +1,12 @@
 """What some tests need outside Python, and why it is missing here.
 
 ``needs_dot`` tests need Graphviz's ``dot``; ``needs_postgres`` tests need the PostgreSQL
-server at `PG_URL`. `tests/conftest.py` skips them with the reason given here (what to
-install), or fails them under ``FSM_REQUIRE_ALL=1`` (`REQUIRE_ALL_ENV`). Tests and support
-modules import `PG_URL` from here, never from a ``conftest``: pytest keeps one module
-named ``conftest`` at a time, so another folder's conftest would shadow it.
+server at `PG_URL`; ``needs_browser`` tests (the console's) need Debian's Chromium and
+Playwright's Python package (never ``playwright install``: the system's browser is used).
+`tests/conftest.py` skips them with the reason given here (what to install), or fails
+them under ``FSM_REQUIRE_ALL=1`` (`REQUIRE_ALL_ENV`). Tests and support modules import
+`PG_URL` from here, never from a ``conftest``: pytest keeps one module named ``conftest``
+at a time, so another folder's conftest would shadow it.
 """
 
 from __future__ import annotations
@@ -48,8 +50,27 @@ def postgres_missing() -> str | None:
     return None
 
 
+def chromium() -> str | None:
+    """The system's Chromium (Debian's package names it ``chromium``), or None."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def browser_missing() -> str | None:
+    missing = []
+    if chromium() is None:
+        missing.append("Chromium: apt-get install chromium")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("Playwright: pip install -e '.[test]'")
+    if not missing:
+        return None
+    return "needs a browser for the console's tests: " + "; ".join(missing)
+
+
 NEEDS: dict[str, Callable[[], str | None]] = {
     "needs_dot": dot_missing,
+    "needs_browser": browser_missing,
     "needs_postgres": postgres_missing,
 }
 """Marker -> why the test cannot run here (None: it can)."""
