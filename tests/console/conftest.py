@@ -60,9 +60,13 @@ def served(sqlite_bookings: str) -> Iterator[Served]:
 # -- the browser ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Chromium of the system (never a downloaded one), driven by Playwright."""
+    """Headless Chromium of the system (never a downloaded one), driven by Playwright.
+
+    Module-scoped: Playwright's sync API runs an event loop in this thread while it is
+    open, and every later test calling ``asyncio.run`` would fail ("cannot be called from a
+    running event loop"); it is closed when the browser tests' module ends."""
     from playwright.sync_api import sync_playwright
 
     args = ["--no-sandbox"] if os.geteuid() == 0 else []  # root in CI's container
