@@ -111,18 +111,18 @@ class Inbox:
         """The oldest pending events of ``action_id`` named ``names`` (at most
         `READ_AT_MOST`), in the order they were sent."""
         listed: Any = orjson.dumps(list(names)).decode() if self._link.sqlite else list(names)
-        rows = self._exec(self.pending, (action_id, listed)).fetchall()
-        return [Delivered(int(r[0]), r[1], r[2], r[3], float(r[4])) for r in rows]
+        return _delivered(self._exec(self.pending, (action_id, listed)).fetchall())
 
     def read_all(self, action_id: str) -> list[Delivered]:
         """Every pending event of ``action_id`` (inspection), in the order they were sent."""
         p = "?" if self._link.sqlite else "%s"
-        rows = self._exec(
-            "SELECT id, name, payload, key, sent_at FROM fsm_event "
-            f"WHERE action_id = {p} AND consumed_at IS NULL ORDER BY id",
-            (action_id,),
-        ).fetchall()
-        return [Delivered(int(r[0]), r[1], r[2], r[3], float(r[4])) for r in rows]
+        return _delivered(
+            self._exec(
+                "SELECT id, name, payload, key, sent_at FROM fsm_event "
+                f"WHERE action_id = {p} AND consumed_at IS NULL ORDER BY id",
+                (action_id,),
+            ).fetchall()
+        )
 
     def counts(self, ids: Sequence[str]) -> dict[str, int]:
         """{id: pending events} of the actions among ``ids`` with any (one statement)."""
@@ -226,3 +226,8 @@ class Inbox:
                 )
         if children and self._channel is not None:
             self._exec("SELECT pg_notify(%s, '')", (self._channel,))
+
+
+def _delivered(rows: Sequence[Any]) -> list[Delivered]:
+    """Inbox rows (id, name, payload, key, sent_at) as `Delivered` events."""
+    return [Delivered(int(r[0]), r[1], r[2], r[3], float(r[4])) for r in rows]

@@ -50,20 +50,28 @@ def prune_outcomes(link: Link, p: str, older_than: float, batch: int = BATCH) ->
 
 def log_deletes(link: Link, p: str, older_than: float, batch: int = BATCH) -> Delete:
     """The log's batch delete; the first call finds where the young rows begin."""
+    return _walk_by_id(link, p, "fsm_transition", "at", "at", older_than, batch)
+
+
+def _walk_by_id(
+    link: Link, p: str, table: str, written: str, old: str, older_than: float, batch: int
+) -> Delete:
+    """A batch delete of ``table``'s rows whose ``old`` time is before ``older_than``, walked
+    by ``id`` up to the first row ``written`` at or after it (found by the first call)."""
     bound: list[Any] = []
 
     def delete() -> int:
         if not bound:
             first_young = link.exec(
-                f"SELECT id FROM fsm_transition WHERE at >= {p} ORDER BY id LIMIT 1",
+                f"SELECT id FROM {table} WHERE {written} >= {p} ORDER BY id LIMIT 1",
                 (older_than,),
             ).fetchone()
             bound.append(None if first_young is None else first_young[0])
         young = bound[0]
         before = "" if young is None else f" AND id < {p}"
         statement = (
-            "DELETE FROM fsm_transition WHERE id IN (SELECT id FROM fsm_transition "
-            f"WHERE at < {p}{before} ORDER BY id LIMIT {p})"
+            f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} "
+            f"WHERE {old} < {p}{before} ORDER BY id LIMIT {p})"
         )
         params = (older_than, batch) if young is None else (older_than, young, batch)
         return int(link.exec(statement, params).rowcount)
@@ -93,25 +101,7 @@ def event_deletes(link: Link, p: str, older_than: float, batch: int = BATCH) -> 
     inbox is walked by ``id`` (send order), as the log is: events sent from the first one
     sent at or after the time on are left for the next prune.
     """
-    bound: list[Any] = []
-
-    def delete() -> int:
-        if not bound:
-            first_young = link.exec(
-                f"SELECT id FROM fsm_event WHERE sent_at >= {p} ORDER BY id LIMIT 1",
-                (older_than,),
-            ).fetchone()
-            bound.append(None if first_young is None else first_young[0])
-        young = bound[0]
-        before = "" if young is None else f" AND id < {p}"
-        statement = (
-            "DELETE FROM fsm_event WHERE id IN (SELECT id FROM fsm_event WHERE "
-            f"consumed_at < {p}{before} ORDER BY id LIMIT {p})"
-        )
-        params = (older_than, batch) if young is None else (older_than, young, batch)
-        return int(link.exec(statement, params).rowcount)
-
-    return delete
+    return _walk_by_id(link, p, "fsm_event", "sent_at", "consumed_at", older_than, batch)
 
 
 def _until_short(delete: Delete, batch: int) -> int:
